@@ -1,0 +1,1 @@
+"""Built-in tools. See :mod:`mcode.tools.base` for the interface."""

@@ -1,0 +1,159 @@
+"""The tool interface.
+
+A tool has a name, a description, a JSON schema for its arguments, a permission class and an
+async ``run``. ``run`` raises :class:`mcode.errors.ToolError` for anything the model should hear
+about as a failed call (bad path, ambiguous edit, missing file); the agent loop turns it into an
+error tool result. Tools never print: streaming output goes through ``ctx.emit_output``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from mcode.errors import ToolError
+from mcode.messages import ImagePart, ToolSpec
+
+PermissionClass = Literal["read", "edit", "execute", "computer"]
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """What a tool returns. ``content`` goes to the model; ``summary`` is one line for humans;
+    ``changed_files`` are workspace-relative paths the tool wrote."""
+
+    content: str
+    summary: str = ""
+    is_error: bool = False
+    images: list[ImagePart] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FileStamp:
+    """What a file looked like when the model last read or wrote it (for edit's staleness check)."""
+
+    mtime_ns: int
+    size: int
+    sha256: str
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """Everything a tool may touch. One per session; shared by the tools of that session."""
+
+    workspace: Any  # mcode.tools.workspace.Workspace
+    emit_output: Callable[[str], None] = lambda chunk: None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    file_stamps: dict[str, FileStamp] = field(default_factory=dict)
+    todos: list[dict[str, Any]] = field(default_factory=list)
+    bash_timeout: float = 120.0
+    output_cap: int = 30_000
+
+
+class Tool:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    parameters: ClassVar[dict[str, Any]]
+    permission: ClassVar[PermissionClass]
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.parameters)
+
+    def subject(self, args: dict[str, Any]) -> str:
+        """The string permission rules match against, e.g. ``bash(git status*)`` matches the
+        command, ``edit(src/*)`` the path."""
+        for key in ("command", "path", "pattern"):
+            if isinstance(args.get(key), str):
+                return str(args[key])
+        return ""
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        raise NotImplementedError
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """Parse a model's tool-call arguments. ``""`` means ``{}``; a trailing-garbage or
+    single-quoted object gets one repair attempt; anything else raises ToolError naming the
+    problem so the model can try again."""
+    text = raw.strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        value = _repair(text)
+        if value is None:
+            raise ToolError(
+                f"the arguments are not valid JSON ({e.msg} at character {e.pos})",
+                hint="send the arguments as one JSON object",
+            ) from None
+    if not isinstance(value, dict):
+        raise ToolError(
+            f"the arguments must be a JSON object, not {type(value).__name__}",
+            hint="send the arguments as one JSON object",
+        )
+    return value
+
+
+def _repair(text: str) -> Any:
+    # Common model slips: an extra closing brace or prose after the object, or a missing
+    # final brace. raw_decode takes the first complete value and ignores the rest.
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text)
+        return value
+    except json.JSONDecodeError:
+        pass
+    for suffix in ("}", "\"}", "}}"):
+        try:
+            return json.loads(text + suffix)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def validate_arguments(tool: Tool, args: dict[str, Any]) -> None:
+    """Check required keys and basic JSON types against the tool's schema (enough to give the
+    model a precise error; full JSON Schema validation is not needed for our own tools)."""
+    schema = tool.parameters
+    props: dict[str, Any] = schema.get("properties", {})
+    missing = [k for k in schema.get("required", []) if k not in args]
+    if missing:
+        raise ToolError(f"missing required argument(s): {', '.join(missing)}")
+    unknown = [k for k in args if k not in props]
+    if unknown and schema.get("additionalProperties") is False:
+        raise ToolError(
+            f"unknown argument(s): {', '.join(unknown)}; allowed: {', '.join(props) or 'none'}"
+        )
+    for key, value in args.items():
+        expected = props.get(key, {}).get("type")
+        if expected and not _is_type(value, expected):
+            raise ToolError(f"argument {key!r} must be of type {expected}, got {type(value).__name__}")
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def _is_type(value: Any, expected: str | list[str]) -> bool:
+    names = [expected] if isinstance(expected, str) else expected
+    for name in names:
+        if name == "null" and value is None:
+            return True
+        types = _JSON_TYPES.get(name)
+        if types is None:
+            return True
+        if isinstance(value, bool) and name in ("integer", "number"):
+            continue
+        if isinstance(value, types):
+            return True
+    return False
