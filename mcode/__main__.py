@@ -1,0 +1,5 @@
+import sys
+
+from mcode.cli import main
+
+sys.exit(main())

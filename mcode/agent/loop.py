@@ -1,0 +1,270 @@
+"""One user turn: build the request, stream the model, run its tool calls, repeat.
+
+``run_turn`` -> ``_step`` (one model call) -> ``_run_calls`` (its tool calls). Limits and early
+exits are exceptions carrying a message (LimitReached, ProviderError, CancelledError); run_turn
+turns each into the ``turn.finished`` event and a :class:`TurnOutcome`.
+
+Invariants the rest of mcode relies on:
+- history is append-only, and every append is mirrored by an event whose ``data["message"]`` is
+  that message (so the store can rebuild it for --resume);
+- every tool call in history gets exactly one tool result, also when the turn is cancelled;
+- consecutive read-only calls (read, grep, glob, ls) run concurrently; results are appended in the
+  order the model made the calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from mcode import events as ev
+from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
+from mcode.messages import Message, TextPart, ToolCall, user_message
+from mcode.providers.base import (
+    Completion,
+    ModelRequest,
+    Retrying,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallStarted,
+)
+from mcode.tools import READ_ONLY_SAFE
+from mcode.tools.base import Tool, ToolResult, parse_arguments, validate_arguments
+
+if TYPE_CHECKING:
+    from mcode.runtime.session import Session, TurnOutcome
+
+CANCELLED_RESULT = "The user cancelled this tool call before it finished."
+
+
+async def run_turn(session: Session, message: Message) -> TurnOutcome:
+    from mcode.runtime.session import TurnOutcome
+
+    session.emit(ev.TURN_STARTED)
+    _append(session, ev.MESSAGE_USER, message)
+    text = ""
+    try:
+        for _ in range(session.max_turns):
+            _deliver_steers(session)
+            completion = await _step(session)
+            text = completion.message.text
+            if completion.message.tool_calls:
+                await _run_calls(session, completion.message.tool_calls)
+                continue
+            if session.has_pending_steers:
+                continue
+            session.emit(ev.TURN_FINISHED, reason="completed")
+            return TurnOutcome("completed", text)
+        raise LimitReached(
+            f"stopped after {session.max_turns} model calls (max turns)",
+            hint="raise --max-turns, or continue with --continue",
+        )
+    except asyncio.CancelledError:
+        _close_open_calls(session)
+        session.emit(ev.TURN_FINISHED, reason="cancelled")
+        return TurnOutcome("cancelled", text)
+    except LimitReached as e:
+        session.emit(ev.ERROR, kind="limit", message=e.message, hint=e.hint, recoverable=True)
+        session.emit(ev.TURN_FINISHED, reason="max_turns")
+        return TurnOutcome("max_turns", text, e)
+    except MCodeError as e:
+        kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
+        session.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
+        _close_open_calls(session)
+        session.emit(ev.TURN_FINISHED, reason="error")
+        return TurnOutcome("error", text, e)
+
+
+def _append(session: Session, event_type: str, message: Message, **data: Any) -> None:
+    session.history.append(message)
+    session.emit(event_type, message=message.to_dict(), **data)
+
+
+def _deliver_steers(session: Session) -> None:
+    for text in session.take_steers():
+        _append(session, ev.STEER_DELIVERED, user_message(text), text=text)
+
+
+async def _step(session: Session) -> Completion:
+    request = ModelRequest(
+        model=session.provider.info.model,
+        system=session.system_prompt,
+        messages=session.history,
+        tools=[t.spec() for t in session.tools],
+        thinking=session.thinking,
+    )
+    completion: Completion | None = None
+    async for item in session.provider.stream(request):
+        if isinstance(item, TextDelta):
+            session.emit(ev.TEXT_DELTA, text=item.text)
+        elif isinstance(item, ThinkingDelta):
+            session.emit(ev.THINKING_DELTA, text=item.text)
+        elif isinstance(item, ToolCallStarted):
+            pass  # the complete call is announced by tool.requested once it is final
+        elif isinstance(item, Retrying):
+            session.emit(
+                ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
+            )
+        elif isinstance(item, Completion):
+            completion = item
+    if completion is None:
+        raise ProviderError(
+            "the model stream ended without a final message",
+            kind="truncated",
+            retryable=False,
+            hint="try again; if it persists, the server is misbehaving",
+        )
+    session.totals.model_calls += 1
+    session.totals.usage.add(completion.usage)
+    _append(session, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason)
+    session.emit(
+        ev.USAGE, **completion.usage.to_dict(), total=session.totals.usage.to_dict()
+    )
+    return completion
+
+
+async def _run_calls(session: Session, calls: tuple[ToolCall, ...]) -> None:
+    i = 0
+    while i < len(calls):
+        j = i + 1
+        if calls[i].name in READ_ONLY_SAFE:
+            while j < len(calls) and calls[j].name in READ_ONLY_SAFE:
+                j += 1
+        group = calls[i:j]
+        if len(group) == 1:
+            results = [await _run_one(session, group[0])]
+        else:
+            results = list(await asyncio.gather(*(_run_one(session, c) for c in group)))
+        for call, (result, duration) in zip(group, results):
+            _finish(session, call, result, duration)
+        i = j
+
+
+def _finish(session: Session, call: ToolCall, result: ToolResult, duration: float) -> None:
+    session.totals.tool_calls += 1
+    message = Message(
+        role="tool",
+        parts=(TextPart(result.content), *result.images),
+        tool_call_id=call.id,
+        name=call.name,
+        is_error=result.is_error,
+    )
+    _append(
+        session,
+        ev.TOOL_FINISHED,
+        message,
+        id=call.id,
+        name=call.name,
+        ok=not result.is_error,
+        summary=result.summary,
+        duration=round(duration, 3),
+    )
+    for path in result.changed_files:
+        session.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id)
+
+
+async def _run_one(session: Session, call: ToolCall) -> tuple[ToolResult, float]:
+    started = time.monotonic()
+    session.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
+    tool = next((t for t in session.tools if t.name == call.name), None)
+    try:
+        if tool is None:
+            names = ", ".join(t.name for t in session.tools)
+            raise ToolError(f"there is no tool named {call.name!r}; the tools are: {names}")
+        args = parse_arguments(call.arguments)
+        validate_arguments(tool, args)
+        denied = await _denial(session, call, tool, args)
+        if denied is not None:
+            return _denied_result(denied), time.monotonic() - started
+        session.emit(ev.TOOL_STARTED, id=call.id, name=call.name)
+        ctx = dataclasses.replace(
+            session.tool_context,
+            emit_output=lambda chunk: session.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk),
+        )
+        result = await tool.run(args, ctx)
+    except ToolError as e:
+        result = ToolResult(content=f"Error: {e}", summary=e.message, is_error=True)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # a bug in a tool must not end the run; the model hears about it
+        result = ToolResult(
+            content=f"Error: the {call.name} tool failed unexpectedly: {type(e).__name__}: {e}",
+            summary="internal tool error",
+            is_error=True,
+        )
+    return result, time.monotonic() - started
+
+
+async def _denial(
+    session: Session, call: ToolCall, tool: Tool, args: dict[str, Any]
+) -> str | None:
+    """None if the call may run, else the reason it may not (already recorded as an event)."""
+    decision = session.permissions.check(tool, args)
+    subject = tool.subject(args)
+    if decision.action == "allow":
+        return None
+    if decision.action == "ask":
+        if not session.interactive:
+            reason = (
+                f"{decision.reason}; this run is headless, so nobody can approve it. "
+                "Allow it with --permission-mode or an allow rule in the config"
+            )
+            return _record_denial(session, call, subject, reason, by="headless")
+        request_id = uuid.uuid4().hex[:12]
+        session.emit(
+            ev.PERMISSION_ASKED,
+            request_id=request_id,
+            id=call.id,
+            name=call.name,
+            subject=subject,
+            permission=tool.permission,
+            reason=decision.reason,
+        )
+        allowed = await session.wait_for_approval(request_id)
+        if allowed:
+            session.emit(ev.PERMISSION_DECIDED, id=call.id, name=call.name, allowed=True, by="user")
+            return None
+        return _record_denial(session, call, subject, "the user declined", by="user")
+    return _record_denial(session, call, subject, decision.reason, by="rule" if decision.rule else "mode")
+
+
+def _record_denial(session: Session, call: ToolCall, subject: str, reason: str, by: str) -> str:
+    session.totals.denials.append({"id": call.id, "name": call.name, "subject": subject})
+    session.emit(
+        ev.PERMISSION_DECIDED,
+        id=call.id,
+        name=call.name,
+        subject=subject,
+        allowed=False,
+        by=by,
+        reason=reason,
+    )
+    return reason
+
+
+def _denied_result(reason: str) -> ToolResult:
+    return ToolResult(
+        content=f"Error: permission denied: {reason}. Do not retry this call; "
+        "continue without it or tell the user what you needed.",
+        summary="permission denied",
+        is_error=True,
+    )
+
+
+def _close_open_calls(session: Session) -> None:
+    """Give every tool call of the last assistant message a result (cancelled ones say so)."""
+    last = next((m for m in reversed(session.history) if m.role == "assistant"), None)
+    if last is None:
+        return
+    answered = {m.tool_call_id for m in session.history if m.role == "tool"}
+    for call in last.tool_calls:
+        if call.id not in answered:
+            _finish(
+                session,
+                call,
+                ToolResult(content=CANCELLED_RESULT, summary="cancelled", is_error=True),
+                0.0,
+            )

@@ -1,0 +1,96 @@
+"""The ``mcode`` command line. Imports only the standard library at start-up; each subcommand
+imports what it needs when it runs, so ``mcode --version`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mcode import __version__
+
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    error (the model API failed, a tool crashed the run, the store failed)
+  2    usage error (bad flags, bad config)
+  3    a limit was reached (max turns)
+  4    a needed action was denied (a tool call refused by the permission mode or a rule)
+  130  interrupted (Ctrl-C, SIGTERM, or cancelled)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcode",
+        description="A coding agent that reads, edits and runs your repository.",
+    )
+    parser.add_argument("--version", action="version", version=f"mcode {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "exec",
+        help="run one task headless (scripts, CI)",
+        description="Run one task without a UI and print the result.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompt", nargs="?", help="the task; '-' (or nothing, with a pipe) reads stdin")
+    p.add_argument(
+        "--output-format",
+        choices=["text", "json", "stream-json"],
+        default="text",
+        help="text: the final answer; json: one result object; stream-json: every event as JSON lines",
+    )
+    p.add_argument("--provider", choices=["openai", "anthropic", "minimax", "local"])
+    p.add_argument("--model", help="model name, or a .gguf path for --provider local")
+    p.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
+    p.add_argument(
+        "--permission-mode", choices=["read-only", "ask", "auto-edit", "full-auto"],
+        help="what tools may do without asking; a headless run denies what would ask",
+    )
+    p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
+    p.add_argument("--context-window", type=_positive_int, metavar="TOKENS")
+    p.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image")
+    p.add_argument("--add-dir", action="append", default=[], metavar="DIR",
+                   help="also allow tools to touch this folder")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--continue", dest="continue_", action="store_true",
+                       help="continue the most recent session in this folder")
+    group.add_argument("--resume", metavar="ID", help="continue the session with this id")
+    p.add_argument("--cwd", help="the workspace (default: the current folder)")
+
+    s = sub.add_parser("sessions", help="list stored sessions")
+    s.add_argument("--all", action="store_true", help="all folders, not only this one")
+    s.add_argument("--limit", type=_positive_int, default=20)
+    s.add_argument("--cwd")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "exec":
+        from mcode.exec import main as exec_main
+
+        return exec_main(args)
+    if args.command == "sessions":
+        from mcode.exec import list_sessions
+
+        return list_sessions(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""Configuration: defaults < user file < project file < environment < flags.
+
+Files are TOML: ``$XDG_CONFIG_HOME/mcode/config.toml`` (user) and ``<workspace>/.mcode/config.toml``
+(project, wins over user). Every key is also an environment variable: ``MCODE_`` plus the dotted
+key upper-cased with dots as underscores (``network.max_retries`` -> ``MCODE_NETWORK_MAX_RETRIES``;
+lists are comma-separated). A bad file, key or value raises :class:`ConfigError` naming the file,
+the key and the line.
+
+Provider resolution when none is named (DESIGN.md): ``MINIMAX_API_KEY`` -> minimax,
+``ANTHROPIC_API_KEY`` -> anthropic, ``OPENAI_API_KEY`` -> openai, else the embedded local model.
+The reason is kept in :attr:`Settings.provider_reason` and shown in ``session.started``.
+
+A project file cannot set ``base_url`` or ``api_key_env``: a cloned repository must not be able
+to send your API key to a server of its choosing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcode.errors import ConfigError
+from mcode.providers.presets import PRESETS, ProviderPreset, model_facts
+from mcode.providers.retry import NetworkSettings
+
+PERMISSION_MODES = ("read-only", "ask", "auto-edit", "full-auto")
+
+# dotted key -> expected type ("str", "int", "float", "bool", "list", "thinking")
+_KEYS: dict[str, str] = {
+    "provider": "str",
+    "model": "str",
+    "base_url": "str",
+    "thinking": "thinking",
+    "permission_mode": "str",
+    "max_turns": "int",
+    "context_window": "int",
+    "permissions.allow": "list",
+    "permissions.deny": "list",
+    "permissions.add_dirs": "list",
+    "permissions.allow_outside": "bool",
+    "network.connect_timeout": "float",
+    "network.first_event_timeout": "float",
+    "network.idle_timeout": "float",
+    "network.max_retries": "int",
+    "network.backoff_base": "float",
+    "network.backoff_max": "float",
+    "local.model": "str",
+    "local.threads": "int",
+    "local.context": "int",
+    "local.max_output_tokens": "int",
+    "tools.bash_timeout": "float",
+    "tools.output_cap": "int",
+}
+# Per-provider overrides: [providers.<name>] base_url / model / api_key_env.
+_PROVIDER_KEYS = {"base_url": "str", "model": "str", "api_key_env": "str"}
+_PROJECT_FORBIDDEN = {"base_url", "api_key_env"}
+
+
+@dataclass(slots=True)
+class LocalSettings:
+    model_path: str | None = None
+    threads: int | None = None
+    context: int = 8192
+    max_output_tokens: int = 1024
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything resolved. ``api_key`` never leaves this object except into an HTTP header."""
+
+    workspace: Path
+    provider: str
+    provider_reason: str
+    preset: ProviderPreset
+    model: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    thinking: bool | None = None
+    permission_mode: str = "ask"
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+    add_dirs: list[str] = field(default_factory=list)
+    allow_outside: bool = False
+    max_turns: int = 50
+    context_window: int = 128_000
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    bash_timeout: float = 120.0
+    output_cap: int = 30_000
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.api_key] if self.api_key else []
+
+
+def config_home(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "mcode"
+
+
+def data_home(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("MCODE_DATA_DIR"):
+        return Path(env["MCODE_DATA_DIR"])
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mcode"
+
+
+def load_settings(
+    workspace: Path,
+    flags: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Resolve settings for ``workspace``. ``flags`` uses the dotted keys of the files
+    (``{"provider": "openai", "max_turns": 3}``); ``None`` values are ignored."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    sources: list[str] = []
+    for path, is_project in (
+        (config_home(env) / "config.toml", False),
+        (workspace / ".mcode" / "config.toml", True),
+    ):
+        if path.is_file():
+            values.update(_read_file(path, is_project))
+            sources.append(str(path))
+    for key, kind in _KEYS.items():
+        name = "MCODE_" + key.upper().replace(".", "_")
+        if env.get(name):
+            values[key] = _coerce(env[name], kind, f"environment variable {name}")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = value
+    return _build(workspace, values, env, sources)
+
+
+def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(
+            f"{path}: not valid TOML: {e}", hint="fix the line it names, or move the file away"
+        ) from None
+    out: dict[str, Any] = {}
+    for key, value in _flatten(doc):
+        where = _where(path, text, key)
+        if key.startswith("providers."):
+            parts = key.split(".")
+            if len(parts) != 3 or parts[1] not in PRESETS or parts[2] not in _PROVIDER_KEYS:
+                raise ConfigError(
+                    f"{where}: unknown key {key!r}",
+                    hint=f"[providers.NAME] takes {', '.join(_PROVIDER_KEYS)}; NAME is one of "
+                    f"{', '.join(PRESETS)}",
+                )
+            kind = _PROVIDER_KEYS[parts[2]]
+            leaf = parts[2]
+        elif key in _KEYS:
+            kind = _KEYS[key]
+            leaf = key
+        else:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}",
+                hint=f"known keys: {', '.join(sorted(_KEYS))}, providers.NAME.*",
+            )
+        if is_project and leaf in _PROJECT_FORBIDDEN:
+            raise ConfigError(
+                f"{where}: {key!r} cannot be set in a project config",
+                hint="set it in your user config or with --base-url: a repository must not "
+                "choose where your API key is sent",
+            )
+        out[key] = _check_type(value, kind, f"{where}: {key!r}")
+    return out
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            items.extend(_flatten(v, key + "."))
+        else:
+            items.append((key, v))
+    return items
+
+
+def _where(path: Path, text: str, dotted: str) -> str:
+    """'file:line' for a dotted key, found by scanning table headers and assignments."""
+    *tables, leaf = dotted.split(".")
+    table = ".".join(tables)
+    current = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        header = re.match(r"^\[\s*([^\]]+?)\s*\]$", s)
+        if header:
+            current = header.group(1).replace(" ", "")
+            continue
+        m = re.match(r"^([A-Za-z0-9_.\-\"]+)\s*=", s)
+        if not m:
+            continue
+        key = m.group(1).replace('"', "")
+        full = f"{current}.{key}" if current else key
+        if full == dotted or (current == table and key == leaf):
+            return f"{path}:{n}"
+    return str(path)
+
+
+def _check_type(value: Any, kind: str, where: str) -> Any:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list": isinstance(value, list) and all(isinstance(x, str) for x in value),
+        "thinking": isinstance(value, bool) or value in ("on", "off"),
+    }[kind]
+    if not ok:
+        expected = {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "list": "a list of strings",
+            "thinking": '"on", "off", true or false',
+        }[kind]
+        raise ConfigError(f"{where} must be {expected}, not {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _coerce(raw: str, kind: str, where: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "list":
+            return [x.strip() for x in raw.split(",") if x.strip()]
+        if kind == "thinking":
+            return _check_type(raw.lower(), kind, where)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{where} must be {kind}, not {raw!r}") from None
+
+
+def _thinking(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    return value == "on"
+
+
+def resolve_provider(values: dict[str, Any], env: dict[str, str]) -> tuple[str, str]:
+    """Which provider, and why (one sentence for the session.started event)."""
+    if values.get("provider"):
+        name = values["provider"]
+        if name not in PRESETS:
+            raise ConfigError(
+                f"unknown provider {name!r}", hint=f"use one of: {', '.join(PRESETS)}"
+            )
+        return name, "named in the configuration or on the command line"
+    for name in ("minimax", "anthropic", "openai"):
+        key_env = PRESETS[name].api_key_env
+        if key_env and env.get(key_env):
+            return name, f"{key_env} is set"
+    return "local", "no API key is set, so the embedded local model runs"
+
+
+def _build(
+    workspace: Path, values: dict[str, Any], env: dict[str, str], sources: list[str]
+) -> Settings:
+    provider, reason = resolve_provider(values, env)
+    preset = PRESETS[provider]
+    per = {k.split(".", 2)[2]: v for k, v in values.items() if k.startswith(f"providers.{provider}.")}
+
+    mode = values.get("permission_mode", "ask")
+    if mode not in PERMISSION_MODES:
+        raise ConfigError(
+            f"unknown permission mode {mode!r}", hint=f"use one of: {', '.join(PERMISSION_MODES)}"
+        )
+
+    api_key_env = per.get("api_key_env") or preset.api_key_env
+    api_key = env.get(api_key_env) if api_key_env else None
+    base_url = (
+        values.get("base_url")
+        or per.get("base_url")
+        or (env.get(preset.base_url_env) if preset.base_url_env else None)
+        or preset.base_url
+    )
+    model = values.get("model") or per.get("model") or preset.default_model
+    local = LocalSettings(
+        model_path=values.get("local.model"),
+        threads=values.get("local.threads"),
+        context=values.get("local.context", 8192),
+        max_output_tokens=values.get("local.max_output_tokens", 1024),
+    )
+    if provider == "local" and values.get("model", "").endswith(".gguf"):
+        local.model_path = values["model"]
+    facts = model_facts(model)
+    window = values.get("context_window") or (
+        local.context if provider == "local" else facts.context_window
+    )
+    for key in ("max_turns", "context_window", "local.context", "tools.output_cap"):
+        if key in values and values[key] <= 0:
+            raise ConfigError(f"{key} must be a positive number, not {values[key]!r}")
+
+    network = NetworkSettings()
+    for key, value in values.items():
+        if key.startswith("network."):
+            setattr(network, key.split(".", 1)[1], value)
+
+    return Settings(
+        workspace=workspace,
+        provider=provider,
+        provider_reason=reason,
+        preset=preset,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        api_key_env=api_key_env,
+        thinking=_thinking(values.get("thinking")),
+        permission_mode=mode,
+        allow=list(values.get("permissions.allow", [])),
+        deny=list(values.get("permissions.deny", [])),
+        add_dirs=list(values.get("permissions.add_dirs", [])),
+        allow_outside=bool(values.get("permissions.allow_outside", False)),
+        max_turns=values.get("max_turns", 50),
+        context_window=window,
+        network=network,
+        local=local,
+        bash_timeout=values.get("tools.bash_timeout", 120.0),
+        output_cap=values.get("tools.output_cap", 30_000),
+        sources=sources,
+    )

@@ -1,0 +1,87 @@
+"""The event stream: everything a session does, as typed, JSON-serialisable events.
+
+Every front end consumes this one stream: ``mcode exec --output-format stream-json`` prints it
+as JSON lines, the store persists it, the TUI and the language server render it. The envelope:
+
+    {"v": 1, "seq": 7, "ts": 1764140000.123, "session_id": "…", "turn_id": "…" | null,
+     "type": "tool.finished", "data": {…}}
+
+``v`` is :data:`SCHEMA_VERSION`; it changes only when a field is removed or changes meaning
+(new event types and new fields are additive). ``seq`` counts from 1 within a session and never
+repeats, also across ``--resume``. The payload of each type is documented in README.md
+("Event schema"); the names below are the complete list for this version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+SESSION_STARTED = "session.started"
+TURN_STARTED = "turn.started"
+MESSAGE_USER = "message.user"
+TEXT_DELTA = "text.delta"
+THINKING_DELTA = "thinking.delta"
+MESSAGE_ASSISTANT = "message.assistant"
+TOOL_REQUESTED = "tool.requested"
+PERMISSION_ASKED = "permission.asked"
+PERMISSION_DECIDED = "permission.decided"
+TOOL_STARTED = "tool.started"
+TOOL_OUTPUT = "tool.output"
+TOOL_FINISHED = "tool.finished"
+FILE_CHANGED = "file.changed"
+STEER_RECEIVED = "steer.received"
+STEER_DELIVERED = "steer.delivered"
+RETRY = "retry"
+USAGE = "usage"
+ERROR = "error"
+TURN_FINISHED = "turn.finished"
+SESSION_FINISHED = "session.finished"
+
+ALL_TYPES = frozenset(
+    {
+        SESSION_STARTED, TURN_STARTED, MESSAGE_USER, TEXT_DELTA, THINKING_DELTA,
+        MESSAGE_ASSISTANT, TOOL_REQUESTED, PERMISSION_ASKED, PERMISSION_DECIDED, TOOL_STARTED,
+        TOOL_OUTPUT, TOOL_FINISHED, FILE_CHANGED, STEER_RECEIVED, STEER_DELIVERED, RETRY, USAGE,
+        ERROR, TURN_FINISHED, SESSION_FINISHED,
+    }
+)
+
+# Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
+# model's history exactly (this is how --resume works).
+HISTORY_TYPES = frozenset({MESSAGE_USER, MESSAGE_ASSISTANT, TOOL_FINISHED, STEER_DELIVERED})
+
+# High-volume, superseded by the message that completes them; not persisted one by one.
+TRANSIENT_TYPES = frozenset({TEXT_DELTA, THINKING_DELTA, TOOL_OUTPUT})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    data: dict[str, Any]
+    seq: int
+    session_id: str
+    turn_id: str | None
+    ts: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "seq": self.seq,
+            "ts": self.ts,
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "type": self.type,
+            "data": self.data,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        d = json.loads(line)
+        return cls(d["type"], d["data"], d["seq"], d["session_id"], d.get("turn_id"), d["ts"])

@@ -1,0 +1,77 @@
+"""Assemble a Session from resolved settings: the one place every front end starts from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mcode.config import Settings
+from mcode.permissions import Permissions, PermissionMode
+from mcode.prompts import system_prompt
+from mcode.runtime.session import Session
+from mcode.store import Store
+from mcode.tools import default_tools
+from mcode.tools.base import ToolContext
+from mcode.tools.workspace import Workspace
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def open_session(
+    settings: Settings,
+    store: Store | None,
+    *,
+    interactive: bool,
+    resume_id: str | None = None,
+    continue_last: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Session:
+    """A ready Session (``session.started`` already emitted), new or resumed from the store."""
+    from mcode.errors import UsageError
+    from mcode.providers.factory import make_provider
+
+    cwd = str(settings.workspace)
+    session_id = None
+    history = None
+    last_seq = 0
+    if (resume_id or continue_last) and store is None:
+        raise UsageError("--resume and --continue need the session store")
+    if store is not None and continue_last:
+        recent = store.sessions(cwd=cwd, limit=1)
+        if not recent:
+            raise UsageError(
+                f"there is no earlier session in {cwd} to continue",
+                hint="start one without --continue",
+            )
+        resume_id = recent[0].id
+    if store is not None and resume_id:
+        info = store.find(resume_id)
+        session_id = info.id
+        history = store.history(info.id)
+        last_seq = store.last_seq(info.id)
+
+    workspace = Workspace(
+        settings.workspace,
+        extra_roots=[Path(d).expanduser().resolve() for d in settings.add_dirs],
+        allow_outside=settings.allow_outside,
+    )
+    provider = make_provider(settings, transport=transport)
+    session = Session(
+        provider=provider,
+        tools=default_tools(),
+        permissions=Permissions(PermissionMode(settings.permission_mode), settings.allow, settings.deny),
+        tool_context=ToolContext(
+            workspace=workspace, bash_timeout=settings.bash_timeout, output_cap=settings.output_cap
+        ),
+        system_prompt=system_prompt(settings.workspace),
+        store=store,
+        interactive=interactive,
+        max_turns=settings.max_turns,
+        thinking=settings.thinking,
+        secrets=settings.secrets,
+        session_id=session_id,
+        history=history,
+        last_seq=last_seq,
+    )
+    return session

@@ -1,0 +1,192 @@
+"""Session: one conversation, its settings, its event stream.
+
+Front ends never call the model or the tools. They call ``submit`` (run a turn), ``steer`` (add a
+requirement while a turn runs; delivered at the next step boundary, nothing in flight is thrown
+away), ``cancel`` (stop now, leave history and files consistent) and ``approve`` (answer a
+``permission.asked`` event), and they subscribe to the events.
+
+Every event is serialised once, scrubbed of secrets, persisted to the store and handed to the
+subscribers as ``(event, json_line)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcode import events as ev
+from mcode.errors import MCodeError
+from mcode.events import Event
+from mcode.messages import ImagePart, Message, Usage, user_message
+from mcode.permissions import Permissions
+from mcode.providers.base import Provider
+from mcode.store import Store
+from mcode.tools.base import Tool, ToolContext
+
+Listener = Callable[[Event, str], None]
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error."""
+
+    reason: str
+    text: str = ""
+    error: MCodeError | None = None
+
+
+@dataclass(slots=True)
+class SessionTotals:
+    usage: Usage = field(default_factory=Usage)
+    model_calls: int = 0
+    tool_calls: int = 0
+    denials: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        tools: list[Tool],
+        permissions: Permissions,
+        tool_context: ToolContext,
+        system_prompt: str,
+        store: Store | None = None,
+        interactive: bool = False,
+        max_turns: int = 50,
+        thinking: bool | None = None,
+        secrets: list[str] | None = None,
+        session_id: str | None = None,
+        history: list[Message] | None = None,
+        last_seq: int = 0,
+    ) -> None:
+        self.id = session_id or uuid.uuid4().hex
+        self.provider = provider
+        self.tools = tools
+        self.permissions = permissions
+        self.tool_context = tool_context
+        self.system_prompt = system_prompt
+        self.store = store
+        self.interactive = interactive
+        self.max_turns = max_turns
+        self.thinking = thinking
+        self.history: list[Message] = list(history or [])
+        self.totals = SessionTotals()
+        self.turn_id: str | None = None
+        self._seq = last_seq
+        self._secrets = [s for s in (secrets or []) if s]
+        self._listeners: list[Listener] = []
+        self._steers: list[str] = []
+        self._approvals: dict[str, asyncio.Future[bool]] = {}
+        self._task: asyncio.Task[TurnOutcome] | None = None
+        self._cancel_requested = False
+
+    # -- events -------------------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, type: str, **data: Any) -> Event:
+        self._seq += 1
+        event = Event(type, data, self._seq, self.id, self.turn_id, time.time())
+        line = event.to_json()
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, "[REDACTED]")
+        if self.store is not None:
+            self.store.write(event, line)
+        for listener in self._listeners:
+            listener(event, line)
+        return event
+
+    def start(self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool) -> None:
+        info = self.provider.info
+        if self.thinking is None:
+            thinking = "default"
+        elif info.thinking_switchable:
+            thinking = "on" if self.thinking else "off"
+        else:
+            thinking = "unavailable"
+        self.emit(
+            ev.SESSION_STARTED,
+            cwd=cwd,
+            provider=info.provider,
+            model=info.model,
+            provider_reason=provider_reason,
+            context_window=info.context_window,
+            permission_mode=permission_mode,
+            thinking=thinking,
+            resumed=resumed,
+            schema_version=ev.SCHEMA_VERSION,
+        )
+
+    # -- driving ------------------------------------------------------------------------------
+    async def submit(self, text: str, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
+        """Run one user turn to its end. Only one turn runs at a time."""
+        from mcode.agent.loop import run_turn
+
+        if self._task is not None and not self._task.done():
+            raise MCodeError("a turn is already running", hint="steer it, or cancel it first")
+        self._cancel_requested = False
+        self.tool_context.cancel.clear()
+        self.turn_id = uuid.uuid4().hex[:12]
+        if self.store is not None and not self.history:
+            self.store.set_title(self.id, text.strip().splitlines()[0] if text.strip() else "")
+        self._task = asyncio.ensure_future(run_turn(self, user_message(text, images)))
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            # The caller was cancelled (e.g. Ctrl-C): cancel the turn and let it clean up.
+            self.cancel()
+            return await self._task
+
+    def steer(self, text: str) -> None:
+        """Add a requirement to the running work; delivered at the next step boundary."""
+        self._steers.append(text)
+        self.emit(ev.STEER_RECEIVED, text=text)
+
+    @property
+    def has_pending_steers(self) -> bool:
+        return bool(self._steers)
+
+    def take_steers(self) -> list[str]:
+        pending, self._steers = self._steers, []
+        return pending
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def cancel(self) -> None:
+        """Stop the running turn now. The turn finishes with reason ``cancelled``; every tool
+        call in history gets a result, and no file is left half-written (writes are atomic)."""
+        self._cancel_requested = True
+        self.tool_context.cancel.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def approve(self, request_id: str, allow: bool) -> None:
+        future = self._approvals.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(allow)
+
+    async def wait_for_approval(self, request_id: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._approvals[request_id] = future
+        return await future
+
+    def finish(self, *, result: str, exit_code: int, reason: str) -> None:
+        self.emit(
+            ev.SESSION_FINISHED,
+            result=result,
+            reason=reason,
+            exit_code=exit_code,
+            usage=self.totals.usage.to_dict(),
+            model_calls=self.totals.model_calls,
+            tool_calls=self.totals.tool_calls,
+            denials=len(self.totals.denials),
+        )

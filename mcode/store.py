@@ -1,0 +1,167 @@
+"""The session store: every event of every session in one SQLite database (WAL mode).
+
+One database per user at ``$XDG_DATA_HOME/mcode/sessions.db``. Each event is committed as it is
+emitted, so a crash or ``kill -9`` loses at most the event being written; WAL lets a second
+process (``mcode sessions`` while a run is going) read without blocking the writer. Transient
+events (text/thinking deltas, tool output chunks) are not stored one by one: the message or tool
+result that completes them holds the full text, so nothing completed is lost.
+
+Schema changes are migrations keyed by ``PRAGMA user_version``; a migration may add, never drop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcode.errors import MCodeError
+from mcode.events import HISTORY_TYPES, SESSION_STARTED, TRANSIENT_TYPES, Event
+from mcode.messages import Message
+
+_MIGRATIONS: list[str] = [
+    # 1: sessions and their events
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        cwd TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        title TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE events (
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        type TEXT NOT NULL,
+        turn_id TEXT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE INDEX sessions_by_cwd ON sessions (cwd, updated_at);
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    created_at: float
+    updated_at: float
+    cwd: str
+    provider: str
+    model: str
+    title: str
+
+
+class StoreError(MCodeError):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL: a committed transaction survives a process crash; only a power
+            # loss can take the last few back. That is the bar (kill -9 loses nothing completed).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"cannot open the session store {path}: {e}",
+                hint="check the disk and permissions, or set MCODE_DATA_DIR to another folder",
+            ) from None
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for n, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {n}; COMMIT;")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def write(self, event: Event, body: str) -> None:
+        """Persist one event (``body`` is its JSON, already scrubbed of secrets)."""
+        if event.type in TRANSIENT_TYPES:
+            return
+        try:
+            if event.type == SESSION_STARTED:
+                d = event.data
+                self._db.execute(
+                    "INSERT OR IGNORE INTO sessions VALUES (?,?,?,?,?,?,?)",
+                    (event.session_id, event.ts, event.ts, d["cwd"], d["provider"], d["model"], ""),
+                )
+            self._db.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                (event.session_id, event.seq, event.ts, event.type, event.turn_id, body),
+            )
+            self._db.execute(
+                "UPDATE sessions SET updated_at=? WHERE id=?", (event.ts, event.session_id)
+            )
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"could not save event {event.seq} of session {event.session_id}: {e}",
+                hint="check free disk space; the run stops so that nothing goes unrecorded",
+            ) from None
+
+    def set_title(self, session_id: str, title: str) -> None:
+        self._db.execute(
+            "UPDATE sessions SET title=? WHERE id=? AND title=''", (title[:200], session_id)
+        )
+
+    def sessions(self, cwd: str | None = None, limit: int = 50) -> list[SessionInfo]:
+        sql = "SELECT * FROM sessions"
+        args: tuple[Any, ...] = ()
+        if cwd is not None:
+            sql += " WHERE cwd=?"
+            args = (cwd,)
+        sql += " ORDER BY updated_at DESC LIMIT ?"
+        return [SessionInfo(*row) for row in self._db.execute(sql, (*args, limit))]
+
+    def find(self, prefix: str) -> SessionInfo:
+        rows = self._db.execute(
+            "SELECT * FROM sessions WHERE id LIKE ? ORDER BY updated_at DESC LIMIT 2",
+            (prefix + "%",),
+        ).fetchall()
+        if not rows:
+            raise StoreError(
+                f"no session with id {prefix!r}", hint="`mcode sessions` lists the sessions"
+            )
+        if len(rows) > 1 and rows[0][0] != prefix:
+            raise StoreError(f"session id {prefix!r} is ambiguous", hint="give more characters")
+        return SessionInfo(*rows[0])
+
+    def events(self, session_id: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(body)
+            for (body,) in self._db.execute(
+                "SELECT body FROM events WHERE session_id=? ORDER BY seq", (session_id,)
+            )
+        ]
+
+    def last_seq(self, session_id: str) -> int:
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM events WHERE session_id=?", (session_id,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def history(self, session_id: str) -> list[Message]:
+        """The conversation as the model saw it, rebuilt from the stored events."""
+        return [
+            Message.from_dict(e["data"]["message"])
+            for e in self.events(session_id)
+            if e["type"] in HISTORY_TYPES and "message" in e["data"]
+        ]
+
+
+def now() -> float:
+    return time.time()
