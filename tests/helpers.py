@@ -1,0 +1,80 @@
+"""Shared helpers for tests that run mcode as a user would: a subprocess in a real git repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KEY_VARS = (
+    "MINIMAX_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+    "MINIMAX_BASE_URL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
+)
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """An environment with no API keys and private XDG folders under ``home``."""
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and not k.startswith("MCODE_")}
+    env.update(
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        # Fast retries for tests; Retry-After from the server is still honoured.
+        MCODE_NETWORK_BACKOFF_BASE="0.05",
+        MCODE_NETWORK_BACKOFF_MAX="0.2",
+    )
+    env.update(extra)
+    return env
+
+
+def make_repo(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
+    return root
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+def mcode(*args: str, cwd: Path, env: dict[str, str], stdin: str | None = None,
+          timeout: float = 120) -> Run:
+    p = subprocess.run(
+        [sys.executable, "-m", "mcode", *args],
+        cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
+    )
+    return Run(p.returncode, p.stdout, p.stderr)
+
+
+def stored_events(home: Path, session_id: str) -> list[dict[str, Any]]:
+    db = sqlite3.connect(home / "data" / "mcode" / "sessions.db")
+    try:
+        rows = db.execute(
+            "SELECT body FROM events WHERE session_id=? ORDER BY seq", (session_id,)
+        ).fetchall()
+    finally:
+        db.close()
+    return [json.loads(r[0]) for r in rows]
+
+
+def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in request["messages"] if m.get("role") == "tool"]

@@ -1,0 +1,247 @@
+"""`mcode exec` end to end: a subprocess, a real git repo, the scripted model server on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import clean_env, make_repo, mcode, stored_events, tool_messages
+from mcode.events import TRANSIENT_TYPES
+
+CALC = "def add(a, b):\n    return a - b\n"
+TEST = "from calc import add\nassert add(2, 3) == 5, add(2, 3)\nprint('calc ok')\n"
+
+
+def bodies(server) -> list[dict]:
+    return [r["body"] for r in server.requests]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST, "README.md": "# calc\n"})
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home")
+
+
+FIX_SCRIPT = [
+    {"tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "calc.py"}}]},
+    {"text": "The sign is wrong.", "tool_calls": [{"id": "c2", "name": "edit", "arguments": {
+        "path": "calc.py", "old_string": "return a - b", "new_string": "return a + b"}}]},
+    {"tool_calls": [{"id": "c3", "name": "bash", "arguments": {"command": "python test_calc.py"}}]},
+    {"text": "Fixed add() in calc.py; test_calc.py passes.", "usage": {
+        "prompt_tokens": 900, "completion_tokens": 12, "cached_tokens": 800}},
+]
+
+
+def exec_args(server, *extra: str) -> list[str]:
+    return ["exec", "--provider", "openai", "--base-url", server.base_url, "--model", "test-model",
+            *extra]
+
+
+def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
+    server = model_server(FIX_SCRIPT)
+    run = mcode(*exec_args(server, "--output-format", "stream-json", "--permission-mode",
+                           "full-auto"), "Fix add() in calc.py and run its test.", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+
+    events = run.events()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["v"] == 1 for e in events)
+    types = [e["type"] for e in events]
+    assert types[0] == "session.started" and types[-1] == "session.finished"
+    finished = [e["data"] for e in events if e["type"] == "tool.finished"]
+    assert [(f["name"], f["ok"]) for f in finished] == [("read", True), ("edit", True), ("bash", True)]
+    assert any(e["type"] == "file.changed" and e["data"]["path"] == "calc.py" for e in events)
+    assert events[-1]["data"]["exit_code"] == 0
+    assert events[-1]["data"]["usage"]["cached_tokens"] == 800
+
+    # What the model was told: the file it read, then the test output after the fix.
+    reqs = bodies(server)
+    assert len(reqs) == 4
+    assert "return a - b" in tool_messages(reqs[1])[0]["content"]
+    assert "calc ok" in tool_messages(reqs[3])[-1]["content"]
+    # Append-only history: each request starts with the previous one's messages, byte for byte.
+    for a, b in zip(reqs, reqs[1:]):
+        prev = json.dumps(a["messages"], sort_keys=True)
+        assert json.dumps(b["messages"][: len(a["messages"])], sort_keys=True) == prev
+        assert a["tools"] == b["tools"]
+
+    # The store holds every completed (non-transient) event, exactly as streamed.
+    session_id = events[0]["session_id"]
+    durable = [e for e in events if e["type"] not in TRANSIENT_TYPES]
+    assert stored_events(tmp_path / "home", session_id) == durable
+
+
+def test_text_and_json_output(model_server, repo, env):
+    server = model_server([{"text": "It is a calculator."}, {"text": "Still a calculator."}])
+    run = mcode(*exec_args(server), "What is this repo?", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert run.stdout.strip() == "It is a calculator."
+
+    run = mcode(*exec_args(server, "--output-format", "json"), "And now?", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["result"] == "Still a calculator."
+    assert result["exit_code"] == 0 and result["reason"] == "completed"
+    assert result["model_calls"] == 1 and result["tool_calls"] == 0
+
+
+def test_prompt_from_stdin(model_server, repo, env):
+    server = model_server([{"text": "ok"}])
+    run = mcode(*exec_args(server), "-", cwd=repo, env=env, stdin="Summarise README.md")
+    assert run.code == 0, run.stderr
+    assert "Summarise README.md" in json.dumps(bodies(server)[0]["messages"])
+
+
+def test_rate_limit_and_server_error_are_retried(model_server, repo, env):
+    server = model_server([
+        {"status": 429, "headers": {"Retry-After": "1"}, "body": {"error": {"message": "slow down"}}},
+        {"status": 500, "body": {"error": {"message": "boom"}}},
+        {"text": "recovered"},
+    ])
+    started = time.monotonic()
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "hi", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert time.monotonic() - started >= 1.0  # Retry-After honoured
+    retries = [e["data"] for e in run.events() if e["type"] == "retry"]
+    assert [r["kind"] for r in retries] == ["rate_limit", "server"]
+    assert retries[0]["wait"] >= 1.0
+    assert run.events()[-1]["data"]["result"] == "recovered"
+
+
+def test_malformed_arguments_and_unknown_tool_go_back_to_the_model(model_server, repo, env):
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "read", "arguments": '{"path": "calc.py'},
+                        {"id": "c2", "name": "frobnicate", "arguments": {}}]},
+        {"text": "I could not read it."},
+    ])
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "read calc.py",
+                cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    results = tool_messages(bodies(server)[1])
+    assert [r["tool_call_id"] for r in results] == ["c1", "c2"]
+    assert "not valid JSON" in results[0]["content"] or "calc.py" in results[0]["content"]
+    assert "no tool named 'frobnicate'" in results[1]["content"]
+
+
+def test_path_escapes_are_refused(model_server, repo, env, tmp_path):
+    secret = tmp_path / "outside.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "../outside.txt"}},
+                        {"id": "c2", "name": "read", "arguments": {"path": str(secret)}}]},
+        {"tool_calls": [{"id": "c3", "name": "write", "arguments": {
+            "path": "../escape.txt", "content": "x"}}]},
+        {"text": "Both are outside."},
+    ])
+    run = mcode(*exec_args(server, "--permission-mode", "full-auto"), "read it", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    sent = json.dumps(bodies(server))
+    assert "TOP-SECRET-CONTENT" not in sent
+    for msg in tool_messages(bodies(server)[1]) + tool_messages(bodies(server)[2]):
+        assert "outside the workspace" in msg["content"]
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_headless_run_denies_what_would_ask(model_server, repo, env):
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "edit", "arguments": {
+            "path": "calc.py", "old_string": "a - b", "new_string": "a + b"}}]},
+        {"text": "I was not allowed to edit."},
+    ])
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "fix it", cwd=repo, env=env)
+    assert run.code == 4, run.stderr
+    assert (repo / "calc.py").read_text() == CALC
+    decided = [e["data"] for e in run.events() if e["type"] == "permission.decided"]
+    assert decided and decided[0]["allowed"] is False and decided[0]["by"] == "headless"
+    assert "permission denied" in tool_messages(bodies(server)[1])[0]["content"]
+    assert "denied: edit(calc.py)" in run.stderr
+
+
+def test_allow_rule_in_project_config(model_server, repo, env):
+    (repo / ".mcode").mkdir()
+    (repo / ".mcode" / "config.toml").write_text('[permissions]\nallow = ["bash(python test_calc.py)"]\n')
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "python test_calc.py"}}]},
+        {"tool_calls": [{"id": "c2", "name": "bash", "arguments": {"command": "rm -rf ."}}]},
+        {"text": "done"},
+    ])
+    run = mcode(*exec_args(server), "run the test", cwd=repo, env=env)
+    assert run.code == 4, run.stderr
+    results = tool_messages(bodies(server)[2])
+    assert "AssertionError" in results[0]["content"]  # the allowed command really ran
+    assert "permission denied" in results[1]["content"]
+    assert (repo / "calc.py").exists()
+
+
+def test_max_turns_exit_code(model_server, repo, env):
+    loop = {"tool_calls": [{"id": "c", "name": "ls", "arguments": {}}]}
+    server = model_server([loop, loop, loop])
+    run = mcode(*exec_args(server, "--max-turns", "2", "--output-format", "json"), "go",
+                cwd=repo, env=env)
+    assert run.code == 3, run.stderr
+    assert json.loads(run.stdout)["reason"] == "max_turns"
+    assert len(server.requests) == 2
+
+
+def test_resume_and_continue_carry_the_conversation(model_server, repo, env):
+    server = model_server([{"text": "first answer"}, {"text": "second answer"}, {"text": "third"}])
+    first = mcode(*exec_args(server, "--output-format", "json"), "first question", cwd=repo, env=env)
+    session_id = json.loads(first.stdout)["session_id"]
+    second = mcode(*exec_args(server, "--output-format", "json", "--resume", session_id[:8]),
+                   "second question", cwd=repo, env=env)
+    assert second.code == 0, second.stderr
+    assert json.loads(second.stdout)["session_id"] == session_id
+    msgs = bodies(server)[1]["messages"]
+    assert [m["role"] for m in msgs if m["role"] != "system"] == ["user", "assistant", "user"]
+    assert "first answer" in json.dumps(msgs)
+
+    third = mcode(*exec_args(server, "--continue"), "third question", cwd=repo, env=env)
+    assert third.code == 0, third.stderr
+    assert "second answer" in json.dumps(bodies(server)[2]["messages"])
+
+    listing = mcode("sessions", cwd=repo, env=env)
+    assert session_id[:12] in listing.stdout and "first question" in listing.stdout
+
+
+def test_bad_config_names_file_and_line(repo, env):
+    (repo / ".mcode").mkdir()
+    cfg = repo / ".mcode" / "config.toml"
+    cfg.write_text('max_turns = 5\npermission_mode = "yolo"\n')
+    run = mcode("exec", "hi", cwd=repo, env=env)
+    assert run.code == 2
+    assert "yolo" in run.stderr
+    cfg.write_text('max_turns = 5\n[network]\nmax_retries = "three"\n')
+    run = mcode("exec", "hi", cwd=repo, env=env)
+    assert run.code == 2
+    assert f"{cfg}:3" in run.stderr and "max_retries" in run.stderr
+    cfg.write_text("max_turns = = 5\n")
+    run = mcode("exec", "hi", cwd=repo, env=env)
+    assert run.code == 2 and "line 1" in run.stderr
+
+
+def test_usage_errors(repo, env):
+    assert mcode("exec", "--max-turns", "0", "hi", cwd=repo, env=env).code == 2
+    run = mcode("exec", "--image", "nope.png", "hi", cwd=repo, env=env)
+    assert run.code == 2 and "nope.png" in run.stderr
+    assert mcode("exec", "", cwd=repo, env=env, stdin="").code == 2
+
+
+def test_api_key_never_appears_in_events_or_store(model_server, repo, env, tmp_path):
+    key = "sk-test-PLANTED-SECRET-0123456789"
+    env = dict(env, OPENAI_API_KEY=key)
+    server = model_server([{"text": f"echoing {key}"}])
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), f"my key is {key}",
+                cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert server.requests[0]["headers"].get("authorization") == f"Bearer {key}"
+    assert key not in run.stdout and key not in run.stderr
+    for f in (tmp_path / "home" / "data" / "mcode").iterdir():  # the db and its WAL
+        assert key.encode() not in f.read_bytes(), f
