@@ -1,0 +1,117 @@
+"""Config layering, provider resolution and the errors a user sees for a bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcode.config import load_settings
+from mcode.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    (tmp_path / "ws").mkdir()
+    return tmp_path / "ws"
+
+
+def env_for(tmp_path: Path, **kw: str) -> dict[str, str]:
+    return {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "HOME": str(tmp_path), **kw}
+
+
+def test_no_key_means_local(ws, tmp_path):
+    s = load_settings(ws, env=env_for(tmp_path))
+    assert s.provider == "local" and "no API key" in s.provider_reason
+
+
+@pytest.mark.parametrize(
+    "keys, provider",
+    [
+        ({"OPENAI_API_KEY": "sk-oo-111"}, "openai"),
+        ({"ANTHROPIC_API_KEY": "sk-aa-222", "OPENAI_API_KEY": "sk-oo-111"}, "anthropic"),
+        ({"MINIMAX_API_KEY": "sk-mm-333", "ANTHROPIC_API_KEY": "sk-aa-222",
+          "OPENAI_API_KEY": "sk-oo-111"}, "minimax"),
+    ],
+)
+def test_key_resolution_order(ws, tmp_path, keys, provider):
+    s = load_settings(ws, env=env_for(tmp_path, **keys))
+    assert s.provider == provider
+    assert s.api_key == keys[f"{provider.upper()}_API_KEY"]
+    assert s.provider_reason == f"{provider.upper()}_API_KEY is set"
+    assert s.api_key not in repr(s)
+
+
+def test_minimax_preset_and_region_url(ws, tmp_path):
+    s = load_settings(ws, env=env_for(tmp_path, MINIMAX_API_KEY="k",
+                                      MINIMAX_BASE_URL="https://api.minimaxi.com/v1"))
+    assert (s.model, s.base_url, s.context_window) == (
+        "MiniMax-M3", "https://api.minimaxi.com/v1", 1_000_000)
+
+
+def test_layers_user_project_env_flags(ws, tmp_path):
+    write(tmp_path / "cfg" / "mcode" / "config.toml",
+          'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\n[network]\nmax_retries = 9\n')
+    write(ws / ".mcode" / "config.toml", 'max_turns = 8\n[permissions]\nallow = ["bash(ls*)"]\n')
+    env = env_for(tmp_path, MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5")
+    s = load_settings(ws, flags={"max_turns": 3, "thinking": None}, env=env)
+    assert s.provider == "openai"
+    assert s.max_turns == 3  # flag beats project beats user
+    assert s.model == "env-model"
+    assert s.allow == ["bash(ls*)"]
+    assert s.network.max_retries == 9 and s.network.idle_timeout == 1.5
+    assert len(s.sources) == 2
+
+
+def test_unknown_key_names_file_and_line(ws, tmp_path):
+    cfg = write(ws / ".mcode" / "config.toml", 'max_turns = 3\n\n[network]\nretries = 2\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(ws, env=env_for(tmp_path))
+    assert f"{cfg}:4" in str(e.value) and "network.retries" in str(e.value)
+
+
+def test_wrong_type_names_file_line_and_key(ws, tmp_path):
+    cfg = write(tmp_path / "cfg" / "mcode" / "config.toml", '[local]\nthreads = "many"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(ws, env=env_for(tmp_path))
+    assert f"{cfg}:2" in str(e.value) and "local.threads" in str(e.value) and "integer" in str(e.value)
+
+
+def test_toml_syntax_error_has_the_line(ws, tmp_path):
+    write(ws / ".mcode" / "config.toml", 'model = "x"\nmax_turns = \n')
+    with pytest.raises(ConfigError, match="line 2"):
+        load_settings(ws, env=env_for(tmp_path))
+
+
+def test_bad_env_value(ws, tmp_path):
+    with pytest.raises(ConfigError, match="MCODE_MAX_TURNS"):
+        load_settings(ws, env=env_for(tmp_path, MCODE_MAX_TURNS="lots"))
+
+
+def test_project_config_cannot_redirect_the_api_key(ws, tmp_path):
+    write(ws / ".mcode" / "config.toml", '[providers.openai]\nbase_url = "https://evil.example"\n')
+    with pytest.raises(ConfigError, match="project config"):
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+    # the same key in the user's own config is fine
+    (ws / ".mcode" / "config.toml").unlink()
+    write(tmp_path / "cfg" / "mcode" / "config.toml",
+          '[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    assert load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).base_url == "http://127.0.0.1:9/v1"
+
+
+def test_local_gguf_model_flag(ws, tmp_path):
+    s = load_settings(ws, flags={"provider": "local", "model": "/m/x.gguf"}, env=env_for(tmp_path))
+    assert s.local.model_path == "/m/x.gguf" and s.context_window == 8192
+
+
+def test_unknown_provider_and_mode(ws, tmp_path):
+    with pytest.raises(ConfigError, match="unknown provider"):
+        load_settings(ws, flags={"provider": "nope"}, env=env_for(tmp_path))
+    with pytest.raises(ConfigError, match="permission mode"):
+        load_settings(ws, flags={"permission_mode": "yolo"}, env=env_for(tmp_path))

@@ -1,0 +1,66 @@
+"""The SQLite store: events survive the process, history rebuilds, migrations keep data."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from mcode.events import Event
+from mcode.messages import Message, TextPart, ToolCall
+from mcode.store import Store
+
+
+def _event(seq: int, type: str, data: dict, sid: str = "s1") -> Event:
+    return Event(type, data, seq, sid, "t1", 1000.0 + seq)
+
+
+def test_history_round_trip(tmp_path):
+    store = Store(tmp_path / "db" / "sessions.db")
+    user = Message("user", (TextPart("hi"),))
+    asst = Message("assistant", (TextPart("reading"),), (ToolCall("c1", "read", '{"path":"a"}'),))
+    tool = Message("tool", (TextPart("1\tx"),), tool_call_id="c1", name="read")
+    evs = [
+        _event(1, "session.started", {"cwd": "/w", "provider": "openai", "model": "m"}),
+        _event(2, "message.user", {"message": user.to_dict()}),
+        _event(3, "text.delta", {"text": "rea"}),
+        _event(4, "message.assistant", {"message": asst.to_dict()}),
+        _event(5, "tool.finished", {"message": tool.to_dict(), "ok": True}),
+    ]
+    for e in evs:
+        store.write(e, e.to_json())
+    assert store.history("s1") == [user, asst, tool]
+    assert [e["seq"] for e in store.events("s1")] == [1, 2, 4, 5]  # deltas are not stored
+    assert store.last_seq("s1") == 5
+    assert store.find("s").id == "s1"
+    store.close()
+
+
+def test_events_survive_kill_9(tmp_path):
+    db = tmp_path / "sessions.db"
+    code = textwrap.dedent(f"""
+        import os, signal
+        from mcode.events import Event
+        from mcode.store import Store
+        s = Store(__import__('pathlib').Path({str(db)!r}))
+        e = Event("session.started", {{"cwd": "/", "provider": "p", "model": "m"}}, 1, "k", None, 1.0)
+        s.write(e, e.to_json())
+        for i in range(2, 50):
+            e = Event("turn.started", {{}}, i, "k", "t", float(i))
+            s.write(e, e.to_json())
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    p = subprocess.run([sys.executable, "-c", code])
+    assert p.returncode == -9
+    store = Store(db)
+    assert [e["seq"] for e in store.events("k")] == list(range(1, 50))
+
+
+def test_migration_is_versioned_and_idempotent(tmp_path):
+    db = tmp_path / "sessions.db"
+    Store(db).close()
+    Store(db).close()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
