@@ -1,0 +1,225 @@
+"""httpx plumbing shared by the remote providers: one pooled client, deadlines, error mapping.
+
+:class:`HttpClient` sends a POST and hands back the response only if it succeeded; every failure
+(HTTP error status, refused connection, timeout, a stream cut mid-body) comes out as a
+:class:`~mcode.errors.ProviderError` whose text has been scrubbed of secrets.
+
+Timeouts follow :class:`~mcode.providers.retry.NetworkSettings`: httpx enforces the connect
+timeout; the first-event deadline (headers plus the first SSE event) and the idle gap between
+reads are enforced here with ``asyncio.timeout``, scoped to each read only, so time the caller
+spends between events never counts and a deadline never fires inside the caller's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from mcode.errors import ProviderError
+from mcode.providers.retry import (
+    NetworkSettings,
+    classify_status,
+    error_message_from_body,
+    hint_for,
+    parse_retry_after,
+    scrub,
+)
+from mcode.providers.sse import SSEEvent, SSEParser
+
+__all__ = ["HttpClient"]
+
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class HttpClient:
+    """A lazily created ``httpx.AsyncClient`` reused across calls (connection reuse).
+
+    ``transport`` replaces httpx's network transport (tests may pass one; the default talks to
+    the network). ``secrets`` are scrubbed from every error message. Close with :meth:`aclose`.
+    The client belongs to the event loop that first used it.
+    """
+
+    def __init__(
+        self,
+        *,
+        network: NetworkSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        secrets: Iterable[str | None] = (),
+    ) -> None:
+        self.network = network
+        self._transport = transport
+        self.secrets = tuple(s for s in secrets if s)
+        self._client: httpx.AsyncClient | None = None
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            n = self.network
+            # read/write are None on purpose: the deadlines below replace them (httpx's read
+            # timeout would also cut the wait for headers at the idle gap, not the first-event one).
+            timeout = httpx.Timeout(
+                connect=n.connect_timeout, read=None, write=None, pool=n.connect_timeout
+            )
+            self._client = httpx.AsyncClient(transport=self._transport, timeout=timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close pooled connections. The next request opens a new client."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def error(self, message: str, kind: str, retryable: bool, **kw: Any) -> ProviderError:
+        """A ProviderError with a scrubbed message and the standard hint for ``kind``."""
+        return ProviderError(
+            scrub(message, self.secrets), kind=kind, retryable=retryable, hint=hint_for(kind), **kw
+        )
+
+    @contextlib.asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, deadline: float
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` and yield the response, its body not yet read.
+
+        ``deadline`` (``loop.time()`` based) bounds the wait for the response headers. An error
+        status is read (up to 64 KB) and raised as a classified ProviderError. The response is
+        closed when the block exits.
+        """
+        try:
+            request = self._get_client().build_request("POST", url, content=body, headers=headers)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+            raise self.error(f"invalid model API URL {url!r}: {e}", "connection", False) from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._get_client().send(request, stream=True)
+        except TimeoutError:
+            raise self.error(
+                f"no response from {url} within {self.network.first_event_timeout:g}s "
+                "(first-event timeout)",
+                "timeout",
+                True,
+            ) from None
+        except httpx.UnsupportedProtocol as e:
+            raise self.error(f"invalid model API URL {url!r}: {e}", "connection", False) from None
+        except httpx.TimeoutException as e:
+            raise self.error(
+                f"could not connect to {url}: {type(e).__name__} {e}", "connection", True
+            ) from None
+        except httpx.TransportError as e:
+            raise self.error(
+                f"could not reach {url}: {type(e).__name__} {e}", "connection", True
+            ) from None
+        try:
+            if response.status_code >= 400:
+                raw = await self._read_capped(response, _ERROR_BODY_LIMIT)
+                raise classify_status(
+                    response.status_code,
+                    error_message_from_body(raw),
+                    retry_after=parse_retry_after(response.headers),
+                    secrets=self.secrets,
+                )
+            yield response
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                await response.aclose()
+
+    async def _read_capped(self, response: httpx.Response, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.network.idle_timeout):
+                async for chunk in response.aiter_bytes():
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size >= limit:
+                        break
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the status alone still classifies the error
+        return b"".join(parts)[:limit]
+
+    async def _drain(self, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            async with asyncio.timeout(min(1.0, self.network.idle_timeout)):
+                async for _ in chunks:
+                    pass
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the answer is complete; only connection reuse is lost
+
+    async def read_json(self, response: httpx.Response, *, deadline: float) -> Any:
+        """Read the whole body by ``deadline`` and parse it as JSON (protocol error if not)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                raw = await response.aread()
+        except TimeoutError:
+            raise self.error(
+                "the model API did not finish its answer in time", "timeout", True
+            ) from None
+        except httpx.TransportError as e:
+            raise self.error(
+                f"the connection dropped while reading the answer: {e}", "truncated", True
+            ) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise self.error(
+                f"the model API sent invalid JSON: {raw[:200].decode('utf-8', 'replace')!r}",
+                "protocol",
+                True,
+            ) from None
+
+    async def iter_sse(
+        self, response: httpx.Response, *, deadline: float, until: str | None = None
+    ) -> AsyncGenerator[SSEEvent, None]:
+        """Yield the response's SSE events. The first must arrive by ``deadline``; after that,
+        each read must come within ``idle_timeout`` (keep-alive comments count as activity).
+        Ends quietly at EOF; whether the answer was complete is the caller's call.
+
+        After an event whose data is ``until`` (e.g. ``"[DONE]"``) the rest of the body is read
+        for at most a second and dropped: a fully read response lets httpx reuse the connection.
+        """
+        idle = self.network.idle_timeout
+        parser = SSEParser()
+        chunks = response.aiter_bytes().__aiter__()
+        first = True
+        try:
+            while True:
+                try:
+                    if first:
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await chunks.__anext__()
+                    else:
+                        async with asyncio.timeout(idle):
+                            chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if first:
+                        raise self.error(
+                            f"no answer within {self.network.first_event_timeout:g}s "
+                            "(first-event timeout)",
+                            "timeout",
+                            True,
+                        ) from None
+                    raise self.error(
+                        f"the answer stream went silent for {idle:g}s (idle timeout)",
+                        "timeout",
+                        True,
+                    ) from None
+                except httpx.TransportError as e:
+                    raise self.error(
+                        f"the connection dropped mid-answer: {type(e).__name__} {e}",
+                        "truncated",
+                        True,
+                    ) from None
+                for event in parser.feed(chunk):
+                    first = False
+                    yield event
+                    if until is not None and event.data.strip() == until:
+                        await self._drain(chunks)
+                        return
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,482 @@
+"""A scripted OpenAI-compatible model server: a test double for remote model APIs.
+
+A real HTTP/1.1 server on 127.0.0.1 (stdlib, daemon thread) that answers each
+``POST /v1/chat/completions`` with the next step of a script, in the real wire format: SSE with
+chunked transfer encoding when the request says ``"stream": true``, one JSON body otherwise.
+``GET /v1/models`` lists the configured model names.
+
+    with ScriptedServer([{"text": "Hello"}]) as server:
+        run_mcode("--base-url", server.base_url)
+        assert server.requests[0].body["messages"][-1]["content"] == "hi"
+
+A step is a dict (or a callable taking the request body and returning one):
+
+answer       ``text``, ``thinking``, ``thinking_style`` (``reasoning_content`` default, ``reasoning``,
+             ``reasoning_details``, ``think_tags``, ``both`` = think tags and reasoning_content in
+             the same chunks, ``cumulative`` = reasoning_content resending all text so far),
+             ``tool_calls`` (``[{"id", "name", "arguments"}]``; arguments a dict, JSON-encoded
+             here, or a raw string sent verbatim), ``repeat_tool_ids`` (repeat id and name on
+             every fragment), ``usage`` (``prompt_tokens``, ``completion_tokens``,
+             ``cached_tokens``; ``None`` sends no usage), ``finish_reason`` (override; ``None``
+             sends none), ``chunk_size`` (overrides the server's), ``headers`` (extra response
+             headers), ``base_resp`` (MiniMax status object, sent as a final chunk / in the body).
+HTTP error   ``status``, ``headers``, ``body`` (dict sent as JSON, str sent as is).
+faults       ``delay`` (seconds before answering), ``cut_after`` (send N SSE chunks, then drop the
+             connection mid-body; with ``"cut_mode": "eof"`` end the body cleanly instead, still
+             without finish or ``[DONE]``), ``stall_after`` + ``stall`` (pause that long after N
+             chunks), ``error_in_stream`` (an ``{"error": ...}`` chunk after the text).
+raw          ``sse``: a list of chunks sent verbatim; a dict is sent as ``data: <json>\\n\\n``, a
+             str exactly as given (to test comments, CRLF, malformed data).
+
+When the script runs out the server answers 500 ``script exhausted after N requests`` and sets
+``exhausted``. ``python tests/model_server.py script.json`` serves a JSON script from the command
+line and prints the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+Step = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+__all__ = ["RecordedRequest", "ScriptedServer", "Step"]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One received chat-completions request (attributes or keys): the parsed JSON ``body`` (``None`` if it was not
+    JSON), ``headers`` with lower-case names, the ``raw`` bytes, and the client's ``peer``
+    address (``host:port``; the same peer twice means a reused connection)."""
+
+    body: Any
+    headers: dict[str, str]
+    raw: bytes
+    path: str = "/v1/chat/completions"
+    peer: str = ""
+    received_at: float = field(default_factory=time.monotonic)
+
+    def __getitem__(self, key: str) -> Any:
+        """``record["body"]`` works as well as ``record.body``."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+class ScriptedServer:
+    """See the module docstring. Thread-safe; ``start`` returns self."""
+
+    def __init__(
+        self,
+        script: list[Step] | None = None,
+        *,
+        chunk_size: int = 64,
+        models: tuple[str, ...] = ("mock-model",),
+    ) -> None:
+        self.chunk_size = chunk_size
+        self.models = models
+        self._script: list[Step] = list(script or [])
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._exhausted = 0
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        httpd.owner = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="scripted-model-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1`` (what ``--base-url`` takes)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # ------------------------------------------------------------------ script and records
+
+    def push(self, *steps: Step) -> None:
+        """Append steps to the script (e.g. while a test is running)."""
+        with self._lock:
+            self._script.extend(steps)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Chat-completions requests received so far, in order (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def bodies(self) -> list[Any]:
+        """Just the JSON bodies of :attr:`requests`."""
+        return [r.body for r in self.requests]
+
+    @property
+    def remaining(self) -> int:
+        with self._lock:
+            return len(self._script)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether a request arrived after the script ran out."""
+        with self._lock:
+            return self._exhausted > 0
+
+    def _next(self, record: RecordedRequest) -> tuple[Step | None, int]:
+        with self._lock:
+            self._requests.append(record)
+            n = len(self._requests)
+            if not self._script:
+                self._exhausted += 1
+                return None, n
+            return self._script.pop(0), n
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: ScriptedServer
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    timeout = 60  # an idle keep-alive connection is dropped after this
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # tests read records, not logs
+
+    # ------------------------------------------------------------------ routing
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            data = [
+                {"id": m, "object": "model", "owned_by": "scripted"}
+                for m in self.server.owner.models
+            ]
+            self._json(200, {"object": "list", "data": data})
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        owner = self.server.owner
+        step, n = owner._next(
+            RecordedRequest(body, headers, raw, self.path, "{}:{}".format(*self.client_address[:2]))
+        )
+        if step is None:
+            self._json(
+                500,
+                {
+                    "error": {
+                        "message": f"script exhausted after {n - 1} requests",
+                        "type": "script_exhausted",
+                    }
+                },
+                {"X-Script-Exhausted": "1"},
+            )
+            return
+        if callable(step):
+            step = step(body if isinstance(body, dict) else {})
+        try:
+            self._answer(step, body if isinstance(body, dict) else {})
+        except (_ClientGone, BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _answer(self, step: dict[str, Any], body: dict[str, Any]) -> None:
+        if step.get("delay"):
+            self._sleep(float(step["delay"]))
+        if "status" in step:
+            payload = step.get("body", {"error": {"message": f"scripted HTTP {step['status']}"}})
+            self._send(int(step["status"]), payload, step.get("headers"))
+            return
+        model = body.get("model") or "mock-model"
+        if body.get("stream"):
+            self._stream(step, model)
+        else:
+            self._send(200, _completion(step, model), step.get("headers"))
+
+    # ------------------------------------------------------------------ writing
+
+    def _sleep(self, seconds: float) -> None:
+        if self.server.owner._stopping.wait(seconds):
+            raise _ClientGone()
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, payload, headers)
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None) -> None:
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        ctype = "text/plain" if isinstance(payload, str) else "application/json"
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, step: dict[str, Any], model: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for k, v in (step.get("headers") or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        size = int(step.get("chunk_size") or self.server.owner.chunk_size)
+        chunks = _sse_chunks(step, model, size)
+        cut = step.get("cut_after")
+        stall_after = step.get("stall_after")
+        for i, chunk in enumerate(chunks):
+            if cut is not None and i >= cut:
+                if step.get("cut_mode") == "eof":
+                    break
+                self.close_connection = True  # drop mid-body: no terminating chunk
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if stall_after is not None and i == stall_after:
+                self._sleep(float(step.get("stall", 1.0)))
+            data = chunk.encode()
+            self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+# ---------------------------------------------------------------------- wire format
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] if text else []
+
+
+def _args_text(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _usage(step: dict[str, Any]) -> dict[str, Any] | None:
+    if "usage" in step and step["usage"] is None:
+        return None
+    u = dict(step.get("usage") or {})
+    usage: dict[str, Any] = {
+        "prompt_tokens": u.get("prompt_tokens", 10),
+        "completion_tokens": u.get("completion_tokens", 5),
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if "cached_tokens" in u:
+        usage["prompt_tokens_details"] = {"cached_tokens": u["cached_tokens"]}
+    return usage
+
+
+def _finish(step: dict[str, Any]) -> str | None:
+    if "finish_reason" in step:
+        return step["finish_reason"]
+    return "tool_calls" if step.get("tool_calls") else "stop"
+
+
+def _chunk(
+    model: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
+) -> str:
+    obj: dict[str, Any] = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+    }
+    obj["choices"] = (
+        [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    )
+    obj.update(extra)
+    return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
+
+
+def _sse_chunks(step: dict[str, Any], model: str, size: int) -> list[str]:
+    if "sse" in step:
+        return [c if isinstance(c, str) else "data: " + json.dumps(c) + "\n\n" for c in step["sse"]]
+    out = [_chunk(model, {"role": "assistant", "content": ""})]
+    thinking, text = step.get("thinking", ""), step.get("text", "")
+    style = step.get("thinking_style", "reasoning_content")
+    if thinking and style == "think_tags":
+        text = f"<think>{thinking}</think>\n\n{text}"
+    elif thinking and style == "both":
+        pieces = _pieces(thinking, size)
+        for i, p in enumerate(pieces):
+            inline = (
+                ("<think>" if i == 0 else "") + p + ("</think>\n\n" if i == len(pieces) - 1 else "")
+            )
+            out.append(_chunk(model, {"reasoning_content": p, "content": inline}))
+    elif thinking and style == "cumulative":
+        so_far = ""
+        for p in _pieces(thinking, size):
+            so_far += p
+            out.append(_chunk(model, {"reasoning_content": so_far}))
+    elif thinking and style == "reasoning_details":
+        for i, p in enumerate(_pieces(thinking, size)):
+            out.append(
+                _chunk(
+                    model,
+                    {
+                        "reasoning_details": [
+                            {
+                                "type": "reasoning.text",
+                                "id": "r1",
+                                "format": "MiniMax-response-v1",
+                                "index": 0,
+                                "text": p,
+                            }
+                        ]
+                    },
+                )
+            )
+    elif thinking:
+        for p in _pieces(thinking, size):
+            out.append(_chunk(model, {style: p}))
+    for p in _pieces(text, size):
+        out.append(_chunk(model, {"content": p}))
+    repeat = step.get("repeat_tool_ids", False)
+    for i, call in enumerate(step.get("tool_calls") or ()):
+        args = _args_text(call.get("arguments", {}))
+        head = {"id": call.get("id", f"call_{i}"), "type": "function"}
+        fn_head = {"name": call["name"]}
+        index = call.get("index", i)
+        out.append(
+            _chunk(
+                model,
+                {
+                    "tool_calls": [
+                        {"index": index, **head, "function": {**fn_head, "arguments": ""}}
+                    ]
+                },
+            )
+        )
+        third = max(1, -(-len(args) // 3))
+        for frag in _pieces(args, third):
+            tc: dict[str, Any] = {"index": index, "function": {"arguments": frag}}
+            if repeat:
+                tc = {"index": index, **head, "function": {**fn_head, "arguments": frag}}
+            out.append(_chunk(model, {"tool_calls": [tc]}))
+    if step.get("error_in_stream") is not None:
+        out.append("data: " + json.dumps({"error": step["error_in_stream"]}) + "\n\n")
+        return out
+    if step.get("base_resp") is not None:
+        out.append(_chunk(model, None, base_resp=step["base_resp"]))
+        return out
+    finish = _finish(step)
+    if finish is not None:
+        out.append(_chunk(model, {}, finish))
+    usage = _usage(step)
+    if usage is not None:
+        out.append(_chunk(model, None, usage=usage))
+    out.append("data: [DONE]\n\n")
+    return out
+
+
+def _completion(step: dict[str, Any], model: str) -> dict[str, Any]:
+    if step.get("error_in_stream") is not None:
+        return {"error": step["error_in_stream"]}
+    if step.get("base_resp") is not None:
+        return {"id": "chatcmpl-scripted", "base_resp": step["base_resp"]}
+    text, thinking = step.get("text", ""), step.get("thinking", "")
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if thinking:
+        if step.get("thinking_style") == "think_tags":
+            message["content"] = f"<think>{thinking}</think>\n\n{text}"
+        else:
+            message["reasoning_content"] = thinking
+    if step.get("tool_calls"):
+        message["tool_calls"] = [
+            {
+                "id": c.get("id", f"call_{i}"),
+                "type": "function",
+                "function": {"name": c["name"], "arguments": _args_text(c.get("arguments", {}))},
+            }
+            for i, c in enumerate(step["tool_calls"])
+        ]
+    out: dict[str, Any] = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(step)}],
+    }
+    usage = _usage(step)
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible model.")
+    parser.add_argument("script", help="JSON file holding a list of steps ('-' for stdin)")
+    parser.add_argument("--chunk-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    if args.script == "-":
+        script = json.load(sys.stdin)
+    else:
+        with open(args.script, encoding="utf-8") as f:
+            script = json.load(f)
+    server = ScriptedServer(script, chunk_size=args.chunk_size).start()
+    print(server.port, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

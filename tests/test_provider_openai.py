@@ -1,0 +1,651 @@
+"""OpenAIProvider against the scripted model server over 127.0.0.1: the wire quirks, retries,
+timeouts and request bytes a user's session depends on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from model_server import ScriptedServer
+
+from mcode.errors import ProviderError
+from mcode.messages import ImagePart, Message, TextPart, ToolSpec, user_message
+from mcode.providers.base import (
+    Completion,
+    ModelEvent,
+    ModelInfo,
+    ModelRequest,
+    Retrying,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallStarted,
+)
+from mcode.providers.openai import OpenAIProvider
+from mcode.providers.retry import NetworkSettings, backoff_delay, parse_retry_after, scrub
+
+StartServer = Callable[..., ScriptedServer]
+KEY = "sk-test-PLANTED-0123456789abcdef"
+FAST = NetworkSettings(
+    connect_timeout=2,
+    first_event_timeout=5,
+    idle_timeout=5,
+    max_retries=2,
+    backoff_base=0.01,
+    backoff_max=0.02,
+)
+READ = ToolSpec(
+    "read", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}}
+)
+
+
+def provider(server: ScriptedServer, **kw: Any) -> OpenAIProvider:
+    kw.setdefault("network", FAST)
+    return OpenAIProvider(
+        model="mock-model",
+        base_url=server.base_url,
+        api_key=KEY,
+        info=ModelInfo("openai", "mock-model", 128_000, supports_images=True),
+        **kw,
+    )
+
+
+def request(*messages: Message, **kw: Any) -> ModelRequest:
+    msgs = list(messages) or [user_message("hi")]
+    return ModelRequest(model="mock-model", system="You are terse.", messages=msgs, **kw)
+
+
+def call(server: ScriptedServer, req: ModelRequest | None = None, **kw: Any) -> list[ModelEvent]:
+    async def go() -> list[ModelEvent]:
+        p = provider(server, **kw)
+        try:
+            return [e async for e in p.stream(req or request())]
+        finally:
+            await p.aclose()
+
+    events = asyncio.run(go())
+    assert isinstance(events[-1], Completion)
+    assert not any(isinstance(e, Completion) for e in events[:-1])
+    return events
+
+
+def fail(server: ScriptedServer, **kw: Any) -> tuple[ProviderError, list[ModelEvent]]:
+    seen: list[ModelEvent] = []
+
+    async def go() -> None:
+        p = provider(server, **kw)
+        try:
+            async for e in p.stream(request()):
+                seen.append(e)
+        finally:
+            await p.aclose()
+
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(go())
+    return info.value, seen
+
+
+def of(events: list[ModelEvent], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def after_last_retry(events: list[ModelEvent]) -> list[ModelEvent]:
+    marks = [i for i, e in enumerate(events) if isinstance(e, Retrying)]
+    return events[marks[-1] + 1 :] if marks else events
+
+
+# ------------------------------------------------------------------ streaming answers
+
+
+def test_text_in_64_char_chunks_is_reassembled(model_server: StartServer) -> None:
+    text = "".join(f"line {i}: the quick brown fox é ✓\n" for i in range(20))
+    server = model_server([{"text": text}])
+    events = call(server)
+    deltas = of(events, TextDelta)
+    assert len(deltas) == -(-len(text) // 64)
+    assert "".join(d.text for d in deltas) == text
+    done = events[-1]
+    assert done.message.text == text and done.finish_reason == "stop"
+    assert not done.message.tool_calls
+
+
+def test_tool_call_with_repeated_id_and_name_is_not_concatenated(model_server: StartServer) -> None:
+    args = {"path": "src/app.py", "limit": 200}
+    server = model_server(
+        [
+            {
+                "tool_calls": [{"id": "call_1", "name": "read", "arguments": args}],
+                "repeat_tool_ids": True,
+                "finish_reason": "stop",
+            }
+        ]
+    )
+    events = call(server)
+    assert of(events, ToolCallStarted) == [ToolCallStarted(0, "call_1", "read")]
+    done = events[-1]
+    (tc,) = done.message.tool_calls
+    assert (tc.id, tc.name, json.loads(tc.arguments)) == ("call_1", "read", args)
+    assert done.finish_reason == "tool_calls"  # tool calls win over the server's "stop"
+
+
+def test_two_tool_calls_and_raw_arguments_kept(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "text": "Reading both.",
+                "tool_calls": [
+                    {"id": "a", "name": "read", "arguments": {"path": "a.py"}},
+                    {
+                        "id": "b",
+                        "name": "grep",
+                        "arguments": '{"pattern": "x",',
+                    },  # malformed, kept raw
+                    {"id": "c", "name": "ls", "arguments": ""},
+                ],
+            }
+        ]
+    )
+    done = call(server)[-1]
+    assert [(c.id, c.name, c.arguments) for c in done.message.tool_calls] == [
+        ("a", "read", '{"path": "a.py"}'),
+        ("b", "grep", '{"pattern": "x",'),
+        ("c", "ls", ""),
+    ]
+    assert done.message.text == "Reading both."
+
+
+def test_new_id_at_a_used_index_is_a_new_call(model_server: StartServer) -> None:
+    def tc(**d: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [d]}, "finish_reason": None}]}
+
+    server = model_server(
+        [
+            {
+                "sse": [
+                    tc(
+                        index=0,
+                        id="x1",
+                        type="function",
+                        function={"name": "read", "arguments": '{"path"'},
+                    ),
+                    tc(index=0, function={"arguments": ': "a"}'}),
+                    tc(
+                        index=0,
+                        id="x2",
+                        type="function",
+                        function={"name": "ls", "arguments": "{}"},
+                    ),
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                    "data: [DONE]\n\n",
+                ]
+            }
+        ]
+    )
+    events = call(server)
+    assert [(c.id, c.name, c.arguments) for c in events[-1].message.tool_calls] == [
+        ("x1", "read", '{"path": "a"}'),
+        ("x2", "ls", "{}"),
+    ]
+    assert [e.name for e in of(events, ToolCallStarted)] == ["read", "ls"]
+
+
+def test_think_tags_split_across_chunks_and_replayed_verbatim(model_server: StartServer) -> None:
+    thinking = "\nThe user wants a <b>bold</b> answer; keep it short.\n"
+    server = model_server(
+        [
+            {
+                "thinking": thinking,
+                "thinking_style": "think_tags",
+                "text": "Done: </think> is just text now.",
+            }
+        ],
+        chunk_size=3,
+    )
+    events = call(server)
+    assert "".join(e.text for e in of(events, ThinkingDelta)) == thinking
+    assert "".join(e.text for e in of(events, TextDelta)) == "Done: </think> is just text now."
+    msg = events[-1].message
+    assert msg.thinking == thinking
+    assert msg.parts[0].extra == {"format": "think_tags", "tail": "\n\n"}
+
+    # Sent back, the assistant content is byte-for-byte what the server sent.
+    p = provider(server)
+    body = json.loads(p.build_body(request(user_message("hi"), msg, user_message("more"))))
+    assert (
+        body["messages"][2]["content"]
+        == f"<think>{thinking}</think>\n\nDone: </think> is just text now."
+    )
+    assert "reasoning_content" not in body["messages"][2]
+
+
+def test_stray_closing_think_tag_files_earlier_text_as_thinking(model_server: StartServer) -> None:
+    def content(text: str) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+    server = model_server(
+        [
+            {
+                "sse": [
+                    content("I should read"),
+                    content(" the file.</th"),
+                    content("ink>\n\nIt is "),
+                    content("fine."),
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                    "data: [DONE]\n\n",
+                ]
+            }
+        ]
+    )
+    msg = call(server)[-1].message
+    assert msg.thinking == "I should read the file."
+    assert msg.text == "It is fine."
+    assert msg.parts[0].extra == {"format": "think_tags", "open": False, "tail": "\n\n"}
+
+
+def test_reasoning_both_inline_and_structured_is_kept_once(model_server: StartServer) -> None:
+    thinking = "Consider the edge cases first. " * 5
+    server = model_server(
+        [{"thinking": thinking, "thinking_style": "both", "text": "Answer."}], chunk_size=16
+    )
+    events = call(server)
+    assert "".join(e.text for e in of(events, ThinkingDelta)) == thinking
+    assert "".join(e.text for e in of(events, TextDelta)) == "Answer."
+    msg = events[-1].message
+    assert msg.thinking == thinking and msg.text == "Answer."
+    # Structured reasoning goes back in reasoning_content, not inline.
+    body = json.loads(provider(server).build_body(request(user_message("hi"), msg)))
+    assert body["messages"][2] == {
+        "role": "assistant",
+        "content": "Answer.",
+        "reasoning_content": thinking,
+    }
+
+
+@pytest.mark.parametrize("style", ["cumulative", "reasoning_details", "reasoning"])
+def test_structured_reasoning_variants(model_server: StartServer, style: str) -> None:
+    thinking = "Step one, then step two, then check the result carefully."
+    server = model_server(
+        [{"thinking": thinking, "thinking_style": style, "text": "OK"}], chunk_size=10
+    )
+    events = call(server)
+    assert "".join(e.text for e in of(events, ThinkingDelta)) == thinking
+    assert events[-1].message.thinking == thinking
+
+
+def test_usage_and_cached_tokens(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "text": "x",
+                "usage": {"prompt_tokens": 1200, "completion_tokens": 30, "cached_tokens": 1024},
+            }
+        ]
+    )
+    done = call(server)[-1]
+    assert (done.usage.input_tokens, done.usage.output_tokens, done.usage.cached_tokens) == (
+        1200,
+        30,
+        1024,
+    )
+    assert done.raw_usage["prompt_tokens_details"] == {"cached_tokens": 1024}
+
+
+def test_sse_comments_crlf_and_empty_usage_choices(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "sse": [
+                    ": keep-alive\r\n\r\n",
+                    'data: {"choices":[{"index":0,"delta":{"role":"","content":"Hel"}}]}\r\n\r\n',
+                    'data: {"choices":null,"usage":{"prompt_tokens":0,"completion_tokens":0}}\r\n\r\n',
+                    'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\r\n\r\n',
+                    'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}\r\n\r\n',
+                    "data: [DONE]\r\n\r\n",
+                ]
+            }
+        ]
+    )
+    done = call(server)[-1]
+    assert done.message.text == "Hello" and done.usage.input_tokens == 9
+
+
+def test_non_streaming_mode(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "text": "Reading.",
+                "thinking": "plan",
+                "tool_calls": [{"id": "t1", "name": "read", "arguments": {"path": "a"}}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 7, "cached_tokens": 32},
+            }
+        ]
+    )
+    events = call(server, stream=False)
+    done = events[-1]
+    assert "stream" not in server.bodies[0]
+    assert done.message.text == "Reading." and done.message.thinking == "plan"
+    assert [(c.id, c.name, c.arguments) for c in done.message.tool_calls] == [
+        ("t1", "read", '{"path": "a"}')
+    ]
+    assert done.finish_reason == "tool_calls" and done.usage.cached_tokens == 32
+    assert of(events, ToolCallStarted) == [ToolCallStarted(0, "t1", "read")]
+
+
+# ------------------------------------------------------------------ retries and errors
+
+
+def test_429_retry_after_is_honoured(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "status": 429,
+                "headers": {"Retry-After": "1"},
+                "body": {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+            },
+            {"text": "after the wait"},
+        ]
+    )
+    events = call(server)
+    (retry,) = of(events, Retrying)
+    assert retry.kind == "rate_limit" and retry.wait >= 1.0 and "Rate limit reached" in retry.reason
+    first, second = server.requests
+    assert second.received_at - first.received_at >= 1.0
+    assert events[-1].message.text == "after the wait"
+
+
+def test_500_then_success_reuses_the_connection(model_server: StartServer) -> None:
+    server = model_server(
+        [{"status": 500, "body": {"error": {"message": "boom"}}}, {"text": "ok"}, {"text": "again"}]
+    )
+
+    async def go() -> list[ModelEvent]:
+        p = provider(server)
+        try:
+            events = [e async for e in p.stream(request())]
+            events += [e async for e in p.stream(request())]
+            return events
+        finally:
+            await p.aclose()
+
+    events = asyncio.run(go())
+    assert [e.kind for e in of(events, Retrying)] == ["server"]
+    assert [c.message.text for c in of(events, Completion)] == ["ok", "again"]
+    assert len({r.peer for r in server.requests}) == 1
+
+
+@pytest.mark.parametrize("mode", ["close", "eof"])
+def test_stream_cut_mid_tool_call_is_retried(model_server: StartServer, mode: str) -> None:
+    calls = [{"id": "c1", "name": "write", "arguments": {"path": "a.py", "content": "x" * 90}}]
+    server = model_server(
+        [
+            {"text": "Writing.", "tool_calls": calls, "cut_after": 4, "cut_mode": mode},
+            {"text": "Writing.", "tool_calls": [{**calls[0], "id": "c2"}]},
+        ]
+    )
+    events = call(server)
+    (retry,) = of(events, Retrying)
+    assert retry.kind == "truncated"
+    done = events[-1]
+    assert [c.id for c in done.message.tool_calls] == ["c2"]
+    assert json.loads(done.message.tool_calls[0].arguments)["content"] == "x" * 90
+    assert (
+        "".join(e.text for e in after_last_retry(events) if isinstance(e, TextDelta)) == "Writing."
+    )
+
+
+def test_done_without_finish_reason_is_a_truncation(model_server: StartServer) -> None:
+    server = model_server(
+        [{"text": "partial", "finish_reason": None}] * 3,
+    )
+    err, events = fail(server)
+    assert err.kind == "truncated" and err.retryable
+    assert len(of(events, Retrying)) == 2 and len(server.requests) == 3
+
+
+def test_error_chunk_inside_200(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "text": "Hi",
+                "error_in_stream": {
+                    "message": "Server overloaded, retry",
+                    "type": "overloaded_error",
+                },
+            },
+            {"text": "Hi there"},
+        ]
+    )
+    events = call(server)
+    assert [e.kind for e in of(events, Retrying)] == ["overloaded"]
+    assert events[-1].message.text == "Hi there"
+
+    server = model_server(
+        [{"error_in_stream": {"message": "tools[0] is invalid", "type": "invalid_request_error"}}]
+    )
+    err, _ = fail(server)
+    assert not err.retryable and "tools[0] is invalid" in err.message
+    assert len(server.requests) == 1
+
+
+def test_minimax_base_resp_codes(model_server: StartServer) -> None:
+    server = model_server(
+        [{"base_resp": {"status_code": 1002, "status_msg": "rate limit"}}, {"text": "ok"}]
+    )
+    assert [e.kind for e in of(call(server), Retrying)] == ["rate_limit"]
+    server = model_server([{"base_resp": {"status_code": 1004, "status_msg": "login fail"}}])
+    err, _ = fail(server, stream=False)
+    assert err.kind == "auth" and not err.retryable and "1004" in err.message
+
+
+def test_exhausted_retries_raise_with_status_and_hint(model_server: StartServer) -> None:
+    server = model_server([{"status": 503, "body": {"error": {"message": "upstream down"}}}] * 3)
+    err, events = fail(server)
+    assert err.status == 503 and err.kind == "server" and err.retryable
+    assert "upstream down" in err.message and "gave up after 3 attempts" in err.message
+    assert err.hint
+    assert [e.attempt for e in of(events, Retrying)] == [1, 2]
+    assert not server.exhausted
+
+
+def test_api_key_never_appears_in_errors(model_server: StartServer) -> None:
+    echoed = (
+        f"Incorrect API key provided: {KEY}. Header was 'Bearer {KEY}', x-api-key custom-SECRET-99"
+    )
+    server = model_server([{"status": 401, "body": {"error": {"message": echoed}}}])
+    err, _ = fail(server, extra_headers={"X-Api-Key": "custom-SECRET-99"})
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+    text = f"{err} {err!r} {err.message} {err.hint}"
+    assert KEY not in text and "PLANTED" not in text and "custom-SECRET-99" not in text
+    assert err.kind == "auth" and not err.retryable and "Incorrect API key" in err.message
+    assert "API key" in err.hint
+
+
+def test_context_overflow_is_classified(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "status": 400,
+                "body": {
+                    "error": {
+                        "message": "This model's maximum context length is 8192 tokens",
+                        "code": "context_length_exceeded",
+                    }
+                },
+            }
+        ]
+    )
+    err, _ = fail(server)
+    assert err.kind == "context_overflow" and not err.retryable and len(server.requests) == 1
+
+
+def test_first_event_and_idle_timeouts(model_server: StartServer) -> None:
+    quick = NetworkSettings(
+        connect_timeout=1,
+        first_event_timeout=0.3,
+        idle_timeout=0.3,
+        max_retries=1,
+        backoff_base=0.01,
+        backoff_max=0.01,
+    )
+    server = model_server([{"text": "slow", "delay": 2}, {"text": "ok"}])
+    events = call(server, network=quick)
+    assert [e.kind for e in of(events, Retrying)] == ["timeout"]
+    assert "first-event" in of(events, Retrying)[0].reason
+
+    server = model_server(
+        [{"text": "a" * 200, "stall_after": 2, "stall": 2}, {"text": "ok"}], chunk_size=50
+    )
+    events = call(server, network=quick)
+    assert "idle timeout" in of(events, Retrying)[0].reason
+    assert events[-1].message.text == "ok"
+
+
+def test_a_200_that_is_not_an_event_stream_is_not_retried(model_server: StartServer) -> None:
+    server = model_server([{"status": 200, "body": "<html>Please log in</html>"}])
+    err, _ = fail(server)
+    assert err.kind == "protocol" and not err.retryable and "text/plain" in err.message
+
+
+def test_stopping_early_closes_the_answer_and_the_provider_stays_usable(
+    model_server: StartServer,
+) -> None:
+    server = model_server([{"text": "x" * 500, "stall_after": 2, "stall": 3}, {"text": "next"}])
+
+    async def go() -> list[ModelEvent]:
+        p = provider(server)
+        try:
+            stream = p.stream(request())
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    break
+            await stream.aclose()  # type: ignore[attr-defined]
+            return [e async for e in p.stream(request())]
+        finally:
+            await p.aclose()
+
+    events = asyncio.run(asyncio.wait_for(go(), 2.5))  # a stalled answer must not block
+    assert events[-1].message.text == "next"
+
+
+def test_connection_refused_is_a_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before the request: nothing listens
+    p = OpenAIProvider(
+        model="m",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key=KEY,
+        info=ModelInfo("openai", "m", 1000),
+        network=NetworkSettings(max_retries=1, backoff_base=0.01, backoff_max=0.01),
+    )
+
+    async def go() -> list[ModelEvent]:
+        try:
+            return [e async for e in p.stream(request())]
+        finally:
+            await p.aclose()
+
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(go())
+    assert info.value.kind == "connection" and f"127.0.0.1:{port}" in info.value.message
+
+
+# ------------------------------------------------------------------ request bytes
+
+
+def test_request_bytes_are_stable_and_append_only(model_server: StartServer) -> None:
+    server = model_server(
+        [
+            {
+                "thinking": "look first",
+                "tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "ü.py"}}],
+            },
+            {"text": "Done."},
+        ]
+    )
+
+    async def go() -> None:
+        p = provider(server, thinking_style="minimax", max_tokens_field="max_completion_tokens")
+        try:
+            history = [user_message("Read ü.py", (ImagePart("image/png", "iVBORw0KGgo="),))]
+            first = [
+                e
+                async for e in p.stream(
+                    request(*history, tools=[READ], thinking=True, max_output_tokens=2048)
+                )
+            ]
+            history += [
+                first[-1].message,
+                Message(
+                    "tool",
+                    (TextPart("no such file"),),
+                    tool_call_id="c1",
+                    name="read",
+                    is_error=True,
+                ),
+            ]
+            again = request(*history, tools=[READ], thinking=True, max_output_tokens=2048)
+            assert p.build_body(again) == p.build_body(again)
+            [e async for e in p.stream(again)]
+        finally:
+            await p.aclose()
+
+    asyncio.run(go())
+    raw1, raw2 = (r.raw for r in server.requests)
+    assert raw2.startswith(raw1[:-2]) and raw1.endswith(b"]}")  # history only grows at the end
+    assert "ü.py".encode() in raw1  # ensure_ascii=False
+    body = server.bodies[1]
+    assert body["thinking"] == {"type": "adaptive"} and body["max_completion_tokens"] == 2048
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "read",
+                "description": "Read a file.",
+                "parameters": READ.parameters,
+            },
+        }
+    ]
+    system, user, assistant, tool = body["messages"]
+    assert system == {"role": "system", "content": "You are terse."}
+    assert user["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+    }
+    assert assistant == {
+        "role": "assistant",
+        "content": "",
+        "reasoning_content": "look first",
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "read", "arguments": '{"path": "\\u00fc.py"}'},
+            }
+        ],
+    }
+    assert tool == {"role": "tool", "tool_call_id": "c1", "content": "Error: no such file"}
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+# ------------------------------------------------------------------ retry helpers
+
+
+def test_backoff_and_retry_after_parsing() -> None:
+    s = NetworkSettings(backoff_base=1.0, backoff_max=8.0)
+    assert backoff_delay(3, s, rand=lambda: 1.0) == 4.0
+    assert backoff_delay(10, s, rand=lambda: 1.0) == 8.0
+    assert backoff_delay(1, s, retry_after=30.0) == 30.0  # above backoff_max: still honoured
+    assert backoff_delay(1, s, retry_after=99_999.0) == 600.0
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
+    date = "Wed, 21 Oct 2015 07:28:10 GMT"
+    assert parse_retry_after({"retry-after": date}, now=1445412490.0 - 5) == 5.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert scrub("key sk-abcdefghijklmnop and Bearer xyz123456", ["zzzz"]) == (
+        "key sk-*** and Bearer ***"
+    )
