@@ -118,7 +118,7 @@ def test_rate_limit_and_server_error_are_retried(model_server, repo, env):
 
 def test_malformed_arguments_and_unknown_tool_go_back_to_the_model(model_server, repo, env):
     server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "read", "arguments": '{"path": "calc.py'},
+        {"tool_calls": [{"id": "c1", "name": "read", "arguments": '{"path": calc.py}'},
                         {"id": "c2", "name": "frobnicate", "arguments": {}}]},
         {"text": "I could not read it."},
     ])
@@ -127,7 +127,7 @@ def test_malformed_arguments_and_unknown_tool_go_back_to_the_model(model_server,
     assert run.code == 0, run.stderr
     results = tool_messages(bodies(server)[1])
     assert [r["tool_call_id"] for r in results] == ["c1", "c2"]
-    assert "not valid JSON" in results[0]["content"] or "calc.py" in results[0]["content"]
+    assert "not valid JSON" in results[0]["content"]
     assert "no tool named 'frobnicate'" in results[1]["content"]
 
 

@@ -93,15 +93,19 @@ class Session:
     def emit(self, type: str, **data: Any) -> Event:
         self._seq += 1
         event = Event(type, data, self._seq, self.id, self.turn_id, time.time())
-        line = event.to_json()
-        for secret in self._secrets:
-            if secret in line:
-                line = line.replace(secret, "[REDACTED]")
+        line = self.scrub(event.to_json())
         if self.store is not None:
             self.store.write(event, line)
         for listener in self._listeners:
             listener(event, line)
         return event
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``[REDACTED]``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        return text
 
     def start(self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool) -> None:
         info = self.provider.info
@@ -135,7 +139,8 @@ class Session:
         self.tool_context.cancel.clear()
         self.turn_id = uuid.uuid4().hex[:12]
         if self.store is not None and not self.history:
-            self.store.set_title(self.id, text.strip().splitlines()[0] if text.strip() else "")
+            title = text.strip().splitlines()[0] if text.strip() else ""
+            self.store.set_title(self.id, self.scrub(title))
         self._task = asyncio.ensure_future(run_turn(self, user_message(text, images)))
         try:
             return await asyncio.shield(self._task)
