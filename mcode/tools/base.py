@@ -39,6 +39,10 @@ class FileStamp:
     mtime_ns: int
     size: int
     sha256: str
+    # When the stamp was taken (time.time_ns()). A file rewritten within the filesystem's
+    # timestamp granularity of being stamped can keep its mtime and size, so a stamp taken
+    # that soon after the mtime is checked by hash, never by stat alone; 0 means unknown.
+    taken_ns: int = 0
 
 
 @dataclass(slots=True)

@@ -1,0 +1,231 @@
+"""bash: run a shell command in the workspace root, and leave nothing running behind it.
+
+The command runs as ``bash -c`` in a new session (so in its own process group), with stdin from
+/dev/null and stderr merged into stdout. Output streams to ``ctx.emit_output`` as it arrives
+(uncapped); the model gets at most ``ctx.output_cap`` characters, head and tail kept. When the
+command ends, times out or is cancelled, whatever is left of its process group (background jobs
+included) gets SIGTERM, then SIGKILL after a grace period. A process that leaves the group on
+purpose (``setsid``, a double-forking daemon) escapes this; nothing short of cgroups catches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+import signal
+from collections import deque
+from typing import Any, ClassVar
+
+from mcode.errors import ToolError
+from mcode.tools.base import Tool, ToolContext, ToolResult
+
+MAX_TIMEOUT = 600.0
+KILL_GRACE = 2.0
+# How long output may keep arriving after bash exits (from jobs it left running) before they
+# are killed.
+DRAIN_GRACE = 0.5
+
+
+class OutputBuffer:
+    """Keeps the first and last ``cap // 2`` characters of a stream and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.head_cap = cap // 2
+        self.tail_cap = cap - self.head_cap
+        self.head: list[str] = []
+        self.head_len = 0
+        self.tail: deque[str] = deque()
+        self.tail_len = 0
+        self.total = 0
+
+    def add(self, text: str) -> None:
+        self.total += len(text)
+        if self.head_len < self.head_cap:
+            take = text[: self.head_cap - self.head_len]
+            self.head.append(take)
+            self.head_len += len(take)
+            text = text[len(take) :]
+        if text:
+            self.tail.append(text)
+            self.tail_len += len(text)
+            while self.tail and self.tail_len - len(self.tail[0]) >= self.tail_cap:
+                self.tail_len -= len(self.tail.popleft())
+
+    def text(self) -> str:
+        head = "".join(self.head)
+        tail = "".join(self.tail)
+        if self.total <= self.cap:
+            return head + tail
+        tail = tail[len(tail) - self.tail_cap :] if self.tail_cap else ""
+        omitted = self.total - len(head) - len(tail)
+        return f"{head}\n[… {omitted} characters omitted …]\n{tail}"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies don't count)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # killpg(0) also succeeds for zombies waiting to be reaped by their new parent; on Linux,
+    # look closer so a lazy reaper does not cost us the whole grace period.
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is still running after ``grace`` s.
+    If this wait is itself cancelled, SIGKILL goes out at once."""
+    if not _group_alive(pgid):
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    try:
+        while loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            if not _group_alive(pgid):
+                return
+    finally:
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+
+
+class BashTool(Tool):
+    name = "bash"
+    description = (
+        "Run a bash command in the workspace root (no stdin; stderr merged into stdout). "
+        "timeout in seconds, max 600. Processes it leaves running are killed when it ends."
+    )
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {"command": {"type": "string"}, "timeout": {"type": "number"}},
+        "required": ["command"],
+        "additionalProperties": False,
+    }
+    permission = "execute"
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        command: str = args["command"]
+        if not command.strip():
+            raise ToolError("command is empty")
+        timeout = float(args.get("timeout") or ctx.bash_timeout)
+        if timeout <= 0:
+            raise ToolError("timeout must be a positive number of seconds")
+        timeout = min(timeout, MAX_TIMEOUT)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                command,
+                cwd=ctx.workspace.root,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise ToolError(f"cannot start bash: {e.strerror}") from None
+        pgid = proc.pid  # start_new_session: the child leads its own session and group
+        out = OutputBuffer(ctx.output_cap)
+        reader = asyncio.create_task(self._pump(proc, out, ctx))
+        # proc.wait() also waits for the pipe to close, which a background job can hold open
+        # for ever; _exited notices bash itself ending.
+        waiter = asyncio.create_task(proc.wait())
+        exited = asyncio.create_task(_exited(proc))
+        cancelled = asyncio.create_task(ctx.cancel.wait())
+        helpers = (reader, waiter, exited, cancelled)
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, exited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter in done or exited in done:
+                outcome = "exit"
+                await asyncio.wait({reader}, timeout=DRAIN_GRACE)
+            else:
+                outcome = "cancel" if cancelled in done else "timeout"
+            await kill_group(pgid)
+            # The pipe closes once every holder is dead; a process that escaped the group may
+            # keep it open, so don't wait for it for ever.
+            await asyncio.wait({reader}, timeout=1.0)
+            if proc.returncode is None:
+                await asyncio.wait({exited}, timeout=5.0)
+            code = proc.returncode
+        except asyncio.CancelledError:
+            await kill_group(pgid)
+            raise
+        finally:
+            for task in helpers:
+                task.cancel()
+        output = out.text()
+        shown = command if len(command) <= 80 else command[:77] + "..."
+        if outcome == "timeout":
+            status = f"[timed out after {timeout:g} s; the command and its children were killed]"
+            return ToolResult(
+                _join(output, status), summary=f"$ {shown} (timed out)", is_error=True
+            )
+        if outcome == "cancel":
+            status = "[cancelled by the user; the command and its children were killed]"
+            return ToolResult(
+                _join(output, status), summary=f"$ {shown} (cancelled)", is_error=True
+            )
+        if code == 0:
+            return ToolResult(output or "(no output)", summary=f"$ {shown}")
+        if code is None:
+            status = "exit status unknown (bash did not go away after SIGKILL)"
+        elif code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            status = f"killed by {name}"
+        else:
+            status = f"exit code {code}"
+        return ToolResult(_join(output, status), summary=f"$ {shown} ({status})", is_error=True)
+
+    @staticmethod
+    async def _pump(proc: asyncio.subprocess.Process, out: OutputBuffer, ctx: ToolContext) -> None:
+        assert proc.stdout is not None
+        # Incremental decoding: a multi-byte character split across reads stays whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            chunk = await proc.stdout.read(65536)
+            text = decoder.decode(chunk, final=not chunk)
+            if text:
+                out.add(text)
+                ctx.emit_output(text)
+            if not chunk:
+                return
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> int:
+    while proc.returncode is None:
+        await asyncio.sleep(0.05)
+    return proc.returncode
+
+
+def _join(output: str, status: str) -> str:
+    if not output:
+        return status
+    return output + ("" if output.endswith("\n") else "\n") + status
