@@ -60,7 +60,9 @@ def open_session(
     session = Session(
         provider=provider,
         tools=default_tools(),
-        permissions=Permissions(PermissionMode(settings.permission_mode), settings.allow, settings.deny),
+        permissions=Permissions(
+            PermissionMode(settings.permission_mode), settings.allow, settings.deny, workspace
+        ),
         tool_context=ToolContext(
             workspace=workspace, bash_timeout=settings.bash_timeout, output_cap=settings.output_cap
         ),
