@@ -27,6 +27,9 @@ class ModelRequest:
     thinking: bool | None = None  # None: the provider's default
     max_output_tokens: int | None = None
     temperature: float | None = None
+    # None or "auto": the model decides; "none": no tool call; "required": some tool call;
+    # a tool's name: a call to that tool.
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

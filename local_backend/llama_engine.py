@@ -1,0 +1,409 @@
+"""llama.cpp in-process: load a GGUF once, stream tokens from a worker thread.
+
+    engine = LlamaEngine(path, n_ctx=8192)
+    async for item in engine.stream(segments, Sampling(max_tokens=256, grammar=gbnf)):
+        ...   # str pieces of text as they decode, then one Generated (counts, finish reason)
+
+Decoding runs in a worker thread so the event loop stays live; a consumer that stops iterating
+(or is cancelled) sets a flag the worker checks between tokens and between prompt chunks, and
+the engine waits for the worker before it returns, so the next call finds the model idle.
+
+The KV cache survives between calls: the new prompt is compared with the tokens already in the
+cache and only the part after the common prefix is evaluated (that count is ``cached_tokens``).
+Text the model generated is remembered with its exact tokens, so when it comes back as history
+it re-tokenizes to what is already cached rather than to a different split of the same text.
+
+Sampling is our own loop over llama.cpp's sampler chain (not ``Llama.generate``): it lets the
+grammar be dropped as soon as the output has left the only branch it constrains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcode.errors import ConfigError, ProviderError
+
+from .chat_template import Segment
+
+_REMEMBERED_OUTPUTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How to sample one answer.
+
+    ``grammar`` (GBNF text) constrains the output. ``free_unless`` names the first character of
+    the only outputs the grammar constrains beyond their first character: once an output starts
+    with anything else the grammar is dropped (it would accept every continuation anyway, and
+    checking a grammar against the whole vocabulary every token halves the speed).
+    """
+
+    max_tokens: int
+    temperature: float = 0.2
+    seed: int = 0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    grammar: str | None = None
+    free_unless: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """The end of one generation. ``finish_reason`` is ``stop`` (end-of-turn token) or ``length``
+    (``max_tokens`` reached); ``cached_tokens`` prompt tokens were reused from the KV cache."""
+
+    text: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    prefill_seconds: float
+    decode_seconds: float
+
+
+class LlamaEngine:
+    """One GGUF model in this process. Loaded on first use; one generation at a time."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        # Default: half the logical CPUs, for prompt processing too. llama-cpp-python would
+        # use every CPU for prompts, and its OpenMP threads spin: on a machine where anything
+        # else is running, that measured 5x slower than one thread here.
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
+        self.n_batch = n_batch
+        self.seed = seed
+        self.verbose = verbose
+        self.load_seconds: float | None = None
+        self._llm: Any = None
+        self._lock = threading.Lock()
+        self._outputs: OrderedDict[str, list[int]] = OrderedDict()
+
+    # -- loading --------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def load(self) -> None:
+        """Load the model (blocking; idempotent). Raises ConfigError if llama.cpp is missing or
+        cannot read the file."""
+        with self._lock:
+            if self._llm is not None:
+                return
+            started = time.perf_counter()
+            try:
+                import llama_cpp
+            except ImportError as e:
+                raise ConfigError(
+                    f"cannot import llama-cpp-python: {e}",
+                    hint="run: pip install 'mcode[local]'",
+                ) from None
+            # verbose=False makes llama-cpp-python silence llama.cpp's load-time chatter on
+            # stderr (it would scribble over a full-screen UI).
+            try:
+                self._llm = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_batch=self.n_batch,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    seed=self.seed,
+                    verbose=self.verbose,
+                )
+            except (ValueError, RuntimeError, OSError) as e:
+                raise ConfigError(
+                    f"llama.cpp could not load {self.model_path}: {e}",
+                    hint="check that the file is a complete GGUF model llama.cpp supports",
+                ) from None
+            self.load_seconds = time.perf_counter() - started
+
+    async def aload(self) -> None:
+        """:meth:`load` off the event loop."""
+        if self._llm is None:
+            await asyncio.to_thread(self.load)
+
+    def close(self) -> None:
+        """Free the model and its KV cache."""
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None
+            self._outputs.clear()
+
+    # -- model facts (after load) ----------------------------------------------------------
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._require().metadata)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._require().metadata.get("tokenizer.chat_template")
+
+    def token_text(self, token: int) -> str:
+        return self._require().detokenize([token], special=True).decode("utf-8", "replace")
+
+    @property
+    def bos_text(self) -> str:
+        return self.token_text(self._require().token_bos())
+
+    @property
+    def eos_text(self) -> str:
+        return self.token_text(self._require().token_eos())
+
+    def tokenize(self, segments: Sequence[Segment]) -> list[int]:
+        """Token ids for a prompt: markup segments may hold control tokens, content segments
+        never do; text this engine generated comes back as the tokens it was sampled as."""
+        import llama_cpp
+
+        llm = self._require()
+        ids: list[int] = []
+        for seg in segments:
+            remembered = None if seg.special else self._outputs.get(seg.text)
+            if remembered is not None:
+                ids.extend(remembered)
+            elif seg.text:
+                ids.extend(
+                    llm.tokenize(seg.text.encode("utf-8"), add_bos=False, special=seg.special)
+                )
+        bos = llm.token_bos()
+        wants_bos = llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model))
+        if wants_bos and bos >= 0 and (not ids or ids[0] != bos):
+            ids.insert(0, bos)
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is as content (for prompt budgets)."""
+        return len(self._require().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    # -- generation -----------------------------------------------------------------------
+
+    async def stream(
+        self, prompt: Sequence[Segment], sampling: Sampling
+    ) -> AsyncIterator[str | Generated]:
+        """Generate: text pieces as they decode, then one :class:`Generated`.
+
+        Raises ProviderError(kind="context_overflow") if the prompt plus ``max_tokens`` does not
+        fit in the window.
+        """
+        await self.aload()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | Generated | BaseException] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: str | Generated | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                stop.set()
+
+        worker = loop.run_in_executor(None, self._run, list(prompt), sampling, stop, emit)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Generated):
+                    return
+        finally:
+            stop.set()
+            # Wait for the worker (at most one token or prompt chunk) so the model is idle when
+            # we return; a second cancellation still propagates.
+            await asyncio.shield(worker)
+
+    def _run(
+        self,
+        prompt: list[Segment],
+        sampling: Sampling,
+        stop: threading.Event,
+        emit: Callable[[str | Generated | BaseException], None],
+    ) -> None:
+        try:
+            with self._lock:
+                result = self._generate(prompt, sampling, stop, emit)
+            if result is not None:
+                emit(result)
+        except ProviderError as e:
+            emit(e)
+        # A llama.cpp failure must reach the caller, not die silently in a thread.
+        except Exception as e:  # noqa: BLE001
+            emit(
+                ProviderError(
+                    f"the local model failed: {e}",
+                    kind="server",
+                    retryable=False,
+                    hint="run again; if it repeats, report it with the model file used",
+                )
+            )
+
+    def _generate(
+        self,
+        prompt: list[Segment],
+        sampling: Sampling,
+        stop: threading.Event,
+        emit: Callable[[str | Generated | BaseException], None],
+    ) -> Generated | None:
+        import llama_cpp
+
+        llm = self._require()
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            raise ProviderError("the prompt is empty", kind="bad_request", retryable=False)
+        budget = self.n_ctx - sampling.max_tokens
+        if len(tokens) > budget:
+            raise ProviderError(
+                f"the prompt is {len(tokens)} tokens; with {sampling.max_tokens} reserved for the "
+                f"answer it does not fit the local model's {self.n_ctx}-token window",
+                kind="context_overflow",
+                retryable=False,
+                hint="compact or clear the conversation, or raise the context size",
+            )
+
+        started = time.perf_counter()
+        cached = self._prefill(tokens, stop)
+        if cached is None:
+            return None
+        prefilled = time.perf_counter()
+
+        free = self._chain(sampling, grammar=None)
+        constrained = self._chain(sampling, grammar=sampling.grammar) if sampling.grammar else None
+        sampler = constrained if constrained is not None else free
+        marker = (sampling.free_unless or "").encode("utf-8")
+        out: list[int] = []
+        data = bytearray()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        finish = "length"
+        try:
+            while len(out) < sampling.max_tokens and len(tokens) + len(out) < self.n_ctx:
+                if stop.is_set():
+                    return None
+                token = llama_cpp.llama_sampler_sample(sampler, llm.ctx, -1)
+                # End of turn, or a control token such as <|im_start|> starting a fake turn.
+                if llama_cpp.llama_vocab_is_eog(vocab, token) or llama_cpp.llama_vocab_is_control(
+                    vocab, token
+                ):
+                    finish = "stop"
+                    break
+                out.append(token)
+                piece = llm.detokenize([token])
+                data += piece
+                text = decoder.decode(piece)
+                if text:
+                    emit(text)
+                if sampler is constrained and marker and data and not data.startswith(marker):
+                    sampler = free
+                if len(out) < sampling.max_tokens:
+                    llm.eval([token])
+        finally:
+            for chain in (free, constrained):
+                if chain is not None:
+                    llama_cpp.llama_sampler_free(chain)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            emit(tail)
+        text = data.decode("utf-8", "replace")
+        self._remember(text, out)
+        return Generated(
+            text=text,
+            prompt_tokens=len(tokens),
+            cached_tokens=cached,
+            completion_tokens=len(out),
+            finish_reason=finish,
+            prefill_seconds=prefilled - started,
+            decode_seconds=time.perf_counter() - prefilled,
+        )
+
+    def _prefill(self, tokens: list[int], stop: threading.Event) -> int | None:
+        """Evaluate ``tokens`` after the longest prefix already in the KV cache, in chunks so a
+        cancel lands within one chunk. Returns the reused count, or None if stopped."""
+        llm = self._require()
+        in_cache = llm.input_ids[: llm.n_tokens]
+        common = 0
+        for a, b in zip(in_cache, tokens):
+            if a != b:
+                break
+            common += 1
+        # At least one token must be evaluated to get fresh logits to sample from.
+        reused = min(common, len(tokens) - 1)
+        # Llama.eval drops every cached position from n_tokens on before evaluating.
+        llm.n_tokens = reused
+        for start in range(reused, len(tokens), self.n_batch):
+            if stop.is_set():
+                return None
+            llm.eval(tokens[start : start + self.n_batch])
+        return reused
+
+    def _chain(self, sampling: Sampling, *, grammar: str | None) -> Any:
+        import llama_cpp
+
+        llm = self._require()
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: Any) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if grammar is not None:
+            # First in the chain: it must see the whole vocabulary, or the one token a grammar
+            # allows (a forced literal) may already have been cut by top-k.
+            vocab = llama_cpp.llama_model_get_vocab(llm.model)
+            g = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+            if not g:
+                llama_cpp.llama_sampler_free(chain)
+                raise ProviderError(
+                    "llama.cpp rejected the tool grammar", kind="bad_request", retryable=False
+                )
+            add(g)
+        if sampling.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+        if grammar is None and sampling.repeat_penalty != 1.0:
+            # Tiny models loop; a mild penalty helps prose. Not under a grammar, where it would
+            # push the model away from the quotes and braces JSON needs.
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    llm.n_vocab(), sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0
+                )
+            )
+        add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+        add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
+        add(llama_cpp.llama_sampler_init_dist(sampling.seed & 0xFFFFFFFF))
+        return chain
+
+    def _remember(self, text: str, tokens: list[int]) -> None:
+        if not text:
+            return
+        self._outputs[text] = list(tokens)
+        self._outputs.move_to_end(text)
+        while len(self._outputs) > _REMEMBERED_OUTPUTS:
+            self._outputs.popitem(last=False)
+
+    def _require(self) -> Any:
+        if self._llm is None:
+            raise RuntimeError("LlamaEngine used before load()")
+        return self._llm
