@@ -198,8 +198,8 @@ def msa_prefill(
         from .prefill import combine, kv_outer_forward, tokens_per_work
 
         wl = build_worklist(sel, tok_seq, page_table.shape[0], page_table.shape[1],
-                            tokens_per_work(G))
-        po, plse = kv_outer_forward(q, k_cache, v_cache, page_table, seqlens_k, tok_pos, wl,
+                            tokens_per_work(G), tok_pos)
+        po, plse = kv_outer_forward(q, k_cache, v_cache, page_table, seqlens_k, wl,
                                     sel.shape[2], scale)
         out, lse = combine(po, plse, sel)
     return (out, lse) if return_lse else out

@@ -21,13 +21,14 @@ import torch
 class WorkList:
     """k->q lists cut into work items.
 
-    ``ent_tok``/``ent_slot``: ``[Hkv*T*k]`` int32, the (token, slot) of each sorted entry (only the
-    first ``num_entries`` are valid). ``work``: ``[cap, 3]`` int32 rows ``(row, start, count)``
+    ``ent_tok``/``ent_slot``/``ent_pos``: ``[Hkv*T*k]`` int32, the token, slot and token position
+    of each sorted entry (invalid entries sort last and are never referenced by a work item). ``work``: ``[cap, 3]`` int32 rows ``(row, start, count)``
     with ``row = (h * B + b) * max_pages + block``; ``num_work``: ``[1]`` int32 on the device.
     """
 
     ent_tok: torch.Tensor
     ent_slot: torch.Tensor
+    ent_pos: torch.Tensor
     work: torch.Tensor
     num_work: torch.Tensor
     capacity: int
@@ -35,9 +36,13 @@ class WorkList:
 
 
 def build_worklist(
-    sel: torch.Tensor, tok_seq: torch.Tensor, num_seqs: int, max_pages: int, chunk: int
+    sel: torch.Tensor, tok_seq: torch.Tensor, num_seqs: int, max_pages: int, chunk: int,
+    tok_pos: torch.Tensor,
 ) -> WorkList:
-    """Invert ``sel`` ``[Hkv, T, k]`` into a work list (see module docstring)."""
+    """Invert ``sel`` ``[Hkv, T, k]`` into a work list (see module docstring).
+
+    ``tok_seq``/``tok_pos``: ``[T]`` sequence and position of each query token
+    (:func:`._util.token_meta`); ``chunk``: most tokens per work item."""
     Hkv, T, k = sel.shape
     dev = sel.device
     nrows = Hkv * num_seqs * max_pages
@@ -47,7 +52,7 @@ def build_worklist(
     heads = torch.arange(Hkv, device=dev, dtype=torch.int64).view(Hkv, 1, 1)
     key = (heads * num_seqs + tok_seq.to(torch.int64).view(1, T, 1)) * max_pages + s
     key = torch.where(valid, key, torch.full_like(key, nrows)).flatten()
-    sorted_key, perm = torch.sort(key, stable=True)
+    _, perm = torch.sort(key, stable=True)
     counts = torch.zeros(nrows + 1, dtype=torch.int64, device=dev)
     counts.scatter_add_(0, key, torch.ones_like(key))
     counts = counts[:nrows]
@@ -64,6 +69,8 @@ def build_worklist(
     num_work = wend[-1:].to(torch.int32) if nrows > 0 else torch.zeros(1, dtype=torch.int32, device=dev)
     cnt = torch.where(w < wend[-1], cnt, torch.zeros_like(cnt))
     work = torch.stack([wrow, start, cnt], dim=1).to(torch.int32).contiguous()
-    ent_tok = ((perm // k) % T).to(torch.int32)
+    ent_tok64 = (perm // k) % T
+    ent_tok = ent_tok64.to(torch.int32)
     ent_slot = (perm % k).to(torch.int32)
-    return WorkList(ent_tok, ent_slot, work, num_work.contiguous(), cap, chunk)
+    ent_pos = tok_pos[ent_tok64].to(torch.int32)
+    return WorkList(ent_tok, ent_slot, ent_pos, work, num_work.contiguous(), cap, chunk)

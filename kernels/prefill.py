@@ -28,7 +28,7 @@ LN2 = 0.6931471805599453
 
 @triton.jit
 def _kv_outer_fwd_kernel(
-    Q, K, V, PT, SEQK, TOK_POS, WORK, NWORK, ENT_TOK, ENT_SLOT, PO, PLSE,
+    Q, K, V, PT, SEQK, WORK, NWORK, ENT_TOK, ENT_SLOT, ENT_POS, PO, PLSE,
     qk_scale,
     stride_q_t, stride_q_h,
     stride_k_p, stride_k_h, stride_k_s,
@@ -71,7 +71,7 @@ def _kv_outer_fwd_kernel(
             e = start + it + tok_l
             t = tl.load(ENT_TOK + e, mask=ok, other=0).to(tl.int64)
             j = tl.load(ENT_SLOT + e, mask=ok, other=0)
-            pos = tl.load(TOK_POS + t, mask=ok, other=0)
+            pos = tl.load(ENT_POS + e, mask=ok, other=0)
             q = tl.load(Q + t[:, None] * stride_q_t + (h * G + g)[:, None] * stride_q_h
                         + d[None, :], mask=ok[:, None], other=0.0)
             if UPCAST:
@@ -145,7 +145,6 @@ def kv_outer_forward(
     v_cache: torch.Tensor,
     page_table: torch.Tensor,
     seqlens_k: torch.Tensor,
-    tok_pos: torch.Tensor,
     wl: WorkList,
     topk: int,
     scale: float,
@@ -156,7 +155,9 @@ def kv_outer_forward(
     num_stages: int = 2,
     programs_per_sm: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write partials ``part_o [T, Hkv, k, G, D]`` (q.dtype) and ``part_lse [T, Hkv, k, G]``."""
+    """Write partials ``part_o [T, Hkv, k, G, D]`` (q.dtype) and ``part_lse [T, Hkv, k, G]``.
+
+    ``wl`` must come from :func:`.invert.build_worklist` called with ``tok_pos``."""
     T, Hq, D = q.shape
     Hkv, BS = k_cache.shape[1], k_cache.shape[2]
     G = Hq // Hkv
@@ -168,8 +169,8 @@ def kv_outer_forward(
         part_lse = torch.empty(T, Hkv, topk, G, dtype=torch.float32, device=q.device)
     grid = (max(1, min(wl.capacity, num_sms(q.device) * programs_per_sm)),)
     _kv_outer_fwd_kernel[grid](
-        q, k_cache, v_cache, page_table, seqlens_k, tok_pos, wl.work, wl.num_work,
-        wl.ent_tok, wl.ent_slot, part_o, part_lse,
+        q, k_cache, v_cache, page_table, seqlens_k, wl.work, wl.num_work,
+        wl.ent_tok, wl.ent_slot, wl.ent_pos, part_o, part_lse,
         scale * LOG2E,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),

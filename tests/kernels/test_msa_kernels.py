@@ -47,10 +47,10 @@ def _run_sparse(c, sel, method, gen_poison=True):
                             out=out, lse=lse)
     else:
         wl = build_worklist(sel, seq, c.page_table.shape[0], c.page_table.shape[1],
-                            tokens_per_work(G))
+                            tokens_per_work(G), pos)
         po = torch.full((T, Hkv, k, G, D), float("nan"), dtype=c.q.dtype, device=c.q.device)
         pl = torch.full((T, Hkv, k, G), float("nan"), device=c.q.device)
-        kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k, pos, wl, k,
+        kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k, wl, k,
                          scale, part_o=po, part_lse=pl)
         combine(po, pl, sel, out=out, lse=lse)
     return out, lse
