@@ -1,9 +1,10 @@
 """Sparse decode: 1 to 8 new tokens per request, CUDA-graph capturable.
 
 Per step: (1) block scores of the new tokens' index queries against the request's whole
-index-key cache (:func:`.select.block_scores`, rows = new tokens x index heads), (2) top-k,
-(3) per (request, KV head) the union of the new tokens' blocks, each union entry carrying a bit
-mask of the tokens that chose it (bit ``s`` = new token ``s``), so every block is read once,
+index-key cache (:func:`.select.block_scores`, rows = new tokens x index heads), (2)+(3) one fused kernel per (request, KV head): top-k of each new token by
+iterated arg-max (exact ties go to the lower id), then the union of the new tokens' blocks, each
+union entry carrying a bit mask of the tokens that chose it (bit ``s`` = new token ``s``), so
+every block is read once (a torch fallback handles more than ``16384`` pages per request),
 (4) the union split over ``n_split`` programs, each running online softmax for all ``S * G`` rows
 over its blocks (a row only sees blocks whose bit is set, causally), writing fp32 partials,
 (5) a merge by log-sum-exp. Shapes and grids depend only on ``(B, S, Hkv, k, max_pages)``, never
@@ -43,6 +44,54 @@ def union_blocks(sel: torch.Tensor, B: int, S: int) -> tuple[torch.Tensor, torch
     ubits = torch.zeros((B, Hkv, U + 1), dtype=torch.int64, device=sel.device)
     ubits.scatter_add_(-1, dst, torch.where(svalid, bits, torch.zeros_like(bits)))
     return ublk[..., :U].to(torch.int32).contiguous(), ubits[..., :U].to(torch.int32).contiguous()
+
+
+@triton.jit
+def _decode_select_kernel(
+    SC, SEQK, SEL, UBLK, UBITS,
+    stride_sc_t, stride_sc_h, stride_sel_h, stride_sel_t,
+    nb_max, Hkv,
+    S: tl.constexpr, KSEL: tl.constexpr, BS: tl.constexpr, NB_PAD: tl.constexpr,
+    U: tl.constexpr, U_PAD: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = pid // Hkv
+    h = pid % Hkv
+    lk = tl.load(SEQK + b)
+    n = tl.arange(0, NB_PAD)
+    u = tl.arange(0, U_PAD)
+    ent = tl.full([U_PAD], -1, tl.int32)
+    for s in tl.static_range(S):
+        t = b * S + s
+        local = (lk - S + s) // BS
+        sc = tl.load(SC + t * stride_sc_t + h * stride_sc_h + n, mask=n < nb_max,
+                     other=float("-inf"))
+        nvalid = 0
+        for j in tl.static_range(KSEL - 1):
+            m = tl.max(sc, 0)
+            idx = tl.argmax(sc, 0, tie_break_left=True).to(tl.int32)
+            ok = m > float("-inf")
+            ent = tl.where(u == s * KSEL + j, tl.where(ok, idx, -1), ent)
+            nvalid += ok.to(tl.int32)
+            sc = tl.where(n == idx, float("-inf"), sc)
+        ent = tl.where(u == s * KSEL + nvalid, local, ent)
+        in_row = (u >= s * KSEL) & (u < (s + 1) * KSEL)
+        tl.store(SEL + h * stride_sel_h + t * stride_sel_t + (u - s * KSEL), ent, mask=in_row)
+    # union of the S rows: first occurrences, in order, each with the mask of tokens choosing it
+    valid = (ent >= 0) & (u < U)
+    tok = u // KSEL
+    eq = (ent[:, None] == ent[None, :]) & valid[:, None] & valid[None, :]
+    before = u[None, :] < u[:, None]
+    dup = tl.sum((eq & before).to(tl.int32), 1)
+    new = valid & (dup == 0)
+    bits = tl.sum(tl.where(eq, tl.full([U_PAD, U_PAD], 1, tl.int32) << tok[None, :], 0), 1)
+    rank = tl.cumsum(new.to(tl.int32), 0) - 1
+    match = new[None, :] & (rank[None, :] == u[:, None])
+    has = tl.sum(match.to(tl.int32), 1) > 0
+    ublk = tl.where(has, tl.sum(tl.where(match, ent[None, :], 0), 1), -1)
+    ubits = tl.sum(tl.where(match, bits[None, :], 0), 1)
+    tl.store(UBLK + pid * U + u, ublk, mask=u < U)
+    tl.store(UBITS + pid * U + u, ubits, mask=u < U)
 
 
 @triton.jit
@@ -162,7 +211,9 @@ def decode_forward(
     topk: int,
     scale: float,
     n_split: int | None = None,
-    score_blocks_per_prog: int = 16,
+    score_blocks_per_prog: int = 32,
+    score_num_warps: int = 4,
+    score_num_stages: int = 4,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,12 +229,26 @@ def decode_forward(
     cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=dev)
     iq = index_q.reshape(B * S, Hkv, index_q.shape[-1])
     scores = block_scores(iq, index_k_cache, page_table, cu, seqlens_k, S,
-                          blocks_per_prog=score_blocks_per_prog, num_warps=4, num_stages=4)
-    st = torch.arange(B * S, device=dev, dtype=torch.int64) % S
-    pos = seqlens_k.to(torch.int64).repeat_interleave(S, output_size=B * S) - S + st
-    sel = topk_from_scores(scores, pos, BS, topk)
-    ublk, ubits = union_blocks(sel, B, S)
+                          blocks_per_prog=score_blocks_per_prog, num_warps=score_num_warps,
+                          num_stages=score_num_stages)
     U = S * topk
+    nb_pad = next_pow2(page_table.shape[1])
+    if nb_pad <= 16384:
+        sel = torch.empty(Hkv, B * S, topk, dtype=torch.int32, device=dev)
+        ublk = torch.empty(B, Hkv, U, dtype=torch.int32, device=dev)
+        ubits = torch.empty(B, Hkv, U, dtype=torch.int32, device=dev)
+        _decode_select_kernel[(B * Hkv,)](
+            scores, seqlens_k, sel, ublk, ubits,
+            scores.stride(0), scores.stride(1), sel.stride(0), sel.stride(1),
+            page_table.shape[1], Hkv,
+            S=S, KSEL=topk, BS=BS, NB_PAD=nb_pad, U=U, U_PAD=next_pow2(U),
+            num_warps=8 if nb_pad >= 4096 else 4,
+        )
+    else:
+        st = torch.arange(B * S, device=dev, dtype=torch.int64) % S
+        pos = seqlens_k.to(torch.int64).repeat_interleave(S, output_size=B * S) - S + st
+        sel = topk_from_scores(scores, pos, BS, topk)
+        ublk, ubits = union_blocks(sel, B, S)
     if n_split is None:
         n_split = max(1, min(U, -(-2 * num_sms(dev) // (B * Hkv))))
     ups = -(-U // n_split)

@@ -134,7 +134,7 @@ def _combine_kernel(
     tl.store(LSE + t * stride_lse_t + h * G + g, lse, mask=gm)
 
 
-def tokens_per_work(G: int, block_m: int = 128, tiles: int = 8) -> int:
+def tokens_per_work(G: int, block_m: int = 64, tiles: int = 16) -> int:
     """Tokens per work item for the KV-outer forward: ``tiles`` tiles of ``block_m // G``."""
     return max(1, block_m // G) * tiles
 
@@ -150,9 +150,9 @@ def kv_outer_forward(
     scale: float,
     part_o: torch.Tensor | None = None,
     part_lse: torch.Tensor | None = None,
-    block_m: int = 128,
-    num_warps: int = 8,
-    num_stages: int = 2,
+    block_m: int = 64,
+    num_warps: int = 4,
+    num_stages: int = 3,
     programs_per_sm: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Write partials ``part_o [T, Hkv, k, G, D]`` (q.dtype) and ``part_lse [T, Hkv, k, G]``.

@@ -25,6 +25,7 @@ import pathlib
 import sys
 import time
 import traceback
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -54,6 +55,9 @@ def _import_kernels():
 
 
 mk = _import_kernels()
+warnings.filterwarnings("ignore", message=".*kernel not used because.*")
+warnings.filterwarnings("ignore", message=".*has been runtime disabled.*")
+warnings.filterwarnings("ignore", message=".*fused kernels require query.*")
 from mcode.kernels import api  # noqa: E402
 from mcode.kernels._util import token_meta  # noqa: E402
 from mcode.kernels.decode import decode_forward  # noqa: E402
@@ -77,10 +81,12 @@ def smoke_mode() -> None:
     K_, HQ, HKV, D, BS, DI, TOPK, DEV = 8, 8, 2, 64, 64, 64, 4, "cpu"
     G = HQ // HKV
 ROWS: list[dict[str, Any]] = []
+DENSE_DECODE: dict[tuple[int, int, int], float] = {}
 OUT = pathlib.Path(os.environ.get("OUT", "."))
 CEIL = {"bw": float("nan"), "tflops": float("nan")}
 CFG: dict[str, dict[str, int]] = {
-    "kv": dict(block_m=128, num_warps=8, num_stages=2, programs_per_sm=2),
+    "kv": dict(block_m=64, num_warps=4, num_stages=3, programs_per_sm=2),
+    "tiles": dict(tiles=16),
     "qo": dict(block_n=64, num_warps=4, num_stages=3),
     "score": dict(block_m=128, num_warps=8, num_stages=3, blocks_per_prog=32),
 }
@@ -109,14 +115,15 @@ def row(section: str, name: str, ms: float, flop: float | None = None,
         f.write(json.dumps(r) + "\n")
 
 
-def tm(fn: Callable[[], Any], heavy: bool = False) -> float:
+def tm(fn: Callable[[], Any], heavy: bool = False, warm: bool = True) -> float:
     """Median milliseconds."""
     if DEV == "cpu":
         t0 = time.perf_counter()
         fn()
         return (time.perf_counter() - t0) * 1e3
     if heavy:
-        fn()
+        if warm:
+            fn()
         torch.cuda.synchronize()
         ts = []
         for _ in range(3):
@@ -134,7 +141,7 @@ def tm_auto(fn: Callable[[], Any]) -> float:
     t0 = time.time()
     fn()
     sync()
-    return tm(fn, heavy=(time.time() - t0) > 0.08)
+    return tm(fn, heavy=(time.time() - t0) > 0.08, warm=False)
 
 
 def sync() -> None:
@@ -239,7 +246,7 @@ def bytes_query_outer(c: Case, st: dict[str, float]) -> float:
 def run_kv(c: Case, sel: torch.Tensor, wl=None, po=None, pl=None, out=None, lse=None):
     if wl is None:
         wl = build_worklist(sel, c.tok_seq, c.page_table.shape[0], c.max_pages,
-                            tokens_per_work(G, CFG["kv"]["block_m"]), c.tok_pos)
+                            tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]), c.tok_pos)
     kw = dict(CFG["kv"])
     po, pl = kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k,
                               wl, TOPK, c.scale, part_o=po, part_lse=pl, **kw)
@@ -333,11 +340,13 @@ def sec_tune(L: int) -> None:
     ref_out, _ = run_qo(c, sel, block_n=64, num_warps=4, num_stages=2)
     ref_out = ref_out.clone()
     best = None
-    for bm, nw, ns, pps in [(128, 8, 2, 2), (128, 8, 2, 1), (128, 4, 2, 2), (64, 4, 2, 4),
-                            (128, 8, 3, 2), (64, 4, 3, 2)]:
+    for bm, nw, ns, pps, tiles in [(64, 4, 3, 2, 8), (64, 4, 3, 2, 16), (64, 4, 3, 2, 32),
+                                   (64, 4, 3, 3, 16), (64, 4, 4, 2, 16), (64, 4, 2, 4, 16),
+                                   (128, 8, 3, 1, 16), (32, 4, 3, 4, 16)]:
         CFG["kv"] = dict(block_m=bm, num_warps=nw, num_stages=ns, programs_per_sm=pps)
         try:
-            wl = build_worklist(sel, c.tok_seq, 1, c.max_pages, tokens_per_work(G, bm), c.tok_pos)
+            wl = build_worklist(sel, c.tok_seq, 1, c.max_pages, tokens_per_work(G, bm, tiles),
+                                c.tok_pos)
             po = torch.empty(c.T, HKV, TOPK, G, D, dtype=torch.bfloat16, device=DEV)
             pl = torch.empty(c.T, HKV, TOPK, G, device=DEV)
             fwd = lambda: kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k,  # noqa: E731
@@ -346,13 +355,15 @@ def sec_tune(L: int) -> None:
             ms = tm(fwd)
             o, _ = combine(po, pl, sel)
             check_close(f"kv {CFG['kv']}", o, ref_out)
-            row("tune", f"kv_outer fwd {L // K_}K bm={bm} w={nw} s={ns} pps={pps}", ms, st["flop"])
+            row("tune", f"kv_outer fwd {L // K_}K bm={bm} w={nw} s={ns} pps={pps} tiles={tiles}",
+                ms, st["flop"])
             if best is None or ms < best[0]:
-                best = (ms, dict(CFG["kv"]))
+                best = (ms, dict(CFG["kv"]), tiles)
             del po, pl, wl
         except Exception as e:  # noqa: BLE001
             log(f"  kv variant failed: {type(e).__name__}: {str(e)[:200]}")
     CFG["kv"] = best[1]
+    CFG["tiles"] = dict(tiles=best[2])
     best = None
     for bn, nw, ns in [(64, 4, 3), (64, 4, 2), (128, 4, 2), (128, 8, 2), (64, 8, 3), (32, 4, 4)]:
         try:
@@ -400,7 +411,7 @@ def sec_prefill(L: int, dense: bool = True) -> None:
     ms_topk = tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK))
     row(sec, "top-k (torch.topk + assemble)", ms_topk, nbytes=scores.numel() * 4)
     del scores
-    chunk = tokens_per_work(G, CFG["kv"]["block_m"])
+    chunk = tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"])
     ms_inv = tm(lambda: build_worklist(sel, c.tok_seq, 1, c.max_pages, chunk, c.tok_pos))
     row(sec, "inversion + work list (torch sort)", ms_inv)
     wl = build_worklist(sel, c.tok_seq, 1, c.max_pages, chunk, c.tok_pos)
@@ -456,7 +467,7 @@ def sec_varlen() -> None:
     c = Case([(x, x) for x in lens])
     sel = make_sel(c, "uniform")
     st = sel_stats(c, sel)
-    wl = build_worklist(sel, c.tok_seq, 4, c.max_pages, tokens_per_work(G, CFG["kv"]["block_m"]), c.tok_pos)
+    wl = build_worklist(sel, c.tok_seq, 4, c.max_pages, tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]), c.tok_pos)
     fb, cb = bytes_kv_outer(c, st, int(wl.num_work.item()))
     ms = tm(lambda: run_kv(c, sel, wl))
     row(sec, "kv_outer forward + combine", ms, st["flop"], fb + cb)
@@ -477,7 +488,7 @@ def sec_modes(L: int) -> None:
         sel = make_sel(c, mode)
         st = sel_stats(c, sel)
         wl = build_worklist(sel, c.tok_seq, 1, c.max_pages,
-                            tokens_per_work(G, CFG["kv"]["block_m"]), c.tok_pos)
+                            tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]), c.tok_pos)
         fb, cb = bytes_kv_outer(c, st, int(wl.num_work.item()))
         ms = tm(lambda: run_kv(c, sel, wl))
         row(sec, f"{mode}: kv_outer fwd+combine", ms, st["flop"], fb + cb)
@@ -504,7 +515,7 @@ def sec_chunked(ctx: int, chunk: int, dense: bool = True) -> None:
     sel = topk_from_scores(scores, c.tok_pos, BS, TOPK)
     del scores
     st = sel_stats(c, sel)
-    ch = tokens_per_work(G, CFG["kv"]["block_m"])
+    ch = tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"])
     row(sec, "inversion", tm(lambda: build_worklist(sel, c.tok_seq, 1, c.max_pages, ch, c.tok_pos)))
     wl = build_worklist(sel, c.tok_seq, 1, c.max_pages, ch, c.tok_pos)
     fb, cb = bytes_kv_outer(c, st, int(wl.num_work.item()))
@@ -530,28 +541,44 @@ def sec_chunked(ctx: int, chunk: int, dense: bool = True) -> None:
     free()
 
 
-def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True) -> None:
+def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bool = False) -> None:
     sec = f"decode B={B} ctx={ctx // K_}K S={S}"
     ikd = torch.float8_e4m3fn if fp8 else torch.bfloat16
+    ikn = "fp8" if fp8 else "bf16"
     c = Case([(S, ctx)] * B, ik_dtype=ikd)
     q = c.q.view(B, S, HQ, D)
     iq = c.index_q.view(B, S, HKV, DI)
     args = (q, c.k_cache, c.v_cache, iq, c.index_k, c.page_table, c.seqlens_k, TOPK, c.scale)
-    decode_forward(*args)
-    sync()
-    if DEV == "cuda":
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            decode_forward(*args)
-        ms = tm(lambda: g.replay())
-    else:
-        g = None
-        ms = tm(lambda: decode_forward(*args))
     ik_bytes = B * ctx * DI * (1 if fp8 else 2)
     kv_bytes = B * HKV * min(S * TOPK, math.ceil(ctx / BS)) * 2 * BS * D * 2
-    row(sec, f"msa_decode graph ({'fp8' if fp8 else 'bf16'} index keys)", ms,
-        nbytes=ik_bytes + kv_bytes, note="bytes: index keys + union K/V (upper bound)")
-    del g
+    variants = [dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=4)]
+    if tune:
+        variants += [dict(score_blocks_per_prog=16, score_num_warps=4, score_num_stages=4),
+                     dict(score_blocks_per_prog=64, score_num_warps=4, score_num_stages=4),
+                     dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=6),
+                     dict(score_blocks_per_prog=32, score_num_warps=8, score_num_stages=4)]
+    ms = None
+    for kw in variants:
+        decode_forward(*args, **kw)
+        sync()
+        if DEV == "cuda":
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                decode_forward(*args, **kw)
+            m = tm(lambda: g.replay())
+            del g
+        else:
+            m = tm(lambda: decode_forward(*args, **kw))
+        tag = "" if not tune else f" bpp={kw['score_blocks_per_prog']} w={kw['score_num_warps']} s={kw['score_num_stages']}"
+        row(sec, f"msa_decode graph ({ikn} index keys){tag}", m, nbytes=ik_bytes + kv_bytes,
+            note="bytes: index keys + union K/V (upper bound)")
+        ms = m if ms is None else min(ms, m)
+    iq3 = iq.reshape(B * S, HKV, DI)
+    cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=DEV)
+    ms_s = tm(lambda: block_scores(iq3, c.index_k, c.page_table, cu, c.seqlens_k, S,
+                                   blocks_per_prog=32, num_warps=4, num_stages=4))
+    row(sec, f"  of which score kernel ({ikn})", ms_s, nbytes=ik_bytes,
+        note=f"rest (select+union, split, merge, launches) {max(ms - ms_s, 0) * 1e3:.0f} us")
     free()
     if dense and DEV == "cuda":
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -570,7 +597,6 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True) -> None:
             mask = causal_lower_right(S, nb * BS)
         best = None
         for name, be in (("flash", SDPBackend.FLASH_ATTENTION),
-                         ("efficient", SDPBackend.EFFICIENT_ATTENTION),
                          ("cudnn", SDPBackend.CUDNN_ATTENTION)):
             def fn(be=be):
                 with sdpa_kernel(be):
@@ -583,16 +609,18 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True) -> None:
                 with torch.cuda.graph(gd):
                     fn()
                 msd = tm(lambda: gd.replay())
-                row(sec, f"dense SDPA {name} (graph)", msd, nbytes=2 * B * HKV * nb * BS * D * 2,
-                    note=f"msa speedup {msd / ms:.1f}x")
+                row(sec, f"dense SDPA {name} (graph)", msd, nbytes=2 * B * HKV * nb * BS * D * 2)
                 best = msd if best is None else min(best, msd)
                 del gd
             except Exception as e:  # noqa: BLE001
                 log(f"  dense decode {name}: unavailable ({type(e).__name__}: {str(e)[:160]})")
             free()
         if best:
-            row(sec, "speedup vs fastest dense", ms, note=f"{best / ms:.1f}x")
+            DENSE_DECODE[(B, ctx, S)] = best
         del kd, vd
+    if (B, ctx, S) in DENSE_DECODE:
+        row(sec, f"msa ({ikn}) speedup vs fastest dense", ms,
+            note=f"{DENSE_DECODE[(B, ctx, S)] / ms:.1f}x")
     free()
 
 
@@ -660,6 +688,22 @@ def sec_isa() -> None:
             log(f"  isa {name}: n/a ({type(e).__name__}: {e})")
 
 
+def sec_ncu_target() -> None:
+    """One decode step (B=8, 1M, fp8 index keys) and one 32K kv_outer forward + combine, run
+    plainly (no graphs) so that ``ncu`` can profile the kernels."""
+    c = Case([(1, 1024 * K_)] * 8, ik_dtype=torch.float8_e4m3fn)
+    args = (c.q.view(8, 1, HQ, D), c.k_cache, c.v_cache, c.index_q.view(8, 1, HKV, DI),
+            c.index_k, c.page_table, c.seqlens_k, TOPK, c.scale)
+    decode_forward(*args)
+    sync()
+    del c, args
+    free()
+    c = Case([(32 * K_, 32 * K_)])
+    sel = make_sel(c, "uniform")
+    run_kv(c, sel)
+    sync()
+
+
 def write_md() -> None:
     lines = [f"Card: {CARD}; torch {torch.__version__}; triton {triton.__version__}; "
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
@@ -678,7 +722,7 @@ def write_md() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sections", default="ceil,tune,prefill,varlen,modes,chunked,decode")
+    ap.add_argument("--sections", default="ceil,tune,prefill,varlen,modes,chunked,decode,flex")
     ap.add_argument("--quick", action="store_true", help="fewer sizes")
     ap.add_argument("--out", default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU interpreter")
@@ -717,12 +761,15 @@ def main() -> None:
             (8, 1024 * K_, 8), (64, 128 * K_, 1), (128, 32 * K_, 1)]
         for B, ctx, S in combos:
             for fp8 in (False, True):
+                tune = B == 8 and ctx == 1024 * K_ and S == 1
                 plan.append((f"decode {B} {ctx} {S} {fp8}",
-                             lambda B=B, ctx=ctx, S=S, fp8=fp8: sec_decode(B, ctx, S, fp8,
-                                                                           dense=not fp8)))
+                             lambda B=B, ctx=ctx, S=S, fp8=fp8, tune=tune:
+                             sec_decode(B, ctx, S, fp8, dense=not fp8, tune=tune)))
+    if "ncu" in secs:
+        plan.append(("ncu", sec_ncu_target))
     if "flex" in secs:
         plan.append(("flex", lambda: sec_flex(32 * K_)))
-    if DEV == "cuda":
+    if DEV == "cuda" and "ncu" not in secs:
         plan.append(("isa", sec_isa))
     for name, fn in plan:
         if time.time() - t_start > a.budget_s:

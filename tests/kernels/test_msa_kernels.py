@@ -305,3 +305,26 @@ def test_gpu_fp8_index_keys(gen):
     scores = ref.index_scores_ref(c.index_q, ik8.to(torch.bfloat16), c.page_table,
                                   c.cu_seqlens_q, c.seqlens_k)
     check_selection_contract(sel, scores, c.tok_pos, 128, 16, tol=0.05 * math.sqrt(128))
+
+
+def test_union_blocks_fallback(gen):
+    """The torch union used past 16384 pages: unique blocks per (request, head) + token masks."""
+    from mcode.kernels.decode import union_blocks
+
+    B, S, Hkv, k = 3, 4, 2, 5
+    pos = torch.tensor([900 + 7 * b + s for b in range(B) for s in range(S)])
+    sel = random_selection(pos, Hkv, 64, k, generator=gen)
+    sel[1, 2] = -1  # an empty row
+    ublk, ubits = union_blocks(sel, B, S)
+    for b in range(B):
+        for h in range(Hkv):
+            want: dict[int, int] = {}
+            for s in range(S):
+                for x in sel[h, b * S + s].tolist():
+                    if x >= 0:
+                        want[x] = want.get(x, 0) | (1 << s)
+            got = {int(x): int(m) for x, m in zip(ublk[b, h].tolist(), ubits[b, h].tolist())
+                   if x >= 0}
+            assert got == want
+            n = len(want)
+            assert (ublk[b, h, n:] == -1).all() and (ublk[b, h, :n] >= 0).all()
