@@ -47,39 +47,56 @@ def union_blocks(sel: torch.Tensor, B: int, S: int) -> tuple[torch.Tensor, torch
 
 
 @triton.jit
-def _decode_select_kernel(
-    SC, SEQK, SEL, UBLK, UBITS,
+def _decode_topk_kernel(
+    SC, SEQK, SEL,
     stride_sc_t, stride_sc_h, stride_sel_h, stride_sel_t,
     nb_max, Hkv,
     S: tl.constexpr, KSEL: tl.constexpr, BS: tl.constexpr, NB_PAD: tl.constexpr,
-    U: tl.constexpr, U_PAD: tl.constexpr,
+    K_PAD: tl.constexpr,
 ):
+    """One program per (request, KV head, new token): top-(k-1) by iterated arg-max (exact ties
+    to the lower id; scores already hold -inf for the local and invisible blocks), then local."""
+    pid = tl.program_id(0)
+    s = pid % S
+    bh = pid // S
+    b = bh // Hkv
+    h = bh % Hkv
+    t = b * S + s
+    lk = tl.load(SEQK + b)
+    local = (lk - S + s) // BS
+    n = tl.arange(0, NB_PAD)
+    jj = tl.arange(0, K_PAD)
+    sc = tl.load(SC + t * stride_sc_t + h * stride_sc_h + n, mask=n < nb_max, other=float("-inf"))
+    ent = tl.full([K_PAD], -1, tl.int32)
+    nvalid = 0
+    for j in tl.static_range(KSEL - 1):
+        m = tl.max(sc, 0)
+        idx = tl.argmax(sc, 0, tie_break_left=True).to(tl.int32)
+        ok = m > float("-inf")
+        ent = tl.where(jj == j, tl.where(ok, idx, -1), ent)
+        nvalid += ok.to(tl.int32)
+        sc = tl.where(n == idx, float("-inf"), sc)
+    ent = tl.where(jj == nvalid, local, ent)
+    tl.store(SEL + h * stride_sel_h + t * stride_sel_t + jj, ent, mask=jj < KSEL)
+
+
+@triton.jit
+def _decode_union_kernel(
+    SEL, UBLK, UBITS,
+    stride_sel_h, stride_sel_t, Hkv,
+    S: tl.constexpr, KSEL: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr,
+):
+    """One program per (request, KV head): the union of its S rows (first occurrences, in
+    order), each entry with the bit mask of the new tokens that chose it."""
     pid = tl.program_id(0)
     b = pid // Hkv
     h = pid % Hkv
-    lk = tl.load(SEQK + b)
-    n = tl.arange(0, NB_PAD)
     u = tl.arange(0, U_PAD)
-    ent = tl.full([U_PAD], -1, tl.int32)
-    for s in tl.static_range(S):
-        t = b * S + s
-        local = (lk - S + s) // BS
-        sc = tl.load(SC + t * stride_sc_t + h * stride_sc_h + n, mask=n < nb_max,
-                     other=float("-inf"))
-        nvalid = 0
-        for j in tl.static_range(KSEL - 1):
-            m = tl.max(sc, 0)
-            idx = tl.argmax(sc, 0, tie_break_left=True).to(tl.int32)
-            ok = m > float("-inf")
-            ent = tl.where(u == s * KSEL + j, tl.where(ok, idx, -1), ent)
-            nvalid += ok.to(tl.int32)
-            sc = tl.where(n == idx, float("-inf"), sc)
-        ent = tl.where(u == s * KSEL + nvalid, local, ent)
-        in_row = (u >= s * KSEL) & (u < (s + 1) * KSEL)
-        tl.store(SEL + h * stride_sel_h + t * stride_sel_t + (u - s * KSEL), ent, mask=in_row)
-    # union of the S rows: first occurrences, in order, each with the mask of tokens choosing it
-    valid = (ent >= 0) & (u < U)
     tok = u // KSEL
+    in_u = u < U
+    ent = tl.load(SEL + h * stride_sel_h + (b * S + tok) * stride_sel_t + u % KSEL, mask=in_u,
+                  other=-1)
+    valid = (ent >= 0) & in_u
     eq = (ent[:, None] == ent[None, :]) & valid[:, None] & valid[None, :]
     before = u[None, :] < u[:, None]
     dup = tl.sum((eq & before).to(tl.int32), 1)
@@ -90,8 +107,8 @@ def _decode_select_kernel(
     has = tl.sum(match.to(tl.int32), 1) > 0
     ublk = tl.where(has, tl.sum(tl.where(match, ent[None, :], 0), 1), -1)
     ubits = tl.sum(tl.where(match, bits[None, :], 0), 1)
-    tl.store(UBLK + pid * U + u, ublk, mask=u < U)
-    tl.store(UBITS + pid * U + u, ubits, mask=u < U)
+    tl.store(UBLK + pid * U + u, ublk, mask=in_u)
+    tl.store(UBITS + pid * U + u, ubits, mask=in_u)
 
 
 @triton.jit
@@ -211,9 +228,9 @@ def decode_forward(
     topk: int,
     scale: float,
     n_split: int | None = None,
-    score_blocks_per_prog: int = 32,
+    score_blocks_per_prog: int | None = None,
     score_num_warps: int = 4,
-    score_num_stages: int = 4,
+    score_num_stages: int = 6,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -228,6 +245,9 @@ def decode_forward(
     dev = q.device
     cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=dev)
     iq = index_q.reshape(B * S, Hkv, index_q.shape[-1])
+    if score_blocks_per_prog is None:  # enough programs to fill the GPU (~4 per SM)
+        want = -(-B * page_table.shape[1] // (4 * num_sms(dev)))
+        score_blocks_per_prog = min(64, max(4, next_pow2(want)))
     scores = block_scores(iq, index_k_cache, page_table, cu, seqlens_k, S,
                           blocks_per_prog=score_blocks_per_prog, num_warps=score_num_warps,
                           num_stages=score_num_stages)
@@ -237,12 +257,16 @@ def decode_forward(
         sel = torch.empty(Hkv, B * S, topk, dtype=torch.int32, device=dev)
         ublk = torch.empty(B, Hkv, U, dtype=torch.int32, device=dev)
         ubits = torch.empty(B, Hkv, U, dtype=torch.int32, device=dev)
-        _decode_select_kernel[(B * Hkv,)](
-            scores, seqlens_k, sel, ublk, ubits,
+        _decode_topk_kernel[(B * Hkv * S,)](
+            scores, seqlens_k, sel,
             scores.stride(0), scores.stride(1), sel.stride(0), sel.stride(1),
             page_table.shape[1], Hkv,
-            S=S, KSEL=topk, BS=BS, NB_PAD=nb_pad, U=U, U_PAD=next_pow2(U),
+            S=S, KSEL=topk, BS=BS, NB_PAD=nb_pad, K_PAD=next_pow2(topk),
             num_warps=8 if nb_pad >= 4096 else 4,
+        )
+        _decode_union_kernel[(B * Hkv,)](
+            sel, ublk, ubits, sel.stride(0), sel.stride(1), Hkv,
+            S=S, KSEL=topk, U=U, U_PAD=next_pow2(U), num_warps=4,
         )
     else:
         st = torch.arange(B * S, device=dev, dtype=torch.int64) % S

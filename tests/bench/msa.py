@@ -551,12 +551,12 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
     args = (q, c.k_cache, c.v_cache, iq, c.index_k, c.page_table, c.seqlens_k, TOPK, c.scale)
     ik_bytes = B * ctx * DI * (1 if fp8 else 2)
     kv_bytes = B * HKV * min(S * TOPK, math.ceil(ctx / BS)) * 2 * BS * D * 2
-    variants = [dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=4)]
+    variants = [dict()]  # the defaults (auto blocks per program, 4 warps, 6 stages)
     if tune:
         variants += [dict(score_blocks_per_prog=16, score_num_warps=4, score_num_stages=4),
-                     dict(score_blocks_per_prog=64, score_num_warps=4, score_num_stages=4),
-                     dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=6),
-                     dict(score_blocks_per_prog=32, score_num_warps=8, score_num_stages=4)]
+                     dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=4),
+                     dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=8),
+                     dict(score_blocks_per_prog=16, score_num_warps=8, score_num_stages=6)]
     ms = None
     for kw in variants:
         decode_forward(*args, **kw)
@@ -569,14 +569,15 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
             del g
         else:
             m = tm(lambda: decode_forward(*args, **kw))
-        tag = "" if not tune else f" bpp={kw['score_blocks_per_prog']} w={kw['score_num_warps']} s={kw['score_num_stages']}"
+        tag = "" if not kw else f" bpp={kw['score_blocks_per_prog']} w={kw['score_num_warps']} s={kw['score_num_stages']}"
         row(sec, f"msa_decode graph ({ikn} index keys){tag}", m, nbytes=ik_bytes + kv_bytes,
             note="bytes: index keys + union K/V (upper bound)")
         ms = m if ms is None else min(ms, m)
     iq3 = iq.reshape(B * S, HKV, DI)
     cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=DEV)
+    bpp = min(64, max(4, 1 << max(0, (-(-B * c.max_pages // (4 * 132)) - 1).bit_length())))
     ms_s = tm(lambda: block_scores(iq3, c.index_k, c.page_table, cu, c.seqlens_k, S,
-                                   blocks_per_prog=32, num_warps=4, num_stages=4))
+                                   blocks_per_prog=bpp, num_warps=4, num_stages=6))
     row(sec, f"  of which score kernel ({ikn})", ms_s, nbytes=ik_bytes,
         note=f"rest (select+union, split, merge, launches) {max(ms - ms_s, 0) * 1e3:.0f} us")
     free()
@@ -636,7 +637,8 @@ def sec_flex(L: int) -> None:
     # per (kv head, q block) the selected kv blocks (identical for the block's 128 tokens)
     blocks = sel[:, ::128, :]  # [Hkv, nq, k]
     cnt = (blocks >= 0).sum(-1).to(torch.int32)
-    idx = torch.where(blocks >= 0, blocks, torch.zeros_like(blocks))
+    idx = torch.zeros(HKV, nq, L // BS, dtype=torch.int32, device=DEV)  # last dim = #kv blocks
+    idx[..., :TOPK] = torch.where(blocks >= 0, blocks, torch.zeros_like(blocks))
     kv_num = cnt.repeat_interleave(G, 0)[None].contiguous()  # [1, Hq, nq]
     kv_idx = idx.repeat_interleave(G, 0)[None].contiguous()  # [1, Hq, nq, k]
     # the diagonal block needs the causal mask: exclude it from the "full" set by passing all as
