@@ -214,6 +214,7 @@ async def _denial(
             )
             return _record_denial(session, call, subject, reason, by="headless")
         request_id = uuid.uuid4().hex[:12]
+        answer = session.expect_approval(request_id)
         session.emit(
             ev.PERMISSION_ASKED,
             request_id=request_id,
@@ -223,7 +224,7 @@ async def _denial(
             permission=tool.permission,
             reason=decision.reason,
         )
-        allowed = await session.wait_for_approval(request_id)
+        allowed = await answer
         if allowed:
             session.emit(ev.PERMISSION_DECIDED, id=call.id, name=call.name, allowed=True, by="user")
             return None

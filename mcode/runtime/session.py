@@ -179,10 +179,12 @@ class Session:
         if future is not None and not future.done():
             future.set_result(allow)
 
-    async def wait_for_approval(self, request_id: str) -> bool:
+    def expect_approval(self, request_id: str) -> asyncio.Future[bool]:
+        """A future that ``approve(request_id, ...)`` resolves. Register it before emitting
+        ``permission.asked``: a front end may answer from inside the event callback."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._approvals[request_id] = future
-        return await future
+        return future
 
     def finish(self, *, result: str, exit_code: int, reason: str) -> None:
         self.emit(

@@ -1,0 +1,124 @@
+"""Session driven in-process as a front end would: steer, cancel and approve, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import make_repo, tool_messages
+from mcode.config import load_settings
+from mcode.runtime.build import open_session
+from mcode.store import Store
+
+
+def _session(server, repo: Path, home: Path, *, interactive: bool, mode: str = "full-auto"):
+    settings = load_settings(
+        repo,
+        flags={"provider": "openai", "base_url": server.base_url, "model": "m",
+               "permission_mode": mode},
+        env={"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home)},
+    )
+    store = Store(home / "sessions.db")
+    session = open_session(settings, store, interactive=interactive)
+    events: list[dict] = []
+    session.subscribe(lambda event, line: events.append(json.loads(line)))
+    session.start(cwd=str(repo), provider_reason="test", permission_mode=mode, resumed=False)
+    return session, events
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+
+
+def test_steer_is_delivered_at_the_next_step_without_losing_work(model_server, repo, tmp_path):
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "sleep 0.6; echo slept"}}]},
+        {"text": "done, and I used tabs"},
+    ])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        task = asyncio.ensure_future(session.submit("do the thing"))
+        while not any(e["type"] == "tool.started" for e in events):
+            await asyncio.sleep(0.02)
+        session.steer("also: use tabs")
+        return await task
+
+    outcome = asyncio.run(go())
+    assert outcome.reason == "completed"
+    second = server.requests[1]["body"]["messages"]
+    # The running command was not thrown away, and the steer follows its result.
+    assert "slept" in tool_messages(server.requests[1]["body"])[0]["content"]
+    assert second[-1] == {"role": "user", "content": "also: use tabs"}
+    types = [e["type"] for e in events]
+    assert types.index("steer.received") < types.index("tool.finished") < types.index("steer.delivered")
+
+
+def test_steer_after_the_final_answer_still_reaches_the_model(model_server, repo, tmp_path):
+    server = model_server([{"text": "first", "delay": 0.5}, {"text": "second"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        task = asyncio.ensure_future(session.submit("start"))
+        await asyncio.sleep(0.1)
+        session.steer("one more thing")
+        return await task
+
+    outcome = asyncio.run(go())
+    assert outcome.text == "second" and len(server.requests) == 2
+
+
+def test_cancel_mid_tool_kills_it_and_leaves_history_consistent(model_server, repo, tmp_path):
+    marker = tmp_path / "marker"
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {
+            "command": f"sleep 30; touch {marker}"}}]},
+        {"text": "never sent"},
+    ])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        task = asyncio.ensure_future(session.submit("run it"))
+        while not any(e["type"] == "tool.started" for e in events):
+            await asyncio.sleep(0.02)
+        started = time.monotonic()
+        session.cancel()
+        outcome = await task
+        return outcome, time.monotonic() - started
+
+    outcome, took = asyncio.run(go())
+    assert outcome.reason == "cancelled" and took < 5
+    last = session.history[-1]
+    assert last.role == "tool" and last.tool_call_id == "c1" and "cancelled" in last.text
+    assert events[-1]["type"] == "turn.finished" and events[-1]["data"]["reason"] == "cancelled"
+    assert len(server.requests) == 1
+    time.sleep(0.2)
+    assert not marker.exists()
+    # The stored history is the same, so a resume starts from a consistent state.
+    assert session.store.history(session.id) == session.history
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_interactive_approval(model_server, repo, tmp_path, allow):
+    server = model_server([
+        {"tool_calls": [{"id": "c1", "name": "write", "arguments": {"path": "new.txt", "content": "hi"}}]},
+        {"text": "ok"},
+    ])
+    session, events = _session(server, repo, tmp_path, interactive=True, mode="ask")
+
+    def answer(event, line):
+        if event.type == "permission.asked":
+            assert event.data["name"] == "write" and event.data["subject"] == "new.txt"
+            session.approve(event.data["request_id"], allow)
+
+    session.subscribe(answer)
+    outcome = asyncio.run(session.submit("write it"))
+    assert outcome.reason == "completed"
+    assert (repo / "new.txt").exists() is allow
+    decided = [e["data"] for e in events if e["type"] == "permission.decided"]
+    assert decided[0]["allowed"] is allow and decided[0]["by"] == "user"
