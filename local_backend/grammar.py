@@ -141,6 +141,13 @@ def _build_cached(key: str, require_tool: bool) -> ToolGrammar:
     return ToolGrammar(gbnf, tuple(s[0] for s in specs), allows_text=not require_tool)
 
 
+# An answer that cannot open a tool call: for tool_choice "none" while tools are in the prompt
+# (the model has seen the call format and would otherwise write one as text).
+ANSWER_ONLY = ToolGrammar(
+    f"root ::= answer\nanswer ::= [^{TOOL_CALL_MARKER}] .*\n", (), allows_text=True
+)
+
+
 def check_grammar(gbnf: str) -> None:
     """Compile ``gbnf`` with llama.cpp's parser (no model needed); raise ValueError carrying the
     parser's own message if it fails."""

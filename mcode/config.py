@@ -52,6 +52,7 @@ _KEYS: dict[str, str] = {
     "local.threads": "int",
     "local.context": "int",
     "local.max_output_tokens": "int",
+    "local.tool_steps": "int",
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
 }
@@ -66,6 +67,7 @@ class LocalSettings:
     threads: int | None = None
     context: int = 8192
     max_output_tokens: int = 1024
+    tool_steps: int = 1
 
 
 @dataclass(slots=True)
@@ -308,6 +310,7 @@ def _build(
         threads=values.get("local.threads"),
         context=values.get("local.context", 8192),
         max_output_tokens=values.get("local.max_output_tokens", 1024),
+        tool_steps=values.get("local.tool_steps", 1),
     )
     if provider == "local" and values.get("model", "").endswith(".gguf"):
         local.model_path = values["model"]

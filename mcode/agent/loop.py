@@ -54,6 +54,14 @@ async def run_turn(session: Session, message: Message) -> TurnOutcome:
             if completion.message.tool_calls:
                 await _run_calls(session, completion.message.tool_calls)
                 continue
+            if completion.finish_reason == "length":
+                session.emit(
+                    ev.ERROR,
+                    kind="output_limit",
+                    message="the model's output was cut off at its token limit",
+                    hint="ask for a shorter answer, or raise the model's output limit",
+                    recoverable=True,
+                )
             if session.has_pending_steers:
                 continue
             session.emit(ev.TURN_FINISHED, reason="completed")

@@ -24,6 +24,7 @@ def make_provider(settings: Settings, transport: httpx.AsyncBaseTransport | None
             n_ctx=settings.local.context,
             n_threads=settings.local.threads,
             max_output_tokens=settings.local.max_output_tokens,
+            tool_steps=settings.local.tool_steps,
         )
     facts = model_facts(settings.model)
     info = ModelInfo(

@@ -25,6 +25,7 @@ from mcode.local_backend.chat_template import (
 )
 from mcode.local_backend.embedded import check_model_file, embedded_model_path, require_llama_cpp
 from mcode.local_backend.grammar import (
+    ANSWER_ONLY,
     TOOL_CALL_MARKER,
     ToolGrammar,
     build_grammar,
@@ -48,6 +49,8 @@ DEFAULT_TEMPERATURE = 0.2
 class LocalProvider:
     """Runs ``model_path`` (default: the embedded model) with an ``n_ctx``-token window.
 
+    ``tool_steps`` paces a small model: the first step after a user message calls a tool, and
+    after that many calls it answers (see ``_steered_choice``; 0 leaves the model free).
     ``max_output_tokens`` caps every answer (a request may ask for fewer, not more: a remote
     model's 32K default would not fit the window). ``temperature`` and ``seed`` make runs
     reproducible. Raises ConfigError if llama-cpp-python, the embedded model or the file at
@@ -63,6 +66,7 @@ class LocalProvider:
         *,
         temperature: float = DEFAULT_TEMPERATURE,
         seed: int = 0,
+        tool_steps: int = 1,
     ) -> None:
         require_llama_cpp()
         path = check_model_file(Path(model_path)) if model_path else embedded_model_path()
@@ -70,6 +74,7 @@ class LocalProvider:
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
         self.seed = seed
+        self.tool_steps = tool_steps
         self.info = ModelInfo(
             provider="local",
             model=path.name.removesuffix(".gguf"),
@@ -140,8 +145,12 @@ class LocalProvider:
 
     def _grammar(self, request: ModelRequest) -> ToolGrammar | None:
         choice = request.tool_choice or "auto"
-        if not request.tools or choice == "none":
+        if request.tool_choice is None and self.tool_steps > 0:
+            choice = self._steered_choice(request.messages)
+        if not request.tools:
             return None
+        if choice == "none":
+            return ANSWER_ONLY
         if choice == "auto":
             return build_grammar(request.tools)
         if choice == "required":
@@ -154,6 +163,24 @@ class LocalProvider:
                 retryable=False,
             )
         return build_grammar(chosen, require_tool=True)
+
+    def _steered_choice(self, messages: list[Message]) -> str:
+        """Tool choice for a small model that cannot pace itself.
+
+        A 135M model almost never elects to call a tool (its first token starts a call with ~1%
+        probability), so it would answer blind; once it has called one, it copies that call
+        forever. So: the first step after a user message must call a tool, and after
+        ``tool_steps`` calls it must answer. Remote models are never steered like this.
+        """
+        calls = 0
+        for m in reversed(messages):
+            if m.role == "user":
+                break
+            if m.role == "assistant" and m.tool_calls:
+                calls += 1
+        if calls == 0:
+            return "required"
+        return "none" if calls >= self.tool_steps else "auto"
 
     def _completion(self, result: Generated, is_call: bool, call_id: str) -> Completion:
         usage = Usage(
@@ -175,8 +202,10 @@ class LocalProvider:
                 role="assistant", tool_calls=(ToolCall(id=call_id, name=name, arguments=arguments),)
             )
             return Completion(message, usage, "tool_calls", raw)
-        # An answer, or a call cut off by the token limit (finish_reason "length" says so; the
-        # partial text is kept so nothing is silently dropped).
+        if is_call:
+            # A call cut off by the token limit: never pass half a call off as an answer. The
+            # empty message with finish "length" makes the agent loop report the cut.
+            return Completion(Message(role="assistant"), usage, "length", raw)
         parts = (TextPart(result.text),) if result.text else ()
         return Completion(Message(role="assistant", parts=parts), usage, result.finish_reason, raw)
 

