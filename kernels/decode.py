@@ -273,8 +273,8 @@ def decode_forward(
         pos = seqlens_k.to(torch.int64).repeat_interleave(S, output_size=B * S) - S + st
         sel = topk_from_scores(scores, pos, BS, topk)
         ublk, ubits = union_blocks(sel, B, S)
-    if n_split is None:
-        n_split = max(1, min(U, -(-2 * num_sms(dev) // (B * Hkv))))
+    if n_split is None:  # at most 4 union blocks per program, and >= ~4 programs per SM
+        n_split = max(1, min(U, max(-(-U // 4), -(-4 * num_sms(dev) // (B * Hkv)))))
     ups = -(-U // n_split)
     n_split = -(-U // ups)
     rows = max(16, next_pow2(S * G))
@@ -288,7 +288,7 @@ def decode_forward(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         page_table.stride(0), Hkv, n_split,
         S=S, G=G, ROWS=rows, D=D, BS=BS, U=U, UPS=ups, UPCAST=upcast_dots(),
-        num_warps=4, num_stages=2,
+        num_warps=8 if rows >= 64 else 4, num_stages=2,
     )
     if out is None:
         out = torch.empty_like(q)

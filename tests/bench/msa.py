@@ -626,43 +626,50 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
 
 
 def sec_flex(L: int) -> None:
-    """FlexAttention with a block mask equal to a per-query-block ('shared') selection."""
+    """FlexAttention with a block mask equal to the selection: 'shared' (one choice per 128-token
+    query block: exact at block granularity) and 'uniform' (per-token choices: the block mask is
+    the union over each query block, refined per token by a mask_mod lookup)."""
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
     sec = f"flex {L // K_}K"
     c = Case([(L, L)])
-    sel = make_sel(c, "shared")
-    st = sel_stats(c, sel)
-    nq = L // 128
-    # per (kv head, q block) the selected kv blocks (identical for the block's 128 tokens)
-    blocks = sel[:, ::128, :]  # [Hkv, nq, k]
-    cnt = (blocks >= 0).sum(-1).to(torch.int32)
-    idx = torch.zeros(HKV, nq, L // BS, dtype=torch.int32, device=DEV)  # last dim = #kv blocks
-    idx[..., :TOPK] = torch.where(blocks >= 0, blocks, torch.zeros_like(blocks))
-    kv_num = cnt.repeat_interleave(G, 0)[None].contiguous()  # [1, Hq, nq]
-    kv_idx = idx.repeat_interleave(G, 0)[None].contiguous()  # [1, Hq, nq, k]
-    # the diagonal block needs the causal mask: exclude it from the "full" set by passing all as
-    # partial blocks with a causal mask_mod (correct, slightly pessimistic for Flex)
-    bm = BlockMask.from_kv_blocks(kv_num, kv_idx, BLOCK_SIZE=128,
-                                  mask_mod=lambda b, h, qi, ki: qi >= ki, seq_lengths=(L, L))
-    fx = torch.compile(flex_attention)
+    nq, nbk = L // 128, L // BS
     q = c.q.view(1, L, HQ, D).transpose(1, 2)
-    nbk = L // BS
     k = c.k_cache[c.page_table[0, :nbk].long()].permute(1, 0, 2, 3).reshape(1, HKV, L, D)
     v = c.v_cache[c.page_table[0, :nbk].long()].permute(1, 0, 2, 3).reshape(1, HKV, L, D)
-    t0 = time.time()
-    o = fx(q, k, v, block_mask=bm, enable_gqa=True)
-    torch.cuda.synchronize()
-    log(f"  flex compile+first run {time.time() - t0:.1f} s")
-    ms = tm(lambda: fx(q, k, v, block_mask=bm, enable_gqa=True))
-    row(sec, "FlexAttention, block mask = selection (shared)", ms, st["flop"])
-    ours = run_kv(c, sel)[0]
-    check_close("flex vs kv_outer (shared)", o.transpose(1, 2).reshape(L, HQ, D), ours)
-    ms = tm(lambda: run_kv(c, sel))
-    row(sec, "kv_outer fwd+combine (shared)", ms, st["flop"])
-    ms = tm(lambda: run_qo(c, sel))
-    row(sec, "query_outer (shared)", ms, st["flop"])
-    del c, sel
+    fx = torch.compile(flex_attention)
+    for mode in ("shared", "uniform"):
+        sel = make_sel(c, mode)
+        st = sel_stats(c, sel)
+        selmask = torch.zeros(HKV, L, nbk, dtype=torch.bool, device=DEV)
+        selmask.scatter_(-1, sel.long().clamp(min=0), sel >= 0)
+        qblk = selmask.view(HKV, nq, 128, nbk).any(2)  # [Hkv, nq, nbk]
+        cnt = qblk.sum(-1).to(torch.int32)
+        idx = torch.argsort(qblk.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+        kv_num = cnt.repeat_interleave(G, 0)[None].contiguous()
+        kv_idx = idx.repeat_interleave(G, 0)[None].contiguous()
+        if mode == "shared":
+            def mm(b, h, qi, ki):
+                return qi >= ki
+        else:
+            def mm(b, h, qi, ki, selmask=selmask):
+                return (qi >= ki) & selmask[h // G, qi, ki // BS]
+        bm = BlockMask.from_kv_blocks(kv_num, kv_idx, BLOCK_SIZE=128, mask_mod=mm,
+                                      seq_lengths=(L, L))
+        t0 = time.time()
+        o = fx(q, k, v, block_mask=bm, enable_gqa=True)
+        torch.cuda.synchronize()
+        log(f"  flex {mode}: compile+first run {time.time() - t0:.1f} s; "
+            f"{cnt.float().mean().item():.0f} of {nbk} kv blocks per query block")
+        ms = tm(lambda: fx(q, k, v, block_mask=bm, enable_gqa=True))
+        row(sec, f"FlexAttention, block mask = selection ({mode})", ms, st["flop"])
+        ours = run_kv(c, sel)[0]
+        check_close(f"flex vs kv_outer ({mode})", o.transpose(1, 2).reshape(L, HQ, D), ours)
+        row(sec, f"kv_outer fwd+combine ({mode})", tm(lambda: run_kv(c, sel)), st["flop"])
+        row(sec, f"query_outer ({mode})", tm(lambda: run_qo(c, sel)), st["flop"])
+        del sel, selmask, bm, o, ours
+        free()
+    del c
     free()
 
 
