@@ -57,7 +57,7 @@ def test_wheel_installs_every_package_in_a_fresh_venv(tmp_path):
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
                    capture_output=True)
     probe = (
-        "import importlib, json, mcode\n"
+        "import importlib.util, json, mcode\n"
         "names = ['mcode.runtime', 'mcode.agent', 'mcode.providers', 'mcode.tools',\n"
         "         'mcode.local_backend', 'mcode.kernels']\n"
         "print(json.dumps({n: importlib.util.find_spec(n).origin for n in names}))\n"
