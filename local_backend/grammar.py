@@ -45,7 +45,7 @@ _ARGS_SUFFIX = "}" + TOOL_CALL_CLOSE
 
 # Stricter than llama-cpp-python's built-in ``char`` rule, which lets raw newlines and other
 # control characters into strings: valid GBNF, invalid JSON.
-_JSON_CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+_JSON_CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'  # noqa: E501
 
 _NAME_RE = re.compile(r'^<tool_call>\{"name": ("(?:[^"\\]|\\.)*")')
 _CALL_RE = re.compile(_NAME_RE.pattern + r', "arguments": ')
@@ -123,7 +123,9 @@ def _build_cached(key: str, require_tool: bool) -> ToolGrammar:
         try:
             args_rule = converter.visit(schema, f"tool{i}-args")
         except (AssertionError, KeyError, ValueError) as e:
-            raise ValueError(f"tool {name!r}: its JSON schema cannot be turned into a grammar: {e}")
+            raise ValueError(
+                f"tool {name!r}: its JSON schema cannot be turned into a grammar: {e}"
+            ) from e
         literal = _gbnf_literal(tool_call_prefix(name)[len(_CALL_OPEN) :])
         branches.append(f"{literal} {args_rule}")
 

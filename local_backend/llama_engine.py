@@ -249,7 +249,7 @@ class LlamaEngine:
         except ProviderError as e:
             emit(e)
         # A llama.cpp failure must reach the caller, not die silently in a thread.
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             emit(
                 ProviderError(
                     f"the local model failed: {e}",
@@ -343,7 +343,7 @@ class LlamaEngine:
         llm = self._require()
         in_cache = llm.input_ids[: llm.n_tokens]
         common = 0
-        for a, b in zip(in_cache, tokens):
+        for a, b in zip(in_cache, tokens, strict=False):
             if a != b:
                 break
             common += 1

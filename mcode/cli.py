@@ -39,24 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-format",
         choices=["text", "json", "stream-json"],
         default="text",
-        help="text: the final answer; json: one result object; stream-json: every event as JSON lines",
+        help="text: the final answer; json: one result object; "
+        "stream-json: every event as JSON lines",
     )
     p.add_argument("--provider", choices=["openai", "anthropic", "minimax", "local"])
     p.add_argument("--model", help="model name, or a .gguf path for --provider local")
     p.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
     p.add_argument(
-        "--permission-mode", choices=["read-only", "ask", "auto-edit", "full-auto"],
+        "--permission-mode",
+        choices=["read-only", "ask", "auto-edit", "full-auto"],
         help="what tools may do without asking; a headless run denies what would ask",
     )
     p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
     p.add_argument("--context-window", type=_positive_int, metavar="TOKENS")
     p.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image")
-    p.add_argument("--add-dir", action="append", default=[], metavar="DIR",
-                   help="also allow tools to touch this folder")
+    p.add_argument(
+        "--add-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also allow tools to touch this folder",
+    )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--continue", dest="continue_", action="store_true",
-                       help="continue the most recent session in this folder")
+    group.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="continue the most recent session in this folder",
+    )
     group.add_argument("--resume", metavar="ID", help="continue the session with this id")
     p.add_argument("--cwd", help="the workspace (default: the current folder)")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,13 @@ class Settings:
         return [self.api_key] if self.api_key else []
 
 
-def config_home(env: dict[str, str] | None = None) -> Path:
+def config_home(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "mcode"
 
 
-def data_home(env: dict[str, str] | None = None) -> Path:
+def data_home(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("MCODE_DATA_DIR"):
         return Path(env["MCODE_DATA_DIR"])
@@ -288,7 +289,9 @@ def _build(
 ) -> Settings:
     provider, reason = resolve_provider(values, env)
     preset = PRESETS[provider]
-    per = {k.split(".", 2)[2]: v for k, v in values.items() if k.startswith(f"providers.{provider}.")}
+    per = {
+        k.split(".", 2)[2]: v for k, v in values.items() if k.startswith(f"providers.{provider}.")
+    }
 
     mode = values.get("permission_mode", "ask")
     if mode not in PERMISSION_MODES:

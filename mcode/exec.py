@@ -62,7 +62,9 @@ def _read_prompt(args: argparse.Namespace) -> str:
     else:
         text = args.prompt or ""
     if not text.strip():
-        raise UsageError("no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -")
+        raise UsageError(
+            "no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -"
+        )
     return text
 
 
@@ -76,8 +78,10 @@ def _load_image(path_text: str) -> ImagePart:
     except OSError as e:
         raise UsageError(f"--image {path_text}: cannot read it ({e.strerror})") from None
     if len(data) > MAX_IMAGE_BYTES:
-        raise UsageError(f"--image {path_text}: {len(data)} bytes is over the 10 MB limit",
-                         hint="scale it down first")
+        raise UsageError(
+            f"--image {path_text}: {len(data)} bytes is over the 10 MB limit",
+            hint="scale it down first",
+        )
     return ImagePart(media_type, base64.b64encode(data).decode("ascii"), source=path.name)
 
 
@@ -145,9 +149,9 @@ async def _run(args: argparse.Namespace) -> int:
             "result": outcome.text,
             "reason": outcome.reason,
             "exit_code": code,
-            "error": None if outcome.error is None else {
-                "message": outcome.error.message, "hint": outcome.error.hint
-            },
+            "error": None
+            if outcome.error is None
+            else {"message": outcome.error.message, "hint": outcome.error.hint},
             "provider": session.provider.info.provider,
             "model": session.provider.info.model,
             "usage": session.totals.usage.to_dict(),

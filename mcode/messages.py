@@ -8,7 +8,7 @@ byte-identical and server-side prompt caches hit. Every type round-trips through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class ThinkingPart:
     type: Literal["thinking"] = "thinking"
 
 
-Part = Union[TextPart, ImagePart, ThinkingPart]
+Part = TextPart | ImagePart | ThinkingPart
 
 
 @dataclass(frozen=True, slots=True)

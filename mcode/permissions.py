@@ -20,9 +20,10 @@ Compound shell commands: an allow rule like ``bash(git status*)`` must not let t
 ``&&``, ``|``, ``||``, newline and the redirections ``<``/``>`` (outside quotes), and an allow
 decision needs EVERY piece to match some allow rule. Redirections that write nothing (``2>&1``,
 ``>/dev/null``, ``</dev/null``) are dropped instead of splitting; any other redirection leaves
-its target as a piece of its own, which no ordinary rule matches, so ``git status > f`` asks. Command substitution (``$(...)``,
-backticks), an unclosed quote or a trailing backslash make the split unsure, and an unsure
-command is never allowed by a rule (it is asked about, or denied where nobody can be asked).
+its target as a piece of its own, which no ordinary rule matches, so ``git status > f`` asks.
+Command substitution (``$(...)``, backticks), an unclosed quote or a trailing backslash make
+the split unsure, and an unsure command is never allowed by a rule (it is asked about, or
+denied where nobody can be asked).
 Deny rules work the other way: a command is denied if the whole or ANY piece matches a deny
 rule, where the pieces for deny also include a cruder split that cuts at substitutions and
 parentheses too, so ``echo $(rm -rf /)`` is caught by ``bash(rm *)``. Subshells and groups

@@ -14,7 +14,7 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
-from model_server import ScriptedServer, Step
+from model_server import ScriptedServer, Step  # noqa: E402
 
 
 @pytest.fixture

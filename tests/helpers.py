@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 KEY_VARS = (
-    "MINIMAX_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-    "MINIMAX_BASE_URL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
+    "MINIMAX_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "MINIMAX_BASE_URL",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
 )
 
 
@@ -56,11 +60,17 @@ class Run:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
 
-def mcode(*args: str, cwd: Path, env: dict[str, str], stdin: str | None = None,
-          timeout: float = 120) -> Run:
+def mcode(
+    *args: str, cwd: Path, env: dict[str, str], stdin: str | None = None, timeout: float = 120
+) -> Run:
     p = subprocess.run(
         [sys.executable, "-m", "mcode", *args],
-        cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return Run(p.returncode, p.stdout, p.stderr)
 

@@ -362,7 +362,7 @@ def _sse_chunks(step: dict[str, Any], model: str, size: int) -> list[str]:
             so_far += p
             out.append(_chunk(model, {"reasoning_content": so_far}))
     elif thinking and style == "reasoning_details":
-        for i, p in enumerate(_pieces(thinking, size)):
+        for p in _pieces(thinking, size):
             out.append(
                 _chunk(
                     model,

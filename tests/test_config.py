@@ -36,8 +36,14 @@ def test_no_key_means_local(ws, tmp_path):
     [
         ({"OPENAI_API_KEY": "sk-oo-111"}, "openai"),
         ({"ANTHROPIC_API_KEY": "sk-aa-222", "OPENAI_API_KEY": "sk-oo-111"}, "anthropic"),
-        ({"MINIMAX_API_KEY": "sk-mm-333", "ANTHROPIC_API_KEY": "sk-aa-222",
-          "OPENAI_API_KEY": "sk-oo-111"}, "minimax"),
+        (
+            {
+                "MINIMAX_API_KEY": "sk-mm-333",
+                "ANTHROPIC_API_KEY": "sk-aa-222",
+                "OPENAI_API_KEY": "sk-oo-111",
+            },
+            "minimax",
+        ),
     ],
 )
 def test_key_resolution_order(ws, tmp_path, keys, provider):
@@ -49,15 +55,22 @@ def test_key_resolution_order(ws, tmp_path, keys, provider):
 
 
 def test_minimax_preset_and_region_url(ws, tmp_path):
-    s = load_settings(ws, env=env_for(tmp_path, MINIMAX_API_KEY="k",
-                                      MINIMAX_BASE_URL="https://api.minimaxi.com/v1"))
+    s = load_settings(
+        ws,
+        env=env_for(tmp_path, MINIMAX_API_KEY="k", MINIMAX_BASE_URL="https://api.minimaxi.com/v1"),
+    )
     assert (s.model, s.base_url, s.context_window) == (
-        "MiniMax-M3", "https://api.minimaxi.com/v1", 1_000_000)
+        "MiniMax-M3",
+        "https://api.minimaxi.com/v1",
+        1_000_000,
+    )
 
 
 def test_layers_user_project_env_flags(ws, tmp_path):
-    write(tmp_path / "cfg" / "mcode" / "config.toml",
-          'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\n[network]\nmax_retries = 9\n')
+    write(
+        tmp_path / "cfg" / "mcode" / "config.toml",
+        'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\n[network]\nmax_retries = 9\n',
+    )
     write(ws / ".mcode" / "config.toml", 'max_turns = 8\n[permissions]\nallow = ["bash(ls*)"]\n')
     env = env_for(tmp_path, MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5")
     s = load_settings(ws, flags={"max_turns": 3, "thinking": None}, env=env)
@@ -70,7 +83,7 @@ def test_layers_user_project_env_flags(ws, tmp_path):
 
 
 def test_unknown_key_names_file_and_line(ws, tmp_path):
-    cfg = write(ws / ".mcode" / "config.toml", 'max_turns = 3\n\n[network]\nretries = 2\n')
+    cfg = write(ws / ".mcode" / "config.toml", "max_turns = 3\n\n[network]\nretries = 2\n")
     with pytest.raises(ConfigError) as e:
         load_settings(ws, env=env_for(tmp_path))
     assert f"{cfg}:4" in str(e.value) and "network.retries" in str(e.value)
@@ -80,7 +93,9 @@ def test_wrong_type_names_file_line_and_key(ws, tmp_path):
     cfg = write(tmp_path / "cfg" / "mcode" / "config.toml", '[local]\nthreads = "many"\n')
     with pytest.raises(ConfigError) as e:
         load_settings(ws, env=env_for(tmp_path))
-    assert f"{cfg}:2" in str(e.value) and "local.threads" in str(e.value) and "integer" in str(e.value)
+    assert (
+        f"{cfg}:2" in str(e.value) and "local.threads" in str(e.value) and "integer" in str(e.value)
+    )
 
 
 def test_toml_syntax_error_has_the_line(ws, tmp_path):
@@ -100,9 +115,14 @@ def test_project_config_cannot_redirect_the_api_key(ws, tmp_path):
         load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
     # the same key in the user's own config is fine
     (ws / ".mcode" / "config.toml").unlink()
-    write(tmp_path / "cfg" / "mcode" / "config.toml",
-          '[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n')
-    assert load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).base_url == "http://127.0.0.1:9/v1"
+    write(
+        tmp_path / "cfg" / "mcode" / "config.toml",
+        '[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n',
+    )
+    assert (
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).base_url
+        == "http://127.0.0.1:9/v1"
+    )
 
 
 def test_local_gguf_model_flag(ws, tmp_path):

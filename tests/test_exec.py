@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
 
 import pytest
-
 from helpers import clean_env, make_repo, mcode, stored_events, tool_messages
+
 from mcode.events import TRANSIENT_TYPES
 
 CALC = "def add(a, b):\n    return a - b\n"
@@ -21,7 +22,9 @@ def bodies(server) -> list[dict]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST, "README.md": "# calc\n"})
+    return make_repo(
+        tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST, "README.md": "# calc\n"}
+    )
 
 
 @pytest.fixture
@@ -31,23 +34,49 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 FIX_SCRIPT = [
     {"tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "calc.py"}}]},
-    {"text": "The sign is wrong.", "tool_calls": [{"id": "c2", "name": "edit", "arguments": {
-        "path": "calc.py", "old_string": "return a - b", "new_string": "return a + b"}}]},
+    {
+        "text": "The sign is wrong.",
+        "tool_calls": [
+            {
+                "id": "c2",
+                "name": "edit",
+                "arguments": {
+                    "path": "calc.py",
+                    "old_string": "return a - b",
+                    "new_string": "return a + b",
+                },
+            }
+        ],
+    },
     {"tool_calls": [{"id": "c3", "name": "bash", "arguments": {"command": "python test_calc.py"}}]},
-    {"text": "Fixed add() in calc.py; test_calc.py passes.", "usage": {
-        "prompt_tokens": 900, "completion_tokens": 12, "cached_tokens": 800}},
+    {
+        "text": "Fixed add() in calc.py; test_calc.py passes.",
+        "usage": {"prompt_tokens": 900, "completion_tokens": 12, "cached_tokens": 800},
+    },
 ]
 
 
 def exec_args(server, *extra: str) -> list[str]:
-    return ["exec", "--provider", "openai", "--base-url", server.base_url, "--model", "test-model",
-            *extra]
+    return [
+        "exec",
+        "--provider",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "test-model",
+        *extra,
+    ]
 
 
 def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
     server = model_server(FIX_SCRIPT)
-    run = mcode(*exec_args(server, "--output-format", "stream-json", "--permission-mode",
-                           "full-auto"), "Fix add() in calc.py and run its test.", cwd=repo, env=env)
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+        "Fix add() in calc.py and run its test.",
+        cwd=repo,
+        env=env,
+    )
     assert run.code == 0, run.stderr
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
 
@@ -57,7 +86,11 @@ def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
     types = [e["type"] for e in events]
     assert types[0] == "session.started" and types[-1] == "session.finished"
     finished = [e["data"] for e in events if e["type"] == "tool.finished"]
-    assert [(f["name"], f["ok"]) for f in finished] == [("read", True), ("edit", True), ("bash", True)]
+    assert [(f["name"], f["ok"]) for f in finished] == [
+        ("read", True),
+        ("edit", True),
+        ("bash", True),
+    ]
     assert any(e["type"] == "file.changed" and e["data"]["path"] == "calc.py" for e in events)
     assert events[-1]["data"]["exit_code"] == 0
     assert events[-1]["data"]["usage"]["cached_tokens"] == 800
@@ -68,7 +101,7 @@ def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
     assert "return a - b" in tool_messages(reqs[1])[0]["content"]
     assert "calc ok" in tool_messages(reqs[3])[-1]["content"]
     # Append-only history: each request starts with the previous one's messages, byte for byte.
-    for a, b in zip(reqs, reqs[1:]):
+    for a, b in itertools.pairwise(reqs):
         prev = json.dumps(a["messages"], sort_keys=True)
         assert json.dumps(b["messages"][: len(a["messages"])], sort_keys=True) == prev
         assert a["tools"] == b["tools"]
@@ -101,11 +134,17 @@ def test_prompt_from_stdin(model_server, repo, env):
 
 
 def test_rate_limit_and_server_error_are_retried(model_server, repo, env):
-    server = model_server([
-        {"status": 429, "headers": {"Retry-After": "1"}, "body": {"error": {"message": "slow down"}}},
-        {"status": 500, "body": {"error": {"message": "boom"}}},
-        {"text": "recovered"},
-    ])
+    server = model_server(
+        [
+            {
+                "status": 429,
+                "headers": {"Retry-After": "1"},
+                "body": {"error": {"message": "slow down"}},
+            },
+            {"status": 500, "body": {"error": {"message": "boom"}}},
+            {"text": "recovered"},
+        ]
+    )
     started = time.monotonic()
     run = mcode(*exec_args(server, "--output-format", "stream-json"), "hi", cwd=repo, env=env)
     assert run.code == 0, run.stderr
@@ -117,13 +156,20 @@ def test_rate_limit_and_server_error_are_retried(model_server, repo, env):
 
 
 def test_malformed_arguments_and_unknown_tool_go_back_to_the_model(model_server, repo, env):
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "read", "arguments": '{"path": calc.py}'},
-                        {"id": "c2", "name": "frobnicate", "arguments": {}}]},
-        {"text": "I could not read it."},
-    ])
-    run = mcode(*exec_args(server, "--output-format", "stream-json"), "read calc.py",
-                cwd=repo, env=env)
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "read", "arguments": '{"path": calc.py}'},
+                    {"id": "c2", "name": "frobnicate", "arguments": {}},
+                ]
+            },
+            {"text": "I could not read it."},
+        ]
+    )
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json"), "read calc.py", cwd=repo, env=env
+    )
     assert run.code == 0, run.stderr
     results = tool_messages(bodies(server)[1])
     assert [r["tool_call_id"] for r in results] == ["c1", "c2"]
@@ -134,13 +180,26 @@ def test_malformed_arguments_and_unknown_tool_go_back_to_the_model(model_server,
 def test_path_escapes_are_refused(model_server, repo, env, tmp_path):
     secret = tmp_path / "outside.txt"
     secret.write_text("TOP-SECRET-CONTENT")
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "../outside.txt"}},
-                        {"id": "c2", "name": "read", "arguments": {"path": str(secret)}}]},
-        {"tool_calls": [{"id": "c3", "name": "write", "arguments": {
-            "path": "../escape.txt", "content": "x"}}]},
-        {"text": "Both are outside."},
-    ])
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "read", "arguments": {"path": "../outside.txt"}},
+                    {"id": "c2", "name": "read", "arguments": {"path": str(secret)}},
+                ]
+            },
+            {
+                "tool_calls": [
+                    {
+                        "id": "c3",
+                        "name": "write",
+                        "arguments": {"path": "../escape.txt", "content": "x"},
+                    }
+                ]
+            },
+            {"text": "Both are outside."},
+        ]
+    )
     run = mcode(*exec_args(server, "--permission-mode", "full-auto"), "read it", cwd=repo, env=env)
     assert run.code == 0, run.stderr
     sent = json.dumps(bodies(server))
@@ -151,11 +210,24 @@ def test_path_escapes_are_refused(model_server, repo, env, tmp_path):
 
 
 def test_headless_run_denies_what_would_ask(model_server, repo, env):
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "edit", "arguments": {
-            "path": "calc.py", "old_string": "a - b", "new_string": "a + b"}}]},
-        {"text": "I was not allowed to edit."},
-    ])
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "name": "edit",
+                        "arguments": {
+                            "path": "calc.py",
+                            "old_string": "a - b",
+                            "new_string": "a + b",
+                        },
+                    }
+                ]
+            },
+            {"text": "I was not allowed to edit."},
+        ]
+    )
     run = mcode(*exec_args(server, "--output-format", "stream-json"), "fix it", cwd=repo, env=env)
     assert run.code == 4, run.stderr
     assert (repo / "calc.py").read_text() == CALC
@@ -167,12 +239,20 @@ def test_headless_run_denies_what_would_ask(model_server, repo, env):
 
 def test_allow_rule_in_project_config(model_server, repo, env):
     (repo / ".mcode").mkdir()
-    (repo / ".mcode" / "config.toml").write_text('[permissions]\nallow = ["bash(python test_calc.py)"]\n')
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "python test_calc.py"}}]},
-        {"tool_calls": [{"id": "c2", "name": "bash", "arguments": {"command": "rm -rf ."}}]},
-        {"text": "done"},
-    ])
+    (repo / ".mcode" / "config.toml").write_text(
+        '[permissions]\nallow = ["bash(python test_calc.py)"]\n'
+    )
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "bash", "arguments": {"command": "python test_calc.py"}}
+                ]
+            },
+            {"tool_calls": [{"id": "c2", "name": "bash", "arguments": {"command": "rm -rf ."}}]},
+            {"text": "done"},
+        ]
+    )
     run = mcode(*exec_args(server), "run the test", cwd=repo, env=env)
     assert run.code == 4, run.stderr
     results = tool_messages(bodies(server)[2])
@@ -184,8 +264,9 @@ def test_allow_rule_in_project_config(model_server, repo, env):
 def test_max_turns_exit_code(model_server, repo, env):
     loop = {"tool_calls": [{"id": "c", "name": "ls", "arguments": {}}]}
     server = model_server([loop, loop, loop])
-    run = mcode(*exec_args(server, "--max-turns", "2", "--output-format", "json"), "go",
-                cwd=repo, env=env)
+    run = mcode(
+        *exec_args(server, "--max-turns", "2", "--output-format", "json"), "go", cwd=repo, env=env
+    )
     assert run.code == 3, run.stderr
     assert json.loads(run.stdout)["reason"] == "max_turns"
     assert len(server.requests) == 2
@@ -193,10 +274,16 @@ def test_max_turns_exit_code(model_server, repo, env):
 
 def test_resume_and_continue_carry_the_conversation(model_server, repo, env):
     server = model_server([{"text": "first answer"}, {"text": "second answer"}, {"text": "third"}])
-    first = mcode(*exec_args(server, "--output-format", "json"), "first question", cwd=repo, env=env)
+    first = mcode(
+        *exec_args(server, "--output-format", "json"), "first question", cwd=repo, env=env
+    )
     session_id = json.loads(first.stdout)["session_id"]
-    second = mcode(*exec_args(server, "--output-format", "json", "--resume", session_id[:8]),
-                   "second question", cwd=repo, env=env)
+    second = mcode(
+        *exec_args(server, "--output-format", "json", "--resume", session_id[:8]),
+        "second question",
+        cwd=repo,
+        env=env,
+    )
     assert second.code == 0, second.stderr
     assert json.loads(second.stdout)["session_id"] == session_id
     msgs = bodies(server)[1]["messages"]
@@ -238,8 +325,9 @@ def test_api_key_never_appears_in_events_or_store(model_server, repo, env, tmp_p
     key = "sk-test-PLANTED-SECRET-0123456789"
     env = dict(env, OPENAI_API_KEY=key)
     server = model_server([{"text": f"echoing {key}"}])
-    run = mcode(*exec_args(server, "--output-format", "stream-json"), f"my key is {key}",
-                cwd=repo, env=env)
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json"), f"my key is {key}", cwd=repo, env=env
+    )
     assert run.code == 0, run.stderr
     assert server.requests[0]["headers"].get("authorization") == f"Bearer {key}"
     assert key not in run.stdout and key not in run.stderr

@@ -7,7 +7,6 @@ import importlib.util
 import json
 
 import pytest
-
 from helpers import clean_env, make_repo, mcode
 
 pytestmark = [
@@ -21,13 +20,22 @@ pytestmark = [
 
 
 def test_no_key_runs_a_tool_using_turn_on_the_embedded_model(tmp_path):
-    repo = make_repo(tmp_path / "repo", {
-        "README.md": "# Weather\nA tiny tool that prints the weather for a city.\n",
-        "weather.py": "print('sunny')\n",
-    })
-    run = mcode("exec", "--output-format", "stream-json",
-                "What is this project? Read README.md first.",
-                cwd=repo, env=clean_env(tmp_path / "home"), timeout=300)
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "README.md": "# Weather\nA tiny tool that prints the weather for a city.\n",
+            "weather.py": "print('sunny')\n",
+        },
+    )
+    run = mcode(
+        "exec",
+        "--output-format",
+        "stream-json",
+        "What is this project? Read README.md first.",
+        cwd=repo,
+        env=clean_env(tmp_path / "home"),
+        timeout=300,
+    )
     assert run.code in (0, 4), run.stderr  # 4: it asked for something headless mode denies
     events = run.events()
     started = events[0]["data"]
@@ -50,7 +58,15 @@ def test_no_key_runs_a_tool_using_turn_on_the_embedded_model(tmp_path):
 
 def test_missing_gguf_is_a_clear_error(tmp_path):
     repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
-    run = mcode("exec", "--provider", "local", "--model", str(tmp_path / "nope.gguf"), "hi",
-                cwd=repo, env=clean_env(tmp_path / "home"))
+    run = mcode(
+        "exec",
+        "--provider",
+        "local",
+        "--model",
+        str(tmp_path / "nope.gguf"),
+        "hi",
+        cwd=repo,
+        env=clean_env(tmp_path / "home"),
+    )
     assert run.code == 2
     assert "nope.gguf" in run.stderr

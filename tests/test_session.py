@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import make_repo, tool_messages
+
 from mcode.config import load_settings
 from mcode.runtime.build import open_session
 from mcode.store import Store
@@ -18,8 +18,12 @@ from mcode.store import Store
 def _session(server, repo: Path, home: Path, *, interactive: bool, mode: str = "full-auto"):
     settings = load_settings(
         repo,
-        flags={"provider": "openai", "base_url": server.base_url, "model": "m",
-               "permission_mode": mode},
+        flags={
+            "provider": "openai",
+            "base_url": server.base_url,
+            "model": "m",
+            "permission_mode": mode,
+        },
         env={"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home)},
     )
     store = Store(home / "sessions.db")
@@ -36,10 +40,16 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_steer_is_delivered_at_the_next_step_without_losing_work(model_server, repo, tmp_path):
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "sleep 0.6; echo slept"}}]},
-        {"text": "done, and I used tabs"},
-    ])
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "bash", "arguments": {"command": "sleep 0.6; echo slept"}}
+                ]
+            },
+            {"text": "done, and I used tabs"},
+        ]
+    )
     session, events = _session(server, repo, tmp_path, interactive=False)
 
     async def go():
@@ -56,12 +66,16 @@ def test_steer_is_delivered_at_the_next_step_without_losing_work(model_server, r
     assert "slept" in tool_messages(server.requests[1]["body"])[0]["content"]
     assert second[-1] == {"role": "user", "content": "also: use tabs"}
     types = [e["type"] for e in events]
-    assert types.index("steer.received") < types.index("tool.finished") < types.index("steer.delivered")
+    assert (
+        types.index("steer.received")
+        < types.index("tool.finished")
+        < types.index("steer.delivered")
+    )
 
 
 def test_steer_after_the_final_answer_still_reaches_the_model(model_server, repo, tmp_path):
     server = model_server([{"text": "first", "delay": 0.5}, {"text": "second"}])
-    session, events = _session(server, repo, tmp_path, interactive=False)
+    session, _events = _session(server, repo, tmp_path, interactive=False)
 
     async def go():
         task = asyncio.ensure_future(session.submit("start"))
@@ -75,11 +89,20 @@ def test_steer_after_the_final_answer_still_reaches_the_model(model_server, repo
 
 def test_cancel_mid_tool_kills_it_and_leaves_history_consistent(model_server, repo, tmp_path):
     marker = tmp_path / "marker"
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {
-            "command": f"sleep 30; touch {marker}"}}]},
-        {"text": "never sent"},
-    ])
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "name": "bash",
+                        "arguments": {"command": f"sleep 30; touch {marker}"},
+                    }
+                ]
+            },
+            {"text": "never sent"},
+        ]
+    )
     session, events = _session(server, repo, tmp_path, interactive=False)
 
     async def go():
@@ -105,10 +128,16 @@ def test_cancel_mid_tool_kills_it_and_leaves_history_consistent(model_server, re
 
 @pytest.mark.parametrize("allow", [True, False])
 def test_interactive_approval(model_server, repo, tmp_path, allow):
-    server = model_server([
-        {"tool_calls": [{"id": "c1", "name": "write", "arguments": {"path": "new.txt", "content": "hi"}}]},
-        {"text": "ok"},
-    ])
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "write", "arguments": {"path": "new.txt", "content": "hi"}}
+                ]
+            },
+            {"text": "ok"},
+        ]
+    )
     session, events = _session(server, repo, tmp_path, interactive=True, mode="ask")
 
     def answer(event, line):

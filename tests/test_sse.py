@@ -82,7 +82,7 @@ def test_any_chunking_gives_the_same_events() -> None:
     rng = random.Random(1)
     for _ in range(200):
         cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 12)))
-        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
         assert parse(*pieces) == expected
     assert parse(*[stream[i : i + 1] for i in range(len(stream))]) == expected
 

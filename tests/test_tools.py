@@ -373,7 +373,7 @@ def test_grep_caps_results_with_a_note(code_repo: Path, ctx: ToolContext, use_rg
 
 @pytest.mark.parametrize("use_rg", BACKENDS)
 def test_grep_bad_regex_is_a_tool_error(code_repo: Path, ctx: ToolContext, use_rg: bool) -> None:
-    with pytest.raises(ToolError, match="grep failed|invalid regex"):
+    with pytest.raises(ToolError, match=r"grep failed|invalid regex"):
         call(GrepTool(use_rg=use_rg), {"pattern": "(unclosed"}, ctx)
 
 
@@ -643,7 +643,7 @@ def test_default_tools_order_schemas_and_size() -> None:
         "bash",
         "todo",
     ]
-    assert READ_ONLY_SAFE == {"read", "grep", "glob", "ls"}
+    assert {"read", "grep", "glob", "ls"} == READ_ONLY_SAFE
     assert all(t.permission == "read" for t in tools if t.name in READ_ONLY_SAFE)
     for tool in tools:
         assert tool.parameters["additionalProperties"] is False

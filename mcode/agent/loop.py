@@ -127,10 +127,10 @@ async def _step(session: Session) -> Completion:
         )
     session.totals.model_calls += 1
     session.totals.usage.add(completion.usage)
-    _append(session, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason)
-    session.emit(
-        ev.USAGE, **completion.usage.to_dict(), total=session.totals.usage.to_dict()
+    _append(
+        session, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason
     )
+    session.emit(ev.USAGE, **completion.usage.to_dict(), total=session.totals.usage.to_dict())
     return completion
 
 
@@ -146,7 +146,7 @@ async def _run_calls(session: Session, calls: tuple[ToolCall, ...]) -> None:
             results = [await _run_one(session, group[0])]
         else:
             results = list(await asyncio.gather(*(_run_one(session, c) for c in group)))
-        for call, (result, duration) in zip(group, results):
+        for call, (result, duration) in zip(group, results, strict=True):
             _finish(session, call, result, duration)
         i = j
 
@@ -188,10 +188,11 @@ async def _run_one(session: Session, call: ToolCall) -> tuple[ToolResult, float]
         if denied is not None:
             return _denied_result(denied), time.monotonic() - started
         session.emit(ev.TOOL_STARTED, id=call.id, name=call.name)
-        ctx = dataclasses.replace(
-            session.tool_context,
-            emit_output=lambda chunk: session.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk),
-        )
+
+        def emit_output(chunk: str) -> None:
+            session.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
+
+        ctx = dataclasses.replace(session.tool_context, emit_output=emit_output)
         result = await tool.run(args, ctx)
     except ToolError as e:
         result = ToolResult(content=f"Error: {e}", summary=e.message, is_error=True)
@@ -206,9 +207,7 @@ async def _run_one(session: Session, call: ToolCall) -> tuple[ToolResult, float]
     return result, time.monotonic() - started
 
 
-async def _denial(
-    session: Session, call: ToolCall, tool: Tool, args: dict[str, Any]
-) -> str | None:
+async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, Any]) -> str | None:
     """None if the call may run, else the reason it may not (already recorded as an event)."""
     decision = session.permissions.check(tool, args)
     subject = tool.subject(args)
@@ -237,7 +236,9 @@ async def _denial(
             session.emit(ev.PERMISSION_DECIDED, id=call.id, name=call.name, allowed=True, by="user")
             return None
         return _record_denial(session, call, subject, "the user declined", by="user")
-    return _record_denial(session, call, subject, decision.reason, by="rule" if decision.rule else "mode")
+    return _record_denial(
+        session, call, subject, decision.reason, by="rule" if decision.rule else "mode"
+    )
 
 
 def _record_denial(session: Session, call: ToolCall, subject: str, reason: str, by: str) -> str:

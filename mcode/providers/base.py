@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from mcode.messages import Message, ToolSpec, Usage
 
@@ -75,7 +75,7 @@ class Completion:
     raw_usage: dict[str, Any] | None = None
 
 
-ModelEvent = Union[TextDelta, ThinkingDelta, ToolCallStarted, Retrying, Completion]
+ModelEvent = TextDelta | ThinkingDelta | ToolCallStarted | Retrying | Completion
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from mcode.config import Settings
 
 
-def make_provider(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Provider:
+def make_provider(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> Provider:
     preset = settings.preset
     if preset.wire == "local":
         from mcode.providers.local import LocalProvider

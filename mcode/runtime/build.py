@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcode.config import Settings
-from mcode.permissions import Permissions, PermissionMode
+from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
 from mcode.runtime.session import Session
 from mcode.store import Store

@@ -111,7 +111,7 @@ def _repair(text: str) -> Any:
         return value
     except json.JSONDecodeError:
         pass
-    for suffix in ("}", "\"}", "}}"):
+    for suffix in ("}", '"}', "}}"):
         try:
             return json.loads(text + suffix)
         except json.JSONDecodeError:
@@ -135,7 +135,9 @@ def validate_arguments(tool: Tool, args: dict[str, Any]) -> None:
     for key, value in args.items():
         expected = props.get(key, {}).get("type")
         if expected and not _is_type(value, expected):
-            raise ToolError(f"argument {key!r} must be of type {expected}, got {type(value).__name__}")
+            raise ToolError(
+                f"argument {key!r} must be of type {expected}, got {type(value).__name__}"
+            )
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

@@ -364,7 +364,10 @@ def _match_lines(text: str, old: str, limit: int = 10) -> list[int]:
 
 def _no_match_hint(text: str, old: str) -> str:
     if re.match(r"\s*\d+\t", old):
-        return "old_string starts with a line number and tab from read's output; send the file text only"
+        return (
+            "old_string starts with a line number and tab from read's output; "
+            "send the file text only"
+        )
 
     def squash(s: str) -> str:
         return " ".join(s.split())

@@ -42,8 +42,9 @@ class Workspace:
 
     def __repr__(self) -> str:
         return (
-            f"Workspace(root={str(self.root)!r}, extra_roots={[str(p) for p in self.extra_roots]!r},"
-            f" allow_outside={self.allow_outside!r})"
+            f"Workspace(root={str(self.root)!r}, "
+            f"extra_roots={[str(p) for p in self.extra_roots]!r}, "
+            f"allow_outside={self.allow_outside!r})"
         )
 
     def contains(self, path: Path) -> bool:
