@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -333,3 +336,72 @@ def test_api_key_never_appears_in_events_or_store(model_server, repo, env, tmp_p
     assert key not in run.stdout and key not in run.stderr
     for f in (tmp_path / "home" / "data" / "mcode").iterdir():  # the db and its WAL
         assert key.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_tool_exits_130_and_records_the_cancel(
+    model_server, repo, env, tmp_path, sig
+):
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "sleep 30"}}]},
+            {"text": "never"},
+        ]
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcode",
+            *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+            "sleep",
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if lines[-1]["type"] == "tool.started":
+            break
+    started = time.monotonic()
+    proc.send_signal(sig)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - started < 10
+    events = lines + [json.loads(x) for x in rest.splitlines()]
+    stored = stored_events(tmp_path / "home", events[0]["session_id"])
+    finished = [e["data"] for e in stored if e["type"] == "tool.finished"]
+    assert finished[0]["ok"] is False and "cancelled" in finished[0]["message"]["parts"][0]["text"]
+    assert [e["data"]["reason"] for e in stored if e["type"] == "turn.finished"] == ["cancelled"]
+    assert stored[-1]["type"] == "session.finished" and stored[-1]["data"]["exit_code"] == 130
+
+
+def test_image_is_sent_as_a_data_url(model_server, repo, env, tmp_path):
+    png = tmp_path / "shot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    server = model_server([{"text": "a black square"}])
+    run = mcode(*exec_args(server, "--image", str(png)), "what is this?", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    content = bodies(server)[0]["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": "what is this?"}
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+
+
+def test_unreachable_server_fails_cleanly_after_retries(repo, env):
+    env = dict(env, MCODE_NETWORK_MAX_RETRIES="1", MCODE_NETWORK_CONNECT_TIMEOUT="1")
+    run = mcode(
+        "exec",
+        "--provider",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "hi",
+        cwd=repo,
+        env=env,
+    )
+    assert run.code == 1
+    assert "Traceback" not in run.stderr and "127.0.0.1:9" in run.stderr

@@ -24,7 +24,7 @@ from mcode.events import Event
 from mcode.messages import ImagePart, Message, Usage, user_message
 from mcode.permissions import Permissions
 from mcode.providers.base import Provider
-from mcode.store import Store
+from mcode.store import Store, StoreError
 from mcode.tools.base import Tool, ToolContext
 
 Listener = Callable[[Event, str], None]
@@ -94,10 +94,18 @@ class Session:
         self._seq += 1
         event = Event(type, data, self._seq, self.id, self.turn_id, time.time())
         line = self.scrub(event.to_json())
+        failure: StoreError | None = None
         if self.store is not None:
-            self.store.write(event, line)
+            try:
+                self.store.write(event, line)
+            except StoreError as e:
+                # Stop persisting (every later write would fail too), still show this event and
+                # the error that follows, then end the turn: work must not go unrecorded.
+                self.store, failure = None, e
         for listener in self._listeners:
             listener(event, line)
+        if failure is not None:
+            raise failure
         return event
 
     def scrub(self, text: str) -> str:
