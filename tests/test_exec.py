@@ -405,3 +405,15 @@ def test_unreachable_server_fails_cleanly_after_retries(repo, env):
     )
     assert run.code == 1
     assert "Traceback" not in run.stderr and "127.0.0.1:9" in run.stderr
+
+
+def test_agents_md_reaches_the_system_prompt_and_prefix_is_static(model_server, repo, env):
+    (repo / "AGENTS.md").write_text("Always run `make check` before finishing.\n")
+    server = model_server([{"text": "ok"}, {"text": "ok"}])
+    assert mcode(*exec_args(server), "hi", cwd=repo, env=env).code == 0
+    assert mcode(*exec_args(server), "hi", cwd=repo, env=env).code == 0
+    first, second = bodies(server)
+    system = first["messages"][0]
+    assert system["role"] == "system" and "Always run `make check`" in system["content"]
+    # Two runs, same system prompt and tools, byte for byte: nothing volatile in the prefix.
+    assert system == second["messages"][0] and first["tools"] == second["tools"]
