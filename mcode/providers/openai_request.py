@@ -1,0 +1,153 @@
+"""OpenAI Chat Completions: a :class:`ModelRequest` as request bytes.
+
+The serialisation is deterministic and ``messages`` is the last key, so a longer history produces
+a body whose bytes start with the previous body's bytes minus its closing ``]}``: server-side
+prompt caches hit. Thinking goes back the way each server needs (``reasoning_replay``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mcode.messages import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolSpec,
+)
+from mcode.providers.base import (
+    ModelRequest,
+)
+from mcode.providers.openai_stream import THINK_CLOSE, THINK_OPEN
+
+__all__ = ["REPLAY_MODES", "build_body"]
+
+REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
+
+
+def build_body(
+    request: ModelRequest,
+    *,
+    model: str,
+    stream: bool = True,
+    thinking_style: str = "none",
+    max_tokens_field: str = "max_tokens",
+    reasoning_replay: str = "reasoning_content",
+    supports_images: bool = True,
+    extra_body: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The request body, as bytes. Same request, same bytes; ``messages`` is serialised last."""
+    body: dict[str, Any] = {"model": request.model or model}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    if request.max_output_tokens is not None:
+        body[max_tokens_field] = request.max_output_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if thinking_style == "minimax" and request.thinking is not None:
+        body["thinking"] = {"type": "adaptive" if request.thinking else "disabled"}
+    if extra_body:
+        body.update(extra_body)
+    if request.tools:
+        body["tools"] = [_wire_tool(t) for t in request.tools]
+        choice = getattr(request, "tool_choice", None)
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    body["messages"] = _wire_messages(
+        request.system, request.messages, reasoning_replay, supports_images
+    )
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=False).encode()
+
+
+def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
+    params = tool.parameters or {"type": "object", "properties": {}}
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": params},
+    }
+
+
+def _wire_messages(
+    system: str, messages: Iterable[Message], replay: str, supports_images: bool
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": system})
+    # OpenAI accepts no images in tool messages, so a run of tool results is followed by one
+    # user message carrying their images. It depends only on earlier history: bytes stay stable.
+    tool_images: list[ImagePart] = []
+    for msg in messages:
+        if msg.role != "tool" and tool_images:
+            out.append(_images_message(tool_images))
+            tool_images = []
+        if msg.role == "user":
+            out.append({"role": "user", "content": _user_content(msg.parts)})
+        elif msg.role == "assistant":
+            out.append(_assistant(msg, replay))
+        else:
+            text = msg.text
+            if msg.is_error and not text.startswith("Error"):
+                text = "Error: " + text
+            images = [p for p in msg.parts if isinstance(p, ImagePart)]
+            if images and supports_images:
+                tool_images.extend(images)
+            elif images:
+                text += f"\n[{len(images)} image(s) omitted: this model has no image input]"
+            out.append({"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": text})
+    if tool_images:
+        out.append(_images_message(tool_images))
+    return out
+
+
+def _image_url(p: ImagePart) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": f"data:{p.media_type};base64,{p.data}"}}
+
+
+def _images_message(images: list[ImagePart]) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": "Images returned by the tools:"}]
+    content.extend(_image_url(p) for p in images)
+    return {"role": "user", "content": content}
+
+
+def _user_content(parts: tuple[Part, ...]) -> str | list[dict[str, Any]]:
+    if all(isinstance(p, TextPart) for p in parts) and len(parts) <= 1:
+        return parts[0].text if parts else ""  # type: ignore[union-attr]
+    content: list[dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            content.append({"type": "text", "text": p.text})
+        elif isinstance(p, ImagePart):
+            content.append(_image_url(p))
+    return content
+
+
+def _assistant(msg: Message, replay: str) -> dict[str, Any]:
+    content: list[str] = []
+    reasoning: list[str] = []
+    for p in msg.parts:
+        if isinstance(p, TextPart):
+            content.append(p.text)
+        elif isinstance(p, ThinkingPart) and replay != "none":
+            extra = p.extra or {}
+            if replay == "think_tags" or extra.get("format") == "think_tags":
+                # Rebuild the content exactly as it arrived (MiniMax wants it back verbatim).
+                opening = THINK_OPEN if extra.get("open", True) else ""
+                content.append(f"{opening}{p.text}{THINK_CLOSE}{extra.get('tail', '')}")
+            else:
+                reasoning.append(p.text)
+    d: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if reasoning:
+        d[replay] = "".join(reasoning)
+    if msg.tool_calls:
+        d["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in msg.tool_calls
+        ]
+    return d
