@@ -134,7 +134,7 @@ def _combine_kernel(
     tl.store(LSE + t * stride_lse_t + h * G + g, lse, mask=gm)
 
 
-def tokens_per_work(G: int, block_m: int = 64, tiles: int = 16) -> int:
+def tokens_per_work(G: int, block_m: int = 64, tiles: int = 32) -> int:
     """Tokens per work item for the KV-outer forward: ``tiles`` tiles of ``block_m // G``."""
     return max(1, block_m // G) * tiles
 

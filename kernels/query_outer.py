@@ -99,9 +99,9 @@ def query_outer_forward(
     scale: float,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
-    block_n: int = 64,
+    block_n: int = 128,
     num_warps: int = 4,
-    num_stages: int = 3,
+    num_stages: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse forward, query-outer. Returns ``out [T, Hq, D]`` and ``lse [T, Hq]`` fp32."""
     T, Hq, D = q.shape

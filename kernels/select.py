@@ -89,7 +89,7 @@ def block_scores(
     out: torch.Tensor | None = None,
     block_m: int = 128,
     blocks_per_prog: int = 32,
-    num_warps: int = 8,
+    num_warps: int = 4,
     num_stages: int = 3,
 ) -> torch.Tensor:
     """Block scores ``[T, Hkv, max_pages]`` fp32 (``-inf``: invisible or local block).

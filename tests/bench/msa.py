@@ -86,9 +86,9 @@ OUT = pathlib.Path(os.environ.get("OUT", "."))
 CEIL = {"bw": float("nan"), "tflops": float("nan")}
 CFG: dict[str, dict[str, int]] = {
     "kv": dict(block_m=64, num_warps=4, num_stages=3, programs_per_sm=2),
-    "tiles": dict(tiles=16),
-    "qo": dict(block_n=64, num_warps=4, num_stages=3),
-    "score": dict(block_m=128, num_warps=8, num_stages=3, blocks_per_prog=32),
+    "tiles": dict(tiles=32),
+    "qo": dict(block_n=128, num_warps=4, num_stages=2),
+    "score": dict(block_m=128, num_warps=4, num_stages=3, blocks_per_prog=32),
 }
 
 
