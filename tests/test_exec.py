@@ -417,3 +417,32 @@ def test_agents_md_reaches_the_system_prompt_and_prefix_is_static(model_server, 
     assert system["role"] == "system" and "Always run `make check`" in system["content"]
     # Two runs, same system prompt and tools, byte for byte: nothing volatile in the prefix.
     assert system == second["messages"][0] and first["tools"] == second["tools"]
+
+
+def test_a_tool_call_cut_off_at_the_output_limit_is_not_run(model_server, repo, env):
+    # The model hit its token limit inside write's content: the JSON lacks its closing `"}`.
+    cut = '{"path": "new.py", "content": "def f():\\n    return 1\\n\\ndef g():\\n    ret'
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "ls", "arguments": {}},
+                    {"id": "c2", "name": "write", "arguments": cut},
+                ],
+                "finish_reason": "length",
+            },
+            {"text": "I will write it in smaller pieces."},
+        ]
+    )
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+        "write new.py",
+        cwd=repo,
+        env=env,
+    )
+    assert run.code == 0, run.stderr
+    assert not (repo / "new.py").exists()
+    ls_result, write_result = tool_messages(bodies(server)[1])
+    assert "calc.py" in ls_result["content"]  # the complete call before it still ran
+    assert write_result["tool_call_id"] == "c2"
+    assert "cut off" in write_result["content"] and "not run" in write_result["content"]

@@ -52,7 +52,8 @@ async def run_turn(session: Session, message: Message) -> TurnOutcome:
             completion = await _step(session)
             text = completion.message.text
             if completion.message.tool_calls:
-                await _run_calls(session, completion.message.tool_calls)
+                cut_off = completion.finish_reason == "length"
+                await _run_calls(session, completion.message.tool_calls, cut_off=cut_off)
                 continue
             if completion.finish_reason == "length":
                 session.emit(
@@ -134,7 +135,12 @@ async def _step(session: Session) -> Completion:
     return completion
 
 
-async def _run_calls(session: Session, calls: tuple[ToolCall, ...]) -> None:
+async def _run_calls(
+    session: Session, calls: tuple[ToolCall, ...], *, cut_off: bool = False
+) -> None:
+    """Run ``calls`` and append their results. ``cut_off``: the answer hit the output token
+    limit, so its last call may be truncated (and a truncated JSON object can still parse, e.g.
+    a write whose content stops mid-line): that call is refused, never run."""
     i = 0
     while i < len(calls):
         j = i + 1
@@ -142,10 +148,15 @@ async def _run_calls(session: Session, calls: tuple[ToolCall, ...]) -> None:
             while j < len(calls) and calls[j].name in READ_ONLY_SAFE:
                 j += 1
         group = calls[i:j]
+        last = cut_off and j == len(calls)
         if len(group) == 1:
-            results = [await _run_one(session, group[0])]
+            results = [await _run_one(session, group[0], cut_off=last)]
         else:
-            results = list(await asyncio.gather(*(_run_one(session, c) for c in group)))
+            results = list(
+                await asyncio.gather(
+                    *(_run_one(session, c, cut_off=last and c is group[-1]) for c in group)
+                )
+            )
         for call, (result, duration) in zip(group, results, strict=True):
             _finish(session, call, result, duration)
         i = j
@@ -174,11 +185,19 @@ def _finish(session: Session, call: ToolCall, result: ToolResult, duration: floa
         session.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id)
 
 
-async def _run_one(session: Session, call: ToolCall) -> tuple[ToolResult, float]:
+async def _run_one(
+    session: Session, call: ToolCall, *, cut_off: bool = False
+) -> tuple[ToolResult, float]:
     started = time.monotonic()
     session.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
     tool = next((t for t in session.tools if t.name == call.name), None)
     try:
+        if cut_off:
+            raise ToolError(
+                "your answer was cut off at the output token limit inside this call, so it "
+                "was not run (its arguments may be incomplete)",
+                hint="send it again with shorter arguments, e.g. write a big file in parts",
+            )
         if tool is None:
             names = ", ".join(t.name for t in session.tools)
             raise ToolError(f"there is no tool named {call.name!r}; the tools are: {names}")
