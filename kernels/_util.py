@@ -17,7 +17,7 @@ import torch
 def triton_available() -> bool:
     """True when ``import triton`` works (it is never imported at ``mcode.kernels`` import)."""
     try:
-        import triton  # noqa: F401
+        import triton
         import triton.language  # noqa: F401
     except Exception:  # pragma: no cover - depends on the machine
         return False
@@ -49,7 +49,8 @@ def use_triton(t: torch.Tensor, backend: str = "auto") -> bool:
 
 def upcast_dots() -> bool:
     """Triton's interpreter computes bf16 x bf16 ``tl.dot`` wrongly (seen with Triton 3.9), so the
-    kernels upcast dot operands to fp32 when interpreting; compiled kernels use bf16 tensor cores."""
+    kernels upcast dot operands to fp32 when interpreting; compiled kernels use bf16 tensor
+    cores."""
     return interpreting()
 
 

@@ -35,9 +35,7 @@ from . import reference as ref
 from ._util import check, token_meta, use_triton
 
 _DTYPES = (torch.bfloat16, torch.float16)
-_FP8 = tuple(
-    getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)
-)
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
 
 def _pow2(x: int) -> bool:
@@ -51,42 +49,59 @@ def _i32(t: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
 
 
 def _check_meta(
-    page_table: torch.Tensor, cu_seqlens_q: torch.Tensor | None, seqlens_k: torch.Tensor,
-    T: int, device: torch.device,
+    page_table: torch.Tensor,
+    cu_seqlens_q: torch.Tensor | None,
+    seqlens_k: torch.Tensor,
+    T: int,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     page_table = _i32(page_table, "page_table", device)
-    check(page_table.dim() == 2, f"page_table must be [B, max_pages], got {tuple(page_table.shape)}")
+    check(
+        page_table.dim() == 2, f"page_table must be [B, max_pages], got {tuple(page_table.shape)}"
+    )
     seqlens_k = _i32(seqlens_k, "seqlens_k", device)
     B = page_table.shape[0]
     check(seqlens_k.shape == (B,), f"seqlens_k must be [B={B}], got {tuple(seqlens_k.shape)}")
     if cu_seqlens_q is not None:
         cu_seqlens_q = _i32(cu_seqlens_q, "cu_seqlens_q", device)
-        check(cu_seqlens_q.shape == (B + 1,),
-              f"cu_seqlens_q must be [B+1={B + 1}], got {tuple(cu_seqlens_q.shape)}")
+        check(
+            cu_seqlens_q.shape == (B + 1,),
+            f"cu_seqlens_q must be [B+1={B + 1}], got {tuple(cu_seqlens_q.shape)}",
+        )
         if device.type == "cpu":  # cheap here; on the GPU it would be a host sync
             lq = cu_seqlens_q[1:] - cu_seqlens_q[:-1]
-            check(int(cu_seqlens_q[0]) == 0 and int(cu_seqlens_q[-1]) == T and bool((lq >= 0).all()),
-                  "cu_seqlens_q must start at 0, be non-decreasing and end at T")
+            check(
+                int(cu_seqlens_q[0]) == 0 and int(cu_seqlens_q[-1]) == T and bool((lq >= 0).all()),
+                "cu_seqlens_q must start at 0, be non-decreasing and end at T",
+            )
             check(bool((seqlens_k >= lq).all()), "seqlens_k must be >= each sequence's query count")
     return page_table, cu_seqlens_q, seqlens_k
 
 
-def _check_qkv(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[int, int, int]:
+def _check_qkv(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
+) -> tuple[int, int, int]:
     check(q.dim() == 3, f"q must be [T, Hq, D], got shape {tuple(q.shape)}")
-    check(k_cache.dim() == 4 and v_cache.shape == k_cache.shape,
-          f"k_cache/v_cache must both be [num_pages, Hkv, page, D], got {tuple(k_cache.shape)} "
-          f"and {tuple(v_cache.shape)}")
+    check(
+        k_cache.dim() == 4 and v_cache.shape == k_cache.shape,
+        f"k_cache/v_cache must both be [num_pages, Hkv, page, D], got {tuple(k_cache.shape)} "
+        f"and {tuple(v_cache.shape)}",
+    )
     check(q.dtype in _DTYPES, f"q must be bf16 or fp16, got {q.dtype}")
-    check(k_cache.dtype == q.dtype and v_cache.dtype == q.dtype,
-          f"k_cache/v_cache dtype ({k_cache.dtype}, {v_cache.dtype}) must match q ({q.dtype})")
+    check(
+        k_cache.dtype == q.dtype and v_cache.dtype == q.dtype,
+        f"k_cache/v_cache dtype ({k_cache.dtype}, {v_cache.dtype}) must match q ({q.dtype})",
+    )
     check(k_cache.device == q.device and v_cache.device == q.device, "q and caches on one device")
     T, Hq, D = q.shape
     Hkv, page = k_cache.shape[1], k_cache.shape[2]
     check(k_cache.shape[3] == D, f"head dim of the caches ({k_cache.shape[3]}) != q's ({D})")
     check(Hkv > 0 and Hq % Hkv == 0, f"Hq={Hq} must be a multiple of Hkv={Hkv}")
     check(_pow2(D) and 16 <= D <= 256, f"head dim must be a power of two in [16, 256], got {D}")
-    check(_pow2(page) and 16 <= page <= 256, f"page (block) size must be a power of two in "
-          f"[16, 256], got {page}")
+    check(
+        _pow2(page) and 16 <= page <= 256,
+        f"page (block) size must be a power of two in [16, 256], got {page}",
+    )
     check(k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1, "caches need a contiguous last dim")
     return T, Hq // Hkv, page
 
@@ -98,19 +113,28 @@ def _scale(softmax_scale: float | None, D: int) -> float:
 def _max_seqlen_q(cu_seqlens_q: torch.Tensor, given: int | None) -> int:
     if given is not None:
         return int(given)
-    return int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item()) if cu_seqlens_q.numel() > 1 else 0
+    return (
+        int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item()) if cu_seqlens_q.numel() > 1 else 0
+    )
 
 
 def _check_index(index_q: torch.Tensor, index_k_cache: torch.Tensor, Hkv: int | None) -> None:
     check(index_q.dim() == 3, f"index_q must be [T, Hkv, d_idx], got {tuple(index_q.shape)}")
-    check(index_k_cache.dim() == 3, "index_k_cache must be [num_pages, page, d_idx], got "
-          f"{tuple(index_k_cache.shape)}")
+    check(
+        index_k_cache.dim() == 3,
+        f"index_k_cache must be [num_pages, page, d_idx], got {tuple(index_k_cache.shape)}",
+    )
     check(index_q.dtype in _DTYPES, f"index_q must be bf16 or fp16, got {index_q.dtype}")
-    check(index_k_cache.dtype in _DTYPES + _FP8,
-          f"index_k_cache must be bf16, fp16 or fp8, got {index_k_cache.dtype}")
+    check(
+        index_k_cache.dtype in _DTYPES + _FP8,
+        f"index_k_cache must be bf16, fp16 or fp8, got {index_k_cache.dtype}",
+    )
     di = index_q.shape[2]
     check(index_k_cache.shape[2] == di, "index_q and index_k_cache head dims differ")
-    check(_pow2(di) and 16 <= di <= 256, f"index head dim must be a power of two in [16, 256], got {di}")
+    check(
+        _pow2(di) and 16 <= di <= 256,
+        f"index head dim must be a power of two in [16, 256], got {di}",
+    )
     page = index_k_cache.shape[1]
     check(_pow2(page) and 16 <= page <= 256, f"index page size must be a power of two, got {page}")
     if Hkv is not None:
@@ -140,7 +164,8 @@ def msa_select(
     check(isinstance(topk, int) and topk >= 1, f"topk must be a positive int, got {topk!r}")
     T = index_q.shape[0]
     page_table, cu_seqlens_q, seqlens_k = _check_meta(
-        page_table, cu_seqlens_q, seqlens_k, T, index_q.device)
+        page_table, cu_seqlens_q, seqlens_k, T, index_q.device
+    )
     if not use_triton(index_q, backend):
         return ref.msa_select_ref(index_q, index_k_cache, page_table, cu_seqlens_q, seqlens_k, topk)
     from .select import block_scores, topk_from_scores
@@ -171,20 +196,27 @@ def msa_prefill(
     per query token, so chunk long prefills, e.g. 4K-16K tokens per call) or ``"query_outer"``
     (the baseline, no extra memory). Returns ``out [T, Hq, D]`` (and ``lse [T, Hq]`` fp32).
     """
-    T, G, page = _check_qkv(q, k_cache, v_cache)
+    T, G, _ = _check_qkv(q, k_cache, v_cache)
     Hkv = k_cache.shape[1]
-    page_table, cu_seqlens_q, seqlens_k = _check_meta(page_table, cu_seqlens_q, seqlens_k, T,
-                                                      q.device)
-    check(method in ("kv_outer", "query_outer"), f"method must be kv_outer or query_outer, got {method!r}")
-    check(sel.dim() == 3 and sel.shape[0] == Hkv and sel.shape[1] == T,
-          f"sel must be [Hkv={Hkv}, T={T}, k], got {tuple(sel.shape)}")
+    page_table, cu_seqlens_q, seqlens_k = _check_meta(
+        page_table, cu_seqlens_q, seqlens_k, T, q.device
+    )
+    check(
+        method in ("kv_outer", "query_outer"),
+        f"method must be kv_outer or query_outer, got {method!r}",
+    )
+    check(
+        sel.dim() == 3 and sel.shape[0] == Hkv and sel.shape[1] == T,
+        f"sel must be [Hkv={Hkv}, T={T}, k], got {tuple(sel.shape)}",
+    )
     check(sel.dtype == torch.int32, f"sel must be int32, got {sel.dtype}")
     check(sel.device == q.device, "sel must be on q's device")
     check(sel.shape[2] >= 1, "sel needs k >= 1")
     scale = _scale(softmax_scale, q.shape[2])
     if not use_triton(q, backend):
-        out, lse = ref.sparse_attention_ref(q, k_cache, v_cache, sel, page_table, cu_seqlens_q,
-                                            seqlens_k, scale)
+        out, lse = ref.sparse_attention_ref(
+            q, k_cache, v_cache, sel, page_table, cu_seqlens_q, seqlens_k, scale
+        )
         return (out, lse) if return_lse else out
     sel = sel.contiguous()
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -192,15 +224,19 @@ def msa_prefill(
     if method == "query_outer":
         from .query_outer import query_outer_forward
 
-        out, lse = query_outer_forward(q, k_cache, v_cache, sel, page_table, tok_seq, tok_pos, scale)
+        out, lse = query_outer_forward(
+            q, k_cache, v_cache, sel, page_table, tok_seq, tok_pos, scale
+        )
     else:
         from .invert import build_worklist
         from .prefill import combine, kv_outer_forward, tokens_per_work
 
-        wl = build_worklist(sel, tok_seq, page_table.shape[0], page_table.shape[1],
-                            tokens_per_work(G), tok_pos)
-        po, plse = kv_outer_forward(q, k_cache, v_cache, page_table, seqlens_k, wl,
-                                    sel.shape[2], scale)
+        wl = build_worklist(
+            sel, tok_seq, page_table.shape[0], page_table.shape[1], tokens_per_work(G), tok_pos
+        )
+        po, plse = kv_outer_forward(
+            q, k_cache, v_cache, page_table, seqlens_k, wl, sel.shape[2], scale
+        )
         out, lse = combine(po, plse, sel)
     return (out, lse) if return_lse else out
 
@@ -222,12 +258,31 @@ def msa_attention(
     return_lse: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Whole MSA layer for prefill (full or chunked): :func:`msa_select` then :func:`msa_prefill`."""
-    sel = msa_select(index_q, index_k_cache, page_table, cu_seqlens_q, seqlens_k, topk,
-                     max_seqlen_q=max_seqlen_q, backend=backend)
-    return msa_prefill(q, k_cache, v_cache, sel, page_table, cu_seqlens_q, seqlens_k,
-                       softmax_scale=softmax_scale, method=method, return_lse=return_lse,
-                       backend=backend)
+    """Whole MSA layer for prefill (full or chunked): :func:`msa_select`, then
+    :func:`msa_prefill`."""
+    sel = msa_select(
+        index_q,
+        index_k_cache,
+        page_table,
+        cu_seqlens_q,
+        seqlens_k,
+        topk,
+        max_seqlen_q=max_seqlen_q,
+        backend=backend,
+    )
+    return msa_prefill(
+        q,
+        k_cache,
+        v_cache,
+        sel,
+        page_table,
+        cu_seqlens_q,
+        seqlens_k,
+        softmax_scale=softmax_scale,
+        method=method,
+        return_lse=return_lse,
+        backend=backend,
+    )
 
 
 def msa_decode(
@@ -256,14 +311,19 @@ def msa_decode(
     check(q.dim() == 4, f"q must be [B, S, Hq, D], got {tuple(q.shape)}")
     B, S, Hq, D = q.shape
     check(1 <= S <= 8, f"decode takes 1..8 new tokens per request, got S={S}")
-    _check_qkv(q.view(B * S, Hq, D) if q.is_contiguous() else q.reshape(B * S, Hq, D),
-               k_cache, v_cache)
+    _check_qkv(
+        q.view(B * S, Hq, D) if q.is_contiguous() else q.reshape(B * S, Hq, D), k_cache, v_cache
+    )
     Hkv = k_cache.shape[1]
-    check(index_q.dim() == 4 and index_q.shape[:3] == (B, S, Hkv),
-          f"index_q must be [B={B}, S={S}, Hkv={Hkv}, d_idx], got {tuple(index_q.shape)}")
+    check(
+        index_q.dim() == 4 and index_q.shape[:3] == (B, S, Hkv),
+        f"index_q must be [B={B}, S={S}, Hkv={Hkv}, d_idx], got {tuple(index_q.shape)}",
+    )
     iq3 = index_q.reshape(B * S, Hkv, index_q.shape[3])
     _check_index(iq3, index_k_cache, Hkv)
-    check(index_k_cache.shape[1] == k_cache.shape[2], "index and KV caches must share the page size")
+    check(
+        index_k_cache.shape[1] == k_cache.shape[2], "index and KV caches must share the page size"
+    )
     check(isinstance(topk, int) and topk >= 1, f"topk must be a positive int, got {topk!r}")
     page_table, _, seqlens_k = _check_meta(page_table, None, seqlens_k, B * S, q.device)
     if q.device.type == "cpu":
@@ -272,14 +332,16 @@ def msa_decode(
     if use_triton(q, backend):
         from .decode import decode_forward
 
-        out, lse, sel = decode_forward(q, k_cache, v_cache, index_q, index_k_cache, page_table,
-                                       seqlens_k, topk, scale)
+        out, lse, sel = decode_forward(
+            q, k_cache, v_cache, index_q, index_k_cache, page_table, seqlens_k, topk, scale
+        )
     else:
         cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=q.device)
         sel = ref.msa_select_ref(iq3, index_k_cache, page_table, cu, seqlens_k, topk)
-        o, l = ref.sparse_attention_ref(q.reshape(B * S, Hq, D), k_cache, v_cache, sel,
-                                        page_table, cu, seqlens_k, scale)
-        out, lse = o.view(B, S, Hq, D), l.view(B, S, Hq)
+        o, lse_c = ref.sparse_attention_ref(
+            q.reshape(B * S, Hq, D), k_cache, v_cache, sel, page_table, cu, seqlens_k, scale
+        )
+        out, lse = o.view(B, S, Hq, D), lse_c.view(B, S, Hq)
     res: tuple[torch.Tensor, ...] = (out,)
     if return_lse:
         res += (lse,)
@@ -303,17 +365,27 @@ def dense_attention(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Dense causal GQA attention over the paged cache (layers that stay dense), same layout and
     bottom-right causal alignment as :func:`msa_prefill`. Returns ``out`` (and ``lse``)."""
-    T, G, page = _check_qkv(q, k_cache, v_cache)
-    page_table, cu_seqlens_q, seqlens_k = _check_meta(page_table, cu_seqlens_q, seqlens_k, T,
-                                                      q.device)
+    T, _, _ = _check_qkv(q, k_cache, v_cache)
+    page_table, cu_seqlens_q, seqlens_k = _check_meta(
+        page_table, cu_seqlens_q, seqlens_k, T, q.device
+    )
     scale = _scale(softmax_scale, q.shape[2])
     if not use_triton(q, backend):
-        out, lse = ref.dense_attention_ref(q, k_cache, v_cache, page_table, cu_seqlens_q,
-                                           seqlens_k, scale)
+        out, lse = ref.dense_attention_ref(
+            q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale
+        )
     else:
         from .dense import dense_forward
 
         q = q if q.stride(-1) == 1 else q.contiguous()
-        out, lse = dense_forward(q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k,
-                                 _max_seqlen_q(cu_seqlens_q, max_seqlen_q), scale)
+        out, lse = dense_forward(
+            q,
+            k_cache,
+            v_cache,
+            page_table,
+            cu_seqlens_q,
+            seqlens_k,
+            _max_seqlen_q(cu_seqlens_q, max_seqlen_q),
+            scale,
+        )
     return (out, lse) if return_lse else out

@@ -1,10 +1,11 @@
 """Sparse decode: 1 to 8 new tokens per request, CUDA-graph capturable.
 
 Per step: (1) block scores of the new tokens' index queries against the request's whole
-index-key cache (:func:`.select.block_scores`, rows = new tokens x index heads), (2)+(3) one fused kernel per (request, KV head): top-k of each new token by
-iterated arg-max (exact ties go to the lower id), then the union of the new tokens' blocks, each
-union entry carrying a bit mask of the tokens that chose it (bit ``s`` = new token ``s``), so
-every block is read once (a torch fallback handles more than ``16384`` pages per request),
+index-key cache (:func:`.select.block_scores`, rows = new tokens x index heads), (2) top-k of
+each new token by iterated arg-max, one program per (request, KV head, token), exact ties to the
+lower id, (3) per (request, KV head) the union of the new tokens' blocks, each union entry
+carrying a bit mask of the tokens that chose it (bit ``s`` = new token ``s``), so every block is
+read once (a torch fallback handles more than ``16384`` pages per request),
 (4) the union split over ``n_split`` programs, each running online softmax for all ``S * G`` rows
 over its blocks (a row only sees blocks whose bit is set, causally), writing fp32 partials,
 (5) a merge by log-sum-exp. Shapes and grids depend only on ``(B, S, Hkv, k, max_pages)``, never
@@ -48,10 +49,19 @@ def union_blocks(sel: torch.Tensor, B: int, S: int) -> tuple[torch.Tensor, torch
 
 @triton.jit
 def _decode_topk_kernel(
-    SC, SEQK, SEL,
-    stride_sc_t, stride_sc_h, stride_sel_h, stride_sel_t,
-    nb_max, Hkv,
-    S: tl.constexpr, KSEL: tl.constexpr, BS: tl.constexpr, NB_PAD: tl.constexpr,
+    SC,
+    SEQK,
+    SEL,
+    stride_sc_t,
+    stride_sc_h,
+    stride_sel_h,
+    stride_sel_t,
+    nb_max,
+    Hkv,
+    S: tl.constexpr,
+    KSEL: tl.constexpr,
+    BS: tl.constexpr,
+    NB_PAD: tl.constexpr,
     K_PAD: tl.constexpr,
 ):
     """One program per (request, KV head, new token): top-(k-1) by iterated arg-max (exact ties
@@ -82,9 +92,16 @@ def _decode_topk_kernel(
 
 @triton.jit
 def _decode_union_kernel(
-    SEL, UBLK, UBITS,
-    stride_sel_h, stride_sel_t, Hkv,
-    S: tl.constexpr, KSEL: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr,
+    SEL,
+    UBLK,
+    UBITS,
+    stride_sel_h,
+    stride_sel_t,
+    Hkv,
+    S: tl.constexpr,
+    KSEL: tl.constexpr,
+    U: tl.constexpr,
+    U_PAD: tl.constexpr,
 ):
     """One program per (request, KV head): the union of its S rows (first occurrences, in
     order), each entry with the bit mask of the new tokens that chose it."""
@@ -94,8 +111,9 @@ def _decode_union_kernel(
     u = tl.arange(0, U_PAD)
     tok = u // KSEL
     in_u = u < U
-    ent = tl.load(SEL + h * stride_sel_h + (b * S + tok) * stride_sel_t + u % KSEL, mask=in_u,
-                  other=-1)
+    ent = tl.load(
+        SEL + h * stride_sel_h + (b * S + tok) * stride_sel_t + u % KSEL, mask=in_u, other=-1
+    )
     valid = (ent >= 0) & in_u
     eq = (ent[:, None] == ent[None, :]) & valid[:, None] & valid[None, :]
     before = u[None, :] < u[:, None]
@@ -113,15 +131,36 @@ def _decode_union_kernel(
 
 @triton.jit
 def _decode_split_kernel(
-    Q, K, V, PT, SEQK, UBLK, UBITS, PO, PLSE,
+    Q,
+    K,
+    V,
+    PT,
+    SEQK,
+    UBLK,
+    UBITS,
+    PO,
+    PLSE,
     qk_scale,
-    stride_q_b, stride_q_s, stride_q_h,
-    stride_k_p, stride_k_h, stride_k_s,
-    stride_v_p, stride_v_h, stride_v_s,
+    stride_q_b,
+    stride_q_s,
+    stride_q_h,
+    stride_k_p,
+    stride_k_h,
+    stride_k_s,
+    stride_v_p,
+    stride_v_h,
+    stride_v_s,
     stride_pt_b,
-    Hkv, n_split,
-    S: tl.constexpr, G: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-    U: tl.constexpr, UPS: tl.constexpr, UPCAST: tl.constexpr,
+    Hkv,
+    n_split,
+    S: tl.constexpr,
+    G: tl.constexpr,
+    ROWS: tl.constexpr,
+    D: tl.constexpr,
+    BS: tl.constexpr,
+    U: tl.constexpr,
+    UPS: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     sp = tl.program_id(1)
@@ -135,12 +174,19 @@ def _decode_split_kernel(
     s_off = tl.arange(0, BS)
     lk = tl.load(SEQK + b)
     pos = lk - S + st
-    q = tl.load(Q + b * stride_q_b + st[:, None] * stride_q_s + (h * G + g)[:, None] * stride_q_h
-                + d[None, :], mask=rok[:, None], other=0.0)
+    q = tl.load(
+        Q
+        + b * stride_q_b
+        + st[:, None] * stride_q_s
+        + (h * G + g)[:, None] * stride_q_h
+        + d[None, :],
+        mask=rok[:, None],
+        other=0.0,
+    )
     if UPCAST:
         q = q.to(tl.float32)
     m = tl.full([ROWS], float("-inf"), tl.float32)
-    l = tl.zeros([ROWS], tl.float32)
+    den = tl.zeros([ROWS], tl.float32)
     acc = tl.zeros([ROWS, D], tl.float32)
     ubase = pid_bh * U
     for i in range(UPS):
@@ -151,10 +197,16 @@ def _decode_split_kernel(
             page = tl.load(PT + b * stride_pt_b + blk).to(tl.int64)
             kpos = blk * BS + s_off
             kin = kpos < lk
-            kk = tl.load(K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s
-                         + d[None, :], mask=kin[:, None], other=0.0)
-            vv = tl.load(V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s
-                         + d[None, :], mask=kin[:, None], other=0.0)
+            kk = tl.load(
+                K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s + d[None, :],
+                mask=kin[:, None],
+                other=0.0,
+            )
+            vv = tl.load(
+                V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s + d[None, :],
+                mask=kin[:, None],
+                other=0.0,
+            )
             if UPCAST:
                 kk = kk.to(tl.float32)
                 vv = vv.to(tl.float32)
@@ -166,15 +218,15 @@ def _decode_split_kernel(
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.math.exp2(m - m_ref)
             p = tl.math.exp2(s - m_ref[:, None])
-            l = l * alpha + tl.sum(p, 1)
+            den = den * alpha + tl.sum(p, 1)
             if UPCAST:
                 acc = acc * alpha[:, None] + tl.dot(p, vv)
             else:
                 acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv)
             m = m_new
-    l_safe = tl.where(l > 0.0, l, 1.0)
+    l_safe = tl.where(den > 0.0, den, 1.0)
     o = acc / l_safe[:, None]
-    lse = tl.where(l > 0.0, m + tl.math.log2(l_safe), float("-inf"))  # log2 units
+    lse = tl.where(den > 0.0, m + tl.math.log2(l_safe), float("-inf"))  # log2 units
     base = (pid_bh * n_split + sp).to(tl.int64) * ROWS
     tl.store(PO + (base + r)[:, None] * D + d[None, :], o)
     tl.store(PLSE + base + r, lse)
@@ -182,10 +234,21 @@ def _decode_split_kernel(
 
 @triton.jit
 def _decode_merge_kernel(
-    PO, PLSE, OUT, LSE,
-    stride_o_b, stride_o_s, stride_o_h, stride_l_b, stride_l_s,
-    Hkv, n_split,
-    S: tl.constexpr, G: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr,
+    PO,
+    PLSE,
+    OUT,
+    LSE,
+    stride_o_b,
+    stride_o_s,
+    stride_o_h,
+    stride_l_b,
+    stride_l_s,
+    Hkv,
+    n_split,
+    S: tl.constexpr,
+    G: tl.constexpr,
+    ROWS: tl.constexpr,
+    D: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     b = pid_bh // Hkv
@@ -196,7 +259,7 @@ def _decode_merge_kernel(
     rok = r < S * G
     d = tl.arange(0, D)
     m = tl.full([ROWS], float("-inf"), tl.float32)
-    l = tl.zeros([ROWS], tl.float32)
+    den = tl.zeros([ROWS], tl.float32)
     acc = tl.zeros([ROWS, D], tl.float32)
     for sp in range(n_split):
         base = (pid_bh * n_split + sp).to(tl.int64) * ROWS
@@ -207,13 +270,20 @@ def _decode_merge_kernel(
         alpha = tl.math.exp2(m - m_ref)
         beta = tl.math.exp2(lse_j - m_ref)
         acc = acc * alpha[:, None] + o_j * beta[:, None]
-        l = l * alpha + beta
+        den = den * alpha + beta
         m = m_new
-    l_safe = tl.where(l > 0.0, l, 1.0)
+    l_safe = tl.where(den > 0.0, den, 1.0)
     out = acc / l_safe[:, None]
-    lse = tl.where(l > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    tl.store(OUT + b * stride_o_b + st[:, None] * stride_o_s + (h * G + g)[:, None] * stride_o_h
-             + d[None, :], out.to(OUT.dtype.element_ty), mask=rok[:, None])
+    lse = tl.where(den > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    tl.store(
+        OUT
+        + b * stride_o_b
+        + st[:, None] * stride_o_s
+        + (h * G + g)[:, None] * stride_o_h
+        + d[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=rok[:, None],
+    )
     tl.store(LSE + b * stride_l_b + st * stride_l_s + h * G + g, lse, mask=rok)
 
 
@@ -248,9 +318,17 @@ def decode_forward(
     if score_blocks_per_prog is None:  # enough programs to fill the GPU (~4 per SM)
         want = -(-B * page_table.shape[1] // (4 * num_sms(dev)))
         score_blocks_per_prog = min(64, max(4, next_pow2(want)))
-    scores = block_scores(iq, index_k_cache, page_table, cu, seqlens_k, S,
-                          blocks_per_prog=score_blocks_per_prog, num_warps=score_num_warps,
-                          num_stages=score_num_stages)
+    scores = block_scores(
+        iq,
+        index_k_cache,
+        page_table,
+        cu,
+        seqlens_k,
+        S,
+        blocks_per_prog=score_blocks_per_prog,
+        num_warps=score_num_warps,
+        num_stages=score_num_stages,
+    )
     U = S * topk
     nb_pad = next_pow2(page_table.shape[1])
     if nb_pad <= 16384:
@@ -258,15 +336,34 @@ def decode_forward(
         ublk = torch.empty(B, Hkv, U, dtype=torch.int32, device=dev)
         ubits = torch.empty(B, Hkv, U, dtype=torch.int32, device=dev)
         _decode_topk_kernel[(B * Hkv * S,)](
-            scores, seqlens_k, sel,
-            scores.stride(0), scores.stride(1), sel.stride(0), sel.stride(1),
-            page_table.shape[1], Hkv,
-            S=S, KSEL=topk, BS=BS, NB_PAD=nb_pad, K_PAD=next_pow2(topk),
+            scores,
+            seqlens_k,
+            sel,
+            scores.stride(0),
+            scores.stride(1),
+            sel.stride(0),
+            sel.stride(1),
+            page_table.shape[1],
+            Hkv,
+            S=S,
+            KSEL=topk,
+            BS=BS,
+            NB_PAD=nb_pad,
+            K_PAD=next_pow2(topk),
             num_warps=8 if nb_pad >= 4096 else 4,
         )
         _decode_union_kernel[(B * Hkv,)](
-            sel, ublk, ubits, sel.stride(0), sel.stride(1), Hkv,
-            S=S, KSEL=topk, U=U, U_PAD=next_pow2(U), num_warps=4,
+            sel,
+            ublk,
+            ubits,
+            sel.stride(0),
+            sel.stride(1),
+            Hkv,
+            S=S,
+            KSEL=topk,
+            U=U,
+            U_PAD=next_pow2(U),
+            num_warps=4,
         )
     else:
         st = torch.arange(B * S, device=dev, dtype=torch.int64) % S
@@ -281,22 +378,59 @@ def decode_forward(
     po = torch.empty(B * Hkv * n_split * rows, D, dtype=torch.float32, device=dev)
     plse = torch.empty(B * Hkv * n_split * rows, dtype=torch.float32, device=dev)
     _decode_split_kernel[(B * Hkv, n_split)](
-        q, k_cache, v_cache, page_table, seqlens_k, ublk, ubits, po, plse,
+        q,
+        k_cache,
+        v_cache,
+        page_table,
+        seqlens_k,
+        ublk,
+        ubits,
+        po,
+        plse,
         scale * LOG2E,
-        q.stride(0), q.stride(1), q.stride(2),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        page_table.stride(0), Hkv, n_split,
-        S=S, G=G, ROWS=rows, D=D, BS=BS, U=U, UPS=ups, UPCAST=upcast_dots(),
-        num_warps=8 if rows >= 64 else 4, num_stages=2,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        page_table.stride(0),
+        Hkv,
+        n_split,
+        S=S,
+        G=G,
+        ROWS=rows,
+        D=D,
+        BS=BS,
+        U=U,
+        UPS=ups,
+        UPCAST=upcast_dots(),
+        num_warps=8 if rows >= 64 else 4,
+        num_stages=2,
     )
     if out is None:
         out = torch.empty_like(q)
     if lse is None:
         lse = torch.empty(B, S, Hq, dtype=torch.float32, device=dev)
     _decode_merge_kernel[(B * Hkv,)](
-        po, plse, out, lse,
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        Hkv, n_split, S=S, G=G, ROWS=rows, D=D, num_warps=4,
+        po,
+        plse,
+        out,
+        lse,
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        lse.stride(0),
+        lse.stride(1),
+        Hkv,
+        n_split,
+        S=S,
+        G=G,
+        ROWS=rows,
+        D=D,
+        num_warps=4,
     )
     return out, lse, sel

@@ -19,13 +19,32 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _dense_kernel(
-    Q, K, V, PT, CUQ, SEQK, OUT, LSE,
-    qk_scale, tiles_per_seq,
-    stride_q_t, stride_q_h,
-    stride_k_p, stride_k_h, stride_k_s,
-    stride_v_p, stride_v_h, stride_v_s,
-    stride_pt_b, stride_o_t, stride_o_h, stride_lse_t,
-    G: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, BLOCK_M: tl.constexpr,
+    Q,
+    K,
+    V,
+    PT,
+    CUQ,
+    SEQK,
+    OUT,
+    LSE,
+    qk_scale,
+    tiles_per_seq,
+    stride_q_t,
+    stride_q_h,
+    stride_k_p,
+    stride_k_h,
+    stride_k_s,
+    stride_v_p,
+    stride_v_h,
+    stride_v_s,
+    stride_pt_b,
+    stride_o_t,
+    stride_o_h,
+    stride_lse_t,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -46,12 +65,15 @@ def _dense_kernel(
         pos = lk - lq + t0 + tok
         d = tl.arange(0, D)
         s_off = tl.arange(0, BS)
-        q = tl.load(Q + t[:, None] * stride_q_t + (h * G + g)[:, None] * stride_q_h + d[None, :],
-                    mask=ok[:, None], other=0.0)
+        q = tl.load(
+            Q + t[:, None] * stride_q_t + (h * G + g)[:, None] * stride_q_h + d[None, :],
+            mask=ok[:, None],
+            other=0.0,
+        )
         if UPCAST:
             q = q.to(tl.float32)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l = tl.zeros([BLOCK_M], tl.float32)
+        den = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         first_pos = lk - lq + t0
         last_pos = lk - lq + tl.minimum(t0 + TPT, lq) - 1
@@ -60,10 +82,16 @@ def _dense_kernel(
         for n in range(0, n_all):
             page = tl.load(PT + b * stride_pt_b + n).to(tl.int64)
             kpos = n * BS + s_off
-            kk = tl.load(K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s
-                         + d[None, :], mask=(kpos < lk)[:, None], other=0.0)
-            vv = tl.load(V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s
-                         + d[None, :], mask=(kpos < lk)[:, None], other=0.0)
+            kk = tl.load(
+                K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s + d[None, :],
+                mask=(kpos < lk)[:, None],
+                other=0.0,
+            )
+            vv = tl.load(
+                V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s + d[None, :],
+                mask=(kpos < lk)[:, None],
+                other=0.0,
+            )
             if UPCAST:
                 kk = kk.to(tl.float32)
                 vv = vv.to(tl.float32)
@@ -74,17 +102,20 @@ def _dense_kernel(
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.math.exp2(m - m_ref)
             p = tl.math.exp2(s - m_ref[:, None])
-            l = l * alpha + tl.sum(p, 1)
+            den = den * alpha + tl.sum(p, 1)
             if UPCAST:
                 acc = acc * alpha[:, None] + tl.dot(p, vv)
             else:
                 acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv)
             m = m_new
-        l_safe = tl.where(l > 0.0, l, 1.0)
+        l_safe = tl.where(den > 0.0, den, 1.0)
         out = acc / l_safe[:, None]
-        lse = tl.where(l > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-        tl.store(OUT + t[:, None] * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
-                 out.to(OUT.dtype.element_ty), mask=ok[:, None])
+        lse = tl.where(den > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+        tl.store(
+            OUT + t[:, None] * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
+            out.to(OUT.dtype.element_ty),
+            mask=ok[:, None],
+        )
         tl.store(LSE + t * stride_lse_t + h * G + g, lse, mask=ok)
 
 
@@ -118,13 +149,34 @@ def dense_forward(
     if T == 0:
         return out, lse
     _dense_kernel[(B * tiles, Hkv)](
-        q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, out, lse,
-        scale * LOG2E, tiles,
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        page_table.stride(0), out.stride(0), out.stride(1), lse.stride(0),
-        G=G, D=D, BS=BS, BLOCK_M=block_m, UPCAST=upcast_dots(),
-        num_warps=num_warps, num_stages=num_stages,
+        q,
+        k_cache,
+        v_cache,
+        page_table,
+        cu_seqlens_q,
+        seqlens_k,
+        out,
+        lse,
+        scale * LOG2E,
+        tiles,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        page_table.stride(0),
+        out.stride(0),
+        out.stride(1),
+        lse.stride(0),
+        G=G,
+        D=D,
+        BS=BS,
+        BLOCK_M=block_m,
+        UPCAST=upcast_dots(),
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     return out, lse

@@ -22,7 +22,8 @@ class WorkList:
     """k->q lists cut into work items.
 
     ``ent_tok``/``ent_slot``/``ent_pos``: ``[Hkv*T*k]`` int32, the token, slot and token position
-    of each sorted entry (invalid entries sort last and are never referenced by a work item). ``work``: ``[cap, 3]`` int32 rows ``(row, start, count)``
+    of each sorted entry (invalid entries sort last and are never referenced by a work item).
+    ``work``: ``[cap, 3]`` int32 rows ``(row, start, count)``
     with ``row = (h * B + b) * max_pages + block``; ``num_work``: ``[1]`` int32 on the device.
     """
 
@@ -36,7 +37,11 @@ class WorkList:
 
 
 def build_worklist(
-    sel: torch.Tensor, tok_seq: torch.Tensor, num_seqs: int, max_pages: int, chunk: int,
+    sel: torch.Tensor,
+    tok_seq: torch.Tensor,
+    num_seqs: int,
+    max_pages: int,
+    chunk: int,
     tok_pos: torch.Tensor,
 ) -> WorkList:
     """Invert ``sel`` ``[Hkv, T, k]`` into a work list (see module docstring).
@@ -66,7 +71,9 @@ def build_worklist(
     off = (w - first_w) * chunk
     start = row_start[wrow] + off
     cnt = (counts[wrow] - off).clamp(min=0, max=chunk)
-    num_work = wend[-1:].to(torch.int32) if nrows > 0 else torch.zeros(1, dtype=torch.int32, device=dev)
+    num_work = (
+        wend[-1:].to(torch.int32) if nrows > 0 else torch.zeros(1, dtype=torch.int32, device=dev)
+    )
     cnt = torch.where(w < wend[-1], cnt, torch.zeros_like(cnt))
     work = torch.stack([wrow, start, cnt], dim=1).to(torch.int32).contiguous()
     ent_tok64 = (perm // k) % T

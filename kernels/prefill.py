@@ -28,15 +28,37 @@ LN2 = 0.6931471805599453
 
 @triton.jit
 def _kv_outer_fwd_kernel(
-    Q, K, V, PT, SEQK, WORK, NWORK, ENT_TOK, ENT_SLOT, ENT_POS, PO, PLSE,
+    Q,
+    K,
+    V,
+    PT,
+    SEQK,
+    WORK,
+    NWORK,
+    ENT_TOK,
+    ENT_SLOT,
+    ENT_POS,
+    PO,
+    PLSE,
     qk_scale,
-    stride_q_t, stride_q_h,
-    stride_k_p, stride_k_h, stride_k_s,
-    stride_v_p, stride_v_h, stride_v_s,
+    stride_q_t,
+    stride_q_h,
+    stride_k_p,
+    stride_k_h,
+    stride_k_s,
+    stride_v_p,
+    stride_v_h,
+    stride_v_s,
     stride_pt_b,
-    num_seqs, max_pages, Hkv,
-    G: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, KSEL: tl.constexpr,
-    BLOCK_M: tl.constexpr, UPCAST: tl.constexpr,
+    num_seqs,
+    max_pages,
+    Hkv,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BS: tl.constexpr,
+    KSEL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -59,10 +81,16 @@ def _kv_outer_fwd_kernel(
         lk = tl.load(SEQK + b)
         kpos = blk * BS + s_off
         kin = kpos < lk
-        kk = tl.load(K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s
-                     + d[None, :], mask=kin[:, None], other=0.0)
-        vv = tl.load(V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s
-                     + d[None, :], mask=kin[:, None], other=0.0)
+        kk = tl.load(
+            K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s + d[None, :],
+            mask=kin[:, None],
+            other=0.0,
+        )
+        vv = tl.load(
+            V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s + d[None, :],
+            mask=kin[:, None],
+            other=0.0,
+        )
         if UPCAST:
             kk = kk.to(tl.float32)
             vv = vv.to(tl.float32)
@@ -72,8 +100,11 @@ def _kv_outer_fwd_kernel(
             t = tl.load(ENT_TOK + e, mask=ok, other=0).to(tl.int64)
             j = tl.load(ENT_SLOT + e, mask=ok, other=0)
             pos = tl.load(ENT_POS + e, mask=ok, other=0)
-            q = tl.load(Q + t[:, None] * stride_q_t + (h * G + g)[:, None] * stride_q_h
-                        + d[None, :], mask=ok[:, None], other=0.0)
+            q = tl.load(
+                Q + t[:, None] * stride_q_t + (h * G + g)[:, None] * stride_q_h + d[None, :],
+                mask=ok[:, None],
+                other=0.0,
+            )
             if UPCAST:
                 q = q.to(tl.float32)
             s = tl.dot(q, tl.trans(kk)) * qk_scale
@@ -81,27 +112,42 @@ def _kv_outer_fwd_kernel(
             m = tl.max(s, 1)
             m_safe = tl.where(m == float("-inf"), 0.0, m)
             p = tl.math.exp2(s - m_safe[:, None])
-            l = tl.sum(p, 1)
-            if UPCAST:
+            den = tl.sum(p, 1)
+            if UPCAST:  # noqa: SIM108 (constexpr branch, kept as in the other kernels)
                 o = tl.dot(p, vv)
             else:
                 o = tl.dot(p.to(vv.dtype), vv)
-            l_safe = tl.where(l > 0.0, l, 1.0)
+            l_safe = tl.where(den > 0.0, den, 1.0)
             o = o / l_safe[:, None]
-            lse = tl.where(l > 0.0, (m_safe + tl.math.log2(l_safe)) * 0.6931471805599453,
-                           float("-inf"))
+            lse = tl.where(
+                den > 0.0, (m_safe + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf")
+            )
             slot = (t * Hkv + h) * KSEL + j
-            tl.store(PO + (slot * G + g)[:, None] * D + d[None, :], o.to(PO.dtype.element_ty),
-                     mask=ok[:, None])
+            tl.store(
+                PO + (slot * G + g)[:, None] * D + d[None, :],
+                o.to(PO.dtype.element_ty),
+                mask=ok[:, None],
+            )
             tl.store(PLSE + slot * G + g, lse, mask=ok)
 
 
 @triton.jit
 def _combine_kernel(
-    PO, PLSE, SEL, OUT, LSE,
-    stride_sel_h, stride_sel_t, stride_o_t, stride_o_h, stride_lse_t,
+    PO,
+    PLSE,
+    SEL,
+    OUT,
+    LSE,
+    stride_sel_h,
+    stride_sel_t,
+    stride_o_t,
+    stride_o_h,
+    stride_lse_t,
     Hkv,
-    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, KSEL: tl.constexpr,
+    G: tl.constexpr,
+    G_PAD: tl.constexpr,
+    D: tl.constexpr,
+    KSEL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = (pid // Hkv).to(tl.int64)
@@ -110,27 +156,31 @@ def _combine_kernel(
     gm = g < G
     d = tl.arange(0, D)
     m = tl.full([G_PAD], float("-inf"), tl.float32)
-    l = tl.zeros([G_PAD], tl.float32)
+    den = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
     for j in range(KSEL):
         bsel = tl.load(SEL + h * stride_sel_h + t * stride_sel_t + j)
         if bsel >= 0:
             slot = (t * Hkv + h) * KSEL + j
             lse_j = tl.load(PLSE + slot * G + g, mask=gm, other=float("-inf"))
-            o_j = tl.load(PO + (slot * G + g)[:, None] * D + d[None, :], mask=gm[:, None],
-                          other=0.0).to(tl.float32)
+            o_j = tl.load(
+                PO + (slot * G + g)[:, None] * D + d[None, :], mask=gm[:, None], other=0.0
+            ).to(tl.float32)
             m_new = tl.maximum(m, lse_j)
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp(m - m_ref)
             beta = tl.exp(lse_j - m_ref)
             acc = acc * alpha[:, None] + o_j * beta[:, None]
-            l = l * alpha + beta
+            den = den * alpha + beta
             m = m_new
-    l_safe = tl.where(l > 0.0, l, 1.0)
+    l_safe = tl.where(den > 0.0, den, 1.0)
     out = acc / l_safe[:, None]
-    lse = tl.where(l > 0.0, m + tl.log(l_safe), float("-inf"))
-    tl.store(OUT + t * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
-             out.to(OUT.dtype.element_ty), mask=gm[:, None])
+    lse = tl.where(den > 0.0, m + tl.log(l_safe), float("-inf"))
+    tl.store(
+        OUT + t * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=gm[:, None],
+    )
     tl.store(LSE + t * stride_lse_t + h * G + g, lse, mask=gm)
 
 
@@ -169,16 +219,39 @@ def kv_outer_forward(
         part_lse = torch.empty(T, Hkv, topk, G, dtype=torch.float32, device=q.device)
     grid = (max(1, min(wl.capacity, num_sms(q.device) * programs_per_sm)),)
     _kv_outer_fwd_kernel[grid](
-        q, k_cache, v_cache, page_table, seqlens_k, wl.work, wl.num_work,
-        wl.ent_tok, wl.ent_slot, wl.ent_pos, part_o, part_lse,
+        q,
+        k_cache,
+        v_cache,
+        page_table,
+        seqlens_k,
+        wl.work,
+        wl.num_work,
+        wl.ent_tok,
+        wl.ent_slot,
+        wl.ent_pos,
+        part_o,
+        part_lse,
         scale * LOG2E,
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
         page_table.stride(0),
-        seqlens_k.shape[0], page_table.shape[1], Hkv,
-        G=G, D=D, BS=BS, KSEL=topk, BLOCK_M=block_m, UPCAST=upcast_dots(),
-        num_warps=num_warps, num_stages=num_stages,
+        seqlens_k.shape[0],
+        page_table.shape[1],
+        Hkv,
+        G=G,
+        D=D,
+        BS=BS,
+        KSEL=topk,
+        BLOCK_M=block_m,
+        UPCAST=upcast_dots(),
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     return part_o, part_lse
 
@@ -200,8 +273,21 @@ def combine(
     if T == 0:
         return out, lse
     _combine_kernel[(T * Hkv,)](
-        part_o, part_lse, sel, out, lse,
-        sel.stride(0), sel.stride(1), out.stride(0), out.stride(1), lse.stride(0),
-        Hkv, G=G, G_PAD=next_pow2(G), D=D, KSEL=K, num_warps=num_warps,
+        part_o,
+        part_lse,
+        sel,
+        out,
+        lse,
+        sel.stride(0),
+        sel.stride(1),
+        out.stride(0),
+        out.stride(1),
+        lse.stride(0),
+        Hkv,
+        G=G,
+        G_PAD=next_pow2(G),
+        D=D,
+        KSEL=K,
+        num_warps=num_warps,
     )
     return out, lse

@@ -3,7 +3,8 @@
 One program per (KV head ``h``, query token ``t``), grid ordered head-major so programs running
 together share a head (better L2 reuse of K/V). Rows are the token's ``G`` query heads (padded to
 16 for the MMA); the program loops over the token's valid selected blocks (valid entries come
-first in ``sel``, per the layout contract; a stray -1 is masked) in sub-tiles of ``BLOCK_N`` keys with online softmax,
+first in ``sel``, per the layout contract; a stray -1 is masked) in sub-tiles of ``BLOCK_N``
+keys with online softmax,
 and writes the final output and log-sum-exp directly: no partials, no combine.
 """
 
@@ -20,15 +21,39 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _query_outer_kernel(
-    Q, K, V, PT, SEL, TOK_SEQ, TOK_POS, OUT, LSE,
-    qk_scale, T,
-    stride_q_t, stride_q_h,
-    stride_k_p, stride_k_h, stride_k_s,
-    stride_v_p, stride_v_h, stride_v_s,
-    stride_pt_b, stride_sel_h, stride_sel_t,
-    stride_o_t, stride_o_h, stride_lse_t,
-    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-    KSEL: tl.constexpr, K_PAD: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
+    Q,
+    K,
+    V,
+    PT,
+    SEL,
+    TOK_SEQ,
+    TOK_POS,
+    OUT,
+    LSE,
+    qk_scale,
+    T,
+    stride_q_t,
+    stride_q_h,
+    stride_k_p,
+    stride_k_h,
+    stride_k_s,
+    stride_v_p,
+    stride_v_h,
+    stride_v_s,
+    stride_pt_b,
+    stride_sel_h,
+    stride_sel_t,
+    stride_o_t,
+    stride_o_h,
+    stride_lse_t,
+    G: tl.constexpr,
+    G_PAD: tl.constexpr,
+    D: tl.constexpr,
+    BS: tl.constexpr,
+    KSEL: tl.constexpr,
+    K_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = pid // T
@@ -39,8 +64,11 @@ def _query_outer_kernel(
     gm = g < G
     d = tl.arange(0, D)
     n_off = tl.arange(0, BLOCK_N)
-    q = tl.load(Q + t * stride_q_t + (h * G + g)[:, None] * stride_q_h + d[None, :],
-                mask=gm[:, None], other=0.0)
+    q = tl.load(
+        Q + t * stride_q_t + (h * G + g)[:, None] * stride_q_h + d[None, :],
+        mask=gm[:, None],
+        other=0.0,
+    )
     if UPCAST:
         q = q.to(tl.float32)
     kj = tl.arange(0, K_PAD)
@@ -49,7 +77,7 @@ def _query_outer_kernel(
     # loop up to the last valid entry; a stray -1 before it is masked, never dereferenced
     nloop = tl.max(tl.where(ids >= 0, kj + 1, 0), 0)
     m = tl.full([G_PAD], float("-inf"), tl.float32)
-    l = tl.zeros([G_PAD], tl.float32)
+    den = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
     for j in range(nloop):
         blk_raw = tl.load(sel_row + j)
@@ -61,10 +89,16 @@ def _query_outer_kernel(
         for sub in tl.static_range(0, BS, BLOCK_N):
             kpos = blk * BS + sub + n_off
             vis = kpos <= lim
-            kk = tl.load(kbase + (sub + n_off)[:, None] * stride_k_s + d[None, :],
-                         mask=vis[:, None], other=0.0)
-            vv = tl.load(vbase + (sub + n_off)[:, None] * stride_v_s + d[None, :],
-                         mask=vis[:, None], other=0.0)
+            kk = tl.load(
+                kbase + (sub + n_off)[:, None] * stride_k_s + d[None, :],
+                mask=vis[:, None],
+                other=0.0,
+            )
+            vv = tl.load(
+                vbase + (sub + n_off)[:, None] * stride_v_s + d[None, :],
+                mask=vis[:, None],
+                other=0.0,
+            )
             if UPCAST:
                 kk = kk.to(tl.float32)
                 vv = vv.to(tl.float32)
@@ -74,17 +108,20 @@ def _query_outer_kernel(
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.math.exp2(m - m_ref)
             p = tl.math.exp2(s - m_ref[:, None])
-            l = l * alpha + tl.sum(p, 1)
+            den = den * alpha + tl.sum(p, 1)
             if UPCAST:
                 acc = acc * alpha[:, None] + tl.dot(p, vv)
             else:
                 acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv)
             m = m_new
-    l_safe = tl.where(l > 0.0, l, 1.0)
+    l_safe = tl.where(den > 0.0, den, 1.0)
     out = acc / l_safe[:, None]
-    lse = tl.where(l > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    tl.store(OUT + t * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
-             out.to(OUT.dtype.element_ty), mask=gm[:, None])
+    lse = tl.where(den > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    tl.store(
+        OUT + t * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=gm[:, None],
+    )
     tl.store(LSE + t * stride_lse_t + h * G + g, lse, mask=gm)
 
 
@@ -116,14 +153,40 @@ def query_outer_forward(
         return out, lse
     block_n = min(block_n, BS)
     _query_outer_kernel[(Hkv * T,)](
-        q, k_cache, v_cache, page_table, sel, tok_seq, tok_pos, out, lse,
-        scale * LOG2E, T,
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        page_table.stride(0), sel.stride(0), sel.stride(1),
-        out.stride(0), out.stride(1), lse.stride(0),
-        G=G, G_PAD=max(16, next_pow2(G)), D=D, BS=BS, KSEL=K, K_PAD=next_pow2(K),
-        BLOCK_N=block_n, UPCAST=upcast_dots(), num_warps=num_warps, num_stages=num_stages,
+        q,
+        k_cache,
+        v_cache,
+        page_table,
+        sel,
+        tok_seq,
+        tok_pos,
+        out,
+        lse,
+        scale * LOG2E,
+        T,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        page_table.stride(0),
+        sel.stride(0),
+        sel.stride(1),
+        out.stride(0),
+        out.stride(1),
+        lse.stride(0),
+        G=G,
+        G_PAD=max(16, next_pow2(G)),
+        D=D,
+        BS=BS,
+        KSEL=K,
+        K_PAD=next_pow2(K),
+        BLOCK_N=block_n,
+        UPCAST=upcast_dots(),
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     return out, lse

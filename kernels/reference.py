@@ -82,11 +82,11 @@ def dense_attention_ref(
             pos = lk - lq + torch.arange(c0, c1, device=q.device)
             s = torch.einsum("chgd,khd->chgk", qc, kb) * scale
             s = s.masked_fill((kpos[None, :] > pos[:, None])[:, None, None, :], _NEG_INF)
-            l = torch.logsumexp(s, dim=-1)  # [C, Hkv, G]
-            p = torch.exp(s - l[..., None].masked_fill(l[..., None] == _NEG_INF, 0.0))
+            lse_c = torch.logsumexp(s, dim=-1)  # [C, Hkv, G]
+            p = torch.exp(s - lse_c[..., None].masked_fill(lse_c[..., None] == _NEG_INF, 0.0))
             o = torch.einsum("chgk,khd->chgd", p, vb)
             out[q0 + c0 : q0 + c1] = o.reshape(c1 - c0, Hq, D)
-            lse[q0 + c0 : q0 + c1] = l.reshape(c1 - c0, Hq)
+            lse[q0 + c0 : q0 + c1] = lse_c.reshape(c1 - c0, Hq)
     return out.to(q.dtype), lse
 
 
@@ -135,14 +135,14 @@ def assemble_selection(
     ``topk - 1``), then the local block, then ``-1`` padding. Device ops only (graph-capturable).
     """
     shape = local.shape
-    out = torch.full(shape + (topk,), -1, dtype=torch.int32, device=local.device)
+    out = torch.full((*shape, topk), -1, dtype=torch.int32, device=local.device)
     m = min(idx.shape[-1], topk - 1)
     if m > 0:
         valid = vals[..., :m] > _NEG_INF
         out[..., :m] = torch.where(valid, idx[..., :m].to(torch.int32), -1)
         nvalid = valid.sum(-1, keepdim=True)
     else:
-        nvalid = torch.zeros(shape + (1,), dtype=torch.int64, device=local.device)
+        nvalid = torch.zeros((*shape, 1), dtype=torch.int64, device=local.device)
     out.scatter_(-1, nvalid, local.to(torch.int32).unsqueeze(-1))
     return out
 
@@ -227,9 +227,9 @@ def sparse_attention_ref(
             qc = q[q0 + c0 : q0 + c1].float().view(C, Hkv, G, D).permute(1, 0, 2, 3)
             s = torch.einsum("hcgd,hcnd->hcgn", qc, kg) * scale
             s = s.masked_fill(~vis[:, :, None, :], _NEG_INF)
-            l = torch.logsumexp(s, dim=-1)  # [Hkv, C, G]
-            p = torch.exp(s - l[..., None].masked_fill(l[..., None] == _NEG_INF, 0.0))
+            lse_c = torch.logsumexp(s, dim=-1)  # [Hkv, C, G]
+            p = torch.exp(s - lse_c[..., None].masked_fill(lse_c[..., None] == _NEG_INF, 0.0))
             o = torch.einsum("hcgn,hcnd->hcgd", p, vg)
             out[q0 + c0 : q0 + c1] = o.permute(1, 0, 2, 3).reshape(C, Hq, D)
-            lse[q0 + c0 : q0 + c1] = l.permute(1, 0, 2).reshape(C, Hq)
+            lse[q0 + c0 : q0 + c1] = lse_c.permute(1, 0, 2).reshape(C, Hq)
     return out.to(q.dtype), lse

@@ -20,14 +20,27 @@ from .reference import assemble_selection
 
 @triton.jit
 def _score_kernel(
-    IQ, IK, PT, CUQ, SEQK, OUT,
-    stride_iq_t, stride_iq_h,
-    stride_ik_p, stride_ik_s,
+    IQ,
+    IK,
+    PT,
+    CUQ,
+    SEQK,
+    OUT,
+    stride_iq_t,
+    stride_iq_h,
+    stride_ik_p,
+    stride_ik_s,
     stride_pt_b,
-    stride_o_t, stride_o_h,
-    tiles_per_seq, nb_max,
-    H: tl.constexpr, DI: tl.constexpr, BS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BPP: tl.constexpr, UPCAST: tl.constexpr,
+    stride_o_t,
+    stride_o_h,
+    tiles_per_seq,
+    nb_max,
+    H: tl.constexpr,
+    DI: tl.constexpr,
+    BS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BPP: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid_q = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -49,9 +62,12 @@ def _score_kernel(
         pos = first_pos + t0 + tok
         local = pos // BS
         d = tl.arange(0, DI)
-        q = tl.load(IQ + t_glob[:, None] * stride_iq_t + hh[:, None] * stride_iq_h + d[None, :],
-                    mask=row_ok[:, None], other=0.0)
-        if UPCAST:
+        q = tl.load(
+            IQ + t_glob[:, None] * stride_iq_t + hh[:, None] * stride_iq_h + d[None, :],
+            mask=row_ok[:, None],
+            other=0.0,
+        )
+        if UPCAST:  # noqa: SIM108
             q = q.to(tl.float32)
         else:
             q = q.to(tl.bfloat16)
@@ -62,9 +78,10 @@ def _score_kernel(
         out_row = OUT + t_glob * stride_o_t + hh * stride_o_h
         for n in range(blk_lo, blk_hi):
             page = tl.load(PT + b * stride_pt_b + n)
-            kk = tl.load(IK + page.to(tl.int64) * stride_ik_p + s_off[:, None] * stride_ik_s
-                         + d[None, :])
-            if UPCAST:
+            kk = tl.load(
+                IK + page.to(tl.int64) * stride_ik_p + s_off[:, None] * stride_ik_s + d[None, :]
+            )
+            if UPCAST:  # noqa: SIM108
                 kk = kk.to(tl.float32)
             else:
                 kk = kk.to(tl.bfloat16)
@@ -112,11 +129,29 @@ def block_scores(
     ik = index_k_cache if index_k_cache.is_contiguous() else index_k_cache.contiguous()
     grid = (B * tiles, triton.cdiv(nb_max, blocks_per_prog))
     _score_kernel[grid](
-        iq, ik, page_table, cu_seqlens_q, seqlens_k, out,
-        iq.stride(0), iq.stride(1), ik.stride(0), ik.stride(1), page_table.stride(0),
-        out.stride(0), out.stride(1), tiles, nb_max,
-        H=H, DI=DI, BS=BS, BLOCK_M=block_m, BPP=blocks_per_prog, UPCAST=upcast_dots(),
-        num_warps=num_warps, num_stages=num_stages,
+        iq,
+        ik,
+        page_table,
+        cu_seqlens_q,
+        seqlens_k,
+        out,
+        iq.stride(0),
+        iq.stride(1),
+        ik.stride(0),
+        ik.stride(1),
+        page_table.stride(0),
+        out.stride(0),
+        out.stride(1),
+        tiles,
+        nb_max,
+        H=H,
+        DI=DI,
+        BS=BS,
+        BLOCK_M=block_m,
+        BPP=blocks_per_prog,
+        UPCAST=upcast_dots(),
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     return out
 

@@ -1,4 +1,7 @@
 #!/usr/bin/env python3
+# Timed lambdas run inside the loop that defines them, and big tensors are deleted after timing
+# to free GPU memory for the next stage: B023/F821 are false alarms here.
+# ruff: noqa: B023, F821, E731
 """MSA benchmark on one GPU (a script printing tables, not a test).
 
     python3 tests/bench/msa.py [--quick] [--sections ceil,tune,prefill,varlen,modes,chunked,decode,flex]
@@ -26,7 +29,8 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import triton
@@ -47,7 +51,8 @@ def _import_kernels():
     except ImportError:
         kdir = ROOT / "kernels"
         spec = importlib.util.spec_from_file_location(
-            "mcode.kernels", kdir / "__init__.py", submodule_search_locations=[str(kdir)])
+            "mcode.kernels", kdir / "__init__.py", submodule_search_locations=[str(kdir)]
+        )
         mod = importlib.util.module_from_spec(spec)
         sys.modules["mcode.kernels"] = mod
         spec.loader.exec_module(mod)
@@ -80,6 +85,8 @@ def smoke_mode() -> None:
     global K_, HQ, HKV, D, BS, DI, TOPK, G, DEV
     K_, HQ, HKV, D, BS, DI, TOPK, DEV = 8, 8, 2, 64, 64, 64, 4, "cpu"
     G = HQ // HKV
+
+
 ROWS: list[dict[str, Any]] = []
 DENSE_DECODE: dict[tuple[int, int, int], float] = {}
 OUT = pathlib.Path(os.environ.get("OUT", "."))
@@ -96,8 +103,15 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def row(section: str, name: str, ms: float, flop: float | None = None,
-        nbytes: float | None = None, note: str = "", **extra: Any) -> None:
+def row(
+    section: str,
+    name: str,
+    ms: float,
+    flop: float | None = None,
+    nbytes: float | None = None,
+    note: str = "",
+    **extra: Any,
+) -> None:
     r = dict(section=section, name=name, card=CARD, ms=ms, note=note, **extra)
     if flop:
         r["tflops"] = flop / ms / 1e9
@@ -162,8 +176,12 @@ def peak() -> str:
 
 # --------------------------------------------------------------------------- inputs
 class Case:
-    def __init__(self, seqs: list[tuple[int, int]], ik_dtype: torch.dtype = torch.bfloat16,
-                 q_layout: bool = True):
+    def __init__(
+        self,
+        seqs: list[tuple[int, int]],
+        ik_dtype: torch.dtype = torch.bfloat16,
+        q_layout: bool = True,
+    ):
         dev = DEV
         self.seqs = seqs
         B = len(seqs)
@@ -174,7 +192,7 @@ class Case:
         pt = torch.zeros(B, self.max_pages, dtype=torch.int32, device=dev)
         off = 0
         for b, nb in enumerate(nbs):
-            pt[b, :nb] = perm[off: off + nb]
+            pt[b, :nb] = perm[off : off + nb]
             off += nb
         self.page_table = pt
         self.k_cache = torch.randn(P, HKV, BS, D, device=dev, dtype=torch.bfloat16)
@@ -194,14 +212,15 @@ class Case:
 def make_sel(c: Case, mode: str) -> torch.Tensor:
     """Selections ``[Hkv, T, k]`` on the GPU: uniform / skewed / shared / indexer."""
     if mode == "indexer":
-        return api.msa_select(c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, TOPK,
-                              max_seqlen_q=c.max_seqlen_q)
+        return api.msa_select(
+            c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, TOPK, max_seqlen_q=c.max_seqlen_q
+        )
     T = c.T
     nb = c.max_pages
-    local = (c.tok_pos.long() // BS)
+    local = c.tok_pos.long() // BS
     ids = torch.arange(nb, device=DEV)
     sels = []
-    for h in range(HKV):  # per head keeps the [T, nb] scratch at a few GB
+    for _ in range(HKV):  # per head keeps the [T, nb] scratch at a few GB
         if mode == "uniform":
             s = torch.rand(T, nb, device=DEV)
         elif mode == "skewed":
@@ -245,19 +264,47 @@ def bytes_query_outer(c: Case, st: dict[str, float]) -> float:
 # --------------------------------------------------------------------------- pieces
 def run_kv(c: Case, sel: torch.Tensor, wl=None, po=None, pl=None, out=None, lse=None):
     if wl is None:
-        wl = build_worklist(sel, c.tok_seq, c.page_table.shape[0], c.max_pages,
-                            tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]), c.tok_pos)
+        wl = build_worklist(
+            sel,
+            c.tok_seq,
+            c.page_table.shape[0],
+            c.max_pages,
+            tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]),
+            c.tok_pos,
+        )
     kw = dict(CFG["kv"])
-    po, pl = kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k,
-                              wl, TOPK, c.scale, part_o=po, part_lse=pl, **kw)
+    po, pl = kv_outer_forward(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        c.page_table,
+        c.seqlens_k,
+        wl,
+        TOPK,
+        c.scale,
+        part_o=po,
+        part_lse=pl,
+        **kw,
+    )
     return combine(po, pl, sel, out=out, lse=lse)
 
 
 def run_qo(c: Case, sel: torch.Tensor, out=None, lse=None, **over):
     kw = dict(CFG["qo"])
     kw.update(over)
-    return query_outer_forward(c.q, c.k_cache, c.v_cache, sel, c.page_table, c.tok_seq,
-                               c.tok_pos, c.scale, out=out, lse=lse, **kw)
+    return query_outer_forward(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        sel,
+        c.page_table,
+        c.tok_seq,
+        c.tok_pos,
+        c.scale,
+        out=out,
+        lse=lse,
+        **kw,
+    )
 
 
 def run_select(c: Case, **over) -> torch.Tensor:
@@ -272,7 +319,9 @@ def check_close(name: str, out: torch.Tensor, ref: torch.Tensor) -> float:
     ok = err < 1e-2 and not torch.isnan(out).any().item()
     log(f"  check {name}: rel err {err:.2e} {'OK' if ok else 'FAIL'}")
     if not ok:
-        ROWS.append(dict(section="check", name=name, card=CARD, ms=float("nan"), note=f"FAIL {err}"))
+        ROWS.append(
+            dict(section="check", name=name, card=CARD, ms=float("nan"), note=f"FAIL {err}")
+        )
     return err
 
 
@@ -282,15 +331,18 @@ def dense_sdpa(c: Case, backend: str) -> Callable[[], Any] | None:
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    (lq, lk), = c.seqs
+    ((lq, lk),) = c.seqs
     kc = c.k_cache[c.page_table[0, : math.ceil(lk / BS)].long()]  # [nb, Hkv, BS, D]
     k = kc.permute(1, 0, 2, 3).reshape(1, HKV, -1, D)[:, :, :lk]
     vc = c.v_cache[c.page_table[0, : math.ceil(lk / BS)].long()]
     v = vc.permute(1, 0, 2, 3).reshape(1, HKV, -1, D)[:, :, :lk]
     k, v = k.contiguous(), v.contiguous()
     q = c.q.view(1, lq, HQ, D).transpose(1, 2)
-    be = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-          "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
+    be = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }[backend]
     F = torch.nn.functional.scaled_dot_product_attention
     if lq == lk:
         mask, causal = None, True
@@ -309,14 +361,14 @@ def dense_sdpa(c: Case, backend: str) -> Callable[[], Any] | None:
         fn()
         torch.cuda.synchronize()
         return fn
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         log(f"  sdpa {backend}: unavailable ({type(e).__name__}: {str(e)[:160]})")
         return None
 
 
 # --------------------------------------------------------------------------- sections
 def sec_ceil() -> None:
-    n = 2 * K_ ** 3  # 2 GiB
+    n = 2 * K_**3  # 2 GiB
     a = torch.empty(n, dtype=torch.uint8, device=DEV)
     b = torch.empty_like(a)
     ms = tm(lambda: b.copy_(a))
@@ -327,8 +379,8 @@ def sec_ceil() -> None:
     x = torch.randn(8192, 8192, device=DEV, dtype=torch.bfloat16)
     y = torch.randn(8192, 8192, device=DEV, dtype=torch.bfloat16)
     ms = tm(lambda: x @ y)
-    CEIL["tflops"] = 2 * 8192 ** 3 / ms / 1e9
-    row("ceil", "bf16 matmul 8192^3 (random data)", ms, flop=2 * 8192 ** 3)
+    CEIL["tflops"] = 2 * 8192**3 / ms / 1e9
+    row("ceil", "bf16 matmul 8192^3 (random data)", ms, flop=2 * 8192**3)
     del x, y
     free()
 
@@ -340,27 +392,49 @@ def sec_tune(L: int) -> None:
     ref_out, _ = run_qo(c, sel, block_n=64, num_warps=4, num_stages=2)
     ref_out = ref_out.clone()
     best = None
-    for bm, nw, ns, pps, tiles in [(64, 4, 3, 2, 8), (64, 4, 3, 2, 16), (64, 4, 3, 2, 32),
-                                   (64, 4, 3, 3, 16), (64, 4, 4, 2, 16), (64, 4, 2, 4, 16),
-                                   (128, 8, 3, 1, 16), (32, 4, 3, 4, 16)]:
+    for bm, nw, ns, pps, tiles in [
+        (64, 4, 3, 2, 8),
+        (64, 4, 3, 2, 16),
+        (64, 4, 3, 2, 32),
+        (64, 4, 3, 3, 16),
+        (64, 4, 4, 2, 16),
+        (64, 4, 2, 4, 16),
+        (128, 8, 3, 1, 16),
+        (32, 4, 3, 4, 16),
+    ]:
         CFG["kv"] = dict(block_m=bm, num_warps=nw, num_stages=ns, programs_per_sm=pps)
         try:
-            wl = build_worklist(sel, c.tok_seq, 1, c.max_pages, tokens_per_work(G, bm, tiles),
-                                c.tok_pos)
+            wl = build_worklist(
+                sel, c.tok_seq, 1, c.max_pages, tokens_per_work(G, bm, tiles), c.tok_pos
+            )
             po = torch.empty(c.T, HKV, TOPK, G, D, dtype=torch.bfloat16, device=DEV)
             pl = torch.empty(c.T, HKV, TOPK, G, device=DEV)
-            fwd = lambda: kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k,  # noqa: E731
-                                           wl, TOPK, c.scale, part_o=po, part_lse=pl,
-                                           **CFG["kv"])
+            fwd = lambda: kv_outer_forward(
+                c.q,
+                c.k_cache,
+                c.v_cache,
+                c.page_table,
+                c.seqlens_k,
+                wl,
+                TOPK,
+                c.scale,
+                part_o=po,
+                part_lse=pl,
+                **CFG["kv"],
+            )
             ms = tm(fwd)
             o, _ = combine(po, pl, sel)
             check_close(f"kv {CFG['kv']}", o, ref_out)
-            row("tune", f"kv_outer fwd {L // K_}K bm={bm} w={nw} s={ns} pps={pps} tiles={tiles}",
-                ms, st["flop"])
+            row(
+                "tune",
+                f"kv_outer fwd {L // K_}K bm={bm} w={nw} s={ns} pps={pps} tiles={tiles}",
+                ms,
+                st["flop"],
+            )
             if best is None or ms < best[0]:
                 best = (ms, dict(CFG["kv"]), tiles)
             del po, pl, wl
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log(f"  kv variant failed: {type(e).__name__}: {str(e)[:200]}")
     CFG["kv"] = best[1]
     CFG["tiles"] = dict(tiles=best[2])
@@ -373,21 +447,29 @@ def sec_tune(L: int) -> None:
             row("tune", f"query_outer {L // K_}K bn={bn} w={nw} s={ns}", ms, st["flop"])
             if best is None or ms < best[0]:
                 best = (ms, dict(block_n=bn, num_warps=nw, num_stages=ns))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log(f"  qo variant failed: {type(e).__name__}: {str(e)[:200]}")
     CFG["qo"] = best[1]
     best = None
     sflop = 2.0 * HKV * DI * (c.tok_pos.long() // BS + 1).sum().item() * BS
-    for bm, nw, ns, bpp in [(128, 8, 3, 32), (128, 4, 3, 32), (64, 4, 3, 32), (128, 8, 2, 64),
-                            (256, 8, 3, 32)]:
+    for bm, nw, ns, bpp in [
+        (128, 8, 3, 32),
+        (128, 4, 3, 32),
+        (64, 4, 3, 32),
+        (128, 8, 2, 64),
+        (256, 8, 3, 32),
+    ]:
         try:
             kw = dict(block_m=bm, num_warps=nw, num_stages=ns, blocks_per_prog=bpp)
-            ms = tm(lambda: block_scores(c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k,
-                                         c.max_seqlen_q, **kw))
+            ms = tm(
+                lambda: block_scores(
+                    c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **kw
+                )
+            )
             row("tune", f"score {L // K_}K bm={bm} w={nw} s={ns} bpp={bpp}", ms, sflop)
             if best is None or ms < best[0]:
                 best = (ms, kw)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log(f"  score variant failed: {type(e).__name__}: {str(e)[:200]}")
     CFG["score"] = best[1]
     log(f"  chosen configs: {CFG}")
@@ -403,11 +485,15 @@ def sec_prefill(L: int, dense: bool = True) -> None:
     sflop = 2.0 * HKV * DI * (c.tok_pos.long() // BS + 1).sum().item() * BS
     # stages
     sc_kw = dict(CFG["score"])
-    ms_score = tm(lambda: block_scores(c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k,
-                                       c.max_seqlen_q, **sc_kw))
+    ms_score = tm(
+        lambda: block_scores(
+            c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **sc_kw
+        )
+    )
     row(sec, "score (block max, matmul)", ms_score, sflop)
-    scores = block_scores(c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q,
-                          **sc_kw)
+    scores = block_scores(
+        c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **sc_kw
+    )
     ms_topk = tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK))
     row(sec, "top-k (torch.topk + assemble)", ms_topk, nbytes=scores.numel() * 4)
     del scores
@@ -420,32 +506,71 @@ def sec_prefill(L: int, dense: bool = True) -> None:
     po = torch.empty(c.T, HKV, TOPK, G, D, dtype=torch.bfloat16, device=DEV)
     pl = torch.empty(c.T, HKV, TOPK, G, device=DEV)
     kvkw = {k: v for k, v in CFG["kv"].items()}
-    fwd = lambda: kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k,  # noqa: E731
-                                   wl, TOPK, c.scale, part_o=po, part_lse=pl, **kvkw)
+    fwd = lambda: kv_outer_forward(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        c.page_table,
+        c.seqlens_k,
+        wl,
+        TOPK,
+        c.scale,
+        part_o=po,
+        part_lse=pl,
+        **kvkw,
+    )
     ms_f = tm(fwd)
     row(sec, "kv_outer forward", ms_f, st["flop"], fb, note=f"{n_work} work items")
     out = torch.empty_like(c.q)
     lse = torch.empty(c.T, HQ, device=DEV)
     ms_c = tm(lambda: combine(po, pl, sel, out=out, lse=lse))
     row(sec, "combine", ms_c, nbytes=cb)
-    row(sec, "kv_outer forward + combine", ms_f + ms_c, st["flop"], fb + cb,
-        note=f"floor {(fb + cb) / CEIL['bw'] / 1e6:.1f} ms at measured copy BW")
+    row(
+        sec,
+        "kv_outer forward + combine",
+        ms_f + ms_c,
+        st["flop"],
+        fb + cb,
+        note=f"floor {(fb + cb) / CEIL['bw'] / 1e6:.1f} ms at measured copy BW",
+    )
     kv_out = out.clone()
     del po, pl, out, lse
     free()
     qo_out = torch.empty_like(c.q)
     qo_lse = torch.empty(c.T, HQ, device=DEV)
     ms_q = tm(lambda: run_qo(c, sel, out=qo_out, lse=qo_lse))
-    row(sec, "query_outer (baseline)", ms_q, st["flop"], bytes_query_outer(c, st),
-        note="bytes if no K/V reuse")
+    row(
+        sec,
+        "query_outer (baseline)",
+        ms_q,
+        st["flop"],
+        bytes_query_outer(c, st),
+        note="bytes if no K/V reuse",
+    )
     check_close(f"{sec} kv_outer vs query_outer", kv_out, qo_out)
     del qo_out, qo_lse, kv_out
     free()
-    ms_layer = tm_auto(lambda: api.msa_attention(c.q, c.k_cache, c.v_cache, c.index_q, c.index_k,
-                                                 c.page_table, c.cu, c.seqlens_k, TOPK,
-                                                 max_seqlen_q=c.max_seqlen_q))
-    row(sec, "whole layer (API: select+invert+fwd+combine)", ms_layer, st["flop"] + sflop,
-        note=peak())
+    ms_layer = tm_auto(
+        lambda: api.msa_attention(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            c.index_q,
+            c.index_k,
+            c.page_table,
+            c.cu,
+            c.seqlens_k,
+            TOPK,
+            max_seqlen_q=c.max_seqlen_q,
+        )
+    )
+    row(
+        sec,
+        "whole layer (API: select+invert+fwd+combine)",
+        ms_layer,
+        st["flop"] + sflop,
+        note=peak(),
+    )
     free()
     if dense:
         dflop = 4.0 * HQ * D * (c.tok_pos.long() + 1).sum().item()
@@ -454,8 +579,11 @@ def sec_prefill(L: int, dense: bool = True) -> None:
             if fn is not None:
                 row(sec, f"dense SDPA {be}", tm_auto(fn), dflop)
             free()
-        ms_d = tm_auto(lambda: dense_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.cu,
-                                             c.seqlens_k, c.max_seqlen_q, c.scale))
+        ms_d = tm_auto(
+            lambda: dense_forward(
+                c.q, c.k_cache, c.v_cache, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, c.scale
+            )
+        )
         row(sec, "dense (our Triton kernel, paged)", ms_d, dflop)
     del c, sel
     free()
@@ -467,15 +595,33 @@ def sec_varlen() -> None:
     c = Case([(x, x) for x in lens])
     sel = make_sel(c, "uniform")
     st = sel_stats(c, sel)
-    wl = build_worklist(sel, c.tok_seq, 4, c.max_pages, tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]), c.tok_pos)
+    wl = build_worklist(
+        sel,
+        c.tok_seq,
+        4,
+        c.max_pages,
+        tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]),
+        c.tok_pos,
+    )
     fb, cb = bytes_kv_outer(c, st, int(wl.num_work.item()))
     ms = tm(lambda: run_kv(c, sel, wl))
     row(sec, "kv_outer forward + combine", ms, st["flop"], fb + cb)
     ms = tm(lambda: run_qo(c, sel))
     row(sec, "query_outer", ms, st["flop"])
-    ms = tm_auto(lambda: api.msa_attention(c.q, c.k_cache, c.v_cache, c.index_q, c.index_k,
-                                           c.page_table, c.cu, c.seqlens_k, TOPK,
-                                           max_seqlen_q=c.max_seqlen_q))
+    ms = tm_auto(
+        lambda: api.msa_attention(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            c.index_q,
+            c.index_k,
+            c.page_table,
+            c.cu,
+            c.seqlens_k,
+            TOPK,
+            max_seqlen_q=c.max_seqlen_q,
+        )
+    )
     row(sec, "whole layer (API)", ms)
     del c, sel, wl
     free()
@@ -487,8 +633,14 @@ def sec_modes(L: int) -> None:
         sec = f"modes {L // K_}K"
         sel = make_sel(c, mode)
         st = sel_stats(c, sel)
-        wl = build_worklist(sel, c.tok_seq, 1, c.max_pages,
-                            tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]), c.tok_pos)
+        wl = build_worklist(
+            sel,
+            c.tok_seq,
+            1,
+            c.max_pages,
+            tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"]),
+            c.tok_pos,
+        )
         fb, cb = bytes_kv_outer(c, st, int(wl.num_work.item()))
         ms = tm(lambda: run_kv(c, sel, wl))
         row(sec, f"{mode}: kv_outer fwd+combine", ms, st["flop"], fb + cb)
@@ -505,13 +657,21 @@ def sec_chunked(ctx: int, chunk: int, dense: bool = True) -> None:
     c = Case([(chunk, ctx)])
     sflop = 2.0 * HKV * DI * (c.tok_pos.long() // BS + 1).sum().item() * BS
     sc_kw = dict(CFG["score"])
-    ms_s = tm(lambda: block_scores(c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k,
-                                   c.max_seqlen_q, **sc_kw))
+    ms_s = tm(
+        lambda: block_scores(
+            c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **sc_kw
+        )
+    )
     row(sec, "score", ms_s, sflop)
-    scores = block_scores(c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q,
-                          **sc_kw)
-    row(sec, "top-k", tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK)),
-        nbytes=scores.numel() * 4)
+    scores = block_scores(
+        c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **sc_kw
+    )
+    row(
+        sec,
+        "top-k",
+        tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK)),
+        nbytes=scores.numel() * 4,
+    )
     sel = topk_from_scores(scores, c.tok_pos, BS, TOPK)
     del scores
     st = sel_stats(c, sel)
@@ -522,12 +682,20 @@ def sec_chunked(ctx: int, chunk: int, dense: bool = True) -> None:
     row(sec, "kv_outer fwd + combine", tm(lambda: run_kv(c, sel, wl)), st["flop"], fb + cb)
     row(sec, "query_outer", tm(lambda: run_qo(c, sel)), st["flop"])
     free()
-    layer = lambda: api.msa_attention(c.q, c.k_cache, c.v_cache, c.index_q, c.index_k,  # noqa: E731
-                                      c.page_table, c.cu, c.seqlens_k, TOPK,
-                                      max_seqlen_q=c.max_seqlen_q)
+    layer = lambda: api.msa_attention(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        c.index_q,
+        c.index_k,
+        c.page_table,
+        c.cu,
+        c.seqlens_k,
+        TOPK,
+        max_seqlen_q=c.max_seqlen_q,
+    )
     ms_layer = tm_auto(layer)
-    row(sec, "whole layer (API)", ms_layer, st["flop"] + sflop,
-        note=peak())
+    row(sec, "whole layer (API)", ms_layer, st["flop"] + sflop, note=peak())
     free()
     if dense:
         dflop = 4.0 * HQ * D * (c.tok_pos.long() + 1).sum().item()
@@ -553,10 +721,12 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
     kv_bytes = B * HKV * min(S * TOPK, math.ceil(ctx / BS)) * 2 * BS * D * 2
     variants = [dict()]  # the defaults (auto blocks per program, 4 warps, 6 stages)
     if tune:
-        variants += [dict(score_blocks_per_prog=16, score_num_warps=4, score_num_stages=4),
-                     dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=4),
-                     dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=8),
-                     dict(score_blocks_per_prog=16, score_num_warps=8, score_num_stages=6)]
+        variants += [
+            dict(score_blocks_per_prog=16, score_num_warps=4, score_num_stages=4),
+            dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=4),
+            dict(score_blocks_per_prog=32, score_num_warps=4, score_num_stages=8),
+            dict(score_blocks_per_prog=16, score_num_warps=8, score_num_stages=6),
+        ]
     ms = None
     for kw in variants:
         decode_forward(*args, **kw)
@@ -569,17 +739,42 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
             del g
         else:
             m = tm(lambda: decode_forward(*args, **kw))
-        tag = "" if not kw else f" bpp={kw['score_blocks_per_prog']} w={kw['score_num_warps']} s={kw['score_num_stages']}"
-        row(sec, f"msa_decode graph ({ikn} index keys){tag}", m, nbytes=ik_bytes + kv_bytes,
-            note="bytes: index keys + union K/V (upper bound)")
+        tag = (
+            ""
+            if not kw
+            else f" bpp={kw['score_blocks_per_prog']} w={kw['score_num_warps']} s={kw['score_num_stages']}"
+        )
+        row(
+            sec,
+            f"msa_decode graph ({ikn} index keys){tag}",
+            m,
+            nbytes=ik_bytes + kv_bytes,
+            note="bytes: index keys + union K/V (upper bound)",
+        )
         ms = m if ms is None else min(ms, m)
     iq3 = iq.reshape(B * S, HKV, DI)
     cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=DEV)
     bpp = min(64, max(4, 1 << max(0, (-(-B * c.max_pages // (4 * 132)) - 1).bit_length())))
-    ms_s = tm(lambda: block_scores(iq3, c.index_k, c.page_table, cu, c.seqlens_k, S,
-                                   blocks_per_prog=bpp, num_warps=4, num_stages=6))
-    row(sec, f"  of which score kernel ({ikn})", ms_s, nbytes=ik_bytes,
-        note=f"rest (select+union, split, merge, launches) {max(ms - ms_s, 0) * 1e3:.0f} us")
+    ms_s = tm(
+        lambda: block_scores(
+            iq3,
+            c.index_k,
+            c.page_table,
+            cu,
+            c.seqlens_k,
+            S,
+            blocks_per_prog=bpp,
+            num_warps=4,
+            num_stages=6,
+        )
+    )
+    row(
+        sec,
+        f"  of which score kernel ({ikn})",
+        ms_s,
+        nbytes=ik_bytes,
+        note=f"rest (select+union, split, merge, launches) {max(ms - ms_s, 0) * 1e3:.0f} us",
+    )
     free()
     if dense and DEV == "cuda":
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -597,12 +792,17 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
 
             mask = causal_lower_right(S, nb * BS)
         best = None
-        for name, be in (("flash", SDPBackend.FLASH_ATTENTION),
-                         ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        for name, be in (
+            ("flash", SDPBackend.FLASH_ATTENTION),
+            ("cudnn", SDPBackend.CUDNN_ATTENTION),
+        ):
+
             def fn(be=be):
                 with sdpa_kernel(be):
                     return torch.nn.functional.scaled_dot_product_attention(
-                        qd, kd, vd, attn_mask=mask, enable_gqa=True)
+                        qd, kd, vd, attn_mask=mask, enable_gqa=True
+                    )
+
             try:
                 fn()
                 torch.cuda.synchronize()
@@ -613,15 +813,19 @@ def sec_decode(B: int, ctx: int, S: int, fp8: bool, dense: bool = True, tune: bo
                 row(sec, f"dense SDPA {name} (graph)", msd, nbytes=2 * B * HKV * nb * BS * D * 2)
                 best = msd if best is None else min(best, msd)
                 del gd
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log(f"  dense decode {name}: unavailable ({type(e).__name__}: {str(e)[:160]})")
             free()
         if best:
             DENSE_DECODE[(B, ctx, S)] = best
         del kd, vd
     if (B, ctx, S) in DENSE_DECODE:
-        row(sec, f"msa ({ikn}) speedup vs fastest dense", ms,
-            note=f"{DENSE_DECODE[(B, ctx, S)] / ms:.1f}x")
+        row(
+            sec,
+            f"msa ({ikn}) speedup vs fastest dense",
+            ms,
+            note=f"{DENSE_DECODE[(B, ctx, S)] / ms:.1f}x",
+        )
     free()
 
 
@@ -645,22 +849,30 @@ def sec_flex(L: int) -> None:
         selmask.scatter_(-1, sel.long().clamp(min=0), sel >= 0)
         qblk = selmask.view(HKV, nq, 128, nbk).any(2)  # [Hkv, nq, nbk]
         cnt = qblk.sum(-1).to(torch.int32)
-        idx = torch.argsort(qblk.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+        idx = torch.argsort(qblk.to(torch.int8), dim=-1, descending=True, stable=True).to(
+            torch.int32
+        )
         kv_num = cnt.repeat_interleave(G, 0)[None].contiguous()
         kv_idx = idx.repeat_interleave(G, 0)[None].contiguous()
         if mode == "shared":
+
             def mm(b, h, qi, ki):
                 return qi >= ki
         else:
+
             def mm(b, h, qi, ki, selmask=selmask):
                 return (qi >= ki) & selmask[h // G, qi, ki // BS]
-        bm = BlockMask.from_kv_blocks(kv_num, kv_idx, BLOCK_SIZE=128, mask_mod=mm,
-                                      seq_lengths=(L, L))
+
+        bm = BlockMask.from_kv_blocks(
+            kv_num, kv_idx, BLOCK_SIZE=128, mask_mod=mm, seq_lengths=(L, L)
+        )
         t0 = time.time()
         o = fx(q, k, v, block_mask=bm, enable_gqa=True)
         torch.cuda.synchronize()
-        log(f"  flex {mode}: compile+first run {time.time() - t0:.1f} s; "
-            f"{cnt.float().mean().item():.0f} of {nbk} kv blocks per query block")
+        log(
+            f"  flex {mode}: compile+first run {time.time() - t0:.1f} s; "
+            f"{cnt.float().mean().item():.0f} of {nbk} kv blocks per query block"
+        )
         ms = tm(lambda: fx(q, k, v, block_mask=bm, enable_gqa=True))
         row(sec, f"FlexAttention, block mask = selection ({mode})", ms, st["flop"])
         ours = run_kv(c, sel)[0]
@@ -682,18 +894,25 @@ def sec_isa() -> None:
     import mcode.kernels.query_outer as kq
     import mcode.kernels.select as ks
 
-    for name, jf in [("score", ks._score_kernel), ("kv_outer_fwd", kp._kv_outer_fwd_kernel),
-                     ("combine", kp._combine_kernel), ("query_outer", kq._query_outer_kernel),
-                     ("decode_split", kd._decode_split_kernel), ("dense", kden._dense_kernel)]:
+    for name, jf in [
+        ("score", ks._score_kernel),
+        ("kv_outer_fwd", kp._kv_outer_fwd_kernel),
+        ("combine", kp._combine_kernel),
+        ("query_outer", kq._query_outer_kernel),
+        ("decode_split", kd._decode_split_kernel),
+        ("dense", kden._dense_kernel),
+    ]:
         try:
             for _, entry in jf.device_caches.items():
-                for key, ck in entry[0].items():
+                for ck in entry[0].values():
                     ptx = ck.asm.get("ptx", "")
                     md = ck.metadata
-                    log(f"  isa {name}: warps={md.num_warps} stages={md.num_stages} "
+                    log(
+                        f"  isa {name}: warps={md.num_warps} stages={md.num_stages} "
                         f"regs={ck.n_regs} spills={ck.n_spills} smem={md.shared} "
-                        f"wgmma={ptx.count('wgmma.mma_async')} mma.sync={ptx.count('mma.sync')}")
-        except Exception as e:  # noqa: BLE001
+                        f"wgmma={ptx.count('wgmma.mma_async')} mma.sync={ptx.count('mma.sync')}"
+                    )
+        except Exception as e:
             log(f"  isa {name}: n/a ({type(e).__name__}: {e})")
 
 
@@ -701,8 +920,17 @@ def sec_ncu_target() -> None:
     """One decode step (B=8, 1M, fp8 index keys) and one 32K kv_outer forward + combine, run
     plainly (no graphs) so that ``ncu`` can profile the kernels."""
     c = Case([(1, 1024 * K_)] * 8, ik_dtype=torch.float8_e4m3fn)
-    args = (c.q.view(8, 1, HQ, D), c.k_cache, c.v_cache, c.index_q.view(8, 1, HKV, DI),
-            c.index_k, c.page_table, c.seqlens_k, TOPK, c.scale)
+    args = (
+        c.q.view(8, 1, HQ, D),
+        c.k_cache,
+        c.v_cache,
+        c.index_q.view(8, 1, HKV, DI),
+        c.index_k,
+        c.page_table,
+        c.seqlens_k,
+        TOPK,
+        c.scale,
+    )
     decode_forward(*args)
     sync()
     del c, args
@@ -714,16 +942,21 @@ def sec_ncu_target() -> None:
 
 
 def write_md() -> None:
-    lines = [f"Card: {CARD}; torch {torch.__version__}; triton {triton.__version__}; "
-             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
-             "| section | what | card | ms | TFLOP/s | GB/s | % copy BW | note |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"Card: {CARD}; torch {torch.__version__}; triton {triton.__version__}; "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        "| section | what | card | ms | TFLOP/s | GB/s | % copy BW | note |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in ROWS:
         tf = f"{r['tflops']:.1f}" if r.get("tflops") else ""
         gb = f"{r['gbps']:.0f}" if r.get("gbps") else ""
         fr = f"{100 * r['bw_frac']:.0f}%" if r.get("bw_frac") else ""
-        lines.append(f"| {r['section']} | {r['name']} | {r['card']} | {r['ms']:.3f} | {tf} | {gb} "
-                     f"| {fr} | {r.get('note', '')} |")
+        lines.append(
+            f"| {r['section']} | {r['name']} | {r['card']} | {r['ms']:.3f} | {tf} | {gb} "
+            f"| {fr} | {r.get('note', '')} |"
+        )
     text = "\n".join(lines)
     (OUT / "bench.md").write_text(text + "\n")
     print(text, flush=True)
@@ -752,28 +985,58 @@ def main() -> None:
     if "tune" in secs:
         plan.append(("tune", lambda: sec_tune(32 * K_)))
     if "prefill" in secs:
-        for L in ([32 * K_] if a.smoke else [32 * K_, 128 * K_] if a.quick else [32 * K_, 64 * K_, 128 * K_]):
+        for L in (
+            [32 * K_]
+            if a.smoke
+            else [32 * K_, 128 * K_]
+            if a.quick
+            else [32 * K_, 64 * K_, 128 * K_]
+        ):
             plan.append((f"prefill {L}", lambda L=L: sec_prefill(L)))
     if "varlen" in secs:
         plan.append(("varlen", sec_varlen))
     if "modes" in secs:
         plan.append(("modes", lambda: sec_modes(32 * K_)))
     if "chunked" in secs:
-        combos = [(1024 * K_, 16 * K_)] if a.quick else [
-            (128 * K_, 4 * K_), (128 * K_, 16 * K_), (512 * K_, 8 * K_), (1024 * K_, 4 * K_),
-            (1024 * K_, 8 * K_), (1024 * K_, 16 * K_)]
+        combos = (
+            [(1024 * K_, 16 * K_)]
+            if a.quick
+            else [
+                (128 * K_, 4 * K_),
+                (128 * K_, 16 * K_),
+                (512 * K_, 8 * K_),
+                (1024 * K_, 4 * K_),
+                (1024 * K_, 8 * K_),
+                (1024 * K_, 16 * K_),
+            ]
+        )
         for ctx, ch in combos:
             plan.append((f"chunked {ch}@{ctx}", lambda ctx=ctx, ch=ch: sec_chunked(ctx, ch)))
     if "decode" in secs:
-        combos = [(1, 1024 * K_, 1), (8, 1024 * K_, 1), (8, 1024 * K_, 8)] if a.quick else [
-            (1, 128 * K_, 1), (1, 1024 * K_, 1), (8, 128 * K_, 1), (8, 1024 * K_, 1),
-            (8, 1024 * K_, 8), (64, 128 * K_, 1), (128, 32 * K_, 1)]
+        combos = (
+            [(1, 1024 * K_, 1), (8, 1024 * K_, 1), (8, 1024 * K_, 8)]
+            if a.quick
+            else [
+                (1, 128 * K_, 1),
+                (1, 1024 * K_, 1),
+                (8, 128 * K_, 1),
+                (8, 1024 * K_, 1),
+                (8, 1024 * K_, 8),
+                (64, 128 * K_, 1),
+                (128, 32 * K_, 1),
+            ]
+        )
         for B, ctx, S in combos:
             for fp8 in (False, True):
                 tune = B == 8 and ctx == 1024 * K_ and S == 1
-                plan.append((f"decode {B} {ctx} {S} {fp8}",
-                             lambda B=B, ctx=ctx, S=S, fp8=fp8, tune=tune:
-                             sec_decode(B, ctx, S, fp8, dense=not fp8, tune=tune)))
+                plan.append(
+                    (
+                        f"decode {B} {ctx} {S} {fp8}",
+                        lambda B=B, ctx=ctx, S=S, fp8=fp8, tune=tune: sec_decode(
+                            B, ctx, S, fp8, dense=not fp8, tune=tune
+                        ),
+                    )
+                )
     if "ncu" in secs:
         plan.append(("ncu", sec_ncu_target))
     if "flex" in secs:
@@ -787,7 +1050,7 @@ def main() -> None:
         log(f"== {name} (t={time.time() - t_start:.0f}s)")
         try:
             fn()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log(traceback.format_exc())
             free()
     write_md()

@@ -10,15 +10,15 @@ import torch
 
 @dataclass
 class Case:
-    q: torch.Tensor            # [T, Hq, D]
-    k_cache: torch.Tensor      # [P, Hkv, BS, D]
+    q: torch.Tensor  # [T, Hq, D]
+    k_cache: torch.Tensor  # [P, Hkv, BS, D]
     v_cache: torch.Tensor
-    index_q: torch.Tensor      # [T, Hkv, DI]
-    index_k: torch.Tensor      # [P, BS, DI]
-    page_table: torch.Tensor   # [B, max_pages] int32
+    index_q: torch.Tensor  # [T, Hkv, DI]
+    index_k: torch.Tensor  # [P, BS, DI]
+    page_table: torch.Tensor  # [B, max_pages] int32
     cu_seqlens_q: torch.Tensor  # [B+1] int32
-    seqlens_k: torch.Tensor    # [B] int32
-    tok_pos: torch.Tensor      # [T] int64
+    seqlens_k: torch.Tensor  # [B] int32
+    tok_pos: torch.Tensor  # [T] int64
     block: int
     max_seqlen_q: int
 
@@ -73,16 +73,28 @@ def make_case(
     pos = torch.cat([torch.arange(lk - lq, lk) for lq, lk in seqs]) if T else torch.zeros(0)
     dev = torch.device(device)
     return Case(
-        q=q.to(dtype).to(dev), k_cache=k.to(dtype).to(dev), v_cache=v.to(dtype).to(dev),
-        index_q=iq.to(dtype).to(dev), index_k=ik.to(dtype).to(dev), page_table=pt.to(dev),
-        cu_seqlens_q=cu.to(dev), seqlens_k=lk_t.to(dev), tok_pos=pos.to(torch.int64).to(dev),
-        block=block, max_seqlen_q=max(lq for lq, _ in seqs),
+        q=q.to(dtype).to(dev),
+        k_cache=k.to(dtype).to(dev),
+        v_cache=v.to(dtype).to(dev),
+        index_q=iq.to(dtype).to(dev),
+        index_k=ik.to(dtype).to(dev),
+        page_table=pt.to(dev),
+        cu_seqlens_q=cu.to(dev),
+        seqlens_k=lk_t.to(dev),
+        tok_pos=pos.to(torch.int64).to(dev),
+        block=block,
+        max_seqlen_q=max(lq for lq, _ in seqs),
     )
 
 
 def random_selection(
-    tok_pos: torch.Tensor, Hkv: int, block: int, topk: int, mode: str = "uniform",
-    generator: torch.Generator | None = None, max_pages: int | None = None,
+    tok_pos: torch.Tensor,
+    Hkv: int,
+    block: int,
+    topk: int,
+    mode: str = "uniform",
+    generator: torch.Generator | None = None,
+    max_pages: int | None = None,
 ) -> torch.Tensor:
     """Selections ``[Hkv, T, topk]`` int32 following the layout contract.
 
@@ -94,7 +106,7 @@ def random_selection(
 
     dev = tok_pos.device
     T = tok_pos.shape[0]
-    local = (tok_pos.long() // block)
+    local = tok_pos.long() // block
     nb = int(local.max().item()) + 1 if T else 1
     nb = max(nb, max_pages or 0)
     ids = torch.arange(nb, device=dev)

@@ -25,7 +25,7 @@ if torch is not None and not torch.cuda.is_available():
 
 def _load_source_kernels() -> None:
     try:
-        import mcode  # noqa: F401
+        import mcode
     except ImportError:
         sys.path.insert(0, str(ROOT))
     kdir = ROOT / "kernels"

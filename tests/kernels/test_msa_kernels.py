@@ -43,15 +43,27 @@ def _run_sparse(c, sel, method, gen_poison=True):
     out = torch.full_like(c.q, float("nan"))
     lse = torch.full((T, Hq), float("nan"), device=c.q.device)
     if method == "query_outer":
-        query_outer_forward(c.q, c.k_cache, c.v_cache, sel, c.page_table, seq, pos, scale,
-                            out=out, lse=lse)
+        query_outer_forward(
+            c.q, c.k_cache, c.v_cache, sel, c.page_table, seq, pos, scale, out=out, lse=lse
+        )
     else:
-        wl = build_worklist(sel, seq, c.page_table.shape[0], c.page_table.shape[1],
-                            tokens_per_work(G), pos)
+        wl = build_worklist(
+            sel, seq, c.page_table.shape[0], c.page_table.shape[1], tokens_per_work(G), pos
+        )
         po = torch.full((T, Hkv, k, G, D), float("nan"), dtype=c.q.dtype, device=c.q.device)
         pl = torch.full((T, Hkv, k, G), float("nan"), device=c.q.device)
-        kv_outer_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k, wl, k,
-                         scale, part_o=po, part_lse=pl)
+        kv_outer_forward(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            c.page_table,
+            c.seqlens_k,
+            wl,
+            k,
+            scale,
+            part_o=po,
+            part_lse=pl,
+        )
         combine(po, pl, sel, out=out, lse=lse)
     return out, lse
 
@@ -73,24 +85,34 @@ def _check_vs(out, lse, ref_out, ref_lse, finite_rows=None):
 def test_sparse_uniform_varlen_chunked(G, method, gen):
     D, bs = _DB[_GS.index(G)]
     # two sequences: a chunk with a cached prefix (not a block multiple) and a short full one
-    c = make_case([(40, 3 * bs + 17), (bs // 2 + 9, bs // 2 + 9)], G=G, Hkv=2, D=D, block=bs,
-                  device=DEV, generator=gen)
+    c = make_case(
+        [(40, 3 * bs + 17), (bs // 2 + 9, bs // 2 + 9)],
+        G=G,
+        Hkv=2,
+        D=D,
+        block=bs,
+        device=DEV,
+        generator=gen,
+    )
     sel = random_selection(c.tok_pos, 2, bs, topk=3, generator=gen).to(DEV)
     out, lse = _run_sparse(c, sel, method)
-    ro, rl = ref.sparse_attention_ref(c.q, c.k_cache, c.v_cache, sel, c.page_table,
-                                      c.cu_seqlens_q, c.seqlens_k)
+    ro, rl = ref.sparse_attention_ref(
+        c.q, c.k_cache, c.v_cache, sel, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     _check_vs(out, lse, ro, rl)
 
 
 @pytest.mark.parametrize("D,bs", [(64, 64), (128, 128)])
 @pytest.mark.parametrize("method", ["kv_outer", "query_outer"])
 def test_all_blocks_equals_dense(D, bs, method, gen):
-    c = make_case([(30, 2 * bs + 5), (20, 20)], G=4, Hkv=1, D=D, block=bs, device=DEV,
-                  generator=gen)
+    c = make_case(
+        [(30, 2 * bs + 5), (20, 20)], G=4, Hkv=1, D=D, block=bs, device=DEV, generator=gen
+    )
     sel = random_selection(c.tok_pos, 1, bs, topk=4, generator=gen).to(DEV)  # k > #blocks
     out, lse = _run_sparse(c, shuffle_valid(sel, gen), method)
-    do, dl = ref.dense_attention_ref(c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q,
-                                     c.seqlens_k)
+    do, dl = ref.dense_attention_ref(
+        c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     _check_vs(out, lse, do, dl)
 
 
@@ -104,8 +126,9 @@ def test_order_padding_prefix_and_empty_rows(method, gen):
     sel[..., 3] = (c.tok_pos // bs).to(DEV).to(torch.int32)  # local block last valid entry
     sel[1, 7:12] = -1  # empty rows
     o1, l1 = _run_sparse(c, sel, method)
-    ro, rl = ref.sparse_attention_ref(c.q, c.k_cache, c.v_cache, sel, c.page_table,
-                                      c.cu_seqlens_q, c.seqlens_k)
+    ro, rl = ref.sparse_attention_ref(
+        c.q, c.k_cache, c.v_cache, sel, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     _check_vs(o1, l1, ro, rl)
     assert (o1.view(50, 2, 2, 64)[7:12, 1] == 0).all()
     assert torch.isneginf(l1.view(50, 2, 2)[7:12, 1]).all()
@@ -117,16 +140,28 @@ def test_order_padding_prefix_and_empty_rows(method, gen):
 
 @pytest.mark.parametrize("G,D,bs", [(1, 64, 64), (3, 128, 128), (16, 64, 64)])
 def test_dense_kernel(G, D, bs, gen):
-    c = make_case([(45, 2 * bs + 11), (bs + 3, bs + 3)], G=G, Hkv=2, D=D, block=bs, device=DEV,
-                  generator=gen)
+    c = make_case(
+        [(45, 2 * bs + 11), (bs + 3, bs + 3)], G=G, Hkv=2, D=D, block=bs, device=DEV, generator=gen
+    )
     from mcode.kernels.dense import dense_forward
 
     out = torch.full_like(c.q, float("nan"))
     lse = torch.full(c.q.shape[:2], float("nan"), device=c.q.device)
-    dense_forward(c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q, c.seqlens_k,
-                  c.max_seqlen_q, 1.0 / math.sqrt(D), out=out, lse=lse)
-    do, dl = ref.dense_attention_ref(c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q,
-                                     c.seqlens_k)
+    dense_forward(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        c.page_table,
+        c.cu_seqlens_q,
+        c.seqlens_k,
+        c.max_seqlen_q,
+        1.0 / math.sqrt(D),
+        out=out,
+        lse=lse,
+    )
+    do, dl = ref.dense_attention_ref(
+        c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     _check_vs(out, lse, do, dl)
 
 
@@ -160,16 +195,23 @@ def check_selection_contract(sel, scores, tok_pos, bs, topk, tol):
 
 @pytest.mark.parametrize("bs,di,topk", [(64, 64, 3), (128, 128, 4), (64, 128, 8)])
 def test_select_contract(bs, di, topk, gen):
-    c = make_case([(70, 5 * bs + 7), (bs + 9, bs + 9)], G=1, Hkv=4, D=64, block=bs, di=di,
-                  device=DEV, generator=gen)
-    sel = api.msa_select(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k, topk,
-                         backend="triton")
+    c = make_case(
+        [(70, 5 * bs + 7), (bs + 9, bs + 9)],
+        G=1,
+        Hkv=4,
+        D=64,
+        block=bs,
+        di=di,
+        device=DEV,
+        generator=gen,
+    )
+    sel = api.msa_select(
+        c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k, topk, backend="triton"
+    )
     assert sel.dtype == torch.int32 and sel.shape == (4, c.q.shape[0], topk)
-    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q,
-                                  c.seqlens_k)
+    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k)
     check_selection_contract(sel, scores, c.tok_pos, bs, topk, tol=0.05 * math.sqrt(di))
-    rsel = ref.msa_select_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k,
-                              topk)
+    rsel = ref.msa_select_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k, topk)
     same = (sel.sort(-1).values.cpu() == rsel.sort(-1).values.cpu()).all(-1).float().mean()
     assert same > 0.9, f"only {same:.2%} of rows select the reference's blocks"
 
@@ -177,21 +219,33 @@ def test_select_contract(bs, di, topk, gen):
 @pytest.mark.parametrize("S,G", [(1, 4), (3, 3), (8, 16)])
 def test_decode(S, G, gen):
     bs, topk, B, Hkv, D = 64, 4, 2, 2, 64
-    c = make_case([(S, 3 * bs + 20), (S, 8 * bs + 1)], G=G, Hkv=Hkv, D=D, block=bs,
-                  device=DEV, generator=gen)
+    c = make_case(
+        [(S, 3 * bs + 20), (S, 8 * bs + 1)], G=G, Hkv=Hkv, D=D, block=bs, device=DEV, generator=gen
+    )
     from mcode.kernels.decode import decode_forward
 
     q = c.q.view(B, S, G * Hkv, D)
     iq = c.index_q.view(B, S, Hkv, -1)
     out = torch.full_like(q, float("nan"))
     lse = torch.full((B, S, G * Hkv), float("nan"), device=q.device)
-    _, _, sel = decode_forward(q, c.k_cache, c.v_cache, iq, c.index_k, c.page_table,
-                               c.seqlens_k, topk, 1.0 / math.sqrt(D), out=out, lse=lse)
-    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q,
-                                  c.seqlens_k)
+    _, _, sel = decode_forward(
+        q,
+        c.k_cache,
+        c.v_cache,
+        iq,
+        c.index_k,
+        c.page_table,
+        c.seqlens_k,
+        topk,
+        1.0 / math.sqrt(D),
+        out=out,
+        lse=lse,
+    )
+    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k)
     check_selection_contract(sel, scores, c.tok_pos, bs, topk, tol=0.05 * 8)
-    ro, rl = ref.sparse_attention_ref(c.q, c.k_cache, c.v_cache, sel, c.page_table,
-                                      c.cu_seqlens_q, c.seqlens_k)
+    ro, rl = ref.sparse_attention_ref(
+        c.q, c.k_cache, c.v_cache, sel, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     _check_vs(out.view(-1, G * Hkv, D), lse.view(-1, G * Hkv), ro, rl)
 
 
@@ -199,14 +253,35 @@ def test_api_triton_paths(gen):
     bs = 64
     c = make_case([(20, 2 * bs + 3)], G=2, Hkv=2, D=64, block=bs, device=DEV, generator=gen)
     sel = random_selection(c.tok_pos, 2, bs, 3, generator=gen).to(DEV)
-    ro, rl = ref.sparse_attention_ref(c.q, c.k_cache, c.v_cache, sel, c.page_table,
-                                      c.cu_seqlens_q, c.seqlens_k)
+    ro, rl = ref.sparse_attention_ref(
+        c.q, c.k_cache, c.v_cache, sel, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     for method in ("kv_outer", "query_outer"):
-        o, lse = api.msa_prefill(c.q, c.k_cache, c.v_cache, sel, c.page_table, c.cu_seqlens_q,
-                                 c.seqlens_k, method=method, return_lse=True, backend="triton")
+        o, lse = api.msa_prefill(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            sel,
+            c.page_table,
+            c.cu_seqlens_q,
+            c.seqlens_k,
+            method=method,
+            return_lse=True,
+            backend="triton",
+        )
         _check_vs(o, lse, ro, rl)
-    o = api.msa_attention(c.q, c.k_cache, c.v_cache, c.index_q, c.index_k, c.page_table,
-                          c.cu_seqlens_q, c.seqlens_k, 3, backend="triton")
+    o = api.msa_attention(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        c.index_q,
+        c.index_k,
+        c.page_table,
+        c.cu_seqlens_q,
+        c.seqlens_k,
+        3,
+        backend="triton",
+    )
     assert torch.isfinite(o).all()
 
 
@@ -231,10 +306,11 @@ def _ref_rows(c, sel, rows):
         # one-token "chunk" at position lk - lq + t
         cu = torch.tensor([0, 1], dtype=torch.int32, device="cuda")
         skl = torch.tensor([lk - lq + t + 1], dtype=torch.int32, device="cuda")
-        o, l = ref.sparse_attention_ref(c.q[t:t + 1], c.k_cache, c.v_cache, sel[:, t:t + 1],
-                                        c.page_table, cu, skl)
+        o, lse_c = ref.sparse_attention_ref(
+            c.q[t : t + 1], c.k_cache, c.v_cache, sel[:, t : t + 1], c.page_table, cu, skl
+        )
         outs.append(o)
-        lses.append(l)
+        lses.append(lse_c)
     return torch.cat(outs), torch.cat(lses)
 
 
@@ -257,17 +333,18 @@ def test_gpu_m3_chunked_prefill(mode, gen):
 def test_gpu_full_prefill_varlen_select_and_dense(gen):
     c = _m3_case(gen, [(3000, 3000), (1500, 1500)], G=8, Hkv=4)
     sel = api.msa_select(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k, 16)
-    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q,
-                                  c.seqlens_k)
+    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k)
     check_selection_contract(sel, scores, c.tok_pos, 128, 16, tol=0.05 * math.sqrt(128))
     full = random_selection(c.tok_pos, 4, 128, 32, generator=gen).cuda()  # 32 >= 24 blocks
-    do, dl = ref.dense_attention_ref(c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q,
-                                     c.seqlens_k, chunk=256)
+    do, dl = ref.dense_attention_ref(
+        c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q, c.seqlens_k, chunk=256
+    )
     for method in ("kv_outer", "query_outer"):
         out, lse = _run_sparse(c, full, method)
         _check_vs(out, lse, do, dl)
-    o, lse = api.dense_attention(c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q,
-                                 c.seqlens_k, return_lse=True)
+    o, lse = api.dense_attention(
+        c.q, c.k_cache, c.v_cache, c.page_table, c.cu_seqlens_q, c.seqlens_k, return_lse=True
+    )
     _check_vs(o, lse, do, dl)
 
 
@@ -280,7 +357,7 @@ def test_gpu_decode_cuda_graph(S, gen):
     q = c.q.view(B, S, G * Hkv, D)
     iq = c.index_q.view(B, S, Hkv, 128)
     args = (q, c.k_cache, c.v_cache, iq, c.index_k, c.page_table, c.seqlens_k, 16)
-    out, lse, sel = api.msa_decode(*args, return_lse=True, return_sel=True)  # warm-up/compile
+    api.msa_decode(*args, return_lse=True, return_sel=True)  # warm-up / compile
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
@@ -288,11 +365,11 @@ def test_gpu_decode_cuda_graph(S, gen):
     q.copy_(torch.randn(q.shape, generator=gen).to(q))  # new inputs, replay
     g.replay()
     torch.cuda.synchronize()
-    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q,
-                                  c.seqlens_k)
+    scores = ref.index_scores_ref(c.index_q, c.index_k, c.page_table, c.cu_seqlens_q, c.seqlens_k)
     check_selection_contract(gsel, scores, c.tok_pos, bs, 16, tol=0.05 * math.sqrt(128))
-    ro, rl = ref.sparse_attention_ref(c.q, c.k_cache, c.v_cache, gsel, c.page_table,
-                                      c.cu_seqlens_q, c.seqlens_k)
+    ro, rl = ref.sparse_attention_ref(
+        c.q, c.k_cache, c.v_cache, gsel, c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     _check_vs(gout.view(-1, G * Hkv, D), glse.view(-1, G * Hkv), ro, rl)
 
 
@@ -302,8 +379,9 @@ def test_gpu_fp8_index_keys(gen):
     c = _m3_case(gen, [(512, 9000)], G=16, Hkv=4)
     ik8 = c.index_k.to(torch.float8_e4m3fn)
     sel = api.msa_select(c.index_q, ik8, c.page_table, c.cu_seqlens_q, c.seqlens_k, 16)
-    scores = ref.index_scores_ref(c.index_q, ik8.to(torch.bfloat16), c.page_table,
-                                  c.cu_seqlens_q, c.seqlens_k)
+    scores = ref.index_scores_ref(
+        c.index_q, ik8.to(torch.bfloat16), c.page_table, c.cu_seqlens_q, c.seqlens_k
+    )
     check_selection_contract(sel, scores, c.tok_pos, 128, 16, tol=0.05 * math.sqrt(128))
 
 
@@ -323,8 +401,11 @@ def test_union_blocks_fallback(gen):
                 for x in sel[h, b * S + s].tolist():
                     if x >= 0:
                         want[x] = want.get(x, 0) | (1 << s)
-            got = {int(x): int(m) for x, m in zip(ublk[b, h].tolist(), ubits[b, h].tolist())
-                   if x >= 0}
+            got = {
+                int(x): int(m)
+                for x, m in zip(ublk[b, h].tolist(), ubits[b, h].tolist(), strict=True)
+                if x >= 0
+            }
             assert got == want
             n = len(want)
             assert (ublk[b, h, n:] == -1).all() and (ublk[b, h, :n] >= 0).all()
