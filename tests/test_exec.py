@@ -446,3 +446,39 @@ def test_a_tool_call_cut_off_at_the_output_limit_is_not_run(model_server, repo, 
     assert "calc.py" in ls_result["content"]  # the complete call before it still ran
     assert write_result["tool_call_id"] == "c2"
     assert "cut off" in write_result["content"] and "not run" in write_result["content"]
+
+
+def test_resume_after_kill_9_mid_tool_answers_the_dangling_call(model_server, repo, env):
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "sleep 3"}}]},
+            {"text": "picked up again"},
+        ]
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcode",
+            *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+            "sleep",
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if json.loads(line)["type"] == "tool.started":
+            break
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    run = mcode(*exec_args(server, "--continue"), "go on", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert run.stdout.strip() == "picked up again"
+    # An API rejects an assistant tool call that no tool result answers.
+    msgs = bodies(server)[1]["messages"]
+    roles = [m["role"] for m in msgs if m["role"] != "system"]
+    assert roles == ["user", "assistant", "tool", "user"]
+    assert msgs[-2]["tool_call_id"] == "c1" and "did not finish" in msgs[-2]["content"]

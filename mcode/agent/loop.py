@@ -38,12 +38,17 @@ if TYPE_CHECKING:
     from mcode.runtime.session import Session, TurnOutcome
 
 CANCELLED_RESULT = "The user cancelled this tool call before it finished."
+# A resumed session whose process died (kill -9, a crash) inside a tool call.
+INTERRUPTED_RESULT = (
+    "This tool call did not finish: mcode stopped before it returned, so it may have partly run."
+)
 
 
 async def run_turn(session: Session, message: Message) -> TurnOutcome:
     from mcode.runtime.session import TurnOutcome
 
     session.emit(ev.TURN_STARTED)
+    _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
     _append(session, ev.MESSAGE_USER, message)
     text = ""
     try:
@@ -72,7 +77,7 @@ async def run_turn(session: Session, message: Message) -> TurnOutcome:
             hint="raise --max-turns, or continue with --continue",
         )
     except asyncio.CancelledError:
-        _close_open_calls(session)
+        _close_open_calls(session, CANCELLED_RESULT, "cancelled")
         session.emit(ev.TURN_FINISHED, reason="cancelled")
         return TurnOutcome("cancelled", text)
     except LimitReached as e:
@@ -82,7 +87,7 @@ async def run_turn(session: Session, message: Message) -> TurnOutcome:
     except MCodeError as e:
         kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
         session.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
-        _close_open_calls(session)
+        _close_open_calls(session, CANCELLED_RESULT, "cancelled")
         session.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
 
@@ -283,8 +288,9 @@ def _denied_result(reason: str) -> ToolResult:
     )
 
 
-def _close_open_calls(session: Session) -> None:
-    """Give every tool call of the last assistant message a result (cancelled ones say so)."""
+def _close_open_calls(session: Session, content: str, summary: str) -> None:
+    """Give every tool call of the last assistant message a result (``content`` says why it has
+    none): a turn that ends early, or a resumed one whose process died mid-call."""
     last = next((m for m in reversed(session.history) if m.role == "assistant"), None)
     if last is None:
         return
@@ -294,6 +300,6 @@ def _close_open_calls(session: Session) -> None:
             _finish(
                 session,
                 call,
-                ToolResult(content=CANCELLED_RESULT, summary="cancelled", is_error=True),
+                ToolResult(content=content, summary=summary, is_error=True),
                 0.0,
             )
