@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mcode.messages import clean_text
+
 SCHEMA_VERSION = 1
 
 SESSION_STARTED = "session.started"
@@ -95,7 +97,8 @@ class Event:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`)."""
+        return clean_text(json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")))
 
     @classmethod
     def from_json(cls, line: str) -> Event:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mcode.errors import MCodeError, UsageError
-from mcode.messages import ImagePart
+from mcode.messages import ImagePart, clean_text
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DENIED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -58,9 +58,11 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _read_prompt(args: argparse.Namespace) -> str:
     if args.prompt == "-" or (args.prompt is None and not sys.stdin.isatty()):
-        text = sys.stdin.read()
+        # Bytes, not sys.stdin's locale codec: piped text that is not UTF-8 (a diff of a
+        # Latin-1 file) must not end the run.
+        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     else:
-        text = args.prompt or ""
+        text = clean_text(args.prompt or "")
     if not text.strip():
         raise UsageError(
             "no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -"
@@ -142,7 +144,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"mcode: denied: {d['name']}({d['subject']})", file=sys.stderr)
     if args.output_format == "text":
         if outcome.text:
-            print(outcome.text)
+            print(clean_text(outcome.text))
     elif args.output_format == "json":
         result = {
             "session_id": session.id,
@@ -160,7 +162,7 @@ async def _run(args: argparse.Namespace) -> int:
             "denials": session.totals.denials,
             "duration_s": round(time.monotonic() - started, 3),
         }
-        print(json.dumps(result, ensure_ascii=False))
+        print(clean_text(json.dumps(result, ensure_ascii=False)))
     return code
 
 

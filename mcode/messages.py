@@ -7,8 +7,22 @@ byte-identical and server-side prompt caches hit. Every type round-trips through
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
+
+    Lone surrogates are valid in a Python ``str`` but not in UTF-8: a model may send one as a
+    JSON ``\\ud800`` escape, and a file name or argument that is not UTF-8 arrives with its bad
+    bytes as surrogates (``surrogateescape``). Everything mcode writes out as UTF-8 (events,
+    request bodies, output) goes through this first.
+    """
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -482,3 +482,42 @@ def test_resume_after_kill_9_mid_tool_answers_the_dangling_call(model_server, re
     roles = [m["role"] for m in msgs if m["role"] != "system"]
     assert roles == ["user", "assistant", "tool", "user"]
     assert msgs[-2]["tool_call_id"] == "c1" and "did not finish" in msgs[-2]["content"]
+
+
+def test_text_that_is_not_utf8_never_crashes_the_run(model_server, repo, env, tmp_path):
+    # A file name that is not UTF-8, a prompt piped from a Latin-1 file, and a model answer with
+    # a lone surrogate escape (valid JSON, not encodable as UTF-8): each used to end in a
+    # traceback. Each shows as U+FFFD instead.
+    (repo / "caf\udce9.txt").write_text("x\n")  # the bytes b"caf\xe9.txt" on disk
+    lone = {"choices": [{"index": 0, "delta": {"content": "odd \\ud800 text"}}]}
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "ls", "arguments": {}}]},
+            {
+                "sse": [
+                    "data: " + json.dumps(lone).replace("\\\\", "\\") + "\n\n",
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                    "data: [DONE]\n\n",
+                ]
+            },
+        ]
+    )
+    args = exec_args(server, "--output-format", "stream-json", "-")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcode", *args],
+        cwd=repo,
+        env=env,
+        input="explain caf\xe9.txt\n".encode("latin-1"),
+        capture_output=True,
+        timeout=60,
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    events = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+    assert events[2]["data"]["message"]["parts"][0]["text"] == "explain caf\ufffd.txt\n"
+    listing = tool_messages(bodies(server)[1])[0]["content"]
+    assert "caf\ufffd.txt" in listing
+    assert events[-1]["data"]["result"] == "odd \ufffd text"
+    session_id = events[0]["session_id"]
+    stored = stored_events(tmp_path / "home", session_id)
+    assert stored == [e for e in events if e["type"] not in TRANSIENT_TYPES]

@@ -18,6 +18,7 @@ from mcode.messages import (
     TextPart,
     ThinkingPart,
     ToolSpec,
+    clean_text,
 )
 from mcode.providers.base import (
     ModelRequest,
@@ -63,7 +64,8 @@ def build_body(
     body["messages"] = _wire_messages(
         request.system, request.messages, reasoning_replay, supports_images
     )
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=False).encode()
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+    return clean_text(text).encode()
 
 
 def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
