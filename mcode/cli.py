@@ -15,7 +15,7 @@ exit codes:
   2    usage error (bad flags, bad config)
   3    a limit was reached (max turns)
   4    a needed action was denied (a tool call refused by the permission mode or a rule)
-  130  interrupted (Ctrl-C, SIGTERM, or cancelled)
+  130  interrupted (Ctrl-C, SIGTERM, cancelled, or stream-json's stdout closed)
 """
 
 

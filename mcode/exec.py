@@ -43,6 +43,19 @@ def _complain(e: MCodeError) -> None:
         print(f"mcode: {e.hint}", file=sys.stderr)
 
 
+def _print(line: str) -> bool:
+    """Print ``line`` to stdout. False when the reader has gone (``| head -1``): stdout then
+    points at /dev/null, so later output and the flush at exit are silent, not tracebacks."""
+    try:
+        print(line, flush=True)
+        return True
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+
+
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "provider": args.provider,
@@ -90,6 +103,7 @@ def _load_image(path_text: str) -> ImagePart:
 async def _run(args: argparse.Namespace) -> int:
     from mcode.config import data_home, load_settings
     from mcode.runtime.build import open_session
+    from mcode.runtime.session import TurnOutcome
     from mcode.store import Store
 
     workspace = Path(args.cwd or os.getcwd()).expanduser().resolve()
@@ -110,7 +124,12 @@ async def _run(args: argparse.Namespace) -> int:
                 hint="choose a model with image input, or drop --image",
             )
         if args.output_format == "stream-json":
-            session.subscribe(lambda event, line: print(line, flush=True))
+
+            def show(event: Any, line: str) -> None:
+                if not _print(line):
+                    session.cancel()  # nobody reads the events any more: stop, as on SIGPIPE
+
+            session.subscribe(show)
         session.start(
             cwd=str(workspace),
             provider_reason=settings.provider_reason,
@@ -121,7 +140,10 @@ async def _run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, session.cancel)
         try:
-            outcome = await session.submit(prompt, images)
+            if session.cancel_requested:  # stdout closed before the turn began
+                outcome = TurnOutcome("cancelled")
+            else:
+                outcome = await session.submit(prompt, images)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -144,7 +166,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"mcode: denied: {d['name']}({d['subject']})", file=sys.stderr)
     if args.output_format == "text":
         if outcome.text:
-            print(clean_text(outcome.text))
+            _print(clean_text(outcome.text))
     elif args.output_format == "json":
         result = {
             "session_id": session.id,
@@ -162,7 +184,7 @@ async def _run(args: argparse.Namespace) -> int:
             "denials": session.totals.denials,
             "duration_s": round(time.monotonic() - started, 3),
         }
-        print(clean_text(json.dumps(result, ensure_ascii=False)))
+        _print(clean_text(json.dumps(result, ensure_ascii=False)))
     return code
 
 
@@ -185,5 +207,6 @@ def list_sessions(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))
         title = r.title.replace("\n", " ")[:60]
         where = f"  {r.cwd}" if args.all else ""
-        print(f"{r.id[:12]}  {when}  {r.provider}/{r.model}  {title}{where}")
+        if not _print(f"{r.id[:12]}  {when}  {r.provider}/{r.model}  {title}{where}"):
+            break
     return 0

@@ -521,3 +521,26 @@ def test_text_that_is_not_utf8_never_crashes_the_run(model_server, repo, env, tm
     session_id = events[0]["session_id"]
     stored = stored_events(tmp_path / "home", session_id)
     assert stored == [e for e in events if e["type"] not in TRANSIENT_TYPES]
+
+
+def test_stdout_closed_early_cancels_quietly_and_records_it(model_server, repo, env, tmp_path):
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "sleep 1"}}]},
+            {"text": "never"},
+        ]
+    )
+    command = " ".join(
+        [sys.executable, "-m", "mcode"]
+        + [f"'{a}'" for a in exec_args(server, "--output-format", "stream-json")]
+        + ["--permission-mode", "full-auto", "go", "| head -1; exit ${PIPESTATUS[0]}"]
+    )
+    proc = subprocess.run(
+        ["bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == ""
+    first = json.loads(proc.stdout)
+    stored = stored_events(tmp_path / "home", first["session_id"])
+    assert [e["data"]["reason"] for e in stored if e["type"] == "turn.finished"] == ["cancelled"]
+    assert stored[-1]["type"] == "session.finished" and stored[-1]["data"]["exit_code"] == 130
