@@ -69,22 +69,39 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # First: another process may hold the lock that switching to WAL or migrating needs.
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL: a committed transaction survives a process crash; only a power
             # loss can take the last few back. That is the bar (kill -9 loses nothing completed).
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(
                 f"cannot open the session store {path}: {e}",
                 hint="check the disk and permissions, or set MCODE_DATA_DIR to another folder",
             ) from None
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        for n, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {n}; COMMIT;")
+        if self._version() >= len(_MIGRATIONS):
+            return
+        # Several first runs may start at once: the write lock makes one migrate while the
+        # others wait, then find the version already current. (executescript would commit the
+        # transaction that holds the lock, so statements run one by one.)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version()
+            for n, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in _statements(script):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {n}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -161,6 +178,20 @@ class Store:
             for e in self.events(session_id)
             if e["type"] in HISTORY_TYPES and "message" in e["data"]
         ]
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of ``script``, each complete."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    if current.strip():
+        statements.append(current)
+    return statements
 
 
 def now() -> float:

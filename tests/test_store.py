@@ -6,10 +6,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+
+import pytest
 
 from mcode.events import Event
 from mcode.messages import Message, TextPart, ToolCall
-from mcode.store import Store
+from mcode.store import Store, StoreError
 
 
 def _event(seq: int, type: str, data: dict, sid: str = "s1") -> Event:
@@ -64,3 +67,30 @@ def test_migration_is_versioned_and_idempotent(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == 1
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_first_runs_started_together_all_open_the_new_store(tmp_path):
+    # Every `mcode exec` started at once on a fresh machine migrates the same new database.
+    db = tmp_path / "sessions.db"
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from mcode.store import Store
+        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+        Store(Path({str(db)!r})).close()
+    """)
+    start = f"{time.time() + 1.5:.3f}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, start], stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_a_data_dir_that_cannot_be_a_folder_is_a_store_error(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data folder should be")
+    with pytest.raises(StoreError, match="cannot open the session store"):
+        Store(blocker / "sessions.db")
