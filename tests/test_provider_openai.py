@@ -157,6 +157,26 @@ def test_two_tool_calls_and_raw_arguments_kept(model_server: StartServer) -> Non
     assert done.message.text == "Reading both."
 
 
+def test_a_repeated_tool_call_id_is_made_unique(model_server: StartServer) -> None:
+    # Results are matched to calls by id (events, history, the next request): two calls with one
+    # id would leave one of them unanswerable.
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "ls", "arguments": {}},
+                    {"id": "c1", "name": "ls", "arguments": {"path": "src"}},
+                    {"id": "", "name": "ls", "arguments": {"path": "doc"}},
+                ]
+            }
+        ]
+    )
+    calls = call(server)[-1].message.tool_calls
+    ids = [c.id for c in calls]
+    assert ids[0] == "c1" and len(set(ids)) == 3 and all(ids)
+    assert [c.arguments for c in calls] == ["{}", '{"path": "src"}', '{"path": "doc"}']
+
+
 def test_new_id_at_a_used_index_is_a_new_call(model_server: StartServer) -> None:
     def tc(**d: Any) -> dict[str, Any]:
         return {"choices": [{"index": 0, "delta": {"tool_calls": [d]}, "finish_reason": None}]}

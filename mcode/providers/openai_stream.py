@@ -368,16 +368,19 @@ class ChatAssembler:
                     parts.append(TextPart(text))
             elif text or p.meta.get("tail"):
                 parts.append(ThinkingPart(text, extra=p.meta or None))
-        calls = tuple(
-            ToolCall(c.id or f"call_{uuid.uuid4().hex[:24]}", c.name, "".join(c.args))
-            for c in self._calls
-        )
+        # Results are matched to calls by id: a missing or repeated id gets a fresh one.
+        calls: list[ToolCall] = []
+        for c in self._calls:
+            cid = c.id
+            if not cid or any(cid == other.id for other in calls):
+                cid = f"call_{uuid.uuid4().hex[:24]}"
+            calls.append(ToolCall(cid, c.name, "".join(c.args)))
         finish = _FINISH.get(self.finish_reason, "stop")
         if calls and finish not in ("length", "content_filter"):
             finish = "tool_calls"
         elif not calls and finish == "tool_calls":
             finish = "stop"
-        message = Message(role="assistant", parts=tuple(parts), tool_calls=calls)
+        message = Message(role="assistant", parts=tuple(parts), tool_calls=tuple(calls))
         events.append(Completion(message, _usage(self.usage), finish, raw_usage=self.usage))
         return events
 
