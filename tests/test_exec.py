@@ -322,6 +322,10 @@ def test_usage_errors(repo, env):
     run = mcode("exec", "--image", "nope.png", "hi", cwd=repo, env=env)
     assert run.code == 2 and "nope.png" in run.stderr
     assert mcode("exec", "", cwd=repo, env=env, stdin="").code == 2
+    run = mcode("exec", "--resume", "no-such-id", "hi", cwd=repo, env=env)
+    assert run.code == 2 and "no session with id 'no-such-id'" in run.stderr
+    run = mcode("exec", "--continue", "hi", cwd=repo, env=env)
+    assert run.code == 2 and "no earlier session" in run.stderr
 
 
 def test_api_key_never_appears_in_events_or_store(model_server, repo, env, tmp_path):

@@ -9,7 +9,7 @@ from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
 from mcode.runtime.session import Session
-from mcode.store import Store
+from mcode.store import Store, StoreError
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.workspace import Workspace
@@ -46,7 +46,10 @@ def open_session(
             )
         resume_id = recent[0].id
     if store is not None and resume_id:
-        info = store.find(resume_id)
+        try:
+            info = store.find(resume_id)
+        except StoreError as e:  # an unknown or ambiguous --resume ID is a bad flag
+            raise UsageError(e.message, hint=e.hint) from None
         session_id = info.id
         history = store.history(info.id)
         last_seq = store.last_seq(info.id)
