@@ -16,6 +16,7 @@ to send your API key to a server of its choosing.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -60,6 +61,8 @@ _KEYS: dict[str, str] = {
 # Per-provider overrides: [providers.<name>] base_url / model / api_key_env.
 _PROVIDER_KEYS = {"base_url": "str", "model": "str", "api_key_env": "str"}
 _PROJECT_FORBIDDEN = {"base_url", "api_key_env"}
+# Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
+_ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
 
 
 @dataclass(slots=True)
@@ -130,13 +133,14 @@ def load_settings(
         (config_home(env) / "config.toml", False),
         (workspace / ".mcode" / "config.toml", True),
     ):
-        if path.is_file():
+        if path.exists():  # a folder or an unreadable file there is an error, not ignored
             values.update(_read_file(path, is_project))
             sources.append(str(path))
     for key, kind in _KEYS.items():
         name = "MCODE_" + key.upper().replace(".", "_")
         if env.get(name):
-            values[key] = _coerce(env[name], kind, f"environment variable {name}")
+            where = f"environment variable {name}"
+            values[key] = _check_range(key, _coerce(env[name], kind, where), where)
     for key, value in (flags or {}).items():
         if value is not None:
             values[key] = value
@@ -181,7 +185,9 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
                 hint="set it in your user config or with --base-url: a repository must not "
                 "choose where your API key is sent",
             )
-        out[key] = _check_type(value, kind, f"{where}: {key!r}")
+        out[key] = _check_range(
+            key, _check_type(value, kind, f"{where}: {key!r}"), f"{where}: {key!r}"
+        )
     return out
 
 
@@ -237,6 +243,17 @@ def _check_type(value: Any, kind: str, where: str) -> Any:
         }[kind]
         raise ConfigError(f"{where} must be {expected}, not {value!r}")
     return float(value) if kind == "float" else value
+
+
+def _check_range(key: str, value: Any, where: str) -> Any:
+    """``value`` if it is in range for ``key``: numbers are finite and above 0 (0 allowed for
+    the keys in _ZERO_OK)."""
+    if _KEYS.get(key) not in ("int", "float"):
+        return value
+    zero_ok = key in _ZERO_OK
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{where} must be {'0 or more' if zero_ok else 'above 0'}, not {value!r}")
+    return value
 
 
 def _coerce(raw: str, kind: str, where: str) -> Any:

@@ -135,3 +135,35 @@ def test_unknown_provider_and_mode(ws, tmp_path):
         load_settings(ws, flags={"provider": "nope"}, env=env_for(tmp_path))
     with pytest.raises(ConfigError, match="permission mode"):
         load_settings(ws, flags={"permission_mode": "yolo"}, env=env_for(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("[tools]", "bash_timeout = -1"),
+        ("[network]", "idle_timeout = 0"),
+        ("[network]", "max_retries = -2"),
+        ("[local]", "threads = 0"),
+    ],
+)
+def test_out_of_range_numbers_name_file_line_and_key(ws, tmp_path, section, line):
+    cfg = write(ws / ".mcode" / "config.toml", f"{section}\n{line}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(ws, env=env_for(tmp_path))
+    key = section.strip("[]") + "." + line.split(" =")[0]
+    assert f"{cfg}:2" in str(e.value) and key in str(e.value)
+    cfg.unlink()
+    with pytest.raises(ConfigError, match="MCODE_"):
+        env_name = "MCODE_" + key.upper().replace(".", "_")
+        load_settings(ws, env=env_for(tmp_path, **{env_name: line.split("= ")[1]}))
+
+
+def test_zero_retries_and_backoff_are_allowed(ws, tmp_path):
+    write(ws / ".mcode" / "config.toml", "[network]\nmax_retries = 0\nbackoff_base = 0\n")
+    assert load_settings(ws, env=env_for(tmp_path)).network.max_retries == 0
+
+
+def test_a_config_path_that_is_a_folder_is_an_error(ws, tmp_path):
+    (tmp_path / "cfg" / "mcode" / "config.toml").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(ws, env=env_for(tmp_path))
