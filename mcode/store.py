@@ -131,9 +131,15 @@ class Store:
             ) from None
 
     def set_title(self, session_id: str, title: str) -> None:
-        self._db.execute(
-            "UPDATE sessions SET title=? WHERE id=? AND title=''", (title[:200], session_id)
-        )
+        try:
+            self._db.execute(
+                "UPDATE sessions SET title=? WHERE id=? AND title=''", (title[:200], session_id)
+            )
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"could not save the title of session {session_id}: {e}",
+                hint="check free disk space and that no other program holds the database",
+            ) from None
 
     def sessions(self, cwd: str | None = None, limit: int = 50) -> list[SessionInfo]:
         sql = "SELECT * FROM sessions"

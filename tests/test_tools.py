@@ -64,6 +64,17 @@ def test_read_numbers_lines_like_cat_n_and_records_a_stamp(repo: Path, ctx: Tool
     assert stamp.size == 8
 
 
+def test_read_says_when_a_file_is_not_utf8_and_edit_refuses_it(
+    repo: Path, ctx: ToolContext
+) -> None:
+    (repo / "latin1.txt").write_bytes("café = 1\n".encode("latin-1"))
+    result = call(ReadTool(), {"path": "latin1.txt"}, ctx)
+    assert "not valid UTF-8" in result.content and "caf\ufffd = 1" in result.content
+    with pytest.raises(ToolError, match="not valid UTF-8"):
+        call(EditTool(), {"path": "latin1.txt", "old_string": "1", "new_string": "2"}, ctx)
+    assert (repo / "latin1.txt").read_bytes() == "café = 1\n".encode("latin-1")
+
+
 def test_read_range_says_what_remains_and_how_to_continue(repo: Path, ctx: ToolContext) -> None:
     (repo / "a.txt").write_text("".join(f"line {i}\n" for i in range(1, 11)))
     result = call(ReadTool(), {"path": "a.txt", "offset": 3, "limit": 2}, ctx)
@@ -595,7 +606,9 @@ def test_bash_task_cancellation_kills_and_reraises(repo: Path) -> None:
 def test_bash_caps_output_keeping_head_and_tail(repo: Path) -> None:
     full = "".join(f"{i}\n" for i in range(1, 10001))
     result, chunks = bash({"command": "seq 1 10000"}, repo, output_cap=1000)
-    assert "".join(chunks) == full  # the stream is not capped
+    streamed = "".join(chunks)  # the live stream is capped too, and says so
+    assert streamed.startswith(full[:1000]) and len(streamed) < 1100
+    assert "live output stops here" in streamed
     head, marker_and_tail = result.content.split("\n[… ", 1)
     marker, tail = marker_and_tail.split(" …]\n", 1)
     assert full.startswith(head) and full.endswith(tail)

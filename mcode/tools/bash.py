@@ -209,12 +209,20 @@ class BashTool(Tool):
         assert proc.stdout is not None
         # Incremental decoding: a multi-byte character split across reads stays whole.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # The live stream is capped like the result: a 50 MB log must not become 50 MB of
+        # events. The result (head and tail) still says what was left out.
+        streamed = 0
         while True:
             chunk = await proc.stdout.read(65536)
             text = decoder.decode(chunk, final=not chunk)
             if text:
                 out.add(text)
-                ctx.emit_output(text)
+                if streamed < ctx.output_cap:
+                    piece = text[: ctx.output_cap - streamed]
+                    streamed += len(piece)
+                    if streamed >= ctx.output_cap:
+                        piece += "\n[… live output stops here; the result keeps the head and tail]\n"
+                    ctx.emit_output(piece)
             if not chunk:
                 return
 

@@ -179,7 +179,15 @@ class ReadTool(Tool):
                 hint="inspect it with bash (file, xxd, strings) if you must",
             )
         ctx.file_stamps[str(p)] = make_stamp(st, data)
-        lines = _split_lines(data.decode("utf-8", errors="replace"))
+        try:
+            text, note = data.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            text = data.decode("utf-8", errors="replace")
+            note = (
+                f"[{rel} is not valid UTF-8: undecodable bytes are shown as \ufffd; edit refuses "
+                "this file and write would replace those bytes]\n"
+            )
+        lines = _split_lines(text)
         total = len(lines)
         if total == 0:
             return ToolResult(f"[{rel} is empty]", summary=f"read {rel} (empty)")
@@ -207,7 +215,9 @@ class ReadTool(Tool):
                 f"[lines {offset}-{end} of {total}; {total - end} more, "
                 f"read with offset={end + 1} to continue]"
             )
-        return ToolResult("\n".join(out), summary=f"read {rel} (lines {offset}-{end} of {total})")
+        return ToolResult(
+            note + "\n".join(out), summary=f"read {rel} (lines {offset}-{end} of {total})"
+        )
 
 
 class WriteTool(Tool):
