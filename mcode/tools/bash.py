@@ -221,7 +221,7 @@ class BashTool(Tool):
                     piece = text[: ctx.output_cap - streamed]
                     streamed += len(piece)
                     if streamed >= ctx.output_cap:
-                        piece += "\n[… live output stops here; the result keeps the head and tail]\n"
+                        piece += "\n[… live output stops here; the result keeps head and tail]\n"
                     ctx.emit_output(piece)
             if not chunk:
                 return
