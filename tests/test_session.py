@@ -151,3 +151,38 @@ def test_interactive_approval(model_server, repo, tmp_path, allow):
     assert (repo / "new.txt").exists() is allow
     decided = [e["data"] for e in events if e["type"] == "permission.decided"]
     assert decided[0]["allowed"] is allow and decided[0]["by"] == "user"
+
+
+def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_server, repo, tmp_path):
+    from mcode.tools.base import Tool, ToolResult
+
+    class SlowRead(Tool):
+        name = "read"
+        description = "read slowly"
+        parameters = {"type": "object", "properties": {"path": {"type": "string"}}}
+        permission = "read"
+
+        async def run(self, args, ctx):
+            await asyncio.sleep(0.6 if args["path"] == "slow" else 0.3)
+            return ToolResult(content=f"content of {args['path']}")
+
+    server = model_server(
+        [
+            {
+                "tool_calls": [
+                    {"id": "c1", "name": "read", "arguments": {"path": "slow"}},
+                    {"id": "c2", "name": "read", "arguments": {"path": "fast"}},
+                    {"id": "c3", "name": "read", "arguments": {"path": "fast2"}},
+                ]
+            },
+            {"text": "done"},
+        ]
+    )
+    session, events = _session(server, repo, tmp_path, interactive=False)
+    session.tools = [SlowRead()]
+    started = time.monotonic()
+    assert asyncio.run(session.submit("read three")).reason == "completed"
+    assert time.monotonic() - started < 1.0  # 1.2 s if they had run one after another
+    results = tool_messages(server.requests[1]["body"])
+    assert [r["tool_call_id"] for r in results] == ["c1", "c2", "c3"]
+    assert results[0]["content"] == "content of slow"
