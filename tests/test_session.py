@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from helpers import make_repo, tool_messages
@@ -159,7 +160,7 @@ def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_serv
     class SlowRead(Tool):
         name = "read"
         description = "read slowly"
-        parameters = {"type": "object", "properties": {"path": {"type": "string"}}}
+        parameters: ClassVar[dict] = {"type": "object", "properties": {"path": {"type": "string"}}}
         permission = "read"
 
         async def run(self, args, ctx):
@@ -178,7 +179,7 @@ def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_serv
             {"text": "done"},
         ]
     )
-    session, events = _session(server, repo, tmp_path, interactive=False)
+    session, _ = _session(server, repo, tmp_path, interactive=False)
     session.tools = [SlowRead()]
     started = time.monotonic()
     assert asyncio.run(session.submit("read three")).reason == "completed"
