@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="text: the final answer; json: one result object; "
         "stream-json: every event as JSON lines",
     )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="text format: no progress lines on stderr (tool calls, retries), only the answer",
+    )
     p.add_argument("--provider", choices=["openai", "anthropic", "minimax", "local"])
     p.add_argument("--model", help="model name, or a .gguf path for --provider local")
     p.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8080/v1")

@@ -130,6 +130,10 @@ async def _run(args: argparse.Namespace) -> int:
                     session.cancel()  # nobody reads the events any more: stop, as on SIGPIPE
 
             session.subscribe(show)
+        elif args.output_format == "text" and not args.quiet:
+            from mcode.progress import Progress
+
+            session.subscribe(Progress())
         session.start(
             cwd=str(workspace),
             provider_reason=settings.provider_reason,

@@ -81,6 +81,19 @@ def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
         env=env,
     )
     assert run.code == 0, run.stderr
+    assert run.stderr == ""  # stream-json: the events are the progress
+
+    # The same task in text mode shows each step on stderr and only the answer on stdout.
+    (repo / "calc.py").write_text(CALC)
+    text = mcode(*exec_args(model_server(FIX_SCRIPT), "--permission-mode", "full-auto"),
+                 "Fix add() in calc.py and run its test.", cwd=repo, env=env)
+    assert text.code == 0, text.stderr
+    assert text.stdout == "Fixed add() in calc.py; test_calc.py passes.\n"
+    steps = [line for line in text.stderr.splitlines() if line.startswith(("→", "  ✓"))]
+    assert [s.split()[1] for s in steps] == ["read", "read", "edit", "edited", "bash", "$"]
+    quiet = mcode(*exec_args(model_server([{"text": "hi"}]), "-q"), "x", cwd=repo, env=env)
+    assert quiet.stderr == "" and quiet.stdout == "hi\n"
+    (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
 
     events = run.events()
@@ -120,6 +133,7 @@ def test_text_and_json_output(model_server, repo, env):
     run = mcode(*exec_args(server), "What is this repo?", cwd=repo, env=env)
     assert run.code == 0, run.stderr
     assert run.stdout.strip() == "It is a calculator."
+    assert "openai/test-model" in run.stderr  # progress goes to stderr, the answer to stdout
 
     run = mcode(*exec_args(server, "--output-format", "json"), "And now?", cwd=repo, env=env)
     assert run.code == 0, run.stderr

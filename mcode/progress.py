@@ -1,0 +1,59 @@
+"""One line per step on stderr for ``mcode exec`` in text mode, so a person sees the agent work
+(which model, each tool call and its outcome, retries, denials) while stdout keeps only the
+answer for scripts. Built on the event stream like every other front end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from mcode import events as ev
+from mcode.events import Event
+
+MAX_ARGS = 120
+
+
+class Progress:
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+
+    def __call__(self, event: Event, line: str) -> None:
+        text = self._describe(event)
+        if text is None:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):
+            pass  # stderr closed: progress is a courtesy, never a reason to fail the run
+
+    def _describe(self, event: Event) -> str | None:
+        d = event.data
+        t = event.type
+        if t == ev.SESSION_STARTED:
+            how = "resumed session" if d["resumed"] else "session"
+            return (
+                f"mcode: {how} {event.session_id[:12]}, {d['provider']}/{d['model']} "
+                f"({d['provider_reason']}), permission mode {d['permission_mode']}"
+            )
+        if t == ev.TOOL_REQUESTED:
+            return f"→ {d['name']} {_short_args(d['arguments'])}"
+        if t == ev.TOOL_FINISHED:
+            mark = "✓" if d["ok"] else "✗"
+            return f"  {mark} {d['summary'] or d['name']} ({d['duration']:.1f} s)"
+        if t == ev.PERMISSION_DECIDED and not d["allowed"]:
+            return f"  denied: {d.get('reason', '')}"
+        if t == ev.RETRY:
+            return f"  retrying in {d['wait']:.1f} s (attempt {d['attempt']}): {d['reason']}"
+        if t == ev.ERROR:
+            return f"  {d['kind']}: {d['message']}"
+        return None
+
+
+def _short_args(raw: str) -> str:
+    try:
+        text = json.dumps(json.loads(raw), ensure_ascii=False) if raw.strip() else "{}"
+    except json.JSONDecodeError:
+        text = raw
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ARGS else text[: MAX_ARGS - 1] + "…"
