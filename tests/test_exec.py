@@ -85,8 +85,12 @@ def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
 
     # The same task in text mode shows each step on stderr and only the answer on stdout.
     (repo / "calc.py").write_text(CALC)
-    text = mcode(*exec_args(model_server(FIX_SCRIPT), "--permission-mode", "full-auto"),
-                 "Fix add() in calc.py and run its test.", cwd=repo, env=env)
+    text = mcode(
+        *exec_args(model_server(FIX_SCRIPT), "--permission-mode", "full-auto"),
+        "Fix add() in calc.py and run its test.",
+        cwd=repo,
+        env=env,
+    )
     assert text.code == 0, text.stderr
     assert text.stdout == "Fixed add() in calc.py; test_calc.py passes.\n"
     steps = [line for line in text.stderr.splitlines() if line.startswith(("→", "  ✓"))]
