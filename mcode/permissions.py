@@ -109,9 +109,12 @@ class Rule:
     def __str__(self) -> str:
         return self.tool if self.pattern is None else f"{self.tool}({self.pattern})"
 
-    def matches(self, tool: str, subject: str) -> bool:
-        if tool != self.tool:
-            return False
+    def applies_to(self, tool: Tool) -> bool:
+        """A rule names one tool, except ``edit``, which stands for every tool that writes files
+        (edit and write): ``deny = ["edit(.env)"]`` must not be dodged by writing instead."""
+        return self.tool == tool.name or (self.tool == "edit" and tool.permission == "edit")
+
+    def matches(self, subject: str) -> bool:
         return self.pattern is None or fnmatchcase(subject, self.pattern)
 
 
@@ -225,10 +228,10 @@ class Permissions:
         subject = self._subject(tool, args)
         is_bash = name == "bash"
         for rule in self.deny:
-            if rule.tool != name:
+            if not rule.applies_to(tool):
                 continue
             candidates = _deny_candidates(subject) if is_bash and rule.pattern else [subject]
-            if any(rule.matches(name, c) for c in candidates):
+            if any(rule.matches(c) for c in candidates):
                 return Decision("deny", f"denied by rule {rule}", str(rule))
         if tool.permission == "read":
             return Decision("allow", f"{name} only reads, which every mode allows")
@@ -238,27 +241,27 @@ class Permissions:
             return Decision("allow", f"full-auto mode allows {name}")
         if self.mode is PermissionMode.AUTO_EDIT and tool.permission == "edit":
             return Decision("allow", f"auto-edit mode allows {name}")
-        rule_hit = self._allowed_by(name, subject, is_bash)
+        rule_hit = self._allowed_by(tool, subject, is_bash)
         if rule_hit is not None:
             return Decision("allow", f"allowed by rule {rule_hit}", rule_hit)
         return Decision("ask", f"{name} needs approval in {self.mode.value} mode")
 
-    def _allowed_by(self, name: str, subject: str, is_bash: bool) -> str | None:
-        rules = [r for r in self.allow if r.tool == name]
+    def _allowed_by(self, tool: Tool, subject: str, is_bash: bool) -> str | None:
+        rules = [r for r in self.allow if r.applies_to(tool)]
         if not rules:
             return None
         for rule in rules:
             if rule.pattern is None:
                 return str(rule)
         if not is_bash:
-            hit = next((r for r in rules if r.matches(name, subject)), None)
+            hit = next((r for r in rules if r.matches(subject)), None)
             return None if hit is None else str(hit)
         pieces = split_command(subject)
         if not pieces:  # unsure (or empty): never allowed by a pattern
             return None
         used: list[str] = []
         for piece in pieces:
-            hit = next((r for r in rules if r.matches(name, piece)), None)
+            hit = next((r for r in rules if r.matches(piece)), None)
             if hit is None:
                 return None
             if str(hit) not in used:

@@ -69,6 +69,20 @@ def test_deny_rules_win_over_every_mode_and_class() -> None:
     assert perms.check(BASH, {"command": "git log"}).action == "allow"
 
 
+def test_an_edit_rule_covers_every_tool_that_writes_files() -> None:
+    from mcode.tools.files import WriteTool
+
+    perms = Permissions("full-auto", deny=["edit(.env)"])
+    assert perms.check(WriteTool(), {"path": ".env", "content": "x"}).action == "deny"
+    assert (
+        perms.check(EDIT, {"path": ".env", "old_string": "a", "new_string": "b"}).action == "deny"
+    )
+    assert perms.check(WriteTool(), {"path": "ok.txt", "content": "x"}).action == "allow"
+    allow = Permissions("ask", allow=["edit(docs/*)"])
+    assert allow.check(WriteTool(), {"path": "docs/a.md", "content": "x"}).action == "allow"
+    assert allow.check(BASH, {"command": "docs/a.md"}).action == "ask"
+
+
 def test_allow_rules_cannot_override_read_only() -> None:
     perms = Permissions(PermissionMode.READ_ONLY, allow=["bash", "edit"])
     assert perms.check(BASH, {"command": "ls"}).action == "deny"
@@ -81,7 +95,7 @@ def test_allow_rules_in_ask_and_auto_edit() -> None:
     assert decision == Decision("allow", "allowed by rule bash(git status*)", "bash(git status*)")
     assert perms.check(BASH, {"command": "git commit"}).action == "ask"
     assert perms.check(EDIT, CALLS["edit"][1]).rule == "edit"
-    assert perms.check(WRITE, {"path": "a.py", "content": ""}).action == "ask"
+    assert perms.check(WRITE, {"path": "a.py", "content": ""}).rule == "edit"  # edit covers write
     auto = Permissions("auto-edit", allow=["computer"])
     assert auto.check(COMPUTER, {}).action == "allow"
     assert auto.check(BASH, {"command": "make"}).action == "ask"
