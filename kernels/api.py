@@ -155,8 +155,8 @@ def msa_select(
     """Index branch: per query token and KV group, the ``topk`` blocks to attend.
 
     A block's score is the max over its (causally visible) tokens of ``index_q[t, h] . index_k``;
-    the ``topk - 1`` best non-local visible blocks are kept (raw scores; the reference breaks
-    ties to the lower id, the GPU path leaves exact ties to ``torch.topk``), then the local block;
+    the ``topk - 1`` best non-local visible blocks are kept (raw scores; exact ties go to the
+    lower block id, on every path), then the local block;
     tokens seeing fewer than ``topk`` blocks take all of them. Returns ``sel [Hkv, T, topk]``
     int32 (layout in the module docstring).
     """

@@ -5,7 +5,15 @@ pairs of one sequence (``index_q`` is ``[T, Hkv, d_idx]``, so a tile's rows are 
 every program streams a range of key blocks of the single shared index-key head, so each key
 block is read once per tile for all heads. Output ``[T, Hkv, max_pages]`` fp32 holds the block
 maxima with ``-inf`` for invisible blocks and for each row's own (local) block, which is appended
-last by the top-k step instead of being ranked. Top-k is ``torch.topk`` (device-only ops).
+last by the top-k step instead of being ranked.
+
+Top-k (:func:`topk_from_scores`) is exact, ties to the lower block id, like the reference: each
+fp32 score becomes an order-preserving unsigned 32-bit key, a bitwise binary search over the key
+finds the (k-1)-th largest key of the row (32 rounds of compare + count, the row in registers),
+every block above it is taken, and of the blocks equal to it the lowest ids fill the remaining
+slots (one prefix count). The kernel writes the final ``[Hkv, T, k]`` lists (chosen ids in
+ascending id order, then the local block, then -1). Rows wider than 16384 blocks use an int64
+``torch.topk`` on ``(key << 32) | (nb - 1 - id)``, exact too (every packed key is distinct).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._util import next_pow2, upcast_dots
+from ._util import check, interpreting, next_pow2, upcast_dots
 from .reference import assemble_selection
 
 
@@ -156,17 +164,170 @@ def block_scores(
     return out
 
 
-def topk_from_scores(
-    scores: torch.Tensor, tok_pos: torch.Tensor, block_size: int, topk: int
+@triton.jit
+def _topk_kernel(
+    SC,
+    POS,
+    SEL,
+    stride_sc_t,
+    stride_sc_h,
+    stride_sel_h,
+    stride_sel_t,
+    n_rows,
+    nb,
+    H: tl.constexpr,
+    BS: tl.constexpr,
+    M: tl.constexpr,
+    KSEL: tl.constexpr,
+    ROWS: tl.constexpr,
+    NB_PAD: tl.constexpr,
+    K_PAD: tl.constexpr,
+):
+    """``ROWS`` rows ``(token, head)`` per program: exact top-``M`` of the visible non-local
+    blocks (ties to the lower id), then the local block, then -1, into ``SEL[h, t, :KSEL]``."""
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = r < n_rows
+    t = r // H
+    h = r % H
+    local = tl.load(POS + t, mask=row_ok, other=0) // BS
+    n = tl.arange(0, NB_PAD)
+    cand = row_ok[:, None] & (n[None, :] < local[:, None]) & (n[None, :] < nb)
+    s = tl.load(
+        SC + t.to(tl.int64)[:, None] * stride_sc_t + h[:, None] * stride_sc_h + n[None, :],
+        mask=cand,
+        other=float("-inf"),
+    )
+    valid = cand & (s > float("-inf"))
+    # order-preserving unsigned key: negatives bit-inverted, positives get the sign bit set;
+    # -0.0 and +0.0 share one key (they tie in the reference); invalid -> 0, below every valid key
+    ub = s.to(tl.uint32, bitcast=True)
+    key = tl.where((ub >> 31) == 1, ub ^ 0xFFFFFFFF, ub | 0x80000000)
+    key = tl.where(s == 0.0, tl.full(key.shape, 0x80000000, tl.uint32), key)
+    key = tl.where(valid, key, tl.zeros_like(key))
+    # thr = the M-th largest key of the row (0 when the row has fewer than M valid blocks)
+    thr = tl.zeros([ROWS], dtype=tl.uint32)
+    for i in tl.static_range(32):
+        c = thr | tl.full([ROWS], 1 << (31 - i), tl.uint32)
+        cnt = tl.sum((key >= c[:, None]).to(tl.int32), 1)
+        thr = tl.where(cnt >= M, c, thr)
+    gt = key > thr[:, None]
+    eq = (key == thr[:, None]) & valid
+    need = M - tl.sum(gt.to(tl.int32), 1)
+    # one prefix count for both: blocks above thr in the high half, ties at thr in the low half
+    both = tl.cumsum(gt.to(tl.int32) * 65536 + eq.to(tl.int32), 1)
+    n_eq = both & 65535
+    take = gt | (eq & (n_eq <= need[:, None]))
+    slot = (both >> 16) + tl.minimum(n_eq, need[:, None]) - 1
+    out = SEL + h.to(tl.int64) * stride_sel_h + t.to(tl.int64) * stride_sel_t
+    tl.store(out[:, None] + slot, n[None, :], mask=take)
+    n_take = tl.sum(take.to(tl.int32), 1)
+    j = tl.arange(0, K_PAD)
+    tail = tl.where(j[None, :] == n_take[:, None], local[:, None], -1)
+    tl.store(
+        out[:, None] + j[None, :],
+        tail,
+        mask=row_ok[:, None] & (j[None, :] >= n_take[:, None]) & (j[None, :] < KSEL),
+    )
+
+
+TOPK_KERNEL_MAX_BLOCKS = 16384
+
+
+def _topk_packed_torch(
+    scores: torch.Tensor,
+    tok_pos: torch.Tensor,
+    block_size: int,
+    topk: int,
+    elems: int = 1 << 27,
 ) -> torch.Tensor:
-    """``[T, Hkv, nb]`` scores (local already ``-inf``) -> ``sel`` ``[Hkv, T, topk]`` int32."""
+    """Exact top-k with torch ops only: ``torch.topk`` over int64 ``(key << 32) | (nb-1-id)``
+    (keys distinct, so no tie is left to the sort), about ``elems`` scores at a time."""
     T, H, nb = scores.shape
     m = min(topk - 1, nb)
-    local = (tok_pos.to(torch.int64) // block_size).view(T, 1).expand(T, H)
-    if m > 0:
-        vals, idx = torch.topk(scores, m, dim=-1, largest=True, sorted=True)
-    else:
-        vals = scores[..., :0]
-        idx = vals.to(torch.int64)
-    sel = assemble_selection(idx, vals, local, topk)  # [T, H, k]
-    return sel.permute(1, 0, 2).contiguous()
+    out = torch.empty(H, T, topk, dtype=torch.int32, device=scores.device)
+    ids = torch.arange(nb, device=scores.device)
+    low = (nb - 1 - ids).to(torch.int64)
+    imin = torch.iinfo(torch.int32).min
+    step = max(1, elems // max(1, H * nb))
+    for t0 in range(0, T, step):
+        sc = scores[t0 : t0 + step]
+        local = tok_pos[t0 : t0 + step].to(torch.int64) // block_size  # [t]
+        if m > 0:
+            b = sc.contiguous().view(torch.int32)
+            key = b ^ ((b >> 31) & 0x7FFFFFFF)  # order-preserving signed key
+            key = torch.where(sc == 0, torch.zeros_like(key), key)  # -0.0 == +0.0
+            ok = (ids[None, None, :] < local[:, None, None]) & (sc > float("-inf"))
+            key = torch.where(ok, key, torch.full_like(key, imin))
+            packed = (key.to(torch.int64) << 32) | low
+            del key, ok, b
+            top = torch.topk(packed, m, dim=-1, largest=True, sorted=True).values
+            idx = nb - 1 - (top & 0xFFFFFFFF)
+            # only validity matters to assemble_selection
+            vals = torch.where((top >> 32) > imin, 0.0, float("-inf"))
+            del packed, top
+        else:
+            vals = sc[..., :0]
+            idx = vals.to(torch.int64)
+        loc = local.view(-1, 1).expand(-1, H)
+        out[:, t0 : t0 + step] = assemble_selection(idx, vals, loc, topk).permute(1, 0, 2)
+    return out
+
+
+def topk_from_scores(
+    scores: torch.Tensor,
+    tok_pos: torch.Tensor,
+    block_size: int,
+    topk: int,
+    *,
+    method: str = "auto",
+    rows_per_prog: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
+    """``[T, Hkv, nb]`` scores -> ``sel`` ``[Hkv, T, topk]`` int32: the ``topk - 1`` best
+    visible non-local blocks (exact, ties to the lower id), then the local block
+    ``tok_pos // block_size``, then -1. Only blocks ``< local`` are candidates and ``-inf``
+    scores are never chosen. ``method``: ``"auto"`` (the Triton kernel on CUDA or under the
+    interpreter for rows up to 16384 blocks, else ``"packed"``), ``"triton"`` or ``"packed"``
+    (int64 ``torch.topk``). Device ops only, no host sync."""
+    T, H, nb = scores.shape
+    check(method in ("auto", "triton", "packed"), f"unknown top-k method {method!r}")
+    nb_pad = next_pow2(max(nb, 1))
+    if method == "auto":
+        kernel_ok = scores.is_cuda or (scores.device.type == "cpu" and interpreting())
+        method = "triton" if kernel_ok and nb_pad <= TOPK_KERNEL_MAX_BLOCKS else "packed"
+    if method == "packed":
+        return _topk_packed_torch(scores, tok_pos, block_size, topk)
+    sel = torch.empty(H, T, topk, dtype=torch.int32, device=scores.device)
+    if T == 0:
+        return sel
+    if scores.stride(-1) != 1:
+        scores = scores.contiguous()
+    pos = tok_pos if tok_pos.dtype == torch.int32 else tok_pos.to(torch.int32)
+    pos = pos.contiguous()
+    # tuned on an H200 (BENCH.md, "Prefill top-k"): ~2048 scores per program with 8 warps,
+    # or one row of 4096+ blocks with 16 warps
+    if rows_per_prog is None:
+        rows_per_prog = max(1, min(64, 2048 // nb_pad))
+    if num_warps is None:
+        num_warps = 8 if rows_per_prog * nb_pad <= 2048 else 16
+    grid = (triton.cdiv(T * H, rows_per_prog),)
+    _topk_kernel[grid](
+        scores,
+        pos,
+        sel,
+        scores.stride(0),
+        scores.stride(1),
+        sel.stride(0),
+        sel.stride(1),
+        T * H,
+        nb,
+        H=H,
+        BS=block_size,
+        M=min(topk - 1, nb),
+        KSEL=topk,
+        ROWS=rows_per_prog,
+        NB_PAD=nb_pad,
+        K_PAD=next_pow2(topk),
+        num_warps=num_warps,
+    )
+    return sel

@@ -7,6 +7,8 @@
     python3 tests/bench/msa.py [--quick] [--sections ceil,tune,prefill,varlen,modes,chunked,decode,flex]
                                [--out DIR]
 
+``--sections topk`` times the prefill top-k stage alone (before/after exact tie-breaking).
+
 Protocol (shared/KERNELS.md): M3 shape (64 query heads, 4 KV heads, head dim 128, bf16, pages of
 128 tokens, k = 16, index head dim 128). Medians of ``triton.testing.do_bench`` (it clears L2
 before every run); runs over ~100 ms use 1 warm-up + 3 timed runs with CUDA events. Decode is
@@ -495,7 +497,7 @@ def sec_prefill(L: int, dense: bool = True) -> None:
         c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **sc_kw
     )
     ms_topk = tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK))
-    row(sec, "top-k (torch.topk + assemble)", ms_topk, nbytes=scores.numel() * 4)
+    row(sec, "top-k (exact, Triton)", ms_topk, nbytes=scores.numel() * 4)
     del scores
     chunk = tokens_per_work(G, CFG["kv"]["block_m"], CFG["tiles"]["tiles"])
     ms_inv = tm(lambda: build_worklist(sel, c.tok_seq, 1, c.max_pages, chunk, c.tok_pos))
@@ -885,6 +887,83 @@ def sec_flex(L: int) -> None:
     free()
 
 
+def topk_legacy(scores: torch.Tensor, tok_pos: torch.Tensor, bs: int, topk: int) -> torch.Tensor:
+    """The top-k before exact tie-breaking (fp32 ``torch.topk``, ties left to it), for timing."""
+    T, H, nb = scores.shape
+    local = (tok_pos.to(torch.int64) // bs).view(T, 1).expand(T, H)
+    vals, idx = torch.topk(scores, min(topk - 1, nb), dim=-1, largest=True, sorted=True)
+    return assemble_selection(idx, vals, local, topk).permute(1, 0, 2).contiguous()
+
+
+def sec_topk() -> None:
+    """Prefill top-k stage alone on real block scores: the old fp32 ``torch.topk`` against the
+    exact Triton kernel (and a sweep of its program shape) and the exact int64 ``torch.topk``."""
+    shapes = (
+        [("prefill 32K", [(32 * K_, 32 * K_)])]
+        if DEV == "cpu"
+        else [
+            ("prefill 32K", [(32 * K_, 32 * K_)]),
+            ("prefill 128K", [(128 * K_, 128 * K_)]),
+            ("chunked 16K@1024K", [(16 * K_, 1024 * K_)]),
+        ]
+    )
+    for name, seqs in shapes:
+        sec = f"topk {name}"
+        c = Case(seqs)
+        scores = block_scores(
+            c.index_q, c.index_k, c.page_table, c.cu, c.seqlens_k, c.max_seqlen_q, **CFG["score"]
+        )
+        nbytes = scores.numel() * 4
+        old = topk_legacy(scores, c.tok_pos, BS, TOPK)
+        new = topk_from_scores(scores, c.tok_pos, BS, TOPK)
+        pk = topk_from_scores(scores, c.tok_pos, BS, TOPK, method="packed")
+        srt = lambda x: x.sort(-1).values
+        diff_pk = int((srt(new) != srt(pk)).any(-1).sum())
+        diff_old = int((srt(new) != srt(old)).any(-1).sum())
+        row(
+            sec,
+            "before: fp32 torch.topk + assemble (ties unspecified)",
+            tm(lambda: topk_legacy(scores, c.tok_pos, BS, TOPK)),
+            nbytes=nbytes,
+        )
+        row(
+            sec,
+            "exact: int64 torch.topk on (key<<32) + (nb-1-id)",
+            tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK, method="packed")),
+            nbytes=nbytes,
+            note=f"rows differing from Triton: {diff_pk}",
+        )
+        row(
+            sec,
+            "exact: Triton kernel (default)",
+            tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK)),
+            nbytes=nbytes,
+            note=f"rows differing from the fp32 torch.topk: {diff_old} of {new.shape[0] * new.shape[1]}",
+        )
+        nbp = 1 << (scores.shape[-1] - 1).bit_length()
+        seen = set()
+        for elems in (2048, 4096, 8192):
+            for warps in (4, 8, 16):
+                rows_pp = max(1, elems // nbp)
+                if rows_pp * nbp < 32 * warps or rows_pp * nbp > 64 * 32 * warps:
+                    continue
+                if (rows_pp, warps) in seen or rows_pp > 64:
+                    continue
+                seen.add((rows_pp, warps))
+                kw = dict(rows_per_prog=rows_pp, num_warps=warps)
+                got = topk_from_scores(scores, c.tok_pos, BS, TOPK, **kw)
+                ok = torch.equal(got, new)
+                row(
+                    sec,
+                    f"exact: Triton rows={rows_pp} warps={warps}",
+                    tm(lambda: topk_from_scores(scores, c.tok_pos, BS, TOPK, **kw)),
+                    nbytes=nbytes,
+                    note="" if ok else "MISMATCH",
+                )
+        del c, scores, old, new, pk
+        free()
+
+
 def sec_isa() -> None:
     """Registers, spills, shared memory and MMA flavour (wgmma vs mma.sync) of each kernel as
     compiled in this run (from Triton's in-memory cache; internal API, best effort)."""
@@ -896,6 +975,7 @@ def sec_isa() -> None:
 
     for name, jf in [
         ("score", ks._score_kernel),
+        ("topk", ks._topk_kernel),
         ("kv_outer_fwd", kp._kv_outer_fwd_kernel),
         ("combine", kp._combine_kernel),
         ("query_outer", kq._query_outer_kernel),
@@ -1037,6 +1117,8 @@ def main() -> None:
                         ),
                     )
                 )
+    if "topk" in secs:
+        plan.append(("topk", sec_topk))
     if "ncu" in secs:
         plan.append(("ncu", sec_ncu_target))
     if "flex" in secs:
