@@ -18,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._tl import online_softmax_step
 from ._util import next_pow2, num_sms, upcast_dots
 from .select import block_scores, topk_from_scores
 
@@ -214,16 +215,7 @@ def _decode_split_kernel(
             chosen = ((bits >> st) & 1) != 0
             vis = chosen[:, None] & (kpos[None, :] <= pos[:, None])
             s = tl.where(vis, s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1))
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.math.exp2(m - m_ref)
-            p = tl.math.exp2(s - m_ref[:, None])
-            den = den * alpha + tl.sum(p, 1)
-            if UPCAST:
-                acc = acc * alpha[:, None] + tl.dot(p, vv)
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv)
-            m = m_new
+            m, den, acc = online_softmax_step(s, vv, m, den, acc, UPCAST)
     l_safe = tl.where(den > 0.0, den, 1.0)
     o = acc / l_safe[:, None]
     lse = tl.where(den > 0.0, m + tl.math.log2(l_safe), float("-inf"))  # log2 units
