@@ -75,6 +75,27 @@ def mcode(
     return Run(p.returncode, p.stdout, p.stderr)
 
 
+def start_until(
+    *args: str, cwd: Path, env: dict[str, str], event_type: str
+) -> tuple[subprocess.Popen[str], list[dict[str, Any]]]:
+    """Start ``mcode ARGS`` (stream-json) and read its events until one of ``event_type``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcode", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    events: list[dict[str, Any]] = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["type"] == event_type:
+            break
+    return proc, events
+
+
 def stored_events(home: Path, session_id: str) -> list[dict[str, Any]]:
     db = sqlite3.connect(home / "data" / "mcode" / "sessions.db")
     try:

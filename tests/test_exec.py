@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, make_repo, mcode, stored_events, tool_messages
+from helpers import clean_env, make_repo, mcode, start_until, stored_events, tool_messages
 
 from mcode.events import TRANSIENT_TYPES
 
@@ -370,25 +370,13 @@ def test_interrupt_mid_tool_exits_130_and_records_the_cancel(
             {"text": "never"},
         ]
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcode",
-            *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
-            "sleep",
-        ],
+    proc, lines = start_until(
+        *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+        "sleep",
         cwd=repo,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        event_type="tool.started",
     )
-    lines = []
-    for line in proc.stdout:
-        lines.append(json.loads(line))
-        if lines[-1]["type"] == "tool.started":
-            break
     started = time.monotonic()
     proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=30)
@@ -477,22 +465,13 @@ def test_resume_after_kill_9_mid_tool_answers_the_dangling_call(model_server, re
             {"text": "picked up again"},
         ]
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcode",
-            *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
-            "sleep",
-        ],
+    proc, _ = start_until(
+        *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+        "sleep",
         cwd=repo,
         env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+        event_type="tool.started",
     )
-    for line in proc.stdout:
-        if json.loads(line)["type"] == "tool.started":
-            break
     proc.kill()
     proc.communicate(timeout=30)
 
