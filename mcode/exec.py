@@ -70,7 +70,11 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
-    if args.prompt == "-" or (args.prompt is None and not sys.stdin.isatty()):
+    # sys.stdin is None when the process was started with standard input closed (cron, CI).
+    piped = sys.stdin is not None and not sys.stdin.isatty()
+    if args.prompt == "-" and sys.stdin is None:
+        raise UsageError("'-' reads the prompt from standard input, which is closed")
+    if args.prompt == "-" or (args.prompt is None and piped):
         # Bytes, not sys.stdin's locale codec: piped text that is not UTF-8 (a diff of a
         # Latin-1 file) must not end the run.
         text = sys.stdin.buffer.read().decode("utf-8", errors="replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -545,3 +546,19 @@ def test_stdout_closed_early_cancels_quietly_and_records_it(model_server, repo, 
     stored = stored_events(tmp_path / "home", first["session_id"])
     assert [e["data"]["reason"] for e in stored if e["type"] == "turn.finished"] == ["cancelled"]
     assert stored[-1]["type"] == "session.finished" and stored[-1]["data"]["exit_code"] == 130
+
+
+def test_closed_stdin_is_a_usage_error_not_a_traceback(repo, env):
+    for args in (["exec"], ["exec", "-"]):
+        p = subprocess.run(
+            [sys.executable, "-m", "mcode", *args],
+            cwd=repo,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            close_fds=True,
+            preexec_fn=lambda: os.close(0),
+        )
+        assert p.returncode == 2, p.stderr
+        assert "Traceback" not in p.stderr and "prompt" in p.stderr
