@@ -20,7 +20,7 @@ class Progress:
 
     def __call__(self, event: Event, line: str) -> None:
         text = self._describe(event)
-        if text is None:
+        if text is None or self.out is None:  # stderr closed at start: nowhere to show it
             return
         try:
             print(text, file=self.out, flush=True)
