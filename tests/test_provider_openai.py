@@ -25,7 +25,8 @@ from mcode.providers.base import (
     ToolCallStarted,
 )
 from mcode.providers.openai import OpenAIProvider
-from mcode.providers.retry import NetworkSettings, backoff_delay, parse_retry_after, scrub
+from mcode.providers.retry import NetworkSettings, backoff_delay, parse_retry_after
+from mcode.secrets import scrub
 
 StartServer = Callable[..., ScriptedServer]
 KEY = "sk-test-PLANTED-0123456789abcdef"

@@ -27,9 +27,9 @@ from mcode.providers.retry import (
     error_message_from_body,
     hint_for,
     parse_retry_after,
-    scrub,
 )
 from mcode.providers.sse import SSEEvent, SSEParser
+from mcode.secrets import scrub
 
 __all__ = ["HttpClient"]
 

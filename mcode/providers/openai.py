@@ -30,8 +30,8 @@ from mcode.providers.retry import (
     classify_body_error,
     hint_for,
     retrying,
-    scrub,
 )
+from mcode.secrets import scrub
 
 __all__ = ["OpenAIProvider"]
 

@@ -15,7 +15,6 @@ import asyncio
 import email.utils
 import json
 import random
-import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
@@ -24,6 +23,7 @@ from typing import Any
 
 from mcode.errors import ProviderError
 from mcode.providers.base import ModelEvent, Retrying
+from mcode.secrets import scrub
 
 __all__ = [
     "RETRY_AFTER_CAP",
@@ -37,7 +37,6 @@ __all__ = [
     "looks_like_context_overflow",
     "parse_retry_after",
     "retrying",
-    "scrub",
 ]
 
 RETRY_AFTER_CAP = 600.0  # a server asking for more than 10 minutes is treated as asking for 10
@@ -63,26 +62,6 @@ class NetworkSettings:
 
 
 # ----------------------------------------------------------------------------- secrets
-
-
-_PATTERNS = (
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1***"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{12,}"), "sk-***"),
-)
-
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """Return ``text`` with every secret replaced by ``***``.
-
-    Besides the given secrets (keys shorter than 4 characters are ignored: replacing them would
-    mangle ordinary text), anything shaped like a bearer token or an ``sk-`` key is masked, so a
-    key we were never told about (echoed back by a proxy, say) is still hidden.
-    """
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
-    return text
 
 
 def _trim(text: str, limit: int = _MESSAGE_LIMIT) -> str:

@@ -24,6 +24,7 @@ from mcode.events import Event
 from mcode.messages import ImagePart, Message, Usage, user_message
 from mcode.permissions import Permissions
 from mcode.providers.base import Provider
+from mcode.secrets import redact
 from mcode.store import Store, StoreError
 from mcode.tools.base import Tool, ToolContext
 
@@ -109,11 +110,8 @@ class Session:
         return event
 
     def scrub(self, text: str) -> str:
-        """``text`` with every known secret replaced by ``[REDACTED]``."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        return text
+        """``text`` with every key this session holds replaced by ``[REDACTED]``."""
+        return redact(text, self._secrets)
 
     def start(self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool) -> None:
         info = self.provider.info
