@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tl import online_softmax_step
+from ._tl import load_kv_rows, online_softmax_step, softmax_result
 from ._util import next_pow2, num_sms, upcast_dots
 from .select import block_scores, topk_from_scores
 
@@ -198,19 +198,9 @@ def _decode_split_kernel(
             page = tl.load(PT + b * stride_pt_b + blk).to(tl.int64)
             kpos = blk * BS + s_off
             kin = kpos < lk
-            kk = tl.load(
-                K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s + d[None, :],
-                mask=kin[:, None],
-                other=0.0,
-            )
-            vv = tl.load(
-                V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s + d[None, :],
-                mask=kin[:, None],
-                other=0.0,
-            )
-            if UPCAST:
-                kk = kk.to(tl.float32)
-                vv = vv.to(tl.float32)
+            kp = K + page * stride_k_p + h * stride_k_h
+            vp = V + page * stride_v_p + h * stride_v_h
+            kk, vv = load_kv_rows(kp, vp, s_off, d, kin, stride_k_s, stride_v_s, UPCAST)
             s = tl.dot(q, tl.trans(kk)) * qk_scale
             chosen = ((bits >> st) & 1) != 0
             vis = chosen[:, None] & (kpos[None, :] <= pos[:, None])
@@ -264,9 +254,7 @@ def _decode_merge_kernel(
         acc = acc * alpha[:, None] + o_j * beta[:, None]
         den = den * alpha + beta
         m = m_new
-    l_safe = tl.where(den > 0.0, den, 1.0)
-    out = acc / l_safe[:, None]
-    lse = tl.where(den > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    out, lse = softmax_result(acc, m, den)
     tl.store(
         OUT
         + b * stride_o_b

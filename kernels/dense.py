@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tl import online_softmax_step
+from ._tl import load_kv_rows, online_softmax_step, softmax_result
 from ._util import next_pow2, upcast_dots
 
 LOG2E = 1.4426950408889634
@@ -83,26 +83,14 @@ def _dense_kernel(
         for n in range(0, n_all):
             page = tl.load(PT + b * stride_pt_b + n).to(tl.int64)
             kpos = n * BS + s_off
-            kk = tl.load(
-                K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s + d[None, :],
-                mask=(kpos < lk)[:, None],
-                other=0.0,
-            )
-            vv = tl.load(
-                V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s + d[None, :],
-                mask=(kpos < lk)[:, None],
-                other=0.0,
-            )
-            if UPCAST:
-                kk = kk.to(tl.float32)
-                vv = vv.to(tl.float32)
+            kp = K + page * stride_k_p + h * stride_k_h
+            vp = V + page * stride_v_p + h * stride_v_h
+            kk, vv = load_kv_rows(kp, vp, s_off, d, kpos < lk, stride_k_s, stride_v_s, UPCAST)
             s = tl.dot(q, tl.trans(kk)) * qk_scale
             if n >= n_full:
                 s = tl.where(kpos[None, :] <= pos[:, None], s, float("-inf"))
             m, den, acc = online_softmax_step(s, vv, m, den, acc, UPCAST)
-        l_safe = tl.where(den > 0.0, den, 1.0)
-        out = acc / l_safe[:, None]
-        lse = tl.where(den > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+        out, lse = softmax_result(acc, m, den)
         tl.store(
             OUT + t[:, None] * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
             out.to(OUT.dtype.element_ty),

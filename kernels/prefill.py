@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._tl import load_kv_rows
 from ._util import next_pow2, num_sms, upcast_dots
 from .invert import WorkList
 
@@ -81,19 +82,9 @@ def _kv_outer_fwd_kernel(
         lk = tl.load(SEQK + b)
         kpos = blk * BS + s_off
         kin = kpos < lk
-        kk = tl.load(
-            K + page * stride_k_p + h * stride_k_h + s_off[:, None] * stride_k_s + d[None, :],
-            mask=kin[:, None],
-            other=0.0,
-        )
-        vv = tl.load(
-            V + page * stride_v_p + h * stride_v_h + s_off[:, None] * stride_v_s + d[None, :],
-            mask=kin[:, None],
-            other=0.0,
-        )
-        if UPCAST:
-            kk = kk.to(tl.float32)
-            vv = vv.to(tl.float32)
+        kp = K + page * stride_k_p + h * stride_k_h
+        vp = V + page * stride_v_p + h * stride_v_h
+        kk, vv = load_kv_rows(kp, vp, s_off, d, kin, stride_k_s, stride_v_s, UPCAST)
         for it in range(0, cnt, TPT):
             ok = (r < TPT * G) & (it + tok_l < cnt)
             e = start + it + tok_l

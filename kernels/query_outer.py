@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tl import online_softmax_step
+from ._tl import load_kv_rows, online_softmax_step, softmax_result
 from ._util import next_pow2, upcast_dots
 
 LOG2E = 1.4426950408889634
@@ -90,25 +90,11 @@ def _query_outer_kernel(
         for sub in tl.static_range(0, BS, BLOCK_N):
             kpos = blk * BS + sub + n_off
             vis = kpos <= lim
-            kk = tl.load(
-                kbase + (sub + n_off)[:, None] * stride_k_s + d[None, :],
-                mask=vis[:, None],
-                other=0.0,
-            )
-            vv = tl.load(
-                vbase + (sub + n_off)[:, None] * stride_v_s + d[None, :],
-                mask=vis[:, None],
-                other=0.0,
-            )
-            if UPCAST:
-                kk = kk.to(tl.float32)
-                vv = vv.to(tl.float32)
+            kk, vv = load_kv_rows(kbase, vbase, sub + n_off, d, vis, stride_k_s, stride_v_s, UPCAST)
             s = tl.dot(q, tl.trans(kk)) * qk_scale
             s = tl.where(vis[None, :], s, float("-inf"))
             m, den, acc = online_softmax_step(s, vv, m, den, acc, UPCAST)
-    l_safe = tl.where(den > 0.0, den, 1.0)
-    out = acc / l_safe[:, None]
-    lse = tl.where(den > 0.0, (m + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    out, lse = softmax_result(acc, m, den)
     tl.store(
         OUT + t * stride_o_t + (h * G + g)[:, None] * stride_o_h + d[None, :],
         out.to(OUT.dtype.element_ty),
