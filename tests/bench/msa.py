@@ -387,6 +387,20 @@ def sec_ceil() -> None:
     free()
 
 
+def kv_fwd(c, wl, cfg):
+    """A timed-call closure for the KV-outer forward into preallocated partials, and them."""
+    po = torch.empty(c.T, HKV, TOPK, G, D, dtype=torch.bfloat16, device=DEV)
+    pl = torch.empty(c.T, HKV, TOPK, G, device=DEV)
+
+    def fwd():
+        return kv_outer_forward(
+            c.q, c.k_cache, c.v_cache, c.page_table, c.seqlens_k, wl, TOPK, c.scale,
+            part_o=po, part_lse=pl, **cfg,
+        )  # fmt: skip
+
+    return fwd, po, pl
+
+
 def sec_tune(L: int) -> None:
     c = Case([(L, L)])
     sel = make_sel(c, "uniform")
@@ -409,21 +423,7 @@ def sec_tune(L: int) -> None:
             wl = build_worklist(
                 sel, c.tok_seq, 1, c.max_pages, tokens_per_work(G, bm, tiles), c.tok_pos
             )
-            po = torch.empty(c.T, HKV, TOPK, G, D, dtype=torch.bfloat16, device=DEV)
-            pl = torch.empty(c.T, HKV, TOPK, G, device=DEV)
-            fwd = lambda: kv_outer_forward(
-                c.q,
-                c.k_cache,
-                c.v_cache,
-                c.page_table,
-                c.seqlens_k,
-                wl,
-                TOPK,
-                c.scale,
-                part_o=po,
-                part_lse=pl,
-                **CFG["kv"],
-            )
+            fwd, po, pl = kv_fwd(c, wl, CFG["kv"])
             ms = tm(fwd)
             o, _ = combine(po, pl, sel)
             check_close(f"kv {CFG['kv']}", o, ref_out)
@@ -435,7 +435,7 @@ def sec_tune(L: int) -> None:
             )
             if best is None or ms < best[0]:
                 best = (ms, dict(CFG["kv"]), tiles)
-            del po, pl, wl
+            del fwd, po, pl, wl
         except Exception as e:
             log(f"  kv variant failed: {type(e).__name__}: {str(e)[:200]}")
     CFG["kv"] = best[1]
@@ -505,22 +505,7 @@ def sec_prefill(L: int, dense: bool = True) -> None:
     wl = build_worklist(sel, c.tok_seq, 1, c.max_pages, chunk, c.tok_pos)
     n_work = int(wl.num_work.item())
     fb, cb = bytes_kv_outer(c, st, n_work)
-    po = torch.empty(c.T, HKV, TOPK, G, D, dtype=torch.bfloat16, device=DEV)
-    pl = torch.empty(c.T, HKV, TOPK, G, device=DEV)
-    kvkw = {k: v for k, v in CFG["kv"].items()}
-    fwd = lambda: kv_outer_forward(
-        c.q,
-        c.k_cache,
-        c.v_cache,
-        c.page_table,
-        c.seqlens_k,
-        wl,
-        TOPK,
-        c.scale,
-        part_o=po,
-        part_lse=pl,
-        **kvkw,
-    )
+    fwd, po, pl = kv_fwd(c, wl, dict(CFG["kv"]))
     ms_f = tm(fwd)
     row(sec, "kv_outer forward", ms_f, st["flop"], fb, note=f"{n_work} work items")
     out = torch.empty_like(c.q)
@@ -536,7 +521,7 @@ def sec_prefill(L: int, dense: bool = True) -> None:
         note=f"floor {(fb + cb) / CEIL['bw'] / 1e6:.1f} ms at measured copy BW",
     )
     kv_out = out.clone()
-    del po, pl, out, lse
+    del fwd, po, pl, out, lse
     free()
     qo_out = torch.empty_like(c.q)
     qo_lse = torch.empty(c.T, HQ, device=DEV)
