@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mcode.runtime.session import Session, TurnOutcome
 
 CANCELLED_RESULT = "The user cancelled this tool call before it finished."
-# A resumed session whose process died (kill -9, a crash) inside a tool call.
+# A call that an error ended, or that a resumed session's process died in (kill -9, a crash).
 INTERRUPTED_RESULT = (
     "This tool call did not finish: mcode stopped before it returned, so it may have partly run."
 )
@@ -87,7 +87,7 @@ async def run_turn(session: Session, message: Message) -> TurnOutcome:
     except MCodeError as e:
         kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
         session.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
-        _close_open_calls(session, CANCELLED_RESULT, "cancelled")
+        _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
         session.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
 
