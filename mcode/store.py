@@ -71,7 +71,7 @@ class Store:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             # First: another process may hold the lock that switching to WAL or migrating needs.
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             # NORMAL in WAL: a committed transaction survives a process crash; only a power
             # loss can take the last few back. That is the bar (kill -9 loses nothing completed).
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -81,6 +81,20 @@ class Store:
                 f"cannot open the session store {path}: {e}",
                 hint="check the disk and permissions, or set MCODE_DATA_DIR to another folder",
             ) from None
+
+    def _enable_wal(self) -> None:
+        # Switching a new database to WAL takes an exclusive lock and SQLite does not wait for
+        # it through busy_timeout: several first runs at once get "database is locked". The
+        # mode is persistent, so the loser only has to try again once the winner is done.
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self) -> None:
         if self._version() >= len(_MIGRATIONS):
