@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stream-json: every event as JSON lines",
     )
     p.add_argument(
+        "--input-format",
+        choices=["text", "stream-json"],
+        default="text",
+        help="text: the prompt is the argument (or stdin); stream-json: read JSON lines on stdin "
+        "while running: user messages, steer and cancel (see README)",
+    )
+    p.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -81,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="all folders, not only this one")
     s.add_argument("--limit", type=_positive_int, default=20)
     s.add_argument("--cwd")
+
+    u = sub.add_parser(
+        "undo",
+        help="restore the files the last turn edited",
+        description="Restore every file that the last turn of a session wrote or edited to what "
+        "it was before that turn. Side effects of bash commands are not undone.",
+    )
+    u.add_argument(
+        "--resume", metavar="ID", help="the session (default: the latest in this folder)"
+    )
+    u.add_argument("--force", action="store_true", help="restore files changed since the turn too")
+    u.add_argument("--dry-run", action="store_true", help="show what would be restored")
+    u.add_argument("--cwd")
     return parser
 
 
@@ -105,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.exec import list_sessions
 
         return list_sessions(args)
+    if args.command == "undo":
+        from mcode.undo import main as undo_main
+
+        return undo_main(args)
     parser.print_help()
     return 0
 

@@ -35,6 +35,7 @@ TOOL_STARTED = "tool.started"
 TOOL_OUTPUT = "tool.output"
 TOOL_FINISHED = "tool.finished"
 FILE_CHANGED = "file.changed"
+UNDO = "undo"
 STEER_RECEIVED = "steer.received"
 STEER_DELIVERED = "steer.delivered"
 RETRY = "retry"
@@ -58,6 +59,7 @@ ALL_TYPES = frozenset(
         TOOL_OUTPUT,
         TOOL_FINISHED,
         FILE_CHANGED,
+        UNDO,
         STEER_RECEIVED,
         STEER_DELIVERED,
         RETRY,
