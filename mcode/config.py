@@ -16,6 +16,7 @@ to send your API key to a server of its choosing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -26,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from mcode.errors import ConfigError
-from mcode.providers.presets import PRESETS, ProviderPreset, model_facts
+from mcode.providers.presets import (
+    PRESETS,
+    REPLAY_MODES,
+    ProviderPreset,
+    model_facts,
+    resolve_preset,
+)
 from mcode.providers.retry import NetworkSettings
 
 PERMISSION_MODES = ("read-only", "ask", "auto-edit", "full-auto")
@@ -58,8 +65,18 @@ _KEYS: dict[str, str] = {
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
 }
-# Per-provider overrides: [providers.<name>] base_url / model / api_key_env.
-_PROVIDER_KEYS = {"base_url": "str", "model": "str", "api_key_env": "str"}
+# Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
+# endpoints; reasoning_replay is how thinking goes back on Chat Completions).
+_PROVIDER_KEYS = {
+    "base_url": "str",
+    "model": "str",
+    "api_key_env": "str",
+    "region": "str",
+    "api": "str",
+    "reasoning_replay": "str",
+    "max_output_tokens": "int",
+    "thinking_budget": "int",
+}
 _PROJECT_FORBIDDEN = {"base_url", "api_key_env"}
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
@@ -87,6 +104,8 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
     thinking: bool | None = None
+    max_output_tokens: int = 32_000  # per model call, where the API needs a cap
+    thinking_budget: int = 16_000  # Anthropic-style thinking budget, below max_output_tokens
     permission_mode: str = "ask"
     allow: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
@@ -185,9 +204,21 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
                 hint="set it in your user config or with --base-url: a repository must not "
                 "choose where your API key is sent",
             )
-        out[key] = _check_range(
-            key, _check_type(value, kind, f"{where}: {key!r}"), f"{where}: {key!r}"
-        )
+        value = _check_type(value, kind, f"{where}: {key!r}")
+        if leaf in ("region", "api"):
+            preset = PRESETS[key.split(".")[1]]
+            known = tuple(preset.regions or ("global",)) if leaf == "region" else preset.apis
+            if value not in known:
+                raise ConfigError(
+                    f"{where}: {key!r} must be one of {', '.join(known)}, not {value!r}"
+                )
+        if leaf == "reasoning_replay" and value not in REPLAY_MODES:
+            raise ConfigError(
+                f"{where}: {key!r} must be one of {', '.join(REPLAY_MODES)}, not {value!r}"
+            )
+        if key.startswith("providers.") and kind == "int" and value <= 0:
+            raise ConfigError(f"{where}: {key!r} must be above 0, not {value!r}")
+        out[key] = _check_range(key, value, f"{where}: {key!r}")
     return out
 
 
@@ -305,10 +336,23 @@ def _build(
     workspace: Path, values: dict[str, Any], env: dict[str, str], sources: list[str]
 ) -> Settings:
     provider, reason = resolve_provider(values, env)
-    preset = PRESETS[provider]
     per = {
         k.split(".", 2)[2]: v for k, v in values.items() if k.startswith(f"providers.{provider}.")
     }
+    base = PRESETS[provider]
+    custom_url = (
+        values.get("base_url")
+        or per.get("base_url")
+        or (env.get(base.base_url_env) if base.base_url_env else None)
+    )
+    try:
+        preset = resolve_preset(
+            provider, api=per.get("api"), region=per.get("region"), base_url=custom_url
+        )
+    except ValueError as e:
+        raise ConfigError(f"[providers.{provider}]: {e}") from None
+    if per.get("reasoning_replay"):
+        preset = dataclasses.replace(preset, reasoning_replay=per["reasoning_replay"])
 
     mode = values.get("permission_mode", "ask")
     if mode not in PERMISSION_MODES:
@@ -318,12 +362,7 @@ def _build(
 
     api_key_env = per.get("api_key_env") or preset.api_key_env
     api_key = env.get(api_key_env) if api_key_env else None
-    base_url = (
-        values.get("base_url")
-        or per.get("base_url")
-        or (env.get(preset.base_url_env) if preset.base_url_env else None)
-        or preset.base_url
-    )
+    base_url = custom_url or preset.base_url
     model = values.get("model") or per.get("model") or preset.default_model
     local = LocalSettings(
         model_path=values.get("local.model"),
@@ -338,6 +377,9 @@ def _build(
     window = values.get("context_window") or (
         local.context if provider == "local" else facts.context_window
     )
+    thinking = _thinking(values.get("thinking"))
+    if thinking is None and facts.thinking_switchable:
+        thinking = preset.thinking_default  # sent explicitly where endpoints' defaults differ
     for key in ("max_turns", "context_window", "local.context", "tools.output_cap"):
         if key in values and values[key] <= 0:
             raise ConfigError(f"{key} must be a positive number, not {values[key]!r}")
@@ -356,7 +398,9 @@ def _build(
         base_url=base_url,
         api_key=api_key,
         api_key_env=api_key_env,
-        thinking=_thinking(values.get("thinking")),
+        thinking=thinking,
+        max_output_tokens=per.get("max_output_tokens") or facts.max_output_tokens,
+        thinking_budget=per.get("thinking_budget", 16_000),
         permission_mode=mode,
         allow=list(values.get("permissions.allow", [])),
         deny=list(values.get("permissions.deny", [])),

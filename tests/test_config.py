@@ -66,6 +66,77 @@ def test_minimax_preset_and_region_url(ws, tmp_path):
     )
 
 
+def test_minimax_defaults_to_its_anthropic_endpoint_with_thinking_sent(ws, tmp_path):
+    s = load_settings(ws, env=env_for(tmp_path, MINIMAX_API_KEY="k"))
+    assert (s.preset.wire, s.base_url, s.preset.auth_style) == (
+        "anthropic",
+        "https://api.minimax.io/anthropic",
+        "bearer",
+    )
+    # The two endpoints default differently, so mcode says "on" explicitly for M3...
+    assert s.thinking is True
+    # ...and sends no switch for a model that cannot switch it.
+    s = load_settings(ws, {"model": "MiniMax-M2.5"}, env=env_for(tmp_path, MINIMAX_API_KEY="k"))
+    assert s.thinking is None
+
+
+@pytest.mark.parametrize(
+    "table, wire, url",
+    [
+        ('region = "cn"', "anthropic", "https://api.minimaxi.com/anthropic"),
+        ('api = "openai"', "openai", "https://api.minimax.io/v1"),
+        ('region = "cn"\napi = "openai"', "openai", "https://api.minimaxi.com/v1"),
+    ],
+)
+def test_minimax_region_and_api_from_config(ws, tmp_path, table, wire, url):
+    write(tmp_path / "cfg" / "mcode" / "config.toml", f"[providers.minimax]\n{table}\n")
+    s = load_settings(ws, env=env_for(tmp_path, MINIMAX_API_KEY="k"))
+    assert (s.preset.wire, s.base_url) == (wire, url)
+    if wire == "openai":
+        assert s.preset.reasoning_replay == "think_tags"
+        assert s.preset.max_tokens_field == "max_completion_tokens"
+
+
+def test_a_base_url_ending_in_v1_selects_chat_completions(ws, tmp_path):
+    s = load_settings(
+        ws, env=env_for(tmp_path, MINIMAX_API_KEY="k", MINIMAX_BASE_URL="http://127.0.0.1:9/v1")
+    )
+    assert s.preset.wire == "openai"
+    s = load_settings(
+        ws,
+        {"provider": "minimax", "base_url": "http://127.0.0.1:9/anthropic"},
+        env=env_for(tmp_path),
+    )
+    assert s.preset.wire == "anthropic"
+
+
+def test_unknown_region_api_and_replay_mode_are_errors_with_the_line(ws, tmp_path):
+    cfg = tmp_path / "cfg" / "mcode" / "config.toml"
+    write(cfg, '[providers.minimax]\nregion = "mars"\n')
+    with pytest.raises(ConfigError, match=r"config.toml:2.*must be one of global, cn"):
+        load_settings(ws, env=env_for(tmp_path, MINIMAX_API_KEY="k"))
+    write(cfg, '[providers.openai]\nreasoning_replay = "sideways"\n')
+    with pytest.raises(ConfigError, match=r"config.toml:2.*reasoning_replay.*must be one of"):
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+    write(cfg, '[providers.openai]\napi = "anthropic"\n')
+    with pytest.raises(ConfigError, match=r"'providers.openai.api' must be one of openai,"):
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+
+
+def test_reasoning_replay_is_a_per_provider_setting(ws, tmp_path):
+    write(
+        tmp_path / "cfg" / "mcode" / "config.toml",
+        '[providers.openai]\nreasoning_replay = "reasoning"\n',
+    )
+    s = load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+    assert s.preset.reasoning_replay == "reasoning"
+
+
+def test_anthropic_sends_its_key_as_x_api_key(ws, tmp_path):
+    s = load_settings(ws, env=env_for(tmp_path, ANTHROPIC_API_KEY="k"))
+    assert (s.preset.wire, s.preset.auth_style, s.thinking) == ("anthropic", "x-api-key", None)
+
+
 def test_layers_user_project_env_flags(ws, tmp_path):
     write(
         tmp_path / "cfg" / "mcode" / "config.toml",

@@ -29,12 +29,15 @@ def make_provider(
             tool_steps=settings.local.tool_steps,
         )
     facts = model_facts(settings.model)
+    # A model that cannot switch thinking (MiniMax M2.x) gets no switch in its requests, whatever
+    # the endpoint's style: session.started shows the toggle as unavailable.
+    thinking_style = preset.thinking_style if facts.thinking_switchable else "none"
     info = ModelInfo(
         provider=settings.provider,
         model=settings.model,
         context_window=settings.context_window,
         supports_images=facts.supports_images,
-        thinking_switchable=facts.thinking_switchable and preset.thinking_style != "none",
+        thinking_switchable=thinking_style != "none",
     )
     if preset.wire == "openai":
         from mcode.providers.openai import OpenAIProvider
@@ -46,13 +49,26 @@ def make_provider(
             info=info,
             network=settings.network,
             transport=transport,
-            thinking_style=preset.thinking_style,
+            thinking_style=thinking_style,
             max_tokens_field=preset.max_tokens_field,
             reasoning_replay=preset.reasoning_replay,
         )
+    if preset.wire == "anthropic":
+        from mcode.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(
+            model=settings.model,
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            info=info,
+            network=settings.network,
+            transport=transport,
+            thinking_style=thinking_style,
+            auth_style=preset.auth_style,
+            max_output_tokens=settings.max_output_tokens,
+            thinking_budget=settings.thinking_budget,
+        )
     raise ConfigError(
-        f"the {settings.provider!r} provider ({preset.wire} wire format) is not available in "
-        "this version of mcode",
-        hint="use --provider minimax, openai (any OpenAI-compatible endpoint with --base-url) "
-        "or local",
+        f"the {settings.provider!r} provider has an unknown wire format {preset.wire!r}",
+        hint="this is an mcode bug: please report it",
     )

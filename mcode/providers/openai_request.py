@@ -24,10 +24,9 @@ from mcode.providers.base import (
     ModelRequest,
 )
 from mcode.providers.openai_stream import THINK_CLOSE, THINK_OPEN
+from mcode.providers.presets import REPLAY_MODES
 
 __all__ = ["REPLAY_MODES", "build_body"]
-
-REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
 
 
 def build_body(

@@ -1,25 +1,58 @@
 """Provider presets and model facts, as data.
 
-Adding a provider that speaks an existing wire format, or a model, is a table edit here, not a
-code path. ``wire`` names the implementation (``openai`` is Chat Completions).
+Adding a provider that speaks an existing wire format, a region or a model is a table edit here,
+not a code path. A preset names the provider's endpoints: each *API* (``openai`` = Chat
+Completions, ``anthropic`` = Messages) with the way that endpoint wants thinking switched, tokens
+capped, reasoning replayed and the key sent. :func:`resolve_preset` picks one endpoint for the
+configured region and API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+# How earlier thinking goes back on Chat Completions (see openai_request.py).
+REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderPreset:
+    """One endpoint of a provider, fully resolved.
+
+    - ``wire``: the implementation (``openai`` | ``anthropic`` | ``local``).
+    - ``thinking_style``: how ``--thinking on/off`` is sent (``none``: it cannot be switched;
+      ``minimax``: ``{"type": "adaptive" | "disabled"}``; ``anthropic``: enabled with a budget).
+    - ``thinking_default``: what to send when the user said nothing (MiniMax's two endpoints
+      default differently, so mcode says it explicitly); ``None`` sends nothing.
+    - ``max_tokens_field`` / ``reasoning_replay``: Chat Completions only.
+    - ``auth_style``: ``bearer`` or ``x-api-key`` (Anthropic Messages only).
+    - ``regions``: region -> API -> base URL; ``apis``: the APIs the provider offers, default first.
+    """
+
     name: str
-    wire: str  # "openai" | "anthropic" | "local"
+    wire: str
     base_url: str
     api_key_env: str | None
     base_url_env: str | None
     default_model: str
-    thinking_style: str = "none"  # how --thinking on/off is sent; "none": cannot be switched
+    thinking_style: str = "none"
+    thinking_default: bool | None = None
     max_tokens_field: str = "max_tokens"
-    reasoning_replay: str = "reasoning_content"  # how thinking goes back to the server
+    reasoning_replay: str = "reasoning_content"
+    auth_style: str = "bearer"
+    region: str = "global"
+    regions: dict[str, dict[str, str]] = field(default_factory=dict)
+    variants: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    @property
+    def api(self) -> str:
+        return self.wire
+
+    @property
+    def apis(self) -> tuple[str, ...]:
+        return tuple(self.variants) or (self.wire,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +60,19 @@ class ModelFacts:
     context_window: int
     supports_images: bool = False
     thinking_switchable: bool = False
+    max_output_tokens: int = 32_000
 
+
+_MINIMAX_REGIONS = {
+    "global": {
+        "anthropic": "https://api.minimax.io/anthropic",
+        "openai": "https://api.minimax.io/v1",
+    },
+    "cn": {
+        "anthropic": "https://api.minimaxi.com/anthropic",
+        "openai": "https://api.minimaxi.com/v1",
+    },
+}
 
 PRESETS: dict[str, ProviderPreset] = {
     "openai": ProviderPreset(
@@ -39,18 +84,29 @@ PRESETS: dict[str, ProviderPreset] = {
         default_model="gpt-4.1",
         max_tokens_field="max_completion_tokens",
     ),
-    # MiniMax's OpenAI-compatible endpoint. Interleaved thinking arrives as <think> in content and
-    # must go back exactly as received (MINIMAX_API.md), hence think_tags.
+    # MiniMax's Anthropic-compatible endpoint is the default, as MiniMax's own tools use it; the
+    # OpenAI-compatible /v1 is selectable. On /v1 interleaved thinking arrives as <think> in the
+    # content and must go back exactly as received (MINIMAX_API.md), hence think_tags. Thinking
+    # is on by default for /v1 and off for /anthropic: mcode sends it explicitly (on).
     "minimax": ProviderPreset(
         name="minimax",
-        wire="openai",
-        base_url="https://api.minimax.io/v1",
+        wire="anthropic",
+        base_url=_MINIMAX_REGIONS["global"]["anthropic"],
         api_key_env="MINIMAX_API_KEY",
         base_url_env="MINIMAX_BASE_URL",
         default_model="MiniMax-M3",
         thinking_style="minimax",
-        max_tokens_field="max_completion_tokens",
-        reasoning_replay="think_tags",
+        thinking_default=True,
+        auth_style="bearer",
+        regions=_MINIMAX_REGIONS,
+        variants={
+            "anthropic": {"wire": "anthropic", "auth_style": "bearer"},
+            "openai": {
+                "wire": "openai",
+                "max_tokens_field": "max_completion_tokens",
+                "reasoning_replay": "think_tags",
+            },
+        },
     ),
     "anthropic": ProviderPreset(
         name="anthropic",
@@ -59,6 +115,8 @@ PRESETS: dict[str, ProviderPreset] = {
         api_key_env="ANTHROPIC_API_KEY",
         base_url_env="ANTHROPIC_BASE_URL",
         default_model="claude-sonnet-4-5",
+        thinking_style="anthropic",
+        auth_style="x-api-key",
     ),
     "local": ProviderPreset(
         name="local",
@@ -76,10 +134,13 @@ MODELS: dict[str, ModelFacts] = {
     "MiniMax-M2.5": ModelFacts(204_800),
     "MiniMax-M2.1": ModelFacts(204_800),
     "MiniMax-M2.1-highspeed": ModelFacts(204_800),
+    "MiniMax-M2.5-highspeed": ModelFacts(204_800),
+    "MiniMax-M2.7-highspeed": ModelFacts(204_800),
     "MiniMax-M2": ModelFacts(204_800),
     "gpt-4.1": ModelFacts(1_047_576, supports_images=True),
-    "gpt-4o": ModelFacts(128_000, supports_images=True),
+    "gpt-4o": ModelFacts(128_000, supports_images=True, max_output_tokens=16_384),
     "claude-sonnet-4-5": ModelFacts(200_000, supports_images=True, thinking_switchable=True),
+    "claude-opus-4-1": ModelFacts(200_000, supports_images=True, thinking_switchable=True),
 }
 
 # For a model we know nothing about: assume a modest window rather than overfill a small one.
@@ -88,3 +149,43 @@ UNKNOWN_MODEL = ModelFacts(128_000, supports_images=True)
 
 def model_facts(model: str) -> ModelFacts:
     return MODELS.get(model, UNKNOWN_MODEL)
+
+
+def api_from_url(base_url: str) -> str | None:
+    """The API a base URL points at, when its path says so: ``…/anthropic…`` is Messages,
+    ``…/v1`` is Chat Completions (``MINIMAX_BASE_URL=https://api.minimaxi.com/v1``)."""
+    path = urlsplit(base_url).path.rstrip("/")
+    if "/anthropic" in path:
+        return "anthropic"
+    if path.endswith("/v1"):
+        return "openai"
+    return None
+
+
+def resolve_preset(
+    name: str,
+    *,
+    api: str | None = None,
+    region: str | None = None,
+    base_url: str | None = None,
+) -> ProviderPreset:
+    """The preset ``name`` for one region and API. ``api`` wins; else a custom ``base_url``
+    whose path names an API picks it; else the provider's default. Raises ValueError with a
+    sentence for the user on an unknown region or API."""
+    preset = PRESETS[name]
+    if region is not None and region not in (preset.regions or {"global": {}}):
+        known = ", ".join(preset.regions or {"global": {}})
+        raise ValueError(f"the {name} provider has no region {region!r} (regions: {known})")
+    if api is not None and api not in preset.apis:
+        raise ValueError(f"the {name} provider has no {api!r} API (APIs: {', '.join(preset.apis)})")
+    if api is None and base_url and len(preset.apis) > 1:
+        guessed = api_from_url(base_url)
+        api = guessed if guessed in preset.apis else None
+    chosen = dataclasses.replace(preset)
+    if api is not None and preset.variants:
+        chosen = dataclasses.replace(chosen, **preset.variants[api])  # type: ignore[arg-type]
+    if region is not None or api is not None:
+        region = region or preset.region
+        url = preset.regions.get(region, {}).get(chosen.wire)
+        chosen = dataclasses.replace(chosen, region=region, base_url=url or chosen.base_url)
+    return chosen
