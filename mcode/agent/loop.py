@@ -44,12 +44,16 @@ INTERRUPTED_RESULT = (
 )
 
 
-async def run_turn(session: Session, message: Message) -> TurnOutcome:
+async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
+    """Run a turn to its end. ``message`` None continues the conversation without a new user
+    message: an interrupted turn resumed (its open calls are answered first), so the model
+    picks the work up from the history as it stands."""
     from mcode.runtime.session import TurnOutcome
 
-    session.emit(ev.TURN_STARTED)
+    session.emit(ev.TURN_STARTED, resumed=message is None)
     _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
-    _append(session, ev.MESSAGE_USER, message)
+    if message is not None:
+        _append(session, ev.MESSAGE_USER, message)
     text = ""
     try:
         for _ in range(session.max_turns):

@@ -135,25 +135,34 @@ class Session:
         )
 
     # -- driving ------------------------------------------------------------------------------
-    async def submit(self, text: str, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
-        """Run one user turn to its end. Only one turn runs at a time."""
+    async def submit(self, text: str | None, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
+        """Run one user turn to its end. Only one turn runs at a time. ``text`` None continues
+        the conversation without a new user message (an interrupted turn, resumed)."""
         from mcode.agent.loop import run_turn
 
-        if self._task is not None and not self._task.done():
+        if self.running:
             raise MCodeError("a turn is already running", hint="steer it, or cancel it first")
+        if text is None and not self.history:
+            raise MCodeError("there is no conversation to continue", hint="send a message")
         self._cancel_requested = False
         self.tool_context.cancel.clear()
         self.turn_id = uuid.uuid4().hex[:12]
-        if self.store is not None and not self.history:
+        if self.store is not None and not self.history and text is not None:
             title = text.strip().splitlines()[0] if text.strip() else ""
             self.store.set_title(self.id, self.scrub(title))
-        self._task = asyncio.ensure_future(run_turn(self, user_message(text, images)))
+        message = None if text is None else user_message(text, images)
+        self._task = asyncio.ensure_future(run_turn(self, message))
         try:
             return await asyncio.shield(self._task)
         except asyncio.CancelledError:
             # The caller was cancelled (e.g. Ctrl-C): cancel the turn and let it clean up.
             self.cancel()
             return await self._task
+
+    @property
+    def running(self) -> bool:
+        """Whether a turn is running: a steer now reaches it (at its next step boundary)."""
+        return self._task is not None and not self._task.done()
 
     def steer(self, text: str) -> None:
         """Add a requirement to the running work; delivered at the next step boundary."""
