@@ -1,0 +1,170 @@
+"""Crash safety: ``kill -9`` at any moment of a run loses no completed event, leaves no
+half-written file, and ``--resume`` carries on with a history the model API accepts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import clean_env, make_repo, mcode, stored_events
+
+from mcode.events import TRANSIENT_TYPES
+
+NOTES = "line one\nline two\n" * 200  # big enough that a torn write would show
+
+SCRIPT: list[dict[str, Any]] = [
+    {
+        # Streamed slowly so a kill can land in the middle of the answer.
+        "text": "I will write the notes first. " * 8,
+        "chunk_size": 16,
+        "stall_after": 4,
+        "stall": 0.3,
+        "tool_calls": [
+            {"id": "w1", "name": "write", "arguments": {"path": "notes.txt", "content": NOTES}}
+        ],
+    },
+    {"tool_calls": [{"id": "b1", "name": "bash", "arguments": {"command": "sleep 0.6; echo ok"}}]},
+    {"text": "All done."},
+]
+
+# (event type, occurrence): where the process is killed.
+KILL_POINTS = [
+    ("message.user", 1),
+    ("text.delta", 2),
+    ("message.assistant", 1),
+    ("tool.started", 1),
+    ("file.changed", 1),
+    ("tool.finished", 1),
+    ("tool.started", 2),
+    ("tool.output", 1),
+    ("message.assistant", 3),
+]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"README.md": "# r\n"})
+
+
+def run_until_killed(
+    args: list[str], *, cwd: Path, env: dict[str, str], kill_at: tuple[str, int]
+) -> list[dict[str, Any]]:
+    """Run ``mcode ARGS`` and SIGKILL it right after the ``kill_at`` event is printed; the
+    events printed before that moment."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcode", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    printed: list[dict[str, Any]] = []
+    seen = 0
+    for line in proc.stdout:
+        printed.append(json.loads(line))
+        if printed[-1]["type"] == kill_at[0]:
+            seen += 1
+            if seen == kill_at[1]:
+                proc.kill()
+                break
+    _, err = proc.communicate(timeout=30)
+    assert seen == kill_at[1], f"the run ended before {kill_at}: {printed} {err}"
+    return printed
+
+
+def exec_args(base_url: str, *extra: str) -> list[str]:
+    return ["exec", "--provider", "openai", "--base-url", base_url, "--model", "m", *extra]
+
+
+def check_history_is_valid(messages: list[dict[str, Any]]) -> None:
+    """What an API checks: every assistant tool call is answered by a tool message right after
+    it, and every tool message answers a call."""
+    pending: list[str] = []
+    for m in messages:
+        if m["role"] == "tool":
+            assert m["tool_call_id"] in pending, (m, pending)
+            pending.remove(m["tool_call_id"])
+            continue
+        assert not pending, f"calls {pending} have no result before a {m['role']} message"
+        if m["role"] == "assistant":
+            pending = [c["id"] for c in m.get("tool_calls") or ()]
+    assert not pending
+
+
+@pytest.mark.parametrize("kill_at", KILL_POINTS, ids=lambda k: f"{k[0]}#{k[1]}")
+def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, kill_at):
+    home = tmp_path / "home"
+    env = clean_env(home)
+    server = model_server([dict(s) for s in SCRIPT])
+    printed = run_until_killed(
+        exec_args(
+            server.base_url, "--output-format", "stream-json", "--permission-mode", "full-auto"
+        )
+        + ["Write notes.txt, then check the shell."],
+        cwd=repo,
+        env=env,
+        kill_at=kill_at,
+    )
+    session_id = printed[0]["session_id"]
+
+    # Nothing completed is lost: every event that was printed was stored first, byte for byte.
+    db_path = home / "data" / "mcode" / "sessions.db"
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+    stored = stored_events(home, session_id)
+    durable = [e for e in printed if e["type"] not in TRANSIENT_TYPES]
+    assert stored[: len(durable)] == durable
+
+    # No half-written file: notes.txt is absent or whole.
+    notes = repo / "notes.txt"
+    assert not notes.exists() or notes.read_text() == NOTES
+    assert not [p.name for p in repo.iterdir() if p.name.startswith(".notes.txt")]
+
+    # Resume: the conversation goes on from what was stored, and the API would accept it.
+    resume_server = model_server([{"text": "Picked up."}])
+    run = mcode(
+        *exec_args(resume_server.base_url, "--resume", session_id, "--output-format", "json"),
+        "Carry on.",
+        cwd=repo,
+        env=env,
+    )
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["result"] == "Picked up."
+    messages = resume_server.requests[0]["body"]["messages"]
+    check_history_is_valid(messages)
+    assert messages[-1] == {"role": "user", "content": "Carry on."}
+    assert messages[1]["content"] == "Write notes.txt, then check the shell."
+
+    after = stored_events(home, session_id)
+    assert after[: len(stored)] == stored  # resuming appends, never rewrites
+    seqs = [e["seq"] for e in after]
+    assert seqs == sorted(set(seqs))
+    assert after[-1]["type"] == "session.finished"
+
+
+def test_killed_before_the_first_event_leaves_a_usable_store(repo, tmp_path):
+    """kill -9 during start-up (store creation, migrations) must not wedge later runs."""
+    home = tmp_path / "home"
+    env = clean_env(home)
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcode", "sessions"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proc.kill()
+        proc.wait()
+    run = mcode("sessions", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
