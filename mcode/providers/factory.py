@@ -51,6 +51,7 @@ def make_provider(
             transport=transport,
             thinking_style=thinking_style,
             max_tokens_field=preset.max_tokens_field,
+            default_max_tokens=settings.max_output_tokens if preset.send_max_tokens else None,
             reasoning_replay=preset.reasoning_replay,
         )
     if preset.wire == "anthropic":

@@ -49,6 +49,8 @@ class OpenAIProvider:
       ``"none"``. Thinking that arrived inline as ``<think>`` goes back inline in every mode but
       ``"none"``.
     - ``max_tokens_field``: MiniMax wants ``"max_completion_tokens"``.
+    - ``default_max_tokens``: the cap sent when a request names none (``None``: send none, the
+      server's default; a cap above a small local model's window would be an error there).
     - ``extra_body``: keys merged into every request (e.g. ``{"reasoning_split": True}``).
     - ``transport``: an httpx transport to use instead of the network one.
 
@@ -67,6 +69,7 @@ class OpenAIProvider:
         stream: bool = True,
         thinking_style: str = "none",
         max_tokens_field: str = "max_tokens",
+        default_max_tokens: int | None = None,
         extra_headers: dict[str, str] | None = None,
         reasoning_replay: str = "reasoning_content",
         extra_body: dict[str, Any] | None = None,
@@ -82,6 +85,7 @@ class OpenAIProvider:
         self._stream = stream
         self._thinking_style = thinking_style
         self._max_tokens_field = max_tokens_field
+        self._default_max_tokens = default_max_tokens
         self._reasoning_replay = reasoning_replay
         self._extra_body = dict(extra_body or {})
         headers = {
@@ -108,6 +112,7 @@ class OpenAIProvider:
             stream=self._stream,
             thinking_style=self._thinking_style,
             max_tokens_field=self._max_tokens_field,
+            default_max_tokens=self._default_max_tokens,
             reasoning_replay=self._reasoning_replay,
             supports_images=self.info.supports_images,
             extra_body=self._extra_body,

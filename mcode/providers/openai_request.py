@@ -36,6 +36,7 @@ def build_body(
     stream: bool = True,
     thinking_style: str = "none",
     max_tokens_field: str = "max_tokens",
+    default_max_tokens: int | None = None,
     reasoning_replay: str = "reasoning_content",
     supports_images: bool = True,
     extra_body: Mapping[str, Any] | None = None,
@@ -45,8 +46,9 @@ def build_body(
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    if request.max_output_tokens is not None:
-        body[max_tokens_field] = request.max_output_tokens
+    max_tokens = request.max_output_tokens or default_max_tokens
+    if max_tokens is not None:
+        body[max_tokens_field] = max_tokens
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if thinking_style == "minimax" and request.thinking is not None:

@@ -26,7 +26,7 @@ class ProviderPreset:
       ``minimax``: ``{"type": "adaptive" | "disabled"}``; ``anthropic``: enabled with a budget).
     - ``thinking_default``: what to send when the user said nothing (MiniMax's two endpoints
       default differently, so mcode says it explicitly); ``None`` sends nothing.
-    - ``max_tokens_field`` / ``reasoning_replay``: Chat Completions only.
+    - ``max_tokens_field`` / ``send_max_tokens`` / ``reasoning_replay``: Chat Completions only.
     - ``auth_style``: ``bearer`` or ``x-api-key`` (Anthropic Messages only).
     - ``regions``: region -> API -> base URL; ``apis``: the APIs the provider offers, default first.
     """
@@ -40,6 +40,7 @@ class ProviderPreset:
     thinking_style: str = "none"
     thinking_default: bool | None = None
     max_tokens_field: str = "max_tokens"
+    send_max_tokens: bool = False  # Chat Completions: send the model's output cap explicitly
     reasoning_replay: str = "reasoning_content"
     auth_style: str = "bearer"
     region: str = "global"
@@ -104,6 +105,8 @@ PRESETS: dict[str, ProviderPreset] = {
             "openai": {
                 "wire": "openai",
                 "max_tokens_field": "max_completion_tokens",
+                # Thinking spends the budget first; MiniMax's default cap is easily too small.
+                "send_max_tokens": True,
                 "reasoning_replay": "think_tags",
             },
         },
