@@ -172,14 +172,20 @@ class HttpClient:
             ) from None
 
     async def iter_sse(
-        self, response: httpx.Response, *, deadline: float, until: str | None = None
+        self,
+        response: httpx.Response,
+        *,
+        deadline: float,
+        until: str | None = None,
+        until_event: str | None = None,
     ) -> AsyncGenerator[SSEEvent, None]:
         """Yield the response's SSE events. The first must arrive by ``deadline``; after that,
         each read must come within ``idle_timeout`` (keep-alive comments count as activity).
         Ends quietly at EOF; whether the answer was complete is the caller's call.
 
-        After an event whose data is ``until`` (e.g. ``"[DONE]"``) the rest of the body is read
-        for at most a second and dropped: a fully read response lets httpx reuse the connection.
+        After an event whose data is ``until`` (e.g. ``"[DONE]"``) or whose name is
+        ``until_event`` (e.g. ``"message_stop"``) the rest of the body is read for at most a
+        second and dropped: a fully read response lets httpx reuse the connection.
         """
         idle = self.network.idle_timeout
         parser = SSEParser()
@@ -218,7 +224,9 @@ class HttpClient:
                 for event in parser.feed(chunk):
                     first = False
                     yield event
-                    if until is not None and event.data.strip() == until:
+                    if (until is not None and event.data.strip() == until) or (
+                        until_event is not None and event.event == until_event
+                    ):
                         await self._drain(chunks)
                         return
         finally:
