@@ -1,0 +1,306 @@
+"""Anthropic Messages: a :class:`ModelRequest` as request bytes.
+
+The serialisation is deterministic and ``messages`` is the last key, so a longer history produces
+the same messages again followed by new ones: server-side prompt caches (matched by prefix in the
+order tools -> system -> messages) hit. ``cache_control`` breakpoints mark where the caller wants
+cache entries written; they move as the conversation grows and are the only bytes that change in
+earlier messages.
+
+Thinking goes back byte-exact with its signature when it came from this wire format; thinking from
+any other source is dropped (the server cannot validate it and rejects an unsigned block), text and
+tool history are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from mcode.messages import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolCall,
+    ToolSpec,
+    clean_text,
+)
+from mcode.providers.base import ModelRequest
+
+__all__ = [
+    "MIN_THINKING_BUDGET",
+    "THINKING_STYLES",
+    "build_body",
+    "strip_cache_control",
+    "thinking_budget_for",
+    "wire_messages",
+    "wire_tool_id",
+]
+
+THINKING_STYLES = ("anthropic", "minimax", "none")
+MIN_THINKING_BUDGET = 1024  # Anthropic rejects a smaller budget_tokens
+EPHEMERAL = {"type": "ephemeral"}
+NO_CONTENT = "(no content)"
+NO_OUTPUT = "(no output)"
+_UNMARKABLE = ("thinking", "redacted_thinking")  # block types that may not carry cache_control
+_BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+Block = dict[str, Any]
+WireMessage = dict[str, Any]
+
+
+def build_body(
+    request: ModelRequest,
+    *,
+    model: str,
+    stream: bool = True,
+    thinking_style: str = "anthropic",
+    max_output_tokens: int = 32000,
+    thinking_budget: int = 16000,
+    supports_images: bool = True,
+) -> bytes:
+    """The request body, as bytes. Same request, same bytes; ``messages`` is serialised last.
+
+    ``max_output_tokens`` is ``max_tokens`` when the request sets none (the API requires one).
+    With ``thinking_style="anthropic"`` and thinking on, ``budget_tokens`` is ``thinking_budget``
+    clamped into ``[1024, max_tokens)`` (see :func:`thinking_budget_for`); ``temperature`` is then
+    not sent (Anthropic accepts only 1 with thinking), and thinking is not sent at all when
+    ``tool_choice`` forces a call (Anthropic rejects that combination).
+    """
+    max_tokens = request.max_output_tokens or max_output_tokens
+    choice = _tool_choice(request.tool_choice) if request.tools else None
+    thinking = _thinking(request.thinking, thinking_style, choice)
+    if thinking is not None and thinking.get("type") == "enabled":
+        budget, max_tokens = thinking_budget_for(thinking_budget, max_tokens)
+        thinking["budget_tokens"] = budget
+    body: dict[str, Any] = {"model": request.model or model, "max_tokens": max_tokens}
+    if stream:
+        body["stream"] = True
+    if thinking is not None:
+        body["thinking"] = thinking
+    if request.temperature is not None and not (thinking and thinking["type"] == "enabled"):
+        body["temperature"] = request.temperature
+    if choice is not None:
+        body["tool_choice"] = choice
+    if request.tools:
+        tools = [_wire_tool(t) for t in request.tools]
+        tools[-1]["cache_control"] = dict(EPHEMERAL)
+        body["tools"] = tools
+    if request.system:
+        body["system"] = [
+            {"type": "text", "text": request.system, "cache_control": dict(EPHEMERAL)}
+        ]
+    messages = wire_messages(request.messages, supports_images)
+    _mark_breakpoints(messages)
+    body["messages"] = messages
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return clean_text(text).encode()
+
+
+def thinking_budget_for(budget: int, max_tokens: int) -> tuple[int, int]:
+    """``(budget_tokens, max_tokens)`` for enabled thinking.
+
+    ``max_tokens`` includes the thinking budget and the budget must be below it, so the budget is
+    clamped to ``max_tokens - 1``, but never under the API's minimum of 1024. When ``max_tokens``
+    is too small for even that, it is raised to ``1024 + max_tokens``: thinking gets its minimum
+    and the answer keeps the tokens the caller asked for.
+    """
+    clamped = max(MIN_THINKING_BUDGET, min(budget, max_tokens - 1))
+    if clamped >= max_tokens:
+        max_tokens = clamped + max_tokens
+    return clamped, max_tokens
+
+
+def strip_cache_control(value: Any) -> Any:
+    """``value`` (a parsed body or part of one) without any ``cache_control`` key: what must stay
+    identical between consecutive requests for the prompt cache to hit."""
+    if isinstance(value, dict):
+        return {k: strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [strip_cache_control(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- top-level fields
+
+
+def _thinking(on: bool | None, style: str, choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    if on is None or style == "none":
+        return None
+    if style == "minimax":
+        return {"type": "adaptive" if on else "disabled"}
+    if on and choice is not None and choice["type"] in ("any", "tool"):
+        return None  # "Thinking may not be enabled when tool_choice forces tool use."
+    return {"type": "enabled"} if on else {"type": "disabled"}
+
+
+def _tool_choice(choice: str | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
+
+
+def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
+    schema = tool.parameters or {"type": "object", "properties": {}}
+    return {"name": tool.name, "description": tool.description, "input_schema": schema}
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def wire_messages(messages: Iterable[Message], supports_images: bool = True) -> list[WireMessage]:
+    """The ``messages`` list without cache breakpoints.
+
+    Tool results become ``tool_result`` blocks of one user message (the API wants every result of
+    an assistant turn in the message right after it); a user message directly after them joins
+    that message, after the results. Other consecutive user messages stay separate.
+    """
+    out: list[WireMessage] = []
+    open_results = False  # the last wire message is a user message holding tool results
+    for msg in messages:
+        if msg.role == "tool":
+            block = _tool_result(msg, supports_images)
+            if open_results:
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+                open_results = True
+            continue
+        if msg.role == "user":
+            blocks = _user_blocks(msg.parts, supports_images)
+            if open_results:
+                out[-1]["content"].extend(blocks)
+            else:
+                out.append({"role": "user", "content": blocks or [_text(NO_CONTENT)]})
+        else:
+            out.append({"role": "assistant", "content": _assistant_blocks(msg)})
+        open_results = False
+    return out
+
+
+def _text(text: str) -> Block:
+    return {"type": "text", "text": text}
+
+
+def _image(part: ImagePart) -> Block:
+    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    return {"type": "image", "source": source}
+
+
+def _omitted(count: int) -> Block:
+    return _text(f"[{count} image(s) omitted: this model has no image input]")
+
+
+def _user_blocks(parts: Iterable[Part], supports_images: bool) -> list[Block]:
+    blocks: list[Block] = []
+    omitted = 0
+    for p in parts:
+        if isinstance(p, TextPart):
+            if p.text:
+                blocks.append(_text(p.text))
+        elif isinstance(p, ImagePart):
+            if supports_images:
+                blocks.append(_image(p))
+            else:
+                omitted += 1
+    if omitted:
+        blocks.append(_omitted(omitted))
+    return blocks
+
+
+def _tool_result(msg: Message, supports_images: bool) -> Block:
+    content = _user_blocks(msg.parts, supports_images) or [_text(NO_OUTPUT)]
+    block: Block = {
+        "type": "tool_result",
+        "tool_use_id": wire_tool_id(msg.tool_call_id or ""),
+        "content": content,
+    }
+    if msg.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _assistant_blocks(msg: Message) -> list[Block]:
+    blocks: list[Block] = []
+    for p in msg.parts:
+        if isinstance(p, ThinkingPart):
+            block = _thinking_block(p)
+            if block is not None:
+                blocks.append(block)
+        elif isinstance(p, TextPart) and p.text:
+            blocks.append(_text(p.text))
+    blocks.extend(_tool_use(c) for c in msg.tool_calls)
+    return blocks or [_text(NO_CONTENT)]
+
+
+def _thinking_block(part: ThinkingPart) -> Block | None:
+    """The block that replays ``part``, or ``None`` when the server could not validate it."""
+    extra = part.extra or {}
+    if extra.get("format") != "anthropic":
+        return None  # another provider's reasoning: unsigned, so the API would reject it
+    redacted = extra.get("redacted")
+    if isinstance(redacted, str) and redacted:
+        return {"type": "redacted_thinking", "data": redacted}
+    if not part.signature:
+        return None  # a block cut before its signature arrived cannot be sent back
+    return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+
+
+def _tool_use(call: ToolCall) -> Block:
+    return {
+        "type": "tool_use",
+        "id": wire_tool_id(call.id),
+        "name": call.name,
+        "input": _input_object(call.arguments),
+    }
+
+
+def _input_object(arguments: str) -> dict[str, Any]:
+    """The arguments as the JSON object ``input`` must be. A malformed call was already answered
+    with an error tool result, so ``{}`` keeps the history valid without changing its meaning."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def wire_tool_id(call_id: str) -> str:
+    """``call_id`` as the API accepts it (``^[a-zA-Z0-9_-]+$``): ids minted by other providers
+    (``functions.read:0``) are rewritten the same way in ``tool_use`` and ``tool_result``."""
+    return _BAD_ID_CHARS.sub("_", call_id) or "toolu_missing"
+
+
+# ----------------------------------------------------------------------------- cache breakpoints
+
+
+def _mark_breakpoints(messages: list[WireMessage]) -> None:
+    """``cache_control`` on the last block of the last message and of the user message before it.
+
+    The last message's mark writes a cache entry for this request's whole prefix; on the next
+    request (two messages longer) that message is the earlier user message, whose mark reads it
+    back. With the tools and system marks that makes at most 4, the API's limit.
+    """
+    if not messages:
+        return
+    _mark_last_block(messages[-1])
+    for msg in reversed(messages[:-1]):
+        if msg["role"] == "user":
+            _mark_last_block(msg)
+            break
+
+
+def _mark_last_block(message: WireMessage) -> None:
+    for block in reversed(message["content"]):
+        if block.get("type") not in _UNMARKABLE:
+            block["cache_control"] = dict(EPHEMERAL)
+            return
