@@ -1,0 +1,208 @@
+"""Anthropic Messages over httpx (Anthropic, MiniMax ``/anthropic``, other compatible servers).
+
+Three modules, in wire order: :mod:`~mcode.providers.anthropic_request` builds the request bytes,
+:mod:`~mcode.providers.anthropic_stream` parses the answer, and :class:`AnthropicProvider` here
+sends, retries and times out (shared with the OpenAI provider: :mod:`mcode.providers.http`,
+:mod:`mcode.providers.retry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from mcode import __version__
+from mcode.errors import ProviderError
+from mcode.providers.anthropic_request import THINKING_STYLES, build_body
+from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
+from mcode.providers.base import ModelEvent, ModelInfo, ModelRequest
+from mcode.providers.http import HttpClient
+from mcode.providers.retry import NetworkSettings, retrying
+from mcode.secrets import scrub
+
+__all__ = ["ANTHROPIC_VERSION", "AUTH_STYLES", "AnthropicProvider", "messages_url"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+AUTH_STYLES = ("x-api-key", "bearer")
+_SECRET_HEADER_WORDS = ("key", "token", "auth", "secret")
+# Events whose data must be JSON; "message" is the name of an event sent without one.
+_KNOWN_EVENTS = frozenset(
+    (
+        "message",
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    )
+)
+
+
+def messages_url(base_url: str) -> str:
+    """The Messages endpoint under ``base_url``: ``https://api.anthropic.com`` and
+    ``https://api.minimax.io/anthropic`` get ``/v1/messages``; a base ending in ``/v1`` gets
+    ``/messages``."""
+    base = base_url.rstrip("/")
+    return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+
+class AnthropicProvider:
+    """A :class:`~mcode.providers.base.Provider` for the Anthropic Messages API.
+
+    - ``thinking_style``: how ``request.thinking`` is sent. ``"anthropic"``: on ->
+      ``{"type": "enabled", "budget_tokens": B}``, off -> ``{"type": "disabled"}``;
+      ``"minimax"``: on -> ``{"type": "adaptive"}``, off -> ``{"type": "disabled"}``; ``"none"``:
+      never. ``None`` (the provider's default) sends nothing in every style.
+    - ``auth_style``: ``"x-api-key"`` (Anthropic) or ``"bearer"`` (``Authorization: Bearer``,
+      MiniMax).
+    - ``max_output_tokens``: ``max_tokens`` when the request sets none (the API requires one).
+    - ``thinking_budget``: ``budget_tokens``, kept in ``[1024, max_tokens)``.
+    - ``transport``: an httpx transport to use instead of the network one.
+
+    One instance may serve concurrent calls; it must stay on the event loop that first used it.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str,
+        api_key: str | None,
+        info: ModelInfo,
+        network: NetworkSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        stream: bool = True,
+        thinking_style: str = "anthropic",
+        auth_style: str = "x-api-key",
+        max_output_tokens: int = 32000,
+        thinking_budget: int = 16000,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        if thinking_style not in THINKING_STYLES:
+            raise ValueError(f"thinking_style must be one of {THINKING_STYLES}")
+        if auth_style not in AUTH_STYLES:
+            raise ValueError(f"auth_style must be one of {AUTH_STYLES}")
+        if max_output_tokens < 1:
+            raise ValueError("max_output_tokens must be at least 1")
+        self.info = info
+        self.model = model
+        self.url = messages_url(base_url)
+        self._network = network
+        self._stream = stream
+        self._thinking_style = thinking_style
+        self._max_output_tokens = max_output_tokens
+        self._thinking_budget = thinking_budget
+        self._headers = _headers(api_key, auth_style, stream, extra_headers or {})
+        secrets = [api_key] + [
+            v
+            for k, v in (extra_headers or {}).items()
+            if any(w in k.lower() for w in _SECRET_HEADER_WORDS)
+        ]
+        self._http = HttpClient(network=network, transport=transport, secrets=secrets)
+
+    def build_body(self, request: ModelRequest) -> bytes:
+        """The exact bytes :meth:`stream` sends for ``request``."""
+        return build_body(
+            request,
+            model=self.model,
+            stream=self._stream,
+            thinking_style=self._thinking_style,
+            max_output_tokens=self._max_output_tokens,
+            thinking_budget=self._thinking_budget,
+            supports_images=self.info.supports_images,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
+        """Stream one model call; see :mod:`mcode.providers.base` for the contract."""
+        body = self.build_body(request)
+        events = retrying(lambda: self._attempt(body), self._network, secrets=self._http.secrets)
+        async with aclosing(events):
+            async for event in events:
+                yield event
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _attempt(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
+        loop = asyncio.get_running_loop()
+        n = self._network
+        wait = n.first_event_timeout if self._stream else n.first_event_timeout + n.idle_timeout
+        deadline = loop.time() + wait
+        assembler = MessageAssembler(self._http.secrets)
+        async with self._http.post(self.url, body, self._headers, deadline=deadline) as response:
+            ctype = response.headers.get("content-type", "")
+            if not self._stream or ("json" in ctype and "event-stream" not in ctype):
+                # Also taken when a server ignores stream=true and answers in one JSON body
+                # (MiniMax sends its base_resp errors that way).
+                data = await self._http.read_json(response, deadline=deadline)
+                for event in assembler.feed_message(data):
+                    yield event
+            else:
+                sse = self._http.iter_sse(response, deadline=deadline, until_event="message_stop")
+                received = False
+                async with aclosing(sse):
+                    async for message in sse:
+                        received = True
+                        parsed = self._parse(message.data, message.event)
+                        if parsed is not None:
+                            for event in assembler.feed_event(parsed):
+                                yield event
+                if not received and "event-stream" not in ctype:
+                    # An HTML login page or the like, not a cut stream: retrying will not help.
+                    raise ProviderError(
+                        f"model API protocol error: {self.url} answered with "
+                        f"{ctype or 'no content type'}, not an event stream",
+                        kind="protocol",
+                        retryable=False,
+                        hint=PROTOCOL_HINT,
+                    )
+        for event in assembler.finish():
+            yield event
+
+    def _parse(self, data: str, event: str) -> dict[str, Any] | None:
+        """An SSE event's JSON data, with its type taken from the ``event:`` name when the data
+        lacks one. ``None`` for events that carry nothing to parse."""
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            if "type" not in parsed and event != "message":
+                parsed["type"] = event
+            return parsed
+        if event == "error":
+            # A named error event with plain text still reports an error: classify its text.
+            return {"type": "error", "error": data}
+        if event not in _KNOWN_EVENTS or not data.strip():
+            return None  # pings, keep-alives and event types added later carry nothing for us
+        snippet = scrub(data[:200], self._http.secrets)
+        raise ProviderError(
+            f"model API protocol error: the {event!r} event is not a JSON object: {snippet!r}",
+            kind="protocol",
+            retryable=True,
+            hint=PROTOCOL_HINT,
+        )
+
+
+def _headers(
+    api_key: str | None, auth_style: str, stream: bool, extra: Mapping[str, str]
+) -> dict[str, str]:
+    headers = {
+        "anthropic-version": ANTHROPIC_VERSION,
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "User-Agent": f"mcode/{__version__}",
+        **extra,
+    }
+    if api_key:
+        if auth_style == "bearer":
+            headers["Authorization"] = f"Bearer {api_key}"
+        else:
+            headers["x-api-key"] = api_key
+    return headers
