@@ -1,9 +1,12 @@
-"""A scripted OpenAI-compatible model server: a test double for remote model APIs.
+"""A scripted model server speaking OpenAI Chat Completions and Anthropic Messages: a test double
+for remote model APIs.
 
 A real HTTP/1.1 server on 127.0.0.1 (stdlib, daemon thread) that answers each
-``POST /v1/chat/completions`` with the next step of a script, in the real wire format: SSE with
+``POST /v1/chat/completions`` (OpenAI) and ``POST /v1/messages`` or ``/anthropic/v1/messages``
+(Anthropic) with the next step of one shared script, in that route's real wire format: SSE with
 chunked transfer encoding when the request says ``"stream": true``, one JSON body otherwise.
-``GET /v1/models`` lists the configured model names.
+``GET /v1/models`` lists the configured model names. ``base_url`` is the OpenAI base
+(``.../v1``), ``anthropic_base_url`` the Anthropic one (the client appends ``/v1/messages``).
 
     with ScriptedServer([{"text": "Hello"}]) as server:
         run_mcode("--base-url", server.base_url)
@@ -28,6 +31,23 @@ faults       ``delay`` (seconds before answering), ``cut_after`` (send N SSE chu
 raw          ``sse``: a list of chunks sent verbatim; a dict is sent as ``data: <json>\\n\\n``, a
              str exactly as given (to test comments, CRLF, malformed data).
 
+Anthropic route: the same keys where they mean the same thing: ``text``, ``thinking`` (a
+thinking block with a ``signature_delta``), ``tool_calls`` (``tool_use`` blocks, arguments streamed
+in ``input_json_delta`` thirds), ``usage`` (``input_tokens``, ``output_tokens``,
+``cache_read_input_tokens``, ``cache_creation_input_tokens``; the OpenAI names are accepted too;
+``message_start`` carries input and cache counters, ``message_delta`` all counters again,
+cumulatively, as the API does), ``finish_reason`` (the ``stop_reason``; ``None`` sends none),
+``chunk_size``, ``headers``, ``status``/``body`` (without a body, an Anthropic-shaped error),
+``delay``, ``cut_after``/``cut_mode`` and ``stall_after``/``stall`` (counted in SSE events),
+``error_in_stream`` (an Anthropic error object, sent as ``event: error`` after the blocks),
+``base_resp`` (a MiniMax status object, sent as a data-only event / in the body) and ``sse`` (raw;
+a dict is sent as ``event: <its type>``). ``thinking_style`` and ``repeat_tool_ids`` are ignored.
+New keys: ``signature`` (the thinking block's signature; default a fixed base64 string derived
+from the thinking text), ``redacted_thinking`` (a data string: a ``redacted_thinking`` block
+after the thinking), ``prefill_text`` (true: the first text piece is also put in
+``content_block_start`` and repeated by the first delta, as some servers do) and ``ping`` (true:
+a ``ping`` event between blocks).
+
 When the script runs out the server answers 500 ``script exhausted after N requests`` and sets
 ``exhausted``. ``python tests/model_server.py script.json`` serves a JSON script from the command
 line and prints the port.
@@ -36,6 +56,8 @@ line and prints the port.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import socket
 import sys
@@ -53,9 +75,10 @@ __all__ = ["RecordedRequest", "ScriptedServer", "Step"]
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One received chat-completions request (attributes or keys): the parsed JSON ``body`` (``None`` if it was not
-    JSON), ``headers`` with lower-case names, the ``raw`` bytes, and the client's ``peer``
-    address (``host:port``; the same peer twice means a reused connection)."""
+    """One received model request (attributes or keys): the parsed JSON ``body`` (``None`` if it
+    was not JSON), ``headers`` with lower-case names, the ``raw`` bytes, the route's ``path``,
+    and the client's ``peer`` address (``host:port``; the same peer twice means a reused
+    connection)."""
 
     body: Any
     headers: dict[str, str]
@@ -132,6 +155,11 @@ class ScriptedServer:
         """``http://127.0.0.1:PORT/v1`` (what ``--base-url`` takes)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def anthropic_base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: an Anthropic client appends ``/v1/messages``."""
+        return f"http://127.0.0.1:{self.port}"
+
     # ------------------------------------------------------------------ script and records
 
     def push(self, *steps: Step) -> None:
@@ -141,7 +169,7 @@ class ScriptedServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Chat-completions requests received so far, in order (a copy)."""
+        """Model requests received so far (both wire formats), in order (a copy)."""
         with self._lock:
             return list(self._requests)
 
@@ -181,6 +209,13 @@ class _ClientGone(Exception):
     pass
 
 
+_ROUTES = {
+    "/v1/chat/completions": "openai",
+    "/v1/messages": "anthropic",
+    "/anthropic/v1/messages": "anthropic",
+}
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
@@ -203,7 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        wire = _ROUTES.get(self.path.rstrip("/"))
+        if wire is None:
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         try:
@@ -230,20 +266,31 @@ class _Handler(BaseHTTPRequestHandler):
         if callable(step):
             step = step(body if isinstance(body, dict) else {})
         try:
-            self._answer(step, body if isinstance(body, dict) else {})
+            self._answer(step, body if isinstance(body, dict) else {}, wire)
         except (_ClientGone, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _answer(self, step: dict[str, Any], body: dict[str, Any]) -> None:
+    def _answer(self, step: dict[str, Any], body: dict[str, Any], wire: str) -> None:
         if step.get("delay"):
             self._sleep(float(step["delay"]))
         if "status" in step:
-            payload = step.get("body", {"error": {"message": f"scripted HTTP {step['status']}"}})
-            self._send(int(step["status"]), payload, step.get("headers"))
+            status = int(step["status"])
+            default = (
+                _anthropic_error_body(status)
+                if wire == "anthropic"
+                else {"error": {"message": f"scripted HTTP {status}"}}
+            )
+            self._send(status, step.get("body", default), step.get("headers"))
             return
         model = body.get("model") or "mock-model"
-        if body.get("stream"):
-            self._stream(step, model)
+        size = int(step.get("chunk_size") or self.server.owner.chunk_size)
+        if wire == "anthropic":
+            if body.get("stream"):
+                self._stream(step, _anthropic_events(step, model, size))
+            else:
+                self._send(200, _anthropic_message(step, model), step.get("headers"))
+        elif body.get("stream"):
+            self._stream(step, _sse_chunks(step, model, size))
         else:
             self._send(200, _completion(step, model), step.get("headers"))
 
@@ -267,7 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, step: dict[str, Any], model: str) -> None:
+    def _stream(self, step: dict[str, Any], chunks: list[str]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -275,8 +322,6 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (step.get("headers") or {}).items():
             self.send_header(k, str(v))
         self.end_headers()
-        size = int(step.get("chunk_size") or self.server.owner.chunk_size)
-        chunks = _sse_chunks(step, model, size)
         cut = step.get("cut_after")
         stall_after = step.get("stall_after")
         for i, chunk in enumerate(chunks):
@@ -294,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
-# ---------------------------------------------------------------------- wire format
+# ---------------------------------------------------------------------- OpenAI wire format
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -456,8 +501,190 @@ def _completion(step: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------- Anthropic wire format
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _anthropic_error_body(status: int) -> dict[str, Any]:
+    etype = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": etype, "message": f"scripted HTTP {status}"}}
+
+
+def _signature(step: dict[str, Any]) -> str:
+    if "signature" in step:
+        return str(step["signature"])
+    digest = hashlib.sha256(str(step.get("thinking", "")).encode()).digest()
+    return "EqMBCkYIBxgCKkB" + base64.b64encode(digest).decode()
+
+
+def _stop_reason(step: dict[str, Any]) -> str | None:
+    if "finish_reason" in step:
+        return step["finish_reason"]
+    return "tool_use" if step.get("tool_calls") else "end_turn"
+
+
+def _anthropic_usage(step: dict[str, Any]) -> dict[str, Any] | None:
+    """All counters (cumulative, as ``message_delta`` carries them); ``None`` for none."""
+    if "usage" in step and step["usage"] is None:
+        return None
+    u = dict(step.get("usage") or {})
+    usage = {
+        "input_tokens": u.get("input_tokens", u.get("prompt_tokens", 10)),
+        "output_tokens": u.get("output_tokens", u.get("completion_tokens", 5)),
+    }
+    read = u.get("cache_read_input_tokens", u.get("cached_tokens"))
+    if read is not None:
+        usage["cache_read_input_tokens"] = read
+    if "cache_creation_input_tokens" in u:
+        usage["cache_creation_input_tokens"] = u["cache_creation_input_tokens"]
+    return usage
+
+
+def _tool_input(arguments: Any) -> Any:
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {}  # a non-streamed answer cannot carry malformed input
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"event: {data['type']}\ndata: " + json.dumps(data, ensure_ascii=False) + "\n\n"
+
+
+def _content_blocks(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's content blocks, complete, in order: thinking, redacted, text, tool uses."""
+    blocks: list[dict[str, Any]] = []
+    if step.get("thinking"):
+        blocks.append(
+            {"type": "thinking", "thinking": step["thinking"], "signature": _signature(step)}
+        )
+    if step.get("redacted_thinking"):
+        blocks.append({"type": "redacted_thinking", "data": step["redacted_thinking"]})
+    if step.get("text"):
+        blocks.append({"type": "text", "text": step["text"]})
+    for i, call in enumerate(step.get("tool_calls") or ()):
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id", f"toolu_{i}"),
+                "name": call["name"],
+                "input": call.get("arguments", {}),
+            }
+        )
+    return blocks
+
+
+def _block_events(
+    index: int, block: dict[str, Any], step: dict[str, Any], size: int
+) -> list[dict[str, Any]]:
+    def delta(d: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "content_block_delta", "index": index, "delta": d}
+
+    btype = block["type"]
+    start = {"type": "content_block_start", "index": index}
+    deltas: list[dict[str, Any]] = []
+    if btype == "thinking":
+        start["content_block"] = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [
+            delta({"type": "thinking_delta", "thinking": p})
+            for p in _pieces(block["thinking"], size)
+        ]
+        deltas.append(delta({"type": "signature_delta", "signature": block["signature"]}))
+    elif btype == "text":
+        pieces = _pieces(block["text"], size)
+        prefill = pieces[0] if step.get("prefill_text") else ""
+        start["content_block"] = {"type": "text", "text": prefill}
+        deltas = [delta({"type": "text_delta", "text": p}) for p in pieces]
+    elif btype == "tool_use":
+        start["content_block"] = {**block, "input": {}}
+        args = _args_text(block["input"])
+        third = max(1, -(-len(args) // 3))
+        deltas = [
+            delta({"type": "input_json_delta", "partial_json": f}) for f in _pieces(args, third)
+        ]
+    else:
+        start["content_block"] = block
+    return [start, *deltas, {"type": "content_block_stop", "index": index}]
+
+
+def _anthropic_events(step: dict[str, Any], model: str, size: int) -> list[str]:
+    if "sse" in step:
+        return [c if isinstance(c, str) else _event(c) for c in step["sse"]]
+    usage = _anthropic_usage(step)
+    message: dict[str, Any] = {
+        "id": "msg_scripted",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+    }
+    if usage is not None:
+        # The real API starts output_tokens at a small number and raises it in message_delta.
+        message["usage"] = {**usage, "output_tokens": min(1, usage["output_tokens"])}
+    out = [_event({"type": "message_start", "message": message})]
+    for index, block in enumerate(_content_blocks(step)):
+        if step.get("ping"):
+            out.append(_event({"type": "ping"}))
+        out.extend(_event(e) for e in _block_events(index, block, step, size))
+    if step.get("error_in_stream") is not None:
+        out.append(_event({"type": "error", "error": step["error_in_stream"]}))
+        return out
+    if step.get("base_resp") is not None:
+        out.append("data: " + json.dumps({"base_resp": step["base_resp"]}) + "\n\n")
+        return out
+    final: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": _stop_reason(step), "stop_sequence": None},
+    }
+    if usage is not None:
+        final["usage"] = usage
+    out.append(_event(final))
+    out.append(_event({"type": "message_stop"}))
+    return out
+
+
+def _anthropic_message(step: dict[str, Any], model: str) -> dict[str, Any]:
+    if step.get("error_in_stream") is not None:
+        return {"type": "error", "error": step["error_in_stream"]}
+    if step.get("base_resp") is not None:
+        return {"id": "msg_scripted", "base_resp": step["base_resp"]}
+    blocks = _content_blocks(step)
+    for block in blocks:
+        if block["type"] == "tool_use":
+            block["input"] = _tool_input(block["input"])
+    out: dict[str, Any] = {
+        "id": "msg_scripted",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": blocks,
+        "stop_reason": _stop_reason(step),
+        "stop_sequence": None,
+    }
+    usage = _anthropic_usage(step)
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible model.")
+    parser = argparse.ArgumentParser(
+        description="Serve a scripted model (OpenAI and Anthropic routes)."
+    )
     parser.add_argument("script", help="JSON file holding a list of steps ('-' for stdin)")
     parser.add_argument("--chunk-size", type=int, default=64)
     args = parser.parse_args(argv)
