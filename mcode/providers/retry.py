@@ -12,14 +12,16 @@ exception, an event or a log.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcode.errors import ProviderError
 from mcode.providers.base import ModelEvent, Retrying
@@ -35,6 +37,7 @@ __all__ = [
     "error_message_from_body",
     "hint_for",
     "looks_like_context_overflow",
+    "minimax_code_in",
     "parse_retry_after",
     "retrying",
 ]
@@ -157,6 +160,9 @@ _HINTS = {
     "content_filter": "the provider's content filter blocked this request: rephrase it",
     "protocol": "the server's answer was not valid OpenAI-compatible output: check that the "
     "base URL points at an OpenAI-compatible API",
+    "malformed_tool_call": "the model kept writing tool calls as plain text instead of calling "
+    "the tools: try again, rephrase the request or use another model (a self-hosted vLLM or "
+    "SGLang server needs its tool-call parser enabled, e.g. --tool-call-parser minimax_m2)",
 }
 
 
@@ -173,6 +179,7 @@ def _error(
     status: int | None = None,
     retry_after: float | None = None,
     secrets: Iterable[str | None] = (),
+    hint: str = "",
 ) -> ProviderError:
     secrets = tuple(secrets)
     return ProviderError(
@@ -181,7 +188,7 @@ def _error(
         retryable=retryable,
         status=status,
         retry_after=retry_after,
-        hint=hint_for(kind),
+        hint=scrub(hint or hint_for(kind), secrets),
     )
 
 
@@ -209,13 +216,25 @@ def classify_status(
     secrets: Iterable[str | None] = (),
 ) -> ProviderError:
     """The ProviderError for an HTTP error status, carrying the server's own message (trimmed,
-    scrubbed). A 400 whose text says the input is too long becomes ``context_overflow``."""
+    scrubbed). A 400 whose text says the input is too long becomes ``context_overflow``.
+
+    When the body carried a MiniMax error code (``server_message`` as made by
+    :func:`error_message_from_body`), a known code decides: it is more specific than the status
+    (MiniMax sends an exhausted plan window as HTTP 429, which must not be retried)."""
     kind, retryable, what = _STATUS_KINDS.get(status, ("", False, ""))
     if not kind:
         if 500 <= status < 600:
             kind, retryable, what = "server", True, "server error"
         else:
             kind, retryable, what = "bad_request", False, "bad request"
+    found = minimax_code_in(server_message)
+    # A code mcode does not know is less specific than a transient status (a 503 with an odd
+    # code is still worth another try), but says more than a bare 4xx.
+    if found is not None and (found[0] in _MINIMAX_CODES or not retryable):
+        code, status_msg = found
+        return classify_minimax_code(
+            code, status_msg, status=status, retry_after=retry_after, secrets=secrets
+        )
     if status in (400, 422) and looks_like_context_overflow(server_message):
         kind, retryable, what = "context_overflow", False, "input too long for the model"
     message = f"model API error: HTTP {status} {what}"
@@ -225,8 +244,8 @@ def classify_status(
 
 
 def error_message_from_body(body: bytes | str) -> str:
-    """The human part of an error response: ``error.message``, MiniMax ``base_resp.status_msg``,
-    a FastAPI ``detail``, or else the raw text (trimmed)."""
+    """The human part of an error response: ``error.message``, MiniMax ``base_resp.status_msg``
+    (as ``MiniMax code N: message``), a FastAPI ``detail``, or else the raw text (trimmed)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = json.loads(text)
@@ -237,6 +256,12 @@ def error_message_from_body(body: bytes | str) -> str:
 
 def _describe(data: Any) -> str:
     if isinstance(data, dict):
+        base = _minimax_base_resp(data)
+        if base is not None:
+            # Code first, in the form minimax_code_in() reads back: trimming a long message
+            # must not cut the code off.
+            code, status_msg = base
+            return f"MiniMax code {code}: {status_msg}".rstrip(": ")
         err = data.get("error")
         if isinstance(err, dict):
             parts = [str(err.get("message") or "")]
@@ -248,9 +273,6 @@ def _describe(data: Any) -> str:
                 return text
         elif isinstance(err, str) and err:
             return err
-        base = data.get("base_resp")
-        if isinstance(base, dict) and base.get("status_code"):
-            return f"{base.get('status_msg', '')} [code: {base['status_code']}]".strip()
         for key in ("message", "detail"):
             if data.get(key):
                 value = data[key]
@@ -279,11 +301,20 @@ _RETRYABLE_WORDS = {
 def classify_body_error(error: Any, *, secrets: Iterable[str | None] = ()) -> ProviderError:
     """The ProviderError for an ``{"error": ...}`` object received inside a 200 response.
 
-    A numeric HTTP-like status in it is classified like an HTTP error; otherwise it is retryable
-    only if its text looks like overload, rate limiting or a server fault.
+    A MiniMax code in it (a ``base_resp``, or MiniMax's ``message (2056)`` form) is classified
+    by :func:`classify_minimax_code`; a numeric HTTP-like status is classified like an HTTP
+    error; otherwise it is retryable only if its text looks like overload, rate limiting or a
+    server fault.
     """
     secrets = tuple(secrets)
+    if isinstance(error, dict):
+        base = _minimax_base_resp(error)
+        if base is not None:
+            return classify_minimax_code(*base, secrets=secrets)
     text = _describe({"error": error})
+    found = minimax_code_in(text)
+    if found is not None:
+        return classify_minimax_code(*found, secrets=secrets)
     status = None
     if isinstance(error, dict):
         for key in ("status", "status_code", "code"):
@@ -307,39 +338,241 @@ def classify_body_error(error: Any, *, secrets: Iterable[str | None] = ()) -> Pr
     return _error(message, "server", False, secrets=secrets)
 
 
-# Spine II classifies MiniMax codes fully; these follow MINIMAX_API.md "Errors and retries".
-_MINIMAX_CODES: dict[int, tuple[str, bool]] = {
-    1000: ("server", True),
-    1001: ("timeout", True),
-    1002: ("rate_limit", True),
-    1024: ("server", True),
-    1033: ("server", True),
-    1039: ("rate_limit", True),
-    2045: ("rate_limit", True),
-    1004: ("auth", False),
-    2049: ("auth", False),
-    1008: ("billing", False),
-    1028: ("billing", False),
-    1030: ("billing", False),
-    2056: ("billing", False),
-    2061: ("billing", False),
-    1026: ("content_filter", False),
-    1027: ("content_filter", False),
-    2013: ("bad_request", False),
+# --- MiniMax ``base_resp.status_code`` (MINIMAX_API.md "Errors and retries"; the meanings follow
+# MiniMax's error-code list). MiniMax sends these on every wire it has: a ``base_resp`` object in
+# a 200 body, in the last SSE chunk or in an HTTP error body, and on its Anthropic-compatible
+# endpoint as ``"message (2056)"`` inside an ordinary error object.
+
+_MINIMAX_DOCS = "https://platform.minimax.io/docs/api-reference/errorcode"
+
+
+class _MiniMaxCode(NamedTuple):
+    kind: str
+    retryable: bool
+    what: str  # what MiniMax means, in a few words
+    hint: str = ""  # what the user should do; "" = the kind's general hint
+
+
+_KEY_REGION = (
+    "a key from platform.minimax.io works only with api.minimax.io, one from "
+    "platform.minimaxi.com only with api.minimaxi.com"
+)
+
+_MINIMAX_CODES: dict[int, _MiniMaxCode] = {
+    # Transient: sent again with backoff.
+    1000: _MiniMaxCode("server", True, "unknown error on MiniMax's side"),
+    1001: _MiniMaxCode("timeout", True, "request timed out on MiniMax's side"),
+    1002: _MiniMaxCode("rate_limit", True, "requests-per-minute limit reached"),
+    1024: _MiniMaxCode("server", True, "internal error"),
+    1033: _MiniMaxCode("server", True, "system or downstream service error"),
+    1039: _MiniMaxCode("rate_limit", True, "tokens-per-minute limit reached"),
+    2045: _MiniMaxCode("rate_limit", True, "request rate rising too fast"),
+    # The key: sending again cannot help.
+    1004: _MiniMaxCode(
+        "auth",
+        False,
+        "not authorized",
+        f"MiniMax did not accept the API key: check MINIMAX_API_KEY ({_KEY_REGION}) and that "
+        "the key is still active in the MiniMax console",
+    ),
+    2049: _MiniMaxCode(
+        "auth",
+        False,
+        "invalid API key",
+        "the API key is not valid here: copy it again from the MiniMax console into "
+        f"MINIMAX_API_KEY, and check the base URL's region ({_KEY_REGION})",
+    ),
+    # Money and plans: the user has to act.
+    1008: _MiniMaxCode(
+        "billing",
+        False,
+        "insufficient balance",
+        "the MiniMax account balance is used up: top it up in the MiniMax console, or use a "
+        "plan key (sk-cp-...)",
+    ),
+    1028: _MiniMaxCode(
+        "billing",
+        False,
+        "quota used up",
+        "the MiniMax account has no quota left for this request: check usage and balance in the "
+        "MiniMax console, then top up or upgrade the plan",
+    ),
+    1030: _MiniMaxCode(
+        "billing",
+        False,
+        "quota used up",
+        "the MiniMax account has no quota left for this request: check usage and balance in the "
+        "MiniMax console, then top up or upgrade the plan",
+    ),
+    2061: _MiniMaxCode(
+        "billing",
+        False,
+        "model not included in the current plan",
+        "your MiniMax plan does not include this model: choose one it covers with --model (the "
+        "plan's page in the MiniMax console lists them), or upgrade the plan",
+    ),
+    2056: _MiniMaxCode("billing", False, "plan usage limit reached"),  # hint: _plan_window_hint
+    # The request itself.
+    2013: _MiniMaxCode(
+        "bad_request",
+        False,
+        "invalid request parameters",
+        "MiniMax rejected a parameter of the request: check the model name and the options in "
+        "your config (thinking, max output tokens); if they look right, report this message as "
+        "an mcode bug",
+    ),
+    1026: _MiniMaxCode(
+        "content_filter",
+        False,
+        "input flagged by MiniMax's content filter",
+        "MiniMax's content filter flagged something in the conversation (the request, or a file "
+        "or command output the agent read): rephrase the request or keep that content out, in a "
+        "new session if it is already in this one's history",
+    ),
+    1027: _MiniMaxCode(
+        "content_filter",
+        False,
+        "answer blocked by MiniMax's content filter",
+        "MiniMax's content filter blocked the model's answer: rephrase the request or ask for "
+        "something different",
+    ),
 }
+
+_CODE_FIRST = re.compile(r"MiniMax code (-?\d+)(?::\s*(.*))?", re.DOTALL)
+# MiniMax's Anthropic-compatible endpoint ends error.message with the code: "... (2056)";
+# _describe may have appended "[type: ...]" annotations after it.
+_CODE_LAST = re.compile(r"\((\d{4})\)((?:\s*\[[^\]]*\])*)\s*$")
+
+
+def minimax_code_in(text: str) -> tuple[int, str] | None:
+    """``(code, message)`` when ``text`` (an error message, e.g. from
+    :func:`error_message_from_body`) carries a MiniMax error code: written as ``MiniMax code N:
+    message`` (our form for a ``base_resp``; any code) or ended with ``(N)`` (MiniMax's
+    Anthropic-format errors; only codes in MINIMAX_API.md, since other servers may end a
+    message with a number in parentheses too)."""
+    m = _CODE_FIRST.match(text)
+    if m:
+        return int(m.group(1)), (m.group(2) or "").strip()
+    m = _CODE_LAST.search(text)
+    if m and int(m.group(1)) in _MINIMAX_CODES:
+        return int(m.group(1)), " ".join((text[: m.start()] + m.group(2)).split())
+    return None
+
+
+def _minimax_base_resp(data: dict[str, Any]) -> tuple[int, str] | None:
+    """``(status_code, status_msg)`` of a failed MiniMax ``base_resp`` in ``data``; None when
+    there is none or it says success (0). An unreadable code counts as a failure (-1)."""
+    base = data.get("base_resp")
+    if not isinstance(base, dict):
+        return None
+    raw = base.get("status_code")
+    try:
+        code = int(raw or 0)
+    except (TypeError, ValueError):
+        code = -1
+    if code == 0:
+        return None
+    return code, str(base.get("status_msg") or "")
 
 
 def classify_minimax_code(
-    code: int, status_msg: str = "", *, secrets: Iterable[str | None] = ()
+    code: int,
+    status_msg: str = "",
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    secrets: Iterable[str | None] = (),
+    now: float | None = None,
 ) -> ProviderError:
-    """The ProviderError for a MiniMax ``base_resp.status_code`` other than 0."""
-    kind, retryable = _MINIMAX_CODES.get(code, ("server", False))
+    """The ProviderError for a MiniMax ``base_resp.status_code`` other than 0.
+
+    The message names the code, what it means and MiniMax's own ``status_msg`` (trimmed,
+    scrubbed); ``status`` is the HTTP status when the code came with one. Known codes follow
+    MINIMAX_API.md: transient ones are retryable, the rest carry a hint saying what to do (for
+    2056, when the plan window resets; ``now`` is for tests). A 2013 whose message says the input
+    is too long is a ``context_overflow``. Unknown codes are not retried.
+    """
+    entry = _MINIMAX_CODES.get(code)
+    if entry is None:
+        entry = _MiniMaxCode(
+            "bad_request" if status is not None and status < 500 else "server",
+            False,
+            "an error code mcode does not know",
+            f"look the code up in MiniMax's error-code list ({_MINIMAX_DOCS}); if it is "
+            "temporary, try again",
+        )
+    kind, retryable, what, hint = entry
     if code == 2013 and looks_like_context_overflow(status_msg):
-        kind = "context_overflow"
-    message = f"model API error: MiniMax code {code}"
+        kind, what, hint = "context_overflow", "input too long for the model", ""
+    elif code == 2056:
+        hint = _plan_window_hint(status_msg, time.time() if now is None else now)
+    where = f"HTTP {status}, " if status is not None else ""
+    message = f"model API error: {where}MiniMax code {code} ({what})"
     if status_msg:
         message += f": {_trim(status_msg)}"
-    return _error(message, kind, retryable, secrets=secrets)
+    return _error(
+        message,
+        kind,
+        retryable,
+        status=status,
+        retry_after=retry_after if retryable else None,
+        secrets=secrets,
+        hint=hint,
+    )
+
+
+_RESET_AT = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
+)
+_RESET_IN = re.compile(r"\breset(?:s|ting)?\s+in\s+([^,;()]+)", re.IGNORECASE)
+
+
+def _plan_window_hint(status_msg: str, now: float) -> str:
+    """Advice for 2056 (the plan's usage window is exhausted): when it resets, if MiniMax said
+    (``"..., resets at 2026-05-15T15:00:00Z"``), else that it resets on the plan's schedule."""
+    after = "wait until then, or use a pay-as-you-go key (sk-api-...) meanwhile"
+    when = _reset_time(status_msg, now)
+    if when:
+        return f"your MiniMax plan's usage limit is used up; it resets {when}: {after}"
+    return (
+        "your MiniMax plan's usage limit is used up; it resets on the plan's schedule (a rolling "
+        "5-hour window, and a weekly limit on some plans; the MiniMax console shows when): "
+        f"{after}"
+    )
+
+
+def _reset_time(status_msg: str, now: float) -> str:
+    m = _RESET_AT.search(status_msg)
+    if m:
+        raw = m.group()
+        iso = re.sub(r"\s*(?:Z|UTC|GMT)$", "+00:00", raw.strip())
+        try:
+            when = datetime.datetime.fromisoformat(iso)
+        except ValueError:
+            return f"at {raw}"
+        if when.tzinfo is None:  # no zone given: say it the way MiniMax did
+            return f"at {raw}"
+        utc = when.astimezone(datetime.UTC)
+        text = f"at {utc:%Y-%m-%d %H:%M} UTC"
+        local = when.astimezone()
+        if local.utcoffset() != datetime.timedelta(0):
+            text += f" ({local:%Y-%m-%d %H:%M} your time)"
+        left = when.timestamp() - now
+        if left > 0:
+            text += f", in {_duration(left)}"
+        return text
+    m = _RESET_IN.search(status_msg)
+    if m:
+        return f"in {m.group(1).strip()}"
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} d" * bool(days), f"{hours} h" * bool(hours), f"{minutes} min" * bool(minutes)]
+    return " ".join(p for p in parts if p) or "1 min"
 
 
 # ----------------------------------------------------------------------------- the loop
