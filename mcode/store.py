@@ -6,6 +6,11 @@ process (``mcode sessions`` while a run is going) read without blocking the writ
 events (text/thinking deltas, tool output chunks) are not stored one by one: the message or tool
 result that completes them holds the full text, so nothing completed is lost.
 
+The same database holds the checkpoints behind ``mcode undo``: for every file a turn wrote, the
+file as it was before the turn's first change to it (bytes and mode, or "did not exist") and
+the hash of what mcode wrote last. Like events, each checkpoint is committed before the tool
+changes the file, so no edit is ever on disk without its before-image in the store.
+
 Schema changes are migrations keyed by ``PRAGMA user_version``; a migration may add, never drop.
 """
 
@@ -45,6 +50,23 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_by_cwd ON sessions (cwd, updated_at);
     """,
+    # 2: checkpoints for `mcode undo`. One row per file per turn: the first before-image (later
+    # edits of the same file in the same turn update only after_sha256). id orders the rows.
+    """
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        turn_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        abs_path TEXT NOT NULL,
+        existed INTEGER NOT NULL,
+        before BLOB,
+        before_mode INTEGER,
+        after_sha256 TEXT,
+        ts REAL NOT NULL,
+        UNIQUE (session_id, turn_id, abs_path)
+    );
+    """,
 ]
 
 
@@ -57,6 +79,28 @@ class SessionInfo:
     provider: str
     model: str
     title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A file as it was before a turn first changed it.
+
+    ``path`` is the tool's display path (workspace-relative inside the workspace), ``abs_path``
+    the resolved file. ``existed`` False means the turn created the file (``before`` and
+    ``before_mode`` are then None). ``after_sha256`` is the hash of the bytes mcode wrote last in
+    that turn (None: the file was deleted, or nothing known), which tells undo whether someone
+    changed the file since."""
+
+    id: int
+    session_id: str
+    turn_id: str
+    path: str
+    abs_path: str
+    existed: bool
+    before: bytes | None
+    before_mode: int | None
+    after_sha256: str | None
+    ts: float
 
 
 class StoreError(MCodeError):
@@ -143,6 +187,81 @@ class Store:
                 f"could not save event {event.seq} of session {event.session_id}: {e}",
                 hint="check free disk space; the run stops so that nothing goes unrecorded",
             ) from None
+
+    def append(
+        self, session_id: str, type: str, data: dict[str, Any], turn_id: str | None = None
+    ) -> Event:
+        """Add an event to a stored session from outside its run (``mcode undo``), numbered
+        after the last stored one. The write lock is held from reading the last seq to the
+        insert, so two writers never take the same number."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                event = Event(type, data, self.last_seq(session_id) + 1, session_id, turn_id, now())
+                self.write(event, event.to_json())
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"could not save a {type} event in session {session_id}: {e}",
+                hint="check free disk space and that no other program holds the database",
+            ) from None
+        return event
+
+    def checkpoint(
+        self,
+        session_id: str,
+        turn_id: str,
+        path: str,
+        abs_path: str,
+        before: bytes | None,
+        before_mode: int | None,
+        after_sha256: str | None,
+    ) -> int:
+        """Record that a turn is about to change ``abs_path`` (before the change is made) and
+        return the checkpoint's id. The first call per file per turn keeps ``before`` (None:
+        the file does not exist) and its mode; later calls only move ``after_sha256``, the hash
+        of what is about to be written. Committed on return, like an event."""
+        try:
+            row = self._db.execute(
+                "INSERT INTO checkpoints (session_id, turn_id, path, abs_path, existed, before, "
+                "before_mode, after_sha256, ts) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (session_id, turn_id, abs_path) "
+                "DO UPDATE SET after_sha256=excluded.after_sha256 RETURNING id",
+                (
+                    session_id,
+                    turn_id,
+                    path,
+                    abs_path,
+                    before is not None,
+                    before,
+                    before_mode,
+                    after_sha256,
+                    now(),
+                ),
+            ).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"could not save the checkpoint of {path} in session {session_id}: {e}",
+                hint="check free disk space and that no other program holds the database",
+            ) from None
+        return int(row[0])
+
+    def checkpoints(self, session_id: str, turn_id: str | None = None) -> list[Checkpoint]:
+        """The checkpoints of a session (or of one of its turns), oldest first."""
+        sql = "SELECT * FROM checkpoints WHERE session_id=?"
+        args: tuple[Any, ...] = (session_id,)
+        if turn_id is not None:
+            sql += " AND turn_id=?"
+            args += (turn_id,)
+        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            Checkpoint(i, sid, tid, p, ap, bool(ex), b, m, h, ts)
+            for (i, sid, tid, p, ap, ex, b, m, h, ts) in rows
+        ]
 
     def set_title(self, session_id: str, title: str) -> None:
         try:
