@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mcode.errors import ToolError
@@ -23,13 +24,15 @@ PermissionClass = Literal["read", "edit", "execute", "computer"]
 @dataclass(slots=True)
 class ToolResult:
     """What a tool returns. ``content`` goes to the model; ``summary`` is one line for humans;
-    ``changed_files`` are workspace-relative paths the tool wrote."""
+    ``changed_files`` are workspace-relative paths the tool wrote; ``checkpoints`` maps each of
+    them to the id of its checkpoint (absent when the session keeps none)."""
 
     content: str
     summary: str = ""
     is_error: bool = False
     images: list[ImagePart] = field(default_factory=list)
     changed_files: list[str] = field(default_factory=list)
+    checkpoints: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -45,9 +48,17 @@ class FileStamp:
     taken_ns: int = 0
 
 
+# Called by a tool right before it changes a file: (absolute path, the file's bytes now or None
+# if it does not exist, its permission bits or None, the bytes about to be written or None for a
+# deletion). Returns the checkpoint's id. It raises (any MCodeError) when the checkpoint cannot
+# be saved, and the tool must then leave the file alone: a change undo cannot restore is not made.
+Checkpointer = Callable[[Path, bytes | None, int | None, bytes | None], int]
+
+
 @dataclass(slots=True)
 class ToolContext:
-    """Everything a tool may touch. One per session; shared by the tools of that session."""
+    """Everything a tool may touch. One per session; shared by the tools of that session.
+    ``checkpoint`` is None when nothing records checkpoints (no store: tests, in-memory)."""
 
     workspace: Any  # mcode.tools.workspace.Workspace
     emit_output: Callable[[str], None] = lambda chunk: None
@@ -56,6 +67,7 @@ class ToolContext:
     todos: list[dict[str, Any]] = field(default_factory=list)
     bash_timeout: float = 120.0
     output_cap: int = 30_000
+    checkpoint: Checkpointer | None = None
 
 
 class Tool:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mcode.errors import ToolError
+from mcode.errors import MCodeError, ToolError
 from mcode.messages import ImagePart
 from mcode.tools.base import FileStamp, Tool, ToolContext, ToolResult
 from mcode.tools.workspace import Workspace, atomic_write
@@ -123,6 +123,38 @@ def _check_fresh(ws: Workspace, p: Path, ctx: ToolContext, data: bytes, st: os.s
             f"{rel} changed on disk since it was last read",
             hint=f"read {rel} again to see its current content, then retry",
         )
+
+
+def _checkpoint(
+    ctx: ToolContext, p: Path, rel: str, before: bytes | None, mode: int | None, after: bytes
+) -> int | None:
+    """Save the file's before-image through the session before changing it; the checkpoint's
+    id, or None when the session keeps none. If it cannot be saved the tool refuses (the file
+    is untouched): an edit that ``mcode undo`` could not restore is never made silently."""
+    if ctx.checkpoint is None:
+        return None
+    try:
+        return ctx.checkpoint(p, before, mode, after)
+    except MCodeError as e:
+        raise ToolError(
+            f"{rel} was not changed: its checkpoint could not be saved, so the change could "
+            f"not be undone ({e.message})",
+            hint="nothing was written; tell the user that mcode cannot save checkpoints"
+            + (f" ({e.hint})" if e.hint else ""),
+        ) from None
+
+
+def _not_written(ctx: ToolContext, p: Path, content: bytes | None, mode: int | None) -> None:
+    """The change announced to the checkpoint was not made: point its after-hash back at what
+    the file still holds, so undo does not take the file for one changed by someone else."""
+    if ctx.checkpoint is None:
+        return
+    try:
+        ctx.checkpoint(p, content, mode, content)
+    except MCodeError:
+        # The store failed as well; the worst outcome is that undo reports this file as
+        # changed since the turn and asks for --force. The write's own error matters more.
+        pass
 
 
 class ReadTool(Tool):
@@ -247,15 +279,23 @@ class WriteTool(Tool):
         existed = p.exists()
         if existed and not p.is_file():
             raise ToolError(f"{rel} is not a regular file")
+        old: bytes | None = None
+        mode: int | None = None
         if existed:
             try:
                 old, st = read_bytes(p)
             except OSError as e:
                 raise ToolError(f"cannot read {rel}: {e.strerror}") from None
             _check_fresh(ws, p, ctx, old, st)
+            mode = st.st_mode & 0o7777
+        checkpoint = _checkpoint(ctx, p, rel, old, mode, data)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(p, data)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(p, data)
+            except BaseException:
+                _not_written(ctx, p, old, mode)
+                raise
             st = p.stat()
         except OSError as e:
             raise ToolError(
@@ -265,7 +305,10 @@ class WriteTool(Tool):
         n = len(_split_lines(args["content"]))
         verb = "wrote" if existed else "created"
         return ToolResult(
-            f"{verb} {rel} ({n} lines)", summary=f"{verb} {rel} ({n} lines)", changed_files=[rel]
+            f"{verb} {rel} ({n} lines)",
+            summary=f"{verb} {rel} ({n} lines)",
+            changed_files=[rel],
+            checkpoints={} if checkpoint is None else {rel: checkpoint},
         )
 
 
@@ -335,18 +378,26 @@ class EditTool(Tool):
         after_text = text.replace(old, new) if replace_all else text.replace(old, new, 1)
         after = after_text.encode("utf-8")
 
-        # Last look right before writing: anything that changed the file while we worked wins.
+        mode = st.st_mode & 0o7777
+        checkpoint = _checkpoint(ctx, p, rel, before, mode, after)
         try:
-            now = p.stat()
-        except OSError as e:
-            raise ToolError(f"cannot stat {rel}: {e.strerror}") from None
-        if not stamp_matches(now, make_stamp(st, before), lambda: read_bytes(p)[0]):
-            raise ToolError(
-                f"{rel} changed on disk while it was being edited; nothing was written",
-                hint=f"read {rel} again, then retry",
-            )
-        try:
-            atomic_write(p, after)
+            try:
+                # Last look right before writing (after the checkpoint, so that the store's
+                # commit does not widen the gap): anything that changed the file while we
+                # worked wins.
+                try:
+                    now = p.stat()
+                except OSError as e:
+                    raise ToolError(f"cannot stat {rel}: {e.strerror}") from None
+                if not stamp_matches(now, make_stamp(st, before), lambda: read_bytes(p)[0]):
+                    raise ToolError(
+                        f"{rel} changed on disk while it was being edited; nothing was written",
+                        hint=f"read {rel} again, then retry",
+                    )
+                atomic_write(p, after)
+            except BaseException:
+                _not_written(ctx, p, before, mode)
+                raise
             st_after = p.stat()
         except OSError as e:
             raise ToolError(
@@ -357,7 +408,12 @@ class EditTool(Tool):
         diff, added, removed = _diff(text, after_text, rel)
         times = f", {count} replacements" if count > 1 else ""
         summary = f"edited {rel} (+{added} \u2212{removed}{times})"
-        return ToolResult(f"{summary}\n{diff}", summary=summary, changed_files=[rel])
+        return ToolResult(
+            f"{summary}\n{diff}",
+            summary=summary,
+            changed_files=[rel],
+            checkpoints={} if checkpoint is None else {rel: checkpoint},
+        )
 
 
 def _match_lines(text: str, old: str, limit: int = 10) -> list[int]:

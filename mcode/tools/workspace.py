@@ -94,21 +94,24 @@ class Workspace:
         atomic_write(path, data)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` so that readers see either the old or the new file.
 
     Writes a temp file in the same directory, fsyncs it, renames it over the target and fsyncs
-    the directory. An existing file's permission bits are kept; a new file gets the usual
-    ``0o666 & ~umask``. A symlink is written through (its target is replaced, the link stays).
+    the directory. The file gets the permission bits ``mode`` when given (undo restores a
+    file's mode this way, with no moment of wrong permissions); otherwise an existing file's
+    bits are kept and a new file gets the usual ``0o666 & ~umask``. A symlink is written
+    through (its target is replaced, the link stays).
     The parent directory must exist. On any error the temp file is removed and the original is
     untouched; the OSError propagates.
     """
     target = Path(os.path.realpath(path))
     directory = target.parent
-    try:
-        mode: int | None = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = None
+    if mode is None:
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            pass
     tmp = directory / f".{target.name}.{secrets.token_hex(4)}.mcode-tmp"
     # O_EXCL: never clobber someone else's file; 0o666 lets the kernel apply the umask for us
     # (reading the umask would mean setting it, which races with other threads).
