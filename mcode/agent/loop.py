@@ -191,7 +191,9 @@ def _finish(session: Session, call: ToolCall, result: ToolResult, duration: floa
         duration=round(duration, 3),
     )
     for path in result.changed_files:
-        session.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id)
+        # checkpoint: the id of the file's before-image (`mcode undo`), None when none is kept.
+        checkpoint = result.checkpoints.get(path)
+        session.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id, checkpoint=checkpoint)
 
 
 async def _run_one(

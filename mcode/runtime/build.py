@@ -13,6 +13,7 @@ from mcode.store import Store, StoreError
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.workspace import Workspace
+from mcode.undo import undo_note
 
 if TYPE_CHECKING:
     import httpx
@@ -84,4 +85,10 @@ def open_session(
         history=history,
         last_seq=last_seq,
     )
+    if store is not None:
+        # Every write and edit saves the file's before-image first, so `mcode undo` can
+        # restore it; without a store there is nowhere to keep one, and nothing is saved.
+        session.tool_context.checkpoint = session.checkpoint
+        if session_id is not None:
+            session.pending_note = undo_note(store.events(session_id))
     return session

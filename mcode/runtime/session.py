@@ -12,10 +12,12 @@ subscribers as ``(event, json_line)``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mcode import events as ev
@@ -86,6 +88,9 @@ class Session:
         self._approvals: dict[str, asyncio.Future[bool]] = {}
         self._task: asyncio.Task[TurnOutcome] | None = None
         self._cancel_requested = False
+        # Prepended to the next user message, then cleared (open_session sets it when the user
+        # ran `mcode undo` since the last message, so the model knows its edits are gone).
+        self.pending_note: str | None = None
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -150,6 +155,8 @@ class Session:
         if self.store is not None and not self.history and text is not None:
             title = text.strip().splitlines()[0] if text.strip() else ""
             self.store.set_title(self.id, self.scrub(title))
+        if text is not None and self.pending_note:
+            text, self.pending_note = f"{self.pending_note}\n\n{text}", None
         message = None if text is None else user_message(text, images)
         self._task = asyncio.ensure_future(run_turn(self, message))
         try:
@@ -200,6 +207,29 @@ class Session:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._approvals[request_id] = future
         return future
+
+    def checkpoint(
+        self, path: Path, before: bytes | None, mode: int | None, after: bytes | None
+    ) -> int:
+        """Save ``path``'s before-image under the running turn, for ``mcode undo`` (the
+        :data:`~mcode.tools.base.Checkpointer` of this session's tools). Raises StoreError
+        when it cannot be saved; the tool then leaves the file alone."""
+        if self.store is None:
+            raise StoreError(
+                "the session store failed earlier in this run",
+                hint="check free disk space, then resume the session",
+            )
+        if self.turn_id is None:
+            raise StoreError("a file can only be changed during a turn")
+        return self.store.checkpoint(
+            self.id,
+            self.turn_id,
+            self.tool_context.workspace.relative(path),
+            str(path),
+            before,
+            mode,
+            None if after is None else hashlib.sha256(after).hexdigest(),
+        )
 
     def finish(self, *, result: str, exit_code: int, reason: str) -> None:
         self.emit(
