@@ -250,6 +250,17 @@ class Store:
             ) from None
         return int(row[0])
 
+    def checkpointed(self, session_id: str) -> list[tuple[str, str]]:
+        """``(turn_id, path)`` of every checkpoint of a session, oldest first: which turns
+        changed which files, without loading the saved contents."""
+        return [
+            (str(t), str(p))
+            for t, p in self._db.execute(
+                "SELECT turn_id, path FROM checkpoints WHERE session_id=? ORDER BY id",
+                (session_id,),
+            )
+        ]
+
     def checkpoints(self, session_id: str, turn_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of a session (or of one of its turns), oldest first."""
         sql = "SELECT * FROM checkpoints WHERE session_id=?"

@@ -113,15 +113,17 @@ def _undo(store: Store, args: argparse.Namespace) -> int:
     sid = info.id[:12]
 
     events = store.events(info.id)
-    checkpoints = store.checkpoints(info.id)
-    turn_id, pending = _target(checkpoints, events)
+    changed = store.checkpointed(info.id)
+    turn_id = _target(changed, events)
     if turn_id is None:
         print(f"Nothing to undo in session {sid}: no file change of it is left to restore.")
         # A last turn that ran only commands is most likely what the user wants back.
         turns = [e["turn_id"] for e in events if e["type"] == ev.TURN_STARTED]
-        if turns and not any(cp.turn_id == turns[-1] for cp in checkpoints):
+        if turns and not any(t == turns[-1] for t, _ in changed):
             _warn_commands(events, turns[-1], "its last turn")
         return EXIT_OK
+    done = _done(events).get(turn_id, set())
+    pending = [cp for cp in store.checkpoints(info.id, turn_id) if cp.path not in done]
 
     prompt = _turn_prompt(events, turn_id)
     about = f' ("{prompt}")' if prompt else ""
@@ -184,19 +186,14 @@ def _done(events: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
     return done
 
 
-def _target(
-    checkpoints: list[Checkpoint], events: list[dict[str, Any]]
-) -> tuple[str | None, list[Checkpoint]]:
-    """The latest turn with checkpoints not yet undone, and those checkpoints."""
+def _target(changed: list[tuple[str, str]], events: list[dict[str, Any]]) -> str | None:
+    """The latest turn with a checkpointed file (``changed``: turn and path, oldest first)
+    that no undo event has put back yet."""
     done = _done(events)
-    by_turn: dict[str, list[Checkpoint]] = {}
-    for cp in checkpoints:  # oldest first, so dict order is turn order
-        by_turn.setdefault(cp.turn_id, []).append(cp)
-    for turn_id in reversed(list(by_turn)):
-        pending = [cp for cp in by_turn[turn_id] if cp.path not in done.get(turn_id, set())]
-        if pending:
-            return turn_id, pending
-    return None, []
+    for turn_id, path in reversed(changed):
+        if path not in done.get(turn_id, set()):
+            return turn_id
+    return None
 
 
 def _current(path: Path) -> tuple[bytes | None, str]:

@@ -130,6 +130,7 @@ def test_the_first_before_image_per_file_per_turn_is_kept(tmp_path):
         ("new.py", False, None, None, sha(b"n")),
     ]
     assert [r.turn_id for r in store.checkpoints("s")] == ["t1", "t1", "t2"]
+    assert store.checkpointed("s") == [("t1", "a.py"), ("t1", "new.py"), ("t2", "a.py")]
     # An event appended from outside a run is numbered after the last one.
     e = Event("session.started", {"cwd": "/w", "provider": "p", "model": "m"}, 1, "s", None, 1.0)
     store.write(e, e.to_json())
