@@ -151,20 +151,23 @@ def _undo(store: Store, args: argparse.Namespace) -> int:
             outcome.deleted.append(plan.path)
         else:
             outcome.unchanged.append(plan.path)
-    store.append(
-        info.id,
-        ev.UNDO,
-        {
-            "restored": outcome.restored,
-            "deleted": outcome.deleted,
-            "unchanged": outcome.unchanged,
-            "skipped": outcome.skipped,
-            "forced": bool(args.force),
-        },
-        turn_id=turn_id,
-    )
+    data = {
+        "restored": outcome.restored,
+        "deleted": outcome.deleted,
+        "unchanged": outcome.unchanged,
+        "skipped": outcome.skipped,
+        "forced": bool(args.force),
+    }
+    try:
+        store.append(info.id, ev.UNDO, data, turn_id=turn_id)
+    except StoreError as e:
+        raise StoreError(
+            e.message,
+            hint="the files were changed as listed above, but the session could not record it; "
+            "once the store works, `mcode undo` finds them as before and records it",
+        ) from None
     if failed:
-        if any(p.action == "skip" for p in plans):
+        if any(p.action == "skip" and not p.blocked for p in plans):
             print(
                 "mcode: files changed since the turn were left as they are; "
                 "`mcode undo --force` undoes them too (their later changes are lost)",
