@@ -204,6 +204,13 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     owner: ScriptedServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client resetting a kept-alive connection while the server waits for its next request
+        # is normal (a provider closing its pool); only real faults deserve a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class _ClientGone(Exception):
     pass
