@@ -833,6 +833,21 @@ def test_error_types_are_classified(etype: str, message: str, kind: str, retryab
         assert message in err.message and err.hint
 
 
+def test_a_minimax_code_in_an_error_event_decides() -> None:
+    # MiniMax's Anthropic endpoint ends messages with its code: a used-up plan is not retried,
+    # whatever error type it is dressed in.
+    with pytest.raises(ProviderError) as info:
+        MessageAssembler().feed_event(
+            {
+                "type": "error",
+                "error": {"type": "rate_limit_error", "message": "usage limit exceeded (2056)"},
+            }
+        )
+    assert (
+        info.value.kind == "billing" and not info.value.retryable and "2056" in info.value.message
+    )
+
+
 def test_prompt_too_long_is_a_context_overflow_and_not_retried(model_server: StartServer) -> None:
     too_long = {
         "type": "invalid_request_error",

@@ -25,6 +25,7 @@ from mcode.providers.retry import (
     error_message_from_body,
     hint_for,
     looks_like_context_overflow,
+    minimax_code_in,
 )
 from mcode.secrets import scrub
 
@@ -70,14 +71,15 @@ _FINISH = {
 
 def classify_anthropic_error(error: Any, *, secrets: Iterable[str | None] = ()) -> ProviderError:
     """The ProviderError for an Anthropic ``error`` object received inside a 200 (an ``error``
-    event or a ``{"type": "error"}`` body). Unknown types fall back to the generic text-based
-    classification."""
+    event or a ``{"type": "error"}`` body). A MiniMax code in the message (``... (2056)``) is
+    more specific than the error type and decides, as for HTTP errors; unknown types fall back
+    to the generic text-based classification."""
     secrets = tuple(secrets)
     etype = error.get("type") if isinstance(error, dict) else None
-    if etype not in _ERROR_KINDS:
+    text = error_message_from_body(json.dumps({"error": error}, ensure_ascii=False))
+    if etype not in _ERROR_KINDS or minimax_code_in(text) is not None:
         return classify_body_error(error, secrets=secrets)
     kind, retryable = _ERROR_KINDS[etype]
-    text = error_message_from_body(json.dumps({"error": error}, ensure_ascii=False))
     if etype == "invalid_request_error" and looks_like_context_overflow(text):
         kind = "context_overflow"
     return ProviderError(
