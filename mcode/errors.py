@@ -43,8 +43,10 @@ class ProviderError(MCodeError):
     """A model API failure.
 
     ``kind`` is one of: rate_limit, overloaded, server, connection, timeout, truncated, auth,
-    bad_request, context_overflow, billing, content_filter, protocol. ``retryable`` says whether
-    the same request may be sent again; ``retry_after`` is the server's wish in seconds, if any.
+    bad_request, context_overflow, billing, content_filter, protocol, malformed_tool_call (the
+    model wrote a tool call as text that could not be used; retryable, so it is asked again).
+    ``retryable`` says whether the same request may be sent again; ``retry_after`` is the
+    server's wish in seconds, if any.
     """
 
     def __init__(

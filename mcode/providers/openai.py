@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -17,12 +17,14 @@ import httpx
 
 from mcode import __version__
 from mcode.errors import ProviderError
+from mcode.messages import ToolSpec
 from mcode.providers.base import (
     ModelEvent,
     ModelInfo,
     ModelRequest,
 )
 from mcode.providers.http import HttpClient
+from mcode.providers.leaked import LeakGuard
 from mcode.providers.openai_request import REPLAY_MODES, build_body
 from mcode.providers.openai_stream import ChatAssembler
 from mcode.providers.retry import (
@@ -121,7 +123,10 @@ class OpenAIProvider:
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         """Stream one model call; see :mod:`mcode.providers.base` for the contract."""
         body = self.build_body(request)
-        events = retrying(lambda: self._attempt(body), self._network, secrets=self._http.secrets)
+        tools = request.tools
+        events = retrying(
+            lambda: self._attempt(body, tools), self._network, secrets=self._http.secrets
+        )
         async with aclosing(events):
             async for event in events:
                 yield event
@@ -129,7 +134,18 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _attempt(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
+    async def _attempt(
+        self, body: bytes, tools: Sequence[ToolSpec]
+    ) -> AsyncGenerator[ModelEvent, None]:
+        """One request. Its events pass through a LeakGuard: tool calls the model wrote as text
+        become real ones (or a retryable error, so the model is asked again)."""
+        guard = LeakGuard(tools)
+        async with aclosing(self._request(body)) as events:
+            async for event in events:
+                for out in guard.feed(event):
+                    yield out
+
+    async def _request(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
         loop = asyncio.get_running_loop()
         n = self._network
         wait = n.first_event_timeout if self._stream else n.first_event_timeout + n.idle_timeout
