@@ -158,7 +158,9 @@ def test_text_thinking_and_tool_use_are_streamed_and_assembled(model_server: Sta
     assert done.finish_reason == "tool_calls"
     think, answer = done.message.parts
     assert isinstance(think, ThinkingPart) and think.text == thinking
-    assert think.signature and think.extra == {"format": "anthropic"}
+    assert think.signature and think.extra is not None
+    assert think.extra["format"] == "anthropic"
+    assert think.extra["origin"] == f"anthropic/mock-model@{server.anthropic_base_url}/v1/messages"
     assert answer == TextPart(text)
     assert [(c.id, c.name, c.arguments) for c in done.message.tool_calls] == [
         ("toolu_1", "read", '{"path":"src/ü.py","limit":200}'),
@@ -216,7 +218,7 @@ def test_redacted_thinking_round_trip(model_server: StartServer) -> None:
     msg = call(server)[-1].message
     think, redacted, text = msg.parts
     assert isinstance(redacted, ThinkingPart) and redacted.text == ""
-    assert redacted.extra == {"format": "anthropic", "redacted": data}
+    assert redacted.extra is not None and redacted.extra["redacted"] == data
     assert isinstance(think, ThinkingPart) and text == TextPart("Hi")
 
     call(server, request(user("hi"), msg, user("more")))
@@ -246,6 +248,27 @@ def test_thinking_from_another_provider_is_dropped(model_server: StartServer) ->
         {"type": "tool_use", "id": "call_abc", "name": "read", "input": {"path": "a"}},
     ]
     assert "thoughts" not in server.requests[0].raw.decode()
+
+
+def test_thinking_goes_back_only_to_the_origin_that_produced_it(
+    model_server: StartServer,
+) -> None:
+    # MiniMax's endpoint sends thinking without a signature and wants it back; a block signed
+    # by another endpoint or model (a session that switched provider) is dropped.
+    for mine in (True, False):
+        server = model_server([{"text": "ok"}])
+        if mine:
+            origin = provider(server).origin
+            part = ThinkingPart("mine", extra={"format": "anthropic", "origin": origin})
+            expected = [{"type": "thinking", "thinking": "mine"}]
+        else:
+            origin = "minimax/M3@https://x"
+            part = ThinkingPart("theirs", "sig-x", {"format": "anthropic", "origin": origin})
+            expected = []
+        turn = Message("assistant", (part, TextPart("Done.")))
+        call(server, request(user("hi"), turn, user("more")))
+        blocks = server.bodies[0]["messages"][1]["content"]
+        assert blocks == [*expected, {"type": "text", "text": "Done."}]
 
 
 def test_prefilled_text_is_not_repeated(model_server: StartServer) -> None:
@@ -946,3 +969,18 @@ def test_api_key_never_appears_in_errors(model_server: StartServer) -> None:
     )
     err, _ = fail(server)
     assert KEY not in str(err) and "PLANTED" not in str(err) and err.kind == "auth"
+
+
+def test_a_tool_call_leaked_into_text_becomes_a_real_call(model_server: StartServer) -> None:
+    leaked = (
+        "Reading it.\n<minimax:tool_call>\n<invoke name=\"read\">\n"
+        '<parameter name="path">a.py</parameter>\n</invoke>\n</minimax:tool_call>'
+    )
+    server = model_server([{"text": leaked}])
+    events = call(server, request(user("hi"), tools=[READ]))
+    done = events[-1]
+    assert isinstance(done, Completion) and done.finish_reason == "tool_calls"
+    (tool_call,) = done.message.tool_calls
+    assert (tool_call.name, json.loads(tool_call.arguments)) == ("read", {"path": "a.py"})
+    assert done.message.text.strip() == "Reading it."
+    assert "minimax:tool_call" not in "".join(e.text for e in of(events, TextDelta))

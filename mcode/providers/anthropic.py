@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -18,10 +18,12 @@ import httpx
 
 from mcode import __version__
 from mcode.errors import ProviderError
+from mcode.messages import ToolSpec
 from mcode.providers.anthropic_request import THINKING_STYLES, build_body
 from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
 from mcode.providers.base import ModelEvent, ModelInfo, ModelRequest
 from mcode.providers.http import HttpClient
+from mcode.providers.leaked import LeakGuard
 from mcode.providers.retry import NetworkSettings, retrying
 from mcode.secrets import scrub
 
@@ -92,7 +94,11 @@ class AnthropicProvider:
             raise ValueError("max_output_tokens must be at least 1")
         self.info = info
         self.model = model
+        # Which endpoint and model produced a thinking block: only they can validate it (a
+        # signature from MiniMax means nothing to Anthropic), so history from another origin
+        # goes back without its thinking.
         self.url = messages_url(base_url)
+        self.origin = f"{info.provider}/{model}@{self.url}"
         self._network = network
         self._stream = stream
         self._thinking_style = thinking_style
@@ -116,12 +122,16 @@ class AnthropicProvider:
             max_output_tokens=self._max_output_tokens,
             thinking_budget=self._thinking_budget,
             supports_images=self.info.supports_images,
+            origin=self.origin,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         """Stream one model call; see :mod:`mcode.providers.base` for the contract."""
         body = self.build_body(request)
-        events = retrying(lambda: self._attempt(body), self._network, secrets=self._http.secrets)
+        tools = request.tools
+        events = retrying(
+            lambda: self._attempt(body, tools), self._network, secrets=self._http.secrets
+        )
         async with aclosing(events):
             async for event in events:
                 yield event
@@ -129,12 +139,23 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _attempt(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
+    async def _attempt(
+        self, body: bytes, tools: Sequence[ToolSpec]
+    ) -> AsyncGenerator[ModelEvent, None]:
+        """One request. Its events pass through a LeakGuard: tool calls the model wrote as text
+        become real ones (or a retryable error, so the model is asked again)."""
+        guard = LeakGuard(tools)
+        async with aclosing(self._request(body)) as events:
+            async for event in events:
+                for out in guard.feed(event):
+                    yield out
+
+    async def _request(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
         loop = asyncio.get_running_loop()
         n = self._network
         wait = n.first_event_timeout if self._stream else n.first_event_timeout + n.idle_timeout
         deadline = loop.time() + wait
-        assembler = MessageAssembler(self._http.secrets)
+        assembler = MessageAssembler(self._http.secrets, origin=self.origin)
         async with self._http.post(self.url, body, self._headers, deadline=deadline) as response:
             ctype = response.headers.get("content-type", "")
             if not self._stream or ("json" in ctype and "event-stream" not in ctype):

@@ -6,9 +6,9 @@ order tools -> system -> messages) hit. ``cache_control`` breakpoints mark where
 cache entries written; they move as the conversation grows and are the only bytes that change in
 earlier messages.
 
-Thinking goes back byte-exact with its signature when it came from this wire format; thinking from
-any other source is dropped (the server cannot validate it and rejects an unsigned block), text and
-tool history are kept.
+Thinking goes back byte-exact (with its signature, if the server sent one) to the endpoint and model
+that produced it; thinking from any other source is dropped (the server cannot validate it and
+rejects a foreign or unsigned block), text and tool history are kept.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def build_body(
     max_output_tokens: int = 32000,
     thinking_budget: int = 16000,
     supports_images: bool = True,
+    origin: str = "",
 ) -> bytes:
     """The request body, as bytes. Same request, same bytes; ``messages`` is serialised last.
 
@@ -93,7 +94,7 @@ def build_body(
         body["system"] = [
             {"type": "text", "text": request.system, "cache_control": dict(EPHEMERAL)}
         ]
-    messages = wire_messages(request.messages, supports_images)
+    messages = wire_messages(request.messages, supports_images, origin)
     _mark_breakpoints(messages)
     body["messages"] = messages
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
@@ -155,7 +156,9 @@ def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- messages
 
 
-def wire_messages(messages: Iterable[Message], supports_images: bool = True) -> list[WireMessage]:
+def wire_messages(
+    messages: Iterable[Message], supports_images: bool = True, origin: str = ""
+) -> list[WireMessage]:
     """The ``messages`` list without cache breakpoints.
 
     Tool results become ``tool_result`` blocks of one user message (the API wants every result of
@@ -180,7 +183,7 @@ def wire_messages(messages: Iterable[Message], supports_images: bool = True) -> 
             else:
                 out.append({"role": "user", "content": blocks or [_text(NO_CONTENT)]})
         else:
-            out.append({"role": "assistant", "content": _assistant_blocks(msg)})
+            out.append({"role": "assistant", "content": _assistant_blocks(msg, origin)})
         open_results = False
     return out
 
@@ -227,11 +230,11 @@ def _tool_result(msg: Message, supports_images: bool) -> Block:
     return block
 
 
-def _assistant_blocks(msg: Message) -> list[Block]:
+def _assistant_blocks(msg: Message, origin: str) -> list[Block]:
     blocks: list[Block] = []
     for p in msg.parts:
         if isinstance(p, ThinkingPart):
-            block = _thinking_block(p)
+            block = _thinking_block(p, origin)
             if block is not None:
                 blocks.append(block)
         elif isinstance(p, TextPart) and p.text:
@@ -240,17 +243,28 @@ def _assistant_blocks(msg: Message) -> list[Block]:
     return blocks or [_text(NO_CONTENT)]
 
 
-def _thinking_block(part: ThinkingPart) -> Block | None:
-    """The block that replays ``part``, or ``None`` when the server could not validate it."""
+def _thinking_block(part: ThinkingPart, origin: str) -> Block | None:
+    """The block that replays ``part``, or ``None`` when the target could not validate it.
+
+    ``origin`` names the target (provider, model, URL); a part records the origin that produced
+    it. A different origin's block is dropped (its signature means nothing here). A block from
+    this origin without a signature goes back as it came: MiniMax's endpoint signs nothing but
+    wants its interleaved thinking back. With no origin on either side, only signed blocks go.
+    """
     extra = part.extra or {}
     if extra.get("format") != "anthropic":
-        return None  # another provider's reasoning: unsigned, so the API would reject it
+        return None  # another wire format's reasoning: the API would reject it
+    source = extra.get("origin")
+    if source and origin and source != origin:
+        return None
     redacted = extra.get("redacted")
     if isinstance(redacted, str) and redacted:
         return {"type": "redacted_thinking", "data": redacted}
-    if not part.signature:
-        return None  # a block cut before its signature arrived cannot be sent back
-    return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    if part.signature:
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    if source and source == origin:
+        return {"type": "thinking", "thinking": part.text}
+    return None
 
 
 def _tool_use(call: ToolCall) -> Block:

@@ -113,8 +113,9 @@ class MessageAssembler:
     never returned. Errors inside the answer raise ProviderError.
     """
 
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(self, secrets: Iterable[str | None] = (), *, origin: str = "") -> None:
         self._secrets = tuple(secrets)
+        self._origin = origin
         self._blocks: list[_Block] = []
         self._by_index: dict[int, _Block] = {}
         self._calls = 0
@@ -311,7 +312,7 @@ class MessageAssembler:
                     ToolCall(_unique_id(block.id, calls), block.name, block.arguments or "")
                 )
             else:
-                part = _part(block)
+                part = _part(block, self._origin)
                 if part is not None:
                     parts.append(part)
         finish = _FINISH.get(self.stop_reason, "stop")
@@ -343,17 +344,20 @@ def _new_text(block: _Block, text: Any) -> str:
     return text
 
 
-def _part(block: _Block) -> Part | None:
+def _part(block: _Block, origin: str) -> Part | None:
     text = "".join(block.pieces)
+    extra: dict[str, Any] = {"format": "anthropic"}
+    if origin:
+        extra["origin"] = origin
     if block.kind == "text":
         return TextPart(text) if text else None
     if block.kind == "thinking":
         signature = "".join(block.signature) or None
         if not text and signature is None:
             return None
-        return ThinkingPart(text, signature=signature, extra={"format": "anthropic"})
+        return ThinkingPart(text, signature=signature, extra=extra)
     if block.kind == "redacted" and block.data:
-        return ThinkingPart("", extra={"format": "anthropic", "redacted": block.data})
+        return ThinkingPart("", extra={**extra, "redacted": block.data})
     return None
 
 
