@@ -17,6 +17,7 @@ Schema changes are migrations keyed by ``PRAGMA user_version``; a migration may 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -111,7 +112,11 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Private to the user: the store holds transcripts and, in checkpoints, files as they
+            # were byte for byte (a .env among them), which cannot be redacted and still restored.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             # First: another process may hold the lock that switching to WAL or migrating needs.
             self._db.execute("PRAGMA busy_timeout=5000")

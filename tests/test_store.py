@@ -94,3 +94,11 @@ def test_a_data_dir_that_cannot_be_a_folder_is_a_store_error(tmp_path):
     blocker.write_text("a file where the data folder should be")
     with pytest.raises(StoreError, match="cannot open the session store"):
         Store(blocker / "sessions.db")
+
+
+def test_the_store_is_private_to_the_user(tmp_path):
+    # Transcripts and checkpointed file contents (a .env among them) are nobody else's business.
+    store = Store(tmp_path / "data" / "mcode" / "sessions.db")
+    store.close()
+    assert (tmp_path / "data" / "mcode").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "data" / "mcode" / "sessions.db").stat().st_mode & 0o777 == 0o600
