@@ -151,6 +151,13 @@ def test_write_creates_new_files_and_parent_dirs(repo: Path, ctx: ToolContext) -
     assert not [p for p in (repo / "pkg/sub").iterdir() if "tmp" in p.name]
 
 
+def test_write_reports_what_it_wrote_so_a_truncated_argument_shows(
+    repo: Path, ctx: ToolContext
+) -> None:
+    result = call(WriteTool(), {"path": "t.py", "content": "a = 1\nb = '</par'\n\n"}, ctx)
+    assert "(3 lines, 19 bytes; last line: \"b = '</par'\")" in result.content
+
+
 def test_write_over_an_unread_file_is_refused(repo: Path, ctx: ToolContext) -> None:
     (repo / "a.py").write_text("precious\n")
     with pytest.raises(ToolError, match="has not been read"):

@@ -302,11 +302,15 @@ class WriteTool(Tool):
                 f"cannot write {rel}: {e.strerror}", hint="nothing was changed"
             ) from None
         ctx.file_stamps[str(p)] = make_stamp(st, data)
-        n = len(_split_lines(args["content"]))
+        lines = _split_lines(args["content"])
         verb = "wrote" if existed else "created"
+        # The size and the last line let the model see a truncated argument (MiniMax M2.1+ may
+        # cut a string that contains a literal "</parameter>") without reading the file back.
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        tail = f"; last line: {last[:80]!r}" if last else ""
         return ToolResult(
-            f"{verb} {rel} ({n} lines)",
-            summary=f"{verb} {rel} ({n} lines)",
+            f"{verb} {rel} ({len(lines)} lines, {len(data)} bytes{tail})",
+            summary=f"{verb} {rel} ({len(lines)} lines)",
             changed_files=[rel],
             checkpoints={} if checkpoint is None else {rel: checkpoint},
         )
