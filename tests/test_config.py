@@ -110,6 +110,20 @@ def test_a_base_url_ending_in_v1_selects_chat_completions(ws, tmp_path):
     assert s.preset.wire == "anthropic"
 
 
+@pytest.mark.parametrize(
+    "url, wire",
+    [
+        ("https://api.minimax.io/v1/chat/completions", "openai"),
+        ("https://api.minimax.io/anthropic/v1/messages", "anthropic"),
+        ("https://api.minimax.io/v1/messages/", "anthropic"),
+    ],
+)
+def test_a_full_endpoint_url_selects_its_api(ws, tmp_path, url, wire):
+    # Users paste the endpoint URL from the provider's docs as the base URL.
+    s = load_settings(ws, env=env_for(tmp_path, MINIMAX_API_KEY="k", MINIMAX_BASE_URL=url))
+    assert s.preset.wire == wire
+
+
 def test_unknown_region_api_and_replay_mode_are_errors_with_the_line(ws, tmp_path):
     cfg = tmp_path / "cfg" / "mcode" / "config.toml"
     write(cfg, '[providers.minimax]\nregion = "mars"\n')

@@ -746,6 +746,9 @@ def test_urls_and_headers(model_server: StartServer) -> None:
         messages_url("https://api.minimax.io/anthropic")
         == "https://api.minimax.io/anthropic/v1/messages"
     )
+    # A base URL copied with its endpoint path is the endpoint.
+    for full in ("https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1/messages/"):
+        assert messages_url(full) == "https://api.anthropic.com/v1/messages"
 
     server = model_server([{"text": "a"}, {"text": "b"}])
     call(server)
@@ -973,7 +976,7 @@ def test_api_key_never_appears_in_errors(model_server: StartServer) -> None:
 
 def test_a_tool_call_leaked_into_text_becomes_a_real_call(model_server: StartServer) -> None:
     leaked = (
-        "Reading it.\n<minimax:tool_call>\n<invoke name=\"read\">\n"
+        'Reading it.\n<minimax:tool_call>\n<invoke name="read">\n'
         '<parameter name="path">a.py</parameter>\n</invoke>\n</minimax:tool_call>'
     )
     server = model_server([{"text": leaked}])

@@ -45,9 +45,9 @@ READ = ToolSpec(
 
 def provider(server: ScriptedServer, **kw: Any) -> OpenAIProvider:
     kw.setdefault("network", FAST)
+    kw.setdefault("base_url", server.base_url)
     return OpenAIProvider(
         model="mock-model",
-        base_url=server.base_url,
         api_key=KEY,
         info=ModelInfo("openai", "mock-model", 128_000, supports_images=True),
         **kw,
@@ -549,6 +549,14 @@ def test_stopping_early_closes_the_answer_and_the_provider_stays_usable(
 
     events = asyncio.run(asyncio.wait_for(go(), 2.5))  # a stalled answer must not block
     assert events[-1].message.text == "next"
+
+
+def test_a_base_url_that_is_the_full_endpoint_is_used_as_is(model_server: StartServer) -> None:
+    # A base URL copied with its endpoint path must not become .../chat/completions/chat/completions.
+    server = model_server([{"text": "a"}, {"text": "b"}])
+    call(server, base_url=server.base_url + "/chat/completions")
+    call(server, base_url=server.base_url + "/chat/completions/")
+    assert [r.path for r in server.requests] == ["/v1/chat/completions"] * 2
 
 
 def test_connection_refused_is_a_connection_error() -> None:

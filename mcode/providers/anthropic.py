@@ -24,6 +24,7 @@ from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
 from mcode.providers.base import ModelEvent, ModelInfo, ModelRequest
 from mcode.providers.http import HttpClient
 from mcode.providers.leaked import LeakGuard
+from mcode.providers.presets import endpoint_url
 from mcode.providers.retry import NetworkSettings, retrying
 from mcode.secrets import scrub
 
@@ -49,9 +50,9 @@ _KNOWN_EVENTS = frozenset(
 def messages_url(base_url: str) -> str:
     """The Messages endpoint under ``base_url``: ``https://api.anthropic.com`` and
     ``https://api.minimax.io/anthropic`` get ``/v1/messages``; a base ending in ``/v1`` gets
-    ``/messages``."""
+    ``/messages``; a base that already is the endpoint is kept."""
     base = base_url.rstrip("/")
-    return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+    return endpoint_url(base, "/messages" if base.endswith("/v1") else "/v1/messages")
 
 
 class AnthropicProvider:

@@ -27,6 +27,7 @@ from mcode.providers.http import HttpClient
 from mcode.providers.leaked import LeakGuard
 from mcode.providers.openai_request import REPLAY_MODES, build_body
 from mcode.providers.openai_stream import ChatAssembler
+from mcode.providers.presets import endpoint_url
 from mcode.providers.retry import (
     NetworkSettings,
     classify_body_error,
@@ -82,7 +83,7 @@ class OpenAIProvider:
             raise ValueError("thinking_style must be 'none' or 'minimax'")
         self.info = info
         self.model = model
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = endpoint_url(base_url, "/chat/completions")
         self._network = network
         self._stream = stream
         self._thinking_style = thinking_style

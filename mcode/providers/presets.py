@@ -156,13 +156,23 @@ def model_facts(model: str) -> ModelFacts:
 
 def api_from_url(base_url: str) -> str | None:
     """The API a base URL points at, when its path says so: ``…/anthropic…`` is Messages,
-    ``…/v1`` is Chat Completions (``MINIMAX_BASE_URL=https://api.minimaxi.com/v1``)."""
+    ``…/v1`` is Chat Completions (``MINIMAX_BASE_URL=https://api.minimaxi.com/v1``), and so is a
+    full endpoint URL (``…/chat/completions``, ``…/messages``)."""
     path = urlsplit(base_url).path.rstrip("/")
-    if "/anthropic" in path:
+    if path.endswith("/chat/completions"):
+        return "openai"
+    if "/anthropic" in path or path.endswith("/messages"):
         return "anthropic"
     if path.endswith("/v1"):
         return "openai"
     return None
+
+
+def endpoint_url(base_url: str, endpoint: str) -> str:
+    """``base_url`` + ``endpoint``, unless the base already ends with it: users paste the full
+    endpoint URL from a provider's docs where the base URL belongs."""
+    base = base_url.rstrip("/")
+    return base if base.endswith(endpoint) else base + endpoint
 
 
 def resolve_preset(
