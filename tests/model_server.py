@@ -29,7 +29,8 @@ faults       ``delay`` (seconds before answering), ``cut_after`` (send N SSE chu
              without finish or ``[DONE]``), ``stall_after`` + ``stall`` (pause that long after N
              chunks), ``error_in_stream`` (an ``{"error": ...}`` chunk after the text).
 raw          ``sse``: a list of chunks sent verbatim; a dict is sent as ``data: <json>\\n\\n``, a
-             str exactly as given (to test comments, CRLF, malformed data).
+             str exactly as given (to test comments, CRLF, malformed data), bytes as given (half
+             a UTF-8 character, a gzip stream with ``headers: {"Content-Encoding": "gzip"}``).
 
 Anthropic route: the same keys where they mean the same thing: ``text``, ``thinking`` (a
 thinking block with a ``signature_delta``), ``tool_calls`` (``tool_use`` blocks, arguments streamed
@@ -321,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, step: dict[str, Any], chunks: list[str]) -> None:
+    def _stream(self, step: dict[str, Any], chunks: list[str | bytes]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -341,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if stall_after is not None and i == stall_after:
                 self._sleep(float(step.get("stall", 1.0)))
-            data = chunk.encode()
+            data = chunk if isinstance(chunk, bytes) else chunk.encode()
             self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
         self.wfile.write(b"0\r\n\r\n")
 
@@ -393,9 +394,12 @@ def _chunk(
     return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
 
 
-def _sse_chunks(step: dict[str, Any], model: str, size: int) -> list[str]:
+def _sse_chunks(step: dict[str, Any], model: str, size: int) -> list[str | bytes]:
     if "sse" in step:
-        return [c if isinstance(c, str) else "data: " + json.dumps(c) + "\n\n" for c in step["sse"]]
+        return [
+            c if isinstance(c, str | bytes) else "data: " + json.dumps(c) + "\n\n"
+            for c in step["sse"]
+        ]
     out = [_chunk(model, {"role": "assistant", "content": ""})]
     thinking, text = step.get("thinking", ""), step.get("text", "")
     style = step.get("thinking_style", "reasoning_content")
@@ -626,9 +630,9 @@ def _block_events(
     return [start, *deltas, {"type": "content_block_stop", "index": index}]
 
 
-def _anthropic_events(step: dict[str, Any], model: str, size: int) -> list[str]:
+def _anthropic_events(step: dict[str, Any], model: str, size: int) -> list[str | bytes]:
     if "sse" in step:
-        return [c if isinstance(c, str) else _event(c) for c in step["sse"]]
+        return [c if isinstance(c, str | bytes) else _event(c) for c in step["sse"]]
     usage = _anthropic_usage(step)
     message: dict[str, Any] = {
         "id": "msg_scripted",

@@ -4,6 +4,7 @@ timeouts and request bytes a user's session depends on."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 from collections.abc import Callable
@@ -331,6 +332,33 @@ def test_sse_comments_crlf_and_empty_usage_choices(model_server: StartServer) ->
     )
     done = call(server)[-1]
     assert done.message.text == "Hello" and done.usage.input_tokens == 9
+
+
+def test_utf8_split_across_reads_and_a_gzip_stream(model_server: StartServer) -> None:
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"caf\xc3'  # é cut in half
+    rest = b'\xa9"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    packed = gzip.compress(first + rest)
+    server = model_server(
+        [
+            {"sse": [first, rest]},
+            {"sse": [packed[:15], packed[15:]], "headers": {"Content-Encoding": "gzip"}},
+        ]
+    )
+    assert call(server)[-1].message.text == "café"
+    assert call(server)[-1].message.text == "café"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_body_that_does_not_decode_is_a_provider_error(
+    model_server: StartServer, stream: bool
+) -> None:
+    # A proxy labelling a plain body as gzip: httpx's DecodingError must not escape as a crash.
+    bad = {"sse": [b"data: not gzip\n\n"], "text": "x", "headers": {"Content-Encoding": "gzip"}}
+    server = model_server([bad, {"text": "ok"}])
+    events = call(server, stream=stream)
+    (retry,) = of(events, Retrying)
+    assert retry.kind == "protocol" and "decode" in retry.reason
+    assert events[-1].message.text == "ok"
 
 
 def test_non_streaming_mode(model_server: StartServer) -> None:

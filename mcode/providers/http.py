@@ -149,6 +149,11 @@ class HttpClient:
         except (TimeoutError, httpx.HTTPError):
             pass  # the answer is complete; only connection reuse is lost
 
+    def _undecodable(self, e: httpx.DecodingError) -> ProviderError:
+        # A body its Content-Encoding does not describe (a proxy that labels plain text as gzip,
+        # or a corrupt stream): httpx raises this apart from TransportError.
+        return self.error(f"could not decode the answer's body: {e}", "protocol", True)
+
     async def read_json(self, response: httpx.Response, *, deadline: float) -> Any:
         """Read the whole body by ``deadline`` and parse it as JSON (protocol error if not)."""
         try:
@@ -162,6 +167,8 @@ class HttpClient:
             raise self.error(
                 f"the connection dropped while reading the answer: {e}", "truncated", True
             ) from None
+        except httpx.DecodingError as e:
+            raise self._undecodable(e) from None
         try:
             return json.loads(raw)
         except ValueError:
@@ -221,6 +228,8 @@ class HttpClient:
                         "truncated",
                         True,
                     ) from None
+                except httpx.DecodingError as e:
+                    raise self._undecodable(e) from None
                 for event in parser.feed(chunk):
                     first = False
                     yield event
