@@ -558,6 +558,22 @@ def test_a_200_that_is_not_an_event_stream_is_not_retried(model_server: StartSer
     assert err.kind == "protocol" and not err.retryable and "text/plain" in err.message
 
 
+@pytest.mark.parametrize(
+    "status, body", [(301, {"detail": "moved"}), (307, "<html>Moved</html>"), (308, "")]
+)
+def test_a_redirect_is_reported_with_its_target_not_retried(
+    model_server: StartServer, status: int, body: Any
+) -> None:
+    # http:// for https://, or a proxy's new address. Not followed: a POST may turn into a GET
+    # and the key header would go along to another host.
+    target = "https://api.example.com/v1/chat/completions"
+    server = model_server([{"status": status, "headers": {"Location": target}, "body": body}] * 3)
+    err, seen = fail(server)
+    assert not seen and len(server.requests) == 1
+    assert err.kind == "connection" and not err.retryable and err.status == status
+    assert target in err.message and "base URL" in err.message
+
+
 def test_stopping_early_closes_the_answer_and_the_provider_stays_usable(
     model_server: StartServer,
 ) -> None:

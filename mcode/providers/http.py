@@ -114,6 +114,8 @@ class HttpClient:
                 f"could not reach {url}: {type(e).__name__} {e}", "connection", True
             ) from None
         try:
+            if 300 <= response.status_code < 400:
+                raise self._redirected(url, response)
             if response.status_code >= 400:
                 raw = await self._read_capped(response, _ERROR_BODY_LIMIT)
                 raise classify_status(
@@ -126,6 +128,18 @@ class HttpClient:
         finally:
             with contextlib.suppress(httpx.HTTPError):
                 await response.aclose()
+
+    def _redirected(self, url: str, response: httpx.Response) -> ProviderError:
+        # Not followed: httpx would resend a 301/302 POST as a GET, and the key header would go
+        # along to whatever host the redirect names. Usually http:// for https:// or a moved API.
+        target = response.headers.get("location") or "(no Location header)"
+        return self.error(
+            f"model API error: HTTP {response.status_code} redirect from {url} to {target}: "
+            "set the base URL to the address it redirects to",
+            "connection",
+            False,
+            status=response.status_code,
+        )
 
     async def _read_capped(self, response: httpx.Response, limit: int) -> bytes:
         parts: list[bytes] = []
