@@ -14,17 +14,29 @@ import base64
 import json
 import mimetypes
 import os
+import select
 import signal
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from mcode import events as ev
 from mcode.errors import MCodeError, UsageError
 from mcode.messages import ImagePart, clean_text
+from mcode.runtime.session import TurnOutcome
+
+if TYPE_CHECKING:
+    from mcode.runtime.session import Session
+    from mcode.store import Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DENIED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -69,7 +81,18 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _read_prompt(args: argparse.Namespace) -> str:
+def _read_prompt(args: argparse.Namespace) -> str | None:
+    """The prompt, or None when there is none (an empty one counts as none)."""
+    if args.input_format == "stream-json":
+        # Standard input carries the JSON lines; only the argument can be the prompt.
+        if args.prompt == "-":
+            raise UsageError(
+                "'-' reads the prompt from standard input, which --input-format stream-json "
+                "reads for JSON lines",
+                hint='give the prompt as an argument, or send it as {"type":"user","text":"..."}',
+            )
+        text = clean_text(args.prompt or "")
+        return text if text.strip() else None
     # sys.stdin is None when the process was started with standard input closed (cron, CI).
     piped = sys.stdin is not None and not sys.stdin.isatty()
     if args.prompt == "-" and sys.stdin is None:
@@ -80,41 +103,378 @@ def _read_prompt(args: argparse.Namespace) -> str:
         text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     else:
         text = clean_text(args.prompt or "")
-    if not text.strip():
-        raise UsageError(
-            "no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -"
-        )
-    return text
+    return text if text.strip() else None
 
 
-def _load_image(path_text: str) -> ImagePart:
+def _load_image(path_text: str, label: str = "--image") -> ImagePart:
     path = Path(path_text).expanduser()
+    what = f"{label} {path_text}"
     media_type = mimetypes.guess_type(path.name)[0] or ""
-    if media_type not in ("image/png", "image/jpeg", "image/gif", "image/webp"):
-        raise UsageError(f"--image {path_text}: not a PNG, JPEG, GIF or WEBP file")
+    if media_type not in IMAGE_TYPES:
+        raise UsageError(f"{what}: not a PNG, JPEG, GIF or WEBP file")
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UsageError(f"--image {path_text}: cannot read it ({e.strerror})") from None
+        raise UsageError(f"{what}: cannot read it ({e.strerror})") from None
     if len(data) > MAX_IMAGE_BYTES:
         raise UsageError(
-            f"--image {path_text}: {len(data)} bytes is over the 10 MB limit",
-            hint="scale it down first",
+            f"{what}: {len(data)} bytes is over the 10 MB limit", hint="scale it down first"
         )
     return ImagePart(media_type, base64.b64encode(data).decode("ascii"), source=path.name)
+
+
+# -- --input-format stream-json ----------------------------------------------------------------
+
+ACCEPTED_LINES = (
+    'send one JSON object per line: {"type":"user","text":"..."} (optionally with '
+    '"images":["file.png"]), {"type":"steer","text":"..."} or {"type":"cancel"}'
+)
+
+
+class _BadLine(Exception):
+    """A line of standard input that is not a message; ``str(e)`` says what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One message read from standard input."""
+
+    type: Literal["user", "steer", "cancel"]
+    text: str = ""
+    images: tuple[ImagePart, ...] = ()
+
+
+def _parse_line(line: str) -> _Input:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _BadLine(f"not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise _BadLine(f"a JSON {type(obj).__name__}, not an object")
+    kind = obj.get("type")
+    if kind == "cancel":
+        return _Input("cancel")
+    if kind not in ("user", "steer"):
+        raise _BadLine(f"unknown type {kind!r}" if "type" in obj else 'no "type" field')
+    if kind == "user" and "text" not in obj and "message" in obj:
+        text, images = _claude_message(obj["message"])
+    else:
+        given = obj.get("text")
+        if not isinstance(given, str):
+            raise _BadLine(f'a {kind} message needs "text", a string')
+        text, images = given, _image_files(obj.get("images"), kind)
+    text = clean_text(text)
+    if not text.strip():
+        raise _BadLine(f"the {kind} message's text is empty")
+    return _Input(kind, text, images)
+
+
+def _image_files(paths: Any, kind: str) -> tuple[ImagePart, ...]:
+    if paths is None:
+        return ()
+    if kind == "steer":
+        # Session.steer takes text: an image would be dropped without a word.
+        raise _BadLine("a steer carries text only; send images with a user message")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise _BadLine('"images" must be a list of file paths')
+    try:
+        return tuple(_load_image(p, "image") for p in paths)
+    except UsageError as e:
+        raise _BadLine(str(e)) from None
+
+
+def _claude_message(message: Any) -> tuple[str, tuple[ImagePart, ...]]:
+    """The text and images of Claude Code's shape: {"role":"user","content": str | blocks}."""
+    if not isinstance(message, dict) or message.get("role", "user") != "user":
+        raise _BadLine('"message" must be an object with "role": "user" and "content"')
+    content = message.get("content")
+    if isinstance(content, str):
+        return content, ()
+    if not isinstance(content, list):
+        raise _BadLine('"message.content" must be a string or a list of content blocks')
+    texts: list[str] = []
+    images: list[ImagePart] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "image":
+            images.append(_base64_image(block.get("source")))
+        else:
+            raise _BadLine(
+                f"content block {json.dumps(block)[:80]} is not supported "
+                "(text blocks and base64 image blocks are)"
+            )
+    return "\n".join(texts), tuple(images)
+
+
+def _base64_image(source: Any) -> ImagePart:
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        raise _BadLine('an image block needs "source": {"type": "base64", "media_type", "data"}')
+    media_type, data = source.get("media_type"), source.get("data")
+    if not isinstance(media_type, str) or media_type not in IMAGE_TYPES:
+        raise _BadLine(f"image media_type {media_type!r} is not one of {', '.join(IMAGE_TYPES)}")
+    try:
+        if not isinstance(data, str):
+            raise ValueError
+        size = len(base64.b64decode(data, validate=True))
+    except ValueError:
+        raise _BadLine("an image block's data is not base64 text") from None
+    if size > MAX_IMAGE_BYTES:
+        raise _BadLine(f"an image of {size} bytes is over the 10 MB limit; scale it down first")
+    return ImagePart(media_type, data, source="image")
+
+
+class _StdinLines:
+    """The lines of standard input, read by a daemon thread into an asyncio queue (None at the
+    end), so the event loop keeps running the turn while a line is awaited.
+
+    A thread rather than ``loop.connect_read_pipe``: that refuses regular files and /dev/null
+    (epoll cannot watch them), and standard input may be either. The thread reads the file
+    descriptor with ``os.read``, not ``sys.stdin``: a daemon thread blocked inside a buffered
+    reader can abort the interpreter at exit, and a bare read holds no lock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._loop = loop
+        threading.Thread(target=self._read, name="mcode-stdin", daemon=True).start()
+
+    async def get(self) -> str | None:
+        return await self.queue.get()
+
+    def _put(self, item: str | None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            pass  # the run is over and its loop closed: nobody is reading any more
+
+    def _read(self) -> None:
+        fd = 0
+        partial: list[bytes] = []
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:  # a non-blocking descriptor inherited from the parent
+                    select.select([fd], [], [])
+                    continue
+                except OSError:
+                    break  # unreadable (closed under us): the same as its end
+                if not chunk:
+                    break
+                # Split only the new chunk, so a long line (a base64 image) is not rescanned.
+                *complete, rest = chunk.split(b"\n")
+                for piece in complete:
+                    # Decoded per line: a character split between two reads stays whole.
+                    line = b"".join([*partial, piece]).decode("utf-8", errors="replace")
+                    partial = []
+                    self._put(line)
+                partial.append(rest)
+            tail = b"".join(partial)
+            if tail.strip():
+                self._put(tail.decode("utf-8", errors="replace"))
+        finally:
+            self._put(None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """A turn to run: a user message, or ``text`` None to continue an interrupted turn."""
+
+    text: str | None
+    images: tuple[ImagePart, ...] = ()
+
+
+class _Driver:
+    """Runs the turns of one ``mcode exec``: the prompt (or the interrupted turn it continues)
+    and, with ``--input-format stream-json``, the messages read from standard input, one turn
+    at a time and in order. The run ends when input has ended and nothing runs or waits, or
+    at once on ``stop`` (a signal, or stream-json's reader gone)."""
+
+    def __init__(
+        self,
+        session: Session,
+        start_session: Callable[[], None],
+        turn_ended: Callable[[TurnOutcome, list[dict[str, Any]]], None],
+    ) -> None:
+        self.session = session
+        self.pending: deque[_Turn] = deque()
+        self.stopping = False
+        self.started = False
+        self.last: TurnOutcome | None = None
+        self.last_denials: list[dict[str, Any]] = []
+        self._start_session = start_session
+        self._turn_ended = turn_ended
+        self._wake = asyncio.Event()
+        self._line_no = 0
+
+    def start(self) -> None:
+        """Emit ``session.started`` once, when there is first something to record: a run that
+        receives nothing leaves no empty session behind (it would become --continue's pick)."""
+        if not self.started:
+            self.started = True
+            self._start_session()
+
+    def stop(self) -> None:
+        """End the run now: cancel the running turn, run nothing more, read nothing more."""
+        self.stopping = True
+        self.pending.clear()
+        if self.session.running:
+            self.session.cancel()
+        self._wake.set()
+
+    async def run(self, lines: _StdinLines | None) -> TurnOutcome | None:
+        """Run until done; the last turn's outcome (None if none ran)."""
+        turn: asyncio.Task[TurnOutcome] | None = None
+        line: asyncio.Task[str | None] | None = None
+        woken: asyncio.Task[Any] | None = asyncio.ensure_future(self._wake.wait())
+        try:
+            while True:
+                if turn is None and self.pending and not self.stopping:
+                    self.start()
+                    turn = asyncio.ensure_future(self._run_turn(self.pending.popleft()))
+                    # Let it reach Session.submit, so session.running holds from here and a
+                    # steer read next goes to this turn instead of queueing behind it.
+                    await asyncio.sleep(0)
+                if turn is None and (self.stopping or lines is None):
+                    break
+                if line is None and lines is not None and not self.stopping:
+                    line = asyncio.ensure_future(lines.get())
+                waits = {t for t in (turn, line, woken) if t is not None}
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if turn is not None and turn in done:
+                    self._ended(turn.result())
+                    turn = None
+                if line is not None and line in done:
+                    text = line.result()
+                    line = None
+                    if text is None:
+                        lines = None  # end of input: finish what runs and what is queued
+                    else:
+                        self._handle(text)
+                if woken is not None and woken in done:
+                    woken = None  # stopping: wait for the cancelled turn to wind up
+        finally:
+            for task in (turn, line, woken):
+                if task is not None:
+                    task.cancel()
+        if self.stopping and (self.last is None or self.last.reason != "cancelled"):
+            return TurnOutcome("cancelled", "")  # interrupted while idle, or before a turn
+        return self.last
+
+    async def _run_turn(self, turn: _Turn) -> TurnOutcome:
+        before = len(self.session.totals.denials)
+        try:
+            outcome = await self.session.submit(turn.text, turn.images)
+        except asyncio.CancelledError:
+            # A cancel that lands as the turn returns cancels its task after the fact.
+            outcome = TurnOutcome("cancelled", "")
+        self.last_denials = self.session.totals.denials[before:]
+        return outcome
+
+    def _ended(self, outcome: TurnOutcome) -> None:
+        self.last = outcome
+        # A steer is delivered unless the turn ended early (cancelled, an error, max turns)
+        # between its arrival and the next step. Say so instead of carrying it into a turn it
+        # was not meant for.
+        for text in self.session.take_steers():
+            self.session.emit(
+                ev.ERROR,
+                kind="steer",
+                message=f"the steer {text!r} was not delivered: the turn ended "
+                f"({outcome.reason}) before its next step",
+                hint="send it again as a user message to act on it",
+                recoverable=True,
+            )
+        self._turn_ended(outcome, self.last_denials)
+
+    def _handle(self, line: str) -> None:
+        self._line_no += 1
+        if not line.strip():
+            return
+        self.start()
+        try:
+            message = _parse_line(line)
+            if message.images and not self.session.provider.info.supports_images:
+                raise _BadLine(f"the model {self.session.provider.info.model} does not take images")
+        except _BadLine as e:
+            self.session.emit(
+                ev.ERROR,
+                kind="input",
+                message=f"standard input line {self._line_no} was skipped: {e}",
+                hint=ACCEPTED_LINES,
+                recoverable=True,
+            )
+            return
+        if message.type == "cancel":
+            # With nothing running and nothing queued this does nothing: a cancel that crosses
+            # the turn's end is a race, not a mistake, so it is not reported as one.
+            self.pending.clear()
+            if self.session.running:
+                self.session.cancel()
+        elif message.type == "steer" and self.session.running:
+            self.session.steer(message.text)
+        else:  # a user message, or a steer with no turn to steer: it starts one
+            self.pending.append(_Turn(message.text, message.images))
+
+
+def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
+    return {
+        "completed": EXIT_DENIED if denials else EXIT_OK,
+        "max_turns": EXIT_LIMIT,
+        "cancelled": EXIT_INTERRUPTED,
+        "error": EXIT_ERROR,
+    }[outcome.reason]
+
+
+def _unfinished_turn(store: Store, session: Session) -> str | None:
+    """Why the session's last turn should be continued, or None if it finished (or none ran).
+
+    Unfinished: its ``turn.started`` has no ``turn.finished`` (the process was killed), or it
+    finished cancelled, by an error or at the max-turns limit."""
+    started = finished = None
+    for e in store.events(session.id):
+        if e["type"] == ev.TURN_STARTED:
+            started, finished = e, None
+        elif e["type"] == ev.TURN_FINISHED:
+            finished = e
+    if started is None:
+        return None
+    if finished is None:
+        last = session.history[-1] if session.history else None
+        if last is not None and last.role == "assistant" and not last.tool_calls:
+            return None  # killed after the final answer was stored: the work was done
+        return "mcode stopped before it finished"
+    return {
+        "cancelled": "it was cancelled",
+        "error": "an error ended it",
+        "max_turns": "it reached the max-turns limit",
+    }.get(finished["data"]["reason"])
 
 
 async def _run(args: argparse.Namespace) -> int:
     from mcode.config import data_home, load_settings
     from mcode.runtime.build import open_session
-    from mcode.runtime.session import TurnOutcome
     from mcode.store import Store
 
     workspace = Path(args.cwd or os.getcwd()).expanduser().resolve()
     if not workspace.is_dir():
         raise UsageError(f"--cwd {workspace}: no such folder")
+    streaming = args.input_format == "stream-json"
+    resuming = bool(args.resume or args.continue_)
     prompt = _read_prompt(args)
+    if prompt is None and not streaming and not resuming:
+        raise UsageError(
+            "no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -"
+        )
     images = tuple(_load_image(p) for p in args.image)
+    if images and prompt is None:
+        raise UsageError(
+            "--image attaches to the prompt, and none was given",
+            hint="give the prompt as an argument; with --input-format stream-json, send images "
+            'as {"type":"user","text":"...","images":["file.png"]}',
+        )
     settings = load_settings(workspace, _flags(args))
     store = Store(data_home() / "sessions.db")
     started = time.monotonic()
@@ -127,55 +487,79 @@ async def _run(args: argparse.Namespace) -> int:
                 f"the model {session.provider.info.model} does not take images",
                 hint="choose a model with image input, or drop --image",
             )
+        first: list[_Turn] = []
+        if prompt is not None:
+            first.append(_Turn(prompt, images))
+        elif _unfinished_turn(store, session) is not None:
+            first.append(_Turn(None))  # continue the interrupted turn
+        elif not streaming:
+            raise UsageError(
+                f"no prompt given, and the last turn of session {session.id[:12]} finished, "
+                "so there is nothing to continue",
+                hint=f"give a prompt: mcode exec --resume {session.id[:12]} 'what to do next'",
+            )
+        # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
+        read_stdin = streaming and sys.stdin is not None
+        if not first and not read_stdin:
+            raise UsageError(
+                "no prompt given, and standard input (where the messages would come from) is "
+                "closed",
+                hint="give the prompt as an argument, or send JSON lines on standard input",
+            )
+
+        def start_session() -> None:
+            session.start(
+                cwd=str(workspace),
+                provider_reason=settings.provider_reason,
+                permission_mode=settings.permission_mode,
+                resumed=resuming,
+            )
+
+        def turn_ended(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> None:
+            if outcome.error is not None:
+                _complain(outcome.error)
+            if args.output_format == "text" and outcome.text:
+                _print(clean_text(outcome.text))
+
+        driver = _Driver(session, start_session, turn_ended)
+        driver.pending.extend(first)
         if args.output_format == "stream-json":
 
             def show(event: Any, line: str) -> None:
                 if not _print(line):
-                    session.cancel()  # nobody reads the events any more: stop, as on SIGPIPE
+                    driver.stop()  # nobody reads the events any more: stop, as on SIGPIPE
 
             session.subscribe(show)
         elif args.output_format == "text" and not args.quiet:
             from mcode.progress import Progress
 
             session.subscribe(Progress())
-        session.start(
-            cwd=str(workspace),
-            provider_reason=settings.provider_reason,
-            permission_mode=settings.permission_mode,
-            resumed=bool(args.resume or args.continue_),
-        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, session.cancel)
+            loop.add_signal_handler(sig, driver.stop)
         try:
-            if session.cancel_requested:  # stdout closed before the turn began
-                outcome = TurnOutcome("cancelled")
-            else:
-                outcome = await session.submit(prompt, images)
+            outcome = await driver.run(_StdinLines(loop) if read_stdin else None)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await session.provider.aclose()
 
-        code = {
-            "completed": EXIT_DENIED if session.totals.denials else EXIT_OK,
-            "max_turns": EXIT_LIMIT,
-            "cancelled": EXIT_INTERRUPTED,
-            "error": EXIT_ERROR,
-        }[outcome.reason]
+        if outcome is None:  # input ended before any message
+            if driver.started:  # a line came (malformed, or a cancel): close what it recorded
+                session.finish(result="", exit_code=EXIT_USAGE, reason="no_input")
+            raise UsageError(
+                "standard input ended before any user message",
+                hint='send {"type":"user","text":"..."} lines, or give the prompt as an argument',
+            )
+        code = _exit_code(outcome, driver.last_denials)
         session.finish(result=outcome.text, exit_code=code, reason=outcome.reason)
     finally:
         store.close()
 
-    if outcome.error is not None:
-        _complain(outcome.error)
     if code == EXIT_DENIED:
-        for d in session.totals.denials:
+        for d in driver.last_denials:
             print(f"mcode: denied: {d['name']}({d['subject']})", file=sys.stderr)
-    if args.output_format == "text":
-        if outcome.text:
-            _print(clean_text(outcome.text))
-    elif args.output_format == "json":
+    if args.output_format == "json":
         result = {
             "session_id": session.id,
             "result": outcome.text,

@@ -36,6 +36,10 @@ class Progress:
                 f"mcode: {how} {event.session_id[:12]}, {d['provider']}/{d['model']} "
                 f"({d['provider_reason']}), permission mode {d['permission_mode']}"
             )
+        if t == ev.TURN_STARTED and d.get("resumed"):
+            return "mcode: continuing the interrupted turn"
+        if t == ev.STEER_DELIVERED:
+            return f"→ steer: {_short(d['text'])}"
         if t == ev.TOOL_REQUESTED:
             return f"→ {d['name']} {_short_args(d['arguments'])}"
         if t == ev.TOOL_FINISHED:
@@ -55,5 +59,9 @@ def _short_args(raw: str) -> str:
         text = json.dumps(json.loads(raw), ensure_ascii=False) if raw.strip() else "{}"
     except json.JSONDecodeError:
         text = raw
+    return _short(text)
+
+
+def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_ARGS else text[: MAX_ARGS - 1] + "…"

@@ -562,3 +562,65 @@ def test_closed_stdin_is_a_usage_error_not_a_traceback(repo, env):
         )
         assert p.returncode == 2, p.stderr
         assert "Traceback" not in p.stderr and "prompt" in p.stderr
+
+
+def test_resume_with_no_prompt_continues_a_turn_killed_mid_tool(model_server, repo, env):
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": "sleep 30"}}]},
+            {"text": "picked the work up again"},
+        ]
+    )
+    proc, events = start_until(
+        *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+        "sleep",
+        cwd=repo,
+        env=env,
+        event_type="tool.started",
+    )
+    proc.kill()
+    proc.communicate(timeout=30)
+    session_id = events[0]["session_id"]
+
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json", "--resume", session_id[:8]),
+        cwd=repo,
+        env=env,
+        stdin="",  # an empty pipe is no prompt either
+    )
+    assert run.code == 0, run.stderr
+    # The model is called again on the history: the interrupted call answered, no new message.
+    msgs = bodies(server)[1]["messages"]
+    assert [m["role"] for m in msgs if m["role"] != "system"] == ["user", "assistant", "tool"]
+    assert msgs[-1]["tool_call_id"] == "c1" and "did not finish" in msgs[-1]["content"]
+    resumed = run.events()
+    started = [e["data"] for e in resumed if e["type"] == "turn.started"]
+    assert started == [{"resumed": True}]
+    assert "message.user" not in [e["type"] for e in resumed]
+    assert resumed[-1]["data"]["result"] == "picked the work up again"
+
+
+def test_continue_with_no_prompt_picks_up_a_turn_stopped_at_max_turns(model_server, repo, env):
+    server = model_server(
+        [{"tool_calls": [{"id": "c1", "name": "ls", "arguments": {}}]}, {"text": "finished"}]
+    )
+    assert mcode(*exec_args(server, "--max-turns", "1"), "list", cwd=repo, env=env).code == 3
+    run = mcode(*exec_args(server, "--continue"), cwd=repo, env=env, stdin="")
+    assert run.code == 0, run.stderr
+    assert run.stdout == "finished\n"
+    assert "continuing the interrupted turn" in run.stderr
+    assert bodies(server)[1]["messages"][-1]["role"] == "tool"
+
+
+def test_resume_with_no_prompt_after_a_completed_turn_is_a_usage_error(
+    model_server, repo, env, tmp_path
+):
+    server = model_server([{"text": "all done"}])
+    first = mcode(*exec_args(server, "--output-format", "json"), "hi", cwd=repo, env=env)
+    session_id = json.loads(first.stdout)["session_id"]
+    run = mcode(*exec_args(server, "--resume", session_id), cwd=repo, env=env, stdin="")
+    assert run.code == 2
+    assert "nothing to continue" in run.stderr and "give a prompt" in run.stderr
+    assert len(server.requests) == 1
+    stored = stored_events(tmp_path / "home", session_id)
+    assert [e["type"] for e in stored].count("session.started") == 1  # nothing recorded

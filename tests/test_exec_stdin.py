@@ -1,0 +1,370 @@
+"""`mcode exec --input-format stream-json`: user messages, steer and cancel read from stdin while
+a turn runs. mcode is a subprocess against the scripted model server on loopback; a test writes
+lines to its stdin and reads its events as they come."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import clean_env, make_repo, mcode, stored_events, tool_messages
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home")
+
+
+def exec_args(server, *extra: str, output: str = "stream-json") -> list[str]:
+    return [
+        "exec",
+        "--provider",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "test-model",
+        "--permission-mode",
+        "full-auto",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        output,
+        *extra,
+    ]
+
+
+def user(text: str) -> str:
+    return json.dumps({"type": "user", "text": text})
+
+
+def steer(text: str) -> str:
+    return json.dumps({"type": "steer", "text": text})
+
+
+CANCEL = json.dumps({"type": "cancel"})
+
+
+def bash(call_id: str, command: str) -> dict[str, Any]:
+    return {"tool_calls": [{"id": call_id, "name": "bash", "arguments": {"command": command}}]}
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+
+
+class Live:
+    """A running ``mcode exec`` (stream-json in and out): ``send`` lines, ``until`` an event."""
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcode", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr = ""
+        # Both pipes are drained by threads, so a full pipe never blocks mcode.
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def send(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        for line in lines:
+            self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def until(self, type_: str, n: int = 1, timeout: float = 30) -> dict[str, Any]:
+        """Read events until the ``n``-th of ``type_`` (counting those already read)."""
+        deadline = time.monotonic() + timeout
+        while sum(e["type"] == type_ for e in self.events) < n:
+            line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"mcode ended before {type_} #{n}: {self.stderr}")
+            self.events.append(json.loads(line))
+        return [e for e in self.events if e["type"] == type_][n - 1]
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout=timeout)
+        while (line := self._lines.get(timeout=5)) is not None:
+            self.events.append(json.loads(line))
+        return code
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def live(repo, env):
+    started: list[Live] = []
+
+    def start(args: list[str]) -> Live:
+        started.append(Live(args, cwd=repo, env=env))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def test_messages_from_a_file_run_as_turns_in_order(model_server, repo, env, tmp_path):
+    # The prompt argument is the first message; the lines of a regular file (stdin is no pipe)
+    # follow. The second arrives while the first turn runs, so it waits for it.
+    server = model_server([{"text": "answer one", "delay": 0.3}, {"text": "answer two"}])
+    lines = tmp_path / "in.jsonl"
+    lines.write_text(user("question two") + "\n")
+    with lines.open() as stdin:
+        p = subprocess.run(
+            [sys.executable, "-m", "mcode", *exec_args(server, output="text"), "question one"],
+            cwd=repo,
+            env=env,
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "answer one\nanswer two\n"  # each answer as its turn ends
+    first, second = server.bodies
+    assert last_user_text(first) == "question one"
+    roles = [(m["role"], m.get("content")) for m in second["messages"][1:]]
+    assert roles == [
+        ("user", "question one"),
+        ("assistant", "answer one"),
+        ("user", "question two"),
+    ]
+
+    # json: one result, for the last turn; the Claude Code message shape is accepted too.
+    server = model_server([{"text": "three"}, {"text": "four"}])
+    claude = {
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "text", "text": "q4"}]},
+    }
+    run = mcode(
+        *exec_args(server, output="json"),
+        cwd=repo,
+        env=env,
+        stdin=user("q3") + "\n" + json.dumps(claude) + "\n",
+    )
+    assert run.code == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["result"] == "four" and result["model_calls"] == 2
+    assert last_user_text(server.bodies[1]) == "q4"
+
+
+def test_steer_while_a_tool_runs_reaches_the_next_request_after_its_result(
+    model_server, live, repo
+):
+    # The command waits for a file the test creates once mcode has taken the steer, so the
+    # steer certainly arrives while the tool runs.
+    go = repo / "go"
+    server = model_server(
+        [
+            bash("c1", f"while [ ! -e {go} ]; do sleep 0.02; done; echo slept"),
+            {"text": "done, with tabs"},
+        ]
+    )
+    run = live(exec_args(server))
+    run.send(user("do the thing"))
+    run.until("tool.started")
+    run.send(steer("also: use tabs"))
+    run.until("steer.received")
+    go.touch()
+    run.until("turn.finished")
+    run.close()
+    assert run.wait() == 0, run.stderr
+
+    second = server.bodies[1]
+    assert "slept" in tool_messages(second)[0]["content"]  # the running command was kept
+    assert second["messages"][-1] == {"role": "user", "content": "also: use tabs"}
+    types = run.types()
+    assert (
+        types.index("steer.received")
+        < types.index("tool.finished")
+        < types.index("steer.delivered")
+    )
+    assert types.count("turn.started") == 1  # the steer joined the turn; it did not start one
+
+
+def test_steer_while_the_model_streams_is_delivered_in_the_next_request(model_server, live):
+    server = model_server(
+        [
+            {"text": "first part of the answer", "chunk_size": 4, "stall_after": 2, "stall": 2},
+            {"text": "answer with the steer"},
+        ]
+    )
+    run = live(exec_args(server))
+    run.send(user("explain"))
+    run.until("text.delta")  # mid-stream: the server now pauses before the rest
+    run.send(steer("in French"))
+    run.until("turn.finished")
+    run.close()
+    assert run.wait() == 0, run.stderr
+    second = server.bodies[1]
+    # Nothing streamed was lost: the whole first answer is in history, then the steer.
+    assert [(m["role"], m["content"]) for m in second["messages"][-2:]] == [
+        ("assistant", "first part of the answer"),
+        ("user", "in French"),
+    ]
+    assert run.events[-1]["data"]["result"] == "answer with the steer"
+    types = run.types()
+    assert types.index("steer.received") < types.index("steer.delivered")
+
+
+def test_cancel_mid_tool_stops_the_turn_and_the_run_goes_on_until_eof(model_server, live, tmp_path):
+    server = model_server([bash("c1", "sleep 30"), {"text": "never"}])
+    run = live(exec_args(server))
+    run.send(user("run it"))
+    run.until("tool.started")
+    started = time.monotonic()
+    run.send(CANCEL)
+    finished = run.until("turn.finished")
+    assert finished["data"]["reason"] == "cancelled"
+    assert time.monotonic() - started < 10
+    assert run.proc.poll() is None  # still reading stdin: a cancel ends the turn, not the run
+    run.close()
+    assert run.wait() == 130, run.stderr  # the last turn was cancelled
+
+    stored = stored_events(tmp_path / "home", run.events[0]["session_id"])
+    result = next(e["data"] for e in stored if e["type"] == "tool.finished")
+    assert result["ok"] is False and "cancelled" in result["message"]["parts"][0]["text"]
+    assert [e["data"]["reason"] for e in stored if e["type"] == "turn.finished"] == ["cancelled"]
+    assert stored[-1]["type"] == "session.finished" and stored[-1]["data"]["exit_code"] == 130
+    assert len(server.requests) == 1
+
+
+def test_cancel_drops_queued_messages_and_later_ones_still_run(model_server, live):
+    server = model_server([bash("c1", "sleep 30"), {"text": "four"}])
+    run = live(exec_args(server))
+    run.send(user("one"))
+    run.until("tool.started")
+    run.send(user("two"), user("three"), CANCEL)
+    assert run.until("turn.finished")["data"]["reason"] == "cancelled"
+    run.send(user("four"))
+    run.until("turn.finished", 2)
+    run.close()
+    assert run.wait() == 0, run.stderr  # the last turn completed
+    sent = json.dumps(server.bodies)
+    assert "two" not in sent and "three" not in sent
+    assert last_user_text(server.bodies[1]) == "four"
+    users = [
+        e["data"]["message"]["parts"][0]["text"] for e in run.events if e["type"] == "message.user"
+    ]
+    assert users == ["one", "four"]
+
+
+def test_malformed_lines_are_reported_and_skipped(model_server, repo, env):
+    server = model_server([{"text": "still here"}])
+    bad = [
+        "this is not json",
+        "[1, 2]",
+        '{"type": "shout", "text": "hi"}',
+        '{"text": "no type"}',
+        '{"type": "user"}',
+        '{"type": "steer", "text": "   "}',
+        '{"type": "user", "text": "look", "images": ["missing.png"]}',
+        '{"type": "user", "message": {"role": "user", "content": [{"type": "video"}]}}',
+    ]
+    stdin = "\n".join([*bad, "", user("the real question")]) + "\n"
+    run = mcode(*exec_args(server), cwd=repo, env=env, stdin=stdin)
+    assert run.code == 0, run.stderr
+    errors = [e["data"] for e in run.events() if e["type"] == "error"]
+    assert len(errors) == len(bad)
+    assert all(e["kind"] == "input" and e["recoverable"] is True for e in errors)
+    assert all('{"type":"user","text":"..."}' in e["hint"] for e in errors)
+    messages = [e["message"] for e in errors]
+    for n, expected in enumerate(
+        [
+            "not JSON",
+            "not an object",
+            "unknown type 'shout'",
+            'no "type" field',
+            'needs "text"',
+            "text is empty",
+            "missing.png: cannot read it",
+            "not supported",
+        ],
+        start=1,
+    ):
+        assert f"line {n} was skipped" in messages[n - 1] and expected in messages[n - 1]
+    assert last_user_text(server.bodies[0]) == "the real question"
+
+
+def test_a_steer_with_no_running_turn_starts_one(model_server, repo, env):
+    server = model_server([{"text": "ok"}])
+    run = mcode(*exec_args(server), cwd=repo, env=env, stdin=steer("use tabs") + "\n")
+    assert run.code == 0, run.stderr
+    assert last_user_text(server.bodies[0]) == "use tabs"
+    assert "steer.received" not in [e["type"] for e in run.events()]
+
+
+def test_no_message_before_eof_is_a_usage_error(repo, env):
+    for stdin in ("", "\n\n"):
+        run = mcode(
+            "exec", "--input-format", "stream-json", cwd=repo, env=env, stdin=stdin, timeout=60
+        )
+        assert run.code == 2, run.stderr
+        assert "standard input ended before any user message" in run.stderr
+    p = subprocess.run(
+        [sys.executable, "-m", "mcode", "exec", "--input-format", "stream-json"],
+        cwd=repo,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2 and "before any user message" in p.stderr
+    # Nothing was asked, so nothing was stored: --continue still finds the real last session.
+    assert "no sessions" in mcode("sessions", cwd=repo, env=env).stdout
+    dash = mcode("exec", "--input-format", "stream-json", "-", cwd=repo, env=env, stdin="")
+    assert dash.code == 2 and "JSON lines" in dash.stderr
+
+
+def test_sigint_while_waiting_for_input_ends_the_run(model_server, live, tmp_path):
+    server = model_server([{"text": "one"}])
+    run = live(exec_args(server))
+    run.send(user("hi"))
+    run.until("turn.finished")
+    run.proc.send_signal(signal.SIGINT)  # idle: reading stdin, which stays open
+    assert run.wait() == 130, run.stderr
+    assert run.events[-1]["type"] == "session.finished"
+    assert run.events[-1]["data"]["exit_code"] == 130
