@@ -405,6 +405,21 @@ def test_429_retry_after_is_honoured(model_server: StartServer) -> None:
     assert events[-1].message.text == "after the wait"
 
 
+@pytest.mark.parametrize("header", [{"Retry-After": "7200"}, {"retry-after-ms": "3600000"}])
+def test_a_retry_after_beyond_the_cap_fails_now_saying_when(
+    model_server: StartServer, header: dict[str, str]
+) -> None:
+    # A daily quota answers "come back in hours": sleeping 10 minutes per retry would hang the
+    # session for most of an hour and then fail anyway.
+    step = {"status": 429, "headers": header, "body": {"error": {"message": "Quota exceeded"}}}
+    server = model_server([step] * 3)
+    err, seen = fail(server)
+    assert not of(seen, Retrying) and len(server.requests) == 1
+    assert err.kind == "rate_limit" and not err.retryable
+    assert "Quota exceeded" in err.message and "asks to wait" in err.message
+    assert ("2 h" if "Retry-After" in header else "1 h") in err.message
+
+
 def test_500_then_success_reuses_the_connection(model_server: StartServer) -> None:
     server = model_server(
         [{"status": 500, "body": {"error": {"message": "boom"}}}, {"text": "ok"}, {"text": "again"}]

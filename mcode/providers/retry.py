@@ -42,7 +42,9 @@ __all__ = [
     "retrying",
 ]
 
-RETRY_AFTER_CAP = 600.0  # a server asking for more than 10 minutes is treated as asking for 10
+# The longest Retry-After waited for. A server asking for more (a daily quota) is not retried: the
+# error says when to try again instead of the session hanging for hours.
+RETRY_AFTER_CAP = 600.0
 _MESSAGE_LIMIT = 500
 
 
@@ -604,6 +606,13 @@ async def retrying(
             return
         except ProviderError as err:
             if not err.retryable:
+                raise
+            if err.retry_after is not None and err.retry_after > RETRY_AFTER_CAP:
+                err.retryable = False
+                err.message = (
+                    f"{err.message} (the server asks to wait {_duration(err.retry_after)})"
+                )
+                err.args = (err.message,)
                 raise
             if retries >= settings.max_retries:
                 tries = retries + 1
