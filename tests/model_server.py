@@ -246,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        wire = _ROUTES.get(self.path.rstrip("/"))
+        wire = _ROUTES.get(self.path.partition("?")[0].rstrip("/"))
         if wire is None:
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return

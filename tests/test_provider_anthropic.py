@@ -749,6 +749,11 @@ def test_urls_and_headers(model_server: StartServer) -> None:
     # A base URL copied with its endpoint path is the endpoint.
     for full in ("https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1/messages/"):
         assert messages_url(full) == "https://api.anthropic.com/v1/messages"
+    # A query (a gateway's routing parameter) stays at the end.
+    assert messages_url("https://gw.example/anthropic/?route=a") == (
+        "https://gw.example/anthropic/v1/messages?route=a"
+    )
+    assert messages_url("https://gw.example/v1?route=a") == "https://gw.example/v1/messages?route=a"
 
     server = model_server([{"text": "a"}, {"text": "b"}])
     call(server)

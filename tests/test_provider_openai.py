@@ -618,6 +618,14 @@ def test_a_base_url_that_is_the_full_endpoint_is_used_as_is(model_server: StartS
     assert [r.path for r in server.requests] == ["/v1/chat/completions"] * 2
 
 
+def test_a_query_in_the_base_url_stays_after_the_endpoint_path(model_server: StartServer) -> None:
+    # Azure-style ?api-version=..., or a gateway's routing parameter.
+    server = model_server([{"text": "a"}, {"text": "b"}])
+    call(server, base_url=server.base_url + "?api-version=2024-10-21")
+    call(server, base_url=server.base_url + "/chat/completions?api-version=2024-10-21")
+    assert [r.path for r in server.requests] == ["/v1/chat/completions?api-version=2024-10-21"] * 2
+
+
 def test_connection_refused_is_a_connection_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -51,8 +52,8 @@ def messages_url(base_url: str) -> str:
     """The Messages endpoint under ``base_url``: ``https://api.anthropic.com`` and
     ``https://api.minimax.io/anthropic`` get ``/v1/messages``; a base ending in ``/v1`` gets
     ``/messages``; a base that already is the endpoint is kept."""
-    base = base_url.rstrip("/")
-    return endpoint_url(base, "/messages" if base.endswith("/v1") else "/v1/messages")
+    path = urlsplit(base_url).path.rstrip("/")
+    return endpoint_url(base_url, "/messages" if path.endswith("/v1") else "/v1/messages")
 
 
 class AnthropicProvider:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 # How earlier thinking goes back on Chat Completions (see openai_request.py).
 REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
@@ -169,10 +169,14 @@ def api_from_url(base_url: str) -> str | None:
 
 
 def endpoint_url(base_url: str, endpoint: str) -> str:
-    """``base_url`` + ``endpoint``, unless the base already ends with it: users paste the full
-    endpoint URL from a provider's docs where the base URL belongs."""
-    base = base_url.rstrip("/")
-    return base if base.endswith(endpoint) else base + endpoint
+    """``base_url`` with ``endpoint`` appended to its path, unless the path already ends with it
+    (users paste the full endpoint URL from a provider's docs where the base URL belongs). A query
+    (``?api-version=...``) stays at the end."""
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith(endpoint):
+        path += endpoint
+    return urlunsplit(parts._replace(path=path))
 
 
 def resolve_preset(
