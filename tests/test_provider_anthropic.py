@@ -271,6 +271,17 @@ def test_thinking_goes_back_only_to_the_origin_that_produced_it(
         assert blocks == [*expected, {"type": "text", "text": "Done."}]
 
 
+def test_the_thinking_origin_carries_no_url_credentials(model_server: StartServer) -> None:
+    # The origin is stored with every thinking part: a password or token in the base URL must
+    # not go into the session store with it.
+    server = model_server([{"thinking": "plan", "text": "ok"}])
+    base = f"http://user:hunter2-pass@127.0.0.1:{server.port}/anthropic?token=QUERY-SECRET-77"
+    p = provider(server, base_url=base)
+    assert p.origin == f"anthropic/mock-model@http://127.0.0.1:{server.port}/anthropic/v1/messages"
+    (part,) = call(server, base_url=base)[-1].message.parts[:1]
+    assert part.extra["origin"] == p.origin
+
+
 def test_prefilled_text_is_not_repeated(model_server: StartServer) -> None:
     text = "Hello there, this arrives in pieces."
     server = model_server([{"text": text, "prefill_text": True}], chunk_size=6)

@@ -649,6 +649,39 @@ def test_connection_refused_is_a_connection_error() -> None:
     assert info.value.kind == "connection" and f"127.0.0.1:{port}" in info.value.message
 
 
+def test_credentials_in_the_base_url_never_appear_in_errors() -> None:
+    # A proxy reached as https://user:password@host/v1?token=...: the URL is in every
+    # connection error, and those reach events, stderr and the store.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = (
+        f"http://proxyuser:hunter2-pass@127.0.0.1:{port}/v1?api-version=2024&token=QUERY-SECRET-77"
+    )
+    p = OpenAIProvider(
+        model="m",
+        base_url=base,
+        api_key=KEY,
+        info=ModelInfo("openai", "m", 1000),
+        network=NetworkSettings(max_retries=1, backoff_base=0.01, backoff_max=0.01),
+    )
+    seen: list[ModelEvent] = []
+
+    async def go() -> None:
+        try:
+            async for e in p.stream(request()):
+                seen.append(e)
+        finally:
+            await p.aclose()
+
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(go())
+    (retry,) = of(seen, Retrying)
+    text = f"{info.value} {retry.reason}"
+    assert f"127.0.0.1:{port}" in text and "api-version=2024" in text
+    assert "hunter2-pass" not in text and "QUERY-SECRET-77" not in text
+
+
 # ------------------------------------------------------------------ request bytes
 
 

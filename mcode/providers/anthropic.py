@@ -23,7 +23,7 @@ from mcode.messages import ToolSpec
 from mcode.providers.anthropic_request import THINKING_STYLES, build_body
 from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
 from mcode.providers.base import ModelEvent, ModelInfo, ModelRequest
-from mcode.providers.http import HttpClient
+from mcode.providers.http import HttpClient, bare_url, provider_secrets
 from mcode.providers.leaked import LeakGuard
 from mcode.providers.presets import endpoint_url
 from mcode.providers.retry import NetworkSettings, retrying
@@ -33,7 +33,6 @@ __all__ = ["ANTHROPIC_VERSION", "AUTH_STYLES", "AnthropicProvider", "messages_ur
 
 ANTHROPIC_VERSION = "2023-06-01"
 AUTH_STYLES = ("x-api-key", "bearer")
-_SECRET_HEADER_WORDS = ("key", "token", "auth", "secret")
 # Events whose data must be JSON; "message" is the name of an event sent without one.
 _KNOWN_EVENTS = frozenset(
     (
@@ -100,18 +99,14 @@ class AnthropicProvider:
         # signature from MiniMax means nothing to Anthropic), so history from another origin
         # goes back without its thinking.
         self.url = messages_url(base_url)
-        self.origin = f"{info.provider}/{model}@{self.url}"
+        self.origin = f"{info.provider}/{model}@{bare_url(self.url)}"  # stored: no credentials
         self._network = network
         self._stream = stream
         self._thinking_style = thinking_style
         self._max_output_tokens = max_output_tokens
         self._thinking_budget = thinking_budget
         self._headers = _headers(api_key, auth_style, stream, extra_headers or {})
-        secrets = [api_key] + [
-            v
-            for k, v in (extra_headers or {}).items()
-            if any(w in k.lower() for w in _SECRET_HEADER_WORDS)
-        ]
+        secrets = provider_secrets(api_key, self.url, extra_headers)
         self._http = HttpClient(network=network, transport=transport, secrets=secrets)
 
     def build_body(self, request: ModelRequest) -> bytes:

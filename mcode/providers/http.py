@@ -17,6 +17,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
@@ -31,9 +32,34 @@ from mcode.providers.retry import (
 from mcode.providers.sse import SSEEvent, SSEParser
 from mcode.secrets import scrub
 
-__all__ = ["HttpClient"]
+__all__ = ["HttpClient", "bare_url", "provider_secrets"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_SECRET_WORDS = ("key", "token", "auth", "secret", "sig", "pass")
+
+
+def provider_secrets(
+    api_key: str | None, url: str, extra_headers: Mapping[str, str] | None = None
+) -> list[str]:
+    """What a provider must scrub from its errors: the key, credential-like extra headers, and
+    the credentials a URL may carry (``https://user:password@host``, ``?token=...``): the URL is
+    quoted in every connection error."""
+    parts = urlsplit(url)
+    found = [api_key, parts.username, parts.password]
+    found += [v for k, v in (extra_headers or {}).items() if _secretish(k)]
+    found += [v for k, v in parse_qsl(parts.query) if _secretish(k)]
+    return [s for s in found if s]
+
+
+def _secretish(name: str) -> bool:
+    return any(w in name.lower() for w in _SECRET_WORDS)
+
+
+def bare_url(url: str) -> str:
+    """``url`` without user info or query: what may be stored or shown as an identity."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class HttpClient:

@@ -23,7 +23,7 @@ from mcode.providers.base import (
     ModelInfo,
     ModelRequest,
 )
-from mcode.providers.http import HttpClient
+from mcode.providers.http import HttpClient, provider_secrets
 from mcode.providers.leaked import LeakGuard
 from mcode.providers.openai_request import REPLAY_MODES, build_body
 from mcode.providers.openai_stream import ChatAssembler
@@ -37,9 +37,6 @@ from mcode.providers.retry import (
 from mcode.secrets import scrub
 
 __all__ = ["OpenAIProvider"]
-
-
-_SECRET_HEADER_WORDS = ("key", "token", "auth", "secret")
 
 
 class OpenAIProvider:
@@ -100,11 +97,7 @@ class OpenAIProvider:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
-        secrets = [api_key] + [
-            v
-            for k, v in (extra_headers or {}).items()
-            if any(w in k.lower() for w in _SECRET_HEADER_WORDS)
-        ]
+        secrets = provider_secrets(api_key, self.url, extra_headers)
         self._http = HttpClient(network=network, transport=transport, secrets=secrets)
 
     def build_body(self, request: ModelRequest) -> bytes:
