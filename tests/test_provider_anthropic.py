@@ -939,6 +939,17 @@ def test_eof_without_message_stop_or_stop_reason_is_a_truncation(model_server: S
     assert events[-1].message.text == "whole"
 
 
+def test_eof_after_the_stop_reason_without_message_stop_is_complete(
+    model_server: StartServer,
+) -> None:
+    # Some Anthropic-compatible gateways end the body after message_delta. The stop reason
+    # comes after every block is closed, so nothing is missing: retrying would only repeat it.
+    server = model_server([{"text": "whole answer", "cut_after": 5, "cut_mode": "eof"}])
+    events = call(server)
+    assert not of(events, Retrying) and len(server.requests) == 1
+    assert events[-1].message.text == "whole answer" and events[-1].finish_reason == "stop"
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_minimax_base_resp_is_classified(model_server: StartServer, stream: bool) -> None:
     server = model_server(

@@ -109,7 +109,7 @@ class MessageAssembler:
     """Accumulates one answer. Feed each parsed event to :meth:`feed_event` (or a whole
     non-streamed message to :meth:`feed_message`); each returns the events to show now.
     :meth:`finish` builds the Completion, or raises a retryable ``truncated`` error when the
-    answer never reached ``message_stop`` with a stop reason, so a half-received tool call is
+    answer never got its stop reason, so a half-received tool call is
     never returned. Errors inside the answer raise ProviderError.
     """
 
@@ -293,8 +293,10 @@ class MessageAssembler:
 
     def finish(self) -> list[ModelEvent]:
         """The Completion, as a one-element list. Raises a retryable ``truncated`` ProviderError
-        when the stream ended before ``message_stop`` or without a stop reason."""
-        if not self.stopped or self.stop_reason is None:
+        when the stream ended without a stop reason. A clean end after the stop reason is
+        complete even without ``message_stop`` (some gateways omit it): ``message_delta`` comes
+        after every block is closed. A connection cut mid-body never gets here."""
+        if self.stop_reason is None:
             missing = "message_stop" if not self.stopped else "stop_reason"
             where = " in the middle of a tool call" if self._calls else ""
             raise ProviderError(
