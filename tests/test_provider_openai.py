@@ -469,6 +469,20 @@ def test_done_without_finish_reason_is_a_truncation(model_server: StartServer) -
     assert len(of(events, Retrying)) == 2 and len(server.requests) == 3
 
 
+@pytest.mark.parametrize("reason", ["insufficient_system_resource", "abort", "error"])
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_finish_reason_saying_the_server_failed_is_retried(
+    model_server: StartServer, reason: str, stream: bool
+) -> None:
+    # DeepSeek ends an answer its servers could not finish with insufficient_system_resource,
+    # vLLM and SGLang an aborted one with abort: the text so far is not the answer.
+    server = model_server([{"text": "half an ans", "finish_reason": reason}, {"text": "whole"}])
+    events = call(server, stream=stream)
+    (retry,) = of(events, Retrying)
+    assert retry.kind == "server" and reason in retry.reason
+    assert events[-1].message.text == "whole"
+
+
 def test_error_chunk_inside_200(model_server: StartServer) -> None:
     server = model_server(
         [

@@ -164,6 +164,9 @@ _FINISH = {
     "content_filter": "content_filter",
     "sensitive": "content_filter",
 }
+# Finish reasons that mean the server gave up on the answer: what came so far is not the answer.
+# DeepSeek: insufficient_system_resource; vLLM, SGLang: abort; OpenRouter: error.
+_FAILED = frozenset(("insufficient_system_resource", "abort", "error"))
 
 
 class ChatAssembler:
@@ -357,6 +360,13 @@ class ChatAssembler:
                 kind="truncated",
                 retryable=True,
                 hint=hint_for("truncated"),
+            )
+        if self.finish_reason in _FAILED:
+            raise ProviderError(
+                f"the model API gave up on the answer (finish_reason {self.finish_reason!r})",
+                kind="server",
+                retryable=True,
+                hint=hint_for("server"),
             )
         events: list[ModelEvent] = []
         self._content(self._splitter.flush(), events)
