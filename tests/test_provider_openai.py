@@ -214,6 +214,32 @@ def test_new_id_at_a_used_index_is_a_new_call(model_server: StartServer) -> None
     assert [e.name for e in of(events, ToolCallStarted)] == ["read", "ls"]
 
 
+def test_calls_without_index_whose_id_comes_on_a_later_fragment(model_server: StartServer) -> None:
+    # No index (some servers omit it) and the id only on the second fragment: still one call;
+    # a different id after that starts the next one.
+    def tc(**d: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [d]}, "finish_reason": None}]}
+
+    server = model_server(
+        [
+            {
+                "sse": [
+                    tc(type="function", function={"name": "read", "arguments": ""}),
+                    tc(id="c1", function={"arguments": '{"path": "a"}'}),
+                    tc(id="c2", type="function", function={"name": "ls", "arguments": "{}"}),
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                    "data: [DONE]\n\n",
+                ]
+            }
+        ]
+    )
+    events = call(server)
+    assert [(c.id, c.name, c.arguments) for c in events[-1].message.tool_calls] == [
+        ("c1", "read", '{"path": "a"}'),
+        ("c2", "ls", "{}"),
+    ]
+
+
 def test_think_tags_split_across_chunks_and_replayed_verbatim(model_server: StartServer) -> None:
     thinking = "\nThe user wants a <b>bold</b> answer; keep it short.\n"
     server = model_server(

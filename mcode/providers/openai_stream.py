@@ -326,9 +326,13 @@ class ChatAssembler:
             pos = self._by_index.get(index)
             if pos is not None and cid and self._calls[pos].id and cid != self._calls[pos].id:
                 pos = None  # a new id at a used index is a new call
-        else:  # no index: a new id starts a call, anything else continues the last one
+        else:  # no index: an id other than the last call's starts a call, and so does an id
+            # with a name; anything else continues the last one (its id may come late)
             last = self._calls[-1] if self._calls else None
-            pos = len(self._calls) - 1 if last and (not cid or cid == last.id) else None
+            same = last is not None and (
+                not cid or cid == last.id or not (last.id or (name and last.name))
+            )
+            pos = len(self._calls) - 1 if same else None
         if pos is None:
             pos = len(self._calls)
             self._calls.append(_CallBuf())
