@@ -387,6 +387,30 @@ def test_a_body_that_does_not_decode_is_a_provider_error(
     assert events[-1].message.text == "ok"
 
 
+def test_content_parts_without_text_are_skipped(model_server: StartServer) -> None:
+    # Content streamed as a list of parts (Mistral): a part with no string text (a thinking
+    # part, a null) carries no visible text and must not crash the run.
+    parts = [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]},
+        {"type": "text", "text": None},
+        {"type": "text", "text": "Hi"},
+    ]
+    server = model_server(
+        [
+            {
+                "sse": [
+                    {
+                        "choices": [
+                            {"index": 0, "delta": {"content": parts}, "finish_reason": "stop"}
+                        ]
+                    }
+                ]
+            }
+        ]
+    )
+    assert call(server)[-1].message.text == "Hi"
+
+
 def test_non_streaming_mode(model_server: StartServer) -> None:
     server = model_server(
         [

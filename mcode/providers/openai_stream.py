@@ -268,7 +268,9 @@ class ChatAssembler:
                 out.append(ThinkingDelta(text))
         content = delta.get("content")
         if isinstance(content, list):  # some servers stream content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = "".join(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
         if isinstance(content, str) and content:
             self._content(self._splitter.feed(content), out)
         calls = delta.get("tool_calls")
