@@ -795,6 +795,21 @@ def test_urls_and_headers(model_server: StartServer) -> None:
 # ------------------------------------------------------------------ retries and errors
 
 
+def test_an_html_error_page_is_reported_by_its_title(model_server: StartServer) -> None:
+    # A gateway's (Cloudflare, nginx) error page: its title says it all; the markup is noise.
+    page = (
+        '<!DOCTYPE html><html lang="en-US"><head><title>api.minimax.io | 502: Bad gateway'
+        '</title><meta charset="UTF-8" /><style>body{margin:0;padding:0}'
+        + "x" * 600
+        + "</style></head><body><h1>Bad gateway</h1></body></html>"
+    )
+    server = model_server([{"status": 502, "body": page}, {"text": "ok"}])
+    (retry,) = of(call(server), Retrying)
+    assert (
+        retry.reason == "model API error: HTTP 502 bad gateway: api.minimax.io | 502: Bad gateway"
+    )
+
+
 def test_529_retry_after_is_honoured(model_server: StartServer) -> None:
     server = model_server(
         [{"status": 529, "headers": {"Retry-After": "1"}}, {"text": "after the wait"}]

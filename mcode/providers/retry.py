@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import html
 import json
 import random
 import re
@@ -252,8 +253,19 @@ def error_message_from_body(body: bytes | str) -> str:
     try:
         data = json.loads(text)
     except ValueError:
-        return _trim(text)
+        return _trim(_html_title(text) or text)
     return _trim(_describe(data))
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _html_title(text: str) -> str:
+    """The title of a gateway's HTML error page (Cloudflare, nginx): its markup is noise."""
+    if "<html" not in text[:1000].lower():
+        return ""
+    m = _TITLE.search(text)
+    return html.unescape(m.group(1)).strip() if m else ""
 
 
 def _describe(data: Any) -> str:
