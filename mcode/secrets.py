@@ -30,8 +30,47 @@ def redact(text: str, secrets: Iterable[str | None], marker: str = "[REDACTED]")
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """:func:`redact` with ``***``, plus masking of bearer tokens and ``sk-`` keys."""
+    """:func:`redact` with ``***``, plus masking of bearer tokens and ``sk-`` keys, and of a
+    secret's first or last 12 or more characters (a server echoing part of the key it got)."""
+    secrets = tuple(secrets)
     text = redact(text, secrets, "***")
+    for secret in secrets:
+        if secret and len(secret) >= 2 * _PIECE:
+            text = _mask_pieces(text, secret)
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text
+
+
+_PIECE = 12  # shorter fragments reveal little, and would mask ordinary text by accident
+
+
+def _mask_pieces(text: str, secret: str) -> str:
+    """``text`` with each run of at least ``_PIECE`` characters that starts or ends ``secret``
+    replaced by ``***``."""
+    size = len(text)
+    ends = [(size - b, size - a) for a, b in _runs(text[::-1], secret[::-1])]
+    spans = sorted([*_runs(text, secret), *ends])
+    if not spans:
+        return text
+    out: list[str] = []
+    done = 0
+    for a, b in spans:
+        if a >= done:
+            out += [text[done:a], "***"]
+        done = max(done, b)
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _runs(text: str, secret: str) -> list[tuple[int, int]]:
+    """Spans of ``text`` that hold a start of ``secret`` at least ``_PIECE`` characters long."""
+    spans: list[tuple[int, int]] = []
+    i = text.find(secret[:_PIECE])
+    while i >= 0:
+        n = _PIECE
+        while i + n < len(text) and n < len(secret) and text[i + n] == secret[n]:
+            n += 1
+        spans.append((i, i + n))
+        i = text.find(secret[:_PIECE], i + n)
+    return spans

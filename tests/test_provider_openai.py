@@ -591,6 +591,34 @@ def test_api_key_never_appears_in_errors(model_server: StartServer) -> None:
     assert "API key" in err.hint
 
 
+def test_a_partly_echoed_key_is_masked_too(model_server: StartServer) -> None:
+    # A gateway echoing the start of the key it got ("key mm-live-7f3a9c0e5b2d... is invalid"),
+    # or its end, leaks that much of a key that is not shaped like sk-...
+    key = "mm-live-7f3a9c0e5b2d4f6a8c1e3b5d7f9a0c2e"
+    echoed = f"key {key[:20]}... is invalid; key ending {key[-14:]} revoked; sk test ok"
+    server = model_server([{"status": 401, "body": {"error": {"message": echoed}}}])
+    p = OpenAIProvider(
+        model="m",
+        base_url=server.base_url,
+        api_key=key,
+        info=ModelInfo("openai", "m", 1000),
+        network=FAST,
+    )
+
+    async def go() -> None:
+        try:
+            async for _ in p.stream(request()):
+                pass
+        finally:
+            await p.aclose()
+
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(go())
+    text = str(info.value)
+    assert key[:12] not in text and key[-12:] not in text
+    assert "is invalid" in text and "sk test ok" in text
+
+
 def test_context_overflow_is_classified(model_server: StartServer) -> None:
     server = model_server(
         [
