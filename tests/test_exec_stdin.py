@@ -5,6 +5,7 @@ lines to its stdin and reads its events as they come."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -224,29 +225,37 @@ def test_steer_while_a_tool_runs_reaches_the_next_request_after_its_result(
     assert types.count("turn.started") == 1  # the steer joined the turn; it did not start one
 
 
-def test_steer_while_the_model_streams_is_delivered_in_the_next_request(model_server, live):
-    server = model_server(
-        [
-            {"text": "first part of the answer", "chunk_size": 4, "stall_after": 2, "stall": 2},
-            {"text": "answer with the steer"},
-        ]
-    )
+@pytest.mark.parametrize("phase", ["waiting", "streaming"])
+def test_steer_during_a_model_call_is_delivered_in_the_next_request(model_server, live, phase):
+    answer = "first part of the answer"
+    if phase == "waiting":  # the request is in flight, no byte of the answer has come yet
+        step = {"text": answer, "delay": 2}
+    else:  # mid-stream: after the first piece of text the server pauses
+        step = {"text": answer, "chunk_size": 4, "stall_after": 2, "stall": 2}
+    server = model_server([step, {"text": "answer with the steer"}])
     run = live(exec_args(server))
     run.send(user("explain"))
-    run.until("text.delta")  # mid-stream: the server now pauses before the rest
+    if phase == "waiting":
+        deadline = time.monotonic() + 30
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+    else:
+        run.until("text.delta")
     run.send(steer("in French"))
     run.until("turn.finished")
     run.close()
     assert run.wait() == 0, run.stderr
-    second = server.bodies[1]
+    types = run.types()
+    # It came while the call ran, and was delivered only after its answer.
+    assert types.index("steer.received") < types.index("message.assistant")
+    assert types.index("message.assistant") < types.index("steer.delivered")
     # Nothing streamed was lost: the whole first answer is in history, then the steer.
+    second = server.bodies[1]
     assert [(m["role"], m["content"]) for m in second["messages"][-2:]] == [
-        ("assistant", "first part of the answer"),
+        ("assistant", answer),
         ("user", "in French"),
     ]
     assert run.events[-1]["data"]["result"] == "answer with the steer"
-    types = run.types()
-    assert types.index("steer.received") < types.index("steer.delivered")
 
 
 def test_cancel_mid_tool_stops_the_turn_and_the_run_goes_on_until_eof(model_server, live, tmp_path):
@@ -353,6 +362,19 @@ def test_no_message_before_eof_is_a_usage_error(repo, env):
         timeout=60,
     )
     assert p.returncode == 2 and "before any user message" in p.stderr
+    closed = subprocess.run(
+        [sys.executable, "-m", "mcode", "exec", "--input-format", "stream-json"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        close_fds=True,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert (
+        closed.returncode == 2 and "standard input" in closed.stderr and "closed" in closed.stderr
+    )
     # Nothing was asked, so nothing was stored: --continue still finds the real last session.
     assert "no sessions" in mcode("sessions", cwd=repo, env=env).stdout
     dash = mcode("exec", "--input-format", "stream-json", "-", cwd=repo, env=env, stdin="")
