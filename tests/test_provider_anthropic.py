@@ -880,8 +880,8 @@ def test_overloaded_error_event_mid_stream_is_retried(model_server: StartServer)
 )
 def test_error_types_are_classified(etype: str, message: str, kind: str, retryable: bool) -> None:
     for feed in (
-        lambda a, e: a.feed_event({"type": "error", "error": e}),
-        lambda a, e: a.feed_message({"type": "error", "error": e}),
+        lambda a, e: a.feed({"type": "error", "error": e}),
+        lambda a, e: a.feed_whole({"type": "error", "error": e}),
     ):
         with pytest.raises(ProviderError) as info:
             feed(MessageAssembler(), {"type": etype, "message": message})
@@ -894,7 +894,7 @@ def test_a_minimax_code_in_an_error_event_decides() -> None:
     # MiniMax's Anthropic endpoint ends messages with its code: a used-up plan is not retried,
     # whatever error type it is dressed in.
     with pytest.raises(ProviderError) as info:
-        MessageAssembler().feed_event(
+        MessageAssembler().feed(
             {
                 "type": "error",
                 "error": {"type": "rate_limit_error", "message": "usage limit exceeded (2056)"},

@@ -8,25 +8,20 @@ sends, retries and times out (shared with the OpenAI provider: :mod:`mcode.provi
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from mcode import __version__
 from mcode.errors import ProviderError
-from mcode.messages import ToolSpec
 from mcode.providers.anthropic_request import THINKING_STYLES, build_body
 from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
-from mcode.providers.base import ModelEvent, ModelInfo, ModelRequest
-from mcode.providers.http import HttpClient, bare_url, provider_secrets
-from mcode.providers.leaked import LeakGuard
+from mcode.providers.base import ModelInfo, ModelRequest
+from mcode.providers.http import bare_url
 from mcode.providers.presets import endpoint_url
-from mcode.providers.retry import NetworkSettings, retrying
+from mcode.providers.remote import RemoteProvider
+from mcode.providers.retry import NetworkSettings
 from mcode.secrets import scrub
 
 __all__ = ["ANTHROPIC_VERSION", "AUTH_STYLES", "AnthropicProvider", "messages_url"]
@@ -55,7 +50,7 @@ def messages_url(base_url: str) -> str:
     return endpoint_url(base_url, "/messages" if path.endswith("/v1") else "/v1/messages")
 
 
-class AnthropicProvider:
+class AnthropicProvider(RemoteProvider):
     """A :class:`~mcode.providers.base.Provider` for the Anthropic Messages API.
 
     - ``thinking_style``: how ``request.thinking`` is sent. ``"anthropic"``: on ->
@@ -70,6 +65,9 @@ class AnthropicProvider:
 
     One instance may serve concurrent calls; it must stay on the event loop that first used it.
     """
+
+    sse_until_event = "message_stop"
+    protocol_hint = PROTOCOL_HINT
 
     def __init__(
         self,
@@ -93,21 +91,25 @@ class AnthropicProvider:
             raise ValueError(f"auth_style must be one of {AUTH_STYLES}")
         if max_output_tokens < 1:
             raise ValueError("max_output_tokens must be at least 1")
-        self.info = info
-        self.model = model
+        url = messages_url(base_url)
+        super().__init__(
+            model=model,
+            url=url,
+            api_key=api_key,
+            info=info,
+            network=network,
+            transport=transport,
+            stream=stream,
+            headers=_auth_headers(api_key, auth_style),
+            extra_headers=extra_headers,
+        )
         # Which endpoint and model produced a thinking block: only they can validate it (a
         # signature from MiniMax means nothing to Anthropic), so history from another origin
         # goes back without its thinking.
-        self.url = messages_url(base_url)
-        self.origin = f"{info.provider}/{model}@{bare_url(self.url)}"  # stored: no credentials
-        self._network = network
-        self._stream = stream
+        self.origin = f"{info.provider}/{model}@{bare_url(url)}"  # stored: no credentials
         self._thinking_style = thinking_style
         self._max_output_tokens = max_output_tokens
         self._thinking_budget = thinking_budget
-        self._headers = _headers(api_key, auth_style, stream, extra_headers or {})
-        secrets = provider_secrets(api_key, self.url, extra_headers)
-        self._http = HttpClient(network=network, transport=transport, secrets=secrets)
 
     def build_body(self, request: ModelRequest) -> bytes:
         """The exact bytes :meth:`stream` sends for ``request``."""
@@ -122,68 +124,10 @@ class AnthropicProvider:
             origin=self.origin,
         )
 
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
-        """Stream one model call; see :mod:`mcode.providers.base` for the contract."""
-        body = self.build_body(request)
-        tools = request.tools
-        events = retrying(
-            lambda: self._attempt(body, tools), self._network, secrets=self._http.secrets
-        )
-        async with aclosing(events):
-            async for event in events:
-                yield event
+    def new_assembler(self) -> MessageAssembler:
+        return MessageAssembler(self._http.secrets, origin=self.origin)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _attempt(
-        self, body: bytes, tools: Sequence[ToolSpec]
-    ) -> AsyncGenerator[ModelEvent, None]:
-        """One request. Its events pass through a LeakGuard: tool calls the model wrote as text
-        become real ones (or a retryable error, so the model is asked again)."""
-        guard = LeakGuard(tools)
-        async with aclosing(self._request(body)) as events:
-            async for event in events:
-                for out in guard.feed(event):
-                    yield out
-
-    async def _request(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
-        loop = asyncio.get_running_loop()
-        n = self._network
-        wait = n.first_event_timeout if self._stream else n.first_event_timeout + n.idle_timeout
-        deadline = loop.time() + wait
-        assembler = MessageAssembler(self._http.secrets, origin=self.origin)
-        async with self._http.post(self.url, body, self._headers, deadline=deadline) as response:
-            ctype = response.headers.get("content-type", "")
-            if not self._stream or ("json" in ctype and "event-stream" not in ctype):
-                # Also taken when a server ignores stream=true and answers in one JSON body
-                # (MiniMax sends its base_resp errors that way).
-                data = await self._http.read_json(response, deadline=deadline)
-                for event in assembler.feed_message(data):
-                    yield event
-            else:
-                sse = self._http.iter_sse(response, deadline=deadline, until_event="message_stop")
-                received = False
-                async with aclosing(sse):
-                    async for message in sse:
-                        received = True
-                        parsed = self._parse(message.data, message.event)
-                        if parsed is not None:
-                            for event in assembler.feed_event(parsed):
-                                yield event
-                if not received and "event-stream" not in ctype:
-                    # An HTML login page or the like, not a cut stream: retrying will not help.
-                    raise ProviderError(
-                        f"model API protocol error: {self.url} answered with "
-                        f"{ctype or 'no content type'}, not an event stream",
-                        kind="protocol",
-                        retryable=False,
-                        hint=PROTOCOL_HINT,
-                    )
-        for event in assembler.finish():
-            yield event
-
-    def _parse(self, data: str, event: str) -> dict[str, Any] | None:
+    def parse_event(self, data: str, event: str) -> dict[str, Any] | None:
         """An SSE event's JSON data, with its type taken from the ``event:`` name when the data
         lacks one. ``None`` for events that carry nothing to parse."""
         try:
@@ -208,16 +152,8 @@ class AnthropicProvider:
         )
 
 
-def _headers(
-    api_key: str | None, auth_style: str, stream: bool, extra: Mapping[str, str]
-) -> dict[str, str]:
-    headers = {
-        "anthropic-version": ANTHROPIC_VERSION,
-        "Content-Type": "application/json",
-        "Accept": "text/event-stream" if stream else "application/json",
-        "User-Agent": f"mcode/{__version__}",
-        **extra,
-    }
+def _auth_headers(api_key: str | None, auth_style: str) -> dict[str, str]:
+    headers = {"anthropic-version": ANTHROPIC_VERSION}
     if api_key:
         if auth_style == "bearer":
             headers["Authorization"] = f"Bearer {api_key}"

@@ -106,8 +106,8 @@ class _Block:
 
 
 class MessageAssembler:
-    """Accumulates one answer. Feed each parsed event to :meth:`feed_event` (or a whole
-    non-streamed message to :meth:`feed_message`); each returns the events to show now.
+    """Accumulates one answer. Feed each parsed event to :meth:`feed` (or a whole
+    non-streamed message to :meth:`feed_whole`); each returns the events to show now.
     :meth:`finish` builds the Completion, or raises a retryable ``truncated`` error when the
     answer never got its stop reason, so a half-received tool call is
     never returned. Errors inside the answer raise ProviderError.
@@ -125,7 +125,7 @@ class MessageAssembler:
 
     # ---------------------------------------------------------------- input
 
-    def feed_event(self, event: dict[str, Any]) -> list[ModelEvent]:
+    def feed(self, event: dict[str, Any]) -> list[ModelEvent]:
         """One parsed SSE event (its JSON data). Unknown event types are ignored."""
         self._check_error(event)
         etype = event.get("type")
@@ -151,7 +151,7 @@ class MessageAssembler:
             self.stopped = True
         return out  # "ping" and event types added after this was written: nothing to do
 
-    def feed_message(self, message: Any) -> list[ModelEvent]:
+    def feed_whole(self, message: Any) -> list[ModelEvent]:
         """A whole non-streamed answer (``{"type": "message", "content": [...], ...}``), replayed
         as the events that would have streamed it."""
         if not isinstance(message, dict):
@@ -160,16 +160,16 @@ class MessageAssembler:
         content = message.get("content")
         if not isinstance(content, list):
             raise self._protocol("the answer has no content list")
-        out = self.feed_event({"type": "message_start", "message": {"usage": message.get("usage")}})
+        out = self.feed({"type": "message_start", "message": {"usage": message.get("usage")}})
         for index, block in enumerate(content):
-            out += self.feed_event(
+            out += self.feed(
                 {"type": "content_block_start", "index": index, "content_block": block}
             )
-            out += self.feed_event({"type": "content_block_stop", "index": index})
-        out += self.feed_event(
+            out += self.feed({"type": "content_block_stop", "index": index})
+        out += self.feed(
             {"type": "message_delta", "delta": {"stop_reason": message.get("stop_reason")}}
         )
-        out += self.feed_event({"type": "message_stop"})
+        out += self.feed({"type": "message_stop"})
         return out
 
     def _check_error(self, event: dict[str, Any]) -> None:

@@ -7,39 +7,24 @@ retries and times out (see :mod:`mcode.providers.retry`).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from typing import Any
 
 import httpx
 
-from mcode import __version__
 from mcode.errors import ProviderError
-from mcode.messages import ToolSpec
-from mcode.providers.base import (
-    ModelEvent,
-    ModelInfo,
-    ModelRequest,
-)
-from mcode.providers.http import HttpClient, provider_secrets
-from mcode.providers.leaked import LeakGuard
+from mcode.providers.base import ModelInfo, ModelRequest
 from mcode.providers.openai_request import REPLAY_MODES, build_body
 from mcode.providers.openai_stream import ChatAssembler
 from mcode.providers.presets import endpoint_url
-from mcode.providers.retry import (
-    NetworkSettings,
-    classify_body_error,
-    hint_for,
-    retrying,
-)
+from mcode.providers.remote import RemoteProvider
+from mcode.providers.retry import NetworkSettings, classify_body_error, hint_for
 from mcode.secrets import scrub
 
 __all__ = ["OpenAIProvider"]
 
 
-class OpenAIProvider:
+class OpenAIProvider(RemoteProvider):
     """A :class:`~mcode.providers.base.Provider` for OpenAI-compatible Chat Completions.
 
     - ``thinking_style``: ``"none"`` sends no thinking switch; ``"minimax"`` sends
@@ -56,6 +41,9 @@ class OpenAIProvider:
 
     One instance may serve concurrent calls; it must stay on the event loop that first used it.
     """
+
+    sse_until = "[DONE]"
+    protocol_hint = hint_for("protocol")
 
     def __init__(
         self,
@@ -78,27 +66,23 @@ class OpenAIProvider:
             raise ValueError(f"reasoning_replay must be one of {REPLAY_MODES}")
         if thinking_style not in ("none", "minimax"):
             raise ValueError("thinking_style must be 'none' or 'minimax'")
-        self.info = info
-        self.model = model
-        self.url = endpoint_url(base_url, "/chat/completions")
-        self._network = network
-        self._stream = stream
+        url = endpoint_url(base_url, "/chat/completions")
+        super().__init__(
+            model=model,
+            url=url,
+            api_key=api_key,
+            info=info,
+            network=network,
+            transport=transport,
+            stream=stream,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            extra_headers=extra_headers,
+        )
         self._thinking_style = thinking_style
         self._max_tokens_field = max_tokens_field
         self._default_max_tokens = default_max_tokens
         self._reasoning_replay = reasoning_replay
         self._extra_body = dict(extra_body or {})
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            "User-Agent": f"mcode/{__version__}",
-            **(extra_headers or {}),
-        }
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._headers = headers
-        secrets = provider_secrets(api_key, self.url, extra_headers)
-        self._http = HttpClient(network=network, transport=transport, secrets=secrets)
 
     def build_body(self, request: ModelRequest) -> bytes:
         """The exact bytes :meth:`stream` sends for ``request``."""
@@ -114,69 +98,10 @@ class OpenAIProvider:
             extra_body=self._extra_body,
         )
 
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
-        """Stream one model call; see :mod:`mcode.providers.base` for the contract."""
-        body = self.build_body(request)
-        tools = request.tools
-        events = retrying(
-            lambda: self._attempt(body, tools), self._network, secrets=self._http.secrets
-        )
-        async with aclosing(events):
-            async for event in events:
-                yield event
+    def new_assembler(self) -> ChatAssembler:
+        return ChatAssembler(self._http.secrets)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _attempt(
-        self, body: bytes, tools: Sequence[ToolSpec]
-    ) -> AsyncGenerator[ModelEvent, None]:
-        """One request. Its events pass through a LeakGuard: tool calls the model wrote as text
-        become real ones (or a retryable error, so the model is asked again)."""
-        guard = LeakGuard(tools)
-        async with aclosing(self._request(body)) as events:
-            async for event in events:
-                for out in guard.feed(event):
-                    yield out
-
-    async def _request(self, body: bytes) -> AsyncGenerator[ModelEvent, None]:
-        loop = asyncio.get_running_loop()
-        n = self._network
-        wait = n.first_event_timeout if self._stream else n.first_event_timeout + n.idle_timeout
-        deadline = loop.time() + wait
-        assembler = ChatAssembler(self._http.secrets)
-        async with self._http.post(self.url, body, self._headers, deadline=deadline) as response:
-            ctype = response.headers.get("content-type", "")
-            if not self._stream or ("json" in ctype and "event-stream" not in ctype):
-                # Also taken when a server ignores stream=true and answers in one JSON body.
-                data = await self._http.read_json(response, deadline=deadline)
-                for event in assembler.feed_response(data):
-                    yield event
-            else:
-                sse = self._http.iter_sse(response, deadline=deadline, until="[DONE]")
-                received = False
-                async with aclosing(sse):
-                    async for message in sse:
-                        received = True
-                        if message.data.strip() == "[DONE]":
-                            continue
-                        chunk = self._parse(message.data, message.event)
-                        if chunk is not None:
-                            for event in assembler.feed_chunk(chunk):
-                                yield event
-                if not received and "event-stream" not in ctype:
-                    # An HTML login page or the like, not a cut stream: retrying will not help.
-                    raise ProviderError(
-                        f"model API protocol error: {self.url} answered with "
-                        f"{ctype or 'no content type'}, not an event stream",
-                        kind="protocol",
-                        retryable=False,
-                        hint=hint_for("protocol"),
-                    )
-        for event in assembler.finish():
-            yield event
-
-    def _parse(self, data: str, event: str) -> dict[str, Any] | None:
+    def parse_event(self, data: str, event: str) -> dict[str, Any] | None:
         try:
             chunk = json.loads(data)
         except ValueError:

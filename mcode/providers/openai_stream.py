@@ -170,8 +170,8 @@ _FAILED = frozenset(("insufficient_system_resource", "abort", "error"))
 
 
 class ChatAssembler:
-    """Accumulates one answer. Feed each parsed chunk to :meth:`feed_chunk` (or a whole non-streamed
-    response to :meth:`feed_response`); each returns the events to show now. :meth:`finish` builds
+    """Accumulates one answer. Feed each parsed chunk to :meth:`feed` (or a whole non-streamed
+    response to :meth:`feed_whole`); each returns the events to show now. :meth:`finish` builds
     the Completion, or raises a retryable ``truncated`` error if no finish reason ever came.
 
     In-body errors (``{"error": ...}``, MiniMax ``base_resp.status_code != 0``) raise
@@ -194,7 +194,7 @@ class ChatAssembler:
 
     # ---------------------------------------------------------------- input
 
-    def feed_chunk(self, chunk: dict[str, Any]) -> list[ModelEvent]:
+    def feed(self, chunk: dict[str, Any]) -> list[ModelEvent]:
         self._check_error(chunk)
         usage = chunk.get("usage")
         if isinstance(usage, dict) and (self.usage is None or any(usage.values())):
@@ -212,7 +212,7 @@ class ChatAssembler:
                 self.finish_reason = str(choice["finish_reason"])
         return out
 
-    def feed_response(self, data: Any) -> list[ModelEvent]:
+    def feed_whole(self, data: Any) -> list[ModelEvent]:
         """A complete non-streamed ``chat.completion`` body."""
         if not isinstance(data, dict):
             raise self._protocol("the answer is not a JSON object")
@@ -226,7 +226,7 @@ class ChatAssembler:
                 {"index": i, **c} if isinstance(c, dict) else c
                 for i, c in enumerate(message["tool_calls"])
             ]
-        return self.feed_chunk(
+        return self.feed(
             {
                 "choices": [
                     {"index": 0, "delta": message, "finish_reason": choices[0].get("finish_reason")}
