@@ -21,11 +21,11 @@ from mcode.messages import Message, Part, TextPart, ThinkingPart, ToolCall, Usag
 from mcode.providers.base import Completion, ModelEvent, TextDelta, ThinkingDelta, ToolCallStarted
 from mcode.providers.retry import (
     classify_body_error,
-    classify_minimax_code,
     error_message_from_body,
     hint_for,
     looks_like_context_overflow,
     minimax_code_in,
+    raise_for_base_resp,
 )
 from mcode.secrets import scrub
 
@@ -176,16 +176,7 @@ class MessageAssembler:
         if event.get("type") == "error" or (event.get("error") and "type" not in event):
             error = event.get("error") or {k: v for k, v in event.items() if k != "type"}
             raise classify_anthropic_error(error, secrets=self._secrets)
-        base = event.get("base_resp")
-        if isinstance(base, dict):
-            try:
-                code = int(base.get("status_code") or 0)
-            except (TypeError, ValueError):
-                code = -1
-            if code:
-                raise classify_minimax_code(
-                    code, str(base.get("status_msg") or ""), secrets=self._secrets
-                )
+        raise_for_base_resp(event, secrets=self._secrets)
 
     def _merge_usage(self, usage: Any) -> None:
         """Usage is cumulative (``message_delta`` repeats and updates ``message_start``'s), so the

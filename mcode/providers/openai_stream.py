@@ -32,8 +32,8 @@ from mcode.providers.base import (
 )
 from mcode.providers.retry import (
     classify_body_error,
-    classify_minimax_code,
     hint_for,
+    raise_for_base_resp,
 )
 
 __all__ = ["THINK_CLOSE", "THINK_OPEN", "ChatAssembler", "ThinkSplitter"]
@@ -238,16 +238,7 @@ class ChatAssembler:
     def _check_error(self, chunk: dict[str, Any]) -> None:
         if chunk.get("error"):
             raise classify_body_error(chunk["error"], secrets=self._secrets)
-        base = chunk.get("base_resp")
-        if isinstance(base, dict):
-            try:
-                code = int(base.get("status_code") or 0)
-            except (TypeError, ValueError):
-                code = -1
-            if code:
-                raise classify_minimax_code(
-                    code, str(base.get("status_msg") or ""), secrets=self._secrets
-                )
+        raise_for_base_resp(chunk, secrets=self._secrets)
 
     def _protocol(self, what: str) -> ProviderError:
         return ProviderError(

@@ -40,6 +40,7 @@ __all__ = [
     "looks_like_context_overflow",
     "minimax_code_in",
     "parse_retry_after",
+    "raise_for_base_resp",
     "retrying",
 ]
 
@@ -487,6 +488,20 @@ def _minimax_base_resp(data: dict[str, Any]) -> tuple[int, str] | None:
     if code == 0:
         return None
     return code, str(base.get("status_msg") or "")
+
+
+def raise_for_base_resp(obj: dict[str, Any], *, secrets: Iterable[str | None] = ()) -> None:
+    """Raise the classified ProviderError when ``obj`` carries a MiniMax ``base_resp`` whose
+    ``status_code`` is not 0 (MiniMax reports errors that way inside an HTTP 200, on both APIs)."""
+    base = obj.get("base_resp")
+    if not isinstance(base, dict):
+        return
+    try:
+        code = int(base.get("status_code") or 0)
+    except (TypeError, ValueError):
+        code = -1
+    if code:
+        raise classify_minimax_code(code, str(base.get("status_msg") or ""), secrets=secrets)
 
 
 def classify_minimax_code(
