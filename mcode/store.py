@@ -125,6 +125,9 @@ class Store:
             # loss can take the last few back. That is the bar (kill -9 loses nothing completed).
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+        except StoreError:
+            self._db.close()
+            raise
         except (sqlite3.Error, OSError) as e:
             raise StoreError(
                 f"cannot open the session store {path}: {e}",
@@ -146,7 +149,16 @@ class Store:
                 time.sleep(0.02)
 
     def _migrate(self) -> None:
-        if self._version() >= len(_MIGRATIONS):
+        version = self._version()
+        if version > len(_MIGRATIONS):
+            # A newer mcode has migrated this database: our INSERTs could break its invariants
+            # (a column it made NOT NULL, a table it now fills differently).
+            raise StoreError(
+                f"the session store {self.path} was written by a newer mcode (schema "
+                f"{version}; this mcode knows up to {len(_MIGRATIONS)}), so it is not touched",
+                hint="upgrade mcode, or set MCODE_DATA_DIR to another folder",
+            )
+        if version == len(_MIGRATIONS):
             return
         # Several first runs may start at once: the write lock makes one migrate while the
         # others wait, then find the version already current. (executescript would commit the

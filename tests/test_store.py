@@ -102,3 +102,28 @@ def test_the_store_is_private_to_the_user(tmp_path):
     store.close()
     assert (tmp_path / "data" / "mcode").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "data" / "mcode" / "sessions.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_database_from_a_newer_mcode_is_refused_not_written(tmp_path, model_server):
+    # A newer mcode migrated the store past what this one knows (the user downgraded, or two
+    # versions share a home): writing our rows into its schema could corrupt it.
+    from helpers import clean_env, make_repo, mcode
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    env = clean_env(tmp_path / "home")
+    db = tmp_path / "home" / "data" / "mcode" / "sessions.db"
+    Store(db).close()
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    server = model_server([{"text": "hi"}])
+    args = ["--provider", "openai", "--base-url", server.base_url, "--model", "m", "hello"]
+    run = mcode("exec", *args, cwd=repo, env=env)
+    assert run.code == 1, run.stderr
+    assert str(db) in run.stderr and "newer mcode" in run.stderr
+    assert not server.requests
+    undo = mcode("undo", cwd=repo, env=env)
+    assert undo.code == 1 and "newer mcode" in undo.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 99
