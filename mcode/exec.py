@@ -519,7 +519,7 @@ async def _run(args: argparse.Namespace) -> int:
             if outcome.error is not None:
                 _complain(outcome.error)
             if args.output_format == "text" and outcome.text:
-                _print(clean_text(outcome.text))
+                _print(clean_text(session.scrub(outcome.text)))
 
         driver = _Driver(session, start_session, turn_ended)
         driver.pending.extend(first)
@@ -558,7 +558,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     if code == EXIT_DENIED:
         for d in driver.last_denials:
-            print(f"mcode: denied: {d['name']}({d['subject']})", file=sys.stderr)
+            print(session.scrub(f"mcode: denied: {d['name']}({d['subject']})"), file=sys.stderr)
     if args.output_format == "json":
         result = {
             "session_id": session.id,
@@ -576,7 +576,8 @@ async def _run(args: argparse.Namespace) -> int:
             "denials": session.totals.denials,
             "duration_s": round(time.monotonic() - started, 3),
         }
-        _print(clean_text(json.dumps(result, ensure_ascii=False)))
+        # Scrubbed like every event: the answer or a denied command may quote the API key.
+        _print(clean_text(session.scrub(json.dumps(result, ensure_ascii=False))))
     return code
 
 

@@ -361,6 +361,30 @@ def test_api_key_never_appears_in_events_or_store(model_server, repo, env, tmp_p
         assert key.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_api_key_never_reaches_text_or_json_output_or_stderr(model_server, repo, env, output):
+    # stream-json was scrubbed; the progress lines, the denial lines, the json result and the
+    # text answer were not: a command or an answer quoting the key printed it as is.
+    key = "mm-live-PLANTED-SECRET-0123456789"
+    env = dict(env, OPENAI_API_KEY=key)
+    echo = {"id": "c1", "name": "bash", "arguments": {"command": f"echo {key}"}}
+    curl = {"id": "c2", "name": "bash", "arguments": {"command": f"curl -H 'k: {key}' x"}}
+    server = model_server([{"tool_calls": [echo, curl]}, {"text": f"the key is {key}"}])
+    allow = "--permission-mode", "auto-edit"  # bash asks, so headless denies both
+    env["MCODE_PERMISSIONS_ALLOW"] = "bash(echo*)"
+    run = mcode(*exec_args(server, "--output-format", output, *allow), "show it", cwd=repo, env=env)
+    assert run.code == 4, run.stderr
+    assert key not in run.stdout and key not in run.stderr
+    assert "denied: bash(curl -H 'k: [REDACTED]' x)" in run.stderr
+    if output == "text":
+        assert "echo [REDACTED]" in run.stderr  # the progress line of the allowed command
+        assert run.stdout == "the key is [REDACTED]\n"
+    else:
+        result = json.loads(run.stdout)
+        assert result["result"] == "the key is [REDACTED]"
+        assert result["denials"][0]["subject"] == "curl -H 'k: [REDACTED]' x"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_mid_tool_exits_130_and_records_the_cancel(
     model_server, repo, env, tmp_path, sig
