@@ -16,6 +16,8 @@ Schema changes are migrations keyed by ``PRAGMA user_version``; a migration may 
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -111,6 +113,7 @@ class StoreError(MCodeError):
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock_fd: int | None = None
         try:
             # Private to the user: the store holds transcripts and, in checkpoints, files as they
             # were byte for byte (a .env among them), which cannot be redacted and still restored.
@@ -180,6 +183,34 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases every claim
+            self._lock_fd = None
+
+    def claim(self, session_id: str) -> None:
+        """Make this process the only writer of ``session_id`` until it exits or closes the
+        store; StoreError if another process (a running exec, an undo) holds it.
+
+        Events are numbered by the process that writes them, so two writers would take the
+        same numbers, and undo would rewrite files under a running agent. The claim is a POSIX
+        lock on one byte of ``sessions.db.lock`` chosen by the id: the kernel drops it when
+        the process dies (kill -9 included), so a crash never leaves a session locked."""
+        try:
+            if self._lock_fd is None:
+                lock_path = self.path.with_name(self.path.name + ".lock")
+                self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            offset = int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:6], "big")
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except (BlockingIOError, PermissionError):
+            raise StoreError(
+                f"session {session_id[:12]} is in use by another mcode process",
+                hint="wait for that run (or undo) to finish, or stop it first",
+            ) from None
+        except OSError as e:
+            raise StoreError(
+                f"cannot lock session {session_id[:12]} in {self.path.parent}: {e.strerror}",
+                hint="check the disk and permissions, or set MCODE_DATA_DIR to another folder",
+            ) from None
 
     def write(self, event: Event, body: str) -> None:
         """Persist one event (``body`` is its JSON, already scrubbed of secrets)."""

@@ -18,8 +18,8 @@ one turn further back. A session resumed after an undo tells the model (:func:`u
 
 What bash commands changed is not undone: undo cannot know it. It says so when the turn ran any.
 
-Undo is meant for a session that is not running: it numbers its event after the last stored
-one, so a run still going in that session would fail to store its next event and stop.
+Undo refuses a session that is running (:meth:`Store.claim`): it numbers its event after the
+last stored one, which the run would take too, and the agent may be editing the same files.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def _undo(store: Store, args: argparse.Namespace) -> int:
             )
         info = recent[0]
     sid = info.id[:12]
+    # A running session would write its next event under the number undo takes, and its agent
+    # may be editing the very files undo would put back.
+    store.claim(info.id)
 
     events = store.events(info.id)
     changed = store.checkpointed(info.id)

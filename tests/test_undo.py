@@ -8,11 +8,12 @@ import errno
 import hashlib
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode, stored_events
+from helpers import clean_env, make_repo, mcode, start_until, stored_events
 
 from mcode.errors import ToolError
 from mcode.events import Event
@@ -488,3 +489,45 @@ def test_undo_usage_errors(repo, env, tmp_path):
     assert none.code == 2 and "there is no session in" in none.stderr
     unknown = mcode("undo", "--resume", "no-such-id", cwd=repo, env=env)
     assert unknown.code == 2 and "no session with id 'no-such-id'" in unknown.stderr
+
+
+def test_a_running_session_is_not_undone_or_resumed_by_another_process(
+    model_server, repo, env, home
+):
+    # Undo numbered its event after the last stored one, which the running session then tried
+    # to store too: the run died on "UNIQUE constraint failed" (hint: free disk space) after
+    # undo had deleted the file the agent had just written. A second --resume did the same.
+    go = repo / "go"
+    wait = f"while [ ! -e {go} ]; do sleep 0.02; done"
+    server = model_server(
+        [
+            {"tool_calls": [call("w1", "write", path="new.txt", content="new\n")]},
+            {"tool_calls": [call("b1", "bash", command=wait)]},
+            {"text": "Done."},
+        ]
+    )
+    args = ["--provider", "openai", "--base-url", server.base_url, "--model", "test-model"]
+    proc, events = start_until(
+        "exec", *args, "--output-format", "stream-json", "--permission-mode", "full-auto",
+        "make it", cwd=repo, env=env, event_type="file.changed",
+    )  # fmt: skip
+    try:
+        sid = events[0]["session_id"]
+        while len(server.requests) < 2:  # the bash call is under way
+            time.sleep(0.02)
+        undo = mcode("undo", cwd=repo, env=env)
+        assert undo.code == 1 and f"session {sid[:12]} is in use" in undo.stderr, undo
+        assert (repo / "new.txt").read_text() == "new\n"
+        other = mcode("exec", *args, "--resume", sid[:8], "go on", cwd=repo, env=env)
+        assert other.code == 1 and f"session {sid[:12]} is in use" in other.stderr, other
+        assert len(server.requests) == 2
+        go.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stored = stored_events(home, sid)
+    assert [e["seq"] for e in stored] == sorted({e["seq"] for e in stored})
+    assert "error" not in [e["type"] for e in stored]
+    assert mcode("undo", cwd=repo, env=env).code == 0  # finished: now it may
+    assert not (repo / "new.txt").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,8 +53,14 @@ def open_session(
         except StoreError as e:  # an unknown or ambiguous --resume ID is a bad flag
             raise UsageError(e.message, hint=e.hint) from None
         session_id = info.id
+        # Claimed before reading: another process still writing it would go on numbering
+        # events from the same last seq.
+        store.claim(session_id)
         history = store.history(info.id)
         last_seq = store.last_seq(info.id)
+    elif store is not None:
+        session_id = uuid.uuid4().hex
+        store.claim(session_id)  # so that `mcode undo` leaves it alone while it runs
 
     workspace = Workspace(
         settings.workspace,
