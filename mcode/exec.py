@@ -443,7 +443,8 @@ def _unfinished_turn(store: Store, session: Session) -> str | None:
         return None
     if finished is None:
         last = session.history[-1] if session.history else None
-        if last is not None and last.role == "assistant" and not last.tool_calls:
+        answered = last is not None and last.role == "assistant" and not last.tool_calls
+        if answered and not session.has_pending_steers:
             return None  # killed after the final answer was stored: the work was done
         return "mcode stopped before it finished"
     return {

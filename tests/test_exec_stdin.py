@@ -390,3 +390,27 @@ def test_sigint_while_waiting_for_input_ends_the_run(model_server, live, tmp_pat
     assert run.wait() == 130, run.stderr
     assert run.events[-1]["type"] == "session.finished"
     assert run.events[-1]["data"]["exit_code"] == 130
+
+
+def test_a_steer_received_before_a_kill_is_delivered_when_the_turn_is_resumed(
+    model_server, live, repo, env
+):
+    # The steer was stored (steer.received) but the process died before the next step: the
+    # resumed turn went on without it, and nothing said so.
+    server = model_server([bash("c1", "sleep 30"), {"text": "with tabs"}])
+    run = live(exec_args(server))
+    run.send(user("do it"))
+    run.until("tool.started")
+    run.send(steer("use tabs"))
+    run.until("steer.received")
+    run.kill()
+    args = exec_args(server)
+    at = args.index("--input-format")
+    del args[at : at + 2]  # a plain resume: no stdin to read
+    resumed = mcode(*args, "--continue", cwd=repo, env=env)
+    assert resumed.code == 0, resumed.stderr
+    messages = server.bodies[1]["messages"]
+    assert messages[-2]["role"] == "tool" and "did not finish" in messages[-2]["content"]
+    assert messages[-1] == {"role": "user", "content": "use tabs"}
+    delivered = [e for e in resumed.events() if e["type"] == "steer.delivered"]
+    assert [e["data"]["text"] for e in delivered] == ["use tabs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
@@ -96,6 +96,27 @@ def open_session(
         # Every write and edit saves the file's before-image first, so `mcode undo` can
         # restore it; without a store there is nowhere to keep one, and nothing is saved.
         session.tool_context.checkpoint = session.checkpoint
-        if session_id is not None:
-            session.pending_note = undo_note(store.events(session_id))
+        if resume_id:
+            events = store.events(session.id)
+            session.pending_note = undo_note(events)
+            session.requeue_steers(_undelivered_steers(events))
     return session
+
+
+def _undelivered_steers(events: list[dict[str, Any]]) -> list[str]:
+    """The steers of a last turn that never finished (the process was killed) which it had
+    received but not yet delivered. A turn that finished reported its leftovers as errors."""
+    from mcode import events as ev
+
+    start = max((i for i, e in enumerate(events) if e["type"] == ev.TURN_STARTED), default=None)
+    if start is None:
+        return []
+    pending: list[str] = []
+    for e in events[start:]:
+        if e["type"] == ev.TURN_FINISHED:
+            return []
+        if e["type"] == ev.STEER_RECEIVED:
+            pending.append(e["data"]["text"])
+        elif e["type"] == ev.STEER_DELIVERED and e["data"]["text"] in pending:
+            pending.remove(e["data"]["text"])
+    return pending

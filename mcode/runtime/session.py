@@ -176,6 +176,11 @@ class Session:
         self._steers.append(text)
         self.emit(ev.STEER_RECEIVED, text=text)
 
+    def requeue_steers(self, texts: list[str]) -> None:
+        """Steers already received (and recorded) that a killed run never delivered: a resumed
+        session delivers them at its next step, without a second ``steer.received``."""
+        self._steers.extend(texts)
+
     @property
     def has_pending_steers(self) -> bool:
         return bool(self._steers)
