@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -414,3 +415,32 @@ def test_a_steer_received_before_a_kill_is_delivered_when_the_turn_is_resumed(
     assert messages[-1] == {"role": "user", "content": "use tabs"}
     delivered = [e for e in resumed.events() if e["type"] == "steer.delivered"]
     assert [e["data"]["text"] for e in delivered] == ["use tabs"]
+
+
+def test_a_write_cancelled_under_way_is_recorded_as_done(model_server, live, repo, env, tmp_path):
+    # write works in a thread, which a cancel cannot stop: the file was created after the call
+    # had been recorded as "cancelled before it finished", with no file.changed, so the model
+    # (and a --continue) believed it did not exist. A slow checkpoint holds the write open.
+    assert mcode("sessions", cwd=repo, env=env).code == 0  # creates the database
+    db = sqlite3.connect(tmp_path / "home" / "data" / "mcode" / "sessions.db")
+    db.execute(
+        "CREATE TRIGGER slow BEFORE INSERT ON checkpoints BEGIN SELECT count(*) FROM "
+        "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+        "SELECT x FROM c); END"
+    )
+    db.commit()
+    db.close()
+    write = {"id": "w1", "name": "write", "arguments": {"path": "b.txt", "content": "new\n"}}
+    server = model_server([{"tool_calls": [write]}, {"text": "never"}])
+    run = live(exec_args(server))
+    run.send(user("write it"))
+    run.until("tool.started")
+    run.send(CANCEL)
+    assert run.until("turn.finished")["data"]["reason"] == "cancelled"
+    run.close()
+    assert run.wait() == 130, run.stderr
+    assert (repo / "b.txt").read_text() == "new\n"
+    finished = next(e["data"] for e in run.events if e["type"] == "tool.finished")
+    assert finished["ok"] is True and "created b.txt" in finished["summary"], finished
+    changed = [e["data"]["path"] for e in run.events if e["type"] == "file.changed"]
+    assert changed == ["b.txt"]

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mcode import events as ev
@@ -223,18 +224,49 @@ async def _run_one(
             session.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
 
         ctx = dataclasses.replace(session.tool_context, emit_output=emit_output)
-        result = await tool.run(args, ctx)
-    except ToolError as e:
-        result = ToolResult(content=f"Error: {e}", summary=e.message, is_error=True)
+        if tool.permission == "edit":
+            result = await _run_to_the_end(session, call, tool.run(args, ctx), started)
+        else:
+            result = await tool.run(args, ctx)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
-    except Exception as e:  # a bug in a tool must not end the run; the model hears about it
-        result = ToolResult(
-            content=f"Error: the {call.name} tool failed unexpectedly: {type(e).__name__}: {e}",
-            summary="internal tool error",
-            is_error=True,
-        )
+    except Exception as e:
+        result = _error_result(call, e)
     return result, time.monotonic() - started
+
+
+def _error_result(call: ToolCall, e: Exception) -> ToolResult:
+    if isinstance(e, ToolError):
+        return ToolResult(content=f"Error: {e}", summary=e.message, is_error=True)
+    # A bug in a tool must not end the run; the model hears about it.
+    return ToolResult(
+        content=f"Error: the {call.name} tool failed unexpectedly: {type(e).__name__}: {e}",
+        summary="internal tool error",
+        is_error=True,
+    )
+
+
+async def _run_to_the_end(
+    session: Session, call: ToolCall, run: Coroutine[Any, Any, ToolResult], started: float
+) -> ToolResult:
+    """Run a file-changing tool to its end even when the turn is cancelled meanwhile, and then
+    record its real result before the cancel goes on. These tools work in a thread, which a
+    cancel cannot stop: the file would change after the call was recorded as cancelled, with
+    no ``file.changed``, and the model would believe it unchanged. They take milliseconds."""
+    task = asyncio.ensure_future(run)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError as cancel:
+        while not task.done():
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                pass  # cancelled again: the file still changes; wait for it
+        error = None if task.cancelled() else task.exception()
+        if not task.cancelled() and (error is None or isinstance(error, Exception)):
+            result = task.result() if error is None else _error_result(call, error)
+            _finish(session, call, result, time.monotonic() - started)
+        raise cancel
 
 
 async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, Any]) -> str | None:
