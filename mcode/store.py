@@ -132,6 +132,13 @@ class Store:
             self._db.close()
             raise
         except (sqlite3.Error, OSError) as e:
+            if getattr(e, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                # Retrying or fixing permissions cannot help; only a new file can.
+                raise StoreError(
+                    f"the session store {path} is damaged ({e})",
+                    hint=f"move it aside (mv {path} {path}.broken) and mcode starts a new one; "
+                    "the sessions in it can no longer be resumed or undone",
+                ) from None
             raise StoreError(
                 f"cannot open the session store {path}: {e}",
                 hint="check the disk and permissions, or set MCODE_DATA_DIR to another folder",

@@ -127,3 +127,18 @@ def test_a_database_from_a_newer_mcode_is_refused_not_written(tmp_path, model_se
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
     assert con.execute("PRAGMA user_version").fetchone()[0] == 99
+
+
+def test_a_damaged_database_names_the_file_and_what_to_do(tmp_path):
+    from helpers import clean_env, make_repo, mcode
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    env = clean_env(tmp_path / "home")
+    db = tmp_path / "home" / "data" / "mcode" / "sessions.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not sqlite at all " * 512)
+    for args in (["exec", "--provider", "openai", "hi"], ["undo"], ["sessions"]):
+        run = mcode(*args, cwd=repo, env=env)
+        assert run.code == 1, run
+        assert f"the session store {db} is damaged" in run.stderr, run.stderr
+        assert f"move it aside (mv {db} {db}.broken)" in run.stderr, run.stderr
