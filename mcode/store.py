@@ -350,15 +350,19 @@ class Store:
         return [SessionInfo(*row) for row in self._db.execute(sql, (*args, limit))]
 
     def find(self, prefix: str) -> SessionInfo:
-        rows = self._db.execute(
-            "SELECT * FROM sessions WHERE id LIKE ? ORDER BY updated_at DESC LIMIT 2",
-            (prefix + "%",),
-        ).fetchall()
+        """The session whose id is ``prefix`` or starts with it (ids are hex, so a prefix is
+        compared literally: ``_`` and ``%`` are not wildcards)."""
+        rows = self._db.execute("SELECT * FROM sessions WHERE id=?", (prefix,)).fetchall()
+        if not rows:
+            rows = self._db.execute(
+                "SELECT * FROM sessions WHERE substr(id, 1, ?)=? LIMIT 2",
+                (len(prefix), prefix),
+            ).fetchall()
         if not rows:
             raise StoreError(
                 f"no session with id {prefix!r}", hint="`mcode sessions` lists the sessions"
             )
-        if len(rows) > 1 and rows[0][0] != prefix:
+        if len(rows) > 1:
             raise StoreError(f"session id {prefix!r} is ambiguous", hint="give more characters")
         return SessionInfo(*rows[0])
 

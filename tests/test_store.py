@@ -142,3 +142,18 @@ def test_a_damaged_database_names_the_file_and_what_to_do(tmp_path):
         assert run.code == 1, run
         assert f"the session store {db} is damaged" in run.stderr, run.stderr
         assert f"move it aside (mv {db} {db}.broken)" in run.stderr, run.stderr
+
+
+def test_find_takes_a_literal_prefix_and_prefers_an_exact_id(tmp_path):
+    store = Store(tmp_path / "sessions.db")
+    for sid, ts in (("ab12", 1.0), ("ab123", 3.0), ("cd_1", 2.0)):
+        e = Event("session.started", {"cwd": "/w", "provider": "p", "model": "m"}, 1, sid, None, ts)
+        store.write(e, e.to_json())
+    assert store.find("ab12").id == "ab12"  # exact, though a longer id shares the prefix
+    assert store.find("ab123").id == "ab123"
+    with pytest.raises(StoreError, match="ambiguous"):
+        store.find("ab")
+    with pytest.raises(StoreError, match="no session"):
+        store.find("c_")  # "_" is not a wildcard
+    assert store.find("cd_").id == "cd_1"
+    store.close()
