@@ -70,6 +70,11 @@ _MIGRATIONS: list[str] = [
         UNIQUE (session_id, turn_id, abs_path)
     );
     """,
+    # 3: the hash mcode wrote before the last one in the turn. A second change of a file is
+    # checkpointed before it is written, so a kill -9 in between leaves the file at that hash.
+    """
+    ALTER TABLE checkpoints ADD COLUMN prior_sha256 TEXT;
+    """,
 ]
 
 
@@ -92,7 +97,8 @@ class Checkpoint:
     the resolved file. ``existed`` False means the turn created the file (``before`` and
     ``before_mode`` are then None). ``after_sha256`` is the hash of the bytes mcode wrote last in
     that turn (None: the file was deleted, or nothing known), which tells undo whether someone
-    changed the file since."""
+    changed the file since; ``prior_sha256`` what mcode wrote before that in the same turn (the
+    file is still at it if mcode died between checkpointing a change and making it)."""
 
     id: int
     session_id: str
@@ -104,6 +110,7 @@ class Checkpoint:
     before_mode: int | None
     after_sha256: str | None
     ts: float
+    prior_sha256: str | None = None
 
 
 class StoreError(MCodeError):
@@ -279,13 +286,14 @@ class Store:
         """Record that a turn is about to change ``abs_path`` (before the change is made) and
         return the checkpoint's id. The first call per file per turn keeps ``before`` (None:
         the file does not exist) and its mode; later calls only move ``after_sha256``, the hash
-        of what is about to be written. Committed on return, like an event."""
+        of what is about to be written (the previous one becomes ``prior_sha256``). Committed on return, like an event."""
         try:
             row = self._db.execute(
                 "INSERT INTO checkpoints (session_id, turn_id, path, abs_path, existed, before, "
                 "before_mode, after_sha256, ts) VALUES (?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (session_id, turn_id, abs_path) "
-                "DO UPDATE SET after_sha256=excluded.after_sha256 RETURNING id",
+                "DO UPDATE SET prior_sha256=checkpoints.after_sha256, "
+                "after_sha256=excluded.after_sha256 RETURNING id",
                 (
                     session_id,
                     turn_id,
@@ -325,8 +333,8 @@ class Store:
             args += (turn_id,)
         rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [
-            Checkpoint(i, sid, tid, p, ap, bool(ex), b, m, h, ts)
-            for (i, sid, tid, p, ap, ex, b, m, h, ts) in rows
+            Checkpoint(i, sid, tid, p, ap, bool(ex), b, m, h, ts, prior)
+            for (i, sid, tid, p, ap, ex, b, m, h, ts, prior) in rows
         ]
 
     def set_title(self, session_id: str, title: str) -> None:

@@ -221,6 +221,13 @@ def _current(path: Path) -> tuple[bytes | None, str]:
         return None, f"cannot read it: {e.strerror}"
 
 
+def _written_by_mcode(current: bytes, cp: Checkpoint) -> bool:
+    """Whether the file holds what the turn wrote last, or what it wrote before that (mcode died
+    between checkpointing a second change and making it)."""
+    digest = hashlib.sha256(current).hexdigest()
+    return digest in (cp.after_sha256, cp.prior_sha256)
+
+
 def _plan(cp: Checkpoint, *, force: bool) -> _Plan:
     current, blocked = _current(Path(cp.abs_path))
     if blocked:
@@ -230,7 +237,7 @@ def _plan(cp: Checkpoint, *, force: bool) -> _Plan:
             return _Plan(cp.path, "unchanged", "already as before the turn")
         if current is None:
             reason = "deleted since the turn"
-        elif hashlib.sha256(current).hexdigest() == cp.after_sha256:
+        elif _written_by_mcode(current, cp):
             return _Plan(cp.path, "restore")
         else:
             reason = "changed since mcode wrote it"
@@ -239,7 +246,7 @@ def _plan(cp: Checkpoint, *, force: bool) -> _Plan:
         return _Plan(cp.path, "skip", reason)
     if current is None:
         return _Plan(cp.path, "unchanged", "already gone (the turn created it)")
-    if hashlib.sha256(current).hexdigest() == cp.after_sha256:
+    if _written_by_mcode(current, cp):
         return _Plan(cp.path, "delete", "the turn created it")
     reason = "changed since mcode created it"
     if force:

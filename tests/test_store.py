@@ -65,7 +65,7 @@ def test_migration_is_versioned_and_idempotent(tmp_path):
     Store(db).close()
     Store(db).close()
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -86,7 +86,7 @@ def test_first_runs_started_together_all_open_the_new_store(tmp_path):
     ]
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, errors
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_a_data_dir_that_cannot_be_a_folder_is_a_store_error(tmp_path):

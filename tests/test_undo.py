@@ -111,7 +111,7 @@ def test_a_version_1_database_migrates_and_keeps_every_row(tmp_path):
     store.close()
 
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
     assert con.execute("SELECT * FROM events ORDER BY session_id, seq").fetchall() == before
     assert con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 2
     con.close()
@@ -130,6 +130,9 @@ def test_the_first_before_image_per_file_per_turn_is_kept(tmp_path):
         ("a.py", True, b"v0", 0o755, sha(b"v2")),
         ("new.py", False, None, None, sha(b"n")),
     ]
+    # The hash written before the last one is kept too: a kill -9 between checkpointing the
+    # second change and making it leaves the file there, and undo must still recognise it.
+    assert [r.prior_sha256 for r in rows] == [sha(b"v1"), None]
     assert [r.turn_id for r in store.checkpoints("s")] == ["t1", "t1", "t2"]
     assert store.checkpointed("s") == [("t1", "a.py"), ("t1", "new.py"), ("t2", "a.py")]
     # An event appended from outside a run is numbered after the last one.
@@ -531,3 +534,20 @@ def test_a_running_session_is_not_undone_or_resumed_by_another_process(
     assert "error" not in [e["type"] for e in stored]
     assert mcode("undo", cwd=repo, env=env).code == 0  # finished: now it may
     assert not (repo / "new.txt").exists()
+
+
+def test_a_kill_between_checkpointing_a_second_change_and_making_it_is_no_conflict(tmp_path):
+    # The turn wrote v1, then checkpointed a change to v2 and died before writing it: the file
+    # still holds what mcode wrote, so undo restores it without --force.
+    from mcode.undo import _plan
+
+    target = tmp_path / "a.py"
+    target.write_bytes(b"v1")
+    store = Store(tmp_path / "sessions.db")
+    store.checkpoint("s", "t1", "a.py", str(target), b"v0", 0o644, sha(b"v1"))
+    store.checkpoint("s", "t1", "a.py", str(target), b"v1", 0o644, sha(b"v2"))
+    (cp,) = store.checkpoints("s", "t1")
+    assert _plan(cp, force=False).action == "restore"
+    target.write_bytes(b"someone else's")
+    assert _plan(cp, force=False).action == "skip"
+    store.close()
