@@ -286,7 +286,8 @@ class Store:
         """Record that a turn is about to change ``abs_path`` (before the change is made) and
         return the checkpoint's id. The first call per file per turn keeps ``before`` (None:
         the file does not exist) and its mode; later calls only move ``after_sha256``, the hash
-        of what is about to be written (the previous one becomes ``prior_sha256``). Committed on return, like an event."""
+        of what is about to be written (the previous one becomes ``prior_sha256``). Committed
+        on return, like an event."""
         try:
             row = self._db.execute(
                 "INSERT INTO checkpoints (session_id, turn_id, path, abs_path, existed, before, "
