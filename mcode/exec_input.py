@@ -1,0 +1,194 @@
+"""What a headless run reads besides its flags: image files, and with ``--input-format
+stream-json`` the JSON lines on standard input (user messages, steer, cancel; the formats are in
+README.md, "Steering and cancelling a headless run")."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import mimetypes
+import os
+import select
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mcode.errors import UsageError
+from mcode.messages import ImagePart, clean_text
+
+__all__ = ["ACCEPTED_LINES", "BadLine", "InputMessage", "StdinLines", "load_image", "parse_line"]
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def load_image(path_text: str, label: str = "--image") -> ImagePart:
+    path = Path(path_text).expanduser()
+    what = f"{label} {path_text}"
+    media_type = mimetypes.guess_type(path.name)[0] or ""
+    if media_type not in IMAGE_TYPES:
+        raise UsageError(f"{what}: not a PNG, JPEG, GIF or WEBP file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{what}: cannot read it ({e.strerror})") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UsageError(
+            f"{what}: {len(data)} bytes is over the 10 MB limit", hint="scale it down first"
+        )
+    return ImagePart(media_type, base64.b64encode(data).decode("ascii"), source=path.name)
+
+
+ACCEPTED_LINES = (
+    'send one JSON object per line: {"type":"user","text":"..."} (optionally with '
+    '"images":["file.png"]), {"type":"steer","text":"..."} or {"type":"cancel"}'
+)
+
+
+class BadLine(Exception):
+    """A line of standard input that is not a message; ``str(e)`` says what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputMessage:
+    """One message read from standard input."""
+
+    type: Literal["user", "steer", "cancel"]
+    text: str = ""
+    images: tuple[ImagePart, ...] = ()
+
+
+def parse_line(line: str) -> InputMessage:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadLine(f"not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise BadLine(f"a JSON {type(obj).__name__}, not an object")
+    kind = obj.get("type")
+    if kind == "cancel":
+        return InputMessage("cancel")
+    if kind not in ("user", "steer"):
+        raise BadLine(f"unknown type {kind!r}" if "type" in obj else 'no "type" field')
+    if kind == "user" and "text" not in obj and "message" in obj:
+        text, images = _claude_message(obj["message"])
+    else:
+        given = obj.get("text")
+        if not isinstance(given, str):
+            raise BadLine(f'a {kind} message needs "text", a string')
+        text, images = given, _image_files(obj.get("images"), kind)
+    text = clean_text(text)
+    if not text.strip():
+        raise BadLine(f"the {kind} message's text is empty")
+    return InputMessage(kind, text, images)
+
+
+def _image_files(paths: Any, kind: str) -> tuple[ImagePart, ...]:
+    if paths is None:
+        return ()
+    if kind == "steer":
+        # Session.steer takes text: an image would be dropped without a word.
+        raise BadLine("a steer carries text only; send images with a user message")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadLine('"images" must be a list of file paths')
+    try:
+        return tuple(load_image(p, "image") for p in paths)
+    except UsageError as e:
+        raise BadLine(str(e)) from None
+
+
+def _claude_message(message: Any) -> tuple[str, tuple[ImagePart, ...]]:
+    """The text and images of Claude Code's shape: {"role":"user","content": str | blocks}."""
+    if not isinstance(message, dict) or message.get("role", "user") != "user":
+        raise BadLine('"message" must be an object with "role": "user" and "content"')
+    content = message.get("content")
+    if isinstance(content, str):
+        return content, ()
+    if not isinstance(content, list):
+        raise BadLine('"message.content" must be a string or a list of content blocks')
+    texts: list[str] = []
+    images: list[ImagePart] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "image":
+            images.append(_base64_image(block.get("source")))
+        else:
+            raise BadLine(
+                f"content block {json.dumps(block)[:80]} is not supported "
+                "(text blocks and base64 image blocks are)"
+            )
+    return "\n".join(texts), tuple(images)
+
+
+def _base64_image(source: Any) -> ImagePart:
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        raise BadLine('an image block needs "source": {"type": "base64", "media_type", "data"}')
+    media_type, data = source.get("media_type"), source.get("data")
+    if not isinstance(media_type, str) or media_type not in IMAGE_TYPES:
+        raise BadLine(f"image media_type {media_type!r} is not one of {', '.join(IMAGE_TYPES)}")
+    try:
+        if not isinstance(data, str):
+            raise ValueError
+        size = len(base64.b64decode(data, validate=True))
+    except ValueError:
+        raise BadLine("an image block's data is not base64 text") from None
+    if size > MAX_IMAGE_BYTES:
+        raise BadLine(f"an image of {size} bytes is over the 10 MB limit; scale it down first")
+    return ImagePart(media_type, data, source="image")
+
+
+class StdinLines:
+    """The lines of standard input, read by a daemon thread into an asyncio queue (None at the
+    end), so the event loop keeps running the turn while a line is awaited.
+
+    A thread rather than ``loop.connect_read_pipe``: that refuses regular files and /dev/null
+    (epoll cannot watch them), and standard input may be either. The thread reads the file
+    descriptor with ``os.read``, not ``sys.stdin``: a daemon thread blocked inside a buffered
+    reader can abort the interpreter at exit, and a bare read holds no lock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._loop = loop
+        threading.Thread(target=self._read, name="mcode-stdin", daemon=True).start()
+
+    async def get(self) -> str | None:
+        return await self.queue.get()
+
+    def _put(self, item: str | None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            pass  # the run is over and its loop closed: nobody is reading any more
+
+    def _read(self) -> None:
+        fd = 0
+        partial: list[bytes] = []
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:  # a non-blocking descriptor inherited from the parent
+                    select.select([fd], [], [])
+                    continue
+                except OSError:
+                    break  # unreadable (closed under us): the same as its end
+                if not chunk:
+                    break
+                # Split only the new chunk, so a long line (a base64 image) is not rescanned.
+                *complete, rest = chunk.split(b"\n")
+                for piece in complete:
+                    # Decoded per line: a character split between two reads stays whole.
+                    line = b"".join([*partial, piece]).decode("utf-8", errors="replace")
+                    partial = []
+                    self._put(line)
+                partial.append(rest)
+            tail = b"".join(partial)
+            if tail.strip():
+                self._put(tail.decode("utf-8", errors="replace"))
+        finally:
+            self._put(None)
