@@ -79,8 +79,9 @@ def run_until_killed(
     return printed
 
 
-def exec_args(base_url: str, *extra: str) -> list[str]:
-    return ["exec", "--provider", "openai", "--base-url", base_url, "--model", "m", *extra]
+def exec_args(server: Any, wire: str, *extra: str) -> list[str]:
+    base = server.base_url if wire == "openai" else server.anthropic_base_url
+    return ["exec", "--provider", wire, "--base-url", base, "--model", "m", *extra]
 
 
 def check_history_is_valid(messages: list[dict[str, Any]]) -> None:
@@ -98,15 +99,35 @@ def check_history_is_valid(messages: list[dict[str, Any]]) -> None:
     assert not pending
 
 
-@pytest.mark.parametrize("kill_at", KILL_POINTS, ids=lambda k: f"{k[0]}#{k[1]}")
-def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, kill_at):
+def check_anthropic_history_is_valid(messages: list[dict[str, Any]]) -> None:
+    """The Messages API's rule: every tool_use is answered by a tool_result in the very next
+    message, and every tool_result answers the message before it."""
+    asked: set[str] = set()
+    for m in messages:
+        blocks = m["content"] if isinstance(m["content"], list) else []
+        assert {b["tool_use_id"] for b in blocks if b.get("type") == "tool_result"} == asked
+        asked = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+    assert not asked
+
+
+def first_text(message: dict[str, Any]) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else content[-1]["text"]
+
+
+# Every point on the Chat Completions wire; the ones that matter to history on Messages.
+CASES = [("openai", k) for k in KILL_POINTS] + [
+    ("anthropic", k) for k in (("text.delta", 2), ("file.changed", 1), ("tool.started", 2))
+]
+
+
+@pytest.mark.parametrize("wire, kill_at", CASES, ids=[f"{w}-{k[0]}#{k[1]}" for w, k in CASES])
+def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, wire, kill_at):
     home = tmp_path / "home"
     env = clean_env(home)
     server = model_server([dict(s) for s in SCRIPT])
     printed = run_until_killed(
-        exec_args(
-            server.base_url, "--output-format", "stream-json", "--permission-mode", "full-auto"
-        )
+        exec_args(server, wire, "--output-format", "stream-json", "--permission-mode", "full-auto")
         + ["Write notes.txt, then check the shell."],
         cwd=repo,
         env=env,
@@ -133,7 +154,7 @@ def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, kill_at)
     # Resume: the conversation goes on from what was stored, and the API would accept it.
     resume_server = model_server([{"text": "Picked up."}])
     run = mcode(
-        *exec_args(resume_server.base_url, "--resume", session_id, "--output-format", "json"),
+        *exec_args(resume_server, wire, "--resume", session_id, "--output-format", "json"),
         "Carry on.",
         cwd=repo,
         env=env,
@@ -141,9 +162,13 @@ def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, kill_at)
     assert run.code == 0, run.stderr
     assert json.loads(run.stdout)["result"] == "Picked up."
     messages = resume_server.requests[0]["body"]["messages"]
-    check_history_is_valid(messages)
-    assert messages[-1] == {"role": "user", "content": "Carry on."}
-    assert messages[1]["content"] == "Write notes.txt, then check the shell."
+    if wire == "openai":
+        check_history_is_valid(messages)
+        assert messages[1]["content"] == "Write notes.txt, then check the shell."
+    else:
+        check_anthropic_history_is_valid(messages)
+        assert first_text(messages[0]) == "Write notes.txt, then check the shell."
+    assert first_text(messages[-1]) == "Carry on."
 
     after = stored_events(home, session_id)
     assert after[: len(stored)] == stored  # resuming appends, never rewrites

@@ -444,3 +444,54 @@ def test_a_write_cancelled_under_way_is_recorded_as_done(model_server, live, rep
     assert finished["ok"] is True and "created b.txt" in finished["summary"], finished
     changed = [e["data"]["path"] for e in run.events if e["type"] == "file.changed"]
     assert changed == ["b.txt"]
+
+
+def anthropic_history_is_valid(messages: list[dict[str, Any]]) -> None:
+    """What the Messages API checks: every tool_use is answered by a tool_result in the very
+    next message (a user message), and every tool_result answers the message before it."""
+    asked: set[str] = set()
+    for m in messages:
+        blocks = m["content"] if isinstance(m["content"], list) else []
+        results = {b["tool_use_id"] for b in blocks if b.get("type") == "tool_result"}
+        assert results == asked, (m, asked)
+        asked = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+        assert not asked or m["role"] == "assistant"
+    assert not asked
+
+
+def test_steer_then_cancel_on_the_anthropic_wire(model_server, live, repo):
+    go = repo / "go"
+    server = model_server(
+        [
+            bash("c1", f"while [ ! -e {go} ]; do sleep 0.02; done; echo slept"),
+            bash("c2", "sleep 30"),
+            {"text": "picked up"},
+        ]
+    )
+    args = exec_args(server)
+    args[args.index("openai")] = "anthropic"
+    args[args.index(server.base_url)] = server.anthropic_base_url
+    run = live(args)
+    run.send(user("do the thing"))
+    run.until("tool.started")
+    run.send(steer("also: use tabs"))
+    run.until("steer.received")
+    go.touch()
+    run.until("tool.started", 2)
+    run.send(CANCEL)
+    assert run.until("turn.finished")["data"]["reason"] == "cancelled"
+    run.send(user("go on"))
+    run.until("turn.finished", 2)
+    run.close()
+    assert run.wait() == 0, run.stderr
+
+    second, third = server.bodies[1], server.bodies[2]
+    # The steer joins the tool result in the user message after the call, as the API requires.
+    blocks = second["messages"][-1]["content"]
+    assert [b["type"] for b in blocks] == ["tool_result", "text"]
+    assert "slept" in json.dumps(blocks[0]) and blocks[1]["text"] == "also: use tabs"
+    # After the cancel the history is one the API accepts: the cancelled call has its result.
+    anthropic_history_is_valid(third["messages"])
+    last = third["messages"][-1]["content"]
+    assert last[0]["tool_use_id"] == "c2" and "cancelled" in json.dumps(last[0])
+    assert last[-1] == {"type": "text", "text": "go on", "cache_control": {"type": "ephemeral"}}
