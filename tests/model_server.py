@@ -27,7 +27,9 @@ HTTP error   ``status``, ``headers``, ``body`` (dict sent as JSON, str sent as i
 faults       ``delay`` (seconds before answering), ``cut_after`` (send N SSE chunks, then drop the
              connection mid-body; with ``"cut_mode": "eof"`` end the body cleanly instead, still
              without finish or ``[DONE]``), ``stall_after`` + ``stall`` (pause that long after N
-             chunks), ``error_in_stream`` (an ``{"error": ...}`` chunk after the text).
+             chunks), ``keepalive`` + ``keepalive_every`` (before the answer, N ``: keep-alive``
+             comments, one every that many seconds, as proxies send while a model thinks),
+             ``error_in_stream`` (an ``{"error": ...}`` chunk after the text).
 raw          ``sse``: a list of chunks sent verbatim; a dict is sent as ``data: <json>\\n\\n``, a
              str exactly as given (to test comments, CRLF, malformed data), bytes as given (half
              a UTF-8 character, a gzip stream with ``headers: {"Content-Encoding": "gzip"}``).
@@ -330,6 +332,10 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (step.get("headers") or {}).items():
             self.send_header(k, str(v))
         self.end_headers()
+        for _ in range(int(step.get("keepalive") or 0)):
+            self._sleep(float(step.get("keepalive_every", 0.1)))
+            self.wfile.write(b"%X\r\n%s\r\n" % (len(b": keep-alive\n\n"), b": keep-alive\n\n"))
+            self.wfile.flush()
         cut = step.get("cut_after")
         stall_after = step.get("stall_after")
         for i, chunk in enumerate(chunks):

@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -657,6 +658,30 @@ def test_first_event_and_idle_timeouts(model_server: StartServer) -> None:
     events = call(server, network=quick)
     assert "idle timeout" in of(events, Retrying)[0].reason
     assert events[-1].message.text == "ok"
+
+
+def test_keep_alive_comments_before_the_first_event_keep_the_call_alive_within_a_bound(
+    model_server: StartServer,
+) -> None:
+    net = NetworkSettings(
+        connect_timeout=1,
+        first_event_timeout=0.4,
+        idle_timeout=0.4,
+        max_retries=0,
+        backoff_base=0.01,
+        backoff_max=0.01,
+    )
+    # A proxy says ": keep-alive" every 0.2 s while the model thinks for 0.6 s: no timeout,
+    # though the first event comes after first_event_timeout.
+    server = model_server([{"text": "thought it over", "keepalive": 3, "keepalive_every": 0.2}])
+    events = call(server, network=net)
+    assert not of(events, Retrying) and events[-1].message.text == "thought it over"
+    # A proxy chatting in front of a hung model: the call ends after first + idle timeouts.
+    server = model_server([{"text": "never", "keepalive": 50, "keepalive_every": 0.1}])
+    started = time.monotonic()
+    err, _ = fail(server, network=net)
+    assert err.kind == "timeout" and "first-event" in err.message
+    assert 0.7 < time.monotonic() - started < 2.5
 
 
 def test_a_200_that_is_not_an_event_stream_is_not_retried(model_server: StartServer) -> None:

@@ -228,6 +228,10 @@ class HttpClient:
     ) -> AsyncGenerator[SSEEvent, None]:
         """Yield the response's SSE events. The first must arrive by ``deadline``; after that,
         each read must come within ``idle_timeout`` (keep-alive comments count as activity).
+        Comments before the first event count too (proxies send them while a model thinks
+        before its first token), each allowing another ``idle_timeout`` of silence, but the
+        first event must still come within ``idle_timeout`` after ``deadline``: a chatty proxy
+        in front of a hung model must not keep a call waiting for ever.
         Ends quietly at EOF; whether the answer was complete is the caller's call.
 
         After an event whose data is ``until`` (e.g. ``"[DONE]"``) or whose name is
@@ -238,6 +242,8 @@ class HttpClient:
         parser = SSEParser()
         chunks = response.aiter_bytes().__aiter__()
         first = True
+        loop = asyncio.get_running_loop()
+        latest_first = deadline + idle  # the last moment a first event may come
         try:
             while True:
                 try:
@@ -270,7 +276,11 @@ class HttpClient:
                     ) from None
                 except httpx.DecodingError as e:
                     raise self._undecodable(e) from None
-                for event in parser.feed(chunk):
+                events = parser.feed(chunk)
+                if first and not events and chunk:
+                    # Bytes but no event yet: a keep-alive comment. The server is alive.
+                    deadline = max(deadline, min(latest_first, loop.time() + idle))
+                for event in events:
                     first = False
                     yield event
                     if (until is not None and event.data.strip() == until) or (
