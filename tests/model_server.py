@@ -45,8 +45,8 @@ cumulatively, as the API does), ``finish_reason`` (the ``stop_reason``; ``None``
 ``error_in_stream`` (an Anthropic error object, sent as ``event: error`` after the blocks),
 ``base_resp`` (a MiniMax status object, sent as a data-only event / in the body) and ``sse`` (raw;
 a dict is sent as ``event: <its type>``). ``thinking_style`` and ``repeat_tool_ids`` are ignored.
-New keys: ``signature`` (the thinking block's signature; default a fixed base64 string derived
-from the thinking text), ``redacted_thinking`` (a data string: a ``redacted_thinking`` block
+New keys: ``signature`` (the thinking block's signature, ``None`` for none as MiniMax sends; by
+default a fixed base64 string derived from the thinking text), ``redacted_thinking`` (a data string: a ``redacted_thinking`` block
 after the thinking), ``prefill_text`` (true: the first text piece is also put in
 ``content_block_start`` and repeated by the first delta, as some servers do) and ``ping`` (true:
 a ``ping`` event between blocks).
@@ -537,9 +537,13 @@ def _anthropic_error_body(status: int) -> dict[str, Any]:
     return {"type": "error", "error": {"type": etype, "message": f"scripted HTTP {status}"}}
 
 
-def _signature(step: dict[str, Any]) -> str:
-    if "signature" in step:
-        return str(step["signature"])
+def _without_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _signature(step: dict[str, Any]) -> str | None:
+    if "signature" in step:  # None: no signature at all, as MiniMax's endpoint sends thinking
+        return None if step["signature"] is None else str(step["signature"])
     digest = hashlib.sha256(str(step.get("thinking", "")).encode()).digest()
     return "EqMBCkYIBxgCKkB" + base64.b64encode(digest).decode()
 
@@ -585,7 +589,9 @@ def _content_blocks(step: dict[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if step.get("thinking"):
         blocks.append(
-            {"type": "thinking", "thinking": step["thinking"], "signature": _signature(step)}
+            _without_none(
+                {"type": "thinking", "thinking": step["thinking"], "signature": _signature(step)}
+            )
         )
     if step.get("redacted_thinking"):
         blocks.append({"type": "redacted_thinking", "data": step["redacted_thinking"]})
@@ -613,12 +619,16 @@ def _block_events(
     start = {"type": "content_block_start", "index": index}
     deltas: list[dict[str, Any]] = []
     if btype == "thinking":
-        start["content_block"] = {"type": "thinking", "thinking": "", "signature": ""}
+        signed = block.get("signature") is not None
+        start["content_block"] = {"type": "thinking", "thinking": ""}
+        if signed:
+            start["content_block"]["signature"] = ""
         deltas = [
             delta({"type": "thinking_delta", "thinking": p})
             for p in _pieces(block["thinking"], size)
         ]
-        deltas.append(delta({"type": "signature_delta", "signature": block["signature"]}))
+        if signed:
+            deltas.append(delta({"type": "signature_delta", "signature": block["signature"]}))
     elif btype == "text":
         pieces = _pieces(block["text"], size)
         prefill = pieces[0] if step.get("prefill_text") else ""

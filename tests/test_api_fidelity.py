@@ -274,3 +274,26 @@ def test_minimax_speaks_anthropic_by_default(model_server, repo, home):
     assert req["body"]["model"] == "MiniMax-M3"
     assert req["body"]["thinking"] == {"type": "adaptive"}
     assert run.stdout.strip() == "Hello from M3."
+
+
+def test_minimax_interleaved_thinking_goes_back_unsigned_on_its_anthropic_endpoint(
+    model_server, repo, home
+):
+    # MiniMax's /anthropic signs nothing, yet wants every thinking block of the tool loop back.
+    server = model_server(
+        [
+            {
+                "thinking": "Read the file first.",
+                "signature": None,
+                "tool_calls": [{"id": "t1", "name": "read", "arguments": {"path": "a.txt"}}],
+            },
+            {"thinking": "It says alpha.", "signature": None, "text": "alpha"},
+        ]
+    )
+    env = clean_env(home, MINIMAX_API_KEY=KEY)
+    base = server.anthropic_base_url + "/anthropic"
+    run = mcode("exec", "--provider", "minimax", "--base-url", base, "x", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    (turn,) = assistant_turns(server.requests[1]["body"])
+    assert turn["content"][0] == {"type": "thinking", "thinking": "Read the file first."}
+    assert turn["content"][1]["type"] == "tool_use"
