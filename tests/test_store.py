@@ -157,3 +157,14 @@ def test_find_takes_a_literal_prefix_and_prefers_an_exact_id(tmp_path):
         store.find("c_")  # "_" is not a wildcard
     assert store.find("cd_").id == "cd_1"
     store.close()
+
+
+def test_migrations_only_add():
+    # A user's sessions outlive any version of mcode: a migration may add, never drop or rewrite.
+    import re
+
+    from mcode.store import _MIGRATIONS
+
+    for n, script in enumerate(_MIGRATIONS, start=1):
+        words = re.findall(r"\b(DROP|DELETE|UPDATE|RENAME|REPLACE|TRUNCATE)\b", script.upper())
+        assert not words, f"migration {n} uses {words}"
