@@ -252,3 +252,23 @@ def test_a_config_path_that_is_a_folder_is_an_error(ws, tmp_path):
     (tmp_path / "cfg" / "mcode" / "config.toml").mkdir(parents=True)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(ws, env=env_for(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "model, window, switchable",
+    [
+        ("claude-sonnet-4-6", 200_000, True),  # a newer release than the table knows
+        ("MiniMax-M2.7-highspeed-0601", 204_800, False),
+        ("MiniMax-M3-20261101", 1_000_000, True),
+        ("some-local-model", 128_000, False),
+    ],
+)
+def test_model_families_cover_names_the_table_does_not_list(
+    ws, tmp_path, model, window, switchable
+):
+    from mcode.providers.presets import model_facts
+
+    facts = model_facts(model)
+    assert (facts.context_window, facts.thinking_switchable) == (window, switchable)
+    s = load_settings(ws, {"model": model}, env=env_for(tmp_path, ANTHROPIC_API_KEY="k"))
+    assert s.context_window == window

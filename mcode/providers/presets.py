@@ -146,12 +146,25 @@ MODELS: dict[str, ModelFacts] = {
     "claude-opus-4-1": ModelFacts(200_000, supports_images=True, thinking_switchable=True),
 }
 
+# Model families, for names not in MODELS (a new release, a dated snapshot, a -highspeed
+# variant): the longest matching prefix decides.
+FAMILIES: dict[str, ModelFacts] = {
+    "MiniMax-M3": MODELS["MiniMax-M3"],
+    "MiniMax-M2": ModelFacts(204_800),
+    "claude-": ModelFacts(200_000, supports_images=True, thinking_switchable=True),
+    "gpt-4.1": MODELS["gpt-4.1"],
+    "gpt-4o": MODELS["gpt-4o"],
+}
+
 # For a model we know nothing about: assume a modest window rather than overfill a small one.
 UNKNOWN_MODEL = ModelFacts(128_000, supports_images=True)
 
 
 def model_facts(model: str) -> ModelFacts:
-    return MODELS.get(model, UNKNOWN_MODEL)
+    if model in MODELS:
+        return MODELS[model]
+    family = max((p for p in FAMILIES if model.startswith(p)), key=len, default=None)
+    return FAMILIES[family] if family is not None else UNKNOWN_MODEL
 
 
 def api_from_url(base_url: str) -> str | None:
