@@ -223,7 +223,7 @@ def test_a_planted_key_appears_nowhere(model_server, repo, home, wire):
 
 def test_thinking_switch_per_request_and_unavailable_where_fixed(model_server, repo, home):
     # MiniMax M3 on /v1 switches thinking per request; M2.5 cannot, and is sent no switch.
-    server = model_server([{"text": "a"}, {"text": "b"}, {"text": "c"}])
+    server = model_server([{"text": "a"}, {"text": "b"}, {"text": "c"}, {"text": "d"}])
     env = clean_env(home, MINIMAX_API_KEY=KEY)
     base = ["exec", "--provider", "minimax", "--base-url", server.base_url]
     runs = [
@@ -241,15 +241,19 @@ def test_thinking_switch_per_request_and_unavailable_where_fixed(model_server, r
             cwd=repo,
             env=env,
         ),
+        # Not asked for either way: still "unavailable" (it cannot be switched), not "default".
+        mcode(
+            *base, "--model", "MiniMax-M2", "--output-format", "stream-json", "x", cwd=repo, env=env
+        ),
     ]
-    assert [r.code for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    assert [r.code for r in runs] == [0, 0, 0, 0], [r.stderr for r in runs]
     bodies = [r["body"] for r in server.requests]
     assert bodies[0]["thinking"] == {"type": "disabled"}
     assert bodies[1]["thinking"] == {"type": "adaptive"}
-    assert "thinking" not in bodies[2]
+    assert "thinking" not in bodies[2] and "thinking" not in bodies[3]
     assert bodies[0]["max_completion_tokens"] >= 1024 and "max_tokens" not in bodies[0]
     shown = [r.events()[0]["data"]["thinking"] for r in runs]
-    assert shown == ["off", "on", "unavailable"]
+    assert shown == ["off", "on", "unavailable", "unavailable"]
 
 
 def test_minimax_speaks_anthropic_by_default(model_server, repo, home):

@@ -120,12 +120,12 @@ class Session:
 
     def start(self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool) -> None:
         info = self.provider.info
-        if self.thinking is None:
+        if not info.thinking_switchable:
+            thinking = "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
+        elif self.thinking is None:
             thinking = "default"
-        elif info.thinking_switchable:
-            thinking = "on" if self.thinking else "off"
         else:
-            thinking = "unavailable"
+            thinking = "on" if self.thinking else "off"
         self.emit(
             ev.SESSION_STARTED,
             cwd=cwd,
