@@ -155,15 +155,18 @@ def load_settings(
         if path.exists():  # a folder or an unreadable file there is an error, not ignored
             values.update(_read_file(path, is_project))
             sources.append(str(path))
+    explicit: set[str] = set()  # keys set by the environment or a flag, not by a file
     for key, kind in _KEYS.items():
         name = "MCODE_" + key.upper().replace(".", "_")
         if env.get(name):
             where = f"environment variable {name}"
             values[key] = _check_range(key, _coerce(env[name], kind, where), where)
+            explicit.add(key)
     for key, value in (flags or {}).items():
         if value is not None:
             values[key] = value
-    return _build(workspace, values, env, sources)
+            explicit.add(key)
+    return _build(workspace, values, env, sources, explicit)
 
 
 def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
@@ -333,7 +336,11 @@ def resolve_provider(values: dict[str, Any], env: dict[str, str]) -> tuple[str, 
 
 
 def _build(
-    workspace: Path, values: dict[str, Any], env: dict[str, str], sources: list[str]
+    workspace: Path,
+    values: dict[str, Any],
+    env: dict[str, str],
+    sources: list[str],
+    explicit: frozenset[str] | set[str] = frozenset(),
 ) -> Settings:
     provider, reason = resolve_provider(values, env)
     per = {
@@ -363,7 +370,12 @@ def _build(
     api_key_env = per.get("api_key_env") or preset.api_key_env
     api_key = env.get(api_key_env) if api_key_env else None
     base_url = custom_url or preset.base_url
-    model = values.get("model") or per.get("model") or preset.default_model
+    # --model (or MCODE_MODEL) first; then [providers.NAME] model, which is more specific than
+    # a top-level model in a file (that one may name another provider's model).
+    if "model" in explicit:
+        model = values["model"]
+    else:
+        model = per.get("model") or values.get("model") or preset.default_model
     local = LocalSettings(
         model_path=values.get("local.model"),
         threads=values.get("local.threads"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import clean_env, make_repo, mcode
 
 from mcode.config import load_settings
 from mcode.errors import ConfigError
@@ -272,3 +273,23 @@ def test_model_families_cover_names_the_table_does_not_list(
     assert (facts.context_window, facts.thinking_switchable) == (window, switchable)
     s = load_settings(ws, {"model": model}, env=env_for(tmp_path, ANTHROPIC_API_KEY="k"))
     assert s.context_window == window
+
+
+def test_a_provider_table_model_beats_a_top_level_model_from_a_file(model_server, tmp_path):
+    # README's example config: a MiniMax model on top, [providers.openai] for a local server.
+    # `--provider openai` must send my-model there, not MiniMax-M3; --model still wins.
+    server = model_server([{"text": "a"}, {"text": "b"}])
+    home = tmp_path / "home"
+    write(
+        home / "config" / "mcode" / "config.toml",
+        'provider = "minimax"\nmodel = "MiniMax-M3"\n\n'
+        f'[providers.openai]\nbase_url = "{server.base_url}"\nmodel = "my-model"\n',
+    )
+    repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+    env = clean_env(home)
+    runs = [
+        mcode("exec", "--provider", "openai", "-q", "x", cwd=repo, env=env),
+        mcode("exec", "--provider", "openai", "--model", "other", "-q", "x", cwd=repo, env=env),
+    ]
+    assert [r.code for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert [r["body"]["model"] for r in server.requests] == ["my-model", "other"]
