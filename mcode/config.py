@@ -162,6 +162,15 @@ def load_settings(
             where = f"environment variable {name}"
             values[key] = _check_range(key, _coerce(env[name], kind, where), where)
             explicit.add(key)
+    for provider in PRESETS:  # [providers.NAME] keys: MCODE_PROVIDERS_MINIMAX_REGION=cn
+        for leaf, kind in _PROVIDER_KEYS.items():
+            key = f"providers.{provider}.{leaf}"
+            name = "MCODE_" + key.upper().replace(".", "_")
+            if env.get(name):
+                where = f"environment variable {name}"
+                value = _coerce(env[name], kind, where)
+                _check_provider_value(key, value, where)
+                values[key] = value
     for key, value in (flags or {}).items():
         if value is not None:
             values[key] = value
@@ -208,21 +217,26 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
                 "choose where your API key is sent",
             )
         value = _check_type(value, kind, f"{where}: {key!r}")
-        if leaf in ("region", "api"):
-            preset = PRESETS[key.split(".")[1]]
-            known = tuple(preset.regions or ("global",)) if leaf == "region" else preset.apis
-            if value not in known:
-                raise ConfigError(
-                    f"{where}: {key!r} must be one of {', '.join(known)}, not {value!r}"
-                )
-        if leaf == "reasoning_replay" and value not in REPLAY_MODES:
-            raise ConfigError(
-                f"{where}: {key!r} must be one of {', '.join(REPLAY_MODES)}, not {value!r}"
-            )
-        if key.startswith("providers.") and kind == "int" and value <= 0:
-            raise ConfigError(f"{where}: {key!r} must be above 0, not {value!r}")
+        if key.startswith("providers."):
+            _check_provider_value(key, value, where)
         out[key] = _check_range(key, value, f"{where}: {key!r}")
     return out
+
+
+def _check_provider_value(key: str, value: Any, where: str) -> None:
+    """Raise ConfigError unless ``value`` is valid for ``providers.NAME.LEAF`` ``key``."""
+    _, name, leaf = key.split(".")
+    if leaf in ("region", "api"):
+        preset = PRESETS[name]
+        known = tuple(preset.regions or ("global",)) if leaf == "region" else preset.apis
+        if value not in known:
+            raise ConfigError(f"{where}: {key!r} must be one of {', '.join(known)}, not {value!r}")
+    if leaf == "reasoning_replay" and value not in REPLAY_MODES:
+        raise ConfigError(
+            f"{where}: {key!r} must be one of {', '.join(REPLAY_MODES)}, not {value!r}"
+        )
+    if _PROVIDER_KEYS[leaf] == "int" and value <= 0:
+        raise ConfigError(f"{where}: {key!r} must be above 0, not {value!r}")
 
 
 def _flatten(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -293,3 +293,24 @@ def test_a_provider_table_model_beats_a_top_level_model_from_a_file(model_server
     ]
     assert [r.code for r in runs] == [0, 0], [r.stderr for r in runs]
     assert [r["body"]["model"] for r in server.requests] == ["my-model", "other"]
+
+
+def test_provider_keys_are_environment_variables_too(model_server, tmp_path):
+    # README: "Every key is also an environment variable", [providers.NAME] keys included.
+    server = model_server([{"text": "a"}])
+    home = tmp_path / "home"
+    repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+    env = clean_env(
+        home,
+        MINIMAX_API_KEY="sk-test-123",
+        MINIMAX_BASE_URL=server.anthropic_base_url,
+        MCODE_PROVIDERS_MINIMAX_MAX_OUTPUT_TOKENS="1234",
+    )
+    run = mcode("exec", "-q", "x", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    (req,) = server.requests
+    assert req["path"] == "/v1/messages" and req["body"]["max_tokens"] == 1234
+
+    bad = mcode("exec", "x", cwd=repo, env={**env, "MCODE_PROVIDERS_MINIMAX_REGION": "moon"})
+    assert bad.code == 2
+    assert "MCODE_PROVIDERS_MINIMAX_REGION" in bad.stderr and "global, cn" in bad.stderr
