@@ -495,3 +495,21 @@ def test_steer_then_cancel_on_the_anthropic_wire(model_server, live, repo):
     last = third["messages"][-1]["content"]
     assert last[0]["tool_use_id"] == "c2" and "cancelled" in json.dumps(last[0])
     assert last[-1] == {"type": "text", "text": "go on", "cache_control": {"type": "ephemeral"}}
+
+
+def test_turn_id_is_null_outside_a_turn(model_server, repo, env):
+    # README: "turn_id is null outside a turn": session.finished after the last turn included.
+    server = model_server([{"text": "one"}, {"text": "two"}])
+    run = mcode(*exec_args(server), cwd=repo, env=env, stdin=user("q1") + "\n" + user("q2") + "\n")
+    assert run.code == 0, run.stderr
+    current = None
+    turns = []
+    for e in run.events():
+        if e["type"] == "turn.started":
+            current = e["turn_id"]
+            turns.append(current)
+        assert e["turn_id"] == current, e
+        if e["type"] == "turn.finished":
+            current = None
+    assert len(turns) == 2 and None not in turns
+    assert run.events()[-1]["type"] == "session.finished"

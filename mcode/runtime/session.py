@@ -165,6 +165,9 @@ class Session:
             # The caller was cancelled (e.g. Ctrl-C): cancel the turn and let it clean up.
             self.cancel()
             return await self._task
+        finally:
+            if self._task.done():
+                self.turn_id = None  # events between and after turns carry a null turn_id
 
     @property
     def running(self) -> bool:
