@@ -152,6 +152,8 @@ def test_interactive_approval(model_server, repo, tmp_path, allow):
     assert (repo / "new.txt").exists() is allow
     decided = [e["data"] for e in events if e["type"] == "permission.decided"]
     assert decided[0]["allowed"] is allow and decided[0]["by"] == "user"
+    # The fields README lists for permission.decided, whichever way it went.
+    assert decided[0]["subject"] == "new.txt" and decided[0]["reason"]
 
 
 def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_server, repo, tmp_path):

@@ -295,7 +295,15 @@ async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, 
         )
         allowed = await answer
         if allowed:
-            session.emit(ev.PERMISSION_DECIDED, id=call.id, name=call.name, allowed=True, by="user")
+            session.emit(
+                ev.PERMISSION_DECIDED,
+                id=call.id,
+                name=call.name,
+                subject=subject,
+                allowed=True,
+                by="user",
+                reason="the user approved",
+            )
             return None
         return _record_denial(session, call, subject, "the user declined", by="user")
     return _record_denial(
