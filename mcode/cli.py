@@ -10,12 +10,14 @@ from mcode import __version__
 
 EXIT_CODES = """\
 exit codes:
-  0    success
-  1    error (the model API failed, a tool crashed the run, the store failed)
-  2    usage error (bad flags, bad config)
-  3    a limit was reached (max turns)
-  4    a needed action was denied (a tool call refused by the permission mode or a rule)
-  130  interrupted (Ctrl-C, SIGTERM, cancelled, or stream-json's stdout closed)
+  0    the task finished
+  1    an error ended it (the model API failed after retries, the store failed)
+  2    usage error (bad flags, a bad config file)
+  3    a limit was reached (--max-turns)
+  4    the task finished, but a tool call it needed was denied (permission mode or a rule)
+  130  interrupted (Ctrl-C, SIGTERM, stream-json's stdout closed, or the last turn was
+       cancelled by {"type":"cancel"})
+with --input-format stream-json, the code is the last turn's
 """
 
 
@@ -65,8 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="what tools may do without asking; a headless run denies what would ask",
     )
     p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
-    p.add_argument("--context-window", type=_positive_int, metavar="TOKENS")
-    p.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image")
+    p.add_argument(
+        "--context-window",
+        type=_positive_int,
+        metavar="TOKENS",
+        help="the model's context window (default: known per model; shown in session.started)",
+    )
+    p.add_argument(
+        "--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)"
+    )
     p.add_argument(
         "--add-dir",
         action="append",
@@ -79,28 +88,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--continue",
         dest="continue_",
         action="store_true",
-        help="continue the most recent session in this folder",
+        help="continue the most recent session in this folder; with no prompt, finish its "
+        "interrupted turn",
     )
-    group.add_argument("--resume", metavar="ID", help="continue the session with this id")
+    group.add_argument(
+        "--resume",
+        metavar="ID",
+        help="continue the session with this id (a unique prefix will do; see mcode sessions); "
+        "with no prompt, finish its interrupted turn",
+    )
     p.add_argument("--cwd", help="the workspace (default: the current folder)")
 
-    s = sub.add_parser("sessions", help="list stored sessions")
+    s = sub.add_parser(
+        "sessions",
+        help="list stored sessions",
+        description="List the sessions of this folder, newest first: id, last activity, "
+        "provider/model and first prompt.",
+    )
     s.add_argument("--all", action="store_true", help="all folders, not only this one")
-    s.add_argument("--limit", type=_positive_int, default=20)
-    s.add_argument("--cwd")
+    s.add_argument("--limit", type=_positive_int, default=20, help="at most this many (20)")
+    s.add_argument("--cwd", help="the folder (default: the current one)")
 
     u = sub.add_parser(
         "undo",
         help="restore the files the last turn edited",
-        description="Restore every file that the last turn of a session wrote or edited to what "
-        "it was before that turn. Side effects of bash commands are not undone.",
+        description="Restore every file that the last turn of a session wrote or edited to what\n"
+        "it was before that turn; run it again to go back one more turn. Side effects of\n"
+        "bash commands are not undone.",
+        epilog="exit codes:\n  0    done (or nothing to undo)\n  1    files skipped or not "
+        "writable (or the session is running)\n  2    no such session",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     u.add_argument(
         "--resume", metavar="ID", help="the session (default: the latest in this folder)"
     )
     u.add_argument("--force", action="store_true", help="restore files changed since the turn too")
-    u.add_argument("--dry-run", action="store_true", help="show what would be restored")
-    u.add_argument("--cwd")
+    u.add_argument("--dry-run", action="store_true", help="show what it would do, change nothing")
+    u.add_argument(
+        "--cwd", help="the folder whose latest session is meant (default: the current one)"
+    )
     return parser
 
 

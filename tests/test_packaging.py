@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import venv
@@ -39,6 +40,36 @@ def test_version_output():
     import mcode
 
     assert out.stdout.strip() == f"mcode {mcode.__version__}"
+
+
+def _help(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcode", *args, "--help"], capture_output=True, text=True, check=True
+    )
+    return out.stdout
+
+
+def test_help_agrees_with_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    # Every flag README's "`mcode exec` flags:" paragraph names is in `mcode exec --help`, and
+    # the other way round (--output-format is shown in README's usage block).
+    para = readme.split("`mcode exec` flags:", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(--?[a-z][a-z-]*)", para)) | {"--output-format"}
+    shown = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", _help("exec").split("options:")[1]))
+    shown -= {"-h", "--help", "--quiet"}  # README names -q
+    assert documented == shown
+    # The exit codes: README's table, the help's epilog.
+    table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    codes = re.findall(r"^\| (\d+) \|", table, re.MULTILINE)
+    epilog = _help("exec").split("exit codes:", 1)[1]
+    assert (
+        codes == re.findall(r"^  (\d+) ", epilog, re.MULTILINE) == ["0", "1", "2", "3", "4", "130"]
+    )
+    assert "crashed" not in epilog  # a tool that fails never ends the run
+    # undo and sessions: the flags README shows.
+    for flag in ("--dry-run", "--force", "--resume", "--cwd"):
+        assert flag in _help("undo")
+    assert "--all" in _help("sessions")
 
 
 @pytest.mark.timeout(300)
