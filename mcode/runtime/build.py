@@ -29,7 +29,8 @@ def open_session(
     continue_last: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Session:
-    """A ready Session (``session.started`` already emitted), new or resumed from the store."""
+    """A ready Session, new or resumed from the store. ``session.started`` is not emitted yet:
+    the front end calls :meth:`Session.start` once there is something to run."""
     from mcode.errors import UsageError
     from mcode.providers.factory import make_provider
 
