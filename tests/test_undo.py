@@ -466,6 +466,25 @@ def test_a_resumed_session_tells_the_model_what_was_undone(model_server, repo, e
     assert server.requests[0]["body"]["messages"][-1]["content"] == "and now"
 
 
+def test_a_turn_continued_without_a_prompt_after_undo_hears_of_it(model_server, repo, env):
+    # The turn stops at max turns after its edits; the user undoes them and continues it with
+    # no new message: the note still reaches the model, at the continued turn's first step.
+    def run_exec(server, *args: str):
+        base = ["exec", "--provider", "openai", "--base-url", server.base_url]
+        opts = ["--output-format", "stream-json", "--permission-mode", "full-auto"]
+        return mcode(*base, *opts, *args, cwd=repo, env=env)
+
+    first = model_server(fix_calc())
+    run = run_exec(first, "--max-turns", "2", "fix calc")
+    assert run.code == 3, run.stderr
+    assert mcode("undo", cwd=repo, env=env).code == 0
+    second = model_server([{"text": "ok"}])
+    resumed = run_exec(second, "--resume", run.events()[0]["session_id"])
+    assert resumed.code == 0, resumed.stderr
+    last = second.requests[0]["body"]["messages"][-1]
+    assert last["role"] == "user" and last["content"].startswith("[Note: the user undid")
+
+
 def test_a_checkpoint_the_store_cannot_save_stops_the_edit(model_server, repo, env, home):
     assert mcode("sessions", cwd=repo, env=env).code == 0  # creates the database
     db = sqlite3.connect(home / "data" / "mcode" / "sessions.db")

@@ -78,7 +78,8 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
             session.emit(ev.TURN_FINISHED, reason="completed")
             return TurnOutcome("completed", text)
         raise LimitReached(
-            f"stopped after {session.max_turns} model calls (max turns)",
+            f"stopped after {session.max_turns} model call{'s' * (session.max_turns != 1)} "
+            "(max turns)",
             hint="raise --max-turns, or continue with --continue",
         )
     except asyncio.CancelledError:

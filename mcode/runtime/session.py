@@ -155,8 +155,12 @@ class Session:
         if self.store is not None and not self.history and text is not None:
             title = text.strip().splitlines()[0] if text.strip() else ""
             self.store.set_title(self.id, self.scrub(title))
-        if text is not None and self.pending_note:
-            text, self.pending_note = f"{self.pending_note}\n\n{text}", None
+        if self.pending_note:
+            if text is not None:
+                text = f"{self.pending_note}\n\n{text}"
+            else:  # continuing a turn: the note reaches the model at its first step
+                self._steers.append(self.pending_note)
+            self.pending_note = None
         message = None if text is None else user_message(text, images)
         self._task = asyncio.ensure_future(run_turn(self, message))
         try:
