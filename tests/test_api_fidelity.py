@@ -86,6 +86,8 @@ def test_thinking_goes_back_on_the_next_request(model_server, repo, home, wire):
     second = server.requests[1]["body"]
     (turn,) = assistant_turns(second)
     if wire == "anthropic":
+        # Claude 4 thinks between tool calls only with this beta (MiniMax needs none).
+        assert server.requests[0]["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14"
         blocks = turn["content"]
         assert blocks[0] == {
             "type": "thinking",
@@ -274,6 +276,7 @@ def test_minimax_speaks_anthropic_by_default(model_server, repo, home):
     assert time.monotonic() - started < 60
     (req,) = server.requests
     assert req["path"] == "/anthropic/v1/messages"
+    assert "anthropic-beta" not in req["headers"]
     assert req["headers"]["authorization"] == f"Bearer {KEY}"
     assert req["body"]["model"] == "MiniMax-M3"
     assert req["body"]["thinking"] == {"type": "adaptive"}

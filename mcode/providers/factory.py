@@ -68,6 +68,7 @@ def make_provider(
             auth_style=preset.auth_style,
             max_output_tokens=settings.max_output_tokens,
             thinking_budget=settings.thinking_budget,
+            extra_headers=preset.headers or None,
         )
     raise ConfigError(
         f"the {settings.provider!r} provider has an unknown wire format {preset.wire!r}",

@@ -29,6 +29,7 @@ class ProviderPreset:
     - ``max_tokens_field`` / ``send_max_tokens`` / ``reasoning_replay``: Chat Completions only.
     - ``auth_style``: ``bearer`` or ``x-api-key`` (Anthropic Messages only).
     - ``regions``: region -> API -> base URL; ``apis``: the APIs the provider offers, default first.
+    - ``headers``: extra request headers the endpoint needs (Anthropic's interleaved-thinking beta).
     """
 
     name: str
@@ -46,6 +47,7 @@ class ProviderPreset:
     region: str = "global"
     regions: dict[str, dict[str, str]] = field(default_factory=dict)
     variants: dict[str, dict[str, object]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     @property
     def api(self) -> str:
@@ -120,6 +122,8 @@ PRESETS: dict[str, ProviderPreset] = {
         default_model="claude-sonnet-4-5",
         thinking_style="anthropic",
         auth_style="x-api-key",
+        # Without it Claude 4 models think once at the start of a turn, not between tool calls.
+        headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
     ),
     "local": ProviderPreset(
         name="local",
