@@ -189,3 +189,22 @@ def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_serv
     results = tool_messages(server.requests[1]["body"])
     assert [r["tool_call_id"] for r in results] == ["c1", "c2", "c3"]
     assert results[0]["content"] == "content of slow"
+
+
+def _bash_call(call_id: str, command: str = "echo hi") -> dict:
+    return {"tool_calls": [{"id": call_id, "name": "bash", "arguments": {"command": command}}]}
+
+
+def test_a_subscriber_that_steers_does_not_reorder_events_for_later_ones(
+    model_server, repo, tmp_path
+):
+    server = model_server([_bash_call("c1"), {"text": "done"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+    # A front end that reacts to an event by steering emits from inside the callback; the
+    # subscribers after it must still get the events in order, each once.
+    session.subscribe(lambda event, line: event.type == "tool.started" and session.steer("more"))
+    seen: list[int] = []
+    session.subscribe(lambda event, line: seen.append(event.seq))
+    assert asyncio.run(session.submit("go")).reason == "completed"
+    assert seen == sorted(seen) and len(seen) == len(set(seen))
+    assert seen == [e["seq"] for e in events if e["seq"] >= seen[0]]

@@ -12,6 +12,7 @@ subscribers as ``(event, json_line)``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import time
 import uuid
@@ -84,6 +85,10 @@ class Session:
         self._seq = last_seq
         self._secrets = [s for s in (secrets or []) if s]
         self._listeners: list[Listener] = []
+        # Events waiting for the subscribers: an event emitted from inside a subscriber (a
+        # steer) is handed out after the one being handed out, so every subscriber sees seq order.
+        self._outbox: collections.deque[tuple[Event, str]] = collections.deque()
+        self._dispatching = False
         self._steers: list[str] = []
         self._approvals: dict[str, asyncio.Future[bool]] = {}
         self._task: asyncio.Task[TurnOutcome] | None = None
@@ -108,8 +113,16 @@ class Session:
                 # Stop persisting (every later write would fail too), still show this event and
                 # the error that follows, then end the turn: work must not go unrecorded.
                 self.store, failure = None, e
-        for listener in self._listeners:
-            listener(event, line)
+        self._outbox.append((event, line))
+        if not self._dispatching:
+            self._dispatching = True
+            try:
+                while self._outbox:
+                    queued, queued_line = self._outbox.popleft()
+                    for listener in list(self._listeners):
+                        listener(queued, queued_line)
+            finally:
+                self._dispatching = False
         if failure is not None:
             raise failure
         return event
