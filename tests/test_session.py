@@ -208,3 +208,27 @@ def test_a_subscriber_that_steers_does_not_reorder_events_for_later_ones(
     assert asyncio.run(session.submit("go")).reason == "completed"
     assert seen == sorted(seen) and len(seen) == len(set(seen))
     assert seen == [e["seq"] for e in events if e["seq"] >= seen[0]]
+
+
+def test_a_subscriber_that_raises_neither_ends_the_turn_nor_loses_events(
+    model_server, repo, tmp_path
+):
+    server = model_server([_bash_call("c1"), {"text": "done"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    def broken(event, line):
+        if event.type in ("tool.started", "text.delta"):
+            raise RuntimeError("front-end bug")
+
+    session.subscribe(broken)
+    after: list[str] = []
+    session.subscribe(lambda event, line: after.append(event.type))
+    outcome = asyncio.run(session.submit("go"))
+    assert outcome.reason == "completed" and outcome.text == "done"
+    assert after[-1] == "turn.finished" and "tool.finished" in after
+    errors = [e["data"] for e in events if e["type"] == "error"]
+    # Reported once (as an event, so it is in the transcript), not once per failing call.
+    assert len(errors) == 1 and errors[0]["kind"] == "subscriber"
+    assert "front-end bug" in errors[0]["message"]
+    stored = [e["seq"] for e in session.store.events(session.id)]
+    assert stored == [e["seq"] for e in events if e["type"] not in ("text.delta", "tool.output")]

@@ -89,6 +89,7 @@ class Session:
         # steer) is handed out after the one being handed out, so every subscriber sees seq order.
         self._outbox: collections.deque[tuple[Event, str]] = collections.deque()
         self._dispatching = False
+        self._failed_listeners: list[Listener] = []
         self._steers: list[str] = []
         self._approvals: dict[str, asyncio.Future[bool]] = {}
         self._task: asyncio.Task[TurnOutcome] | None = None
@@ -120,12 +121,31 @@ class Session:
                 while self._outbox:
                     queued, queued_line = self._outbox.popleft()
                     for listener in list(self._listeners):
-                        listener(queued, queued_line)
+                        self._deliver(listener, queued, queued_line)
             finally:
                 self._dispatching = False
         if failure is not None:
             raise failure
         return event
+
+    def _deliver(self, listener: Listener, event: Event, line: str) -> None:
+        try:
+            listener(event, line)
+        except StoreError:
+            raise  # an emit inside the subscriber could not be stored: end the turn, as above
+        except Exception as e:
+            # A front end's bug must not end the turn (its tool calls would go unanswered) nor
+            # keep the events from the other subscribers. Said once per subscriber, as an event.
+            if any(failed is listener for failed in self._failed_listeners):
+                return
+            self._failed_listeners.append(listener)
+            self.emit(
+                ev.ERROR,
+                kind="subscriber",
+                message=f"an event subscriber failed on {event.type}: {type(e).__name__}: {e}",
+                hint="the session goes on; this is a bug in the front end, please report it",
+                recoverable=True,
+            )
 
     def scrub(self, text: str) -> str:
         """``text`` with every key this session holds replaced by ``[REDACTED]``."""
