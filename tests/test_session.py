@@ -232,3 +232,38 @@ def test_a_subscriber_that_raises_neither_ends_the_turn_nor_loses_events(
     assert "front-end bug" in errors[0]["message"]
     stored = [e["seq"] for e in session.store.events(session.id)]
     assert stored == [e["seq"] for e in events if e["type"] not in ("text.delta", "tool.output")]
+
+
+def test_cancel_while_an_approval_is_pending(model_server, repo, tmp_path):
+    server = model_server([_bash_call("c1"), {"text": "second"}])
+    session, events = _session(server, repo, tmp_path, interactive=True, mode="ask")
+
+    async def go():
+        task = asyncio.ensure_future(session.submit("run it"))
+        while not any(e["type"] == "permission.asked" for e in events):
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        session.cancel()
+        outcome = await task
+        took = time.monotonic() - started
+        assert not session._approvals  # the cancelled request's future is not kept
+        request_id = next(e for e in events if e["type"] == "permission.asked")["data"][
+            "request_id"
+        ]
+        session.approve(request_id, True)  # too late: harmless, runs nothing
+        return outcome, took, await session.submit("again")
+
+    outcome, took, second = asyncio.run(go())
+    assert outcome.reason == "cancelled" and took < 1 and second.text == "second"
+    call = [e for e in events if e["data"].get("id") == "c1"]
+    # The front end learns the question is void (it closes its dialog) before the call ends.
+    assert [e["type"] for e in call] == [
+        "tool.requested",
+        "permission.asked",
+        "permission.decided",
+        "tool.finished",
+    ]
+    assert call[2]["data"]["allowed"] is False and call[2]["data"]["by"] == "cancel"
+    assert "cancelled" in call[3]["data"]["message"]["parts"][0]["text"]
+    assert session.totals.denials == []  # a cancel is not a denial (exit code 4)
+    assert len(server.requests) == 2

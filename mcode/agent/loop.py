@@ -294,7 +294,21 @@ async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, 
             permission=tool.permission,
             reason=decision.reason,
         )
-        allowed = await answer
+        try:
+            allowed = await answer
+        except asyncio.CancelledError:
+            # The question is void: say so, so that a front end closes its dialog. Not a
+            # denial (no exit code 4); the call is answered as cancelled when the turn ends.
+            session.emit(
+                ev.PERMISSION_DECIDED,
+                id=call.id,
+                name=call.name,
+                subject=subject,
+                allowed=False,
+                by="cancel",
+                reason="the turn was cancelled before the user answered",
+            )
+            raise
         if allowed:
             session.emit(
                 ev.PERMISSION_DECIDED,

@@ -251,6 +251,9 @@ class Session:
         ``permission.asked``: a front end may answer from inside the event callback."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._approvals[request_id] = future
+        # Forgotten once decided, also when the turn is cancelled while it waits: a late
+        # approve for it then finds nothing and does nothing.
+        future.add_done_callback(lambda _: self._approvals.pop(request_id, None))
         return future
 
     def checkpoint(
