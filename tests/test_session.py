@@ -267,3 +267,27 @@ def test_cancel_while_an_approval_is_pending(model_server, repo, tmp_path):
     assert "cancelled" in call[3]["data"]["message"]["parts"][0]["text"]
     assert session.totals.denials == []  # a cancel is not a denial (exit code 4)
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("on", ["usage", "turn.finished"])
+def test_a_subscriber_cancelling_as_the_turn_ends_gets_an_outcome(model_server, repo, tmp_path, on):
+    # E.g. a budget watcher that cancels on the last usage event, or exec's printer stopping
+    # the run when stdout closes: the cancel lands after the turn's last await.
+    server = model_server([{"text": "done"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+    session.subscribe(lambda event, line: event.type == on and session.cancel())
+    outcome = asyncio.run(session.submit("go"))
+    assert outcome.reason == "completed" and outcome.text == "done"
+    finished = [e["data"]["reason"] for e in events if e["type"] == "turn.finished"]
+    assert finished == ["completed"]
+
+
+def test_a_subscriber_cancelling_mid_tool_stops_the_turn_promptly(model_server, repo, tmp_path):
+    server = model_server([_bash_call("c1", "sleep 30"), {"text": "never sent"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+    session.subscribe(lambda event, line: event.type == "tool.started" and session.cancel())
+    started = time.monotonic()
+    outcome = asyncio.run(session.submit("go"))
+    assert outcome.reason == "cancelled" and time.monotonic() - started < 5
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["cancelled"]
+    assert len(server.requests) == 1

@@ -51,6 +51,11 @@ class SessionTotals:
     denials: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _cancel_if_running(task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()
+
+
 class Session:
     def __init__(
         self,
@@ -238,8 +243,17 @@ class Session:
         call in history gets a result, and no file is left half-written (writes are atomic)."""
         self._cancel_requested = True
         self.tool_context.cancel.set()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        task = self._task
+        if task is None or task.done():
+            return
+        inside = asyncio.current_task() is task
+        if inside:
+            # Called from inside the turn (a subscriber). Task.cancel now would also cancel a
+            # turn that returns before its next await: its outcome would be lost and submit
+            # would raise CancelledError. Cancel it at its next await instead, if it has one.
+            task.get_loop().call_soon(_cancel_if_running, task)
+        else:
+            task.cancel()
 
     def approve(self, request_id: str, allow: bool) -> None:
         future = self._approvals.pop(request_id, None)
