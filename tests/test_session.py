@@ -291,3 +291,27 @@ def test_a_subscriber_cancelling_mid_tool_stops_the_turn_promptly(model_server, 
     assert outcome.reason == "cancelled" and time.monotonic() - started < 5
     assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["cancelled"]
     assert len(server.requests) == 1
+
+
+def test_cancel_before_the_turn_has_begun(model_server, repo, tmp_path):
+    # A front end that gets "submit" and "cancel" in one batch (an editor's messages) cancels
+    # a turn whose task has not run yet.
+    server = model_server([{"text": "second"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        task = asyncio.ensure_future(session.submit("go"))
+        await asyncio.sleep(0)  # submit has made the turn's task; the task has not run
+        assert session.running
+        session.cancel()
+        return await task, await session.submit("again")
+
+    outcome, second = asyncio.run(go())
+    assert outcome.reason == "cancelled" and second.text == "second"
+    assert len(server.requests) == 1  # the cancelled turn never called the model
+    types = [e["type"] for e in events]
+    assert types.count("turn.started") == types.count("turn.finished") == 2
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == [
+        "cancelled",
+        "completed",
+    ]

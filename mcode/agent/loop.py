@@ -57,6 +57,8 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         _append(session, ev.MESSAGE_USER, message)
     text = ""
     try:
+        if session.cancel_requested:  # cancelled before this task first ran (Session.cancel)
+            raise asyncio.CancelledError
         for _ in range(session.max_turns):
             _deliver_steers(session)
             completion = await _step(session)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import inspect
 import time
 import uuid
 from collections.abc import Callable
@@ -245,6 +246,12 @@ class Session:
         self.tool_context.cancel.set()
         task = self._task
         if task is None or task.done():
+            return
+        coro = task.get_coro()
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            # The turn's task has not run yet: cancelling it now would stop it before run_turn
+            # began (no turn.finished, and submit would raise CancelledError). run_turn checks
+            # cancel_requested first thing instead.
             return
         inside = asyncio.current_task() is task
         if inside:
