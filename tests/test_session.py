@@ -315,3 +315,36 @@ def test_cancel_before_the_turn_has_begun(model_server, repo, tmp_path):
         "cancelled",
         "completed",
     ]
+
+
+def test_submit_right_after_cancel_runs_once_the_old_turn_has_wound_up(
+    model_server, repo, tmp_path
+):
+    server = model_server([_bash_call("c1", "sleep 30"), {"text": "second"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        first = asyncio.ensure_future(session.submit("run it"))
+        while not any(e["type"] == "tool.started" for e in events):
+            await asyncio.sleep(0.01)
+        session.cancel()
+        # What the error's hint says to do ("cancel it first"), as Esc then Enter would.
+        second = await session.submit("something else")
+        return await first, second
+
+    first, second = asyncio.run(go())
+    assert first.reason == "cancelled" and second.text == "second"
+    turns = [e for e in events if e["type"] in ("turn.started", "turn.finished")]
+    assert [(e["type"], e["data"].get("reason")) for e in turns] == [
+        ("turn.started", None),
+        ("turn.finished", "cancelled"),
+        ("turn.started", None),
+        ("turn.finished", "completed"),
+    ]
+    # Each turn's events carry its own turn_id; none of the old turn's come after the new one.
+    one, two = turns[0]["turn_id"], turns[2]["turn_id"]
+    assert one != two
+    ids = [e["turn_id"] for e in events if e["type"] != "session.started"]
+    assert ids == [one] * ids.count(one) + [two] * ids.count(two)
+    # The model's second request holds the first call, answered as cancelled.
+    assert "cancelled" in tool_messages(server.requests[1]["body"])[0]["content"]

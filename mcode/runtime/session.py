@@ -180,12 +180,18 @@ class Session:
 
     # -- driving ------------------------------------------------------------------------------
     async def submit(self, text: str | None, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
-        """Run one user turn to its end. Only one turn runs at a time. ``text`` None continues
-        the conversation without a new user message (an interrupted turn, resumed)."""
+        """Run one user turn to its end. Only one turn runs at a time: while one runs this
+        raises MCodeError, unless it was cancelled, and then it waits for it to end first.
+        ``text`` None continues the conversation without a new user message (an interrupted
+        turn, resumed)."""
         from mcode.agent.loop import run_turn
 
-        if self.running:
-            raise MCodeError("a turn is already running", hint="steer it, or cancel it first")
+        while self._task is not None and not self._task.done():
+            if not self._cancel_requested:
+                raise MCodeError("a turn is already running", hint="steer it, or cancel it first")
+            # A cancelled turn is still winding up (answering its calls, killing a command):
+            # wait for it, so that its last events come first and keep its own turn_id.
+            await asyncio.wait({self._task})
         if text is None and not self.history:
             raise MCodeError("there is no conversation to continue", hint="send a message")
         self._cancel_requested = False
