@@ -348,3 +348,29 @@ def test_submit_right_after_cancel_runs_once_the_old_turn_has_wound_up(
     assert ids == [one] * ids.count(one) + [two] * ids.count(two)
     # The model's second request holds the first call, answered as cancelled.
     assert "cancelled" in tool_messages(server.requests[1]["body"])[0]["content"]
+
+
+def test_a_steer_left_by_a_cancelled_turn_is_reported_not_carried_into_the_next(
+    model_server, repo, tmp_path
+):
+    server = model_server([_bash_call("c1", "sleep 30"), {"text": "second"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        first = asyncio.ensure_future(session.submit("run it"))
+        while not any(e["type"] == "tool.started" for e in events):
+            await asyncio.sleep(0.01)
+        session.steer("and then delete the logs")
+        session.cancel()
+        await first
+        return await session.submit("something else")
+
+    assert asyncio.run(go()).text == "second"
+    # The user stopped that work; its steer must not act on the next, unrelated message
+    # (exec said so already; a resumed session already dropped it).
+    assert "delete the logs" not in json.dumps(server.requests[1]["body"]["messages"])
+    assert not any(e["type"] == "steer.delivered" for e in events)
+    types = [e["type"] for e in events]
+    error = types.index("error")
+    assert events[error]["data"]["kind"] == "steer"
+    assert error < types.index("turn.finished")

@@ -86,16 +86,19 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         )
     except asyncio.CancelledError:
         _close_open_calls(session, CANCELLED_RESULT, "cancelled")
+        _drop_steers(session, "cancelled")
         session.emit(ev.TURN_FINISHED, reason="cancelled")
         return TurnOutcome("cancelled", text)
     except LimitReached as e:
         session.emit(ev.ERROR, kind="limit", message=e.message, hint=e.hint, recoverable=True)
+        _drop_steers(session, "max_turns")
         session.emit(ev.TURN_FINISHED, reason="max_turns")
         return TurnOutcome("max_turns", text, e)
     except MCodeError as e:
         kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
         session.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
         _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
+        _drop_steers(session, "error")
         session.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
 
@@ -108,6 +111,21 @@ def _append(session: Session, event_type: str, message: Message, **data: Any) ->
 def _deliver_steers(session: Session) -> None:
     for text in session.take_steers():
         _append(session, ev.STEER_DELIVERED, user_message(text), text=text)
+
+
+def _drop_steers(session: Session, reason: str) -> None:
+    """Steers a turn that ended early never delivered. They were meant for the work that
+    stopped, so they are reported, not carried into the next turn (where an in-process front
+    end's next message would have them acted on, and a resumed session would not)."""
+    for text in session.take_steers():
+        session.emit(
+            ev.ERROR,
+            kind="steer",
+            message=f"the steer {text!r} was not delivered: the turn ended ({reason}) "
+            "before its next step",
+            hint="send it again as a user message to act on it",
+            recoverable=True,
+        )
 
 
 async def _step(session: Session) -> Completion:
