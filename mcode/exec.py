@@ -197,19 +197,8 @@ class _Driver:
         return outcome
 
     def _ended(self, outcome: TurnOutcome) -> None:
+        # A steer that a turn ending early never delivered was reported by run_turn itself.
         self.last = outcome
-        # A steer is delivered unless the turn ended early (cancelled, an error, max turns)
-        # between its arrival and the next step. Say so instead of carrying it into a turn it
-        # was not meant for.
-        for text in self.session.take_steers():
-            self.session.emit(
-                ev.ERROR,
-                kind="steer",
-                message=f"the steer {text!r} was not delivered: the turn ended "
-                f"({outcome.reason}) before its next step",
-                hint="send it again as a user message to act on it",
-                recoverable=True,
-            )
         self._turn_ended(outcome, self.last_denials)
 
     def _handle(self, line: str) -> None:
