@@ -384,6 +384,13 @@ def _build(
     api_key_env = per.get("api_key_env") or preset.api_key_env
     api_key = env.get(api_key_env) if api_key_env else None
     base_url = custom_url or preset.base_url
+    if api_key_env and not api_key and not custom_url:
+        # The provider's own API always wants a key: say so now, not after a 401 and retries.
+        # (A custom base URL, e.g. a local vLLM, may need none.)
+        raise ConfigError(
+            f"the {provider} provider needs an API key in {api_key_env}, which is not set",
+            hint=f"export {api_key_env}=..., or give --base-url for a server that needs no key",
+        )
     # --model (or MCODE_MODEL) first; then [providers.NAME] model, which is more specific than
     # a top-level model in a file (that one may name another provider's model).
     if "model" in explicit:

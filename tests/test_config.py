@@ -158,7 +158,9 @@ def test_layers_user_project_env_flags(ws, tmp_path):
         'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\n[network]\nmax_retries = 9\n',
     )
     write(ws / ".mcode" / "config.toml", 'max_turns = 8\n[permissions]\nallow = ["bash(ls*)"]\n')
-    env = env_for(tmp_path, MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5")
+    env = env_for(
+        tmp_path, OPENAI_API_KEY="k", MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5"
+    )
     s = load_settings(ws, flags={"max_turns": 3, "thinking": None}, env=env)
     assert s.provider == "openai"
     assert s.max_turns == 3  # flag beats project beats user
@@ -314,3 +316,14 @@ def test_provider_keys_are_environment_variables_too(model_server, tmp_path):
     bad = mcode("exec", "x", cwd=repo, env={**env, "MCODE_PROVIDERS_MINIMAX_REGION": "moon"})
     assert bad.code == 2
     assert "MCODE_PROVIDERS_MINIMAX_REGION" in bad.stderr and "global, cn" in bad.stderr
+
+
+def test_a_remote_provider_without_its_key_is_a_clear_error_up_front(ws, tmp_path):
+    with pytest.raises(ConfigError, match="needs an API key in MINIMAX_API_KEY") as e:
+        load_settings(ws, {"provider": "minimax"}, env=env_for(tmp_path))
+    assert "export MINIMAX_API_KEY" in (e.value.hint or "")
+    # A server of your own (vLLM, llama.cpp) may need no key.
+    s = load_settings(
+        ws, {"provider": "openai", "base_url": "http://127.0.0.1:8000/v1"}, env=env_for(tmp_path)
+    )
+    assert s.api_key is None
