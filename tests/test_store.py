@@ -137,7 +137,11 @@ def test_a_damaged_database_names_the_file_and_what_to_do(tmp_path):
     db = tmp_path / "home" / "data" / "mcode" / "sessions.db"
     db.parent.mkdir(parents=True)
     db.write_bytes(b"not sqlite at all " * 512)
-    for args in (["exec", "--provider", "openai", "hi"], ["undo"], ["sessions"]):
+    for args in (
+        ["exec", "--provider", "openai", "--base-url", "http://127.0.0.1:9/v1", "hi"],
+        ["undo"],
+        ["sessions"],
+    ):
         run = mcode(*args, cwd=repo, env=env)
         assert run.code == 1, run
         assert f"the session store {db} is damaged" in run.stderr, run.stderr
