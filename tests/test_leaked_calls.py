@@ -4,7 +4,6 @@ scripted model's leaked call to a tool result in `mcode exec`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from helpers import clean_env, make_repo, mcode, tool_messages
 from model_server import ScriptedServer
+from provider_helpers import FAST, stream_all
 
 from mcode.errors import ProviderError
 from mcode.messages import Message, TextPart, ThinkingPart, ToolCall, ToolSpec, Usage, user_message
@@ -26,7 +26,6 @@ from mcode.providers.base import (
 )
 from mcode.providers.leaked import LeakGuard, find_leaked_call, recover_tool_calls
 from mcode.providers.openai import OpenAIProvider
-from mcode.providers.retry import NetworkSettings
 
 READ = ToolSpec(
     "read",
@@ -358,33 +357,18 @@ def test_streamed_text_without_a_call_is_shown_in_full(size: int) -> None:
 
 # ------------------------------------------------------------------ through OpenAIProvider
 
-FAST = NetworkSettings(
-    connect_timeout=2,
-    first_event_timeout=5,
-    idle_timeout=5,
-    max_retries=2,
-    backoff_base=0.01,
-    backoff_max=0.02,
-)
-
 
 def stream(server: ScriptedServer, *, streaming: bool = True) -> list[ModelEvent]:
-    async def go() -> list[ModelEvent]:
-        p = OpenAIProvider(
-            model="MiniMax-M3",
-            base_url=server.base_url,
-            api_key="k",
-            info=ModelInfo("minimax", "MiniMax-M3", 1_000_000),
-            network=FAST,
-            stream=streaming,
-        )
-        try:
-            req = ModelRequest("MiniMax-M3", "", [user_message("read a.py")], tools=TOOLS)
-            return [e async for e in p.stream(req)]
-        finally:
-            await p.aclose()
-
-    return asyncio.run(go())
+    p = OpenAIProvider(
+        model="MiniMax-M3",
+        base_url=server.base_url,
+        api_key="k",
+        info=ModelInfo("minimax", "MiniMax-M3", 1_000_000),
+        network=FAST,
+        stream=streaming,
+    )
+    req = ModelRequest("MiniMax-M3", "", [user_message("read a.py")], tools=TOOLS)
+    return stream_all(p, req)
 
 
 @pytest.mark.parametrize("streaming", [True, False], ids=["streamed", "json"])

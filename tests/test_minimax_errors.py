@@ -5,20 +5,19 @@ MiniMax's Anthropic-format ``"message (2056)"``."""
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import json
 from typing import Any
 
 import pytest
 from model_server import ScriptedServer
+from provider_helpers import FAST, stream_all
 
 from mcode.errors import ProviderError
 from mcode.messages import user_message
 from mcode.providers.base import Completion, ModelEvent, ModelInfo, ModelRequest, Retrying
 from mcode.providers.openai import OpenAIProvider
 from mcode.providers.retry import (
-    NetworkSettings,
     classify_minimax_code,
     classify_status,
     error_message_from_body,
@@ -27,14 +26,6 @@ from mcode.providers.retry import (
 )
 
 KEY = "sk-cp-PLANTED-0123456789abcdef"
-FAST = NetworkSettings(
-    connect_timeout=2,
-    first_event_timeout=5,
-    idle_timeout=5,
-    max_retries=2,
-    backoff_base=0.01,
-    backoff_max=0.02,
-)
 
 RETRYABLE = {
     1000: "server",
@@ -72,15 +63,8 @@ def provider(server: ScriptedServer, *, stream: bool = True) -> OpenAIProvider:
 
 
 def run(server: ScriptedServer, *, stream: bool = True) -> list[ModelEvent]:
-    async def go() -> list[ModelEvent]:
-        p = provider(server, stream=stream)
-        try:
-            req = ModelRequest(model="MiniMax-M3", system="", messages=[user_message("hi")])
-            return [e async for e in p.stream(req)]
-        finally:
-            await p.aclose()
-
-    return asyncio.run(go())
+    req = ModelRequest(model="MiniMax-M3", system="", messages=[user_message("hi")])
+    return stream_all(provider(server, stream=stream), req)
 
 
 def fail(server: ScriptedServer, *, stream: bool = True) -> ProviderError:

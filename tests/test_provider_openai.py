@@ -13,6 +13,15 @@ from typing import Any
 
 import pytest
 from model_server import ScriptedServer
+from provider_helpers import (
+    FAST,
+    after_last_retry,
+    completed,
+    failure,
+    of,
+    request,
+    stream_all,
+)
 
 from mcode.errors import ProviderError
 from mcode.messages import ImagePart, Message, TextPart, ToolSpec, user_message
@@ -32,14 +41,6 @@ from mcode.secrets import scrub
 
 StartServer = Callable[..., ScriptedServer]
 KEY = "sk-test-PLANTED-0123456789abcdef"
-FAST = NetworkSettings(
-    connect_timeout=2,
-    first_event_timeout=5,
-    idle_timeout=5,
-    max_retries=2,
-    backoff_base=0.01,
-    backoff_max=0.02,
-)
 READ = ToolSpec(
     "read", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}}
 )
@@ -56,48 +57,12 @@ def provider(server: ScriptedServer, **kw: Any) -> OpenAIProvider:
     )
 
 
-def request(*messages: Message, **kw: Any) -> ModelRequest:
-    msgs = list(messages) or [user_message("hi")]
-    return ModelRequest(model="mock-model", system="You are terse.", messages=msgs, **kw)
-
-
 def call(server: ScriptedServer, req: ModelRequest | None = None, **kw: Any) -> list[ModelEvent]:
-    async def go() -> list[ModelEvent]:
-        p = provider(server, **kw)
-        try:
-            return [e async for e in p.stream(req or request())]
-        finally:
-            await p.aclose()
-
-    events = asyncio.run(go())
-    assert isinstance(events[-1], Completion)
-    assert not any(isinstance(e, Completion) for e in events[:-1])
-    return events
+    return completed(stream_all(provider(server, **kw), req or request()))
 
 
 def fail(server: ScriptedServer, **kw: Any) -> tuple[ProviderError, list[ModelEvent]]:
-    seen: list[ModelEvent] = []
-
-    async def go() -> None:
-        p = provider(server, **kw)
-        try:
-            async for e in p.stream(request()):
-                seen.append(e)
-        finally:
-            await p.aclose()
-
-    with pytest.raises(ProviderError) as info:
-        asyncio.run(go())
-    return info.value, seen
-
-
-def of(events: list[ModelEvent], kind: type) -> list[Any]:
-    return [e for e in events if isinstance(e, kind)]
-
-
-def after_last_retry(events: list[ModelEvent]) -> list[ModelEvent]:
-    marks = [i for i, e in enumerate(events) if isinstance(e, Retrying)]
-    return events[marks[-1] + 1 :] if marks else events
+    return failure(provider(server, **kw), request())
 
 
 # ------------------------------------------------------------------ streaming answers
