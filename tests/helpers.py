@@ -37,6 +37,13 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def exec_args(server: Any, *extra: str, wire: str = "openai") -> list[str]:
+    """``mcode exec`` pointed at a scripted model server (tests/model_server.py) speaking
+    ``wire`` (``openai``: Chat Completions, ``anthropic``: Messages)."""
+    base = server.base_url if wire == "openai" else server.anthropic_base_url
+    return ["exec", "--provider", wire, "--base-url", base, "--model", "test-model", *extra]
+
+
 def make_repo(root: Path, files: dict[str, str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():

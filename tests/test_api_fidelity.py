@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode
+from helpers import clean_env, exec_args, make_repo, mcode
 
 KEY = "sk-test-PLANTED-SECRET-0123456789abcdef"
 
@@ -37,25 +37,9 @@ def run_exec(
     server: Any, wire: str, repo: Path, home: Path, *args: str, prompt: str = "Do it."
 ) -> Any:
     key_var = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}[wire]
-    base = server.base_url if wire == "openai" else server.anthropic_base_url
     env = clean_env(home, **{key_var: KEY})
-    return mcode(
-        "exec",
-        "--provider",
-        wire,
-        "--base-url",
-        base,
-        "--model",
-        "test-model",
-        "--permission-mode",
-        "full-auto",
-        "--output-format",
-        "stream-json",
-        *args,
-        prompt,
-        cwd=repo,
-        env=env,
-    )
+    flags = ["--permission-mode", "full-auto", "--output-format", "stream-json"]
+    return mcode(*exec_args(server, *flags, *args, prompt, wire=wire), cwd=repo, env=env)
 
 
 def messages_of(body: dict[str, Any]) -> list[dict[str, Any]]:

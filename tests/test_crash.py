@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode, stored_events
+from helpers import clean_env, exec_args, make_repo, mcode, stored_events
 
 from mcode.events import TRANSIENT_TYPES
 
@@ -79,11 +79,6 @@ def run_until_killed(
     return printed
 
 
-def exec_args(server: Any, wire: str, *extra: str) -> list[str]:
-    base = server.base_url if wire == "openai" else server.anthropic_base_url
-    return ["exec", "--provider", wire, "--base-url", base, "--model", "m", *extra]
-
-
 def check_history_is_valid(messages: list[dict[str, Any]]) -> None:
     """What an API checks: every assistant tool call is answered by a tool message right after
     it, and every tool message answers a call."""
@@ -127,7 +122,9 @@ def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, wire, ki
     env = clean_env(home)
     server = model_server([dict(s) for s in SCRIPT])
     printed = run_until_killed(
-        exec_args(server, wire, "--output-format", "stream-json", "--permission-mode", "full-auto")
+        exec_args(
+            server, "--output-format", "stream-json", "--permission-mode", "full-auto", wire=wire
+        )
         + ["Write notes.txt, then check the shell."],
         cwd=repo,
         env=env,
@@ -154,7 +151,7 @@ def test_kill_9_at_any_moment_then_resume(model_server, repo, tmp_path, wire, ki
     # Resume: the conversation goes on from what was stored, and the API would accept it.
     resume_server = model_server([{"text": "Picked up."}])
     run = mcode(
-        *exec_args(resume_server, wire, "--resume", session_id, "--output-format", "json"),
+        *exec_args(resume_server, "--resume", session_id, "--output-format", "json", wire=wire),
         "Carry on.",
         cwd=repo,
         env=env,

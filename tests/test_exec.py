@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, make_repo, mcode, start_until, stored_events, tool_messages
+from helpers import (
+    clean_env,
+    exec_args,
+    make_repo,
+    mcode,
+    start_until,
+    stored_events,
+    tool_messages,
+)
 
 from mcode.events import TRANSIENT_TYPES
 
@@ -58,19 +66,6 @@ FIX_SCRIPT = [
         "usage": {"prompt_tokens": 900, "completion_tokens": 12, "cached_tokens": 800},
     },
 ]
-
-
-def exec_args(server, *extra: str) -> list[str]:
-    return [
-        "exec",
-        "--provider",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "test-model",
-        *extra,
-    ]
 
 
 def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):

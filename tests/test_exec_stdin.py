@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode, stored_events, tool_messages
+from helpers import clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
 
 
 @pytest.fixture
@@ -30,23 +30,10 @@ def env(tmp_path: Path) -> dict[str, str]:
     return clean_env(tmp_path / "home")
 
 
-def exec_args(server, *extra: str, output: str = "stream-json") -> list[str]:
-    return [
-        "exec",
-        "--provider",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "test-model",
-        "--permission-mode",
-        "full-auto",
-        "--input-format",
-        "stream-json",
-        "--output-format",
-        output,
-        *extra,
-    ]
+def stdin_args(server, *extra: str, output: str = "stream-json", wire: str = "openai") -> list[str]:
+    """``mcode exec`` reading stream-json lines on stdin, full-auto."""
+    flags = ["--permission-mode", "full-auto", "--input-format", "stream-json"]
+    return exec_args(server, *flags, "--output-format", output, *extra, wire=wire)
 
 
 def user(text: str) -> str:
@@ -155,7 +142,7 @@ def test_messages_from_a_file_run_as_turns_in_order(model_server, repo, env, tmp
     lines.write_text(user("question two") + "\n")
     with lines.open() as stdin:
         p = subprocess.run(
-            [sys.executable, "-m", "mcode", *exec_args(server, output="text"), "question one"],
+            [sys.executable, "-m", "mcode", *stdin_args(server, output="text"), "question one"],
             cwd=repo,
             env=env,
             stdin=stdin,
@@ -181,7 +168,7 @@ def test_messages_from_a_file_run_as_turns_in_order(model_server, repo, env, tmp
         "message": {"role": "user", "content": [{"type": "text", "text": "q4"}]},
     }
     run = mcode(
-        *exec_args(server, output="json"),
+        *stdin_args(server, output="json"),
         cwd=repo,
         env=env,
         stdin=user("q3") + "\n" + json.dumps(claude) + "\n",
@@ -204,7 +191,7 @@ def test_steer_while_a_tool_runs_reaches_the_next_request_after_its_result(
             {"text": "done, with tabs"},
         ]
     )
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("do the thing"))
     run.until("tool.started")
     run.send(steer("also: use tabs"))
@@ -234,7 +221,7 @@ def test_steer_during_a_model_call_is_delivered_in_the_next_request(model_server
     else:  # mid-stream: after the first piece of text the server pauses
         step = {"text": answer, "chunk_size": 4, "stall_after": 2, "stall": 2}
     server = model_server([step, {"text": "answer with the steer"}])
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("explain"))
     if phase == "waiting":
         deadline = time.monotonic() + 30
@@ -261,7 +248,7 @@ def test_steer_during_a_model_call_is_delivered_in_the_next_request(model_server
 
 def test_cancel_mid_tool_stops_the_turn_and_the_run_goes_on_until_eof(model_server, live, tmp_path):
     server = model_server([bash("c1", "sleep 30"), {"text": "never"}])
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("run it"))
     run.until("tool.started")
     started = time.monotonic()
@@ -283,7 +270,7 @@ def test_cancel_mid_tool_stops_the_turn_and_the_run_goes_on_until_eof(model_serv
 
 def test_cancel_drops_queued_messages_and_later_ones_still_run(model_server, live):
     server = model_server([bash("c1", "sleep 30"), {"text": "four"}])
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("one"))
     run.until("tool.started")
     run.send(user("two"), user("three"), CANCEL)
@@ -314,7 +301,7 @@ def test_malformed_lines_are_reported_and_skipped(model_server, repo, env):
         '{"type": "user", "message": {"role": "user", "content": [{"type": "video"}]}}',
     ]
     stdin = "\n".join([*bad, "", user("the real question")]) + "\n"
-    run = mcode(*exec_args(server), cwd=repo, env=env, stdin=stdin)
+    run = mcode(*stdin_args(server), cwd=repo, env=env, stdin=stdin)
     assert run.code == 0, run.stderr
     errors = [e["data"] for e in run.events() if e["type"] == "error"]
     assert len(errors) == len(bad)
@@ -340,7 +327,7 @@ def test_malformed_lines_are_reported_and_skipped(model_server, repo, env):
 
 def test_a_steer_with_no_running_turn_starts_one(model_server, repo, env):
     server = model_server([{"text": "ok"}])
-    run = mcode(*exec_args(server), cwd=repo, env=env, stdin=steer("use tabs") + "\n")
+    run = mcode(*stdin_args(server), cwd=repo, env=env, stdin=steer("use tabs") + "\n")
     assert run.code == 0, run.stderr
     assert last_user_text(server.bodies[0]) == "use tabs"
     assert "steer.received" not in [e["type"] for e in run.events()]
@@ -384,7 +371,7 @@ def test_no_message_before_eof_is_a_usage_error(repo, env):
 
 def test_sigint_while_waiting_for_input_ends_the_run(model_server, live, tmp_path):
     server = model_server([{"text": "one"}])
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("hi"))
     run.until("turn.finished")
     run.proc.send_signal(signal.SIGINT)  # idle: reading stdin, which stays open
@@ -399,13 +386,13 @@ def test_a_steer_received_before_a_kill_is_delivered_when_the_turn_is_resumed(
     # The steer was stored (steer.received) but the process died before the next step: the
     # resumed turn went on without it, and nothing said so.
     server = model_server([bash("c1", "sleep 30"), {"text": "with tabs"}])
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("do it"))
     run.until("tool.started")
     run.send(steer("use tabs"))
     run.until("steer.received")
     run.kill()
-    args = exec_args(server)
+    args = stdin_args(server)
     at = args.index("--input-format")
     del args[at : at + 2]  # a plain resume: no stdin to read
     resumed = mcode(*args, "--continue", cwd=repo, env=env)
@@ -432,7 +419,7 @@ def test_a_write_cancelled_under_way_is_recorded_as_done(model_server, live, rep
     db.close()
     write = {"id": "w1", "name": "write", "arguments": {"path": "b.txt", "content": "new\n"}}
     server = model_server([{"tool_calls": [write]}, {"text": "never"}])
-    run = live(exec_args(server))
+    run = live(stdin_args(server))
     run.send(user("write it"))
     run.until("tool.started")
     run.send(CANCEL)
@@ -468,10 +455,7 @@ def test_steer_then_cancel_on_the_anthropic_wire(model_server, live, repo):
             {"text": "picked up"},
         ]
     )
-    args = exec_args(server)
-    args[args.index("openai")] = "anthropic"
-    args[args.index(server.base_url)] = server.anthropic_base_url
-    run = live(args)
+    run = live(stdin_args(server, wire="anthropic"))
     run.send(user("do the thing"))
     run.until("tool.started")
     run.send(steer("also: use tabs"))
@@ -500,7 +484,7 @@ def test_steer_then_cancel_on_the_anthropic_wire(model_server, live, repo):
 def test_turn_id_is_null_outside_a_turn(model_server, repo, env):
     # README: "turn_id is null outside a turn": session.finished after the last turn included.
     server = model_server([{"text": "one"}, {"text": "two"}])
-    run = mcode(*exec_args(server), cwd=repo, env=env, stdin=user("q1") + "\n" + user("q2") + "\n")
+    run = mcode(*stdin_args(server), cwd=repo, env=env, stdin=user("q1") + "\n" + user("q2") + "\n")
     assert run.code == 0, run.stderr
     current = None
     turns = []

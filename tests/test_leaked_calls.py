@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode, tool_messages
+from helpers import clean_env, exec_args, make_repo, mcode, tool_messages
 from model_server import ScriptedServer
 from provider_helpers import FAST, stream_all
 
@@ -424,16 +424,7 @@ def test_exec_runs_a_leaked_read_call(model_server, tmp_path: Path) -> None:
     )
     server = model_server([{"text": leaked}, {"text": "add() subtracts."}])
     run = mcode(
-        "exec",
-        "--provider",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "test-model",
-        "--output-format",
-        "stream-json",
-        "What does add do?",
+        *exec_args(server, "--output-format", "stream-json", "What does add do?"),
         cwd=repo,
         env=clean_env(tmp_path / "home"),
     )

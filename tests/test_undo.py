@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode, start_until, stored_events
+from helpers import clean_env, exec_args, make_repo, mcode, start_until, stored_events
 
 from mcode.errors import ToolError
 from mcode.events import Event
@@ -260,23 +260,8 @@ def fix_calc(extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
 
 def turn(model_server, repo, env, script, prompt="fix calc", *extra: str):
     server = model_server(script)
-    run = mcode(
-        "exec",
-        "--provider",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "test-model",
-        "--output-format",
-        "stream-json",
-        "--permission-mode",
-        "full-auto",
-        *extra,
-        prompt,
-        cwd=repo,
-        env=env,
-    )
+    flags = ["--output-format", "stream-json", "--permission-mode", "full-auto"]
+    run = mcode(*exec_args(server, *flags, *extra, prompt), cwd=repo, env=env)
     assert run.code == 0, run.stderr
     return run, server
 
@@ -470,9 +455,8 @@ def test_a_turn_continued_without_a_prompt_after_undo_hears_of_it(model_server, 
     # The turn stops at max turns after its edits; the user undoes them and continues it with
     # no new message: the note still reaches the model, at the continued turn's first step.
     def run_exec(server, *args: str):
-        base = ["exec", "--provider", "openai", "--base-url", server.base_url]
         opts = ["--output-format", "stream-json", "--permission-mode", "full-auto"]
-        return mcode(*base, *opts, *args, cwd=repo, env=env)
+        return mcode(*exec_args(server, *opts, *args), cwd=repo, env=env)
 
     first = model_server(fix_calc())
     run = run_exec(first, "--max-turns", "2", "fix calc")
