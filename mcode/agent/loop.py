@@ -319,26 +319,11 @@ async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, 
         except asyncio.CancelledError:
             # The question is void: say so, so that a front end closes its dialog. Not a
             # denial (no exit code 4); the call is answered as cancelled when the turn ends.
-            session.emit(
-                ev.PERMISSION_DECIDED,
-                id=call.id,
-                name=call.name,
-                subject=subject,
-                allowed=False,
-                by="cancel",
-                reason="the turn was cancelled before the user answered",
-            )
+            why = "the turn was cancelled before the user answered"
+            _decided(session, call, subject, False, "cancel", why)
             raise
         if allowed:
-            session.emit(
-                ev.PERMISSION_DECIDED,
-                id=call.id,
-                name=call.name,
-                subject=subject,
-                allowed=True,
-                by="user",
-                reason="the user approved",
-            )
+            _decided(session, call, subject, True, "user", "the user approved")
             return None
         return _record_denial(session, call, subject, "the user declined", by="user")
     return _record_denial(
@@ -348,16 +333,22 @@ async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, 
 
 def _record_denial(session: Session, call: ToolCall, subject: str, reason: str, by: str) -> str:
     session.totals.denials.append({"id": call.id, "name": call.name, "subject": subject})
+    _decided(session, call, subject, False, by, reason)
+    return reason
+
+
+def _decided(
+    session: Session, call: ToolCall, subject: str, allowed: bool, by: str, reason: str
+) -> None:
     session.emit(
         ev.PERMISSION_DECIDED,
         id=call.id,
         name=call.name,
         subject=subject,
-        allowed=False,
+        allowed=allowed,
         by=by,
         reason=reason,
     )
-    return reason
 
 
 def _denied_result(reason: str) -> ToolResult:
