@@ -860,3 +860,15 @@ def test_backoff_and_retry_after_parsing() -> None:
     assert scrub("key sk-abcdefghijklmnop and Bearer xyz123456", ["zzzz"]) == (
         "key sk-*** and Bearer ***"
     )
+
+
+def test_a_stream_that_never_ends_its_event_is_a_final_protocol_error(
+    model_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcode.providers.sse as sse
+
+    monkeypatch.setattr(sse, "MAX_EVENT_CHARS", 10_000)
+    server = model_server([{"sse": ["data: " + "z" * 50_000]}])
+    err, _ = fail(server)
+    assert err.kind == "protocol" and not err.retryable
+    assert "without ending it" in err.message and len(server.requests) == 1

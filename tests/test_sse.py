@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from mcode.providers.sse import SSEEvent, SSEParser
 
 
@@ -91,3 +93,16 @@ def test_long_line_in_many_small_chunks() -> None:
     body = "x" * 100_000
     chunks = ["data: "] + [body[i : i + 7] for i in range(0, len(body), 7)] + ["\n\n"]
     assert datas(*chunks) == [body]
+
+
+def test_an_event_that_never_ends_is_refused_not_buffered_for_ever(monkeypatch):
+    import mcode.providers.sse as sse
+
+    monkeypatch.setattr(sse, "MAX_EVENT_CHARS", 1000)
+    p = sse.SSEParser()
+    # Events of normal size, however many, are fine: the count starts again after each one.
+    for _ in range(50):
+        assert len(p.feed("data: " + "x" * 500 + "\n\n")) == 1
+    p.feed("data: " + "y" * 600)
+    with pytest.raises(sse.SSETooLarge):
+        p.feed("y" * 600)  # still the same line: 1200 characters held

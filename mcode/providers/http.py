@@ -29,7 +29,7 @@ from mcode.providers.retry import (
     hint_for,
     parse_retry_after,
 )
-from mcode.providers.sse import SSEEvent, SSEParser
+from mcode.providers.sse import SSEEvent, SSEParser, SSETooLarge
 from mcode.secrets import scrub
 
 __all__ = ["HttpClient", "bare_url", "provider_secrets"]
@@ -276,7 +276,14 @@ class HttpClient:
                     ) from None
                 except httpx.DecodingError as e:
                     raise self._undecodable(e) from None
-                events = parser.feed(chunk)
+                try:
+                    events = parser.feed(chunk)
+                except SSETooLarge as e:
+                    raise self.error(
+                        f"model API protocol error: the answer stream sent {e} without ending it",
+                        "protocol",
+                        False,
+                    ) from None
                 if first and not events and chunk:
                     # Bytes but no event yet: a keep-alive comment. The server is alive.
                     deadline = max(deadline, min(latest_first, loop.time() + idle))

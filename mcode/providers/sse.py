@@ -24,7 +24,15 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["MAX_EVENT_CHARS", "SSEEvent", "SSEParser", "SSETooLarge"]
+
+# No model API sends an event near this size (deltas are small); a server that streams without
+# ever ending a line or an event must not grow mcode's memory without bound.
+MAX_EVENT_CHARS = 32 * 1024 * 1024
+
+
+class SSETooLarge(ValueError):
+    """The event being received passed :data:`MAX_EVENT_CHARS` without being completed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +49,17 @@ class SSEEvent:
 class SSEParser:
     """Incremental parser; one instance per response. Not thread-safe."""
 
-    __slots__ = ("_data", "_decoder", "_event", "_id", "_pending_cr", "_retry", "_started", "_tail")
+    __slots__ = (
+        "_data",
+        "_decoder",
+        "_event",
+        "_id",
+        "_pending",
+        "_pending_cr",
+        "_retry",
+        "_started",
+        "_tail",
+    )
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -52,6 +70,7 @@ class SSEParser:
         self._event = ""
         self._id = ""
         self._retry: int | None = None
+        self._pending = 0  # characters held for the event not yet dispatched (tail + data)
 
     def feed(self, chunk: bytes | str) -> list[SSEEvent]:
         """Parse one chunk; return the events it completed (often none, sometimes several)."""
@@ -73,6 +92,9 @@ class SSEParser:
         if "\r" in text:
             self._pending_cr = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+        self._pending += len(text)
+        if self._pending > MAX_EVENT_CHARS:
+            raise SSETooLarge(f"an event of over {MAX_EVENT_CHARS} characters")
         if "\n" not in text:
             # Keep pieces rather than concatenating: a long data line arriving in many small
             # chunks would otherwise cost quadratic time.
@@ -96,6 +118,7 @@ class SSEParser:
         self._pending_cr = False
         self._data.clear()
         self._event = ""
+        self._pending = 0
         return []
 
     def _lines(self, lines: list[str]) -> list[SSEEvent]:
@@ -109,6 +132,7 @@ class SSEParser:
                     )
                     data.clear()
                 self._event = ""
+                self._pending = sum(map(len, self._tail))  # what follows is the next event's
                 continue
             if line[0] == ":":
                 continue
