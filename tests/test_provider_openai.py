@@ -872,3 +872,14 @@ def test_a_stream_that_never_ends_its_event_is_a_final_protocol_error(
     err, _ = fail(server)
     assert err.kind == "protocol" and not err.retryable
     assert "without ending it" in err.message and len(server.requests) == 1
+
+
+def test_a_whole_answer_past_the_size_cap_is_refused(
+    model_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcode.providers.http as http
+
+    monkeypatch.setattr(http, "MAX_ANSWER_BYTES", 10_000)
+    server = model_server([{"text": "w" * 50_000}])
+    err, _ = fail(server, stream=False)
+    assert err.kind == "protocol" and not err.retryable and "over 10000 bytes" in err.message

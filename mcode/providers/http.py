@@ -35,6 +35,8 @@ from mcode.secrets import scrub
 __all__ = ["HttpClient", "bare_url", "provider_secrets"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
+# A whole (non-streamed) answer is a few KB to a few MB; a body past this is not an answer.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 _SECRET_WORDS = ("key", "token", "auth", "secret", "sig", "pass")
 
 
@@ -198,7 +200,7 @@ class HttpClient:
         """Read the whole body by ``deadline`` and parse it as JSON (protocol error if not)."""
         try:
             async with asyncio.timeout_at(deadline):
-                raw = await response.aread()
+                raw = await self._read_whole(response)
         except TimeoutError:
             raise self.error(
                 "the model API did not finish its answer in time", "timeout", True
@@ -217,6 +219,20 @@ class HttpClient:
                 "protocol",
                 True,
             ) from None
+
+    async def _read_whole(self, response: httpx.Response) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise self.error(
+                    f"model API protocol error: the answer is over {MAX_ANSWER_BYTES} bytes",
+                    "protocol",
+                    False,
+                )
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def iter_sse(
         self,
