@@ -29,7 +29,6 @@ from mcode.runtime.session import TurnOutcome
 
 if TYPE_CHECKING:
     from mcode.runtime.session import Session
-    from mcode.store import Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DENIED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -240,32 +239,6 @@ def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
     }[outcome.reason]
 
 
-def _unfinished_turn(store: Store, session: Session) -> str | None:
-    """Why the session's last turn should be continued, or None if it finished (or none ran).
-
-    Unfinished: its ``turn.started`` has no ``turn.finished`` (the process was killed), or it
-    finished cancelled, by an error or at the max-turns limit."""
-    started = finished = None
-    for e in store.events(session.id):
-        if e["type"] == ev.TURN_STARTED:
-            started, finished = e, None
-        elif e["type"] == ev.TURN_FINISHED:
-            finished = e
-    if started is None:
-        return None
-    if finished is None:
-        last = session.history[-1] if session.history else None
-        answered = last is not None and last.role == "assistant" and not last.tool_calls
-        if answered and not session.has_pending_steers:
-            return None  # killed after the final answer was stored: the work was done
-        return "mcode stopped before it finished"
-    return {
-        "cancelled": "it was cancelled",
-        "error": "an error ended it",
-        "max_turns": "it reached the max-turns limit",
-    }.get(finished["data"]["reason"])
-
-
 async def _run(args: argparse.Namespace) -> int:
     from mcode.config import data_home, load_settings
     from mcode.runtime.build import open_session
@@ -303,7 +276,7 @@ async def _run(args: argparse.Namespace) -> int:
         first: list[_Turn] = []
         if prompt is not None:
             first.append(_Turn(prompt, images))
-        elif _unfinished_turn(store, session) is not None:
+        elif session.interrupted is not None:
             first.append(_Turn(None))  # continue the interrupted turn
         elif not streaming:
             raise UsageError(

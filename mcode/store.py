@@ -391,11 +391,16 @@ class Store:
 
     def history(self, session_id: str) -> list[Message]:
         """The conversation as the model saw it, rebuilt from the stored events."""
-        return [
-            Message.from_dict(e["data"]["message"])
-            for e in self.events(session_id)
-            if e["type"] in HISTORY_TYPES and "message" in e["data"]
-        ]
+        return history_of(self.events(session_id))
+
+
+def history_of(events: list[dict[str, Any]]) -> list[Message]:
+    """The conversation that stored ``events`` (as :meth:`Store.events` returns them) append."""
+    return [
+        Message.from_dict(e["data"]["message"])
+        for e in events
+        if e["type"] in HISTORY_TYPES and "message" in e["data"]
+    ]
 
 
 def _statements(script: str) -> list[str]:

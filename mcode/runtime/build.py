@@ -10,7 +10,7 @@ from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
 from mcode.runtime.session import Session
-from mcode.store import Store, StoreError
+from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.workspace import Workspace
@@ -57,8 +57,9 @@ def open_session(
         # Claimed before reading: another process still writing it would go on numbering
         # events from the same last seq.
         store.claim(session_id)
-        history = store.history(info.id)
-        last_seq = store.last_seq(info.id)
+        events = store.events(info.id)  # read once: history, seq, notes and steers come from it
+        history = history_of(events)
+        last_seq = events[-1]["seq"] if events else 0
     elif store is not None:
         session_id = uuid.uuid4().hex
         store.claim(session_id)  # so that `mcode undo` leaves it alone while it runs
@@ -98,10 +99,38 @@ def open_session(
         # restore it; without a store there is nowhere to keep one, and nothing is saved.
         session.tool_context.checkpoint = session.checkpoint
         if resume_id:
-            events = store.events(session.id)
             session.pending_note = undo_note(events)
             session.requeue_steers(_undelivered_steers(events))
+            session.interrupted = _interrupted(events, session)
     return session
+
+
+def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
+    """Why the session's last turn should be continued, or None if it finished (or none ran).
+
+    Unfinished: its ``turn.started`` has no ``turn.finished`` (the process was killed), or it
+    finished cancelled, by an error or at the max-turns limit."""
+    from mcode import events as ev
+
+    started = finished = None
+    for e in events:
+        if e["type"] == ev.TURN_STARTED:
+            started, finished = e, None
+        elif e["type"] == ev.TURN_FINISHED:
+            finished = e
+    if started is None:
+        return None
+    if finished is None:
+        last = session.history[-1] if session.history else None
+        answered = last is not None and last.role == "assistant" and not last.tool_calls
+        if answered and not session.has_pending_steers:
+            return None  # killed after the final answer was stored: the work was done
+        return "mcode stopped before it finished"
+    return {
+        "cancelled": "it was cancelled",
+        "error": "an error ended it",
+        "max_turns": "it reached the max-turns limit",
+    }.get(finished["data"]["reason"])
 
 
 def _undelivered_steers(events: list[dict[str, Any]]) -> list[str]:

@@ -103,6 +103,9 @@ class Session:
         # Prepended to the next user message, then cleared (open_session sets it when the user
         # ran `mcode undo` since the last message, so the model knows its edits are gone).
         self.pending_note: str | None = None
+        # Set by open_session on resume: why the last turn should be continued (killed,
+        # cancelled, an error, max turns), or None when it finished.
+        self.interrupted: str | None = None
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
