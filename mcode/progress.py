@@ -21,9 +21,7 @@ class Progress:
     def __call__(self, event: Event, line: str) -> None:
         if event.type in ev.TRANSIENT_TYPES:
             return  # none is shown, and they are the many
-        # Described from the line, which the session scrubbed of API keys: event.data holds
-        # them as they came (a command or a tool result quoting the key).
-        text = self._describe(Event.from_json(line))
+        text = self._describe(event)  # the session hands subscribers events already scrubbed
         if text is None or self.out is None:  # stderr closed at start: nowhere to show it
             return
         try:

@@ -374,3 +374,25 @@ def test_a_steer_left_by_a_cancelled_turn_is_reported_not_carried_into_the_next(
     error = types.index("error")
     assert events[error]["data"]["kind"] == "steer"
     assert error < types.index("turn.finished")
+
+
+def test_subscribers_get_events_with_the_key_scrubbed_from_their_data(model_server, repo, tmp_path):
+    # A TUI renders event.data, not the JSON line: the key must be gone from both.
+    key = "sk-test-PLANTED-SUBSCRIBER-0123456789"
+    server = model_server([{"text": f"your key is {key}"}])
+    settings = load_settings(
+        repo,
+        flags={"provider": "openai", "base_url": server.base_url, "model": "m"},
+        env={
+            "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "HOME": str(tmp_path),
+            "OPENAI_API_KEY": key,
+        },
+    )
+    session = open_session(settings, Store(tmp_path / "sessions.db"), interactive=False)
+    seen: list[tuple[str, str]] = []
+    session.subscribe(lambda event, line: seen.append((json.dumps(event.data), line)))
+    session.start(cwd=str(repo), provider_reason="test", permission_mode="ask", resumed=False)
+    assert asyncio.run(session.submit(f"remember {key}")).reason == "completed"
+    assert seen and all(key not in data and key not in line for data, line in seen)
+    assert any("[REDACTED]" in data for data, _ in seen)

@@ -114,7 +114,12 @@ class Session:
     def emit(self, type: str, **data: Any) -> Event:
         self._seq += 1
         event = Event(type, data, self._seq, self.id, self.turn_id, time.time())
-        line = self.scrub(event.to_json())
+        raw = event.to_json()
+        line = self.scrub(raw)
+        if line != raw:
+            # A key was in the payload: subscribers get the scrubbed event too, not only the
+            # scrubbed line (a front end rendering event.data must never show the key).
+            event = Event.from_json(line)
         failure: StoreError | None = None
         if self.store is not None:
             try:
