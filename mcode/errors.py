@@ -7,7 +7,6 @@
      +-- ToolError                  a tool refused or failed; goes back to the model as a tool error
      |    +-- PathEscapeError       a path leaves the workspace
      +-- LimitReached               max turns or budget hit              -> exit 3
-     +-- Cancelled                  the user cancelled                   -> exit 130
 
 Messages never contain secrets: providers scrub API keys before raising.
 """
@@ -77,7 +76,3 @@ class PathEscapeError(ToolError):
 
 class LimitReached(MCodeError):
     exit_code = 3
-
-
-class Cancelled(MCodeError):
-    exit_code = 130

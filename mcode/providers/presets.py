@@ -50,10 +50,6 @@ class ProviderPreset:
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     @property
-    def api(self) -> str:
-        return self.wire
-
-    @property
     def apis(self) -> tuple[str, ...]:
         return tuple(self.variants) or (self.wire,)
 
