@@ -39,6 +39,7 @@ UNDO = "undo"
 STEER_RECEIVED = "steer.received"
 STEER_DELIVERED = "steer.delivered"
 RETRY = "retry"
+COMPACTION = "compaction"
 USAGE = "usage"
 ERROR = "error"
 TURN_FINISHED = "turn.finished"
@@ -63,6 +64,7 @@ ALL_TYPES = frozenset(
         STEER_RECEIVED,
         STEER_DELIVERED,
         RETRY,
+        COMPACTION,
         USAGE,
         ERROR,
         TURN_FINISHED,
@@ -71,7 +73,8 @@ ALL_TYPES = frozenset(
 )
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
-# model's history exactly (this is how --resume works).
+# model's history exactly (this is how --resume works). A ``compaction`` event replaces the
+# history instead: its ledger message followed by the last ``data["kept"]`` messages.
 HISTORY_TYPES = frozenset({MESSAGE_USER, MESSAGE_ASSISTANT, TOOL_FINISHED, STEER_DELIVERED})
 
 # High-volume, superseded by the message that completes them; not persisted one by one.
