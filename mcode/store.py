@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mcode.errors import MCodeError
-from mcode.events import HISTORY_TYPES, SESSION_STARTED, TRANSIENT_TYPES, Event
+from mcode.events import COMPACTION, HISTORY_TYPES, SESSION_STARTED, TRANSIENT_TYPES, Event
 from mcode.messages import Message
 
 _MIGRATIONS: list[str] = [
@@ -395,12 +395,18 @@ class Store:
 
 
 def history_of(events: list[dict[str, Any]]) -> list[Message]:
-    """The conversation that stored ``events`` (as :meth:`Store.events` returns them) append."""
-    return [
-        Message.from_dict(e["data"]["message"])
-        for e in events
-        if e["type"] in HISTORY_TYPES and "message" in e["data"]
-    ]
+    """The conversation that stored ``events`` (as :meth:`Store.events` returns them) hold:
+    each history event appends its message; a ``compaction`` replaces what came before with
+    its ledger message, keeping the last ``kept`` messages."""
+    history: list[Message] = []
+    for e in events:
+        data = e["data"]
+        if e["type"] == COMPACTION:
+            kept = history[len(history) - data["kept"] :] if data["kept"] else []
+            history = [Message.from_dict(data["message"]), *kept]
+        elif e["type"] in HISTORY_TYPES and "message" in data:
+            history.append(Message.from_dict(data["message"]))
+    return history
 
 
 def _statements(script: str) -> list[str]:
