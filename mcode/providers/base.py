@@ -87,6 +87,8 @@ class ModelInfo:
     context_window: int
     supports_images: bool = False
     thinking_switchable: bool = False
+    # The most tokens one answer may take: the context budget keeps that much free.
+    max_output_tokens: int = 32_000
 
 
 class Provider(Protocol):

@@ -23,7 +23,7 @@ def make_provider(
 
         return LocalProvider(
             model_path=settings.local.model_path,
-            n_ctx=settings.local.context,
+            n_ctx=settings.context_window,  # local.context unless --context-window says
             n_threads=settings.local.threads,
             max_output_tokens=settings.local.max_output_tokens,
             tool_steps=settings.local.tool_steps,
@@ -38,6 +38,7 @@ def make_provider(
         context_window=settings.context_window,
         supports_images=facts.supports_images,
         thinking_switchable=thinking_style != "none",
+        max_output_tokens=settings.max_output_tokens,
     )
     if preset.wire == "openai":
         from mcode.providers.openai import OpenAIProvider

@@ -81,6 +81,7 @@ class LocalProvider:
             context_window=n_ctx,
             supports_images=False,
             thinking_switchable=False,
+            max_output_tokens=max_output_tokens,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
@@ -131,6 +132,13 @@ class LocalProvider:
                 "the local model stopped without finishing", kind="truncated", retryable=True
             )
         yield self._completion(result, bool(is_call), call_id)
+
+    def count_request(self, request: ModelRequest) -> int | None:
+        """The request's prompt tokens, exactly (the model's own tokenizer on the rendered
+        prompt); None before the model is loaded (the context budget estimates meanwhile)."""
+        if not self.engine.loaded:
+            return None
+        return len(self.engine.tokenize(self._render(request)))
 
     def _render(self, request: ModelRequest) -> list[Segment]:
         tools = request.tools
