@@ -22,6 +22,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mcode import events as ev
+from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
 from mcode.messages import Message, TextPart, ToolCall, user_message
 from mcode.providers.base import (
@@ -52,6 +53,7 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
     from mcode.runtime.session import TurnOutcome
 
     session.emit(ev.TURN_STARTED, resumed=message is None)
+    session.loop_guard.reset()
     _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
     if message is not None:
         _append(session, ev.MESSAGE_USER, message)
@@ -94,6 +96,12 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         _drop_steers(session, "max_turns")
         session.emit(ev.TURN_FINISHED, reason="max_turns")
         return TurnOutcome("max_turns", text, e)
+    except LoopStopped as e:  # the model kept sending one failing call (agent/loop_guard.py)
+        _close_open_calls(session, NOT_RUN_RESULT, "not run")
+        session.emit(ev.ERROR, kind="loop", message=e.message, hint=e.hint, recoverable=False)
+        _drop_steers(session, "loop")
+        session.emit(ev.TURN_FINISHED, reason="loop")
+        return TurnOutcome("loop", text, e)
     except MCodeError as e:
         kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
         session.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
@@ -111,6 +119,7 @@ def _append(session: Session, event_type: str, message: Message, **data: Any) ->
 def _deliver_steers(session: Session) -> None:
     for text in session.take_steers():
         _append(session, ev.STEER_DELIVERED, user_message(text), text=text)
+        session.loop_guard.reset()  # the user said something new: retrying may be right now
 
 
 def _drop_steers(session: Session, reason: str) -> None:
@@ -188,8 +197,16 @@ async def _run_calls(
                     *(_run_one(session, c, cut_off=last and c is group[-1]) for c in group)
                 )
             )
+        stop = None
         for call, (result, duration) in zip(group, results, strict=True):
-            _finish(session, call, result, duration)
+            acted = any(t.name == call.name and t.permission != "read" for t in session.tools)
+            seen = session.loop_guard.observe(call, result, acted=acted)
+            _finish(session, call, seen.result, duration)
+            if seen.warning is not None:
+                session.emit(ev.ERROR, **seen.warning)
+            stop = stop or seen.stop
+        if stop is not None:
+            raise stop  # the calls not yet run are answered by run_turn
         i = j
 
 

@@ -109,7 +109,7 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
     """Why the session's last turn should be continued, or None if it finished (or none ran).
 
     Unfinished: its ``turn.started`` has no ``turn.finished`` (the process was killed), or it
-    finished cancelled, by an error or at the max-turns limit."""
+    finished cancelled, by an error, at the max-turns limit or stopped by the loop breaker."""
     from mcode import events as ev
 
     started = finished = None
@@ -130,6 +130,7 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
         "cancelled": "it was cancelled",
         "error": "an error ended it",
         "max_turns": "it reached the max-turns limit",
+        "loop": "it was stopped for repeating a failing tool call",
     }.get(finished["data"]["reason"])
 
 

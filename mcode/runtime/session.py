@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mcode import events as ev
+from mcode.agent.loop_guard import LoopGuard
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, Usage, user_message
@@ -37,7 +38,8 @@ Listener = Callable[[Event, str], None]
 
 @dataclass(slots=True)
 class TurnOutcome:
-    """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error."""
+    """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error, loop (the
+    model kept sending one failing tool call, see mcode/agent/loop_guard.py)."""
 
     reason: str
     text: str = ""
@@ -106,6 +108,8 @@ class Session:
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
+        # Counts identical failing tool calls; run_turn resets it per turn and per steer.
+        self.loop_guard = LoopGuard()
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
