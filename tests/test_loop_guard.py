@@ -185,25 +185,36 @@ def test_changing_the_arguments_after_the_note_goes_on(model_server, repo, env):
 
 
 def test_success_of_the_same_call_clears_its_count(model_server, repo, env):
-    # `read new.txt` fails twice, a bash command creates it, then the same read succeeds; it is
-    # deleted again and the read fails four more times: 2 + 4 would be 6, but the success
-    # cleared the count, so four failures only warn.
+    # `read new.txt` fails twice; then the file appears (made by someone else, not by a model
+    # call, which would clear every count anyway) and the same read succeeds; then it is gone
+    # again and the read fails four more times. 2 + 4 would be 6, a stop at the 3rd of them;
+    # the success cleared the count, so the four only warn.
+    new = repo / "new.txt"
     read_new = {"path": "new.txt"}
+
+    def after(change: Any) -> Any:
+        def answer(body: dict[str, Any]) -> dict[str, Any]:
+            change()
+            return step(call("read", read_new))
+
+        return answer
+
     server = model_server(
         [
             step(call("read", read_new)),
             step(call("read", read_new)),
-            step(call("write", {"path": "new.txt", "content": "hi\n"})),
-            step(call("read", read_new)),
-            step(call("bash", {"command": "rm new.txt"})),
-            *[step(call("read", read_new)) for _ in range(STOP_AT - 1)],
+            after(lambda: new.write_text("hi\n")),
+            after(new.unlink),
+            *[step(call("read", read_new)) for _ in range(STOP_AT - 2)],
             {"text": "done"},
         ]
     )
-    run = run_json_stream(server, repo, env, "--permission-mode", "full-auto")
+    run = run_json_stream(server, repo, env)
     assert run.code == 0, run.stderr
     events = run.events()
     assert of_type(events, "turn.finished") == [{"reason": "completed"}]
+    oks = [f["ok"] for f in of_type(events, "tool.finished")]
+    assert oks == [False, False, True, *[False] * (STOP_AT - 1)]
     last = of_type(events, "tool.finished")[-1]["message"]["parts"][0]["text"]
     assert f"{NOTE} {STOP_AT - 1} times" in last
 
