@@ -1,0 +1,1 @@
+"""Benchmarks (scripts printing tables, not tests); tests import their helpers from here."""

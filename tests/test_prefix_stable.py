@@ -1,0 +1,268 @@
+"""Prompt caching: every request of a session extends the previous one (tools, system and earlier
+messages byte-identical, ``cache_control`` markers aside), on both wire formats, through thinking,
+text, tool calls (read, write, bash, a failing one), a steer, a second user message and a
+``--resume`` in a new process. The check is the benchmark's (tests/bench/rounds.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.rounds import prefix_stable, system_tools_bytes, unstable_requests
+from helpers import clean_env, exec_args, make_repo, mcode
+
+from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, ToolCall, ToolSpec
+from mcode.providers import anthropic_request, openai_request
+from mcode.providers.base import ModelRequest
+
+MAX_SYSTEM_TOOLS = 15_000
+
+
+def call(call_id: str, name: str, **arguments: Any) -> dict[str, Any]:
+    return {"id": call_id, "name": name, "arguments": arguments}
+
+
+def script(go: Path) -> list[dict[str, Any]]:
+    return [
+        # turn 1 (the prompt)
+        {
+            "thinking": "Let me look at the README first.",
+            "text": "Reading it.",
+            "tool_calls": [call("c1", "read", path="README.md")],
+        },
+        {
+            "thinking": "Now write the notes and check them.",
+            "tool_calls": [
+                call("c2", "write", path="notes.txt", content="one\ntwo\n"),
+                call("c3", "bash", command="cat notes.txt"),
+            ],
+        },
+        {
+            "text": "Waiting for the go file.",
+            "tool_calls": [
+                call("c4", "bash", command=f"while [ ! -e {go} ]; do sleep 0.02; done; echo go")
+            ],
+        },
+        {
+            "thinking": "The user wants tabs.",
+            "text": "Done, with tabs.",
+            "thinking_style": "think_tags",
+        },
+        # turn 2 (a second user message on stdin)
+        {"tool_calls": [call("c5", "read", path="missing.txt")]},
+        {"text": "missing.txt does not exist."},
+        # turn 3 (--resume, a new process)
+        {"thinking": "Check the folder.", "tool_calls": [call("c6", "bash", command="ls")]},
+        {"text": "All done."},
+    ]
+
+
+def _events_until(lines: queue.Queue[str | None], type_: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        if line is None:
+            raise AssertionError(f"mcode ended before {type_}")
+        if json.loads(line)["type"] == type_:
+            return
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_every_request_extends_the_previous_one(model_server, tmp_path: Path, wire: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n\nA demo.\n"})
+    env = clean_env(tmp_path / "home")
+    go = tmp_path / "go"
+    server = model_server(script(go))
+    flags = [
+        "--permission-mode",
+        "full-auto",
+        "--context-window",
+        "1000000",
+        "--thinking",
+        "on",
+        "--output-format",
+        "stream-json",
+    ]
+
+    # Turns 1 and 2: one process, messages and a steer on stdin.
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcode",
+            *exec_args(server, *flags, "--input-format", "stream-json", wire=wire),
+        ],
+        cwd=repo,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    printed: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            printed.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        proc.stdin.write(json.dumps({"type": "user", "text": "Write the notes."}) + "\n")
+        proc.stdin.flush()
+        _events_until(lines, "tool.started")  # c1
+        _events_until(lines, "tool.started")  # c2
+        _events_until(lines, "tool.started")  # c3
+        _events_until(lines, "tool.started")  # c4 waits for the go file: steer it now
+        proc.stdin.write(json.dumps({"type": "steer", "text": "also: use tabs"}) + "\n")
+        proc.stdin.flush()
+        _events_until(lines, "steer.received")
+        go.touch()
+        _events_until(lines, "turn.finished")
+        proc.stdin.write(json.dumps({"type": "user", "text": "Now read missing.txt."}) + "\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    session_id = json.loads(printed[0])["session_id"]
+
+    # Turn 3: a new process resumes the session from the store.
+    run = mcode(
+        *exec_args(server, *flags, "--resume", session_id, wire=wire),
+        "One more.",
+        cwd=repo,
+        env=env,
+    )
+    assert run.code == 0, run.stderr
+
+    bodies = server.bodies
+    assert len(bodies) == 8 and not server.exhausted
+    assert unstable_requests(bodies) == []
+    assert system_tools_bytes(bodies[0]) < MAX_SYSTEM_TOOLS
+    # The scenario happened as scripted: the steer, the error result and the resumed history
+    # are all in the requests that were checked.
+    text = json.dumps(bodies[3])
+    assert "also: use tabs" in text and "also: use tabs" not in json.dumps(bodies[2])
+    assert "missing.txt" in json.dumps(bodies[5]) and "One more." in json.dumps(bodies[6])
+    assert len(bodies[6]["messages"]) > len(bodies[5]["messages"])
+
+
+# ----------------------------------------------------------------------------- the check itself
+
+
+def test_the_check_ignores_cache_markers_and_catches_a_changed_prefix() -> None:
+    a = {
+        "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "t", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {}}]}
+        ],
+    }
+    b = copy.deepcopy(a)
+    del b["messages"][0]["content"][0]["cache_control"]
+    b["messages"].append({"role": "assistant", "content": [{"type": "text", "text": "yo"}]})
+    assert prefix_stable(a, b) and prefix_stable(json.dumps(a), json.dumps(b).encode())
+    changed = copy.deepcopy(b)
+    changed["messages"][0]["content"][0]["text"] = "hi!"
+    assert not prefix_stable(a, changed)
+    shorter = copy.deepcopy(a)
+    shorter["messages"] = []
+    assert not prefix_stable(a, shorter)
+    other_system = copy.deepcopy(b)
+    other_system["system"][0]["text"] = "s2"
+    assert not prefix_stable(a, other_system)
+    assert unstable_requests([a, b, changed]) == [2]
+
+
+# ----------------------------------------------------------------------------- memoised bodies
+
+PNG = ImagePart("image/png", "iVBORw0KGgo=", "a.png")
+TOOLS = [
+    ToolSpec(
+        "read", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}}
+    ),
+    ToolSpec("ls", "List a folder.", {}),
+]
+
+
+def history() -> list[Message]:
+    """Every kind of entry the builders render, in an order that exercises their grouping."""
+    signed = ThinkingPart("hm", signature="sig", extra={"format": "anthropic", "origin": "o"})
+    return [
+        Message("user", (TextPart("Read ü.py \ud800"), PNG)),
+        Message(
+            "assistant",
+            (
+                signed,
+                ThinkingPart("inline", extra={"format": "think_tags", "tail": "\n"}),
+                TextPart("ok"),
+            ),
+            (ToolCall("c1", "read", '{"path":"ü.py"}'), ToolCall("c:2", "ls", "")),
+        ),
+        Message("tool", (TextPart("A"), PNG), tool_call_id="c1", name="read"),
+        Message("tool", (TextPart("nope"),), tool_call_id="c:2", name="ls", is_error=True),
+        Message("user", (TextPart("steer"),)),
+        Message(
+            "assistant",
+            (ThinkingPart("r", extra={"format": "reasoning_content"}),),
+            (ToolCall("c3", "ls", "{bad"),),
+        ),
+        Message("tool", (TextPart(""),), tool_call_id="c3", name="ls"),
+        Message("assistant", (TextPart("Done."),)),
+        Message("user", (TextPart(""),)),
+        Message("user", (TextPart("Thanks"),)),
+    ]
+
+
+# Where a session sends a request: after a user message, after all the results of a turn's calls
+# (a request never carries some of them only), never right after an assistant message.
+SENT = (1, 4, 5, 7, 9, 10)
+
+
+def request(messages: list[Message]) -> ModelRequest:
+    return ModelRequest("m", "sys", messages, tools=TOOLS, thinking=True, temperature=0.5)
+
+
+@pytest.mark.parametrize(
+    ("module", "kw"),
+    [
+        (openai_request, {"reasoning_replay": "reasoning_content"}),
+        (openai_request, {"reasoning_replay": "think_tags", "supports_images": False}),
+        (openai_request, {"reasoning_replay": "none", "stream": False}),
+        (anthropic_request, {"origin": "o"}),
+        (anthropic_request, {"origin": "", "supports_images": False, "thinking_style": "minimax"}),
+    ],
+)
+def test_memoised_bodies_are_the_bytes_of_a_fresh_build(module: Any, kw: dict[str, Any]) -> None:
+    full = history()
+    # The conversation grows one message at a time, so the memo is warm for all but the last.
+    warm = [module.build_body(request(full[:n]), model="m", **kw) for n in range(1, len(full) + 1)]
+    for n, raw in enumerate(warm, start=1):
+        # A fresh build: copies of the messages share no identity with anything rendered.
+        fresh = [copy.copy(m) for m in full[:n]]
+        assert module.build_body(request(fresh), model="m", **kw) == raw
+        # Canonical compact JSON, as json.dumps writes it.
+        assert (
+            json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":")).encode() == raw
+        )
+    # Each request a session would send extends the previous one, but for one known case: on
+    # Messages a user message right after tool results joins their message, so the body after
+    # SENT[1] (results last) changes that message in the one after SENT[2] (the user's text
+    # joined). A session sends both only when a turn ended between the results and the answer
+    # (cancelled, an error); a steer is delivered before the request, so it joins at once.
+    sent = [warm[n - 1] for n in SENT]
+    assert unstable_requests(sent) == ([] if module is openai_request else [2])
