@@ -102,10 +102,12 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Turn:
-    """A turn to run: a user message, or ``text`` None to continue an interrupted turn."""
+    """A turn to run: a user message, or ``text`` None to continue an interrupted turn; or,
+    with ``compact``, a compaction between turns (``text``: its instructions)."""
 
     text: str | None
     images: tuple[ImagePart, ...] = ()
+    compact: bool = False
 
 
 class _Driver:
@@ -130,6 +132,7 @@ class _Driver:
         self._turn_ended = turn_ended
         self._wake = asyncio.Event()
         self._line_no = 0
+        self._background: set[asyncio.Future[None]] = set()  # compactions asked mid-turn
 
     def start(self) -> None:
         """Emit ``session.started`` once, when there is first something to record: a run that
@@ -148,7 +151,7 @@ class _Driver:
 
     async def run(self, lines: StdinLines | None) -> TurnOutcome | None:
         """Run until done; the last turn's outcome (None if none ran)."""
-        turn: asyncio.Task[TurnOutcome] | None = None
+        turn: asyncio.Task[TurnOutcome | None] | None = None
         line: asyncio.Task[str | None] | None = None
         woken: asyncio.Task[Any] | None = asyncio.ensure_future(self._wake.wait())
         try:
@@ -166,7 +169,9 @@ class _Driver:
                 waits = {t for t in (turn, line, woken) if t is not None}
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if turn is not None and turn in done:
-                    self._ended(turn.result())
+                    outcome = turn.result()
+                    if outcome is not None:  # None: it was a compaction, not a turn
+                        self._ended(outcome)
                     turn = None
                 if line is not None and line in done:
                     text = line.result()
@@ -185,7 +190,10 @@ class _Driver:
             return TurnOutcome("cancelled", "")  # interrupted while idle, or before a turn
         return self.last
 
-    async def _run_turn(self, turn: _Turn) -> TurnOutcome:
+    async def _run_turn(self, turn: _Turn) -> TurnOutcome | None:
+        if turn.compact:
+            await self._compact(turn.text)
+            return None
         before = len(self.session.totals.denials)
         try:
             outcome = await self.session.submit(turn.text, turn.images)
@@ -194,6 +202,21 @@ class _Driver:
             outcome = TurnOutcome("cancelled", "")
         self.last_denials = self.session.totals.denials[before:]
         return outcome
+
+    async def _compact(self, instructions: str | None) -> None:
+        try:
+            compacted = await self.session.compact(instructions or None)
+        except asyncio.CancelledError:
+            return
+        if not compacted:
+            self.session.emit(
+                ev.ERROR,
+                kind="compaction",
+                message="nothing was compacted: the conversation is too short, or the turn "
+                "ended before its next step",
+                hint="send it again once there is more conversation",
+                recoverable=True,
+            )
 
     def _ended(self, outcome: TurnOutcome) -> None:
         # A steer that a turn ending early never delivered was reported by run_turn itself.
@@ -218,7 +241,14 @@ class _Driver:
                 recoverable=True,
             )
             return
-        if message.type == "cancel":
+        if message.type == "compact":
+            if self.session.running:  # at the turn's next step boundary; reported as events
+                task = asyncio.ensure_future(self._compact(message.text))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                self.pending.append(_Turn(message.text or None, compact=True))
+        elif message.type == "cancel":
             # With nothing running and nothing queued this does nothing: a cancel that crosses
             # the turn's end is a race, not a mistake, so it is not reported as one.
             self.pending.clear()

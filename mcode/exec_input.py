@@ -43,7 +43,8 @@ def load_image(path_text: str, label: str = "--image") -> ImagePart:
 
 ACCEPTED_LINES = (
     'send one JSON object per line: {"type":"user","text":"..."} (optionally with '
-    '"images":["file.png"]), {"type":"steer","text":"..."} or {"type":"cancel"}'
+    '"images":["file.png"]), {"type":"steer","text":"..."}, {"type":"cancel"} or '
+    '{"type":"compact"} (optionally with "instructions":"...")'
 )
 
 
@@ -55,8 +56,8 @@ class BadLine(Exception):
 class InputMessage:
     """One message read from standard input."""
 
-    type: Literal["user", "steer", "cancel"]
-    text: str = ""
+    type: Literal["user", "steer", "cancel", "compact"]
+    text: str = ""  # a compact's instructions (what the summary should focus on), if any
     images: tuple[ImagePart, ...] = ()
 
 
@@ -70,6 +71,11 @@ def parse_line(line: str) -> InputMessage:
     kind = obj.get("type")
     if kind == "cancel":
         return InputMessage("cancel")
+    if kind == "compact":
+        instructions = obj.get("instructions", "")
+        if not isinstance(instructions, str):
+            raise BadLine('a compact\'s "instructions" must be a string')
+        return InputMessage("compact", clean_text(instructions.strip()))
     if kind not in ("user", "steer"):
         raise BadLine(f"unknown type {kind!r}" if "type" in obj else 'no "type" field')
     if kind == "user" and "text" not in obj and "message" in obj:

@@ -22,6 +22,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mcode import events as ev
+from mcode.agent.compaction import compact, request_for
 from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
 from mcode.messages import Message, TextPart, ToolCall, user_message
@@ -77,6 +78,7 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
                     hint="ask for a shorter answer, or raise the model's output limit",
                     recoverable=True,
                 )
+            await _requested_compaction(session)  # asked for during the last step
             if session.has_pending_steers:
                 continue
             session.emit(ev.TURN_FINISHED, reason="completed")
@@ -138,18 +140,69 @@ def _drop_steers(session: Session, reason: str) -> None:
 
 
 async def _step(session: Session) -> Completion:
-    request = ModelRequest(
-        model=session.provider.info.model,
-        system=session.system_prompt,
-        messages=session.history,
-        tools=[t.spec() for t in session.tools],
-        thinking=session.thinking,
+    """One model call, compacting first if the request would not fit the window, and once
+    more (then resending once) if the API says it overflowed before answering."""
+    await _requested_compaction(session)
+    request = request_for(session)
+    compacted = False
+    if not session.budget.fits(session.budget.estimate(request)):
+        compacted = await compact(session, "auto")
+        request = request_for(session)
+    held = len(request.messages)
+    streamed: list[bool] = []
+    try:
+        completion = await _call(session, request, streamed)
+    except ProviderError as e:
+        if e.kind != "context_overflow" or streamed or compacted:
+            raise
+        if not await compact(session, "overflow"):
+            raise
+        request = request_for(session)
+        held = len(request.messages)
+        completion = await _call(session, request, streamed)  # a second overflow ends the turn
+    session.totals.model_calls += 1
+    session.totals.usage.add(completion.usage)
+    session.budget.observe(completion.usage, request, held)
+    _append(
+        session, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason
     )
+    session.emit(
+        ev.USAGE,
+        **completion.usage.to_dict(),
+        total=session.totals.usage.to_dict(),
+        context_tokens=session.budget.anchor_tokens or None,
+        context_window=session.budget.window,
+    )
+    return completion
+
+
+async def _requested_compaction(session: Session) -> None:
+    """Compact now if a front end asked for it (Session.compact) while the turn ran."""
+    requests = session.take_compact_requests()
+    if not requests:
+        return
+    instructions = "\n".join(i for i, _ in requests if i) or None
+    try:
+        done = await compact(session, "manual", instructions)
+    except BaseException:
+        for _, future in requests:
+            if not future.done():
+                future.set_result(False)
+        raise
+    for _, future in requests:
+        if not future.done():
+            future.set_result(done)
+
+
+async def _call(session: Session, request: ModelRequest, streamed: list[bool]) -> Completion:
+    """Stream one model call; ``streamed`` gets an entry once any output was shown."""
     completion: Completion | None = None
     async for item in session.provider.stream(request):
         if isinstance(item, TextDelta):
+            streamed.append(True)
             session.emit(ev.TEXT_DELTA, text=item.text)
         elif isinstance(item, ThinkingDelta):
+            streamed.append(True)
             session.emit(ev.THINKING_DELTA, text=item.text)
         elif isinstance(item, ToolCallStarted):
             pass  # the complete call is announced by tool.requested once it is final
@@ -166,12 +219,6 @@ async def _step(session: Session) -> Completion:
             retryable=False,
             hint="try again; if it persists, the server is misbehaving",
         )
-    session.totals.model_calls += 1
-    session.totals.usage.add(completion.usage)
-    _append(
-        session, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason
-    )
-    session.emit(ev.USAGE, **completion.usage.to_dict(), total=session.totals.usage.to_dict())
     return completion
 
 

@@ -157,8 +157,9 @@ _HINTS = {
     "auth": "check the API key in the provider's environment variable (e.g. MINIMAX_API_KEY, "
     "OPENAI_API_KEY) and that it belongs to this base URL's region",
     "billing": "check the account's balance or plan with the provider",
-    "context_overflow": "the conversation no longer fits the model's context: compact it or "
-    "start a new session",
+    "context_overflow": "the request does not fit the model's context even after mcode "
+    "compacted the conversation: shorten the prompt or what the tools return, set "
+    "--context-window to the model's real window, or start a new session",
     "bad_request": "the provider rejected the request: check the model name and options, or "
     "report this as an mcode bug",
     "content_filter": "the provider's content filter blocked this request: rephrase it",

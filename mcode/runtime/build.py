@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode.agent.ledger import Ledger
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
@@ -102,6 +103,7 @@ def open_session(
             session.pending_note = undo_note(events)
             session.requeue_steers(_undelivered_steers(events))
             session.interrupted = _interrupted(events, session)
+            session.ledger = _ledger(events)
     return session
 
 
@@ -132,6 +134,14 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
         "max_turns": "it reached the max-turns limit",
         "loop": "it was stopped for repeating a failing tool call",
     }.get(finished["data"]["reason"])
+
+
+def _ledger(events: list[dict[str, Any]]) -> Ledger | None:
+    """The task ledger of the session's last compaction, which the next one extends."""
+    from mcode import events as ev
+
+    last = next((e for e in reversed(events) if e["type"] == ev.COMPACTION), None)
+    return None if last is None else Ledger.from_dict(last["data"]["ledger"])
 
 
 def _undelivered_steers(events: list[dict[str, Any]]) -> list[str]:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mcode import events as ev
+from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
+from mcode.agent.tokens import TokenBudget
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, Usage, user_message
@@ -110,6 +112,18 @@ class Session:
         self.interrupted: str | None = None
         # Counts identical failing tool calls; run_turn resets it per turn and per steer.
         self.loop_guard = LoopGuard()
+        info = provider.info
+        # How full the context is and when it must be compacted (mcode/agent/tokens.py).
+        self.budget = TokenBudget.for_model(
+            info.model,
+            info.context_window,
+            info.max_output_tokens,
+            counter=getattr(provider, "count_request", None),
+        )
+        # What compaction keeps of the work (mcode/agent/ledger.py); open_session restores it.
+        self.ledger: Ledger | None = None
+        self._compact_requests: list[tuple[str | None, asyncio.Future[bool]]] = []
+        self._compacting: asyncio.Task[bool] | None = None
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -204,6 +218,8 @@ class Session:
             # A cancelled turn is still winding up (answering its calls, killing a command):
             # wait for it, so that its last events come first and keep its own turn_id.
             await asyncio.wait({self._task})
+        if self._compacting is not None and not self._compacting.done():
+            await asyncio.wait({self._compacting})  # a compaction between turns ends first
         if text is None and not self.history:
             raise MCodeError("there is no conversation to continue", hint="send a message")
         self._cancel_requested = False
@@ -229,6 +245,8 @@ class Session:
         finally:
             if self._task.done():
                 self.turn_id = None  # events between and after turns carry a null turn_id
+                for _, future in self.take_compact_requests():
+                    future.set_result(False)  # the turn ended early (cancel, error)
 
     @property
     def running(self) -> bool:
@@ -262,6 +280,8 @@ class Session:
         call in history gets a result, and no file is left half-written (writes are atomic)."""
         self._cancel_requested = True
         self.tool_context.cancel.set()
+        if self._compacting is not None and not self._compacting.done():
+            self._compacting.cancel()  # between turns: the history stays as it was
         task = self._task
         if task is None or task.done():
             return
@@ -279,6 +299,27 @@ class Session:
             task.get_loop().call_soon(_cancel_if_running, task)
         else:
             task.cancel()
+
+    async def compact(self, instructions: str | None = None) -> bool:
+        """Compact the conversation: older turns become the task ledger (``/compact``).
+        Between turns it runs now; while a turn runs it happens at the turn's next step
+        boundary (or as the turn finishes). ``instructions`` tell the summary what to focus on.
+        True once compacted, False if there was nothing to compact or the turn ended first."""
+        from mcode.agent.compaction import compact
+
+        if self.running:
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._compact_requests.append((instructions, future))
+            return await future
+        if self._compacting is not None and not self._compacting.done():
+            raise MCodeError("a compaction is already running", hint="wait for it to finish")
+        self._cancel_requested = False
+        self._compacting = asyncio.ensure_future(compact(self, "manual", instructions))
+        return await self._compacting
+
+    def take_compact_requests(self) -> list[tuple[str | None, asyncio.Future[bool]]]:
+        pending, self._compact_requests = self._compact_requests, []
+        return pending
 
     def approve(self, request_id: str, allow: bool) -> None:
         future = self._approvals.pop(request_id, None)

@@ -1,0 +1,204 @@
+"""Compaction: replace older turns with the task ledger so the conversation fits the window.
+
+When: before a model call whose request would not fit (``TokenBudget``), once after an API said
+the context overflowed before it answered (then the request is sent once more), and when a front
+end asks (``Session.compact``). Never otherwise: a conversation that fits is left alone, so its
+requests stay prefix-stable and cached.
+
+How: the history is cut at a message boundary (never between a tool call and its results); the
+newest messages, up to a tail budget, stay verbatim. Everything before the cut goes to the model
+once more with a request to summarise it into the ledger's sections: the same tools, system and
+messages as the last request, so the provider's prompt cache serves all of it. The ledger
+(:mod:`mcode.agent.ledger`) merges that summary with what mcode recorded itself, and the new
+history is ``[ledger message] + tail``. If the summary call fails (or the model cannot write
+one), the recorded sections alone make the ledger: the task is kept either way.
+
+The ``compaction`` event carries the ledger message and how many messages were kept, so the store
+rebuilds the same history on ``--resume`` (:func:`mcode.store.history_of`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from mcode import events as ev
+from mcode.agent.ledger import Ledger, summary_instruction
+from mcode.agent.tokens import estimate_message
+from mcode.errors import MCodeError, ProviderError
+from mcode.messages import Message, user_message
+from mcode.providers.base import Completion, ModelRequest, Retrying
+
+if TYPE_CHECKING:
+    from mcode.runtime.session import Session
+
+# The verbatim tail: at most this share of the window, and at most TAIL_MAX tokens.
+TAIL_SHARE = 0.15
+TAIL_MAX = 40_000
+# The summary answer's cap (also bounded by the window's output reserve).
+SUMMARY_MAX_TOKENS = 8_000
+# Fallback transcript (when even the summary request overflows): per-message clip.
+TRANSCRIPT_CLIP = 1_500
+
+
+def request_for(session: Session, messages: list[Message] | None = None) -> ModelRequest:
+    """The request the next model call sends (``messages`` defaults to the history)."""
+    return ModelRequest(
+        model=session.provider.info.model,
+        system=session.system_prompt,
+        messages=session.history if messages is None else messages,
+        tools=[t.spec() for t in session.tools],
+        thinking=session.thinking,
+    )
+
+
+async def compact(session: Session, reason: str, instructions: str | None = None) -> bool:
+    """Compact the session's history now. ``reason``: auto, overflow or manual. False when
+    there is nothing to compact (an empty or one-message history). Raises CancelledError
+    (history untouched) if cancelled meanwhile."""
+    history = session.history
+    if len(history) < 2:
+        return False
+    budget = session.budget
+    before = budget.estimate(request_for(session))
+    tail_budget = min(TAIL_MAX, int(budget.window * TAIL_SHARE))
+    if reason == "overflow":
+        # The API's real limit is below the declared window and below this request: keep
+        # a tail that is small next to what was refused.
+        tail_budget = min(tail_budget, before // 10)
+    cut = _cut(history, budget.ratio, tail_budget)
+    older, tail = history[:cut], history[cut:]
+
+    ledger = Ledger.from_dict(session.ledger.to_dict()) if session.ledger else Ledger()
+    ledger.record(older)
+    summary = await _summarise(session, older, instructions)
+    summarised = ledger.take_summary(summary) if summary is not None else False
+
+    message = user_message(ledger.render())
+    session.history = [message, *tail]
+    session.ledger = ledger
+    budget.reset()
+    after = budget.estimate(request_for(session))
+    session.emit(
+        ev.COMPACTION,
+        reason=reason,
+        tokens_before=before,
+        tokens_after=after,
+        window=budget.window,
+        messages_before=len(history),
+        messages_after=len(session.history),
+        kept=len(tail),
+        summarised=summarised,
+        message=message.to_dict(),
+        ledger=ledger.to_dict(),
+    )
+    return True
+
+
+def _cut(history: list[Message], ratio: float, tail_budget: int) -> int:
+    """Where the verbatim tail starts: the earliest index whose messages fit ``tail_budget``
+    and that is not a tool result (a result without its call is invalid on every API). At
+    least one message is summarised; an empty tail is fine."""
+    cut = len(history)
+    used = 0.0
+    for i in range(len(history) - 1, 0, -1):
+        used += estimate_message(history[i], ratio)
+        if used > tail_budget:
+            break
+        if history[i].role != "tool":
+            cut = i
+    return cut
+
+
+async def _summarise(
+    session: Session, older: list[Message], instructions: str | None
+) -> str | None:
+    """The model's summary of ``older``, or None (said in an event) if it could not write one."""
+    budget = session.budget
+    cap = max(256, min(SUMMARY_MAX_TOKENS, budget.reserve))
+    ask = user_message(summary_instruction(instructions))
+    request = dataclasses.replace(
+        request_for(session, [*older, ask]), tool_choice="none", max_output_tokens=cap
+    )
+    try:
+        if not budget.fits(budget.estimate(request)):
+            request = _transcript_request(session, older, ask, cap)
+        try:
+            return await _call(session, request)
+        except ProviderError as e:
+            if e.kind != "context_overflow":
+                raise
+            return await _call(session, _transcript_request(session, older, ask, cap))
+    except MCodeError as e:
+        session.emit(
+            ev.ERROR,
+            kind="compaction",
+            message=f"the model could not summarise the conversation: {e.message}",
+            hint="the ledger keeps the user's requests, files, commands and failures that mcode "
+            "recorded itself; the work goes on",
+            recoverable=True,
+        )
+        return None
+
+
+def _transcript_request(
+    session: Session, older: list[Message], ask: Message, cap: int
+) -> ModelRequest:
+    """A summary request that fits however long ``older`` is: the messages as one clipped text
+    transcript, newest kept when it must be shortened, and no tools."""
+    budget = session.budget
+    room = int((budget.limit - budget.estimate(request_for(session, [ask]))) * budget.ratio * 0.8)
+    lines: list[str] = []
+    size = 0
+    for m in reversed(older):
+        line = _transcript_line(m)
+        if size + len(line) > room:
+            lines.append("[… earlier messages left out …]")
+            break
+        lines.append(line)
+        size += len(line)
+    transcript = "\n\n".join(reversed(lines))
+    text = f"The conversation so far, as a transcript:\n\n{transcript}\n\n{ask.text}"
+    return ModelRequest(
+        model=session.provider.info.model,
+        system=session.system_prompt,
+        messages=[user_message(text)],
+        thinking=session.thinking,
+        max_output_tokens=cap,
+    )
+
+
+def _transcript_line(m: Message) -> str:
+    text = m.text
+    if len(text) > TRANSCRIPT_CLIP:
+        text = text[: TRANSCRIPT_CLIP // 2] + " […] " + text[-TRANSCRIPT_CLIP // 2 :]
+    if m.role == "tool":
+        return f"[{m.name} result{' (error)' if m.is_error else ''}] {text}"
+    calls = "".join(f"\n[calls {c.name} {c.arguments[:300]}]" for c in m.tool_calls)
+    return f"[{m.role}] {text}{calls}"
+
+
+async def _call(session: Session, request: ModelRequest) -> str:
+    """One model call for the summary: its retries are events, its text is not streamed (it is
+    not an answer to the user), its usage counts."""
+    completion: Completion | None = None
+    async for item in session.provider.stream(request):
+        if isinstance(item, Retrying):
+            session.emit(
+                ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
+            )
+        elif isinstance(item, Completion):
+            completion = item
+    if completion is None:
+        raise ProviderError(
+            "the summary stream ended without a final message", kind="truncated", retryable=False
+        )
+    session.totals.model_calls += 1
+    session.totals.usage.add(completion.usage)
+    session.emit(
+        ev.USAGE,
+        **completion.usage.to_dict(),
+        total=session.totals.usage.to_dict(),
+        purpose="compaction",
+    )
+    return completion.message.text

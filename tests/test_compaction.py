@@ -1,0 +1,321 @@
+"""Compaction, as a user meets it: ``mcode exec`` against the scripted model server over loopback,
+on both wire formats. The server plays a model that counts its prompt like an API does (about
+three bytes of request per token), calls tools and, when asked to summarise, writes a summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import clean_env, exec_args, make_repo, mcode, stored_events
+from model_server import ScriptedServer
+
+sys.path.insert(0, str(Path(__file__).parent / "bench"))
+from rounds import unstable_requests
+
+from mcode.agent.ledger import LEDGER_HEADER
+
+SUMMARY_ASK = "The conversation is about to be compacted"
+GOAL = "Build the report generator. Constraint: keep every output line under 80 characters."
+AMEND = "Amendment: also write the report to out/report.txt, and never delete old reports."
+SUMMARY = (
+    "## Decisions\n- generate with seq\n## Failed approaches\n- awk was too slow\n"
+    "## Identifiers\n- REPORT_MAX=80\n## Progress\n- rounds done so far\n"
+    "## Open items\n- finish the report"
+)
+
+
+def text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(
+        b.get("text", "") or text_of(b) for b in content or [] if b.get("type") != "image"
+    )
+
+
+def is_summary_request(body: dict[str, Any]) -> bool:
+    last = body["messages"][-1]
+    return last["role"] == "user" and SUMMARY_ASK in text_of(last)
+
+
+def conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The body's messages without the Chat Completions system message."""
+    return [m for m in body["messages"] if m["role"] != "system"]
+
+
+class Model:
+    """A scripted model: per turn (a user message that is not a summary request) ``rounds``
+    bash calls printing ``lines`` numbers each, then an answer; a summary when asked. Reports
+    ``prompt_tokens`` as the request's size / 3, like an API whose tokens are ~3 bytes."""
+
+    def __init__(
+        self,
+        rounds: int = 3,
+        lines: int = 600,
+        overflow_above: int | None = None,
+        refuse_after: int | None = None,
+    ):
+        self.rounds = rounds
+        self.lines = lines
+        self.overflow_above = overflow_above  # prompt tokens above which the API says overflow
+        self.refuse_after = refuse_after  # requests after which every one overflows
+        self.requests = 0
+        self.calls = 0
+        self.issued: dict[str, int] = {}
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        tokens = len(json.dumps(body)) // 3
+        self.requests += 1
+        refused = self.refuse_after is not None and self.requests > self.refuse_after
+        if refused or (self.overflow_above is not None and tokens > self.overflow_above):
+            return {
+                "status": 400,
+                "body": {
+                    "error": {
+                        "message": f"This model's maximum context length is "
+                        f"{self.overflow_above} tokens. However, your messages resulted in "
+                        f"{tokens} tokens.",
+                        "type": "invalid_request_error",
+                        "code": "context_length_exceeded",
+                    }
+                },
+            }
+        usage = {"prompt_tokens": tokens, "completion_tokens": 20}
+        if is_summary_request(body):
+            return {"text": SUMMARY, "usage": usage}
+        # Which task it is on: the amendment's turn once the amendment is in the request
+        # (in a message or in the ledger), else the goal's. Calls are counted per task.
+        task = AMEND if AMEND in json.dumps(body) else GOAL
+        done = self.issued.get(task, 0)
+        if done < self.rounds:
+            self.issued[task] = done + 1
+            self.calls += 1
+            first = self.calls * 10000
+            call = {
+                "id": f"c{self.calls}",
+                "name": "bash",
+                "arguments": {"command": f"seq {first} {first + self.lines}"},
+            }
+            return {"tool_calls": [call], "usage": usage}
+        return {"text": f"Done after {done} commands.", "usage": usage}
+
+
+def _tool_uses(m: dict[str, Any]) -> bool:
+    content = m.get("content")
+    return isinstance(content, list) and any(b.get("type") == "tool_use" for b in content)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"README.md": "# reports\n"})
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home", OPENAI_API_KEY="sk-test", ANTHROPIC_API_KEY="sk-test")
+
+
+def run_two_turns(server: ScriptedServer, repo: Path, env: dict[str, str], wire: str, *flags: str):
+    lines = "\n".join(json.dumps({"type": "user", "text": t}) for t in (GOAL, AMEND)) + "\n"
+    args = exec_args(
+        server,
+        "--permission-mode",
+        "full-auto",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        *flags,
+        wire=wire,
+    )
+    return mcode(*args, cwd=repo, env=env, stdin=lines)
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_long_run_compacts_near_the_window_and_keeps_the_task(
+    repo: Path, env: dict[str, str], wire: str
+) -> None:
+    model = Model(rounds=4, lines=600)
+    with ScriptedServer([model] * 40) as server:
+        run = run_two_turns(server, repo, env, wire, "--context-window", "9000")
+        bodies = server.bodies
+    assert run.code == 0, run.stderr
+    events = run.events()
+    compactions = [e["data"] for e in events if e["type"] == "compaction"]
+    assert compactions, "a 9K window cannot hold eight rounds of 3 KB of output"
+    limit = 9000 - 9000 // 4  # the reserve: a quarter of the window (the output cap is bigger)
+    for c in compactions:
+        assert c["reason"] == "auto" and c["window"] == 9000
+        assert c["tokens_before"] > limit > c["tokens_after"]
+        assert c["summarised"] is True
+    # No request the model answered was over the window.
+    answered = [b for b in bodies if not is_summary_request(b)]
+    assert max(len(json.dumps(b)) // 3 for b in answered) <= 9000
+
+    # Each summary request is the previous request plus the ask: same tools and system, so the
+    # provider's cache serves all but the ask.
+    for i, body in enumerate(bodies):
+        if is_summary_request(body):
+            previous = bodies[i - 1]
+            assert body.get("tools") == previous.get("tools")
+            assert body.get("system") == previous.get("system")
+            head = conversation(body)[:-1]
+            assert head == conversation(previous)[: len(head)]
+    # After each compaction the conversation starts with the ledger: the goal and, once given,
+    # the amendment, word for word, and the model's sections.
+    starts = [b for b in answered if text_of(conversation(b)[0]).startswith(LEDGER_HEADER)]
+    assert starts
+    assert all(GOAL in text_of(conversation(b)[0]) for b in starts)
+    assert AMEND in text_of(conversation(starts[-1])[0])
+    assert "REPORT_MAX=80" in text_of(conversation(starts[-1])[0])
+    # Between compactions every request extends the one before it, byte for byte.
+    segments: list[list[dict[str, Any]]] = [[]]
+    for b in bodies:
+        if is_summary_request(b):
+            segments.append([])
+        else:
+            segments[-1].append(b)
+    for segment in segments:
+        assert unstable_requests(segment) == []
+
+    # --resume rebuilds the compacted history exactly: the next request extends the last one.
+    session_id = events[0]["session_id"]
+    stored = stored_events(Path(env["HOME"]), session_id)
+    assert [e["data"]["kept"] for e in stored if e["type"] == "compaction"] == [
+        c["kept"] for c in compactions
+    ]
+    with ScriptedServer([{"text": "resumed"}]) as server:
+        again = mcode(
+            *exec_args(
+                server, "--resume", session_id, "--context-window", "9000", "go on", wire=wire
+            ),
+            cwd=repo,
+            env=env,
+        )
+        resumed = server.bodies[0]
+    assert again.code == 0, again.stderr
+    assert unstable_requests([answered[-1], resumed]) == []
+
+
+def test_a_run_that_fits_its_window_never_compacts(repo: Path, env: dict[str, str]) -> None:
+    with ScriptedServer([Model(rounds=4, lines=600)] * 20) as server:
+        run = run_two_turns(server, repo, env, "openai", "--context-window", "60000")
+        bodies = server.bodies
+    assert run.code == 0, run.stderr
+    assert not [e for e in run.events() if e["type"] == "compaction"]
+    assert not any(is_summary_request(b) for b in bodies)
+    assert unstable_requests(bodies) == []
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_an_overflow_before_any_output_compacts_once_and_resends_once(
+    repo: Path, env: dict[str, str], wire: str
+) -> None:
+    # The declared window is large, so nothing compacts early; the API's real limit is lower.
+    model = Model(rounds=5, lines=600, overflow_above=5000)
+    with ScriptedServer([model] * 20) as server:
+        run = mcode(
+            *exec_args(
+                server,
+                "--permission-mode",
+                "full-auto",
+                "--output-format",
+                "stream-json",
+                GOAL,
+                wire=wire,
+            ),
+            cwd=repo,
+            env=env,
+        )
+        bodies = server.bodies
+    assert run.code == 0, run.stderr
+    events = run.events()
+    compactions = [e["data"] for e in events if e["type"] == "compaction"]
+    assert [c["reason"] for c in compactions] == ["overflow"]
+    # The rejected request; the summary (asked as the history plus the ask, which overflows
+    # too here, then as a clipped transcript, which fits); then the same step again with the
+    # ledger in front. The step is sent twice in all, never more.
+    rejected = next(i for i, b in enumerate(bodies) if len(json.dumps(b)) // 3 > 5000)
+    first_ask, transcript, resent = bodies[rejected + 1 : rejected + 4]
+    assert is_summary_request(first_ask) and len(conversation(first_ask)) > 2
+    assert is_summary_request(transcript) and len(conversation(transcript)) == 1
+    assert "The conversation so far, as a transcript" in text_of(transcript["messages"][-1])
+    assert text_of(conversation(resent)[0]).startswith(LEDGER_HEADER)
+    assert compactions[0]["summarised"] is True
+    assert events[-1]["data"]["reason"] == "completed"
+
+
+def test_an_overflow_that_compaction_cannot_fix_is_a_clear_error(
+    repo: Path, env: dict[str, str]
+) -> None:
+    model = Model(rounds=5, lines=600, refuse_after=3)  # then nothing fits any more
+    with ScriptedServer([model] * 20) as server:
+        run = mcode(
+            *exec_args(
+                server, "--permission-mode", "full-auto", "--output-format", "stream-json", GOAL
+            ),
+            cwd=repo,
+            env=env,
+        )
+        bodies = server.bodies
+    assert run.code == 1
+    events = run.events()
+    # One compaction (its summary was refused too, so the ledger is mcode's own record) and one
+    # resend: three answered steps, the refused one, the resend.
+    compactions = [e["data"] for e in events if e["type"] == "compaction"]
+    assert len(compactions) == 1 and compactions[0]["summarised"] is False
+    assert GOAL in compactions[0]["message"]["parts"][0]["text"]
+    assert len([b for b in bodies if not is_summary_request(b)]) == 5
+    errors = [e["data"] for e in events if e["type"] == "error"]
+    assert any(e["kind"] == "compaction" and e["recoverable"] for e in errors)
+    assert errors[-1]["kind"] == "context_overflow" and not errors[-1]["recoverable"]
+    assert events[-1]["data"]["exit_code"] == 1
+
+
+def test_an_overflow_with_nothing_to_compact_is_a_clear_error(
+    repo: Path, env: dict[str, str]
+) -> None:
+    with ScriptedServer([Model(overflow_above=1)] * 5) as server:
+        run = mcode(*exec_args(server, "--output-format", "stream-json", GOAL), cwd=repo, env=env)
+        assert len(server.bodies) == 1  # the prompt alone is too long: nothing to resend
+    assert run.code == 1
+    events = run.events()
+    assert not [e for e in events if e["type"] == "compaction"]
+    assert [e["data"]["kind"] for e in events if e["type"] == "error"] == ["context_overflow"]
+    assert "shorten the prompt" in run.stderr
+
+
+def test_compact_on_request_between_turns(repo: Path, env: dict[str, str]) -> None:
+    lines = [
+        json.dumps({"type": "user", "text": GOAL}),
+        json.dumps({"type": "compact", "instructions": "the report format"}),
+        json.dumps({"type": "user", "text": AMEND}),
+    ]
+    with ScriptedServer([Model(rounds=1, lines=50)] * 10) as server:
+        run = mcode(
+            *exec_args(
+                server,
+                "--permission-mode",
+                "full-auto",
+                "--input-format",
+                "stream-json",
+                "--output-format",
+                "stream-json",
+            ),
+            cwd=repo,
+            env=env,
+            stdin="\n".join(lines) + "\n",
+        )
+        bodies = server.bodies
+    assert run.code == 0, run.stderr
+    compactions = [e["data"] for e in run.events() if e["type"] == "compaction"]
+    assert [c["reason"] for c in compactions] == ["manual"]
+    summary = next(b for b in bodies if is_summary_request(b))
+    assert "the report format" in text_of(summary["messages"][-1])
+    after = conversation(bodies[-2])  # the second turn's first request
+    assert text_of(after[0]).startswith(LEDGER_HEADER) and GOAL in text_of(after[0])
+    assert text_of(after[-1]) == AMEND
