@@ -49,6 +49,12 @@ class Progress:
             return f"  {mark} {d['summary'] or d['name']} ({d['duration']:.1f} s)"
         if t == ev.PERMISSION_DECIDED and not d["allowed"]:
             return f"  denied: {d.get('reason', '')}"
+        if t == ev.COMPACTION:
+            return (
+                f"mcode: compacted the conversation ({d['reason']}): "
+                f"~{d['tokens_before']:,} → ~{d['tokens_after']:,} tokens of {d['window']:,}, "
+                f"{d['kept']} recent messages kept"
+            )
         if t == ev.RETRY:
             return f"  retrying in {d['wait']:.1f} s (attempt {d['attempt']}): {d['reason']}"
         if t == ev.ERROR:

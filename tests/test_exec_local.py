@@ -70,3 +70,35 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
     )
     assert run.code == 2
     assert "nope.gguf" in run.stderr
+
+
+def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp_path):
+    """A 2K window and a README that fills most of it: after the read, the next request does not
+    fit, so the conversation is compacted (the model writes its summary, mcode its record) and
+    the model answers from the ledger. The tokenizer counts every request exactly."""
+    notes = "".join(
+        f"- Station {i} reports wind, rain and temperature hourly.\n" for i in range(90)
+    )
+    repo = make_repo(tmp_path / "repo", {"README.md": f"# Weather\n\n{notes}"})
+    run = mcode(
+        "exec",
+        "--output-format",
+        "stream-json",
+        "--context-window",
+        "2048",
+        "What is this project? Read README.md first.",
+        cwd=repo,
+        env=clean_env(tmp_path / "home"),
+        timeout=300,
+    )
+    assert run.code in (0, 4), run.stderr
+    events = run.events()
+    assert events[0]["data"]["context_window"] == 2048
+    compactions = [e["data"] for e in events if e["type"] == "compaction"]
+    assert [c["reason"] for c in compactions] == ["auto"]
+    assert compactions[0]["tokens_before"] > 2048 - 512 >= compactions[0]["tokens_after"]
+    ledger = compactions[0]["message"]["parts"][0]["text"]
+    assert "What is this project? Read README.md first." in ledger
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["completed"]
+    # Every request the model answered fitted: the engine would have refused one that did not.
+    assert not [e for e in events if e["type"] == "error" and not e["data"]["recoverable"]]

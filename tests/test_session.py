@@ -396,3 +396,54 @@ def test_subscribers_get_events_with_the_key_scrubbed_from_their_data(model_serv
     assert asyncio.run(session.submit(f"remember {key}")).reason == "completed"
     assert seen and all(key not in data and key not in line for data, line in seen)
     assert any("[REDACTED]" in data for data, _ in seen)
+
+
+SUMMARY = "## Progress\n- looked at a.txt\n## Open items\n- rename it"
+
+
+def _asks_summary(body: dict) -> bool:
+    return "about to be compacted" in body["messages"][-1]["content"]
+
+
+def test_compact_between_turns_and_during_one(model_server, repo, tmp_path):
+    """Session.compact between turns runs at once; asked while a turn runs, it happens at the
+    turn's next step boundary, and the command in flight is not disturbed."""
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "a.txt"}}]},
+            {"text": "a.txt says alpha"},
+            {"text": SUMMARY},  # Session.compact between turns
+            {
+                "tool_calls": [
+                    {"id": "c2", "name": "bash", "arguments": {"command": "sleep 0.6; echo ok"}}
+                ]
+            },
+            {"text": SUMMARY},  # asked during the command: after it, before the next call
+            {"text": "renamed"},
+        ]
+    )
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        await session.submit("What is in a.txt? Keep it short.")
+        assert await session.compact("the file names")
+        task = asyncio.ensure_future(session.submit("Now rename it."))
+        while not any(e["type"] == "tool.started" and e["data"]["id"] == "c2" for e in events):
+            await asyncio.sleep(0.02)
+        during = asyncio.ensure_future(session.compact())
+        outcome = await task
+        return outcome, await during
+
+    outcome, compacted = asyncio.run(go())
+    assert outcome.reason == "completed" and compacted
+    bodies = [r["body"] for r in server.requests]
+    assert _asks_summary(bodies[2]) and "the file names" in bodies[2]["messages"][-1]["content"]
+    assert _asks_summary(bodies[4])
+    assert "ok" in tool_messages(bodies[4])[-1]["content"]  # the command finished first
+    first, second = [e for e in events if e["type"] == "compaction"]
+    assert first["turn_id"] is None and second["turn_id"] is not None
+    assert [first["data"]["reason"], second["data"]["reason"]] == ["manual", "manual"]
+    ledger = bodies[5]["messages"][1]["content"]
+    assert "What is in a.txt? Keep it short." in ledger and "Now rename it." in ledger
+    assert "rename it" in ledger  # the model's open item
+    assert session.history[0].text == ledger

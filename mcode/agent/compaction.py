@@ -62,9 +62,10 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     budget = session.budget
     before = budget.estimate(request_for(session))
     tail_budget = min(TAIL_MAX, int(budget.window * TAIL_SHARE))
-    if reason == "overflow":
-        # The API's real limit is below the declared window and below this request: keep
-        # a tail that is small next to what was refused.
+    if reason != "auto":
+        # overflow: the API's real limit is below the declared window and below this request;
+        # manual: the user wants the conversation small now, whatever the window. Either way
+        # keep a tail that is small next to what there is.
         tail_budget = min(tail_budget, before // 10)
     cut = _cut(history, budget.ratio, tail_budget)
     older, tail = history[:cut], history[cut:]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
+from mcode.agent.ledger import LEDGER_HEADER
 from mcode.errors import ProviderError
 from mcode.local_backend.chat_template import (
     Segment,
@@ -182,6 +183,10 @@ class LocalProvider:
         """
         calls = 0
         for m in reversed(messages):
+            if m.role == "user" and m.text.startswith(LEDGER_HEADER):
+                # A compacted conversation: the calls it made are in the ledger. Calling more
+                # would fill the window again; it answers from what the ledger holds.
+                return "none"
             if m.role == "user":
                 break
             if m.role == "assistant" and m.tool_calls:
