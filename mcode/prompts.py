@@ -24,7 +24,9 @@ How to work:
 - When done, answer briefly: what you changed and how you checked it."""
 
 AGENTS_FILES = ("AGENTS.md",)
-MAX_AGENTS_BYTES = 16_000
+# The base prompt and the tool schemas take ~4.5 KB on the wire; with AGENTS.md capped here every
+# request's system prompt plus tools stays under 15 KB (the leading agents send 30-50 KB).
+MAX_AGENTS_BYTES = 10_000
 
 
 def system_prompt(workspace: Path) -> str:
@@ -36,6 +38,7 @@ def system_prompt(workspace: Path) -> str:
             text = path.read_text(encoding="utf-8", errors="replace")
             if len(text.encode()) > MAX_AGENTS_BYTES:
                 text = text.encode()[:MAX_AGENTS_BYTES].decode(errors="ignore")
-                text += "\n[AGENTS.md truncated]"
+                cap = f"{MAX_AGENTS_BYTES:,}"
+                text += f"\n[AGENTS.md truncated at {cap} bytes: read the file for the rest]"
             parts.append(f"Project instructions ({name}):\n{text.strip()}")
     return "\n\n".join(parts)

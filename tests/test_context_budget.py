@@ -135,3 +135,26 @@ def test_the_embedded_model_counts_a_request_exactly() -> None:
         assert budget.estimate(req) == reported
     finally:
         asyncio.run(provider.aclose())
+
+
+def test_system_prompt_and_tools_stay_under_15_kb_even_with_a_huge_agents_md(tmp_path) -> None:
+    """What every remote request carries besides the conversation, as sent on both wire
+    formats, with an AGENTS.md far over its cap."""
+    import sys
+    from pathlib import Path
+
+    from helpers import clean_env, exec_args, make_repo, mcode
+    from model_server import ScriptedServer
+
+    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    from rounds import system_tools_bytes
+
+    rule = "- Always run `make lint` before committing; never edit generated files.\n"
+    repo = make_repo(tmp_path / "repo", {"AGENTS.md": "# Rules\n" + rule * 400})
+    env = clean_env(tmp_path / "home", OPENAI_API_KEY="k", ANTHROPIC_API_KEY="k")
+    for wire in ("openai", "anthropic"):
+        with ScriptedServer([{"text": "ok"}]) as server:
+            assert mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env).code == 0
+            body = server.bodies[0]
+        assert 10_000 < system_tools_bytes(body) < 15_000, wire
+        assert "AGENTS.md truncated at 10,000 bytes" in json.dumps(body)
