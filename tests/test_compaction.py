@@ -5,16 +5,13 @@ three bytes of request per token), calls tools and, when asked to summarise, wri
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.rounds import unstable_requests
 from helpers import clean_env, exec_args, make_repo, mcode, stored_events
 from model_server import ScriptedServer
-
-sys.path.insert(0, str(Path(__file__).parent / "bench"))
-from rounds import unstable_requests
 
 from mcode.agent.ledger import LEDGER_HEADER
 

@@ -140,14 +140,9 @@ def test_the_embedded_model_counts_a_request_exactly() -> None:
 def test_system_prompt_and_tools_stay_under_15_kb_even_with_a_huge_agents_md(tmp_path) -> None:
     """What every remote request carries besides the conversation, as sent on both wire
     formats, with an AGENTS.md far over its cap."""
-    import sys
-    from pathlib import Path
-
+    from bench.rounds import system_tools_bytes
     from helpers import clean_env, exec_args, make_repo, mcode
     from model_server import ScriptedServer
-
-    sys.path.insert(0, str(Path(__file__).parent / "bench"))
-    from rounds import system_tools_bytes
 
     rule = "- Always run `make lint` before committing; never edit generated files.\n"
     repo = make_repo(tmp_path / "repo", {"AGENTS.md": "# Rules\n" + rule * 400})
