@@ -4,7 +4,8 @@ The serialisation is deterministic and ``messages`` is the last key, so a longer
 the same messages again followed by new ones: server-side prompt caches (matched by prefix in the
 order tools -> system -> messages) hit. ``cache_control`` breakpoints mark where the caller wants
 cache entries written; they move as the conversation grows and are the only bytes that change in
-earlier messages.
+earlier messages. Each history message's blocks are serialised once and reused by later requests
+(:mod:`.fragments`).
 
 Thinking goes back byte-exact (with its signature, if the server sent one) to the endpoint and model
 that produced it; thinking from any other source is dropped (the server cannot validate it and
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from mcode.messages import (
     ImagePart,
@@ -26,9 +27,9 @@ from mcode.messages import (
     ThinkingPart,
     ToolCall,
     ToolSpec,
-    clean_text,
 )
 from mcode.providers.base import ModelRequest
+from mcode.providers.fragments import FragmentMemo, body_head, dumps
 
 __all__ = [
     "MIN_THINKING_BUDGET",
@@ -50,6 +51,14 @@ _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 Block = dict[str, Any]
 WireMessage = dict[str, Any]
+
+# Each history message's blocks, with their serialised bytes, per (image support, origin): see
+# mcode.providers.fragments.
+_MEMO = FragmentMemo()
+_NO_CONTENT_BLOCK: tuple[Block, bytes] = (
+    {"type": "text", "text": NO_CONTENT},
+    dumps({"type": "text", "text": NO_CONTENT}),
+)
 
 
 def build_body(
@@ -94,11 +103,10 @@ def build_body(
         body["system"] = [
             {"type": "text", "text": request.system, "cache_control": dict(EPHEMERAL)}
         ]
-    messages = wire_messages(request.messages, supports_images, origin)
-    _mark_breakpoints(messages)
-    body["messages"] = messages
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return clean_text(text).encode()
+    # json.dumps(body) with "messages" last, the history's blocks from the memo.
+    messages = _wire_fragments(request.messages, supports_images, origin)
+    _MEMO.built()
+    return b"".join((body_head(body, "messages"), b"[", b",".join(messages), b"]}"))
 
 
 def thinking_budget_for(budget: int, max_tokens: int) -> tuple[int, int]:
@@ -165,27 +173,76 @@ def wire_messages(
     an assistant turn in the message right after it); a user message directly after them joins
     that message, after the results. Other consecutive user messages stay separate.
     """
-    out: list[WireMessage] = []
+    return [
+        {"role": role, "content": blocks}
+        for role, blocks in _grouped(
+            messages, lambda m: _message_blocks(m, supports_images, origin), _text(NO_CONTENT)
+        )
+    ]
+
+
+B = TypeVar("B")
+
+
+def _grouped(
+    messages: Iterable[Message], blocks_of: Callable[[Message], list[B]], no_content: B
+) -> list[tuple[str, list[B]]]:
+    """``(role, blocks)`` of each wire message, as :func:`wire_messages` groups them; the lists
+    are new (``blocks_of``'s are copied, never changed)."""
+    wire: list[tuple[str, list[B]]] = []
     open_results = False  # the last wire message is a user message holding tool results
     for msg in messages:
-        if msg.role == "tool":
-            block = _tool_result(msg, supports_images)
-            if open_results:
-                out[-1]["content"].append(block)
-            else:
-                out.append({"role": "user", "content": [block]})
-                open_results = True
-            continue
-        if msg.role == "user":
-            blocks = _user_blocks(msg.parts, supports_images)
-            if open_results:
-                out[-1]["content"].extend(blocks)
-            else:
-                out.append({"role": "user", "content": blocks or [_text(NO_CONTENT)]})
+        blocks = blocks_of(msg)
+        if msg.role == "assistant":
+            wire.append(("assistant", list(blocks)))
+        elif open_results:
+            wire[-1][1].extend(blocks)  # a result, or user text, joins the open results
         else:
-            out.append({"role": "assistant", "content": _assistant_blocks(msg, origin)})
-        open_results = False
-    return out
+            wire.append(("user", list(blocks) or [no_content]))
+        open_results = msg.role == "tool"
+    return wire
+
+
+def _wire_fragments(messages: Iterable[Message], supports_images: bool, origin: str) -> list[bytes]:
+    """The serialised ``messages`` list: :func:`wire_messages` with its cache breakpoints, each
+    message's blocks rendered once (the memo) and only the marked ones again.
+
+    ``cache_control`` goes on the last block of the last message and of the user message before
+    it. The last message's mark writes a cache entry for this request's whole prefix; on the
+    next request (two messages longer) that message is the earlier user message, whose mark
+    reads it back. With the tools and system marks that makes at most 4, the API's limit.
+    """
+    context = (supports_images, origin)
+
+    def render(msg: Message) -> list[tuple[Block, bytes]]:
+        return [(b, dumps(b)) for b in _message_blocks(msg, supports_images, origin)]
+
+    wire = _grouped(messages, lambda m: _MEMO.get(m, context, render), _NO_CONTENT_BLOCK)
+    last = len(wire) - 1
+    earlier_user = next((i for i in range(last - 1, -1, -1) if wire[i][0] == "user"), None)
+    for i in (last, earlier_user):
+        if i is None or i < 0:
+            continue
+        blocks = wire[i][1]
+        for j in range(len(blocks) - 1, -1, -1):
+            block = blocks[j][0]
+            if block.get("type") not in _UNMARKABLE:
+                marked = {**block, "cache_control": dict(EPHEMERAL)}
+                blocks[j] = (marked, dumps(marked))
+                break
+    return [
+        b'{"role":"%s","content":[%s]}' % (role.encode(), b",".join(b for _, b in blocks))
+        for role, blocks in wire
+    ]
+
+
+def _message_blocks(msg: Message, supports_images: bool, origin: str) -> list[Block]:
+    """The blocks one history message contributes (a user message's may be none)."""
+    if msg.role == "tool":
+        return [_tool_result(msg, supports_images)]
+    if msg.role == "user":
+        return _user_blocks(msg.parts, supports_images)
+    return _assistant_blocks(msg, origin)
 
 
 def _text(text: str) -> Block:
@@ -292,29 +349,3 @@ def wire_tool_id(call_id: str) -> str:
     """``call_id`` as the API accepts it (``^[a-zA-Z0-9_-]+$``): ids minted by other providers
     (``functions.read:0``) are rewritten the same way in ``tool_use`` and ``tool_result``."""
     return _BAD_ID_CHARS.sub("_", call_id) or "toolu_missing"
-
-
-# ----------------------------------------------------------------------------- cache breakpoints
-
-
-def _mark_breakpoints(messages: list[WireMessage]) -> None:
-    """``cache_control`` on the last block of the last message and of the user message before it.
-
-    The last message's mark writes a cache entry for this request's whole prefix; on the next
-    request (two messages longer) that message is the earlier user message, whose mark reads it
-    back. With the tools and system marks that makes at most 4, the API's limit.
-    """
-    if not messages:
-        return
-    _mark_last_block(messages[-1])
-    for msg in reversed(messages[:-1]):
-        if msg["role"] == "user":
-            _mark_last_block(msg)
-            break
-
-
-def _mark_last_block(message: WireMessage) -> None:
-    for block in reversed(message["content"]):
-        if block.get("type") not in _UNMARKABLE:
-            block["cache_control"] = dict(EPHEMERAL)
-            return

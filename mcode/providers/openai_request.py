@@ -2,12 +2,12 @@
 
 The serialisation is deterministic and ``messages`` is the last key, so a longer history produces
 a body whose bytes start with the previous body's bytes minus its closing ``]}``: server-side
-prompt caches hit. Thinking goes back the way each server needs (``reasoning_replay``).
+prompt caches hit. Thinking goes back the way each server needs (``reasoning_replay``). Each
+history message is serialised once and reused by later requests (:mod:`.fragments`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,15 +18,18 @@ from mcode.messages import (
     TextPart,
     ThinkingPart,
     ToolSpec,
-    clean_text,
 )
 from mcode.providers.base import (
     ModelRequest,
 )
+from mcode.providers.fragments import FragmentMemo, body_head, dumps
 from mcode.providers.openai_stream import THINK_CLOSE, THINK_OPEN
 from mcode.providers.presets import REPLAY_MODES
 
 __all__ = ["REPLAY_MODES", "build_body"]
+
+# Serialised history messages, per (replay mode, image support): see mcode.providers.fragments.
+_MEMO = FragmentMemo()
 
 
 def build_body(
@@ -62,11 +65,10 @@ def build_body(
             body["tool_choice"] = choice
         elif choice:
             body["tool_choice"] = {"type": "function", "function": {"name": choice}}
-    body["messages"] = _wire_messages(
-        request.system, request.messages, reasoning_replay, supports_images
-    )
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
-    return clean_text(text).encode()
+    # json.dumps(body) with "messages" last, the history messages from the memo.
+    messages = _wire_fragments(request.system, request.messages, reasoning_replay, supports_images)
+    _MEMO.built()
+    return b"".join((body_head(body, "messages"), b"[", b",".join(messages), b"]}"))
 
 
 def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
@@ -77,36 +79,42 @@ def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
-def _wire_messages(
+def _wire_fragments(
     system: str, messages: Iterable[Message], replay: str, supports_images: bool
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+) -> list[bytes]:
+    """The serialised ``messages`` list items."""
+    out: list[bytes] = []
     if system:
-        out.append({"role": "system", "content": system})
+        out.append(dumps({"role": "system", "content": system}))
+    context = (replay, supports_images)
     # OpenAI accepts no images in tool messages, so a run of tool results is followed by one
     # user message carrying their images. It depends only on earlier history: bytes stay stable.
     tool_images: list[ImagePart] = []
     for msg in messages:
         if msg.role != "tool" and tool_images:
-            out.append(_images_message(tool_images))
+            out.append(dumps(_images_message(tool_images)))
             tool_images = []
-        if msg.role == "user":
-            out.append({"role": "user", "content": _user_content(msg.parts)})
-        elif msg.role == "assistant":
-            out.append(_assistant(msg, replay))
-        else:
-            text = msg.text
-            if msg.is_error and not text.startswith("Error"):
-                text = "Error: " + text
-            images = [p for p in msg.parts if isinstance(p, ImagePart)]
-            if images and supports_images:
-                tool_images.extend(images)
-            elif images:
-                text += f"\n[{len(images)} image(s) omitted: this model has no image input]"
-            out.append({"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": text})
+        out.append(_MEMO.get(msg, context, lambda m: dumps(_wire_message(m, *context))))
+        if msg.role == "tool" and supports_images:
+            tool_images.extend(p for p in msg.parts if isinstance(p, ImagePart))
     if tool_images:
-        out.append(_images_message(tool_images))
+        out.append(dumps(_images_message(tool_images)))
     return out
+
+
+def _wire_message(msg: Message, replay: str, supports_images: bool) -> dict[str, Any]:
+    """One history message on the wire (a tool result's images go in a message after it)."""
+    if msg.role == "user":
+        return {"role": "user", "content": _user_content(msg.parts)}
+    if msg.role == "assistant":
+        return _assistant(msg, replay)
+    text = msg.text
+    if msg.is_error and not text.startswith("Error"):
+        text = "Error: " + text
+    images = sum(isinstance(p, ImagePart) for p in msg.parts)
+    if images and not supports_images:
+        text += f"\n[{images} image(s) omitted: this model has no image input]"
+    return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": text}
 
 
 def _image_url(p: ImagePart) -> dict[str, Any]:
