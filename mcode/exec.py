@@ -390,6 +390,7 @@ async def _run(args: argparse.Namespace) -> int:
             "usage": session.totals.usage.to_dict(),
             "model_calls": session.totals.model_calls,
             "tool_calls": session.totals.tool_calls,
+            "compactions": session.totals.compactions,
             "denials": session.totals.denials,
             "duration_s": round(time.monotonic() - started, 3),
         }

@@ -144,6 +144,7 @@ def test_a_long_run_compacts_near_the_window_and_keeps_the_task(
     events = run.events()
     compactions = [e["data"] for e in events if e["type"] == "compaction"]
     assert compactions, "a 9K window cannot hold eight rounds of 3 KB of output"
+    assert events[-1]["data"]["compactions"] == len(compactions)
     limit = 9000 - 9000 // 4  # the reserve: a quarter of the window (the output cap is bigger)
     for c in compactions:
         assert c["reason"] == "auto" and c["window"] == 9000

@@ -79,6 +79,7 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     session.history = [message, *tail]
     session.ledger = ledger
     budget.reset()
+    session.totals.compactions += 1
     after = budget.estimate(request_for(session))
     session.emit(
         ev.COMPACTION,

@@ -53,6 +53,7 @@ class SessionTotals:
     usage: Usage = field(default_factory=Usage)
     model_calls: int = 0
     tool_calls: int = 0
+    compactions: int = 0
     denials: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -368,5 +369,6 @@ class Session:
             usage=self.totals.usage.to_dict(),
             model_calls=self.totals.model_calls,
             tool_calls=self.totals.tool_calls,
+            compactions=self.totals.compactions,
             denials=len(self.totals.denials),
         )
