@@ -15,6 +15,7 @@ repeats, also across ``--resume``. The payload of each type is documented in REA
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,14 @@ HISTORY_TYPES = frozenset({MESSAGE_USER, MESSAGE_ASSISTANT, TOOL_FINISHED, STEER
 TRANSIENT_TYPES = frozenset({TEXT_DELTA, THINKING_DELTA, TOOL_OUTPUT})
 
 
+# What Event.to_json writes: json.dumps(to_dict(), ensure_ascii=False, separators=(",", ":")).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENVELOPE = (
+    '{"v":' + str(SCHEMA_VERSION) + ',"seq":%d,"ts":%s,"session_id":%s,"turn_id":%s,"type":%s,'
+    '"data":%s}'
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     type: str
@@ -102,8 +111,21 @@ class Event:
         }
 
     def to_json(self) -> str:
-        """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`)."""
-        return clean_text(json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")))
+        """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`):
+        ``json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))``, written with
+        the envelope spelled out (every event goes through here, text deltas included)."""
+        ts = self.ts
+        return clean_text(
+            _ENVELOPE
+            % (
+                self.seq,
+                float.__repr__(ts) if type(ts) is float and math.isfinite(ts) else _encode(ts),
+                _encode(self.session_id),
+                "null" if self.turn_id is None else _encode(self.turn_id),
+                _encode(self.type),
+                _encode(self.data),
+            )
+        )
 
     @classmethod
     def from_json(cls, line: str) -> Event:
