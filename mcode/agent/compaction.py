@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING
 
 from mcode import events as ev
 from mcode.agent.ledger import Ledger, summary_instruction
+from mcode.agent.model_call import call_model
 from mcode.agent.tokens import estimate_message
 from mcode.errors import MCodeError, ProviderError
 from mcode.messages import Message, user_message
-from mcode.providers.base import Completion, ModelRequest, Retrying
+from mcode.providers.base import ModelRequest
 
 if TYPE_CHECKING:
     from mcode.runtime.session import Session
@@ -181,20 +182,9 @@ def _transcript_line(m: Message) -> str:
 
 
 async def _call(session: Session, request: ModelRequest) -> str:
-    """One model call for the summary: its retries are events, its text is not streamed (it is
-    not an answer to the user), its usage counts."""
-    completion: Completion | None = None
-    async for item in session.provider.stream(request):
-        if isinstance(item, Retrying):
-            session.emit(
-                ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
-            )
-        elif isinstance(item, Completion):
-            completion = item
-    if completion is None:
-        raise ProviderError(
-            "the summary stream ended without a final message", kind="truncated", retryable=False
-        )
+    """One model call for the summary: not streamed (it is not an answer to the user), its
+    usage counts."""
+    completion = await call_model(session, request, show=False)
     session.totals.model_calls += 1
     session.totals.usage.add(completion.usage)
     session.emit(

@@ -24,15 +24,11 @@ from typing import TYPE_CHECKING, Any
 from mcode import events as ev
 from mcode.agent.compaction import compact, request_for
 from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
+from mcode.agent.model_call import call_model
 from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
 from mcode.messages import Message, TextPart, ToolCall, user_message
 from mcode.providers.base import (
     Completion,
-    ModelRequest,
-    Retrying,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallStarted,
 )
 from mcode.tools import READ_ONLY_SAFE
 from mcode.tools.base import Tool, ToolResult, parse_arguments, validate_arguments
@@ -151,7 +147,7 @@ async def _step(session: Session) -> Completion:
     held = len(request.messages)
     streamed: list[bool] = []
     try:
-        completion = await _call(session, request, streamed)
+        completion = await call_model(session, request, streamed=streamed)
     except ProviderError as e:
         if e.kind != "context_overflow" or streamed or compacted:
             raise
@@ -159,7 +155,8 @@ async def _step(session: Session) -> Completion:
             raise
         request = request_for(session)
         held = len(request.messages)
-        completion = await _call(session, request, streamed)  # a second overflow ends the turn
+        # A second overflow ends the turn: one compaction, one resend.
+        completion = await call_model(session, request, streamed=streamed)
     session.totals.model_calls += 1
     session.totals.usage.add(completion.usage)
     session.budget.observe(completion.usage, request, held)
@@ -192,34 +189,6 @@ async def _requested_compaction(session: Session) -> None:
     for _, future in requests:
         if not future.done():
             future.set_result(done)
-
-
-async def _call(session: Session, request: ModelRequest, streamed: list[bool]) -> Completion:
-    """Stream one model call; ``streamed`` gets an entry once any output was shown."""
-    completion: Completion | None = None
-    async for item in session.provider.stream(request):
-        if isinstance(item, TextDelta):
-            streamed.append(True)
-            session.emit(ev.TEXT_DELTA, text=item.text)
-        elif isinstance(item, ThinkingDelta):
-            streamed.append(True)
-            session.emit(ev.THINKING_DELTA, text=item.text)
-        elif isinstance(item, ToolCallStarted):
-            pass  # the complete call is announced by tool.requested once it is final
-        elif isinstance(item, Retrying):
-            session.emit(
-                ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
-            )
-        elif isinstance(item, Completion):
-            completion = item
-    if completion is None:
-        raise ProviderError(
-            "the model stream ended without a final message",
-            kind="truncated",
-            retryable=False,
-            hint="try again; if it persists, the server is misbehaving",
-        )
-    return completion
 
 
 async def _run_calls(

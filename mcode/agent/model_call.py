@@ -1,0 +1,52 @@
+"""One model call as the session sees it: the provider's stream turned into events.
+
+Shared by the agent loop (answers, shown as they stream) and compaction (a summary, not an
+answer to the user, so not shown). Retries are always events: a front end must know why it
+waits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mcode import events as ev
+from mcode.errors import ProviderError
+from mcode.providers.base import Completion, ModelRequest, Retrying, TextDelta, ThinkingDelta
+
+if TYPE_CHECKING:
+    from mcode.runtime.session import Session
+
+
+async def call_model(
+    session: Session,
+    request: ModelRequest,
+    *,
+    show: bool = True,
+    streamed: list[bool] | None = None,
+) -> Completion:
+    """Stream one call to its Completion. ``show``: emit text and thinking deltas;
+    ``streamed`` gets an entry once any output came (an overflow after output is not a
+    request that was too long)."""
+    completion: Completion | None = None
+    async for item in session.provider.stream(request):
+        if isinstance(item, TextDelta | ThinkingDelta):
+            if streamed is not None:
+                streamed.append(True)
+            if show:
+                kind = ev.TEXT_DELTA if isinstance(item, TextDelta) else ev.THINKING_DELTA
+                session.emit(kind, text=item.text)
+        elif isinstance(item, Retrying):
+            session.emit(
+                ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
+            )
+        elif isinstance(item, Completion):
+            completion = item
+        # ToolCallStarted: the complete call is announced by tool.requested once it is final.
+    if completion is None:
+        raise ProviderError(
+            "the model stream ended without a final message",
+            kind="truncated",
+            retryable=False,
+            hint="try again; if it persists, the server is misbehaving",
+        )
+    return completion
