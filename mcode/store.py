@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from mcode.errors import MCodeError
-from mcode.events import COMPACTION, HISTORY_TYPES, SESSION_STARTED, TRANSIENT_TYPES, Event
+from mcode.events import (
+    COMPACTION,
+    HISTORY_TYPES,
+    SESSION_FINISHED,
+    SESSION_STARTED,
+    TRANSIENT_TYPES,
+    TURN_FINISHED,
+    TURN_STARTED,
+    Event,
+)
 from mcode.messages import Message
 
 _MIGRATIONS: list[str] = [
@@ -117,10 +126,16 @@ class StoreError(MCodeError):
     pass
 
 
+# A session's updated_at is written with these events, and otherwise at most this often.
+TOUCH_EVERY = 1.0
+_TOUCH_TYPES = frozenset({SESSION_STARTED, TURN_STARTED, TURN_FINISHED, SESSION_FINISHED})
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_fd: int | None = None
+        self._touched: dict[str, float] = {}  # session id -> the updated_at last written
         try:
             # Private to the user: the store holds transcripts and, in checkpoints, files as they
             # were byte for byte (a .env among them), which cannot be redacted and still restored.
@@ -227,23 +242,43 @@ class Store:
             ) from None
 
     def write(self, event: Event, body: str) -> None:
-        """Persist one event (``body`` is its JSON, already scrubbed of secrets)."""
+        """Persist one event (``body`` is its JSON, already scrubbed of secrets), committed on
+        return (one commit; inside :meth:`append`'s transaction, with it).
+
+        The session's ``updated_at`` moves with the events that start or end something (a
+        turn, the session) and otherwise at most once per :data:`TOUCH_EVERY` seconds: writing
+        it for every event doubled the pages each event wrote (the row and its index), so it
+        may lag the last event by that much."""
         if event.type in TRANSIENT_TYPES:
             return
+        sid = event.session_id
+        last = self._touched.get(sid)
+        touch = event.type in _TOUCH_TYPES or last is None or abs(event.ts - last) >= TOUCH_EVERY
+        own = (touch or event.type == SESSION_STARTED) and not self._db.in_transaction
         try:
-            if event.type == SESSION_STARTED:
-                d = event.data
+            if own:
+                self._db.execute("BEGIN")
+            try:
+                if event.type == SESSION_STARTED:
+                    d = event.data
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO sessions VALUES (?,?,?,?,?,?,?)",
+                        (sid, event.ts, event.ts, d["cwd"], d["provider"], d["model"], ""),
+                    )
                 self._db.execute(
-                    "INSERT OR IGNORE INTO sessions VALUES (?,?,?,?,?,?,?)",
-                    (event.session_id, event.ts, event.ts, d["cwd"], d["provider"], d["model"], ""),
+                    "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                    (sid, event.seq, event.ts, event.type, event.turn_id, body),
                 )
-            self._db.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?)",
-                (event.session_id, event.seq, event.ts, event.type, event.turn_id, body),
-            )
-            self._db.execute(
-                "UPDATE sessions SET updated_at=? WHERE id=?", (event.ts, event.session_id)
-            )
+                if touch:
+                    self._db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (event.ts, sid))
+                if own:
+                    self._db.execute("COMMIT")
+            except BaseException:
+                if own and self._db.in_transaction:  # SQLite may have rolled back already
+                    self._db.execute("ROLLBACK")
+                raise
+            if touch:
+                self._touched[sid] = event.ts
         except sqlite3.Error as e:
             raise StoreError(
                 f"could not save event {event.seq} of session {event.session_id}: {e}",
