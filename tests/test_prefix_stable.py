@@ -250,8 +250,8 @@ def request(messages: list[Message]) -> ModelRequest:
 def test_memoised_bodies_are_the_bytes_of_a_fresh_build(module: Any, kw: dict[str, Any]) -> None:
     full = history()
     # The conversation grows one message at a time, so the memo is warm for all but the last.
-    warm = [module.build_body(request(full[:n]), model="m", **kw) for n in range(1, len(full) + 1)]
-    for n, raw in enumerate(warm, start=1):
+    warm = [module.build_body(request(full[:n]), model="m", **kw) for n in range(len(full) + 1)]
+    for n, raw in enumerate(warm):
         # A fresh build: copies of the messages share no identity with anything rendered.
         fresh = [copy.copy(m) for m in full[:n]]
         assert module.build_body(request(fresh), model="m", **kw) == raw
@@ -264,5 +264,5 @@ def test_memoised_bodies_are_the_bytes_of_a_fresh_build(module: Any, kw: dict[st
     # SENT[1] (results last) changes that message in the one after SENT[2] (the user's text
     # joined). A session sends both only when a turn ended between the results and the answer
     # (cancelled, an error); a steer is delivered before the request, so it joins at once.
-    sent = [warm[n - 1] for n in SENT]
+    sent = [warm[n] for n in SENT]
     assert unstable_requests(sent) == ([] if module is openai_request else [2])

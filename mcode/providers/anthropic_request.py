@@ -29,7 +29,7 @@ from mcode.messages import (
     ToolSpec,
 )
 from mcode.providers.base import ModelRequest
-from mcode.providers.fragments import FragmentMemo, body_head, dumps
+from mcode.providers.fragments import FragmentMemo, body_with_list, dumps
 
 __all__ = [
     "MIN_THINKING_BUDGET",
@@ -106,7 +106,7 @@ def build_body(
     # json.dumps(body) with "messages" last, the history's blocks from the memo.
     messages = _wire_fragments(request.messages, supports_images, origin)
     _MEMO.built()
-    return b"".join((body_head(body, "messages"), b"[", b",".join(messages), b"]}"))
+    return body_with_list(body, "messages", messages)
 
 
 def thinking_budget_for(budget: int, max_tokens: int) -> tuple[int, int]:

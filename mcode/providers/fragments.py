@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from mcode.messages import clean_text
 
-__all__ = ["FragmentMemo", "body_head", "dumps", "encode"]
+__all__ = ["FragmentMemo", "body_with_list", "dumps", "encode"]
 
 T = TypeVar("T")
 
@@ -35,12 +35,16 @@ def dumps(value: Any) -> bytes:
     return encode(value).encode()
 
 
-def body_head(fields: dict[str, Any], last_key: str) -> bytes:
-    """The bytes of ``fields`` serialised as an object that goes on with ``last_key`` as its last
-    member: ``{"a":1,"last_key":`` (the caller appends the value and ``}``)."""
+def body_with_list(fields: dict[str, Any], last_key: str, items: list[bytes]) -> bytes:
+    """``dumps({**fields, last_key: [...]})`` where the list's items are already serialised
+    (``items``): the whole body is copied once, however long the list."""
     text = encode(fields)
-    opening = text[:-1] + "," if fields else "{"
-    return (opening + encode(last_key) + ":").encode()
+    head = ((text[:-1] + "," if fields else "{") + encode(last_key) + ":[").encode()
+    if not items:
+        return head + b"]}"
+    if len(items) == 1:
+        return head + items[0] + b"]}"
+    return b",".join([head + items[0], *items[1:-1], items[-1] + b"]}"])
 
 
 class FragmentMemo:

@@ -22,7 +22,7 @@ from mcode.messages import (
 from mcode.providers.base import (
     ModelRequest,
 )
-from mcode.providers.fragments import FragmentMemo, body_head, dumps
+from mcode.providers.fragments import FragmentMemo, body_with_list, dumps
 from mcode.providers.openai_stream import THINK_CLOSE, THINK_OPEN
 from mcode.providers.presets import REPLAY_MODES
 
@@ -68,7 +68,7 @@ def build_body(
     # json.dumps(body) with "messages" last, the history messages from the memo.
     messages = _wire_fragments(request.system, request.messages, reasoning_replay, supports_images)
     _MEMO.built()
-    return b"".join((body_head(body, "messages"), b"[", b",".join(messages), b"]}"))
+    return body_with_list(body, "messages", messages)
 
 
 def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
