@@ -15,6 +15,7 @@ repeats, also across ``--resume``. The payload of each type is documented in REA
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,7 @@ TRANSIENT_TYPES = frozenset({TEXT_DELTA, THINKING_DELTA, TOOL_OUTPUT})
 
 # What Event.to_json writes: json.dumps(to_dict(), ensure_ascii=False, separators=(",", ":")).
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring  # what that encoder writes for a str (C when available)
 _ENVELOPE = (
     '{"v":' + str(SCHEMA_VERSION) + ',"seq":%d,"ts":%s,"session_id":%s,"turn_id":%s,"type":%s,'
     '"data":%s}'
@@ -114,15 +116,15 @@ class Event:
         """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`):
         ``json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))``, written with
         the envelope spelled out (every event goes through here, text deltas included)."""
-        ts = self.ts
+        ts, sid, turn, type_ = self.ts, self.session_id, self.turn_id, self.type
         return clean_text(
             _ENVELOPE
             % (
                 self.seq,
                 float.__repr__(ts) if type(ts) is float and math.isfinite(ts) else _encode(ts),
-                _encode(self.session_id),
-                "null" if self.turn_id is None else _encode(self.turn_id),
-                _encode(self.type),
+                _quote(sid) if type(sid) is str else _encode(sid),
+                _quote(turn) if type(turn) is str else _encode(turn),
+                _quote(type_) if type(type_) is str else _encode(type_),
                 _encode(self.data),
             )
         )
