@@ -156,6 +156,9 @@ class HttpClient:
         finally:
             with contextlib.suppress(httpx.HTTPError):
                 await response.aclose()
+            # httpx's response and its stream refer to each other, so the request (and its
+            # body, megabytes on a long session) would live until a full garbage collection.
+            response.stream = httpx.ByteStream(b"")
 
     def _redirected(self, url: str, response: httpx.Response) -> ProviderError:
         # Not followed: httpx would resend a 301/302 POST as a GET, and the key header would go
