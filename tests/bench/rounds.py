@@ -22,6 +22,11 @@ Columns:
 - **prefix-stable**: requests 2..N whose tools, system and earlier messages are byte-identical to
   the previous request's, ignoring ``cache_control`` markers (:func:`prefix_stable`).
 - **sys+tools B**: the serialised ``tools`` and system prompt of one request, as sent.
+- **compactions**: summary requests mcode sent. The server reports ``prompt_tokens`` as ~4
+  request bytes a token, so mcode's context budget works as against a real API;
+  ``--context-window`` (default 1M, MiniMax-M3's) decides when it compacts. A summary request is
+  answered off the script, and neither it nor the first request after it (a new prefix by
+  design) counts in the prefix-stable share.
 
 ``--profile FILE`` runs the child under ``python -m cProfile -o FILE`` (CPU numbers then include
 the profiler's overhead). ``--repeat N`` runs each row N times and shows the run with the median
@@ -51,6 +56,11 @@ if str(_TESTS) not in sys.path:
 
 from helpers import clean_env, exec_args, make_repo  # noqa: E402
 from model_server import RecordedRequest, ScriptedServer, Step  # noqa: E402
+
+from mcode.agent.ledger import SUMMARY_ASK  # noqa: E402
+
+# What the bench's model answers when mcode asks it to summarise for a compaction.
+SUMMARY = "## Progress\n- the rounds so far are done\n## Open items\n- the remaining rounds"
 
 STANDARD_ROWS = ((100, 4), (300, 8))
 WIRES = ("openai", "anthropic")
@@ -128,6 +138,7 @@ class _Observed:
     bytes_last: int = 0
     system_tools: int = 0
     first_at: float | None = None
+    compactions: int = 0  # summary requests (not part of the script, not checked for prefix)
 
 
 class BenchServer(ScriptedServer):
@@ -140,17 +151,6 @@ class BenchServer(ScriptedServer):
         self._previous: dict[str, Any] | None = None
         self._observe_lock = threading.Lock()
 
-    def start(self) -> BenchServer:
-        super().start()
-        # Zero latency means no Nagle either: without TCP_NODELAY each streamed answer waits
-        # ~40 ms for a delayed ACK (the stdlib server writes each SSE chunk with its own send).
-        assert self._httpd is not None
-        handler = self._httpd.RequestHandlerClass
-        self._httpd.RequestHandlerClass = type(
-            "NoDelayHandler", (handler,), {"disable_nagle_algorithm": True}
-        )
-        return self
-
     def _next(self, record: RecordedRequest) -> tuple[Step | None, int]:
         with self._observe_lock:
             o = self.observed
@@ -159,10 +159,17 @@ class BenchServer(ScriptedServer):
                 o.first_at = record.received_at
             o.bytes_total += len(record.raw)
             o.bytes_last = len(record.raw)
-            if isinstance(record.body, dict):
+            body = record.body if isinstance(record.body, dict) else {}
+            if _asks_summary(body):
+                # A compaction: answered here, off the script; the request after it starts a
+                # new prefix (the ledger), so it is compared with nothing.
+                o.compactions += 1
+                self._previous = None
+                return {"text": SUMMARY, "usage": _usage(record, SUMMARY)}, o.requests
+            if body:
                 if o.requests == 1:
-                    o.system_tools = system_tools_bytes(record.body)
-                current = strip_cache_control(record.body)
+                    o.system_tools = system_tools_bytes(body)
+                current = strip_cache_control(body)
                 if self._previous is not None:
                     if prefix_stable(self._previous, current):
                         o.stable += 1
@@ -170,7 +177,21 @@ class BenchServer(ScriptedServer):
                         o.unstable.append(o.requests)
                 self._previous = current
         light = RecordedRequest(None, record.headers, b"", record.path, record.peer)
-        return super()._next(light)
+        step, n = super()._next(light)
+        if isinstance(step, dict):
+            step = {**step, "usage": _usage(record, step.get("text", ""))}
+        return step, n
+
+
+def _asks_summary(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or []
+    return bool(messages) and SUMMARY_ASK in json.dumps(messages[-1])
+
+
+def _usage(record: RecordedRequest, text: str) -> dict[str, int]:
+    """Token counts as an API would report them, at ~4 bytes a token: the context budget
+    anchors on them, so they decide when mcode compacts."""
+    return {"prompt_tokens": len(record.raw) // 4, "completion_tokens": len(text) // 4 + 20}
 
 
 def round_text(n: int, kib: int) -> str:
@@ -217,6 +238,7 @@ class Result:
     bash_cpu: float
     maxrss_mb: float
     observed: _Observed
+    window: int
     cpu_runs: list[float] = field(default_factory=list)  # with --repeat: every run's CPU s
 
     @property
@@ -226,7 +248,8 @@ class Result:
     @property
     def share(self) -> str:
         o = self.observed
-        checked = o.requests - 1
+        # Requests 2..N, less the summary requests and the first request after each.
+        checked = o.requests - 1 - 2 * o.compactions
         pct = 100.0 * o.stable / checked if checked else 100.0
         return f"{pct:.0f}% ({o.stable}/{checked})"
 
@@ -256,6 +279,7 @@ def run_rounds(
     *,
     profile: str | None = None,
     output_format: str = "stream-json",
+    window: int = 1_000_000,
 ) -> Result:
     with tempfile.TemporaryDirectory(prefix="mcode-bench-") as tmp:
         home = Path(tmp)
@@ -278,7 +302,7 @@ def run_rounds(
                 "--max-turns",
                 str(rounds + 5),
                 "--context-window",
-                "1000000",
+                str(window),
                 "--output-format",
                 output_format,
                 f"Run the {rounds} rounds.",
@@ -303,11 +327,12 @@ def run_rounds(
         finally:
             server.stop()
         code = proc.returncode
-        if code != 0 or server.observed.requests != rounds + 1:
+        expected = rounds + 1 + server.observed.compactions
+        if code != 0 or server.observed.requests != expected:
             tail = b"".join(err).decode(errors="replace")[-2000:]
             raise SystemExit(
                 f"{wire} {rounds}x{kib}: exit {code}, {server.observed.requests} requests "
-                f"(expected {rounds + 1})\n{tail}"
+                f"(expected {expected})\n{tail}"
             )
         bash = _bash_cpu(rounds, repo)
     return Result(
@@ -320,6 +345,7 @@ def run_rounds(
         bash_cpu=bash,
         maxrss_mb=usage.ru_maxrss / 1024,
         observed=server.observed,
+        window=window,
     )
 
 
@@ -327,9 +353,9 @@ def run_rounds(
 
 
 HEADER = (
-    "| wire | rounds x KiB | wall s | CPU s | bash s | mcode s | peak RSS MB "
-    "| req KiB mean / last | prefix-stable | sys+tools B |\n"
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| wire | rounds x KiB | window | wall s | CPU s | bash s | mcode s | peak RSS MB "
+    "| req KiB mean / last | compactions | prefix-stable | sys+tools B |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -347,9 +373,10 @@ def row(r: Result) -> str:
     if len(r.cpu_runs) > 1:
         cpu += f" ({r.cpu_runs[0]:.2f}–{r.cpu_runs[-1]:.2f})"
     return (
-        f"| {r.wire} | {r.rounds} x {r.kib} | {r.wall:.2f} | {cpu} | {r.bash_cpu:.2f} "
-        f"| {r.cpu - r.bash_cpu:.2f} | {r.maxrss_mb:.0f} "
-        f"| {r.mean_kib:.0f} / {o.bytes_last / 1024:.0f} | {r.share} | {o.system_tools} |"
+        f"| {r.wire} | {r.rounds} x {r.kib} | {r.window // 1000}K | {r.wall:.2f} | {cpu} "
+        f"| {r.bash_cpu:.2f} | {r.cpu - r.bash_cpu:.2f} | {r.maxrss_mb:.0f} "
+        f"| {r.mean_kib:.0f} / {o.bytes_last / 1024:.0f} | {o.compactions} | {r.share} "
+        f"| {o.system_tools} |"
     )
 
 
@@ -364,6 +391,12 @@ def main() -> int:
     )
     ap.add_argument(
         "--repeat", type=int, default=1, help="runs per row; the row shows the median-CPU run"
+    )
+    ap.add_argument(
+        "--context-window",
+        type=int,
+        default=1_000_000,
+        help="tokens (1M, MiniMax-M3's: no compaction); the server counts ~4 bytes a token",
     )
     a = ap.parse_args()
     wires = [a.wire] if a.wire else list(WIRES)
@@ -381,7 +414,14 @@ def main() -> int:
     for rounds, kib in rows:
         for wire in wires:
             runs = [
-                run_rounds(rounds, kib, wire, profile=a.profile, output_format=a.output_format)
+                run_rounds(
+                    rounds,
+                    kib,
+                    wire,
+                    profile=a.profile,
+                    output_format=a.output_format,
+                    window=a.context_window,
+                )
                 for _ in range(max(1, a.repeat))
             ]
             r = median_run(runs)
