@@ -13,9 +13,8 @@ from bench.rounds import unstable_requests
 from helpers import clean_env, exec_args, make_repo, mcode, stored_events
 from model_server import ScriptedServer
 
-from mcode.agent.ledger import LEDGER_HEADER
+from mcode.agent.ledger import LEDGER_HEADER, SUMMARY_ASK
 
-SUMMARY_ASK = "The conversation is about to be compacted"
 GOAL = "Build the report generator. Constraint: keep every output line under 80 characters."
 AMEND = "Amendment: also write the report to out/report.txt, and never delete old reports."
 SUMMARY = (

@@ -42,6 +42,9 @@ MODEL_SECTIONS: dict[str, str] = {
     "Open items": "what remains to do, in order, including anything promised to the user",
 }
 
+# How the summary request's ask begins (tests and benchmarks recognise the request by it).
+SUMMARY_ASK = "The conversation is about to be compacted"
+
 MAX_COMMANDS = 25
 MAX_FAILURES = 15
 MAX_REQUEST_CHARS = 8_000  # per request; a pasted log keeps its head and tail
@@ -152,7 +155,7 @@ def summary_instruction(extra: str | None = None) -> str:
     """The user message that asks the model for its part of the ledger."""
     headings = "\n".join(f"## {name}\n<{what}>" for name, what in MODEL_SECTIONS.items())
     text = (
-        "The conversation is about to be compacted: the messages above will be replaced by a "
+        f"{SUMMARY_ASK}: the messages above will be replaced by a "
         "task ledger. mcode records the user's requests word for word, the files changed and "
         "the commands run by itself; write the rest. Answer with exactly these Markdown "
         "sections, terse bullet points, no tool calls, nothing before or after:\n\n"
