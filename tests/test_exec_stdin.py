@@ -497,3 +497,37 @@ def test_turn_id_is_null_outside_a_turn(model_server, repo, env):
             current = None
     assert len(turns) == 2 and None not in turns
     assert run.events()[-1]["type"] == "session.finished"
+
+
+def test_compact_line_during_a_turn_compacts_at_its_next_step(model_server, repo, env):
+    """A compact line while a command runs: the command finishes, then (before the next model
+    call) the conversation is compacted, and the turn goes on from the ledger."""
+    server = model_server(
+        [
+            bash("c1", "sleep 0.8; echo slept"),
+            {"text": "## Progress\n- slept\n## Open items\n- report"},  # the summary request
+            {"text": "all done"},
+        ]
+    )
+    live = Live(stdin_args(server), cwd=repo, env=env)
+    try:
+        live.send(user("Sleep, then report."))
+        live.until("tool.started")
+        live.send(json.dumps({"type": "compact", "instructions": "what slept"}))
+        live.close()
+        assert live.wait() == 0, live.stderr
+    finally:
+        live.kill()
+    compaction = live.until("compaction")["data"]
+    assert compaction["reason"] == "manual" and compaction["summarised"]
+    types = live.types()
+    assert (
+        types.index("tool.finished")
+        < types.index("compaction")
+        < types.index("message.assistant", types.index("compaction"))
+    )
+    summary, resumed = server.requests[1]["body"], server.requests[2]["body"]
+    assert "what slept" in summary["messages"][-1]["content"]
+    assert "slept" in tool_messages(summary)[-1]["content"]
+    assert resumed["messages"][1]["content"].startswith("[mcode: the conversation was compacted")
+    assert "Sleep, then report." in resumed["messages"][1]["content"]
