@@ -153,3 +153,19 @@ def test_system_prompt_and_tools_stay_under_15_kb_even_with_a_huge_agents_md(tmp
             body = server.bodies[0]
         assert 10_000 < system_tools_bytes(body) < 15_000, wire
         assert "AGENTS.md truncated at 10,000 bytes" in json.dumps(body)
+
+
+def test_a_ledger_too_big_for_its_window_keeps_the_goal_and_the_newest_requests() -> None:
+    ledger = Ledger()
+    ledger.record([user_message("GOAL: port the app.")])
+    ledger.record([user_message(f"request {i}: " + "detail " * 40) for i in range(1, 41)])
+    ledger.take_summary("## Progress\n" + "- step done\n" * 300)
+    full = ledger.render()
+    small = ledger.render(max_chars=3_000)
+    assert len(full) > 10_000 and len(small) <= 3_000
+    assert "GOAL: port the app." in small and "request 40: " in small
+    assert "request 1: " not in small
+    assert "earlier requests left out to fit the context window]" in small
+    # The first kept request keeps its number, so the count reads right.
+    kept = [line for line in small.splitlines() if line[:1].isdigit()]
+    assert kept[-1].startswith("40. request 40: ")

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 # The verbatim tail: at most this share of the window, and at most TAIL_MAX tokens.
 TAIL_SHARE = 0.15
 TAIL_MAX = 40_000
+# The ledger's share of the window, at most.
+LEDGER_SHARE = 0.25
 # The summary answer's cap (also bounded by the window's output reserve).
 SUMMARY_MAX_TOKENS = 8_000
 # Fallback transcript (when even the summary request overflows): per-message clip.
@@ -76,7 +78,10 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     summary = await _summarise(session, older, instructions)
     summarised = ledger.take_summary(summary) if summary is not None else False
 
-    message = user_message(ledger.render())
+    # At most a quarter of the window: the ledger must leave room for the work it describes.
+    message = user_message(
+        ledger.render(max_chars=int(budget.window * LEDGER_SHARE * budget.ratio))
+    )
     session.history = [message, *tail]
     session.ledger = ledger
     budget.reset()

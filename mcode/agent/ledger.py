@@ -129,25 +129,55 @@ class Ledger:
         } or {"Progress": _clip(text, MAX_SECTION_CHARS * 2)}
         return True
 
-    def render(self) -> str:
-        """The ledger as the user message that heads the compacted history."""
+    def render(self, max_chars: int | None = None) -> str:
+        """The ledger as the user message that heads the compacted history, at most
+        ``max_chars`` long (a small window must not be filled by its own ledger). To fit, it
+        gives up, in this order: old commands and failures, the model's sections (clipped),
+        the oldest later requests (counted in a note: the goal and the newest stay verbatim),
+        and last the goal's middle."""
+        text = self._render(self.requests, self.commands, self.failures, self.sections)
+        if max_chars is None or len(text) <= max_chars:
+            return text
+        commands, failures = self.commands[-5:], self.failures[-3:]
+        sections = {k: _clip(v, 600) for k, v in self.sections.items()}
+        requests = list(self.requests)
+        text = self._render(requests, commands, failures, sections)
+        dropped = 0
+        while len(text) > max_chars and requests:
+            requests.pop(0)
+            dropped += 1
+            text = self._render(requests, commands, failures, sections, dropped)
+        if len(text) > max_chars:
+            text = _clip(text, max_chars)
+        return text
+
+    def _render(
+        self,
+        requests: list[str],
+        commands: list[str],
+        failures: list[str],
+        sections: dict[str, str],
+        dropped: int = 0,
+    ) -> str:
         out = [LEDGER_HEADER, "", "## Goal (the user's words)", self.goal or "(none recorded)"]
-        if self.requests:
+        if requests or dropped:
             out += ["", "## Later requests and amendments (the user's words, in order)"]
-            out += [f"{i}. {_indent(r)}" for i, r in enumerate(self.requests, 1)]
+            if dropped:
+                out.append(f"[{dropped} earlier requests left out to fit the context window]")
+            out += [f"{i}. {_indent(r)}" for i, r in enumerate(requests, dropped + 1)]
         for name in MODEL_SECTIONS:
-            body = self.sections.get(name)
+            body = sections.get(name)
             if body:
                 out += ["", f"## {name}", body]
         if self.files:
             out += ["", "## Files changed"]
             out += [f"- {path} ({how})" for path, how in self.files.items()]
-        if self.commands:
+        if commands:
             out += ["", "## Commands run (latest last)"]
-            out += [f"- {c}" for c in self.commands]
-        if self.failures:
+            out += [f"- {c}" for c in commands]
+        if failures:
             out += ["", "## Tool calls that failed"]
-            out += [f"- {f}" for f in self.failures]
+            out += [f"- {f}" for f in failures]
         return "\n".join(out)
 
 
