@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from bench.rounds import unstable_requests
-from helpers import clean_env, exec_args, make_repo, mcode, stored_events
+from helpers import clean_env, exec_args, make_repo, mcode, start_until, stored_events
 from model_server import ScriptedServer
 
 from mcode.agent.ledger import LEDGER_HEADER, SUMMARY_ASK
@@ -316,3 +316,41 @@ def test_compact_on_request_between_turns(repo: Path, env: dict[str, str]) -> No
     after = conversation(bodies[-2])  # the second turn's first request
     assert text_of(after[0]).startswith(LEDGER_HEADER) and GOAL in text_of(after[0])
     assert text_of(after[-1]) == AMEND
+
+
+def test_killed_right_after_a_compaction_resumes_from_the_ledger(
+    repo: Path, env: dict[str, str]
+) -> None:
+    """kill -9 once the compaction event is printed (so stored): `--resume` with no prompt
+    continues the interrupted turn on the compacted history, ledger first."""
+    with ScriptedServer([Model(rounds=6, lines=600)] * 20) as server:
+        proc, printed = start_until(
+            *exec_args(
+                server,
+                "--permission-mode",
+                "full-auto",
+                "--output-format",
+                "stream-json",
+                "--context-window",
+                "9000",
+                GOAL,
+            ),
+            cwd=repo,
+            env=env,
+            event_type="compaction",
+        )
+        proc.kill()
+        proc.communicate(timeout=30)
+    compaction = printed[-1]["data"]
+    session_id = printed[0]["session_id"]
+    with ScriptedServer([{"text": "finished from the ledger"}]) as server:
+        again = mcode(
+            *exec_args(server, "--resume", session_id, "--context-window", "9000"),
+            cwd=repo,
+            env=env,
+        )
+        resumed = conversation(server.bodies[0])
+    assert again.code == 0, again.stderr
+    assert again.stdout.strip() == "finished from the ledger"
+    assert text_of(resumed[0]) == compaction["message"]["parts"][0]["text"]
+    assert len(resumed) == 1 + compaction["kept"]  # the step it was killed before, nothing lost
