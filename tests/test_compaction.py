@@ -115,8 +115,15 @@ def env(tmp_path: Path) -> dict[str, str]:
     return clean_env(tmp_path / "home", OPENAI_API_KEY="sk-test", ANTHROPIC_API_KEY="sk-test")
 
 
-def run_two_turns(server: ScriptedServer, repo: Path, env: dict[str, str], wire: str, *flags: str):
-    lines = "\n".join(json.dumps({"type": "user", "text": t}) for t in (GOAL, AMEND)) + "\n"
+def run_lines(
+    server: ScriptedServer,
+    repo: Path,
+    env: dict[str, str],
+    lines: list[dict[str, Any]],
+    *flags: str,
+    wire: str = "openai",
+):
+    """``mcode exec`` (full-auto, stream-json in and out) reading ``lines`` from stdin."""
     args = exec_args(
         server,
         "--permission-mode",
@@ -128,7 +135,13 @@ def run_two_turns(server: ScriptedServer, repo: Path, env: dict[str, str], wire:
         *flags,
         wire=wire,
     )
-    return mcode(*args, cwd=repo, env=env, stdin=lines)
+    stdin = "".join(json.dumps(line) + "\n" for line in lines)
+    return mcode(*args, cwd=repo, env=env, stdin=stdin)
+
+
+def run_two_turns(server: ScriptedServer, repo: Path, env: dict[str, str], wire: str, *flags: str):
+    turns = [{"type": "user", "text": t} for t in (GOAL, AMEND)]
+    return run_lines(server, repo, env, turns, *flags, wire=wire)
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
@@ -288,25 +301,12 @@ def test_an_overflow_with_nothing_to_compact_is_a_clear_error(
 
 def test_compact_on_request_between_turns(repo: Path, env: dict[str, str]) -> None:
     lines = [
-        json.dumps({"type": "user", "text": GOAL}),
-        json.dumps({"type": "compact", "instructions": "the report format"}),
-        json.dumps({"type": "user", "text": AMEND}),
+        {"type": "user", "text": GOAL},
+        {"type": "compact", "instructions": "the report format"},
+        {"type": "user", "text": AMEND},
     ]
     with ScriptedServer([Model(rounds=1, lines=50)] * 10) as server:
-        run = mcode(
-            *exec_args(
-                server,
-                "--permission-mode",
-                "full-auto",
-                "--input-format",
-                "stream-json",
-                "--output-format",
-                "stream-json",
-            ),
-            cwd=repo,
-            env=env,
-            stdin="\n".join(lines) + "\n",
-        )
+        run = run_lines(server, repo, env, lines)
         bodies = server.bodies
     assert run.code == 0, run.stderr
     compactions = [e["data"] for e in run.events() if e["type"] == "compaction"]
