@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,3 +119,69 @@ def stored_events(home: Path, session_id: str) -> list[dict[str, Any]]:
 
 def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in request["messages"] if m.get("role") == "tool"]
+
+
+class Live:
+    """A running ``mcode exec`` (stream-json in and out): ``send`` lines, ``until`` an event."""
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcode", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr = ""
+        # Both pipes are drained by threads, so a full pipe never blocks mcode.
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def send(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        for line in lines:
+            self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def until(self, type_: str, n: int = 1, timeout: float = 30) -> dict[str, Any]:
+        """Read events until the ``n``-th of ``type_`` (counting those already read)."""
+        deadline = time.monotonic() + timeout
+        while sum(e["type"] == type_ for e in self.events) < n:
+            line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"mcode ended before {type_} #{n}: {self.stderr}")
+            self.events.append(json.loads(line))
+        return [e for e in self.events if e["type"] == type_][n - 1]
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout=timeout)
+        while (line := self._lines.get(timeout=5)) is not None:
+            self.events.append(json.loads(line))
+        return code
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

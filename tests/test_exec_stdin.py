@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
+from helpers import Live, clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
 
 
 @pytest.fixture
@@ -53,72 +51,6 @@ def bash(call_id: str, command: str) -> dict[str, Any]:
 
 def last_user_text(body: dict[str, Any]) -> str:
     return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
-
-
-class Live:
-    """A running ``mcode exec`` (stream-json in and out): ``send`` lines, ``until`` an event."""
-
-    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcode", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.events: list[dict[str, Any]] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr = ""
-        # Both pipes are drained by threads, so a full pipe never blocks mcode.
-        threading.Thread(target=self._pump, daemon=True).start()
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _pump_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-
-    def send(self, *lines: str) -> None:
-        assert self.proc.stdin is not None
-        for line in lines:
-            self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-
-    def until(self, type_: str, n: int = 1, timeout: float = 30) -> dict[str, Any]:
-        """Read events until the ``n``-th of ``type_`` (counting those already read)."""
-        deadline = time.monotonic() + timeout
-        while sum(e["type"] == type_ for e in self.events) < n:
-            line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line is None:
-                raise AssertionError(f"mcode ended before {type_} #{n}: {self.stderr}")
-            self.events.append(json.loads(line))
-        return [e for e in self.events if e["type"] == type_][n - 1]
-
-    def wait(self, timeout: float = 30) -> int:
-        code = self.proc.wait(timeout=timeout)
-        while (line := self._lines.get(timeout=5)) is not None:
-            self.events.append(json.loads(line))
-        return code
-
-    def types(self) -> list[str]:
-        return [e["type"] for e in self.events]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

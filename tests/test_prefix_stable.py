@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-import queue
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench.rounds import prefix_stable, system_tools_bytes, unstable_requests
-from helpers import clean_env, exec_args, make_repo, mcode
+from helpers import Live, clean_env, exec_args, make_repo, mcode
 
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, ToolCall, ToolSpec
 from mcode.providers import anthropic_request, openai_request
@@ -65,16 +60,6 @@ def script(go: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _events_until(lines: queue.Queue[str | None], type_: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        if line is None:
-            raise AssertionError(f"mcode ended before {type_}")
-        if json.loads(line)["type"] == type_:
-            return
-
-
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
 def test_every_request_extends_the_previous_one(model_server, tmp_path: Path, wire: str) -> None:
     repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n\nA demo.\n"})
@@ -93,52 +78,22 @@ def test_every_request_extends_the_previous_one(model_server, tmp_path: Path, wi
     ]
 
     # Turns 1 and 2: one process, messages and a steer on stdin.
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcode",
-            *exec_args(server, *flags, "--input-format", "stream-json", wire=wire),
-        ],
-        cwd=repo,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
+    live = Live(
+        exec_args(server, *flags, "--input-format", "stream-json", wire=wire), cwd=repo, env=env
     )
-    assert proc.stdin is not None and proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    printed: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            printed.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
     try:
-        proc.stdin.write(json.dumps({"type": "user", "text": "Write the notes."}) + "\n")
-        proc.stdin.flush()
-        _events_until(lines, "tool.started")  # c1
-        _events_until(lines, "tool.started")  # c2
-        _events_until(lines, "tool.started")  # c3
-        _events_until(lines, "tool.started")  # c4 waits for the go file: steer it now
-        proc.stdin.write(json.dumps({"type": "steer", "text": "also: use tabs"}) + "\n")
-        proc.stdin.flush()
-        _events_until(lines, "steer.received")
+        live.send(json.dumps({"type": "user", "text": "Write the notes."}))
+        live.until("tool.started", 4, timeout=60)  # c4 waits for the go file: steer it now
+        live.send(json.dumps({"type": "steer", "text": "also: use tabs"}))
+        live.until("steer.received", timeout=60)
         go.touch()
-        _events_until(lines, "turn.finished")
-        proc.stdin.write(json.dumps({"type": "user", "text": "Now read missing.txt."}) + "\n")
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        live.until("turn.finished", timeout=60)
+        live.send(json.dumps({"type": "user", "text": "Now read missing.txt."}))
+        live.close()
+        assert live.wait(timeout=60) == 0, live.stderr
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    session_id = json.loads(printed[0])["session_id"]
+        live.kill()
+    session_id = live.events[0]["session_id"]
 
     # Turn 3: a new process resumes the session from the store.
     run = mcode(
