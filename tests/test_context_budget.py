@@ -87,6 +87,11 @@ def test_the_ledger_keeps_the_users_words_files_commands_and_failures() -> None:
     assert "$ pytest -q tests/test_parser.py -> ok" in text
     assert "exit code 1" not in text
     assert "read(src/missing.py): src/missing.py: no such file" in text
+    assert "## Files read" not in text  # the only read failed
+    ledger.record([call("6", "read", path="src/a.py"), result("6", "read", "1 a = 1")])
+    assert "## Files read (their content is gone from the context: read again)\nsrc/a.py" in (
+        ledger.render()
+    )
 
 
 def test_the_ledger_merges_across_compactions_and_takes_the_models_sections() -> None:

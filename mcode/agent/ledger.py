@@ -4,9 +4,9 @@ When older turns are dropped to fit the window, the model must not lose the task
 two kinds of sections:
 
 - **Recorded by mcode** from the history itself, exact and never paraphrased: the goal and every
-  later request or steer in the user's own words, the files changed, the commands run with their
-  outcome, the tool calls that failed. A summary written by a model can drop a constraint the
-  user added in passing; these sections cannot.
+  later request or steer in the user's own words, the files read and changed, the commands run
+  with their outcome, the tool calls that failed. A summary written by a model can drop a
+  constraint the user added in passing; these sections cannot.
 - **Written by the model** when it summarises: decisions, failed approaches (and why), key
   identifiers, progress, open items. The model sees the previous ledger in what it summarises, so
   it carries forward what still holds.
@@ -45,6 +45,7 @@ MODEL_SECTIONS: dict[str, str] = {
 # How the summary request's ask begins (tests and benchmarks recognise the request by it).
 SUMMARY_ASK = "The conversation is about to be compacted"
 
+MAX_READ = 30
 MAX_COMMANDS = 25
 MAX_FAILURES = 15
 MAX_REQUEST_CHARS = 8_000  # per request; a pasted log keeps its head and tail
@@ -56,6 +57,7 @@ class Ledger:
     goal: str = ""
     requests: list[str] = field(default_factory=list)  # later requests and steers, verbatim
     files: dict[str, str] = field(default_factory=dict)  # path -> created/written/edited
+    read: list[str] = field(default_factory=list)  # paths read, latest last
     commands: list[str] = field(default_factory=list)  # "$ cmd -> ok" / "-> failed: ..."
     failures: list[str] = field(default_factory=list)  # "read(src/x.py): no such file"
     sections: dict[str, str] = field(default_factory=dict)  # the model's, by heading
@@ -69,6 +71,7 @@ class Ledger:
             goal=d.get("goal", ""),
             requests=list(d.get("requests", [])),
             files=dict(d.get("files", {})),
+            read=list(d.get("read", [])),
             commands=list(d.get("commands", [])),
             failures=list(d.get("failures", [])),
             sections=dict(d.get("sections", {})),
@@ -92,6 +95,7 @@ class Ledger:
                     result = results.get(call.id)
                     if result is not None:
                         self._record_call(call.name, call.arguments, result)
+        del self.read[:-MAX_READ]
         del self.commands[:-MAX_COMMANDS]
         del self.failures[:-MAX_FAILURES]
 
@@ -106,6 +110,9 @@ class Ledger:
             self.commands.append(f"$ {command} -> {outcome}")
             return
         path = args.get("path") or args.get("file_path")
+        if name == "read" and isinstance(path, str) and not failed:
+            self.read = [p for p in self.read if p != path] + [path]
+            return
         if name in ("write", "edit") and isinstance(path, str) and not failed:
             if self.files.get(path) != "created":  # created, then edited: still new
                 how = "written" if name == "write" else "edited"
@@ -172,6 +179,9 @@ class Ledger:
         if self.files:
             out += ["", "## Files changed"]
             out += [f"- {path} ({how})" for path, how in self.files.items()]
+        if self.read:
+            out += ["", "## Files read (their content is gone from the context: read again)"]
+            out.append(", ".join(self.read))
         if commands:
             out += ["", "## Commands run (latest last)"]
             out += [f"- {c}" for c in commands]
