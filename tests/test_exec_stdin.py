@@ -463,3 +463,20 @@ def test_compact_line_during_a_turn_compacts_at_its_next_step(model_server, repo
     assert "slept" in tool_messages(summary)[-1]["content"]
     assert resumed["messages"][1]["content"].startswith("[mcode: the conversation was compacted")
     assert "Sleep, then report." in resumed["messages"][1]["content"]
+
+
+def test_a_malformed_compact_line_is_skipped_and_the_run_goes_on(model_server, repo, env):
+    server = model_server([{"text": "ok"}])
+    run = mcode(
+        *stdin_args(server),
+        cwd=repo,
+        env=env,
+        stdin=json.dumps({"type": "compact", "instructions": ["not", "text"]})
+        + "\n"
+        + user("hi")
+        + "\n",
+    )
+    assert run.code == 0, run.stderr
+    errors = [e["data"] for e in run.events() if e["type"] == "error"]
+    assert errors[0]["kind"] == "input" and "instructions" in errors[0]["message"]
+    assert not [e for e in run.events() if e["type"] == "compaction"]

@@ -447,3 +447,64 @@ def test_compact_between_turns_and_during_one(model_server, repo, tmp_path):
     assert "What is in a.txt? Keep it short." in ledger and "Now rename it." in ledger
     assert "rename it" in ledger  # the model's open item
     assert session.history[0].text == ledger
+
+
+def test_cancel_during_a_compaction_leaves_the_history_as_it_was(model_server, repo, tmp_path):
+    """A cancel while the summary is being written: no compaction, no lost message, and the
+    next turn sends the history it would have sent."""
+    server = model_server(
+        [
+            {"text": "alpha it is"},
+            {"text": SUMMARY, "delay": 2},  # the summary, cancelled while it is awaited
+            {"text": "still here"},
+        ]
+    )
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        await session.submit("What is in a.txt?")
+        before = list(session.history)
+        compacting = asyncio.ensure_future(session.compact())
+        while len(server.requests) < 2:
+            await asyncio.sleep(0.02)
+        session.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await compacting
+        assert session.history == before
+        return await session.submit("And now?")
+
+    outcome = asyncio.run(go())
+    assert outcome.reason == "completed" and outcome.text == "still here"
+    assert not [e for e in events if e["type"] == "compaction"]
+    third = server.requests[2]["body"]["messages"]
+    assert [m["content"] for m in third if m["role"] == "user"] == [
+        "What is in a.txt?",
+        "And now?",
+    ]
+
+
+def test_an_empty_or_headless_summary_still_compacts(model_server, repo, tmp_path):
+    """The model answers the summary request with nothing usable: the ledger is mcode's own
+    record (summarised false), or the whole answer under Progress when it has no headings."""
+    server = model_server(
+        [
+            {"text": "a.txt says alpha"},
+            {"text": ""},  # the first summary: empty
+            {"text": "next done"},
+            {"text": "done with a.txt, nothing else"},  # the second: no headings
+        ]
+    )
+    session, events = _session(server, repo, tmp_path, interactive=False)
+
+    async def go():
+        await session.submit("Read a.txt. Keep it under 80 characters.")
+        assert await session.compact()
+        await session.submit("Next.")
+        return await session.compact()
+
+    assert asyncio.run(go())
+    first, second = [e["data"] for e in events if e["type"] == "compaction"]
+    assert first["summarised"] is False and second["summarised"] is True
+    text = second["message"]["parts"][0]["text"]
+    assert "Read a.txt. Keep it under 80 characters." in text and "Next." in text
+    assert "## Progress\ndone with a.txt, nothing else" in text
