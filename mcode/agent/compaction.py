@@ -74,7 +74,8 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     older, tail = history[:cut], history[cut:]
 
     ledger = Ledger.from_dict(session.ledger.to_dict()) if session.ledger else Ledger()
-    ledger.record(older)
+    # After a compaction the history starts with its ledger message: not a user request.
+    ledger.record(older[1:] if session.ledger else older)
     summary = await _summarise(session, older, instructions)
     summarised = ledger.take_summary(summary) if summary is not None else False
 

@@ -78,12 +78,13 @@ class Ledger:
         )
 
     def record(self, messages: list[Message]) -> None:
-        """Add what ``messages`` (the part of history being compacted away) show."""
+        """Add what ``messages`` (the part of history being compacted away, without the
+        previous ledger message) show."""
         results = {m.tool_call_id: m for m in messages if m.role == "tool"}
         for m in messages:
             if m.role == "user":
                 text = m.text.strip()
-                if not text or text.startswith(LEDGER_HEADER):
+                if not text:
                     continue
                 text = _clip(text, MAX_REQUEST_CHARS)
                 if not self.goal:

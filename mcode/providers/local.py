@@ -183,7 +183,7 @@ class LocalProvider:
         """
         calls = 0
         for m in reversed(messages):
-            if m.role == "user" and m.text.startswith(LEDGER_HEADER):
+            if m is messages[0] and m.role == "user" and m.text.startswith(LEDGER_HEADER):
                 # A compacted conversation: the calls it made are in the ledger. Calling more
                 # would fill the window again; it answers from what the ledger holds.
                 return "none"
