@@ -157,6 +157,36 @@ def _not_written(ctx: ToolContext, p: Path, content: bytes | None, mode: int | N
         pass
 
 
+def _save(
+    ctx: ToolContext,
+    p: Path,
+    rel: str,
+    before: bytes | None,
+    mode: int | None,
+    data: bytes,
+    last_look: Callable[[], None] | None = None,
+) -> int | None:
+    """How write and edit change a file: save its before-image for undo, take ``last_look``
+    (after the checkpoint, so that the store's commit does not widen the gap: anything that
+    changed the file meanwhile wins), write ``data`` atomically (a failure points the
+    checkpoint back at the unchanged file), remember the new stamp. The checkpoint's id."""
+    checkpoint = _checkpoint(ctx, p, rel, before, mode, data)
+    try:
+        try:
+            if last_look is not None:
+                last_look()
+            p.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(p, data)
+        except BaseException:
+            _not_written(ctx, p, before, mode)
+            raise
+        st = p.stat()
+    except OSError as e:
+        raise ToolError(f"cannot write {rel}: {e.strerror}", hint="nothing was changed") from None
+    ctx.file_stamps[str(p)] = make_stamp(st, data)
+    return checkpoint
+
+
 class ReadTool(Tool):
     name = "read"
     description = (
@@ -288,20 +318,7 @@ class WriteTool(Tool):
                 raise ToolError(f"cannot read {rel}: {e.strerror}") from None
             _check_fresh(ws, p, ctx, old, st)
             mode = st.st_mode & 0o7777
-        checkpoint = _checkpoint(ctx, p, rel, old, mode, data)
-        try:
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(p, data)
-            except BaseException:
-                _not_written(ctx, p, old, mode)
-                raise
-            st = p.stat()
-        except OSError as e:
-            raise ToolError(
-                f"cannot write {rel}: {e.strerror}", hint="nothing was changed"
-            ) from None
-        ctx.file_stamps[str(p)] = make_stamp(st, data)
+        checkpoint = _save(ctx, p, rel, old, mode, data)
         lines = _split_lines(args["content"])
         verb = "wrote" if existed else "created"
         # The size and the last line let the model see a truncated argument (MiniMax M2.1+ may
@@ -383,31 +400,19 @@ class EditTool(Tool):
         after = after_text.encode("utf-8")
 
         mode = st.st_mode & 0o7777
-        checkpoint = _checkpoint(ctx, p, rel, before, mode, after)
-        try:
+
+        def unchanged_since_read() -> None:
             try:
-                # Last look right before writing (after the checkpoint, so that the store's
-                # commit does not widen the gap): anything that changed the file while we
-                # worked wins.
-                try:
-                    now = p.stat()
-                except OSError as e:
-                    raise ToolError(f"cannot stat {rel}: {e.strerror}") from None
-                if not stamp_matches(now, make_stamp(st, before), lambda: read_bytes(p)[0]):
-                    raise ToolError(
-                        f"{rel} changed on disk while it was being edited; nothing was written",
-                        hint=f"read {rel} again, then retry",
-                    )
-                atomic_write(p, after)
-            except BaseException:
-                _not_written(ctx, p, before, mode)
-                raise
-            st_after = p.stat()
-        except OSError as e:
-            raise ToolError(
-                f"cannot write {rel}: {e.strerror}", hint="nothing was changed"
-            ) from None
-        ctx.file_stamps[str(p)] = make_stamp(st_after, after)
+                now = p.stat()
+            except OSError as e:
+                raise ToolError(f"cannot stat {rel}: {e.strerror}") from None
+            if not stamp_matches(now, make_stamp(st, before), lambda: read_bytes(p)[0]):
+                raise ToolError(
+                    f"{rel} changed on disk while it was being edited; nothing was written",
+                    hint=f"read {rel} again, then retry",
+                )
+
+        checkpoint = _save(ctx, p, rel, before, mode, after, last_look=unchanged_since_read)
 
         diff, added, removed = _diff(text, after_text, rel)
         times = f", {count} replacements" if count > 1 else ""
