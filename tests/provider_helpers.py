@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 
 from mcode.errors import ProviderError
-from mcode.messages import Message, user_message
+from mcode.messages import Message, ToolSpec, user_message
 from mcode.providers.base import Completion, ModelEvent, ModelRequest, Provider, Retrying
 from mcode.providers.retry import NetworkSettings
 
 # Short timeouts and near-zero backoff: a retry costs milliseconds, two retries at most.
+# A tool for requests that offer one.
+READ = ToolSpec(
+    "read", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}}
+)
+
 FAST = NetworkSettings(
     connect_timeout=2,
     first_event_timeout=5,

@@ -13,6 +13,7 @@ import pytest
 from model_server import ScriptedServer
 from provider_helpers import (
     FAST,
+    READ,
     after_last_retry,
     completed,
     failure,
@@ -40,9 +41,6 @@ from mcode.providers.base import (
 
 StartServer = Callable[..., ScriptedServer]
 KEY = "sk-ant-PLANTED-0123456789abcdef"
-READ = ToolSpec(
-    "read", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}}
-)
 LS = ToolSpec("ls", "List a directory.", {"type": "object", "properties": {}})
 PNG = ImagePart("image/png", "iVBORw0KGgo=")
 EPHEMERAL = {"type": "ephemeral"}

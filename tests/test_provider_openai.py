@@ -15,6 +15,7 @@ import pytest
 from model_server import ScriptedServer
 from provider_helpers import (
     FAST,
+    READ,
     after_last_retry,
     completed,
     failure,
@@ -24,7 +25,7 @@ from provider_helpers import (
 )
 
 from mcode.errors import ProviderError
-from mcode.messages import ImagePart, Message, TextPart, ToolSpec, user_message
+from mcode.messages import ImagePart, Message, TextPart, user_message
 from mcode.providers.base import (
     Completion,
     ModelEvent,
@@ -41,9 +42,6 @@ from mcode.secrets import scrub
 
 StartServer = Callable[..., ScriptedServer]
 KEY = "sk-test-PLANTED-0123456789abcdef"
-READ = ToolSpec(
-    "read", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}}
-)
 
 
 def provider(server: ScriptedServer, **kw: Any) -> OpenAIProvider:
