@@ -116,15 +116,16 @@ class Event:
         """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`):
         ``json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))``, written with
         the envelope spelled out (every event goes through here, text deltas included)."""
-        ts, sid, turn, type_ = self.ts, self.session_id, self.turn_id, self.type
+        ts = self.ts
         return clean_text(
             _ENVELOPE
             % (
                 self.seq,
+                # time.time(): a finite float, whose JSON is its repr (no encoder call).
                 float.__repr__(ts) if type(ts) is float and math.isfinite(ts) else _encode(ts),
-                _quote(sid) if type(sid) is str else _encode(sid),
-                _quote(turn) if type(turn) is str else _encode(turn),
-                _quote(type_) if type(type_) is str else _encode(type_),
+                _quote(self.session_id),
+                "null" if self.turn_id is None else _quote(self.turn_id),
+                _quote(self.type),
                 _encode(self.data),
             )
         )
