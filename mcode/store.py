@@ -254,7 +254,7 @@ class Store:
         sid = event.session_id
         last = self._touched.get(sid)
         touch = event.type in _TOUCH_TYPES or last is None or abs(event.ts - last) >= TOUCH_EVERY
-        own = (touch or event.type == SESSION_STARTED) and not self._db.in_transaction
+        own = touch and not self._db.in_transaction  # session.started always touches
         try:
             if own:
                 self._db.execute("BEGIN")

@@ -27,9 +27,7 @@ from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.agent.model_call import call_model
 from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
 from mcode.messages import Message, TextPart, ToolCall, user_message
-from mcode.providers.base import (
-    Completion,
-)
+from mcode.providers.base import Completion
 from mcode.tools import READ_ONLY_SAFE
 from mcode.tools.base import Tool, ToolResult, parse_arguments, validate_arguments
 

@@ -314,7 +314,6 @@ class Session:
             return await future
         if self._compacting is not None and not self._compacting.done():
             raise MCodeError("a compaction is already running", hint="wait for it to finish")
-        self._cancel_requested = False
         self._compacting = asyncio.ensure_future(compact(self, "manual", instructions))
         return await self._compacting
 
