@@ -19,9 +19,7 @@ from mcode.messages import (
     ThinkingPart,
     ToolSpec,
 )
-from mcode.providers.base import (
-    ModelRequest,
-)
+from mcode.providers.base import ModelRequest
 from mcode.providers.fragments import FragmentMemo, body_with_list, dumps
 from mcode.providers.openai_stream import THINK_CLOSE, THINK_OPEN
 from mcode.providers.presets import REPLAY_MODES
