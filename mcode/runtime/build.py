@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from mcode.runtime.session import Session
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
+from mcode.tools.child_env import child_environment
 from mcode.tools.workspace import Workspace
 from mcode.undo import undo_note
 
@@ -83,7 +85,15 @@ def open_session(
             PermissionMode(settings.permission_mode), settings.allow, settings.deny, workspace
         ),
         tool_context=ToolContext(
-            workspace=workspace, bash_timeout=settings.bash_timeout, output_cap=settings.output_cap
+            workspace=workspace,
+            bash_timeout=settings.bash_timeout,
+            output_cap=settings.output_cap,
+            env=child_environment(
+                os.environ,
+                drop=[settings.api_key_env] if settings.api_key_env else [],
+                secrets=settings.secrets,
+                pass_env=settings.pass_env,
+            ),
         ),
         system_prompt=system_prompt(settings.workspace),
         store=store,

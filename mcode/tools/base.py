@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from mcode.errors import ToolError
 from mcode.messages import ImagePart, ToolSpec
+from mcode.tools.child_env import child_environment
 
 PermissionClass = Literal["read", "edit", "execute", "computer"]
 
@@ -58,7 +60,9 @@ Checkpointer = Callable[[Path, bytes | None, int | None, bytes | None], int]
 @dataclass(slots=True)
 class ToolContext:
     """Everything a tool may touch. One per session; shared by the tools of that session.
-    ``checkpoint`` is None when nothing records checkpoints (no store: tests, in-memory)."""
+    ``checkpoint`` is None when nothing records checkpoints (no store: tests, in-memory).
+    ``env`` is the environment of every process a tool starts: mcode's without credentials
+    (:mod:`mcode.tools.child_env`; ``open_session`` also drops the keys it resolved)."""
 
     workspace: Any  # mcode.tools.workspace.Workspace
     emit_output: Callable[[str], None] = lambda chunk: None
@@ -68,6 +72,7 @@ class ToolContext:
     bash_timeout: float = 120.0
     output_cap: int = 30_000
     checkpoint: Checkpointer | None = None
+    env: dict[str, str] = field(default_factory=lambda: child_environment(os.environ))
 
 
 class Tool:

@@ -140,6 +140,7 @@ class BashTool(Tool):
                 "-c",
                 command,
                 cwd=ctx.workspace.root,
+                env=ctx.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
