@@ -5,7 +5,7 @@ answer for scripts. Built on the event stream like every other front end.
 Quiet (``-q``, and the ``json`` format, whose stdout is one object at the end) still says why
 a run is waiting once the wait gets long: retries of one model call from the second on, or
 once they have waited :data:`QUIET_RETRY_AFTER` seconds, so a dead server is never a silent
-hang."""
+hang; and, on resume, what the killed run left running."""
 
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ class Progress:
             pass  # stderr closed: progress is a courtesy, never a reason to fail the run
 
     def _quiet(self, event: Event) -> str | None:
+        d = event.data
+        if event.type == ev.ERROR and d["kind"] == "leftover":
+            return f"mcode: {d['message']}"  # something was killed on your behalf: always said
         if event.type != ev.RETRY:
             return None
-        d = event.data
         if d["attempt"] == 1:
             self._waited = 0.0  # a new model call's first retry
         long_wait = d["attempt"] >= 2 or self._waited + d["wait"] >= QUIET_RETRY_AFTER
