@@ -6,8 +6,9 @@ stdout and the environment ``ctx.env`` (no credentials). Output streams to ``ctx
 as it arrives (uncapped); the model gets at most ``ctx.output_cap`` characters, head and tail
 kept. When the command ends, times out or is cancelled, whatever is left of its process group
 (background jobs included) gets SIGTERM, then SIGKILL after a grace period; when mcode dies
-(``kill -9`` included) the supervisor does the same. While it runs, ``ctx.record_command``
-keeps a note of the group, so ``--resume`` after a crash can report (and kill) what is left.
+(``kill -9`` included) the supervisor does the same within a fifth of a second. While it
+runs, ``ctx.record_command`` keeps a note of the group, so ``--resume`` after a crash can
+report (and kill) what is left.
 A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
 this; nothing short of cgroups catches it.
 """

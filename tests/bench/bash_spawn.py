@@ -5,8 +5,8 @@
 Rows: the tool as shipped (``bash -c`` under :mod:`mcode.tools.supervisor`, which makes the
 command die with mcode), and the same tool starting ``bash -c`` directly, as it did before.
 Each call is ``BashTool.run`` with a fresh ``true`` in a temp folder: spawn, wait, drain, the
-group check. Median and worst of N calls, alternating the two so load hits both alike.
-Prints a Markdown table.
+group check. The third row is the floor of any Python supervisor: ``python -I -S -c pass``.
+Median and worst of N calls, interleaved so load hits every row alike. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,13 +42,22 @@ async def main(runs: int) -> None:
     def direct(command: str) -> list[str]:
         return ["bash", "-c", command]
 
-    rows: dict[str, list[float]] = {"supervised (shipped)": [], "direct `bash -c` (before)": []}
+    floor = "`python -I -S -c pass` alone"
+    rows: dict[str, list[float]] = {
+        "supervised (shipped)": [],
+        "direct `bash -c` (before)": [],
+        floor: [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         ctx = ToolContext(workspace=Workspace(Path(tmp)))
         tool = bash.BashTool()
         for _ in range(runs):
             rows["supervised (shipped)"].append(await one_call(tool, ctx, supervised))
             rows["direct `bash -c` (before)"].append(await one_call(tool, ctx, direct))
+            started = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", "-c", "pass")
+            await proc.wait()
+            rows[floor].append(time.perf_counter() - started)
     print("| bash tool, `true` | calls | median (ms) | worst (ms) |")
     print("| --- | ---: | ---: | ---: |")
     for name, times in rows.items():
