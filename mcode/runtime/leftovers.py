@@ -5,8 +5,9 @@ group, the command and how to recognise the group's leader again (its start time
 and the boot's id): ``<session id>.<pgid>.json``, written before the command can do anything
 that matters and removed once its group is gone. A note that survives means mcode died first.
 The supervisor (:mod:`mcode.tools.supervisor`) normally takes the group down with it, so on
-``--resume`` the note usually says "had already exited"; when something did survive (the
-supervisor was killed too, or the machine stopped mcode without a signal), the group is
+``--resume`` the note usually says "had already exited". Something survives when the
+supervisor was killed too, or when mcode died in the moment between a command's end (the
+supervisor exits with it) and mcode killing the background jobs it left; then the group is
 SIGTERMed, then SIGKILLed, and reported as killed.
 
 A group is only killed when it is provably the one noted: same boot, and a leader with the
