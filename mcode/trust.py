@@ -67,6 +67,12 @@ def grant(path: Path | str, env: Mapping[str, str] | None = None) -> Path:
     target = _resolved(path)
     if not target.is_dir():
         raise ConfigError(f"{target} is not a folder", hint="give the repository's folder")
+    if target in (Path(target.anchor), Path.home().resolve()):
+        # It would cover every repository cloned below it, which is what trust guards against.
+        raise ConfigError(
+            f"{target} holds every repository below it, so mcode does not trust it as a whole",
+            hint="trust each project folder you vouch for: mcode trust ~/src/app",
+        )
     with _locked(record_path(env)) as folders:
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         folders.setdefault(str(target), {"since": since})

@@ -155,6 +155,10 @@ def test_mcode_trust_list_and_revoke(tmp_path, env):
     assert mcode("trust", "--list", cwd=repo, env=env).stdout.strip() == "no trusted folders"
     missing = mcode("trust", str(tmp_path / "nope"), cwd=repo, env=env)
     assert missing.code == 2 and "is not a folder" in missing.stderr
+    # Home would cover every repository cloned under it: refused, and nothing is recorded.
+    home = mcode("trust", env["HOME"], cwd=repo, env=env)
+    assert home.code == 2 and "trust each project folder" in home.stderr
+    assert mcode("trust", "--list", cwd=repo, env=env).stdout.strip() == "no trusted folders"
 
 
 def test_a_damaged_trust_record_trusts_nothing_and_says_so(tmp_path, env):
