@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         ".mcode/config.toml cannot widen permissions (permission_mode, allow rules,\n"
         "allow_outside, add_dirs, a model file) and its AGENTS.md is not read.",
         epilog="exit codes:\n  0    done\n  1    --revoke: the folder was not trusted itself\n"
-        "  2    not a folder, or the trust record is damaged",
+        "  2    not a folder (or home, or /), or the trust record is damaged",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("dir", nargs="?", metavar="DIR", help="the folder (default: the current one)")
