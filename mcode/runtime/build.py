@@ -96,7 +96,7 @@ def open_session(
                 pass_env=settings.pass_env,
             ),
         ),
-        system_prompt=system_prompt(settings.workspace),
+        system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         store=store,
         interactive=interactive,
         max_turns=settings.max_turns,
@@ -105,6 +105,7 @@ def open_session(
         session_id=session_id,
         history=history,
         last_seq=last_seq,
+        approval_timeout=settings.approval_timeout if interactive else None,
     )
     if store is not None:
         # Every write and edit saves the file's before-image first, so `mcode undo` can
