@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--quiet",
         action="store_true",
-        help="text format: no progress lines on stderr (tool calls, retries), only the answer",
+        help="text format: only the answer on stdout, and on stderr only errors and retries "
+        "that have gone on a while",
     )
     p.add_argument("--provider", choices=["openai", "anthropic", "minimax", "local"])
     p.add_argument("--model", help="model name, or a .gguf path for --provider local")

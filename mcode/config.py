@@ -69,6 +69,7 @@ _KEYS: dict[str, str] = {
     "local.tool_steps": "int",
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
+    "tools.pass_env": "list",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
 # endpoints; reasoning_replay is how thinking goes back on Chat Completions).
@@ -133,6 +134,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     bash_timeout: float = 120.0
     output_cap: int = 30_000
+    pass_env: list[str] = field(default_factory=list)  # credentials tools' processes may see
     sources: list[str] = field(default_factory=list)
     approval_timeout: float = 300.0  # seconds an asked permission waits for its answer
     # The workspace is a trusted folder (mcode/trust.py): its project config and AGENTS.md apply.
@@ -282,6 +284,12 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
                 f"{where}: {key!r} cannot be set in a project config",
                 hint="set it in your user config or with --base-url: a repository must not "
                 "choose where your API key is sent",
+            )
+        if is_project and key == "tools.pass_env":
+            raise ConfigError(
+                f"{where}: {key!r} cannot be set in a project config",
+                hint="set it in your user config or MCODE_TOOLS_PASS_ENV: a repository must not "
+                "hand your credentials to the commands its model runs",
             )
         value = _check_type(value, kind, f"{where}: {key!r}")
         if key.startswith("providers."):
@@ -512,6 +520,7 @@ def _build(
         local=local,
         bash_timeout=values.get("tools.bash_timeout", 120.0),
         output_cap=values.get("tools.output_cap", 30_000),
+        pass_env=list(values.get("tools.pass_env", [])),
         sources=sources,
         approval_timeout=values.get("approval_timeout", 300.0),
     )

@@ -387,10 +387,11 @@ async def _run(args: argparse.Namespace) -> int:
                     driver.stop()  # nobody reads the events any more: stop, as on SIGPIPE
 
             session.subscribe(show)
-        elif args.output_format == "text" and not args.quiet:
+        else:  # text: a line per step; -q and json: only retries that have taken a while
             from mcode.progress import Progress
 
-            session.subscribe(Progress())
+            quiet = args.output_format == "json" or args.quiet
+            session.subscribe(Progress(quiet=quiet))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, driver.stop)

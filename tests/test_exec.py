@@ -423,22 +423,6 @@ def test_image_is_sent_as_a_data_url(model_server, repo, env, tmp_path):
     assert content[1]["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
 
 
-def test_unreachable_server_fails_cleanly_after_retries(repo, env):
-    env = dict(env, MCODE_NETWORK_MAX_RETRIES="1", MCODE_NETWORK_CONNECT_TIMEOUT="1")
-    run = mcode(
-        "exec",
-        "--provider",
-        "openai",
-        "--base-url",
-        "http://127.0.0.1:9/v1",
-        "hi",
-        cwd=repo,
-        env=env,
-    )
-    assert run.code == 1
-    assert "Traceback" not in run.stderr and "127.0.0.1:9" in run.stderr
-
-
 def test_agents_md_reaches_the_system_prompt_and_prefix_is_static(model_server, repo, env):
     (repo / "AGENTS.md").write_text("Always run `make check` before finishing.\n")
     trust(repo, env)

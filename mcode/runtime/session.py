@@ -114,6 +114,9 @@ class Session:
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
+        # Error events (their data) said right after session.started: on resume, what the
+        # killed run left running (mcode/runtime/leftovers.py).
+        self.start_notes: list[dict[str, Any]] = []
         # Counts identical failing tool calls; run_turn resets it per turn and per steer.
         self.loop_guard = LoopGuard()
         info = provider.info
@@ -212,6 +215,9 @@ class Session:
             schema_version=ev.SCHEMA_VERSION,
             **more,
         )
+        notes, self.start_notes = self.start_notes, []
+        for note in notes:
+            self.emit(ev.ERROR, **note)
 
     # -- driving ------------------------------------------------------------------------------
     async def submit(self, text: str | None, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
