@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["read-only", "ask", "auto-edit", "full-auto"],
         help="what tools may do without asking; a headless run denies what would ask",
     )
-    p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
+    p.add_argument(
+        "--max-turns",
+        type=_positive_int,
+        help="stop a task after this many model calls (default: no cap)",
+    )
     p.add_argument(
         "--context-window",
         type=_positive_int,

@@ -111,7 +111,7 @@ class Settings:
     deny: list[str] = field(default_factory=list)
     add_dirs: list[str] = field(default_factory=list)
     allow_outside: bool = False
-    max_turns: int = 50
+    max_turns: int | None = None  # model calls per turn; None: no cap
     context_window: int = 128_000
     network: NetworkSettings = field(default_factory=NetworkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
@@ -439,7 +439,7 @@ def _build(
         deny=list(values.get("permissions.deny", [])),
         add_dirs=list(values.get("permissions.add_dirs", [])),
         allow_outside=bool(values.get("permissions.allow_outside", False)),
-        max_turns=values.get("max_turns", 50),
+        max_turns=values.get("max_turns"),
         context_window=window,
         network=network,
         local=local,
