@@ -25,7 +25,7 @@ from provider_helpers import (
 )
 
 from mcode.errors import ProviderError
-from mcode.messages import ImagePart, Message, TextPart, user_message
+from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, user_message
 from mcode.providers.base import (
     Completion,
     ModelEvent,
@@ -285,6 +285,61 @@ def test_structured_reasoning_variants(model_server: StartServer, style: str) ->
     events = call(server)
     assert "".join(e.text for e in of(events, ThinkingDelta)) == thinking
     assert events[-1].message.thinking == thinking
+
+
+def test_reasoning_details_resent_whole_or_without_text_are_kept_as_sent(
+    model_server: StartServer,
+) -> None:
+    def details(*items: dict[str, Any]) -> dict[str, Any]:
+        delta = {"reasoning_details": list(items)}
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+    text = {"type": "reasoning.text", "index": 0}
+    server = model_server(
+        [
+            {
+                "sse": [
+                    details({**text, "text": "Check the"}),
+                    details({**text, "text": "Check the tests."}),  # everything so far, again
+                    details({**text, "text": "", "signature": "s1"}),
+                    details({"type": "reasoning.encrypted", "index": 1, "data": "b64=="}),
+                    {
+                        "choices": [
+                            {"index": 0, "delta": {"content": "OK"}, "finish_reason": "stop"}
+                        ]
+                    },
+                    "data: [DONE]\n\n",
+                ]
+            }
+        ]
+    )
+    events = call(server)
+    assert "".join(e.text for e in of(events, ThinkingDelta)) == "Check the tests."
+    msg = events[-1].message
+    body = json.loads(provider(server).build_body(request(user_message("hi"), msg)))
+    assert body["messages"][2] == {
+        "role": "assistant",
+        "content": "OK",
+        "reasoning_details": [
+            {**text, "text": "Check the tests.", "signature": "s1"},
+            {"type": "reasoning.encrypted", "index": 1, "data": "b64=="},
+        ],
+    }
+
+
+def test_thinking_that_records_no_arrival_form_goes_back_as_reasoning_content(
+    model_server: StartServer,
+) -> None:
+    # Stored by an earlier mcode (no raw details), or thinking from the other wire format.
+    older = ThinkingPart("from details", extra={"format": "reasoning_details"})
+    signed = ThinkingPart("from claude", signature="sig", extra={"format": "anthropic"})
+    msg = Message("assistant", (older, signed, TextPart("OK")))
+    body = json.loads(provider(model_server([])).build_body(request(user_message("hi"), msg)))
+    assert body["messages"][2] == {
+        "role": "assistant",
+        "content": "OK",
+        "reasoning_content": "from detailsfrom claude",
+    }
 
 
 def test_usage_and_cached_tokens(model_server: StartServer) -> None:

@@ -29,10 +29,11 @@ class OpenAIProvider(RemoteProvider):
 
     - ``thinking_style``: ``"none"`` sends no thinking switch; ``"minimax"`` sends
       ``thinking: {"type": "adaptive" | "disabled"}`` when ``request.thinking`` is set.
-    - ``reasoning_replay``: how earlier thinking goes back: ``"reasoning_content"`` (DeepSeek,
-      MiniMax), ``"reasoning"`` (vLLM >= 0.16), ``"think_tags"`` (all of it inline in content) or
-      ``"none"``. Thinking that arrived inline as ``<think>`` goes back inline in every mode but
-      ``"none"``.
+    - ``reasoning_replay``: how earlier thinking goes back: ``"mirror"`` (each part the way it
+      arrived: inline ``<think>``, ``reasoning_details``, ``reasoning_content`` or ``reasoning``),
+      or pinned: ``"reasoning_content"`` (DeepSeek), ``"reasoning"`` (vLLM >= 0.16),
+      ``"think_tags"`` (all of it inline in content) or ``"none"``. Thinking that arrived inline
+      as ``<think>`` goes back inline in every mode but ``"none"``.
     - ``max_tokens_field``: MiniMax wants ``"max_completion_tokens"``.
     - ``default_max_tokens``: the cap sent when a request names none (``None``: send none, the
       server's default; a cap above a small local model's window would be an error there).
@@ -59,7 +60,7 @@ class OpenAIProvider(RemoteProvider):
         max_tokens_field: str = "max_tokens",
         default_max_tokens: int | None = None,
         extra_headers: dict[str, str] | None = None,
-        reasoning_replay: str = "reasoning_content",
+        reasoning_replay: str = "mirror",
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         if reasoning_replay not in REPLAY_MODES:

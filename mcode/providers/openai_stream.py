@@ -178,6 +178,11 @@ class ChatAssembler:
     ProviderError. Reasoning: per chunk the most trusted field wins (``reasoning_details`` >
     ``reasoning_content`` > ``reasoning``); once a structured field has been seen, ``<think>``
     text in ``content`` is the same reasoning again and is dropped.
+
+    Each thinking part records the form it arrived in, ``extra["format"]``: ``think_tags``
+    (with ``open: False`` when only the ``</think>`` came, and the ``tail`` after it),
+    ``reasoning_details`` (with the items themselves, merged by index, in ``details``),
+    ``reasoning_content`` or ``reasoning``, so the next request can send it back the same way.
     """
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
@@ -250,13 +255,18 @@ class ChatAssembler:
 
     def _delta(self, delta: dict[str, Any], out: list[ModelEvent]) -> None:
         reasoning = _structured_reasoning(delta)
+        resent = False
         if reasoning is not None:
             source, text = reasoning
             self._structured = True
-            text = self._new_reasoning(text)
-            if text:
-                self._add("thinking", text, {"format": source})
-                out.append(ThinkingDelta(text))
+            new = self._new_reasoning(text)
+            resent = new != text
+            if new:
+                self._add("thinking", new, {"format": source})
+                out.append(ThinkingDelta(new))
+        details = delta.get("reasoning_details")
+        if isinstance(details, list) and details:
+            self._keep_details(details, resent)
         content = delta.get("content")
         if isinstance(content, list):  # some servers stream content parts
             content = "".join(
@@ -280,6 +290,34 @@ class ChatAssembler:
             self._reasoning.append(text)
             self._reasoning_len += len(text)
         return text
+
+    def _keep_details(self, items: list[Any], resent: bool) -> None:
+        """Merge streamed ``reasoning_details`` items into the current part's ``details``: an item
+        with a known ``index`` (or, without one, the last item's type) continues it, its text
+        appended (replaced when the server ``resent`` everything so far); other fields keep their
+        latest value. Items with no text (encrypted reasoning) are kept too, to go back as sent."""
+        last = self._parts[-1] if self._parts else None
+        current = last is not None and last.meta.get("format") == "reasoning_details"
+        if last is None or last.kind != "thinking" or not current:
+            last = _PartBuf("thinking", [], {"format": "reasoning_details"})
+            self._parts.append(last)
+        merged: list[dict[str, Any]] = last.meta.setdefault("details", [])
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            if "index" in item:
+                slot = next((m for m in merged if m.get("index") == item["index"]), None)
+            else:
+                slot = merged[-1] if merged and merged[-1].get("type") == item.get("type") else None
+            if slot is None:
+                merged.append(dict(item))
+                continue
+            for key, value in item.items():
+                old = slot.get(key)
+                if key in ("text", "summary", "data") and isinstance(value, str):
+                    slot[key] = old + value if isinstance(old, str) and not resent else value
+                elif value is not None and value != "":
+                    slot[key] = value
 
     def _content(self, segments: list[tuple[str, str]], out: list[ModelEvent]) -> None:
         for kind, text in segments:
@@ -373,7 +411,7 @@ class ChatAssembler:
             if p.kind == "text":
                 if text:
                     parts.append(TextPart(text))
-            elif text or p.meta.get("tail"):
+            elif text or p.meta.get("tail") or p.meta.get("details"):
                 parts.append(ThinkingPart(text, extra=p.meta or None))
         # Results are matched to calls by id: a missing or repeated id gets a fresh one.
         calls: list[ToolCall] = []

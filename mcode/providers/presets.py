@@ -13,8 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-# How earlier thinking goes back on Chat Completions (see openai_request.py).
-REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
+# How earlier thinking goes back on Chat Completions (see openai_request.py). ``mirror``: each
+# part the way it arrived; the others pin one way for every part.
+REPLAY_MODES = ("mirror", "reasoning_content", "reasoning", "think_tags", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class ProviderPreset:
     thinking_default: bool | None = None
     max_tokens_field: str = "max_tokens"
     send_max_tokens: bool = False  # Chat Completions: send the model's output cap explicitly
-    reasoning_replay: str = "reasoning_content"
+    reasoning_replay: str = "mirror"
     auth_style: str = "bearer"
     region: str = "global"
     regions: dict[str, dict[str, str]] = field(default_factory=dict)

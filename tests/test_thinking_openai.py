@@ -1,0 +1,100 @@
+"""Thinking on Chat Completions, end to end through ``mcode exec`` and the scripted model server:
+the reasoning goes back in the next request the way it arrived, and a stray ``</think>`` never
+shows as answer text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import clean_env, exec_args, make_repo, mcode
+
+THINKING = "The user wants the files listed; ls first, then answer briefly."
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home")
+
+
+def _assistant(body: dict[str, Any]) -> dict[str, Any]:
+    (message,) = [m for m in body["messages"] if m["role"] == "assistant"][:1]
+    return message
+
+
+def _run(model_server, repo, env, first: dict[str, Any], *extra: str):
+    """One task: the model thinks (``first``) and calls ``ls``, then answers. Returns the
+    server and the JSON result."""
+    call = {"tool_calls": [{"id": "c1", "name": "ls", "arguments": {}}], "text": "Listing."}
+    server = model_server([{**call, **first}, {"text": "done"}], chunk_size=8)
+    run = mcode(*exec_args(server, "--output-format", "json", *extra), "list", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    return server, json.loads(run.stdout)
+
+
+# The assistant message of the next request, per arrival form, thinking and all.
+TOOL_CALLS = [{"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]
+MIRRORED = {
+    "think_tags": {
+        "role": "assistant",
+        "content": f"<think>{THINKING}</think>\n\nListing.",
+        "tool_calls": TOOL_CALLS,
+    },
+    "reasoning_content": {
+        "role": "assistant",
+        "content": "Listing.",
+        "reasoning_content": THINKING,
+        "tool_calls": TOOL_CALLS,
+    },
+    "reasoning": {
+        "role": "assistant",
+        "content": "Listing.",
+        "reasoning": THINKING,
+        "tool_calls": TOOL_CALLS,
+    },
+    "reasoning_details": {
+        "role": "assistant",
+        "content": "Listing.",
+        "reasoning_details": [
+            {
+                "type": "reasoning.text",
+                "id": "r1",
+                "format": "MiniMax-response-v1",
+                "index": 0,
+                "text": THINKING,
+            }
+        ],
+        "tool_calls": TOOL_CALLS,
+    },
+}
+
+
+@pytest.mark.parametrize("form", list(MIRRORED))
+def test_thinking_goes_back_in_the_form_it_arrived(model_server, repo, env, form):
+    server, result = _run(model_server, repo, env, {"thinking": THINKING, "thinking_style": form})
+    assert _assistant(server.bodies[1]) == MIRRORED[form]
+
+    # Stored and resumed, it goes back the same way, byte for byte the same message.
+    server.push({"text": "again"})
+    again = mcode(*exec_args(server, "--resume", result["session_id"]), "more", cwd=repo, env=env)
+    assert again.code == 0, again.stderr
+    replayed = [r.raw for r in server.requests]
+    first = json.dumps(MIRRORED[form], ensure_ascii=False, separators=(",", ":")).encode()
+    assert first in replayed[1] and first in replayed[2]
+
+
+def test_a_pinned_replay_mode_wins_over_the_arrival_form(model_server, repo, env):
+    (repo / ".mcode").mkdir()
+    (repo / ".mcode" / "config.toml").write_text(
+        '[providers.openai]\nreasoning_replay = "reasoning_content"\n'
+    )
+    server, _ = _run(model_server, repo, env, {"thinking": THINKING, "thinking_style": "reasoning"})
+    sent = _assistant(server.bodies[1])
+    assert sent["reasoning_content"] == THINKING and "reasoning" not in sent
