@@ -98,3 +98,43 @@ def test_a_pinned_replay_mode_wins_over_the_arrival_form(model_server, repo, env
     server, _ = _run(model_server, repo, env, {"thinking": THINKING, "thinking_style": "reasoning"})
     sent = _assistant(server.bodies[1])
     assert sent["reasoning_content"] == THINKING and "reasoning" not in sent
+
+
+def _deltas(events: list[dict[str, Any]], kind: str) -> str:
+    return "".join(e["data"]["text"] for e in events if e["type"] == kind)
+
+
+def test_reasoning_before_a_stray_closing_tag_streams_as_thinking(model_server, repo, env):
+    # The chat template opens <think> in the prompt: each answer is reasoning, </think>, answer.
+    def answer(thinking: str, text: str, **more: Any) -> dict[str, Any]:
+        return {"thinking": thinking, "thinking_style": "prompt_opened", "text": text, **more}
+
+    ls = [{"id": "c1", "name": "ls", "arguments": {}}]
+    first, second = "List first, it is cheap.", "The listing shows a.py only."
+    server = model_server(
+        [answer(first, "Listing.", tool_calls=ls), answer(second, "Just a.py.")], chunk_size=6
+    )
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "list", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    events = run.events()
+    assert "</think>" not in _deltas(events, "text.delta")
+    # From the second answer on, the reasoning is thinking while it streams, never text.
+    after = events[[e["type"] for e in events].index("message.assistant") + 1 :]
+    assert _deltas(after, "thinking.delta") == second
+    assert _deltas(after, "text.delta") == "Just a.py."
+    # Each answer goes back to the model as it came.
+    assert server.bodies[1]["messages"][2]["content"] == f"{first}</think>\n\nListing."
+
+    # A later run of the same session knows it from the history: its first answer too.
+    third = "Asked again; same answer."
+    server.push(answer(third, "Still a.py."))
+    again = mcode(
+        *exec_args(server, "--output-format", "stream-json", "--continue"),
+        "again",
+        cwd=repo,
+        env=env,
+    )
+    assert again.code == 0, again.stderr
+    events = again.events()
+    assert _deltas(events, "thinking.delta") == third
+    assert _deltas(events, "text.delta") == "Still a.py."

@@ -15,7 +15,7 @@ import httpx
 from mcode.errors import ProviderError
 from mcode.providers.base import ModelInfo, ModelRequest
 from mcode.providers.openai_request import REPLAY_MODES, build_body
-from mcode.providers.openai_stream import ChatAssembler
+from mcode.providers.openai_stream import ChatAssembler, ThinkOpening
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
 from mcode.providers.retry import NetworkSettings, classify_body_error, hint_for
@@ -84,9 +84,16 @@ class OpenAIProvider(RemoteProvider):
         self._default_max_tokens = default_max_tokens
         self._reasoning_replay = reasoning_replay
         self._extra_body = dict(extra_body or {})
+        # Whether this endpoint's template opens <think> in the prompt: learned from its answers,
+        # and from the history of the first request (a resumed session).
+        self._opening = ThinkOpening()
+        self._history_read = False
 
     def build_body(self, request: ModelRequest) -> bytes:
         """The exact bytes :meth:`stream` sends for ``request``."""
+        if not self._history_read:
+            self._history_read = True
+            self._opening.learn_from(request.messages)
         return build_body(
             request,
             model=self.model,
@@ -100,7 +107,7 @@ class OpenAIProvider(RemoteProvider):
         )
 
     def new_assembler(self) -> ChatAssembler:
-        return ChatAssembler(self._http.secrets)
+        return ChatAssembler(self._http.secrets, opening=self._opening)
 
     def parse_event(self, data: str, event: str) -> dict[str, Any] | None:
         try:
