@@ -66,7 +66,8 @@ _KEYS: dict[str, str] = {
     "tools.output_cap": "int",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
-# endpoints; reasoning_replay is how thinking goes back on Chat Completions).
+# endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
+# says the server's template opens <think> in the prompt).
 _PROVIDER_KEYS = {
     "base_url": "str",
     "model": "str",
@@ -74,6 +75,7 @@ _PROVIDER_KEYS = {
     "region": "str",
     "api": "str",
     "reasoning_replay": "str",
+    "think_in_prompt": "bool",
     "max_output_tokens": "int",
     "thinking_budget": "int",
 }
@@ -374,6 +376,8 @@ def _build(
         raise ConfigError(f"[providers.{provider}]: {e}") from None
     if per.get("reasoning_replay"):
         preset = dataclasses.replace(preset, reasoning_replay=per["reasoning_replay"])
+    if "think_in_prompt" in per:
+        preset = dataclasses.replace(preset, think_in_prompt=per["think_in_prompt"])
 
     mode = values.get("permission_mode", "ask")
     if mode not in PERMISSION_MODES:

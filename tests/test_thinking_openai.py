@@ -138,3 +138,16 @@ def test_reasoning_before_a_stray_closing_tag_streams_as_thinking(model_server, 
     events = again.events()
     assert _deltas(events, "thinking.delta") == third
     assert _deltas(events, "text.delta") == "Still a.py."
+
+
+def test_think_in_prompt_makes_the_first_answer_stream_as_thinking(model_server, repo, env):
+    (repo / ".mcode").mkdir()
+    (repo / ".mcode" / "config.toml").write_text("[providers.openai]\nthink_in_prompt = true\n")
+    thinking = "Nothing to run; answer directly."
+    step = {"thinking": thinking, "thinking_style": "prompt_opened", "text": "Hello."}
+    server = model_server([step], chunk_size=6)
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "hi", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    events = run.events()
+    assert _deltas(events, "thinking.delta") == thinking
+    assert _deltas(events, "text.delta") == "Hello."

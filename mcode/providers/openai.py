@@ -34,6 +34,8 @@ class OpenAIProvider(RemoteProvider):
       or pinned: ``"reasoning_content"`` (DeepSeek), ``"reasoning"`` (vLLM >= 0.16),
       ``"think_tags"`` (all of it inline in content) or ``"none"``. Thinking that arrived inline
       as ``<think>`` goes back inline in every mode but ``"none"``.
+    - ``think_in_prompt``: the server's chat template opens ``<think>`` in the prompt, so even
+      the first answer starts inside the reasoning (:class:`~.openai_stream.ThinkOpening`).
     - ``max_tokens_field``: MiniMax wants ``"max_completion_tokens"``.
     - ``default_max_tokens``: the cap sent when a request names none (``None``: send none, the
       server's default; a cap above a small local model's window would be an error there).
@@ -61,6 +63,7 @@ class OpenAIProvider(RemoteProvider):
         default_max_tokens: int | None = None,
         extra_headers: dict[str, str] | None = None,
         reasoning_replay: str = "mirror",
+        think_in_prompt: bool = False,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         if reasoning_replay not in REPLAY_MODES:
@@ -84,9 +87,9 @@ class OpenAIProvider(RemoteProvider):
         self._default_max_tokens = default_max_tokens
         self._reasoning_replay = reasoning_replay
         self._extra_body = dict(extra_body or {})
-        # Whether this endpoint's template opens <think> in the prompt: learned from its answers,
-        # and from the history of the first request (a resumed session).
-        self._opening = ThinkOpening()
+        # Whether this endpoint's template opens <think> in the prompt: said by the config, or
+        # learned from its answers and from the history of the first request (a resumed session).
+        self._opening = ThinkOpening(think_in_prompt)
         self._history_read = False
 
     def build_body(self, request: ModelRequest) -> bytes:
