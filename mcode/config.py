@@ -72,7 +72,8 @@ _KEYS: dict[str, str] = {
     "tools.pass_env": "list",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
-# endpoints; reasoning_replay is how thinking goes back on Chat Completions).
+# endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
+# says the server's template opens <think> in the prompt).
 _PROVIDER_KEYS = {
     "base_url": "str",
     "model": "str",
@@ -80,6 +81,7 @@ _PROVIDER_KEYS = {
     "region": "str",
     "api": "str",
     "reasoning_replay": "str",
+    "think_in_prompt": "bool",
     "max_output_tokens": "int",
     "thinking_budget": "int",
 }
@@ -128,7 +130,7 @@ class Settings:
     deny: list[str] = field(default_factory=list)
     add_dirs: list[str] = field(default_factory=list)
     allow_outside: bool = False
-    max_turns: int = 50
+    max_turns: int | None = None  # model calls per turn; None: no cap
     context_window: int = 128_000
     network: NetworkSettings = field(default_factory=NetworkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
@@ -449,6 +451,8 @@ def _build(
         raise ConfigError(f"[providers.{provider}]: {e}") from None
     if per.get("reasoning_replay"):
         preset = dataclasses.replace(preset, reasoning_replay=per["reasoning_replay"])
+    if "think_in_prompt" in per:
+        preset = dataclasses.replace(preset, think_in_prompt=per["think_in_prompt"])
 
     mode = values.get("permission_mode", "ask")
     if mode not in PERMISSION_MODES:
@@ -514,7 +518,7 @@ def _build(
         deny=list(values.get("permissions.deny", [])),
         add_dirs=list(values.get("permissions.add_dirs", [])),
         allow_outside=bool(values.get("permissions.allow_outside", False)),
-        max_turns=values.get("max_turns", 50),
+        max_turns=values.get("max_turns"),
         context_window=window,
         network=network,
         local=local,

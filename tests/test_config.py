@@ -148,6 +148,17 @@ def test_reasoning_replay_is_a_per_provider_setting(ws, tmp_path):
     assert s.preset.reasoning_replay == "reasoning"
 
 
+def test_think_in_prompt_is_a_per_provider_true_or_false(ws, tmp_path):
+    cfg = write(tmp_path / "cfg" / "mcode" / "config.toml", "[providers.openai]\n")
+    default = load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).preset
+    assert (default.reasoning_replay, default.think_in_prompt) == ("mirror", False)
+    write(cfg, "[providers.openai]\nthink_in_prompt = true\n")
+    assert load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).preset.think_in_prompt
+    write(cfg, '[providers.openai]\nthink_in_prompt = "yes"\n')
+    with pytest.raises(ConfigError, match=r"config.toml:2.*think_in_prompt.*true or false"):
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+
+
 def test_anthropic_sends_its_key_as_x_api_key(ws, tmp_path):
     s = load_settings(ws, env=env_for(tmp_path, ANTHROPIC_API_KEY="k"))
     assert (s.preset.wire, s.preset.auth_style, s.thinking) == ("anthropic", "x-api-key", None)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
@@ -289,6 +290,38 @@ def test_max_turns_exit_code(model_server, repo, env):
     assert run.code == 3, run.stderr
     assert json.loads(run.stdout)["reason"] == "max_turns"
     assert len(server.requests) == 2
+
+
+def _long_run(calls: int) -> list[dict[str, Any]]:
+    """``calls`` model calls: one ``ls`` each (a different path, all there), then an answer."""
+    steps: list[dict[str, Any]] = [
+        {"tool_calls": [{"id": f"c{i}", "name": "ls", "arguments": {"path": "." + "/." * i}}]}
+        for i in range(calls - 1)
+    ]
+    return [*steps, {"text": "all listed"}]
+
+
+def test_a_run_has_no_model_call_cap_by_default(model_server, repo, env):
+    server = model_server(_long_run(60))
+    run = mcode(*exec_args(server, "--output-format", "json"), "list it all", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert (out["reason"], out["result"]) == ("completed", "all listed")
+    assert len(server.requests) == 60 and server.exhausted is False
+
+
+def test_max_turns_is_an_opt_in_cap_from_the_flag_or_the_config(model_server, repo, env):
+    server = model_server(_long_run(60))
+    run = mcode(*exec_args(server, "--max-turns", "5"), "list it all", cwd=repo, env=env)
+    assert run.code == 3, run.stderr
+    assert len(server.requests) == 5
+    assert "stopped after 5 model calls" in run.stderr
+
+    (repo / ".mcode").mkdir(exist_ok=True)
+    (repo / ".mcode" / "config.toml").write_text("max_turns = 7\n")
+    server = model_server(_long_run(60))
+    assert mcode(*exec_args(server), "list it all", cwd=repo, env=env).code == 3
+    assert len(server.requests) == 7
 
 
 def test_resume_and_continue_carry_the_conversation(model_server, repo, env):

@@ -173,7 +173,13 @@ def history() -> list[Message]:
         Message("user", (TextPart("steer"),)),
         Message(
             "assistant",
-            (ThinkingPart("r", extra={"format": "reasoning_content"}),),
+            (
+                ThinkingPart("r", extra={"format": "reasoning_content"}),
+                ThinkingPart(
+                    "d", extra={"format": "reasoning_details", "details": [{"text": "d"}]}
+                ),
+                ThinkingPart("v", extra={"format": "reasoning"}),
+            ),
             (ToolCall("c3", "ls", "{bad"),),
         ),
         Message("tool", (TextPart(""),), tool_call_id="c3", name="ls"),
@@ -196,6 +202,7 @@ def request(messages: list[Message]) -> ModelRequest:
     ("module", "kw"),
     [
         (openai_request, {"reasoning_replay": "reasoning_content"}),
+        (openai_request, {"reasoning_replay": "mirror"}),
         (openai_request, {"reasoning_replay": "think_tags", "supports_images": False}),
         (openai_request, {"reasoning_replay": "none", "stream": False}),
         (anthropic_request, {"origin": "o"}),

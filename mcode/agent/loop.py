@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 import uuid
 from collections.abc import Coroutine
@@ -56,7 +57,8 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
     try:
         if session.cancel_requested:  # cancelled before this task first ran (Session.cancel)
             raise asyncio.CancelledError
-        for _ in range(session.max_turns):
+        # No cap unless the user set one: a runaway is the loop breaker's and the budgets' job.
+        for _ in itertools.count() if session.max_turns is None else range(session.max_turns):
             _deliver_steers(session)
             completion = await _step(session)
             text = completion.message.text
@@ -80,7 +82,7 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         raise LimitReached(
             f"stopped after {session.max_turns} model call{'s' * (session.max_turns != 1)} "
             "(max turns)",
-            hint="raise --max-turns, or continue with --continue",
+            hint="raise --max-turns (or leave it unset), or continue with --continue",
         )
     except asyncio.CancelledError:
         _close_open_calls(session, CANCELLED_RESULT, "cancelled")

@@ -73,7 +73,7 @@ class Session:
         system_prompt: str,
         store: Store | None = None,
         interactive: bool = False,
-        max_turns: int = 50,
+        max_turns: int | None = None,
         thinking: bool | None = None,
         secrets: list[str] | None = None,
         session_id: str | None = None,
