@@ -102,3 +102,25 @@ def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp
     assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["completed"]
     # Every request the model answered fitted: the engine would have refused one that did not.
     assert not [e for e in events if e["type"] == "error" and not e["data"]["recoverable"]]
+
+
+def test_a_native_crash_in_the_engine_is_a_clear_error_not_a_segfault(tmp_path):
+    """A llama.cpp that dies of SIGSEGV (here a stand-in whose import dereferences NULL, as the
+    AMX path did on CPUs that report AMX but cannot run it): the crash check's child process
+    dies, mcode says what happened and what to do, exits 1, and the next run says it at once."""
+    fake = tmp_path / "fake"
+    (fake / "llama_cpp").mkdir(parents=True)
+    (fake / "llama_cpp" / "__init__.py").write_text("import ctypes\nctypes.string_at(0)\n")
+    repo = make_repo(tmp_path / "repo", {"README.md": "# Weather\n"})
+    env = clean_env(tmp_path / "home", PYTHONPATH=str(fake))
+    for _ in range(2):
+        run = mcode("exec", "--output-format", "stream-json", "hi", cwd=repo, env=env)
+        assert run.code == 1, (run.code, run.stderr)
+        events = run.events()
+        (error,) = [e["data"] for e in events if e["type"] == "error"]
+        assert error["kind"] == "engine_crash" and not error["recoverable"]
+        assert "crashed in llama.cpp (SIGSEGV, signal 11)" in error["message"]
+        assert "GGML_NATIVE=OFF" in error["hint"] and "API_KEY" in error["hint"]
+        assert events[-1]["type"] == "session.finished" and events[-1]["data"]["exit_code"] == 1
+    checks = json.loads((tmp_path / "home" / "data" / "mcode" / "engine-checks.json").read_text())
+    assert list(checks.values()) == ["signal 11"]

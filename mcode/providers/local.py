@@ -71,7 +71,11 @@ class LocalProvider:
     ) -> None:
         require_llama_cpp()
         path = check_model_file(Path(model_path)) if model_path else embedded_model_path()
-        self.engine = LlamaEngine(path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+        from mcode.config import data_home
+
+        self.engine = LlamaEngine(
+            path, n_ctx=n_ctx, n_threads=n_threads, seed=seed, data_dir=data_home()
+        )
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
         self.seed = seed
