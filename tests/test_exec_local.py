@@ -124,3 +124,34 @@ def test_a_native_crash_in_the_engine_is_a_clear_error_not_a_segfault(tmp_path):
         assert events[-1]["type"] == "session.finished" and events[-1]["data"]["exit_code"] == 1
     checks = json.loads((tmp_path / "home" / "data" / "mcode" / "engine-checks.json").read_text())
     assert list(checks.values()) == ["signal 11"]
+
+
+def test_the_embedded_model_cut_at_its_output_cap_keeps_its_text_and_exits_3(tmp_path):
+    """A 12-token cap: the first step's tool call cannot be finished. The tokens it wrote are
+    the result (not thrown away), the turn ends output_limit, and the exit code says so."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "# Weather\n"})
+    home = tmp_path / "home"
+    (home / "config" / "mcode").mkdir(parents=True)
+    (home / "config" / "mcode" / "config.toml").write_text("[local]\nmax_output_tokens = 12\n")
+    run = mcode(
+        "exec",
+        "--output-format",
+        "stream-json",
+        "Write a long poem about the sea into poem.txt.",
+        cwd=repo,
+        env=clean_env(home),
+        timeout=300,
+    )
+    assert run.code == 3, run.stderr
+    events = run.events()
+    (assistant,) = [e["data"] for e in events if e["type"] == "message.assistant"]
+    assert assistant["finish_reason"] == "length" and not assistant["message"].get("tool_calls")
+    written = assistant["message"]["parts"][0]["text"]
+    assert written.strip()
+    assert [e["data"]["output_tokens"] for e in events if e["type"] == "usage"] == [12]
+    (error,) = [e["data"] for e in events if e["type"] == "error"]
+    assert error["kind"] == "output_limit" and "(12 tokens)" in error["message"]
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["output_limit"]
+    finished = events[-1]["data"]
+    assert finished["result"] == written and finished["exit_code"] == 3
+    assert not (repo / "poem.txt").exists()
