@@ -72,6 +72,29 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
     assert "nope.gguf" in run.stderr
 
 
+def test_a_local_model_that_is_no_gguf_is_refused_with_what_is_accepted(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    weights = tmp_path / "model.gguf"  # the extension says GGUF, the bytes do not
+    weights.write_bytes(b"PK\x03\x04 a zip, not a model")
+    for model, said in [
+        ("gpt-4o", "neither the embedded model (SmolLM2-135M-Instruct) nor a path to a .gguf"),
+        (str(weights), "is not a GGUF model file"),
+    ]:
+        run = mcode(
+            "exec",
+            "--provider",
+            "local",
+            "--model",
+            model,
+            "hi",
+            cwd=repo,
+            env=clean_env(tmp_path / "home"),
+        )
+        assert run.code == 2, (model, run.code, run.stderr)
+        assert said in run.stderr and model in run.stderr
+        assert "Traceback" not in run.stderr
+
+
 def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp_path):
     """A 2K window and a README that fills most of it: after the read, the next request does not
     fit, so the conversation is compacted (the model writes its summary, mcode its record) and
