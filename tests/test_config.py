@@ -231,6 +231,19 @@ def test_local_gguf_model_flag(ws, tmp_path):
     assert s.local.model_path == "/m/x.gguf" and s.context_window == 8192
 
 
+def test_local_model_names_the_embedded_model_or_a_file(ws, tmp_path):
+    env = env_for(tmp_path)
+    for name in ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1"):
+        s = load_settings(ws, flags={"provider": "local", "model": name}, env=env)
+        assert s.local.model_path is None  # the embedded model
+    (ws / "weights.bin").write_bytes(b"GGUF")
+    s = load_settings(ws, flags={"provider": "local", "model": str(ws / "weights.bin")}, env=env)
+    assert s.local.model_path == str(ws / "weights.bin")  # any file: its bytes are checked later
+    with pytest.raises(ConfigError, match="'gpt-4o' is neither the embedded model") as info:
+        load_settings(ws, flags={"provider": "local", "model": "gpt-4o"}, env=env)
+    assert "--provider openai" in info.value.hint
+
+
 def test_unknown_provider_and_mode(ws, tmp_path):
     with pytest.raises(ConfigError, match="unknown provider"):
         load_settings(ws, flags={"provider": "nope"}, env=env_for(tmp_path))

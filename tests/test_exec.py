@@ -498,6 +498,22 @@ def test_a_tool_call_cut_off_at_the_output_limit_is_not_run(model_server, repo, 
     assert "cut off" in write_result["content"] and "not run" in write_result["content"]
 
 
+@pytest.mark.parametrize(("wire", "cap"), [("openai", "length"), ("anthropic", "max_tokens")])
+def test_an_answer_cut_at_the_output_cap_keeps_its_text_and_is_not_a_success(
+    model_server, repo, env, wire, cap
+):
+    partial = "The project has three parts: a parser, a scheduler and"
+    server = model_server([{"text": partial, "finish_reason": cap}])
+    run = mcode(
+        *exec_args(server, "--output-format", "json", wire=wire), "explain", cwd=repo, env=env
+    )
+    assert run.code == 3, run.stderr
+    result = json.loads(run.stdout)
+    assert result["result"] == partial and result["reason"] == "output_limit"
+    assert "cut at the model's output cap" in result["error"]["message"]
+    assert "max_output_tokens" in result["error"]["hint"]
+
+
 def test_resume_after_kill_9_mid_tool_answers_the_dangling_call(model_server, repo, env):
     server = model_server(
         [
