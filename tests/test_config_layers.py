@@ -41,4 +41,3 @@ def test_each_layer_beats_the_one_before_it(model_server, tmp_path: Path) -> Non
     started = flagged.events()[0]["data"]
     assert started["permission_mode"] == "full-auto"  # flag over environment
     assert server.requests[1]["body"]["model"] == "flag-model"  # flag over project
-
