@@ -78,6 +78,8 @@ def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
     )
     assert run.code == 0, run.stderr
     assert run.stderr == ""  # stream-json: the events are the progress
+    fixed = CALC.replace("a - b", "a + b")
+    assert (repo / "calc.py").read_text() == fixed  # mcode's edit, on disk
 
     # The same task in text mode shows each step on stderr and only the answer on stdout.
     (repo / "calc.py").write_text(CALC)
@@ -89,12 +91,11 @@ def test_multi_turn_fix_in_stream_json(model_server, repo, env, tmp_path):
     )
     assert text.code == 0, text.stderr
     assert text.stdout == "Fixed add() in calc.py; test_calc.py passes.\n"
+    assert (repo / "calc.py").read_text() == fixed
     steps = [line for line in text.stderr.splitlines() if line.startswith(("→", "  ✓"))]
     assert [s.split()[1] for s in steps] == ["read", "read", "edit", "edited", "bash", "$"]
     quiet = mcode(*exec_args(model_server([{"text": "hi"}]), "-q"), "x", cwd=repo, env=env)
     assert quiet.stderr == "" and quiet.stdout == "hi\n"
-    (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
 
     events = run.events()
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))

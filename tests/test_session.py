@@ -75,17 +75,28 @@ def test_steer_is_delivered_at_the_next_step_without_losing_work(model_server, r
 
 
 def test_steer_after_the_final_answer_still_reaches_the_model(model_server, repo, tmp_path):
-    server = model_server([{"text": "first", "delay": 0.5}, {"text": "second"}])
-    session, _events = _session(server, repo, tmp_path, interactive=False)
+    server = model_server([{"text": "first"}, {"text": "second"}])
+    session, events = _session(server, repo, tmp_path, interactive=False)
 
-    async def go():
-        task = asyncio.ensure_future(session.submit("start"))
-        await asyncio.sleep(0.1)
-        session.steer("one more thing")
-        return await task
+    def steer_on_the_answer(event, line):
+        # The model has just given its final answer; the turn has not ended yet.
+        if (
+            event.type == "message.assistant"
+            and event.data["message"]["parts"][0]["text"] == "first"
+        ):
+            session.steer("one more thing")
 
-    outcome = asyncio.run(go())
+    session.subscribe(steer_on_the_answer)
+    outcome = asyncio.run(session.submit("start"))
     assert outcome.text == "second" and len(server.requests) == 2
+    first, second = (r["body"]["messages"] for r in server.requests)
+    assert "one more thing" not in json.dumps(first)
+    # The second request is the first, plus the answer, plus the steer in the user's words.
+    assert second[: len(first)] == first
+    assert second[len(first)]["role"] == "assistant" and second[len(first)]["content"] == "first"
+    assert second[-1]["role"] == "user" and "one more thing" in json.dumps(second[-1])
+    types = [e["type"] for e in events]
+    assert types.index("steer.delivered") < types.index("turn.finished")
 
 
 def test_cancel_mid_tool_kills_it_and_leaves_history_consistent(model_server, repo, tmp_path):
