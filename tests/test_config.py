@@ -167,9 +167,13 @@ def test_anthropic_sends_its_key_as_x_api_key(ws, tmp_path):
 def test_layers_user_project_env_flags(ws, tmp_path):
     write(
         tmp_path / "cfg" / "mcode" / "config.toml",
-        'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\n[network]\nmax_retries = 9\n',
+        'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\ncontext_window = 50000\n'
+        "[network]\nmax_retries = 9\n",
     )
-    write(ws / ".mcode" / "config.toml", 'max_turns = 8\n[permissions]\nallow = ["bash(ls*)"]\n')
+    write(
+        ws / ".mcode" / "config.toml",
+        'max_turns = 8\ncontext_window = 60000\n[permissions]\nallow = ["bash(ls*)"]\n',
+    )
     env = env_for(
         tmp_path, OPENAI_API_KEY="k", MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5"
     )
@@ -177,6 +181,7 @@ def test_layers_user_project_env_flags(ws, tmp_path):
     s = load_settings(ws, flags={"max_turns": 3, "thinking": None}, env=env)
     assert s.provider == "openai"
     assert s.max_turns == 3  # flag beats project beats user
+    assert s.context_window == 60000  # project beats user
     assert s.model == "env-model"
     assert s.allow == ["bash(ls*)"]
     assert s.network.max_retries == 9 and s.network.idle_timeout == 1.5
