@@ -372,7 +372,6 @@ def serve(
     import uvicorn
 
     engine = build_engine(engine_kind, model, n_ctx=n_ctx, threads=threads)
-    engine.load()
     try:
         sock = socket.create_server((host, port), backlog=128)
     except OSError as e:
@@ -381,6 +380,7 @@ def serve(
             hint="pick another --port (0 chooses a free one)",
         ) from None
     bound = sock.getsockname()[1]
+    engine.load()
     # The line a script (or a test) waits for: the socket already listens, so a request sent
     # now queues in the backlog until uvicorn accepts it.
     print(f"mcode serve: http://{host}:{bound}/v1 model={engine.model_id}", flush=True)
