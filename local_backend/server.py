@@ -40,6 +40,7 @@ from mcode.errors import ConfigError, ProviderError
 from .chat import (
     CallArguments,
     CallStarted,
+    ChatItem,
     ChatResult,
     TextPiece,
     generate,
@@ -60,6 +61,7 @@ class Metrics:
     requests_rejected_total: int = 0
     generations_completed_total: int = 0
     generations_cancelled_total: int = 0
+    generations_failed_total: int = 0
     prompt_tokens_total: int = 0
     completion_tokens_total: int = 0
     prefix_cache_hits_total: int = 0
@@ -216,27 +218,61 @@ def _check(engine: Engine, raw: bytes) -> _Job:
     return _Job(req, prompt, sampling, frozenset(t.name for t in req.tools))
 
 
+# Generations in flight, kept referenced until they end (the event loop holds tasks weakly).
+_generations: set[asyncio.Task[None]] = set()
+
+
 async def _run(
     engine: Engine, job: _Job, queue: asyncio.Lock, metrics: Metrics
-) -> AsyncIterator[TextPiece | CallStarted | CallArguments | ChatResult]:
-    """Wait for the engine (FIFO), then generate; counts what the metrics show."""
+) -> AsyncIterator[ChatItem]:
+    """The items of one generation, which runs in its own task.
+
+    The request's task is the wrong owner for the engine: when its client disconnects,
+    Starlette cancels it again and again until it exits, so it cannot wait for the engine to
+    stop. The generation task is cancelled once, waits for the engine worker to finish its
+    token, and only then lets the next request in.
+    """
+    items: asyncio.Queue[ChatItem | BaseException | None] = asyncio.Queue()
+    task = asyncio.create_task(_generation(engine, job, queue, metrics, items))
+    _generations.add(task)
+    task.add_done_callback(_generations.discard)
+    try:
+        while (item := await items.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()  # a no-op once it has finished
+
+
+async def _generation(
+    engine: Engine,
+    job: _Job,
+    queue: asyncio.Lock,
+    metrics: Metrics,
+    out: asyncio.Queue[ChatItem | BaseException | None],
+) -> None:
+    """Wait for the engine (FIFO), generate into ``out``; counts what the metrics show."""
     metrics.waiting += 1
     try:
         await queue.acquire()
     finally:
         metrics.waiting -= 1
     metrics.running += 1
-    finished = False
     try:
-        async with aclosing(generate(engine, job.prompt, job.sampling)) as items:
-            async for item in items:
+        async with aclosing(generate(engine, job.prompt, job.sampling)) as chat:
+            async for item in chat:
                 if isinstance(item, ChatResult):
-                    finished = True
                     metrics.record(item)
-                yield item
+                out.put_nowait(item)
+        out.put_nowait(None)
+    except asyncio.CancelledError:
+        metrics.generations_cancelled_total += 1
+        raise
+    except Exception as e:  # reaches the client as an error; the server goes on
+        metrics.generations_failed_total += 1
+        out.put_nowait(e)
     finally:
-        if not finished:
-            metrics.generations_cancelled_total += 1
         metrics.running -= 1
         queue.release()
 
