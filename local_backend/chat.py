@@ -19,8 +19,7 @@ caller's policy, not this layer's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from mcode.errors import ProviderError
@@ -135,7 +134,7 @@ def sampling_for(
 
 async def generate(
     engine: Engine, prompt: Sequence[Segment], sampling: Sampling
-) -> AsyncIterator[ChatItem]:
+) -> AsyncGenerator[ChatItem, None]:
     """Run one generation and split it into an answer or a call (see the module docstring).
     Closing this iterator early stops the engine."""
     constrained = sampling.grammar is not None
@@ -146,7 +145,8 @@ async def generate(
     name: str | None = None
     sent = 0  # argument characters handed out
     result: Generated | None = None
-    async with aclosing(engine.stream(prompt, sampling)) as items:
+    items = engine.stream(prompt, sampling)
+    try:
         async for item in items:
             if isinstance(item, Generated):
                 result = item
@@ -170,6 +170,12 @@ async def generate(
                 if len(args) > sent:
                     yield CallArguments(args[sent:])
                     sent = len(args)
+    finally:
+        # Closing the engine's stream is what stops its worker (the Engine protocol promises
+        # an async iterator; every engine's is a generator with aclose).
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
     if result is None:  # the engine always ends with Generated; be loud if it did not
         raise ProviderError(
             "the local model stopped without finishing", kind="truncated", retryable=True

@@ -26,7 +26,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -49,7 +49,7 @@ from .chat import (
     sampling_for,
 )
 from .chat_template import Segment
-from .engine import Engine
+from .engine import Engine, Sampling
 from .openai_chat import ChatRequest, RequestError, call_id, chunk, completion_id, parse_body, usage
 
 
@@ -93,8 +93,7 @@ class _Job:
 
     request: ChatRequest
     prompt: list[Segment]
-    sampling: Any
-    tool_names: frozenset[str]
+    sampling: Sampling
 
 
 def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
@@ -185,8 +184,8 @@ def _check(engine: Engine, raw: bytes) -> _Job:
     try:
         prompt = render(engine, req.system, req.messages, req.tools)
         grammar = grammar_for(req.tools, req.tool_choice)
-    except ProviderError as e:
-        raise RequestError(e.message, param="messages") from None
+    except ProviderError as e:  # an image, a template that cannot render the conversation
+        raise RequestError(str(e), param="messages") from None
     except ValueError as e:  # a schema the grammar cannot express
         raise RequestError(str(e), param="tools", code="invalid_tool_schema") from None
     if grammar is not None and not grammar.tool_names and not engine.supports_grammar:
@@ -215,7 +214,7 @@ def _check(engine: Engine, raw: bytes) -> _Job:
         seed=req.seed,
         top_p=req.top_p,
     )
-    return _Job(req, prompt, sampling, frozenset(t.name for t in req.tools))
+    return _Job(req, prompt, sampling)
 
 
 # Generations in flight, kept referenced until they end (the event loop holds tasks weakly).
@@ -224,7 +223,7 @@ _generations: set[asyncio.Task[None]] = set()
 
 async def _run(
     engine: Engine, job: _Job, queue: asyncio.Lock, metrics: Metrics
-) -> AsyncIterator[ChatItem]:
+) -> AsyncGenerator[ChatItem, None]:
     """The items of one generation, which runs in its own task.
 
     The request's task is the wrong owner for the engine: when its client disconnects,
@@ -383,7 +382,7 @@ def build_engine(kind: str, model: str, *, n_ctx: int, threads: int | None) -> E
         )
     if kind == "torch":
         try:
-            from .torch_engine import TorchEngine  # type: ignore[import-not-found]
+            from .torch_engine import TorchEngine
         except ImportError as e:
             raise ConfigError(
                 f"the torch engine is not available in this install: {e}",
