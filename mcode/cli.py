@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["read-only", "ask", "auto-edit", "full-auto"],
         help="what tools may do without asking; a headless run denies what would ask",
     )
+    p.add_argument(
+        "--approval-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stream-json in and out: how long a permission.asked waits for its approve line "
+        "before the call is denied (default 300)",
+    )
     p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
     p.add_argument(
         "--context-window",
@@ -130,6 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--cwd", help="the folder whose latest session is meant (default: the current one)"
     )
 
+    t = sub.add_parser(
+        "trust",
+        help="trust a folder's own config and AGENTS.md",
+        description="Trust the files of a folder (and every folder inside it): until then its\n"
+        ".mcode/config.toml cannot widen permissions (permission_mode, allow rules,\n"
+        "allow_outside, add_dirs, a model file) and its AGENTS.md is not read.",
+        epilog="exit codes:\n  0    done\n  1    --revoke: the folder was not trusted itself\n"
+        "  2    not a folder (or home, or /), or the trust record is damaged",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("dir", nargs="?", metavar="DIR", help="the folder (default: the current one)")
+    how = t.add_mutually_exclusive_group()
+    how.add_argument("--list", action="store_true", help="list the trusted folders")
+    how.add_argument("--revoke", action="store_true", help="stop trusting DIR")
+
     v = sub.add_parser(
         "serve",
         help="serve a local model over an OpenAI-compatible HTTP API",
@@ -148,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--threads", type=_positive_int, help="CPU threads (default: half the CPUs)")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -199,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.exec import list_sessions
 
         return list_sessions(args)
+    if args.command == "trust":
+        from mcode.trust import main as trust_main
+
+        return trust_main(args)
     if args.command == "undo":
         from mcode.undo import main as undo_main
 

@@ -34,10 +34,12 @@ class Progress:
         t = event.type
         if t == ev.SESSION_STARTED:
             how = "resumed session" if d["resumed"] else "session"
-            return (
+            text = (
                 f"mcode: {how} {event.session_id[:12]}, {d['provider']}/{d['model']} "
                 f"({d['provider_reason']}), permission mode {d['permission_mode']}"
             )
+            note = d.get("permission_note")  # what the mode denies, said before any denial
+            return f"{text}\nmcode: {note}" if note else text
         if t == ev.TURN_STARTED and d.get("resumed"):
             return "mcode: continuing the interrupted turn"
         if t == ev.STEER_DELIVERED:

@@ -85,6 +85,12 @@ def mcode(
     return Run(p.returncode, p.stdout, p.stderr)
 
 
+def trust(folder: Path, env: dict[str, str]) -> None:
+    """``mcode trust FOLDER``, as the user would: its project config and AGENTS.md apply."""
+    run = mcode("trust", str(folder), cwd=folder, env=env)
+    assert run.code == 0, run.stderr
+
+
 def start_until(
     *args: str, cwd: Path, env: dict[str, str], event_type: str
 ) -> tuple[subprocess.Popen[str], list[dict[str, Any]]]:

@@ -9,6 +9,7 @@ from helpers import clean_env, make_repo, mcode
 
 from mcode.config import load_settings
 from mcode.errors import ConfigError
+from mcode.trust import grant
 
 
 def write(path: Path, text: str) -> Path:
@@ -161,6 +162,7 @@ def test_layers_user_project_env_flags(ws, tmp_path):
     env = env_for(
         tmp_path, OPENAI_API_KEY="k", MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5"
     )
+    grant(ws, env)  # a project's allow rules apply only in a trusted folder (test_trust.py)
     s = load_settings(ws, flags={"max_turns": 3, "thinking": None}, env=env)
     assert s.provider == "openai"
     assert s.max_turns == 3  # flag beats project beats user

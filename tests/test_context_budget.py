@@ -145,12 +145,13 @@ def test_system_prompt_and_tools_stay_under_15_kb_even_with_a_huge_agents_md(tmp
     """What every remote request carries besides the conversation, as sent on both wire
     formats, with an AGENTS.md far over its cap."""
     from bench.rounds import system_tools_bytes
-    from helpers import clean_env, exec_args, make_repo, mcode
+    from helpers import clean_env, exec_args, make_repo, mcode, trust
     from model_server import ScriptedServer
 
     rule = "- Always run `make lint` before committing; never edit generated files.\n"
     repo = make_repo(tmp_path / "repo", {"AGENTS.md": "# Rules\n" + rule * 400})
     env = clean_env(tmp_path / "home", OPENAI_API_KEY="k", ANTHROPIC_API_KEY="k")
+    trust(repo, env)
     for wire in ("openai", "anthropic"):
         with ScriptedServer([{"text": "ok"}]) as server:
             assert mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env).code == 0

@@ -20,6 +20,7 @@ from helpers import (
     start_until,
     stored_events,
     tool_messages,
+    trust,
 )
 
 from mcode.events import TRANSIENT_TYPES
@@ -259,6 +260,7 @@ def test_allow_rule_in_project_config(model_server, repo, env):
     (repo / ".mcode" / "config.toml").write_text(
         '[permissions]\nallow = ["bash(python test_calc.py)"]\n'
     )
+    trust(repo, env)
     server = model_server(
         [
             {
@@ -439,6 +441,7 @@ def test_unreachable_server_fails_cleanly_after_retries(repo, env):
 
 def test_agents_md_reaches_the_system_prompt_and_prefix_is_static(model_server, repo, env):
     (repo / "AGENTS.md").write_text("Always run `make check` before finishing.\n")
+    trust(repo, env)
     server = model_server([{"text": "ok"}, {"text": "ok"}])
     assert mcode(*exec_args(server), "hi", cwd=repo, env=env).code == 0
     assert mcode(*exec_args(server), "hi", cwd=repo, env=env).code == 0

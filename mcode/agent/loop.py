@@ -346,17 +346,19 @@ async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, 
             reason=decision.reason,
         )
         try:
-            allowed = await answer
+            reply = await answer
         except asyncio.CancelledError:
             # The question is void: say so, so that a front end closes its dialog. Not a
             # denial (no exit code 4); the call is answered as cancelled when the turn ends.
             why = "the turn was cancelled before the user answered"
             _decided(session, call, subject, False, "cancel", why)
             raise
-        if allowed:
-            _decided(session, call, subject, True, "user", "the user approved")
+        if reply.allowed:
+            _decided(session, call, subject, True, reply.by, reply.reason or "the user approved")
             return None
-        return _record_denial(session, call, subject, "the user declined", by="user")
+        why = {"user": "the user declined"}.get(reply.by, "nobody approved it")
+        why = f"{why}: {reply.reason}" if reply.reason else why
+        return _record_denial(session, call, subject, why, by=reply.by)
     return _record_denial(
         session, call, subject, decision.reason, by="rule" if decision.rule else "mode"
     )

@@ -85,7 +85,7 @@ def open_session(
         tool_context=ToolContext(
             workspace=workspace, bash_timeout=settings.bash_timeout, output_cap=settings.output_cap
         ),
-        system_prompt=system_prompt(settings.workspace),
+        system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         store=store,
         interactive=interactive,
         max_turns=settings.max_turns,
@@ -94,6 +94,7 @@ def open_session(
         session_id=session_id,
         history=history,
         last_seq=last_seq,
+        approval_timeout=settings.approval_timeout if interactive else None,
     )
     if store is not None:
         # Every write and edit saves the file's before-image first, so `mcode undo` can
