@@ -107,7 +107,10 @@ _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # MCODE_ variables that are not config keys. A new one is registered here, or every run that
 # sets it stops with "unknown environment variable".
-ENV_ONLY: dict[str, str] = {"MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)"}
+ENV_ONLY: dict[str, str] = {
+    "MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)",
+    "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
+}
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
 
