@@ -92,6 +92,8 @@ class TorchEngine:
         self._inbox: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # What the scheduler did: forward calls, and the most sequences one call carried.
+        self.stats = {"steps": 0, "max_rows": 0, "requests": 0, "cached_tokens": 0}
 
     # -- loading ------------------------------------------------------------------------
 
@@ -279,6 +281,8 @@ class TorchEngine:
             self.cache.reserve(seq, need)
             waiting.pop(0)
             r.seq, r.cached, r.done_prefill = seq, cached, cached
+            self.stats["requests"] += 1
+            self.stats["cached_tokens"] += cached
             r.started = time.perf_counter()
             r.decoder = self.tok.decoder()
             r.gen = torch.Generator().manual_seed(r.sampling.seed)
@@ -303,6 +307,8 @@ class TorchEngine:
                 parts.append(([r.out[-1]], start, r.seq.pages))
                 members.append(r)
         batch = Batch.build(parts, self.cache.page, self.model.device)
+        self.stats["steps"] += 1
+        self.stats["max_rows"] = max(self.stats["max_rows"], len(parts))
         logits = self.model.forward(batch, self.cache, self.plan).cpu()
         for row, (r, (new, _, _)) in enumerate(zip(members, parts, strict=True)):
             if r.done_prefill < len(r.prompt):
