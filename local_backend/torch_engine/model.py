@@ -231,7 +231,7 @@ class LlamaModel:
             idx = (h @ layer["index"].T).to(kc.dtype)
             iq = idx[:, : hkv * di].view(-1, hkv, di)
             ikc = cache.index_k[i]
-            ikc[batch.slot_pages, batch.slot_offsets] = idx[:, hkv * di :]
+            ikc[batch.slot_pages, batch.slot_offsets] = idx[:, hkv * di :].to(ikc.dtype)
             if batch.max_seqlen_q == 1 and q.is_cuda:
                 B = batch.seqlens_k.shape[0]
                 out = kernels.msa_decode(
