@@ -92,8 +92,16 @@ class TorchEngine:
         self._inbox: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        # What the scheduler did: forward calls, and the most sequences one call carried.
-        self.stats = {"steps": 0, "max_rows": 0, "requests": 0, "cached_tokens": 0}
+        # What the scheduler did: forward calls, the most decode rows one call carried, tokens
+        # decoded, requests admitted and dropped because their consumer left, cached tokens.
+        self.stats = {
+            "steps": 0,
+            "max_decode_rows": 0,
+            "decoded_tokens": 0,
+            "requests": 0,
+            "cancelled": 0,
+            "cached_tokens": 0,
+        }
 
     # -- loading ------------------------------------------------------------------------
 
@@ -238,6 +246,7 @@ class TorchEngine:
             for r in [r for r in running if r.stop.is_set()]:
                 running.remove(r)
                 self.cache.release(r.seq)
+                self.stats["cancelled"] += 1
             waiting = [r for r in waiting if not r.stop.is_set()]
             self._admit(waiting, running)
             if running:
@@ -307,8 +316,10 @@ class TorchEngine:
                 parts.append(([r.out[-1]], start, r.seq.pages))
                 members.append(r)
         batch = Batch.build(parts, self.cache.page, self.model.device)
+        decode_rows = len(parts) - (prefilling is not None)
         self.stats["steps"] += 1
-        self.stats["max_rows"] = max(self.stats["max_rows"], len(parts))
+        self.stats["max_decode_rows"] = max(self.stats["max_decode_rows"], decode_rows)
+        self.stats["decoded_tokens"] += decode_rows
         logits = self.model.forward(batch, self.cache, self.plan).cpu()
         for row, (r, (new, _, _)) in enumerate(zip(members, parts, strict=True)):
             if r.done_prefill < len(r.prompt):
