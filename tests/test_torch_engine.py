@@ -272,3 +272,57 @@ def test_msa_at_half_the_blocks_keeps_perplexity_near_dense(engine):
     assert (dense[:512].argmax(-1) == sparse[:512].argmax(-1)).float().mean() > 0.99
     assert p_sparse < p_dense * 1.25, (p_dense, p_sparse)
     assert not torch.allclose(dense[600:], sparse[600:], atol=1e-3)  # it really was sparse
+
+
+def test_a_safetensors_folder_loads_the_same_model_as_its_gguf(tmp_path):
+    import json
+
+    from mcode.local_backend.torch_engine.weights import load_checkpoint, load_gguf
+    from safetensors.torch import save_file
+
+    cfg, tensors = load_gguf(embedded_model_path())
+    hf_names = {
+        v: k
+        for k, v in {
+            "attn_norm": "input_layernorm",
+            "attn_q": "self_attn.q_proj",
+            "attn_k": "self_attn.k_proj",
+            "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj",
+            "ffn_norm": "post_attention_layernorm",
+            "ffn_gate": "mlp.gate_proj",
+            "ffn_up": "mlp.up_proj",
+            "ffn_down": "mlp.down_proj",
+        }.items()
+    }
+    hf = {
+        "model.embed_tokens.weight": tensors["token_embd.weight"],
+        "model.norm.weight": tensors["output_norm.weight"],
+    }
+    for name, t in tensors.items():
+        if name.startswith("blk."):
+            _, i, kind, _ = name.split(".")
+            hf[f"model.layers.{i}.{hf_names[kind]}.weight"] = t
+    save_file(hf, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "num_hidden_layers": cfg.n_layers,
+                "hidden_size": cfg.hidden,
+                "intermediate_size": cfg.intermediate,
+                "num_attention_heads": cfg.n_heads,
+                "num_key_value_heads": cfg.n_kv_heads,
+                "vocab_size": cfg.vocab,
+                "max_position_embeddings": cfg.n_ctx,
+                "rope_theta": cfg.rope_theta,
+                "rms_norm_eps": cfg.rms_eps,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
+    cfg2, tensors2 = load_checkpoint(tmp_path)
+    assert cfg2 == cfg
+    assert tensors2.keys() == tensors.keys()
+    assert all(torch.equal(tensors[k], tensors2[k]) for k in tensors)
+    with pytest.raises(Exception, match="GGUF of the same model"):
+        TorchEngine(tmp_path).load()

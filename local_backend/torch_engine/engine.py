@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcode.errors import ProviderError
+from mcode.errors import ConfigError, ProviderError
 
 from ..chat_template import Segment
 from ..llama_engine import Generated, Sampling
@@ -73,8 +73,11 @@ class TorchEngine:
         chunk: int = 512,
         max_batch: int = 32,
         threads: int | None = None,
+        tokenizer_path: Path | None = None,
     ) -> None:
         self.model_path = Path(model_path)
+        # A GGUF carries its vocabulary; a safetensors folder needs a GGUF of the same model.
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
         self.model_id = self.model_path.stem
         self._n_ctx = n_ctx
         self.device = device
@@ -121,6 +124,15 @@ class TorchEngine:
             from .tokenizer import Tokenizer
             from .weights import load_checkpoint
 
+            tok_path = self.tokenizer_path or (
+                self.model_path if self.model_path.is_file() else None
+            )
+            if tok_path is None:
+                raise ConfigError(
+                    f"{self.model_path} is a safetensors folder: the torch engine tokenizes with "
+                    "llama.cpp and needs a GGUF of the same model for its vocabulary",
+                    hint="pass tokenizer_path=<the model's .gguf>, or the model as a .gguf file",
+                )
             if self.threads:
                 torch.set_num_threads(self.threads)
             cfg, tensors = load_checkpoint(self.model_path)
@@ -139,14 +151,6 @@ class TorchEngine:
                 device=self.device,
             )
             self.plan = AttentionPlan.parse(self.attention, cfg.n_layers, topk=self.topk)
-            tok_path = self.model_path if self.model_path.is_file() else None
-            if tok_path is None:
-                raise ProviderError(
-                    "the torch engine needs a GGUF file for its tokenizer",
-                    kind="bad_request",
-                    retryable=False,
-                    hint="pass the model as a .gguf file",
-                )
             self.tok = Tokenizer(tok_path)
             self._thread = threading.Thread(target=self._loop, name="torch-engine", daemon=True)
             self._thread.start()
