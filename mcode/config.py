@@ -11,7 +11,11 @@ Provider resolution when none is named (DESIGN.md): ``MINIMAX_API_KEY`` -> minim
 The reason is kept in :attr:`Settings.provider_reason` and shown in ``session.started``.
 
 A project file cannot set ``base_url`` or ``api_key_env``: a cloned repository must not be able
-to send your API key to a server of its choosing.
+to send your API key to a server of its choosing. Until the user trusts the folder
+(``mcode/trust.py``), a project file may also not widen what tools may do: the keys in
+:data:`WIDENING_KEYS` are dropped when their value widens (and listed in
+:attr:`Settings.project_ignored`, which ``session.started`` shows), values that narrow still apply,
+and the project's deny rules join the user's instead of replacing them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ _KEYS: dict[str, str] = {
     "permission_mode": "str",
     "max_turns": "int",
     "context_window": "int",
+    "approval_timeout": "float",
     "permissions.allow": "list",
     "permissions.deny": "list",
     "permissions.add_dirs": "list",
@@ -64,9 +69,11 @@ _KEYS: dict[str, str] = {
     "local.tool_steps": "int",
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
+    "tools.pass_env": "list",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
-# endpoints; reasoning_replay is how thinking goes back on Chat Completions).
+# endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
+# says the server's template opens <think> in the prompt).
 _PROVIDER_KEYS = {
     "base_url": "str",
     "model": "str",
@@ -74,10 +81,22 @@ _PROVIDER_KEYS = {
     "region": "str",
     "api": "str",
     "reasoning_replay": "str",
+    "think_in_prompt": "bool",
     "max_output_tokens": "int",
     "thinking_budget": "int",
 }
 _PROJECT_FORBIDDEN = {"base_url", "api_key_env"}
+# What an untrusted project file may not set, because it widens what mcode does on its own:
+# the permission mode (above the user's), allow rules, reaching outside the workspace, and a
+# model file of its choosing (GGUF is parsed by native code, a memory-safety surface).
+WIDENING_KEYS = (
+    "permission_mode",
+    "permissions.allow",
+    "permissions.allow_outside",
+    "permissions.add_dirs",
+    "local.model",
+    "model",  # only a .gguf path, which the local provider loads
+)
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
 
@@ -111,13 +130,19 @@ class Settings:
     deny: list[str] = field(default_factory=list)
     add_dirs: list[str] = field(default_factory=list)
     allow_outside: bool = False
-    max_turns: int = 50
+    max_turns: int | None = None  # model calls per turn; None: no cap
     context_window: int = 128_000
     network: NetworkSettings = field(default_factory=NetworkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     bash_timeout: float = 120.0
     output_cap: int = 30_000
+    pass_env: list[str] = field(default_factory=list)  # credentials tools' processes may see
     sources: list[str] = field(default_factory=list)
+    approval_timeout: float = 300.0  # seconds an asked permission waits for its answer
+    # The workspace is a trusted folder (mcode/trust.py): its project config and AGENTS.md apply.
+    trusted: bool = False
+    # What an untrusted workspace asked for and did not get: widening keys, "AGENTS.md".
+    project_ignored: list[str] = field(default_factory=list)
 
     @property
     def secrets(self) -> list[str]:
@@ -145,15 +170,23 @@ def load_settings(
 ) -> Settings:
     """Resolve settings for ``workspace``. ``flags`` uses the dotted keys of the files
     (``{"provider": "openai", "max_turns": 3}``); ``None`` values are ignored."""
+    from mcode.prompts import AGENTS_FILES
+    from mcode.trust import is_trusted
+
     env = dict(os.environ) if env is None else env
+    trusted = is_trusted(workspace, env)
     values: dict[str, Any] = {}
     sources: list[str] = []
+    held: list[str] = []  # widening keys of an untrusted project file
     for path, is_project in (
         (config_home(env) / "config.toml", False),
         (workspace / ".mcode" / "config.toml", True),
     ):
         if path.exists():  # a folder or an unreadable file there is an error, not ignored
-            values.update(_read_file(path, is_project))
+            file_values = _read_file(path, is_project)
+            if is_project and not trusted:
+                file_values, held = _narrowing_only(file_values, values)
+            values.update(file_values)
             sources.append(str(path))
     explicit: set[str] = set()  # keys set by the environment or a flag, not by a file
     for key, kind in _KEYS.items():
@@ -175,7 +208,45 @@ def load_settings(
         if value is not None:
             values[key] = value
             explicit.add(key)
-    return _build(workspace, values, env, sources, explicit)
+    settings = _build(workspace, values, env, sources, explicit)
+    settings.trusted = trusted
+    # Only what would have taken effect: a flag that sets the key anyway overrides the project.
+    settings.project_ignored = [k for k in held if k not in explicit]
+    if not trusted:
+        settings.project_ignored += [n for n in AGENTS_FILES if (workspace / n).is_file()]
+    return settings
+
+
+def _narrowing_only(
+    project: dict[str, Any], before: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """An untrusted project file's values without those that widen what tools may do (given
+    ``before``, the values of the layers below it), and the keys dropped. Narrowing values
+    apply: a lower permission mode, ``allow_outside = false``, empty lists; deny rules are
+    added to the user's, never replace them (``deny = []`` must not lift a user's deny)."""
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in project.items():
+        if key == "permissions.deny":
+            kept[key] = list(dict.fromkeys([*before.get(key, []), *value]))
+            continue
+        if key == "permission_mode":
+            # An unknown name is kept, so that _build reports it like any bad value.
+            below = before.get("permission_mode", "ask")
+            known = value in PERMISSION_MODES and below in PERMISSION_MODES
+            rank = PERMISSION_MODES.index
+            widens = known and rank(value) > rank(below)
+        elif key == "model":
+            widens = value.endswith(".gguf")
+        elif key in WIDENING_KEYS:
+            widens = bool(value)  # a non-empty list, allow_outside = true, any model file
+        else:
+            widens = False
+        if widens:
+            dropped.append(key)
+        else:
+            kept[key] = value
+    return kept, dropped
 
 
 def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
@@ -215,6 +286,12 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
                 f"{where}: {key!r} cannot be set in a project config",
                 hint="set it in your user config or with --base-url: a repository must not "
                 "choose where your API key is sent",
+            )
+        if is_project and key == "tools.pass_env":
+            raise ConfigError(
+                f"{where}: {key!r} cannot be set in a project config",
+                hint="set it in your user config or MCODE_TOOLS_PASS_ENV: a repository must not "
+                "hand your credentials to the commands its model runs",
             )
         value = _check_type(value, kind, f"{where}: {key!r}")
         if key.startswith("providers."):
@@ -349,6 +426,21 @@ def resolve_provider(values: dict[str, Any], env: dict[str, str]) -> tuple[str, 
     return "local", "no API key is set, so the embedded local model runs"
 
 
+def _local_model_path(name: str, embedded: str) -> str | None:
+    """The GGUF a local ``--model`` names: None for the embedded model, else a path (checked,
+    magic bytes and all, when the engine is made). A bare name that is no file is refused."""
+    if name in (embedded, f"{embedded}.Q4_1"):
+        return None
+    if Path(name).expanduser().is_file() or "/" in name or name.endswith(".gguf"):
+        return name
+    raise ConfigError(
+        f"the local provider runs GGUF files: model {name!r} is neither the embedded model "
+        f"({embedded}) nor a path to a .gguf file",
+        hint="drop --model to run the embedded model, give --model PATH/TO/model.gguf, or name "
+        "the provider that serves it (--provider openai, anthropic or minimax, with its API key)",
+    )
+
+
 def _build(
     workspace: Path,
     values: dict[str, Any],
@@ -374,6 +466,8 @@ def _build(
         raise ConfigError(f"[providers.{provider}]: {e}") from None
     if per.get("reasoning_replay"):
         preset = dataclasses.replace(preset, reasoning_replay=per["reasoning_replay"])
+    if "think_in_prompt" in per:
+        preset = dataclasses.replace(preset, think_in_prompt=per["think_in_prompt"])
 
     mode = values.get("permission_mode", "ask")
     if mode not in PERMISSION_MODES:
@@ -404,8 +498,12 @@ def _build(
         max_output_tokens=values.get("local.max_output_tokens", 1024),
         tool_steps=values.get("local.tool_steps", 1),
     )
-    if provider == "local" and values.get("model", "").endswith(".gguf"):
-        local.model_path = values["model"]
+    if provider == "local":
+        # A file's top-level model may name another provider's model: only --model,
+        # MCODE_MODEL or [providers.local] model choose the local one.
+        chosen = values["model"] if "model" in explicit else per.get("model")
+        if chosen:
+            local.model_path = _local_model_path(chosen, preset.default_model)
     facts = model_facts(model)
     window = values.get("context_window") or (
         local.context if provider == "local" else facts.context_window
@@ -439,11 +537,13 @@ def _build(
         deny=list(values.get("permissions.deny", [])),
         add_dirs=list(values.get("permissions.add_dirs", [])),
         allow_outside=bool(values.get("permissions.allow_outside", False)),
-        max_turns=values.get("max_turns", 50),
+        max_turns=values.get("max_turns"),
         context_window=window,
         network=network,
         local=local,
         bash_timeout=values.get("tools.bash_timeout", 120.0),
         output_cap=values.get("tools.output_cap", 30_000),
+        pass_env=list(values.get("tools.pass_env", [])),
         sources=sources,
+        approval_timeout=values.get("approval_timeout", 300.0),
     )

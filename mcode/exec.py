@@ -2,8 +2,10 @@
 
 Output formats: ``text`` prints the final answer; ``json`` prints one result object at the end;
 ``stream-json`` prints every event as a JSON line as it happens (the schema is in README.md).
-Diagnostics go to stderr. Nothing here waits on a question: a tool call that would ask for
-permission is denied, and the denial is an event.
+Diagnostics go to stderr. A tool call that would ask for permission is denied, and the denial
+is an event, unless the run can be answered: with stream-json in and out, ``permission.asked``
+waits for an ``approve`` line on stdin (for ``approval_timeout`` seconds, then it is denied).
+The first event says which, and what the mode will deny (``permissions.mode_note``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mcode import events as ev
 from mcode.errors import MCodeError, UsageError
 from mcode.exec_input import ACCEPTED_LINES, BadLine, StdinLines, load_image, parse_line
 from mcode.messages import ImagePart, clean_text
+from mcode.permissions import mode_note
 from mcode.runtime.session import TurnOutcome
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "max_turns": args.max_turns,
         "context_window": args.context_window,
         "permissions.add_dirs": args.add_dir or None,
+        "approval_timeout": args.approval_timeout,
     }
 
 
@@ -178,6 +182,9 @@ class _Driver:
                     line = None
                     if text is None:
                         lines = None  # end of input: finish what runs and what is queued
+                        self.session.end_approvals(
+                            "standard input ended, so no approve line can come"
+                        )
                     else:
                         self._handle(text)
                 if woken is not None and woken in done:
@@ -254,10 +261,29 @@ class _Driver:
             self.pending.clear()
             if self.session.running:
                 self.session.cancel()
+        elif message.type == "approve":
+            if not self.session.approve(message.request_id, message.allow, message.text):
+                self.session.emit(
+                    ev.ERROR,
+                    kind="input",
+                    message=f"standard input line {self._line_no}: no permission question "
+                    f"{message.request_id!r} is waiting (answered, timed out, or never asked)",
+                    hint="answer the request_id of a permission.asked event, once, before it "
+                    "times out",
+                    recoverable=True,
+                )
         elif message.type == "steer" and self.session.running:
             self.session.steer(message.text)
         else:  # a user message, or a steer with no turn to steer: it starts one
             self.pending.append(_Turn(message.text, message.images))
+
+
+def _untrusted_note(ignored: list[str]) -> str:
+    return (
+        f"this folder is not trusted, so its {', '.join(ignored)} did not take effect "
+        "(a cloned repository must not grant itself permissions); if you trust its files, run "
+        "`mcode trust` here"
+    )
 
 
 def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
@@ -265,6 +291,7 @@ def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
         "completed": EXIT_DENIED if denials else EXIT_OK,
         "max_turns": EXIT_LIMIT,
         "loop": EXIT_LIMIT,  # the model kept sending one failing call (agent/loop_guard.py)
+        "output_limit": EXIT_LIMIT,  # the answer was cut at the model's output cap
         "cancelled": EXIT_INTERRUPTED,
         "error": EXIT_ERROR,
     }[outcome.reason]
@@ -293,11 +320,21 @@ async def _run(args: argparse.Namespace) -> int:
             'as {"type":"user","text":"...","images":["file.png"]}',
         )
     settings = load_settings(workspace, _flags(args))
+    if settings.project_ignored:  # said whatever the format: the user expected it to apply
+        print(f"mcode: {_untrusted_note(settings.project_ignored)}", file=sys.stderr)
+    # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
+    read_stdin = streaming and sys.stdin is not None
+    # Asking needs someone who sees permission.asked and can answer on stdin.
+    can_ask = read_stdin and args.output_format == "stream-json"
     store = Store(data_home() / "sessions.db")
     started = time.monotonic()
     try:
         session = open_session(
-            settings, store, interactive=False, resume_id=args.resume, continue_last=args.continue_
+            settings,
+            store,
+            interactive=can_ask,
+            resume_id=args.resume,
+            continue_last=args.continue_,
         )
         if images and not session.provider.info.supports_images:
             raise UsageError(
@@ -315,8 +352,6 @@ async def _run(args: argparse.Namespace) -> int:
                 "so there is nothing to continue",
                 hint=f"give a prompt: mcode exec --resume {session.id[:12]} 'what to do next'",
             )
-        # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
-        read_stdin = streaming and sys.stdin is not None
         if not first and not read_stdin:
             raise UsageError(
                 "no prompt given, and standard input (where the messages would come from) is "
@@ -330,6 +365,12 @@ async def _run(args: argparse.Namespace) -> int:
                 provider_reason=settings.provider_reason,
                 permission_mode=settings.permission_mode,
                 resumed=resuming,
+                approvals="stdin" if can_ask else "denied",
+                permission_note=mode_note(
+                    settings.permission_mode, can_ask=can_ask, timeout=settings.approval_timeout
+                ),
+                trusted=settings.trusted,
+                project_ignored=settings.project_ignored,
             )
 
         def turn_ended(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> None:
@@ -347,10 +388,11 @@ async def _run(args: argparse.Namespace) -> int:
                     driver.stop()  # nobody reads the events any more: stop, as on SIGPIPE
 
             session.subscribe(show)
-        elif args.output_format == "text" and not args.quiet:
+        else:  # text: a line per step; -q and json: only retries that have taken a while
             from mcode.progress import Progress
 
-            session.subscribe(Progress())
+            quiet = args.output_format == "json" or args.quiet
+            session.subscribe(Progress(quiet=quiet))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, driver.stop)

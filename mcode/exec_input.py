@@ -1,6 +1,6 @@
 """What a headless run reads besides its flags: image files, and with ``--input-format
-stream-json`` the JSON lines on standard input (user messages, steer, cancel; the formats are in
-README.md, "Steering and cancelling a headless run")."""
+stream-json`` the JSON lines on standard input (user messages, steer, cancel, compact, approve;
+the formats are in README.md, "Steering and cancelling a headless run")."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def load_image(path_text: str, label: str = "--image") -> ImagePart:
 
 ACCEPTED_LINES = (
     'send one JSON object per line: {"type":"user","text":"..."} (optionally with '
-    '"images":["file.png"]), {"type":"steer","text":"..."}, {"type":"cancel"} or '
-    '{"type":"compact"} (optionally with "instructions":"...")'
+    '"images":["file.png"]), {"type":"steer","text":"..."}, {"type":"cancel"}, '
+    '{"type":"compact"} (optionally with "instructions":"...") or '
+    '{"type":"approve","request_id":"...","decision":"allow"|"deny"} (optionally with "reason")'
 )
 
 
@@ -56,9 +57,12 @@ class BadLine(Exception):
 class InputMessage:
     """One message read from standard input."""
 
-    type: Literal["user", "steer", "cancel", "compact"]
-    text: str = ""  # a compact's instructions (what the summary should focus on), if any
+    type: Literal["user", "steer", "cancel", "compact", "approve"]
+    # A compact's instructions (what the summary should focus on), an approve's reason.
+    text: str = ""
     images: tuple[ImagePart, ...] = ()
+    request_id: str = ""  # approve: the permission.asked it answers
+    allow: bool = False  # approve: its decision
 
 
 def parse_line(line: str) -> InputMessage:
@@ -76,6 +80,8 @@ def parse_line(line: str) -> InputMessage:
         if not isinstance(instructions, str):
             raise BadLine('a compact\'s "instructions" must be a string')
         return InputMessage("compact", clean_text(instructions.strip()))
+    if kind == "approve":
+        return _approve(obj)
     if kind not in ("user", "steer"):
         raise BadLine(f"unknown type {kind!r}" if "type" in obj else 'no "type" field')
     if kind == "user" and "text" not in obj and "message" in obj:
@@ -89,6 +95,19 @@ def parse_line(line: str) -> InputMessage:
     if not text.strip():
         raise BadLine(f"the {kind} message's text is empty")
     return InputMessage(kind, text, images)
+
+
+def _approve(obj: dict[str, Any]) -> InputMessage:
+    request_id, decision, reason = obj.get("request_id"), obj.get("decision"), obj.get("reason", "")
+    if not isinstance(request_id, str) or not request_id:
+        raise BadLine('an approve needs "request_id", the one its permission.asked event carries')
+    if decision not in ("allow", "deny"):
+        raise BadLine(f'an approve\'s "decision" must be "allow" or "deny", not {decision!r}')
+    if not isinstance(reason, str):
+        raise BadLine('an approve\'s "reason" must be a string')
+    return InputMessage(
+        "approve", clean_text(reason.strip()), request_id=request_id, allow=decision == "allow"
+    )
 
 
 def _image_files(paths: Any, kind: str) -> tuple[ImagePart, ...]:

@@ -79,6 +79,45 @@ class Decision:
     rule: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How an asked call was answered. ``by``: user (an approve), timeout (no answer came in
+    time), headless (nobody can answer any more: the front end's input ended)."""
+
+    allowed: bool
+    reason: str = ""
+    by: str = "user"
+
+
+def mode_note(mode: PermissionMode | str, *, can_ask: bool, timeout: float | None) -> str | None:
+    """One sentence a headless run says up front: its mode and what it will deny or ask about,
+    with what to do; None when the mode allows everything."""
+    mode = PermissionMode.parse(mode)
+    what = {
+        PermissionMode.READ_ONLY: "edits and commands",
+        PermissionMode.ASK: "edits and commands",
+        PermissionMode.AUTO_EDIT: "commands",
+    }.get(mode)
+    if what is None:
+        return None
+    if mode is PermissionMode.READ_ONLY:
+        return (
+            f"permission mode read-only: {what} are denied; "
+            "use --permission-mode auto-edit or full-auto to allow them"
+        )
+    wider = "auto-edit or full-auto" if mode is PermissionMode.ASK else "full-auto"
+    if can_ask:
+        wait = f"within {timeout:g} s " if timeout else ""
+        return (
+            f"permission mode {mode}: {what} not allowed by a rule are asked about "
+            f"(permission.asked); answer each with an approve line {wait}or it is denied"
+        )
+    return (
+        f"permission mode {mode}: {what} not allowed by a rule will be denied (headless: "
+        f"nobody can approve them); use --permission-mode {wider}"
+    )
+
+
 _RULE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.:-]*)\s*(?:\((.*)\))?\s*", re.DOTALL)
 _RULE_FORM = 'expected TOOL or TOOL(PATTERN), e.g. "read", "bash(git status*)", "edit(src/*)"'
 

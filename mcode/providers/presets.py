@@ -13,8 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-# How earlier thinking goes back on Chat Completions (see openai_request.py).
-REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
+# How earlier thinking goes back on Chat Completions (see openai_request.py). ``mirror``: each
+# part the way it arrived; the others pin one way for every part.
+REPLAY_MODES = ("mirror", "reasoning_content", "reasoning", "think_tags", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,10 @@ class ProviderPreset:
       ``minimax``: ``{"type": "adaptive" | "disabled"}``; ``anthropic``: enabled with a budget).
     - ``thinking_default``: what to send when the user said nothing (MiniMax's two endpoints
       default differently, so mcode says it explicitly); ``None`` sends nothing.
-    - ``max_tokens_field`` / ``send_max_tokens`` / ``reasoning_replay``: Chat Completions only.
+    - ``max_tokens_field`` / ``send_max_tokens`` / ``reasoning_replay`` / ``think_in_prompt``:
+      Chat Completions only. ``think_in_prompt``: the server's chat template opens ``<think>`` in
+      the prompt, so answers start inside the reasoning from the first (else learned from the
+      first answer that shows it).
     - ``auth_style``: ``bearer`` or ``x-api-key`` (Anthropic Messages only).
     - ``regions``: region -> API -> base URL; ``apis``: the APIs the provider offers, default first.
     - ``headers``: extra request headers the endpoint needs (Anthropic's interleaved-thinking beta).
@@ -42,7 +46,8 @@ class ProviderPreset:
     thinking_default: bool | None = None
     max_tokens_field: str = "max_tokens"
     send_max_tokens: bool = False  # Chat Completions: send the model's output cap explicitly
-    reasoning_replay: str = "reasoning_content"
+    reasoning_replay: str = "mirror"
+    think_in_prompt: bool = False
     auth_style: str = "bearer"
     region: str = "global"
     regions: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -120,6 +125,35 @@ PRESETS: dict[str, ProviderPreset] = {
         auth_style="x-api-key",
         # Without it Claude 4 models think once at the start of a turn, not between tool calls.
         headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    ),
+    # Self-hosted servers (scale-out is their job: tensor parallelism, many GPUs); mcode is
+    # their client. Both stream reasoning in a separate field when started with a reasoning
+    # parser (vLLM ``--reasoning-parser minimax_m2``: ``reasoning_content``, newer releases
+    # ``reasoning``, both read; SGLang ``--reasoning-parser``: ``reasoning_content``); tool calls
+    # need ``--enable-auto-tool-choice --tool-call-parser minimax_m2`` (vLLM) or
+    # ``--tool-call-parser minimax-m2`` (SGLang). Cached tokens arrive in
+    # ``usage.prompt_tokens_details.cached_tokens`` (vLLM: with
+    # ``--enable-prompt-tokens-details``). No key unless the server was started with one
+    # (``--api-key``: name its variable in ``[providers.vllm] api_key_env``).
+    "vllm": ProviderPreset(
+        name="vllm",
+        wire="openai",
+        base_url="http://127.0.0.1:8000/v1",
+        api_key_env=None,
+        base_url_env="VLLM_BASE_URL",
+        default_model="MiniMaxAI/MiniMax-M2",
+        send_max_tokens=True,
+        reasoning_replay="reasoning_content",
+    ),
+    "sglang": ProviderPreset(
+        name="sglang",
+        wire="openai",
+        base_url="http://127.0.0.1:30000/v1",
+        api_key_env=None,
+        base_url_env="SGLANG_BASE_URL",
+        default_model="MiniMaxAI/MiniMax-M2",
+        send_max_tokens=True,
+        reasoning_replay="reasoning_content",
     ),
     "local": ProviderPreset(
         name="local",

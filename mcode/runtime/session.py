@@ -29,7 +29,7 @@ from mcode.agent.tokens import TokenBudget
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, Usage, user_message
-from mcode.permissions import Permissions
+from mcode.permissions import Answer, Permissions
 from mcode.providers.base import Provider
 from mcode.secrets import redact
 from mcode.store import Store, StoreError
@@ -41,7 +41,8 @@ Listener = Callable[[Event, str], None]
 @dataclass(slots=True)
 class TurnOutcome:
     """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error, loop (the
-    model kept sending one failing tool call, see mcode/agent/loop_guard.py)."""
+    model kept sending one failing tool call, see mcode/agent/loop_guard.py), output_limit (the
+    answer was cut at the model's output cap; ``text`` holds what it wrote)."""
 
     reason: str
     text: str = ""
@@ -73,12 +74,13 @@ class Session:
         system_prompt: str,
         store: Store | None = None,
         interactive: bool = False,
-        max_turns: int = 50,
+        max_turns: int | None = None,
         thinking: bool | None = None,
         secrets: list[str] | None = None,
         session_id: str | None = None,
         history: list[Message] | None = None,
         last_seq: int = 0,
+        approval_timeout: float | None = None,
     ) -> None:
         self.id = session_id or uuid.uuid4().hex
         self.provider = provider
@@ -88,6 +90,8 @@ class Session:
         self.system_prompt = system_prompt
         self.store = store
         self.interactive = interactive
+        # Seconds a permission.asked waits for approve before it is denied (None: forever).
+        self.approval_timeout = approval_timeout
         self.max_turns = max_turns
         self.thinking = thinking
         self.history: list[Message] = list(history or [])
@@ -102,7 +106,7 @@ class Session:
         self._dispatching = False
         self._failed_listeners: list[Listener] = []
         self._steers: list[str] = []
-        self._approvals: dict[str, asyncio.Future[bool]] = {}
+        self._approvals: dict[str, asyncio.Future[Answer]] = {}
         self._task: asyncio.Task[TurnOutcome] | None = None
         self._cancel_requested = False
         # Prepended to the next user message, then cleared (open_session sets it when the user
@@ -111,6 +115,9 @@ class Session:
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
+        # Error events (their data) said right after session.started: on resume, what the
+        # killed run left running (mcode/runtime/leftovers.py).
+        self.start_notes: list[dict[str, Any]] = []
         # Counts identical failing tool calls; run_turn resets it per turn and per steer.
         self.loop_guard = LoopGuard()
         info = provider.info
@@ -184,7 +191,11 @@ class Session:
         """``text`` with every key this session holds replaced by ``[REDACTED]``."""
         return redact(text, self._secrets)
 
-    def start(self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool) -> None:
+    def start(
+        self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool, **more: Any
+    ) -> None:
+        """Emit ``session.started``; ``more`` are the front end's own fields for it (exec: how
+        permissions are answered, what an untrusted project asked for)."""
         info = self.provider.info
         if not info.thinking_switchable:
             thinking = "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
@@ -203,7 +214,11 @@ class Session:
             thinking=thinking,
             resumed=resumed,
             schema_version=ev.SCHEMA_VERSION,
+            **more,
         )
+        notes, self.start_notes = self.start_notes, []
+        for note in notes:
+            self.emit(ev.ERROR, **note)
 
     # -- driving ------------------------------------------------------------------------------
     async def submit(self, text: str | None, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
@@ -321,19 +336,46 @@ class Session:
         pending, self._compact_requests = self._compact_requests, []
         return pending
 
-    def approve(self, request_id: str, allow: bool) -> None:
-        future = self._approvals.pop(request_id, None)
-        if future is not None and not future.done():
-            future.set_result(allow)
+    def approve(self, request_id: str, allow: bool, reason: str = "") -> bool:
+        """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a
+        denial). False when no such question waits: answered, timed out, or never asked."""
+        return self._answer(request_id, Answer(allow, reason, "user"))
 
-    def expect_approval(self, request_id: str) -> asyncio.Future[bool]:
+    def end_approvals(self, reason: str) -> None:
+        """Nobody can answer any more (the front end's input ended): deny what waits, and
+        from now on deny what would ask, as a headless run does."""
+        self.interactive = False
+        for request_id in list(self._approvals):
+            self._answer(request_id, Answer(False, reason, "headless"))
+
+    def _answer(self, request_id: str, answer: Answer) -> bool:
+        future = self._approvals.pop(request_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(answer)
+        return True
+
+    def expect_approval(self, request_id: str) -> asyncio.Future[Answer]:
         """A future that ``approve(request_id, ...)`` resolves. Register it before emitting
-        ``permission.asked``: a front end may answer from inside the event callback."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        ``permission.asked``: a front end may answer from inside the event callback. After
+        ``approval_timeout`` seconds it resolves to a denial by ``timeout``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
         self._approvals[request_id] = future
-        # Forgotten once decided, also when the turn is cancelled while it waits: a late
-        # approve for it then finds nothing and does nothing.
-        future.add_done_callback(lambda _: self._approvals.pop(request_id, None))
+        timer = None
+        if self.approval_timeout is not None:
+            why = f"no answer came within {self.approval_timeout:g} s"
+            timer = loop.call_later(
+                self.approval_timeout, self._answer, request_id, Answer(False, why, "timeout")
+            )
+
+        def forget(_: object) -> None:
+            # Also when the turn is cancelled while it waits: a late approve then finds nothing.
+            self._approvals.pop(request_id, None)
+            if timer is not None:
+                timer.cancel()
+
+        future.add_done_callback(forget)
         return future
 
     def checkpoint(
