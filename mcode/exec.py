@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -211,19 +212,9 @@ class _Driver:
         return outcome
 
     async def _compact(self, instructions: str | None) -> None:
-        try:
-            compacted = await self.session.compact(instructions or None)
-        except asyncio.CancelledError:
-            return
-        if not compacted:
-            self.session.emit(
-                ev.ERROR,
-                kind="compaction",
-                message="nothing was compacted: the conversation is too short, or the turn "
-                "ended before its next step",
-                hint="send it again once there is more conversation",
-                recoverable=True,
-            )
+        # Nothing compacted (too short, or the turn ended first) is said by the session.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.session.compact(instructions or None)
 
     def _ended(self, outcome: TurnOutcome) -> None:
         # A steer that a turn ending early never delivered was reported by run_turn itself.
@@ -237,8 +228,8 @@ class _Driver:
         self.start()
         try:
             message = parse_line(line)
-            if message.images and not self.session.provider.info.supports_images:
-                raise BadLine(f"the model {self.session.provider.info.model} does not take images")
+            if message.images and not self.session.model_info.supports_images:
+                raise BadLine(f"the model {self.session.model_info.model} does not take images")
         except BadLine as e:
             self.session.emit(
                 ev.ERROR,
@@ -335,9 +326,9 @@ async def _run(args: argparse.Namespace) -> int:
             resume_id=args.resume,
             continue_last=args.continue_,
         )
-        if images and not session.provider.info.supports_images:
+        if images and not session.model_info.supports_images:
             raise UsageError(
-                f"the model {session.provider.info.model} does not take images",
+                f"the model {session.model_info.model} does not take images",
                 hint="choose a model with image input, or drop --image",
             )
         first: list[_Turn] = []
@@ -400,7 +391,7 @@ async def _run(args: argparse.Namespace) -> int:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            await session.provider.aclose()
+            await session.close()
 
         if outcome is None:  # input ended before any message
             if driver.started:  # a line came (malformed, or a cancel): close what it recorded
@@ -426,8 +417,8 @@ async def _run(args: argparse.Namespace) -> int:
             "error": None
             if outcome.error is None
             else {"message": outcome.error.message, "hint": outcome.error.hint},
-            "provider": session.provider.info.provider,
-            "model": session.provider.info.model,
+            "provider": session.model_info.provider,
+            "model": session.model_info.model,
             "usage": session.totals.usage.to_dict(),
             "model_calls": session.totals.model_calls,
             "tool_calls": session.totals.tool_calls,

@@ -182,7 +182,7 @@ def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_serv
         ]
     )
     session, _ = _session(server, repo, tmp_path, interactive=False)
-    session.tools = [SlowRead()]
+    session.main.tools = [SlowRead()]
     started = time.monotonic()
     assert asyncio.run(session.submit("read three")).reason == "completed"
     assert time.monotonic() - started < 1.6  # 2.0 s if they had run one after another
