@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream-json in and out: how long a permission.asked waits for its approve line "
         "before the call is denied (default 300)",
     )
-    p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
+    p.add_argument(
+        "--max-turns",
+        type=_positive_int,
+        help="stop a task after this many model calls (default: no cap)",
+    )
     p.add_argument(
         "--context-window",
         type=_positive_int,

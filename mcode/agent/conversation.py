@@ -31,8 +31,9 @@ CompactRequest = tuple[str | None, "asyncio.Future[bool]"]
 @dataclass(slots=True)
 class TurnOutcome:
     """How a turn ended. ``reason``: completed, max_turns, cancelled, error, loop (the model
-    kept sending one failing tool call, see mcode/agent/loop_guard.py). ``denials``: the calls
-    this turn was not allowed to make (exit code 4 for ``mcode exec``)."""
+    kept sending one failing tool call, see mcode/agent/loop_guard.py), output_limit (the
+    answer was cut at the model's output cap; ``text`` holds what it wrote). ``denials``: the
+    calls this turn was not allowed to make (exit code 4 for ``mcode exec``)."""
 
     reason: str
     text: str = ""
@@ -60,7 +61,7 @@ class Conversation:
         tool_context: ToolContext,
         permissions: Permissions,
         system_prompt: str,
-        max_turns: int = 50,
+        max_turns: int | None = None,
         thinking: bool | None = None,
         history: list[Message] | None = None,
         agent_id: str | None = None,
@@ -106,7 +107,8 @@ class Conversation:
         shared_totals: bool = False,
     ) -> Conversation:
         """A new conversation with a fresh context on this one's model, workspace and
-        permissions: its own ``system_prompt``, ``tools`` (default: the same) and limits.
+        permissions: its own ``system_prompt``, ``tools`` (default: the same) and model-call cap
+        (``max_turns``, None: none).
         ``shared_totals``: what it uses counts into this one's totals (a sub-agent's does)."""
         return Conversation(
             provider=self.provider,
@@ -114,7 +116,7 @@ class Conversation:
             tool_context=self.tool_context,
             permissions=self.permissions,
             system_prompt=system_prompt,
-            max_turns=self.max_turns if max_turns is None else max_turns,
+            max_turns=max_turns,
             thinking=self.thinking,
             agent_id=agent_id,
             totals=self.totals if shared_totals else None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 import uuid
 from collections.abc import Coroutine
@@ -60,7 +61,8 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
     try:
         if host.cancel_requested:  # cancelled before this task first ran (Session.cancel)
             raise asyncio.CancelledError
-        for _ in range(conv.max_turns):
+        # No cap unless the user set one: a runaway is the loop breaker's and the budgets' job.
+        for _ in itertools.count() if conv.max_turns is None else range(conv.max_turns):
             _deliver_steers(conv, host)
             completion = await _step(conv, host)
             text = completion.message.text
@@ -69,13 +71,9 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
                 await _run_calls(conv, host, completion.message.tool_calls, cut_off=cut_off)
                 continue
             if completion.finish_reason == "length":
-                host.emit(
-                    ev.ERROR,
-                    kind="output_limit",
-                    message="the model's output was cut off at its token limit",
-                    hint="ask for a shorter answer, or raise the model's output limit",
-                    recoverable=True,
-                )
+                # Cut at the output cap: not a finished task. What the model wrote stays (in
+                # history and as the result), and the turn says it was cut.
+                return _cut_off(conv, host, completion)
             await _requested_compaction(conv, host)  # asked for during the last step
             if conv.has_pending_steers:
                 continue
@@ -83,7 +81,7 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
             return TurnOutcome("completed", text)
         raise LimitReached(
             f"stopped after {conv.max_turns} model call{'s' * (conv.max_turns != 1)} (max turns)",
-            hint="raise --max-turns, or continue with --continue",
+            hint="raise --max-turns (or leave it unset), or continue with --continue",
         )
     except asyncio.CancelledError:
         _close_open_calls(conv, host, CANCELLED_RESULT, "cancelled")
@@ -108,6 +106,21 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
         _drop_steers(conv, host, "error")
         host.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
+
+
+def _cut_off(conv: Conversation, host: Host, completion: Completion) -> TurnOutcome:
+    text = completion.message.text
+    cap = f" ({completion.usage.output_tokens} tokens)" if completion.usage.output_tokens else ""
+    kept = "what it wrote is kept as the result" if text else "it had written no answer yet"
+    e = LimitReached(
+        f"the answer was cut at the model's output cap{cap}; {kept}",
+        hint="ask for a shorter answer or one step at a time, or raise max_output_tokens "
+        "([local] for the embedded model, [providers.NAME] for an API)",
+    )
+    host.emit(ev.ERROR, kind="output_limit", message=e.message, hint=e.hint, recoverable=False)
+    _drop_steers(conv, host, "output_limit")
+    host.emit(ev.TURN_FINISHED, reason="output_limit")
+    return TurnOutcome("output_limit", text, e)
 
 
 def _append(conv: Conversation, host: Host, event_type: str, message: Message, **data: Any) -> None:

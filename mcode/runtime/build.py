@@ -165,6 +165,7 @@ def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None
         "error": "an error ended it",
         "max_turns": "it reached the max-turns limit",
         "loop": "it was stopped for repeating a failing tool call",
+        "output_limit": "its answer was cut at the model's output cap",
     }.get(finished["data"]["reason"])
 
 
