@@ -387,6 +387,16 @@ class Session:
         """Nothing runs and nothing is queued."""
         return not self.busy and not self._queue
 
+    async def wait_idle(self) -> None:
+        """Return once nothing runs and nothing is queued."""
+        while not self.idle:
+            running = {t for t in (self._seats[None].task, self._compacting) if t is not None}
+            running = {t for t in running if not t.done()}
+            if running:
+                await asyncio.wait(running)
+            else:  # one ended and the next starts from its done callback: let it
+                await asyncio.sleep(0)
+
     def steer(self, text: str) -> None:
         """Add a requirement to the running work; delivered at the next step boundary."""
         self.main.add_steer(text)
