@@ -9,6 +9,7 @@ A :class:`~mcode.agent.conversation.Conversation` is the agent's own state; the 
         host.interactive               whether anyone can answer at all (else: denied)
         host.cancel_requested          a cancel that came before the turn's task first ran
         host.checkpoint                saves a file's before-image (None: nowhere to keep one)
+        host.spawn_agent               runs a sub-agent's job (the task tool; None inside one)
 
 The runtime's Session hosts its conversations (``mcode/runtime/session.py``); a test or another
 runtime can host one the same way. The agent package imports nothing from ``mcode.runtime``.
@@ -20,7 +21,7 @@ import asyncio
 from typing import Any, Protocol
 
 from mcode.permissions import Answer
-from mcode.tools.base import Checkpointer
+from mcode.tools.base import Checkpointer, SpawnAgent
 
 
 class Host(Protocol):
@@ -37,6 +38,11 @@ class Host(Protocol):
     @property
     def checkpoint(self) -> Checkpointer | None:
         """Saves a file's before-image under the running turn, for ``mcode undo``."""
+        ...
+
+    @property
+    def spawn_agent(self) -> SpawnAgent | None:
+        """Runs a sub-agent in a child conversation; None where none may start."""
         ...
 
     def emit(self, type: str, /, **data: Any) -> Any:

@@ -295,7 +295,10 @@ async def _run_one(
             host.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
 
         ctx = dataclasses.replace(
-            conv.tool_context, emit_output=emit_output, checkpoint=host.checkpoint
+            conv.tool_context,
+            emit_output=emit_output,
+            checkpoint=host.checkpoint,
+            spawn_agent=host.spawn_agent,
         )
         if tool.permission == "edit":
             result = await _run_to_the_end(conv, host, call, tool.run(args, ctx), started)

@@ -78,8 +78,9 @@ def open_session(
     tools = default_tools()
     if settings.provider == "local":
         # The embedded model's 8K window and 135M parameters: keep its tool set to what it can
-        # use (todo lists only made it loop). Schemas + system prompt stay well under 2K tokens.
-        tools = [t for t in tools if t.name != "todo"]
+        # use (todo lists only made it loop; delegating is beyond it). Schemas + system prompt
+        # stay well under 2K tokens.
+        tools = [t for t in tools if t.name not in ("todo", "task")]
     main = Conversation(
         provider=provider,
         tools=tools,
@@ -119,11 +120,14 @@ def open_session(
         main.tool_context.record_command = CommandNotes(notes, session.id)
         if resume_id:
             main.pending_note = undo_note(events)
-            for steer in _undelivered_steers(events):
+            # The main conversation's own events: a sub-agent's turns and compactions (tagged
+            # with its agent id) are not the session's.
+            own = [e for e in events if e.get("agent") is None]
+            for steer in _undelivered_steers(own):
                 # Already recorded as steer.received: delivered at the next step, not said again.
                 main.add_steer(steer)
-            session.interrupted = _interrupted(events, main)
-            main.ledger = _ledger(events)
+            session.interrupted = _interrupted(own, main)
+            main.ledger = _ledger(own)
     return session
 
 

@@ -41,7 +41,7 @@ from mcode.providers.base import ModelInfo
 from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import redact
 from mcode.store import Store, StoreError
-from mcode.tools.base import Checkpointer
+from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
 
 __all__ = ["Session", "TurnOutcome"]
 
@@ -57,11 +57,14 @@ class _Seat:
     """Where one conversation sits in the session: the Host its turns talk to (its events carry
     its agent id and turn id) and its running turn."""
 
-    def __init__(self, session: Session, conversation: Conversation) -> None:
+    def __init__(self, session: Session, conversation: Conversation, depth: int = 0) -> None:
         self.session = session
         self.conversation = conversation
         self.task: asyncio.Task[TurnOutcome] | None = None
         self.cancel_requested = False
+        # 0 for a conversation the session runs, 1 for a sub-agent (which starts none).
+        self.depth = depth
+        self.changed_files: list[str] = []
 
     @property
     def running(self) -> bool:
@@ -76,8 +79,40 @@ class _Seat:
         # Without a store from the start there is nowhere to keep a before-image: none is saved.
         return self._save if self.session.keeps_checkpoints else None
 
+    @property
+    def spawn_agent(self) -> SpawnAgent | None:
+        return self._spawn if self.depth == 0 else None
+
     def emit(self, type: str, /, **data: Any) -> Event:
+        if type == ev.FILE_CHANGED and data["path"] not in self.changed_files:
+            self.changed_files.append(data["path"])
         return self.session.emit(type, of=self.conversation, **data)
+
+    async def _spawn(self, job: AgentJob) -> AgentReport:
+        """Run ``job`` in a child conversation to its end, inside this one's running turn: a
+        cancel of the turn reaches it (and is raised again here, so the turn stops too); its
+        usage counts into this conversation's totals; its events carry its agent id and this
+        turn's id (``mcode undo`` undoes its edits with the turn)."""
+        parent = self.conversation
+        agent_id = f"task-{uuid.uuid4().hex[:8]}"
+        child = parent.child(
+            agent_id,
+            system_prompt=job.system_prompt,
+            tools=[t for t in parent.tools if t.name in job.tools],
+            max_turns=job.max_turns,
+            shared_totals=True,
+        )
+        self.session.add(child, depth=self.depth + 1)
+        seat = self.session.host(child)
+        child.turn_id = parent.turn_id
+        outcome = await run_turn(child, seat, user_message(job.prompt))
+        if outcome.reason == "cancelled":
+            raise asyncio.CancelledError  # only the parent's cancel reaches a sub-agent
+        error = None
+        if outcome.error is not None:
+            hint = outcome.error.hint
+            error = outcome.error.message + (f" ({hint})" if hint else "")
+        return AgentReport(agent_id, outcome.reason, outcome.text, tuple(seat.changed_files), error)
 
     def expect_approval(self, request_id: str) -> asyncio.Future[Answer]:
         return self.session.expect_approval(request_id)
@@ -167,13 +202,13 @@ class Session:
         """The main conversation's running turn, or None between turns."""
         return self.main.turn_id
 
-    def add(self, conversation: Conversation) -> None:
-        """Host another conversation (a sub-agent, a team member) in this session."""
+    def add(self, conversation: Conversation, *, depth: int = 0) -> None:
+        """Host another conversation (a team member; ``depth`` 1: a sub-agent) in this session."""
         agent = conversation.agent_id
         if agent is None or agent in self._seats:
             raise MCodeError(f"a conversation needs a new agent id, not {agent!r}")
         self.conversations[agent] = conversation
-        self._seats[agent] = _Seat(self, conversation)
+        self._seats[agent] = _Seat(self, conversation, depth)
 
     def host(self, conversation: Conversation) -> _Seat:
         """The Host that ``conversation`` (added before) runs under."""
