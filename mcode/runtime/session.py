@@ -197,11 +197,6 @@ class Session:
         """The main conversation's provider and model (name, window, image input, ...)."""
         return self.main.provider.info
 
-    @property
-    def turn_id(self) -> str | None:
-        """The main conversation's running turn, or None between turns."""
-        return self.main.turn_id
-
     def add(self, conversation: Conversation, *, depth: int = 0) -> None:
         """Host another conversation (a team member; ``depth`` 1: a sub-agent) in this session."""
         agent = conversation.agent_id
