@@ -6,10 +6,14 @@ as JSON lines, the store persists it, the TUI and the language server render it.
     {"v": 1, "seq": 7, "ts": 1764140000.123, "session_id": "…", "turn_id": "…" | null,
      "type": "tool.finished", "data": {…}}
 
+An event of a conversation other than the session's main one (a ``task`` sub-agent, a team
+member) also carries ``"agent": "<its id>"`` after ``turn_id``; the main one's events have no
+``agent`` key, so their JSON is what it always was.
+
 ``v`` is :data:`SCHEMA_VERSION`; it changes only when a field is removed or changes meaning
-(new event types and new fields are additive). ``seq`` counts from 1 within a session and never
-repeats, also across ``--resume``. The payload of each type is documented in README.md
-("Event schema"); the names below are the complete list for this version.
+(new event types and new fields, like ``agent``, are additive). ``seq`` counts from 1 within a
+session and never repeats, also across ``--resume``. The payload of each type is documented in
+README.md ("Event schema"); the names below are the complete list for this version.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ TRANSIENT_TYPES = frozenset({TEXT_DELTA, THINKING_DELTA, TOOL_OUTPUT})
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring  # what that encoder writes for a str (C when available)
 _ENVELOPE = (
-    '{"v":' + str(SCHEMA_VERSION) + ',"seq":%d,"ts":%s,"session_id":%s,"turn_id":%s,"type":%s,'
+    '{"v":' + str(SCHEMA_VERSION) + ',"seq":%d,"ts":%s,"session_id":%s,"turn_id":%s%s,"type":%s,'
     '"data":%s}'
 )
 
@@ -100,17 +104,22 @@ class Event:
     session_id: str
     turn_id: str | None
     ts: float
+    # The conversation that emitted it (Conversation.agent_id); None for the main one.
+    agent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "seq": self.seq,
             "ts": self.ts,
             "session_id": self.session_id,
             "turn_id": self.turn_id,
-            "type": self.type,
-            "data": self.data,
         }
+        if self.agent is not None:
+            d["agent"] = self.agent
+        d["type"] = self.type
+        d["data"] = self.data
+        return d
 
     def to_json(self) -> str:
         """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`):
@@ -125,6 +134,7 @@ class Event:
                 float.__repr__(ts) if type(ts) is float and math.isfinite(ts) else _encode(ts),
                 _quote(self.session_id),
                 "null" if self.turn_id is None else _quote(self.turn_id),
+                "" if self.agent is None else ',"agent":' + _quote(self.agent),
                 _quote(self.type),
                 _encode(self.data),
             )
@@ -133,4 +143,12 @@ class Event:
     @classmethod
     def from_json(cls, line: str) -> Event:
         d = json.loads(line)
-        return cls(d["type"], d["data"], d["seq"], d["session_id"], d.get("turn_id"), d["ts"])
+        return cls(
+            d["type"],
+            d["data"],
+            d["seq"],
+            d["session_id"],
+            d.get("turn_id"),
+            d["ts"],
+            d.get("agent"),
+        )

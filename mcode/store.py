@@ -429,12 +429,15 @@ class Store:
         return history_of(self.events(session_id))
 
 
-def history_of(events: list[dict[str, Any]]) -> list[Message]:
-    """The conversation that stored ``events`` (as :meth:`Store.events` returns them) hold:
-    each history event appends its message; a ``compaction`` replaces what came before with
-    its ledger message, keeping the last ``kept`` messages."""
+def history_of(events: list[dict[str, Any]], agent: str | None = None) -> list[Message]:
+    """The history of conversation ``agent`` (None: the session's main one) that stored
+    ``events`` (as :meth:`Store.events` returns them) hold: each of its history events appends
+    its message; a ``compaction`` replaces what came before with its ledger message, keeping
+    the last ``kept`` messages. Events of other conversations carry another ``agent``."""
     history: list[Message] = []
     for e in events:
+        if e.get("agent") != agent:
+            continue
         data = e["data"]
         if e["type"] == COMPACTION:
             kept = history[len(history) - data["kept"] :] if data["kept"] else []

@@ -19,6 +19,7 @@ from mcode.messages import clean_text
         Event("usage", {"a": [1, 2.5, None, True, {"k": "v"}]}, 10**20, "s", "t", 1764140000.0),
         Event("error", {"n": float("nan")}, 3, "s\ud800", "t\u00e9", float("inf")),
         Event("retry", {"wait": 0.1 + 0.2}, 3, "s", "t", 0.1 + 0.2),
+        Event("turn.started", {"resumed": False}, 4, "s", "t", 12.5, "task-1\u00e9"),
     ],
 )
 def test_the_line_is_json_dumps_of_the_dict(event: Event) -> None:
@@ -32,3 +33,19 @@ def test_the_line_is_json_dumps_of_the_dict(event: Event) -> None:
         event.seq,
         event.session_id,
     )
+
+
+def test_the_agent_field_is_there_only_for_another_conversation() -> None:
+    # The main conversation's events are byte-for-byte what they were before agents existed.
+    main = Event("turn.started", {"resumed": False}, 1, "s", "t", 12.5)
+    assert main.to_json() == (
+        '{"v":1,"seq":1,"ts":12.5,"session_id":"s","turn_id":"t","type":"turn.started",'
+        '"data":{"resumed":false}}'
+    )
+    child = Event("turn.started", {"resumed": False}, 2, "s", "t", 12.5, "task-1")
+    line = child.to_json()
+    assert line == (
+        '{"v":1,"seq":2,"ts":12.5,"session_id":"s","turn_id":"t","agent":"task-1",'
+        '"type":"turn.started","data":{"resumed":false}}'
+    )
+    assert Event.from_json(line) == child and Event.from_json(main.to_json()).agent is None

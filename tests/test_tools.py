@@ -670,6 +670,7 @@ def test_default_tools_order_schemas_and_size() -> None:
         "ls",
         "bash",
         "todo",
+        "task",
     ]
     assert {"read", "grep", "glob", "ls"} == READ_ONLY_SAFE
     assert all(t.permission == "read" for t in tools if t.name in READ_ONLY_SAFE)

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode.agent.conversation import Conversation
 from mcode.agent.ledger import Ledger
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
@@ -87,9 +88,10 @@ def open_session(
     tools = default_tools()
     if settings.provider == "local":
         # The embedded model's 8K window and 135M parameters: keep its tool set to what it can
-        # use (todo lists only made it loop). Schemas + system prompt stay well under 2K tokens.
-        tools = [t for t in tools if t.name != "todo"]
-    session = Session(
+        # use (todo lists only made it loop; delegating is beyond it). Schemas + system prompt
+        # stay well under 2K tokens.
+        tools = [t for t in tools if t.name not in ("todo", "task")]
+    main = Conversation(
         provider=provider,
         tools=tools,
         permissions=Permissions(
@@ -107,30 +109,35 @@ def open_session(
             ),
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
-        store=store,
-        interactive=interactive,
         max_turns=settings.max_turns,
         thinking=settings.thinking,
+        history=history,
+    )
+    session = Session(
+        main,
+        store=store,
+        interactive=interactive,
         secrets=settings.secrets,
         session_id=session_id,
-        history=history,
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
     if store is not None:
-        # Every write and edit saves the file's before-image first, so `mcode undo` can
-        # restore it; without a store there is nowhere to keep one, and nothing is saved.
-        session.tool_context.checkpoint = session.checkpoint
         notes = store.path.parent / "running"
         if resume_id:
             # The claim above proves the run that wrote these notes is gone.
             session.start_notes = [_leftover_event(left) for left in reap(notes, session.id)]
-        session.tool_context.record_command = CommandNotes(notes, session.id)
+        main.tool_context.record_command = CommandNotes(notes, session.id)
         if resume_id:
-            session.pending_note = undo_note(events)
-            session.requeue_steers(_undelivered_steers(events))
-            session.interrupted = _interrupted(events, session)
-            session.ledger = _ledger(events)
+            main.pending_note = undo_note(events)
+            # The main conversation's own events: a sub-agent's turns and compactions (tagged
+            # with its agent id) are not the session's.
+            own = [e for e in events if e.get("agent") is None]
+            for steer in _undelivered_steers(own):
+                # Already recorded as steer.received: delivered at the next step, not said again.
+                main.add_steer(steer)
+            session.interrupted = _interrupted(own, main)
+            main.ledger = _ledger(own)
     return session
 
 
@@ -146,7 +153,7 @@ def _leftover_event(left: Leftover) -> dict[str, Any]:
     }
 
 
-def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
+def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None:
     """Why the session's last turn should be continued, or None if it finished (or none ran).
 
     Unfinished: its ``turn.started`` has no ``turn.finished`` (the process was killed), or it
@@ -162,9 +169,9 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
     if started is None:
         return None
     if finished is None:
-        last = session.history[-1] if session.history else None
+        last = main.history[-1] if main.history else None
         answered = last is not None and last.role == "assistant" and not last.tool_calls
-        if answered and not session.has_pending_steers:
+        if answered and not main.has_pending_steers:
             return None  # killed after the final answer was stored: the work was done
         return "mcode stopped before it finished"
     return {
