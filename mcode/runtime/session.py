@@ -476,10 +476,9 @@ class Session:
         if there was nothing to compact or the turn ended first. A cancel meanwhile raises
         CancelledError, the history as it was."""
         if self.running:
-            compacted = await self.main.request_compaction(instructions)
-            if not compacted:
-                self._nothing_compacted()
-            return compacted
+            # A compaction that is not made says why itself (mcode/agent/compaction.py), as
+            # does a turn that ends before its next step (_turn).
+            return await self.main.request_compaction(instructions)
         if not self._queue and not self.busy:
             self._compacting = asyncio.ensure_future(self._compact_now(instructions))
             self._compacting.add_done_callback(self._advance_after)
@@ -489,18 +488,7 @@ class Session:
         return await future
 
     async def _compact_now(self, instructions: str | None) -> bool:
-        compacted = await compact(self.main, self._seats[None], "manual", instructions)
-        if not compacted:
-            self._nothing_compacted()
-        return compacted
-
-    def _nothing_compacted(self) -> None:
-        self.report_error(
-            "compaction",
-            "nothing was compacted: the conversation is too short, or the turn ended before "
-            "its next step",
-            "send it again once there is more conversation",
-        )
+        return await compact(self.main, self._seats[None], "manual", instructions)
 
     def report_error(self, kind: str, message: str, hint: str) -> None:
         """Say a front end's error as an event (a skipped input line): recoverable, the
