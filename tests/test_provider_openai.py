@@ -26,6 +26,7 @@ from provider_helpers import (
 
 from mcode.errors import ProviderError
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, user_message
+from mcode.providers.backoff import backoff_delay, parse_retry_after
 from mcode.providers.base import (
     Completion,
     ModelEvent,
@@ -36,8 +37,8 @@ from mcode.providers.base import (
     ThinkingDelta,
     ToolCallStarted,
 )
+from mcode.providers.network import NetworkSettings
 from mcode.providers.openai import OpenAIProvider
-from mcode.providers.retry import NetworkSettings, backoff_delay, parse_retry_after
 from mcode.secrets import scrub
 
 StartServer = Callable[..., ScriptedServer]

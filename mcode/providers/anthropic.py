@@ -19,9 +19,9 @@ from mcode.providers.anthropic_request import THINKING_STYLES, build_body
 from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
 from mcode.providers.base import ModelInfo, ModelRequest
 from mcode.providers.http import bare_url
+from mcode.providers.network import NetworkSettings
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
-from mcode.providers.retry import NetworkSettings
 from mcode.secrets import scrub
 
 __all__ = ["ANTHROPIC_VERSION", "AUTH_STYLES", "AnthropicProvider", "messages_url"]

@@ -40,7 +40,7 @@ from typing import Any
 from mcode.errors import ProviderError
 from mcode.messages import Part, TextPart, ToolCall, ToolSpec
 from mcode.providers.base import Completion, ModelEvent, TextDelta, ToolCallStarted
-from mcode.providers.retry import hint_for
+from mcode.providers.classify import hint_for
 
 __all__ = ["LeakGuard", "find_leaked_call", "recover_tool_calls"]
 

@@ -14,11 +14,12 @@ import httpx
 
 from mcode.errors import ProviderError
 from mcode.providers.base import ModelInfo, ModelRequest
+from mcode.providers.classify import classify_body_error, hint_for
+from mcode.providers.network import NetworkSettings
 from mcode.providers.openai_request import REPLAY_MODES, build_body
 from mcode.providers.openai_stream import ChatAssembler, ThinkOpening
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
-from mcode.providers.retry import NetworkSettings, classify_body_error, hint_for
 from mcode.secrets import scrub
 
 __all__ = ["OpenAIProvider"]
