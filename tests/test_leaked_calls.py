@@ -1,4 +1,4 @@
-"""Tool calls written into the answer text (mcode/providers/leaked.py): the three forms, schema
+"""Tool calls written into the answer text (mcode/providers/leaked*.py): the three forms, schema
 coercion, what is left alone, the retry when the markup is unusable, and the whole path from a
 scripted model's leaked call to a tool result in `mcode exec`."""
 
@@ -24,7 +24,8 @@ from mcode.providers.base import (
     TextDelta,
     ToolCallStarted,
 )
-from mcode.providers.leaked import LeakGuard, find_leaked_call, recover_tool_calls
+from mcode.providers.leaked import LeakGuard, recover_tool_calls
+from mcode.providers.leaked_scan import find_leaked_call
 from mcode.providers.openai import OpenAIProvider
 
 READ = ToolSpec(
