@@ -26,7 +26,7 @@ from mcode.providers.base import (
 )
 from mcode.providers.leaked import LeakGuard, recover_tool_calls
 from mcode.providers.leaked_scan import find_leaked_call
-from mcode.providers.openai import OpenAIProvider
+from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
 READ = ToolSpec(
     "read",
@@ -366,7 +366,7 @@ def stream(server: ScriptedServer, *, streaming: bool = True) -> list[ModelEvent
         api_key="k",
         info=ModelInfo("minimax", "MiniMax-M3", 1_000_000),
         network=FAST,
-        stream=streaming,
+        options=OpenAIOptions(stream=streaming),
     )
     req = ModelRequest("MiniMax-M3", "", [user_message("read a.py")], tools=TOOLS)
     return stream_all(p, req)

@@ -23,7 +23,7 @@ from mcode.providers.classify import (
     hint_for,
     minimax_code_in,
 )
-from mcode.providers.openai import OpenAIProvider
+from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
 KEY = "sk-cp-PLANTED-0123456789abcdef"
 
@@ -58,7 +58,7 @@ def provider(server: ScriptedServer, *, stream: bool = True) -> OpenAIProvider:
         api_key=KEY,
         info=ModelInfo("minimax", "MiniMax-M3", 1_000_000),
         network=FAST,
-        stream=stream,
+        options=OpenAIOptions(stream=stream),
     )
 
 

@@ -4,6 +4,7 @@ timeouts and request bytes a user's session depends on."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import socket
@@ -38,7 +39,7 @@ from mcode.providers.base import (
     ToolCallStarted,
 )
 from mcode.providers.network import NetworkSettings
-from mcode.providers.openai import OpenAIProvider
+from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 from mcode.secrets import scrub
 
 StartServer = Callable[..., ScriptedServer]
@@ -46,12 +47,16 @@ KEY = "sk-test-PLANTED-0123456789abcdef"
 
 
 def provider(server: ScriptedServer, **kw: Any) -> OpenAIProvider:
+    """An OpenAIProvider for ``server``; keywords naming an OpenAIOptions field go into its
+    options, the rest to the provider."""
     kw.setdefault("network", FAST)
     kw.setdefault("base_url", server.base_url)
+    options = {f.name: kw.pop(f.name) for f in dataclasses.fields(OpenAIOptions) if f.name in kw}
     return OpenAIProvider(
         model="mock-model",
         api_key=KEY,
         info=ModelInfo("openai", "mock-model", 128_000, supports_images=True),
+        options=OpenAIOptions(**options),
         **kw,
     )
 
