@@ -426,6 +426,21 @@ def resolve_provider(values: dict[str, Any], env: dict[str, str]) -> tuple[str, 
     return "local", "no API key is set, so the embedded local model runs"
 
 
+def _local_model_path(name: str, embedded: str) -> str | None:
+    """The GGUF a local ``--model`` names: None for the embedded model, else a path (checked,
+    magic bytes and all, when the engine is made). A bare name that is no file is refused."""
+    if name in (embedded, f"{embedded}.Q4_1"):
+        return None
+    if Path(name).expanduser().is_file() or "/" in name or name.endswith(".gguf"):
+        return name
+    raise ConfigError(
+        f"the local provider runs GGUF files: model {name!r} is neither the embedded model "
+        f"({embedded}) nor a path to a .gguf file",
+        hint="drop --model to run the embedded model, give --model PATH/TO/model.gguf, or name "
+        "the provider that serves it (--provider openai, anthropic or minimax, with its API key)",
+    )
+
+
 def _build(
     workspace: Path,
     values: dict[str, Any],
@@ -483,8 +498,12 @@ def _build(
         max_output_tokens=values.get("local.max_output_tokens", 1024),
         tool_steps=values.get("local.tool_steps", 1),
     )
-    if provider == "local" and values.get("model", "").endswith(".gguf"):
-        local.model_path = values["model"]
+    if provider == "local":
+        # A file's top-level model may name another provider's model: only --model,
+        # MCODE_MODEL or [providers.local] model choose the local one.
+        chosen = values["model"] if "model" in explicit else per.get("model")
+        if chosen:
+            local.model_path = _local_model_path(chosen, preset.default_model)
     facts = model_facts(model)
     window = values.get("context_window") or (
         local.context if provider == "local" else facts.context_window

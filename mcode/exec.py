@@ -291,6 +291,7 @@ def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
         "completed": EXIT_DENIED if denials else EXIT_OK,
         "max_turns": EXIT_LIMIT,
         "loop": EXIT_LIMIT,  # the model kept sending one failing call (agent/loop_guard.py)
+        "output_limit": EXIT_LIMIT,  # the answer was cut at the model's output cap
         "cancelled": EXIT_INTERRUPTED,
         "error": EXIT_ERROR,
     }[outcome.reason]

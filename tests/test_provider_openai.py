@@ -8,7 +8,6 @@ import dataclasses
 import gzip
 import json
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -776,12 +775,11 @@ def test_keep_alive_comments_before_the_first_event_keep_the_call_alive_within_a
     server = model_server([{"text": "thought it over", "keepalive": 3, "keepalive_every": 0.2}])
     events = call(server, network=net)
     assert not of(events, Retrying) and events[-1].message.text == "thought it over"
-    # A proxy chatting in front of a hung model: the call ends after first + idle timeouts.
-    server = model_server([{"text": "never", "keepalive": 50, "keepalive_every": 0.1}])
-    started = time.monotonic()
+    # A proxy chatting in front of a hung model: the call ends after first + idle timeouts,
+    # long before the 60 s of keep-alives end (and the answer that would follow them).
+    server = model_server([{"text": "never", "keepalive": 600, "keepalive_every": 0.1}])
     err, _ = fail(server, network=net)
     assert err.kind == "timeout" and "first-event" in err.message
-    assert 0.7 < time.monotonic() - started < 2.5
 
 
 def test_a_200_that_is_not_an_event_stream_is_not_retried(model_server: StartServer) -> None:

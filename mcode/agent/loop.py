@@ -67,13 +67,9 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
                 await _run_calls(session, completion.message.tool_calls, cut_off=cut_off)
                 continue
             if completion.finish_reason == "length":
-                session.emit(
-                    ev.ERROR,
-                    kind="output_limit",
-                    message="the model's output was cut off at its token limit",
-                    hint="ask for a shorter answer, or raise the model's output limit",
-                    recoverable=True,
-                )
+                # Cut at the output cap: not a finished task. What the model wrote stays (in
+                # history and as the result), and the turn says it was cut.
+                return _cut_off(session, completion)
             await _requested_compaction(session)  # asked for during the last step
             if session.has_pending_steers:
                 continue
@@ -107,6 +103,23 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         _drop_steers(session, "error")
         session.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
+
+
+def _cut_off(session: Session, completion: Completion) -> TurnOutcome:
+    from mcode.runtime.session import TurnOutcome
+
+    text = completion.message.text
+    cap = f" ({completion.usage.output_tokens} tokens)" if completion.usage.output_tokens else ""
+    kept = "what it wrote is kept as the result" if text else "it had written no answer yet"
+    e = LimitReached(
+        f"the answer was cut at the model's output cap{cap}; {kept}",
+        hint="ask for a shorter answer or one step at a time, or raise max_output_tokens "
+        "([local] for the embedded model, [providers.NAME] for an API)",
+    )
+    session.emit(ev.ERROR, kind="output_limit", message=e.message, hint=e.hint, recoverable=False)
+    _drop_steers(session, "output_limit")
+    session.emit(ev.TURN_FINISHED, reason="output_limit")
+    return TurnOutcome("output_limit", text, e)
 
 
 def _append(session: Session, event_type: str, message: Message, **data: Any) -> None:

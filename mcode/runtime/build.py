@@ -162,6 +162,7 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
         "error": "an error ended it",
         "max_turns": "it reached the max-turns limit",
         "loop": "it was stopped for repeating a failing tool call",
+        "output_limit": "its answer was cut at the model's output cap",
     }.get(finished["data"]["reason"])
 
 

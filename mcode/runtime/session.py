@@ -41,7 +41,8 @@ Listener = Callable[[Event, str], None]
 @dataclass(slots=True)
 class TurnOutcome:
     """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error, loop (the
-    model kept sending one failing tool call, see mcode/agent/loop_guard.py)."""
+    model kept sending one failing tool call, see mcode/agent/loop_guard.py), output_limit (the
+    answer was cut at the model's output cap; ``text`` holds what it wrote)."""
 
     reason: str
     text: str = ""
