@@ -88,7 +88,6 @@ class AnthropicProvider(RemoteProvider):
             headers=_auth_headers(api_key, options.auth_style),
             extra_headers=options.extra_headers,
         )
-        self.options = options
         # Which endpoint and model produced a thinking block: only they can validate it (a
         # signature from MiniMax means nothing to Anthropic), so history from another origin
         # goes back without its thinking.

@@ -64,7 +64,6 @@ class OpenAIProvider(RemoteProvider):
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
             extra_headers=options.extra_headers,
         )
-        self.options = options
         self._bodies = OpenAIRequestBuilder(model, options, supports_images=info.supports_images)
         # Whether this endpoint's template opens <think> in the prompt: said by the config, or
         # learned from its answers and from the history of the first request (a resumed session).
