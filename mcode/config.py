@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mcode.errors import ConfigError
+from mcode.providers.network import NetworkSettings
 from mcode.providers.presets import (
     PRESETS,
     REPLAY_MODES,
@@ -41,7 +42,6 @@ from mcode.providers.presets import (
     model_facts,
     resolve_preset,
 )
-from mcode.providers.retry import NetworkSettings
 
 PERMISSION_MODES = ("read-only", "ask", "auto-edit", "full-auto")
 
