@@ -148,6 +148,8 @@ def test_the_system_prompt_is_the_same_bytes_in_any_folder_on_any_day(
     server = model_server([{"text": "ok"}, {"text": "ok"}])
     days = {datetime.date.today()}
     for repo in repos:
+        # AGENTS.md reaches the model only in a folder the user trusts (README: Trusted folders).
+        assert mcode("trust", cwd=repo, env=env).code == 0
         run = mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env)
         assert run.code == 0, run.stderr
     days.add(datetime.date.today())  # the runs may straddle midnight
