@@ -241,6 +241,7 @@ async def _run_calls(
 
 def _finish(session: Session, call: ToolCall, result: ToolResult, duration: float) -> None:
     session.totals.tool_calls += 1
+    session.tool_started.pop(call.id, None)
     message = Message(
         role="tool",
         parts=(TextPart(result.content), *result.images),
@@ -267,7 +268,7 @@ def _finish(session: Session, call: ToolCall, result: ToolResult, duration: floa
 async def _run_one(
     session: Session, call: ToolCall, *, cut_off: bool = False
 ) -> tuple[ToolResult, float]:
-    started = time.monotonic()
+    started = session.tool_started[call.id] = time.monotonic()
     session.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
     tool = next((t for t in session.tools if t.name == call.name), None)
     try:
@@ -415,11 +416,14 @@ def _close_open_calls(session: Session, content: str, summary: str) -> None:
     if last is None:
         return
     answered = {m.tool_call_id for m in session.history if m.role == "tool"}
+    now = time.monotonic()
     for call in last.tool_calls:
         if call.id not in answered:
+            # A call cut short (cancelled mid-command) ran until now; one never started, 0 s.
+            ran = now - session.tool_started.get(call.id, now)
             _finish(
                 session,
                 call,
                 ToolResult(content=content, summary=summary, is_error=True),
-                0.0,
+                ran,
             )

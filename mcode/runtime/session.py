@@ -118,6 +118,9 @@ class Session:
         # Error events (their data) said right after session.started: on resume, what the
         # killed run left running (mcode/runtime/leftovers.py).
         self.start_notes: list[dict[str, Any]] = []
+        # When each tool call of the running step started (monotonic), until its result: a call
+        # a cancel cuts short is answered with how long it ran (mcode/agent/loop.py).
+        self.tool_started: dict[str, float] = {}
         # Counts identical failing tool calls; run_turn resets it per turn and per steer.
         self.loop_guard = LoopGuard()
         info = provider.info
