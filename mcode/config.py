@@ -109,8 +109,7 @@ _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
 # sets it stops with "unknown environment variable".
 ENV_ONLY: dict[str, str] = {
     "MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)",
-    # mcode/tools/workspace.py FAULT_KILL_IN_WRITE (not imported: config stays light to load)
-    "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill mcode once N bytes of a write are on disk",
+    "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
 }
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
