@@ -332,8 +332,12 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
         if is_project and leaf in _PROJECT_FORBIDDEN:
             raise ConfigError(
                 f"{where}: {key!r} cannot be set in a project config",
-                hint="set it in your user config or with --base-url: a repository must not "
-                "choose where your API key is sent",
+                hint=(
+                    "set it in your user config or with --base-url"
+                    if leaf == "base_url"
+                    else "set it in your user config"
+                )
+                + ": a repository must not choose where your API key is sent",
             )
         if is_project and key == "tools.pass_env":
             raise ConfigError(

@@ -81,6 +81,9 @@ class Conversation:
         self.turn_id: str | None = None
         # Counts identical failing tool calls; run_turn resets it per turn and per steer.
         self.loop_guard = LoopGuard()
+        # When each tool call of the running step started (monotonic), until its result: a call
+        # a cancel cuts short is answered with how long it ran (mcode/agent/loop.py).
+        self.tool_started: dict[str, float] = {}
         info = provider.info
         # How full the context is and when it must be compacted (mcode/agent/tokens.py).
         self.budget = TokenBudget.for_model(

@@ -244,6 +244,7 @@ def _finish(
     conv: Conversation, host: Host, call: ToolCall, result: ToolResult, duration: float
 ) -> None:
     conv.totals.tool_calls += 1
+    conv.tool_started.pop(call.id, None)
     message = Message(
         role="tool",
         parts=(TextPart(result.content), *result.images),
@@ -271,7 +272,7 @@ def _finish(
 async def _run_one(
     conv: Conversation, host: Host, call: ToolCall, *, cut_off: bool = False
 ) -> tuple[ToolResult, float]:
-    started = time.monotonic()
+    started = conv.tool_started[call.id] = time.monotonic()
     host.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
     tool = next((t for t in conv.tools if t.name == call.name), None)
     try:
@@ -438,12 +439,15 @@ def _close_open_calls(conv: Conversation, host: Host, content: str, summary: str
     if last is None:
         return
     answered = {m.tool_call_id for m in conv.history if m.role == "tool"}
+    now = time.monotonic()
     for call in last.tool_calls:
         if call.id not in answered:
+            # A call cut short (cancelled mid-command) ran until now; one never started, 0 s.
+            ran = now - conv.tool_started.get(call.id, now)
             _finish(
                 conv,
                 host,
                 call,
                 ToolResult(content=content, summary=summary, is_error=True),
-                0.0,
+                ran,
             )

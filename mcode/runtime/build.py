@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.child_env import child_environment
-from mcode.tools.workspace import Workspace
+from mcode.tools.workspace import Workspace, sweep_temp_files
 from mcode.undo import undo_note
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ def open_session(
         if resume_id:
             # The claim above proves the run that wrote these notes is gone.
             session.start_notes = [_leftover_event(left) for left in reap(notes, session.id)]
+            for path in _unfinished_writes(events, workspace):
+                sweep_temp_files(path)
         main.tool_context.record_command = CommandNotes(notes, session.id)
         if resume_id:
             main.pending_note = undo_note(events)
@@ -181,6 +184,33 @@ def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None
         "loop": "it was stopped for repeating a failing tool call",
         "output_limit": "its answer was cut at the model's output cap",
     }.get(finished["data"]["reason"])
+
+
+def _unfinished_writes(events: list[dict[str, Any]], workspace: Workspace) -> list[Path]:
+    """The files the last turn's write and edit calls were changing when the run died (called
+    without a result): a kill inside the write leaves its temp file beside each."""
+    from mcode import events as ev
+    from mcode.errors import PathEscapeError
+
+    calls: dict[str, str] = {}
+    for e in events:
+        data = e["data"]
+        if e["type"] == ev.TURN_STARTED:
+            calls = {}
+        elif e["type"] == ev.TOOL_REQUESTED and data.get("name") in ("write", "edit"):
+            try:
+                calls[data["id"]] = str(json.loads(data["arguments"])["path"])
+            except (ValueError, KeyError, TypeError):
+                continue  # arguments the tool refused: it never wrote
+        elif e["type"] == ev.TOOL_FINISHED:
+            calls.pop(data.get("id"), None)
+    paths = []
+    for raw in calls.values():
+        try:
+            paths.append(workspace.resolve(raw))
+        except PathEscapeError:
+            continue
+    return paths
 
 
 def _ledger(events: list[dict[str, Any]]) -> Ledger | None:
