@@ -217,12 +217,13 @@ class _Driver:
             return
         if not compacted:
             self.session.emit(
-                ev.ERROR,
-                kind="compaction",
-                message="nothing was compacted: the conversation is too short, or the turn "
-                "ended before its next step",
-                hint="send it again once there is more conversation",
-                recoverable=True,
+                ev.Error(
+                    kind="compaction",
+                    message="nothing was compacted: the conversation is too short, or the turn "
+                    "ended before its next step",
+                    hint="send it again once there is more conversation",
+                    recoverable=True,
+                )
             )
 
     def _ended(self, outcome: TurnOutcome) -> None:
@@ -241,11 +242,12 @@ class _Driver:
                 raise BadLine(f"the model {self.session.provider.info.model} does not take images")
         except BadLine as e:
             self.session.emit(
-                ev.ERROR,
-                kind="input",
-                message=f"standard input line {self._line_no} was skipped: {e}",
-                hint=ACCEPTED_LINES,
-                recoverable=True,
+                ev.Error(
+                    kind="input",
+                    message=f"standard input line {self._line_no} was skipped: {e}",
+                    hint=ACCEPTED_LINES,
+                    recoverable=True,
+                )
             )
             return
         if message.type == "compact":
@@ -264,13 +266,14 @@ class _Driver:
         elif message.type == "approve":
             if not self.session.approve(message.request_id, message.allow, message.text):
                 self.session.emit(
-                    ev.ERROR,
-                    kind="input",
-                    message=f"standard input line {self._line_no}: no permission question "
-                    f"{message.request_id!r} is waiting (answered, timed out, or never asked)",
-                    hint="answer the request_id of a permission.asked event, once, before it "
-                    "times out",
-                    recoverable=True,
+                    ev.Error(
+                        kind="input",
+                        message=f"standard input line {self._line_no}: no permission question "
+                        f"{message.request_id!r} is waiting (answered, timed out, or never asked)",
+                        hint="answer the request_id of a permission.asked event, once, before it "
+                        "times out",
+                        recoverable=True,
+                    )
                 )
         elif message.type == "steer" and self.session.running:
             self.session.steer(message.text)

@@ -30,37 +30,36 @@ class Progress:
             pass  # stderr closed: progress is a courtesy, never a reason to fail the run
 
     def _describe(self, event: Event) -> str | None:
-        d = event.data
-        t = event.type
-        if t == ev.SESSION_STARTED:
-            how = "resumed session" if d["resumed"] else "session"
-            text = (
-                f"mcode: {how} {event.session_id[:12]}, {d['provider']}/{d['model']} "
-                f"({d['provider_reason']}), permission mode {d['permission_mode']}"
-            )
-            note = d.get("permission_note")  # what the mode denies, said before any denial
-            return f"{text}\nmcode: {note}" if note else text
-        if t == ev.TURN_STARTED and d.get("resumed"):
-            return "mcode: continuing the interrupted turn"
-        if t == ev.STEER_DELIVERED:
-            return f"→ steer: {_short(d['text'])}"
-        if t == ev.TOOL_REQUESTED:
-            return f"→ {d['name']} {_short_args(d['arguments'])}"
-        if t == ev.TOOL_FINISHED:
-            mark = "✓" if d["ok"] else "✗"
-            return f"  {mark} {d['summary'] or d['name']} ({d['duration']:.1f} s)"
-        if t == ev.PERMISSION_DECIDED and not d["allowed"]:
-            return f"  denied: {d.get('reason', '')}"
-        if t == ev.COMPACTION:
-            return (
-                f"mcode: compacted the conversation ({d['reason']}): "
-                f"~{d['tokens_before']:,} → ~{d['tokens_after']:,} tokens of {d['window']:,}, "
-                f"{d['kept']} recent messages kept"
-            )
-        if t == ev.RETRY:
-            return f"  retrying in {d['wait']:.1f} s (attempt {d['attempt']}): {d['reason']}"
-        if t == ev.ERROR:
-            return f"  {d['kind']}: {d['message']}"
+        match event.payload:
+            case ev.SessionStarted() as p:
+                how = "resumed session" if p.resumed else "session"
+                text = (
+                    f"mcode: {how} {event.session_id[:12]}, {p.provider}/{p.model} "
+                    f"({p.provider_reason}), permission mode {p.permission_mode}"
+                )
+                # What the mode denies, said before any denial.
+                return f"{text}\nmcode: {p.permission_note}" if p.permission_note else text
+            case ev.TurnStarted(resumed=True):
+                return "mcode: continuing the interrupted turn"
+            case ev.SteerDelivered(text=text):
+                return f"→ steer: {_short(text)}"
+            case ev.ToolRequested(name=name, arguments=arguments):
+                return f"→ {name} {_short_args(arguments)}"
+            case ev.ToolFinished() as p:
+                mark = "✓" if p.ok else "✗"
+                return f"  {mark} {p.summary or p.name} ({p.duration:.1f} s)"
+            case ev.PermissionDecided(allowed=False, reason=reason):
+                return f"  denied: {reason}"
+            case ev.Compaction() as p:
+                return (
+                    f"mcode: compacted the conversation ({p.reason}): "
+                    f"~{p.tokens_before:,} → ~{p.tokens_after:,} tokens of {p.window:,}, "
+                    f"{p.kept} recent messages kept"
+                )
+            case ev.Retry() as p:
+                return f"  retrying in {p.wait:.1f} s (attempt {p.attempt}): {p.reason}"
+            case ev.Error(kind=kind, message=message):
+                return f"  {kind}: {message}"
         return None
 
 

@@ -133,9 +133,14 @@ class Session:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def emit(self, type: str, **data: Any) -> Event:
+    def emit(self, payload: ev.Payload | str, /, **data: Any) -> Event:
+        """Emit one event: ``emit(ev.TurnFinished(reason="completed"))``. (``emit(type,
+        **data)`` is the older spelling, kept until every caller passes a payload.)"""
         self._seq += 1
-        event = Event(type, data, self._seq, self.id, self.turn_id, time.time())
+        if isinstance(payload, str):
+            event = Event(payload, data, self._seq, self.id, self.turn_id, time.time())
+        else:
+            event = Event.of(payload, self._seq, self.id, self.turn_id, time.time())
         raw = event.to_json()
         line = self.scrub(raw)
         if line != raw:
