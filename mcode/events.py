@@ -195,13 +195,14 @@ class SessionStarted(Payload):
     """why this provider: a flag, the config, an API key in the environment, none of them"""
     context_window: int
     permission_mode: PermissionModeName
+    """read-only, ask, auto-edit or full-auto"""
     thinking: Thinking
     """on / off: as asked; default: the model's own default; unavailable: the model has no
     switch, so none is sent"""
     resumed: bool
     schema_version: int = SCHEMA_VERSION
     approvals: Approvals | None = field(default=None, metadata=OPTIONAL)
-    """from `mcode exec` (so are the next three): stdin: questions wait for approve lines;
+    """written by `mcode exec`, as are the next three: stdin: questions wait for approve lines;
     denied: what would ask is denied"""
     permission_note: str | None = field(default=None, metadata=written_with("approvals"))
     """what the mode denies or asks about, one sentence; null in full-auto"""
@@ -247,7 +248,7 @@ class MessageAssistant(Payload):
     message: Message
     """parts: thinking, text; `tool_calls`: id, name, arguments as JSON text"""
     finish_reason: FinishReason
-    """stop, tool_calls, length (cut off at the output limit) or content_filter"""
+    """stop, tool_calls, length: cut off at the output limit, or content_filter"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,19 +257,19 @@ class Usage(Payload):
 
     TYPE: ClassVar[str] = USAGE
     input_tokens: int
-    """all of them, cached ones included"""
+    """of this call, as are the next three; cached ones included"""
     output_tokens: int
     cached_tokens: int
     """served from the provider's prompt cache"""
     cache_write_tokens: int
     total: messages.Usage
-    """the session's (the same four fields)"""
+    """the session's, the same four fields"""
     context_tokens: int | None = field(default=None, metadata=written_with("context_window"))
     """the conversation's size after this answer, as the API counted it; null when it reports
     no usage"""
     context_window: int | None = field(default=None, metadata=OPTIONAL)
     purpose: UsagePurpose | None = field(default=None, metadata=OPTIONAL)
-    """compaction: the summary call of a compaction (which has no `context_*` fields)"""
+    """compaction: the summary call of a compaction, which has no `context_*` fields"""
 
     def __post_init__(self) -> None:
         # Totals are counted up in place: keep them as they were when this was said.
@@ -372,7 +373,7 @@ class ToolOutput(Payload):
     TYPE: ClassVar[str] = TOOL_OUTPUT
     id: str
     text: str
-    """output as it arrives (bash)"""
+    """output as it arrives, from bash"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -405,9 +406,11 @@ class Undo(Payload):
 
     TYPE: ClassVar[str] = UNDO
     restored: tuple[str, ...]
-    """paths"""
+    """paths put back as they were before the turn"""
     deleted: tuple[str, ...]
+    """paths the turn created, removed"""
     unchanged: tuple[str, ...]
+    """paths that were already as before the turn"""
     skipped: tuple[SkippedPath, ...]
     """`path`, `reason`"""
     forced: bool
@@ -415,6 +418,8 @@ class Undo(Payload):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SteerReceived(Payload):
+    """A steer arrived; the turn gets it at its next step boundary."""
+
     TYPE: ClassVar[str] = STEER_RECEIVED
     text: str
 
@@ -423,6 +428,7 @@ class SteerReceived(Payload):
 class SteerDelivered(Payload):
     TYPE: ClassVar[str] = STEER_DELIVERED
     message: Message
+    """the user message the model now has"""
     text: str
 
 
@@ -451,9 +457,9 @@ class Error(Payload):
 class TurnFinished(Payload):
     TYPE: ClassVar[str] = TURN_FINISHED
     reason: TurnReason
-    """completed, max_turns, cancelled, error, loop (the model sent the same failing tool call
-    — same tool, same arguments in any key order — 5 times in the turn; an `error` event of kind
-    `loop` before it names the call)"""
+    """completed, max_turns, cancelled, error, loop: the model sent the same failing tool call
+    (same tool, same arguments in any key order) 5 times in the turn, and an `error` event of
+    kind `loop` before this one names the call"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -462,8 +468,8 @@ class SessionFinished(Payload):
     result: str
     """final text"""
     reason: SessionReason
-    """the last turn's (completed, max_turns, cancelled, error, loop); no_input when stdin ended
-    before any message"""
+    """the last turn's: completed, max_turns, cancelled, error, loop; no_input when stdin
+    ended before any message"""
     exit_code: int
     usage: messages.Usage
     model_calls: int

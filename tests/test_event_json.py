@@ -9,8 +9,11 @@ optional field written when it used to be left out, fails here."""
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
+from helpers import clean_env, exec_args, make_repo, mcode
 
 from mcode import events as ev
 from mcode.events import Event
@@ -107,7 +110,16 @@ TODAY = [
 ]
 
 
-@pytest.mark.parametrize("body", TODAY, ids=lambda body: body.split('"')[3])
+def _type(body: str) -> str:
+    return body.split('"')[3]
+
+
+def _today(type_: str) -> Event:
+    """The first line of ``type_`` in TODAY, read."""
+    return Event.from_json("{" + _S + "," + next(b for b in TODAY if _type(b) == type_) + "}")
+
+
+@pytest.mark.parametrize("body", TODAY, ids=_type)
 def test_a_typed_payload_writes_the_bytes_the_dict_emitters_wrote(body: str) -> None:
     line = "{" + _S + "," + body + "}"
     read = Event.from_json(line)
@@ -119,13 +131,13 @@ def test_a_typed_payload_writes_the_bytes_the_dict_emitters_wrote(body: str) -> 
 
 
 def test_every_event_type_has_a_line_from_before_payloads() -> None:
-    assert {body.split('"')[3] for body in TODAY} == ev.ALL_TYPES
+    assert {_type(body) for body in TODAY} == ev.ALL_TYPES
 
 
 def test_a_payload_built_by_its_emitter_writes_the_line_of_before() -> None:
     # The spellings the call sites use, against the dicts they passed before.
     call, total = Usage(10, 5, 0, 0), Usage(10, 5, 0, 0)
-    before = Event.from_json("{" + _S + "," + TODAY[8] + "}")
+    before = _today("usage")
     typed = ev.Usage.of(call, total=total, context_tokens=15, context_window=9000)
     assert Event.of(typed, 7, "677bb4f9", "d7cb2a73", before.ts).to_json() == before.to_json()
     total.input_tokens += 1  # the session's totals grow in place; what was said stays said
@@ -194,10 +206,71 @@ def test_lines_of_earlier_versions_still_read_and_keep_what_they_hold() -> None:
 
 
 def test_message_fields_are_messages_and_sequences_are_tuples() -> None:
-    event = Event.from_json("{" + _S + "," + TODAY[7] + "}")
+    event = _today("message.assistant")
     assert isinstance(event.payload, ev.MessageAssistant)
     message = event.payload.message
     assert isinstance(message, Message) and message.tool_calls[0].name == "read"
-    undo = Event.from_json("{" + _S + "," + TODAY[21] + "}").payload
+    undo = _today("undo").payload
     assert isinstance(undo, ev.Undo)
     assert undo.restored == ("calc.py",) and undo.skipped[0]["reason"] == "changed since the turn"
+
+
+def test_every_event_of_a_real_run_is_typed_and_written_back_byte_for_byte(
+    model_server, tmp_path: Path
+) -> None:
+    # A run that retries, thinks, reads, edits, is denied a command, answers; then `mcode undo`.
+    repo = make_repo(tmp_path / "repo", {"calc.py": "def add(a, b):\n    return a - b\n"})
+    env = clean_env(tmp_path / "home")
+    edit = {"path": "calc.py", "old_string": "a - b", "new_string": "a + b"}
+    server = model_server(
+        [
+            {"status": 429, "headers": {"retry-after": "0"}},
+            {"thinking": "read it first", "tool_calls": [_call("c1", "read", path="calc.py")]},
+            {"tool_calls": [_call("c2", "edit", **edit), _call("c3", "bash", command="true")]},
+            {"text": "Fixed the sign; I could not run the test."},
+        ]
+    )
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json", "--permission-mode", "auto-edit"),
+        "Fix add().",
+        cwd=repo,
+        env=env,
+    )
+    assert run.code == 4, run.stderr  # completed with a denial
+    assert mcode("undo", cwd=repo, env=env).code == 0
+    printed = run.stdout.splitlines()
+    stored = stored_lines(tmp_path / "home", json.loads(printed[0])["session_id"])
+    for line in [*printed, *stored]:
+        read = Event.from_json(line)
+        assert type(read.payload) is ev.PAYLOADS[read.type], line
+        again = Event.of(read.payload, read.seq, read.session_id, read.turn_id, read.ts)
+        assert again.to_json() == line
+    types = {Event.from_json(line).type for line in [*printed, *stored]}
+    assert types >= {
+        "session.started",
+        "retry",
+        "thinking.delta",
+        "text.delta",
+        "message.assistant",
+        "usage",
+        "tool.requested",
+        "tool.started",
+        "tool.finished",
+        "file.changed",
+        "permission.decided",
+        "undo",
+        "session.finished",
+    }, types
+
+
+def _call(call_id: str, name: str, **arguments: str) -> dict:
+    return {"id": call_id, "name": name, "arguments": arguments}
+
+
+def stored_lines(home: Path, session_id: str) -> list[str]:
+    db = sqlite3.connect(home / "data" / "mcode" / "sessions.db")
+    try:
+        query = "SELECT body FROM events WHERE session_id=? ORDER BY seq"
+        return [body for (body,) in db.execute(query, (session_id,))]
+    finally:
+        db.close()
