@@ -17,7 +17,8 @@ from helpers import clean_env, exec_args, make_repo, mcode
 
 from mcode import events as ev
 from mcode.events import Event
-from mcode.messages import Message, Usage, clean_text, user_message
+from mcode.messages import Message, TextPart, ToolCall, Usage, clean_text, user_message
+from mcode.store import Store
 
 
 @pytest.mark.parametrize(
@@ -274,3 +275,68 @@ def stored_lines(home: Path, session_id: str) -> list[str]:
         return [body for (body,) in db.execute(query, (session_id,))]
     finally:
         db.close()
+
+
+def test_a_session_stored_by_an_earlier_version_resumes(model_server, tmp_path: Path) -> None:
+    # As the first version 1 wrote them: no turn.started resumed, no file.changed checkpoint, no
+    # usage context fields, no session.finished compactions, no exec fields; and a key no
+    # version of mcode wrote, which must not stop anything.
+    repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+    env = clean_env(tmp_path / "home")
+    sid = "0ld5e55104aaaaaaaaaaaaaaaaaaaaaa"
+    user = user_message("read a.txt")
+    call = Message("assistant", (), (ToolCall("c1", "read", '{"path": "a.txt"}'),))
+    result = Message("tool", (TextPart("alpha"),), tool_call_id="c1", name="read")
+    answer = Message("assistant", (TextPart("It says alpha."),))
+    usage = {"input_tokens": 9, "output_tokens": 3, "cached_tokens": 0, "cache_write_tokens": 0}
+    old = [
+        ("session.started", None, {"cwd": str(repo), "provider": "openai", "model": "test-model",
+         "provider_reason": "flag", "context_window": 128000, "permission_mode": "ask",
+         "thinking": "unavailable", "resumed": False, "schema_version": 1}),
+        ("turn.started", "t1", {}),
+        ("message.user", "t1", {"message": user.to_dict()}),
+        ("message.assistant", "t1", {"message": call.to_dict(), "finish_reason": "tool_calls"}),
+        ("usage", "t1", {**usage, "total": usage}),
+        ("tool.finished", "t1", {"message": result.to_dict(), "id": "c1", "name": "read",
+         "ok": True, "summary": "read a.txt", "duration": 0.001, "lines": 1}),
+        ("message.assistant", "t1", {"message": answer.to_dict(), "finish_reason": "stop"}),
+        ("usage", "t1", {**usage, "total": usage}),
+        ("turn.finished", "t1", {"reason": "completed"}),
+        ("session.finished", None, {"result": "It says alpha.", "reason": "completed",
+         "exit_code": 0, "usage": usage, "model_calls": 2, "tool_calls": 1, "denials": 0}),
+    ]  # fmt: skip
+    (tmp_path / "home" / "data" / "mcode").mkdir(parents=True)
+    store = Store(tmp_path / "home" / "data" / "mcode" / "sessions.db")
+    for seq, (type_, turn_id, data) in enumerate(old, 1):
+        event = Event(type_, data, seq, sid, turn_id, 1764140000.0 + seq)
+        store.write(event, event.to_json())
+    store.close()
+
+    server = model_server([{"text": "Still alpha."}])
+    run = mcode(
+        *exec_args(server, "--output-format", "stream-json", "--resume", sid[:12]),
+        "and now?",
+        cwd=repo,
+        env=env,
+    )
+    assert run.code == 0, run.stderr
+    sent = [(m["role"], m.get("content")) for m in server.requests[0].body["messages"][1:]]
+    assert sent[0] == ("user", "read a.txt") and sent[2] == ("tool", "alpha")
+    assert sent[3:] == [("assistant", "It says alpha."), ("user", "and now?")]
+    events = run.events()
+    assert events[0]["seq"] == len(old) + 1 and events[-1]["data"]["exit_code"] == 0
+    # The old lines read back typed (with the later fields' defaults), the unknown key kept.
+    lines = stored_lines(tmp_path / "home", sid)
+    finished = Event.from_json(lines[5])
+    assert isinstance(finished.payload, ev.ToolFinished) and finished.data["lines"] == 1
+    assert Event.from_json(lines[1]).payload == ev.TurnStarted(resumed=False)
+    assert Event.from_json(lines[9]).payload == ev.SessionFinished(
+        result="It says alpha.",
+        reason="completed",
+        exit_code=0,
+        usage=Usage(9, 3),
+        model_calls=2,
+        tool_calls=1,
+        compactions=0,
+        denials=0,
+    )
