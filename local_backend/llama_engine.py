@@ -25,7 +25,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 from mcode.errors import ConfigError, ProviderError
 
 from .chat_template import Segment
+from .probe import ensure_runs
 
 _REMEMBERED_OUTPUTS = 16
 
@@ -84,6 +86,9 @@ class LlamaEngine:
         n_threads: int | None = None,
         n_batch: int = 512,
         seed: int = 0,
+        extra_bufts: bool = False,
+        check_in_child: bool = True,
+        data_dir: Path | None = None,
         verbose: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
@@ -94,6 +99,14 @@ class LlamaEngine:
         self.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         self.n_batch = n_batch
         self.seed = seed
+        # llama.cpp's extra buffer types (AMX tiles, weight repacking) off by default: on CPUs
+        # that report AMX but whose hypervisor does not give the process tile state, the AMX
+        # matmul dies on its first ``ldtilecfg`` (SIGSEGV); what it costs is in BENCH.md.
+        self.extra_bufts = extra_bufts
+        # A native crash cannot be caught in-process: a child process tries the model first
+        # (once per machine, llama.cpp build and model; the verdict is kept in data_dir).
+        self.check_in_child = check_in_child
+        self.data_dir = data_dir
         self.verbose = verbose
         self.load_seconds: float | None = None
         self._llm: Any = None
@@ -108,11 +121,14 @@ class LlamaEngine:
 
     def load(self) -> None:
         """Load the model (blocking; idempotent). Raises ConfigError if llama.cpp is missing or
-        cannot read the file."""
+        cannot read the file, ProviderError(kind="engine_crash") if it would crash this process
+        (see :mod:`.probe`)."""
         with self._lock:
             if self._llm is not None:
                 return
             started = time.perf_counter()
+            if self.check_in_child:
+                ensure_runs(self.model_path, extra_bufts=self.extra_bufts, data_dir=self.data_dir)
             try:
                 import llama_cpp
             except ImportError as e:
@@ -123,15 +139,16 @@ class LlamaEngine:
             # verbose=False makes llama-cpp-python silence llama.cpp's load-time chatter on
             # stderr (it would scribble over a full-screen UI).
             try:
-                self._llm = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self.n_ctx,
-                    n_batch=self.n_batch,
-                    n_threads=self.n_threads,
-                    n_threads_batch=self.n_threads,
-                    seed=self.seed,
-                    verbose=self.verbose,
-                )
+                with _model_params(extra_bufts=self.extra_bufts):
+                    self._llm = llama_cpp.Llama(
+                        model_path=str(self.model_path),
+                        n_ctx=self.n_ctx,
+                        n_batch=self.n_batch,
+                        n_threads=self.n_threads,
+                        n_threads_batch=self.n_threads,
+                        seed=self.seed,
+                        verbose=self.verbose,
+                    )
             except (ValueError, RuntimeError, OSError) as e:
                 raise ConfigError(
                     f"llama.cpp could not load {self.model_path}: {e}",
@@ -407,3 +424,31 @@ class LlamaEngine:
         if self._llm is None:
             raise RuntimeError("LlamaEngine used before load()")
         return self._llm
+
+
+# llama-cpp-python's Llama takes no argument for the extra buffer types: it builds its model
+# parameters from llama_model_default_params() inside __init__ and loads at once. So, for the
+# duration of one load, that function returns them with our choice set. Loads are serialised
+# by this lock: the patch is process-wide.
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _model_params(*, extra_bufts: bool) -> Iterator[None]:
+    import llama_cpp.llama as llama_module
+
+    module = llama_module.llama_cpp
+    default = module.llama_model_default_params
+
+    def chosen() -> Any:
+        params = default()
+        if hasattr(type(params), "use_extra_bufts"):  # llama.cpp before mid-2025 has no field
+            params.use_extra_bufts = extra_bufts
+        return params
+
+    with _PARAMS_LOCK:
+        module.llama_model_default_params = chosen
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = default

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--quiet",
         action="store_true",
-        help="text format: no progress lines on stderr (tool calls, retries), only the answer",
+        help="text format: only the answer on stdout, and on stderr only errors and retries "
+        "that have gone on a while",
     )
     p.add_argument("--provider", choices=["openai", "anthropic", "minimax", "local"])
     p.add_argument("--model", help="model name, or a .gguf path for --provider local")
@@ -73,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream-json in and out: how long a permission.asked waits for its approve line "
         "before the call is denied (default 300)",
     )
-    p.add_argument("--max-turns", type=_positive_int, help="stop after this many model calls")
+    p.add_argument(
+        "--max-turns",
+        type=_positive_int,
+        help="stop a task after this many model calls (default: no cap)",
+    )
     p.add_argument(
         "--context-window",
         type=_positive_int,

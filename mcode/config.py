@@ -69,9 +69,11 @@ _KEYS: dict[str, str] = {
     "local.tool_steps": "int",
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
+    "tools.pass_env": "list",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
-# endpoints; reasoning_replay is how thinking goes back on Chat Completions).
+# endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
+# says the server's template opens <think> in the prompt).
 _PROVIDER_KEYS = {
     "base_url": "str",
     "model": "str",
@@ -79,6 +81,7 @@ _PROVIDER_KEYS = {
     "region": "str",
     "api": "str",
     "reasoning_replay": "str",
+    "think_in_prompt": "bool",
     "max_output_tokens": "int",
     "thinking_budget": "int",
 }
@@ -127,12 +130,13 @@ class Settings:
     deny: list[str] = field(default_factory=list)
     add_dirs: list[str] = field(default_factory=list)
     allow_outside: bool = False
-    max_turns: int = 50
+    max_turns: int | None = None  # model calls per turn; None: no cap
     context_window: int = 128_000
     network: NetworkSettings = field(default_factory=NetworkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     bash_timeout: float = 120.0
     output_cap: int = 30_000
+    pass_env: list[str] = field(default_factory=list)  # credentials tools' processes may see
     sources: list[str] = field(default_factory=list)
     approval_timeout: float = 300.0  # seconds an asked permission waits for its answer
     # The workspace is a trusted folder (mcode/trust.py): its project config and AGENTS.md apply.
@@ -283,6 +287,12 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
                 hint="set it in your user config or with --base-url: a repository must not "
                 "choose where your API key is sent",
             )
+        if is_project and key == "tools.pass_env":
+            raise ConfigError(
+                f"{where}: {key!r} cannot be set in a project config",
+                hint="set it in your user config or MCODE_TOOLS_PASS_ENV: a repository must not "
+                "hand your credentials to the commands its model runs",
+            )
         value = _check_type(value, kind, f"{where}: {key!r}")
         if key.startswith("providers."):
             _check_provider_value(key, value, where)
@@ -416,6 +426,21 @@ def resolve_provider(values: dict[str, Any], env: dict[str, str]) -> tuple[str, 
     return "local", "no API key is set, so the embedded local model runs"
 
 
+def _local_model_path(name: str, embedded: str) -> str | None:
+    """The GGUF a local ``--model`` names: None for the embedded model, else a path (checked,
+    magic bytes and all, when the engine is made). A bare name that is no file is refused."""
+    if name in (embedded, f"{embedded}.Q4_1"):
+        return None
+    if Path(name).expanduser().is_file() or "/" in name or name.endswith(".gguf"):
+        return name
+    raise ConfigError(
+        f"the local provider runs GGUF files: model {name!r} is neither the embedded model "
+        f"({embedded}) nor a path to a .gguf file",
+        hint="drop --model to run the embedded model, give --model PATH/TO/model.gguf, or name "
+        "the provider that serves it (--provider openai, anthropic or minimax, with its API key)",
+    )
+
+
 def _build(
     workspace: Path,
     values: dict[str, Any],
@@ -441,6 +466,8 @@ def _build(
         raise ConfigError(f"[providers.{provider}]: {e}") from None
     if per.get("reasoning_replay"):
         preset = dataclasses.replace(preset, reasoning_replay=per["reasoning_replay"])
+    if "think_in_prompt" in per:
+        preset = dataclasses.replace(preset, think_in_prompt=per["think_in_prompt"])
 
     mode = values.get("permission_mode", "ask")
     if mode not in PERMISSION_MODES:
@@ -471,8 +498,12 @@ def _build(
         max_output_tokens=values.get("local.max_output_tokens", 1024),
         tool_steps=values.get("local.tool_steps", 1),
     )
-    if provider == "local" and values.get("model", "").endswith(".gguf"):
-        local.model_path = values["model"]
+    if provider == "local":
+        # A file's top-level model may name another provider's model: only --model,
+        # MCODE_MODEL or [providers.local] model choose the local one.
+        chosen = values["model"] if "model" in explicit else per.get("model")
+        if chosen:
+            local.model_path = _local_model_path(chosen, preset.default_model)
     facts = model_facts(model)
     window = values.get("context_window") or (
         local.context if provider == "local" else facts.context_window
@@ -506,12 +537,13 @@ def _build(
         deny=list(values.get("permissions.deny", [])),
         add_dirs=list(values.get("permissions.add_dirs", [])),
         allow_outside=bool(values.get("permissions.allow_outside", False)),
-        max_turns=values.get("max_turns", 50),
+        max_turns=values.get("max_turns"),
         context_window=window,
         network=network,
         local=local,
         bash_timeout=values.get("tools.bash_timeout", 120.0),
         output_cap=values.get("tools.output_cap", 30_000),
+        pass_env=list(values.get("tools.pass_env", [])),
         sources=sources,
         approval_timeout=values.get("approval_timeout", 300.0),
     )

@@ -43,7 +43,8 @@ class ProviderError(MCodeError):
 
     ``kind`` is one of: rate_limit, overloaded, server, connection, timeout, truncated, auth,
     bad_request, context_overflow, billing, content_filter, protocol, malformed_tool_call (the
-    model wrote a tool call as text that could not be used; retryable, so it is asked again).
+    model wrote a tool call as text that could not be used; retryable, so it is asked again),
+    engine_crash (llama.cpp killed the local engine's check process: see local_backend/probe.py).
     ``retryable`` says whether the same request may be sent again; ``retry_after`` is the
     server's wish in seconds, if any.
     """

@@ -87,7 +87,7 @@ FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
 DecidedBy = Literal["user", "rule", "mode", "headless", "timeout", "cancel"]
 CompactionReason = Literal["auto", "overflow", "manual"]
 UsagePurpose = Literal["compaction"]
-TurnReason = Literal["completed", "max_turns", "cancelled", "error", "loop"]
+TurnReason = Literal["completed", "max_turns", "cancelled", "error", "output_limit", "loop"]
 SessionReason = Literal[TurnReason, "no_input"]
 # ProviderError.kind (mcode/errors.py); the retryable ones are also a retry's kind.
 ProviderErrorKind = Literal[
@@ -104,6 +104,7 @@ ProviderErrorKind = Literal[
     "content_filter",
     "protocol",
     "malformed_tool_call",
+    "engine_crash",
 ]
 RetryKind = Literal[
     "rate_limit",
@@ -124,6 +125,7 @@ ErrorKind = Literal[
     "loop",
     "limit",
     "output_limit",
+    "leftover",
     # Any other mcode error that ends a turn is named by its class.
     "MCodeError",
     "UsageError",
@@ -442,24 +444,33 @@ class Error(Payload):
     to compact; loop: the model repeated a failing tool call — recoverable at the 3rd identical
     failure, when a note telling it to change course is appended to the result it gets, not
     recoverable at the 5th, which ends the turn with reason `loop`; limit: the turn hit
-    `--max-turns`; output_limit: the answer was cut off at the model's output limit; a model API
-    error that ended the turn by its kind: rate_limit, overloaded, server, connection, timeout,
-    truncated, auth, bad_request, context_overflow (a request did not fit even after one
-    compaction), billing, content_filter, protocol, malformed_tool_call; any other mcode error by
-    its class: MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError"""
+    `--max-turns`; output_limit: the answer was cut at the model's output cap (recoverable when
+    the text so far stands, else the turn ends with reason `output_limit`); leftover: on resume,
+    a command of the killed run, with `pid`, `command` and `killed`; a model API error that ended
+    the turn by its kind: rate_limit, overloaded, server, connection, timeout, truncated, auth,
+    bad_request, context_overflow (a request did not fit even after one compaction), billing,
+    content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
+    running the local model in the check's child process); any other mcode error by its class:
+    MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError"""
     message: str
     hint: str
     """what to do"""
     recoverable: bool
+    pid: int | None = field(default=None, metadata=OPTIONAL)
+    """leftover only, as are the next two: the command's process group"""
+    command: str | None = field(default=None, metadata=written_with("pid"))
+    killed: bool | None = field(default=None, metadata=written_with("pid"))
+    """whether mcode killed it now (false: it had already exited, or could not be checked)"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnFinished(Payload):
     TYPE: ClassVar[str] = TURN_FINISHED
     reason: TurnReason
-    """completed, max_turns, cancelled, error, loop: the model sent the same failing tool call
-    (same tool, same arguments in any key order) 5 times in the turn, and an `error` event of
-    kind `loop` before this one names the call"""
+    """completed, max_turns, cancelled, error, output_limit: the answer was cut at the model's
+    output cap (an `error` of kind `output_limit` before it), loop: the model sent the same
+    failing tool call (same tool, same arguments in any key order) 5 times in the turn, and an
+    `error` event of kind `loop` before this one names the call"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -468,8 +479,8 @@ class SessionFinished(Payload):
     result: str
     """final text"""
     reason: SessionReason
-    """the last turn's: completed, max_turns, cancelled, error, loop; no_input when stdin
-    ended before any message"""
+    """the last turn's: completed, max_turns, cancelled, error, output_limit, loop; no_input
+    when stdin ended before any message"""
     exit_code: int
     usage: messages.Usage
     model_calls: int

@@ -294,6 +294,7 @@ def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
         "completed": EXIT_DENIED if denials else EXIT_OK,
         "max_turns": EXIT_LIMIT,
         "loop": EXIT_LIMIT,  # the model kept sending one failing call (agent/loop_guard.py)
+        "output_limit": EXIT_LIMIT,  # the answer was cut at the model's output cap
         "cancelled": EXIT_INTERRUPTED,
         "error": EXIT_ERROR,
     }[outcome.reason]
@@ -390,10 +391,11 @@ async def _run(args: argparse.Namespace) -> int:
                     driver.stop()  # nobody reads the events any more: stop, as on SIGPIPE
 
             session.subscribe(show)
-        elif args.output_format == "text" and not args.quiet:
+        else:  # text: a line per step; -q and json: only retries that have taken a while
             from mcode.progress import Progress
 
-            session.subscribe(Progress())
+            quiet = args.output_format == "json" or args.quiet
+            session.subscribe(Progress(quiet=quiet))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, driver.stop)

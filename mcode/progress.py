@@ -1,6 +1,11 @@
 """One line per step on stderr for ``mcode exec`` in text mode, so a person sees the agent work
 (which model, each tool call and its outcome, retries, denials) while stdout keeps only the
-answer for scripts. Built on the event stream like every other front end."""
+answer for scripts. Built on the event stream like every other front end.
+
+Quiet (``-q``, and the ``json`` format, whose stdout is one object at the end) still says why
+a run is waiting once the wait gets long: retries of one model call from the second on, or
+once they have waited :data:`QUIET_RETRY_AFTER` seconds, so a dead server is never a silent
+hang; and, on resume, what the killed run left running."""
 
 from __future__ import annotations
 
@@ -12,22 +17,38 @@ from mcode import events as ev
 from mcode.events import Event
 
 MAX_ARGS = 120
+QUIET_RETRY_AFTER = 3.0  # seconds of backoff, within one model call, before -q says so
 
 
 class Progress:
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, *, quiet: bool = False) -> None:
         self.out = out or sys.stderr
+        self.quiet = quiet
+        self._waited = 0.0  # backoff so far in the current model call's retries
 
     def __call__(self, event: Event, line: str) -> None:
         if event.type in ev.TRANSIENT_TYPES:
             return  # none is shown, and they are the many
-        text = self._describe(event)  # the session hands subscribers events already scrubbed
+        # The session hands subscribers events already scrubbed.
+        text = self._quiet(event) if self.quiet else self._describe(event)
         if text is None or self.out is None:  # stderr closed at start: nowhere to show it
             return
         try:
             print(text, file=self.out, flush=True)
         except (BrokenPipeError, ValueError):
             pass  # stderr closed: progress is a courtesy, never a reason to fail the run
+
+    def _quiet(self, event: Event) -> str | None:
+        match event.payload:
+            case ev.Error(kind="leftover", message=message):
+                return f"mcode: {message}"  # something was killed on your behalf: always said
+            case ev.Retry() as retry:
+                if retry.attempt == 1:
+                    self._waited = 0.0  # a new model call's first retry
+                long_wait = retry.attempt >= 2 or self._waited + retry.wait >= QUIET_RETRY_AFTER
+                self._waited += retry.wait
+                return f"mcode: {_retry_line(retry)}" if long_wait else None
+        return None
 
     def _describe(self, event: Event) -> str | None:
         match event.payload:
@@ -56,11 +77,15 @@ class Progress:
                     f"~{p.tokens_before:,} → ~{p.tokens_after:,} tokens of {p.window:,}, "
                     f"{p.kept} recent messages kept"
                 )
-            case ev.Retry() as p:
-                return f"  retrying in {p.wait:.1f} s (attempt {p.attempt}): {p.reason}"
+            case ev.Retry() as retry:
+                return f"  {_retry_line(retry)}"
             case ev.Error(kind=kind, message=message):
                 return f"  {kind}: {message}"
         return None
+
+
+def _retry_line(retry: ev.Retry) -> str:
+    return f"retrying in {retry.wait:.1f} s (attempt {retry.attempt}): {retry.reason}"
 
 
 def _short_args(raw: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,3 +32,16 @@ def model_server() -> Iterator[Callable[..., ScriptedServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In-process tests that reach the data dir (the local engine keeps its crash-check
+    verdicts there) write under a temp folder, never into the user's."""
+    saved = os.environ.get("MCODE_DATA_DIR")
+    os.environ["MCODE_DATA_DIR"] = str(tmp_path_factory.mktemp("mcode-data"))
+    yield
+    if saved is None:
+        os.environ.pop("MCODE_DATA_DIR", None)
+    else:
+        os.environ["MCODE_DATA_DIR"] = saved

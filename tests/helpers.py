@@ -191,3 +191,27 @@ class Live:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def sleeper(pid_file: Path, then: str = "") -> str:
+    """A bash command that sleeps 300 s in the background, writes the sleep's pid to
+    ``pid_file``, waits for it, then runs ``then``: a cancel that kills the command's process
+    group leaves :func:`gone` true at once; one that waits for it would take five minutes."""
+    return f"sleep 300 & echo $! > {pid_file}; wait{'; ' + then if then else ''}"
+
+
+def gone(pid_file: Path, seconds: float = 5.0) -> bool:
+    """Whether the process whose pid ``pid_file`` holds has ended (a zombie counts as ended),
+    waiting up to ``seconds`` for its reaper."""
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)

@@ -16,7 +16,9 @@ A step is a dict (or a callable taking the request body and returning one):
 
 answer       ``text``, ``thinking``, ``thinking_style`` (``reasoning_content`` default, ``reasoning``,
              ``reasoning_details``, ``think_tags``, ``both`` = think tags and reasoning_content in
-             the same chunks, ``cumulative`` = reasoning_content resending all text so far),
+             the same chunks, ``cumulative`` = reasoning_content resending all text so far,
+             ``prompt_opened`` = only the closing ``</think>``, as when the chat template puts
+             ``<think>`` in the prompt),
              ``tool_calls`` (``[{"id", "name", "arguments"}]``; arguments a dict, JSON-encoded
              here, or a raw string sent verbatim), ``repeat_tool_ids`` (repeat id and name on
              every fragment), ``usage`` (``prompt_tokens``, ``completion_tokens``,
@@ -414,6 +416,8 @@ def _sse_chunks(step: dict[str, Any], model: str, size: int) -> list[str | bytes
     style = step.get("thinking_style", "reasoning_content")
     if thinking and style == "think_tags":
         text = f"<think>{thinking}</think>\n\n{text}"
+    elif thinking and style == "prompt_opened":
+        text = f"{thinking}</think>\n\n{text}"
     elif thinking and style == "both":
         pieces = _pieces(thinking, size)
         for i, p in enumerate(pieces):
@@ -497,6 +501,8 @@ def _completion(step: dict[str, Any], model: str) -> dict[str, Any]:
     if thinking:
         if step.get("thinking_style") == "think_tags":
             message["content"] = f"<think>{thinking}</think>\n\n{text}"
+        elif step.get("thinking_style") == "prompt_opened":
+            message["content"] = f"{thinking}</think>\n\n{text}"
         else:
             message["reasoning_content"] = thinking
     if step.get("tool_calls"):

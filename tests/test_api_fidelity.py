@@ -8,7 +8,6 @@ or cut answer is retried without repeating anything a tool did, and the key neve
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +244,6 @@ def test_thinking_switch_per_request_and_unavailable_where_fixed(model_server, r
 def test_minimax_speaks_anthropic_by_default(model_server, repo, home):
     server = model_server([{"thinking": "hmm", "text": "Hello from M3."}])
     env = clean_env(home, MINIMAX_API_KEY=KEY)
-    started = time.monotonic()
     run = mcode(
         "exec",
         "--provider",
@@ -257,7 +255,6 @@ def test_minimax_speaks_anthropic_by_default(model_server, repo, home):
         env=env,
     )
     assert run.code == 0, run.stderr
-    assert time.monotonic() - started < 60
     (req,) = server.requests
     assert req["path"] == "/anthropic/v1/messages"
     assert "anthropic-beta" not in req["headers"]

@@ -54,11 +54,13 @@ class Model:
         lines: int = 600,
         overflow_above: int | None = None,
         refuse_after: int | None = None,
+        summary: str = SUMMARY,
     ):
         self.rounds = rounds
         self.lines = lines
         self.overflow_above = overflow_above  # prompt tokens above which the API says overflow
         self.refuse_after = refuse_after  # requests after which every one overflows
+        self.summary = summary  # what it answers when asked to summarise
         self.requests = 0
         self.calls = 0
         self.issued: dict[str, int] = {}
@@ -82,7 +84,7 @@ class Model:
             }
         usage = {"prompt_tokens": tokens, "completion_tokens": 20}
         if is_summary_request(body):
-            return {"text": SUMMARY, "usage": usage}
+            return {"text": self.summary, "usage": usage}
         # Which task it is on: the amendment's turn once the amendment is in the request
         # (in a message or in the ledger), else the goal's. Calls are counted per task.
         task = AMEND if AMEND in json.dumps(body) else GOAL
@@ -221,6 +223,53 @@ def test_a_run_that_fits_its_window_never_compacts(repo: Path, env: dict[str, st
     assert not [e for e in run.events() if e["type"] == "compaction"]
     assert not any(is_summary_request(b) for b in bodies)
     assert unstable_requests(bodies) == []
+
+
+# A summary far bigger than a quarter of a 9K window: five sections of ~3 KB each.
+HUGE_SUMMARY = "\n".join(
+    f"## {name}\n" + "\n".join(f"- {name.lower()} note {i}: " + "detail " * 6 for i in range(60))
+    for name in ("Decisions", "Failed approaches", "Identifiers", "Progress", "Open items")
+)
+
+
+def test_the_ledger_takes_at_most_a_quarter_of_the_window_and_usage_says_how_full_it_is(
+    repo: Path, env: dict[str, str]
+) -> None:
+    window = 9000
+    model = Model(rounds=4, lines=600, summary=HUGE_SUMMARY)
+    with ScriptedServer([model] * 40) as server:
+        run = run_two_turns(server, repo, env, "openai", "--context-window", str(window))
+        bodies = server.bodies
+    assert run.code == 0, run.stderr
+    events = run.events()
+    started = events[0]["data"]
+    assert started["schema_version"] == 1 == events[0]["v"]
+    assert started["context_window"] == window
+    compactions = [e["data"] for e in events if e["type"] == "compaction"]
+    assert compactions and len(HUGE_SUMMARY) > window
+
+    # The ledger heading each compacted request is at most a quarter of the window, counted as
+    # the test model counts (three bytes a token), and it still holds the user's words.
+    answered = [b for b in bodies if not is_summary_request(b)]
+    ledgers = [text_of(conversation(b)[0]) for b in answered]
+    ledgers = [t for t in ledgers if t.startswith(LEDGER_HEADER)]
+    assert ledgers and all(GOAL in t for t in ledgers)
+    assert max(len(t) for t in ledgers) <= window // 4 * 3
+    assert all(len(text_of(c["message"])) <= window // 4 * 3 for c in compactions)
+
+    # usage: each answer's event says how full the window is (the API's count of the request
+    # plus the answer) and how big it is; a summary call's says what it was for, nothing more.
+    usage = [e["data"] for e in events if e["type"] == "usage"]
+    summaries = [u for u in usage if u.get("purpose") == "compaction"]
+    answers = [u for u in usage if "purpose" not in u]
+    assert len(summaries) == len(compactions) == sum(map(is_summary_request, bodies))
+    assert all("context_tokens" not in u for u in summaries)
+    assert len(answers) == len(answered)
+    for u, body in zip(answers, answered, strict=True):
+        counted = len(json.dumps(body)) // 3  # what the test model reported as prompt_tokens
+        assert (u["input_tokens"], u["output_tokens"]) == (counted, 20)
+        assert u["context_tokens"] == counted + 20
+        assert u["context_window"] == window
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])

@@ -148,6 +148,17 @@ def test_reasoning_replay_is_a_per_provider_setting(ws, tmp_path):
     assert s.preset.reasoning_replay == "reasoning"
 
 
+def test_think_in_prompt_is_a_per_provider_true_or_false(ws, tmp_path):
+    cfg = write(tmp_path / "cfg" / "mcode" / "config.toml", "[providers.openai]\n")
+    default = load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).preset
+    assert (default.reasoning_replay, default.think_in_prompt) == ("mirror", False)
+    write(cfg, "[providers.openai]\nthink_in_prompt = true\n")
+    assert load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k")).preset.think_in_prompt
+    write(cfg, '[providers.openai]\nthink_in_prompt = "yes"\n')
+    with pytest.raises(ConfigError, match=r"config.toml:2.*think_in_prompt.*true or false"):
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+
+
 def test_anthropic_sends_its_key_as_x_api_key(ws, tmp_path):
     s = load_settings(ws, env=env_for(tmp_path, ANTHROPIC_API_KEY="k"))
     assert (s.preset.wire, s.preset.auth_style, s.thinking) == ("anthropic", "x-api-key", None)
@@ -156,9 +167,13 @@ def test_anthropic_sends_its_key_as_x_api_key(ws, tmp_path):
 def test_layers_user_project_env_flags(ws, tmp_path):
     write(
         tmp_path / "cfg" / "mcode" / "config.toml",
-        'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\n[network]\nmax_retries = 9\n',
+        'provider = "openai"\nmax_turns = 7\nmodel = "user-model"\ncontext_window = 50000\n'
+        "[network]\nmax_retries = 9\n",
     )
-    write(ws / ".mcode" / "config.toml", 'max_turns = 8\n[permissions]\nallow = ["bash(ls*)"]\n')
+    write(
+        ws / ".mcode" / "config.toml",
+        'max_turns = 8\ncontext_window = 60000\n[permissions]\nallow = ["bash(ls*)"]\n',
+    )
     env = env_for(
         tmp_path, OPENAI_API_KEY="k", MCODE_MODEL="env-model", MCODE_NETWORK_IDLE_TIMEOUT="1.5"
     )
@@ -166,6 +181,7 @@ def test_layers_user_project_env_flags(ws, tmp_path):
     s = load_settings(ws, flags={"max_turns": 3, "thinking": None}, env=env)
     assert s.provider == "openai"
     assert s.max_turns == 3  # flag beats project beats user
+    assert s.context_window == 60000  # project beats user
     assert s.model == "env-model"
     assert s.allow == ["bash(ls*)"]
     assert s.network.max_retries == 9 and s.network.idle_timeout == 1.5
@@ -218,6 +234,19 @@ def test_project_config_cannot_redirect_the_api_key(ws, tmp_path):
 def test_local_gguf_model_flag(ws, tmp_path):
     s = load_settings(ws, flags={"provider": "local", "model": "/m/x.gguf"}, env=env_for(tmp_path))
     assert s.local.model_path == "/m/x.gguf" and s.context_window == 8192
+
+
+def test_local_model_names_the_embedded_model_or_a_file(ws, tmp_path):
+    env = env_for(tmp_path)
+    for name in ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1"):
+        s = load_settings(ws, flags={"provider": "local", "model": name}, env=env)
+        assert s.local.model_path is None  # the embedded model
+    (ws / "weights.bin").write_bytes(b"GGUF")
+    s = load_settings(ws, flags={"provider": "local", "model": str(ws / "weights.bin")}, env=env)
+    assert s.local.model_path == str(ws / "weights.bin")  # any file: its bytes are checked later
+    with pytest.raises(ConfigError, match="'gpt-4o' is neither the embedded model") as info:
+        load_settings(ws, flags={"provider": "local", "model": "gpt-4o"}, env=env)
+    assert "--provider openai" in info.value.hint
 
 
 def test_unknown_provider_and_mode(ws, tmp_path):

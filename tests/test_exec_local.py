@@ -72,6 +72,29 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
     assert "nope.gguf" in run.stderr
 
 
+def test_a_local_model_that_is_no_gguf_is_refused_with_what_is_accepted(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    weights = tmp_path / "model.gguf"  # the extension says GGUF, the bytes do not
+    weights.write_bytes(b"PK\x03\x04 a zip, not a model")
+    for model, said in [
+        ("gpt-4o", "neither the embedded model (SmolLM2-135M-Instruct) nor a path to a .gguf"),
+        (str(weights), "is not a GGUF model file"),
+    ]:
+        run = mcode(
+            "exec",
+            "--provider",
+            "local",
+            "--model",
+            model,
+            "hi",
+            cwd=repo,
+            env=clean_env(tmp_path / "home"),
+        )
+        assert run.code == 2, (model, run.code, run.stderr)
+        assert said in run.stderr and model in run.stderr
+        assert "Traceback" not in run.stderr
+
+
 def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp_path):
     """A 2K window and a README that fills most of it: after the read, the next request does not
     fit, so the conversation is compacted (the model writes its summary, mcode its record) and
@@ -102,3 +125,56 @@ def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp
     assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["completed"]
     # Every request the model answered fitted: the engine would have refused one that did not.
     assert not [e for e in events if e["type"] == "error" and not e["data"]["recoverable"]]
+
+
+def test_a_native_crash_in_the_engine_is_a_clear_error_not_a_segfault(tmp_path):
+    """A llama.cpp that dies of SIGSEGV (here a stand-in whose import dereferences NULL, as the
+    AMX path did on CPUs that report AMX but cannot run it): the crash check's child process
+    dies, mcode says what happened and what to do, exits 1, and the next run says it at once."""
+    fake = tmp_path / "fake"
+    (fake / "llama_cpp").mkdir(parents=True)
+    (fake / "llama_cpp" / "__init__.py").write_text("import ctypes\nctypes.string_at(0)\n")
+    repo = make_repo(tmp_path / "repo", {"README.md": "# Weather\n"})
+    env = clean_env(tmp_path / "home", PYTHONPATH=str(fake))
+    for _ in range(2):
+        run = mcode("exec", "--output-format", "stream-json", "hi", cwd=repo, env=env)
+        assert run.code == 1, (run.code, run.stderr)
+        events = run.events()
+        (error,) = [e["data"] for e in events if e["type"] == "error"]
+        assert error["kind"] == "engine_crash" and not error["recoverable"]
+        assert "crashed in llama.cpp (SIGSEGV, signal 11)" in error["message"]
+        assert "GGML_NATIVE=OFF" in error["hint"] and "API_KEY" in error["hint"]
+        assert events[-1]["type"] == "session.finished" and events[-1]["data"]["exit_code"] == 1
+    checks = json.loads((tmp_path / "home" / "data" / "mcode" / "engine-checks.json").read_text())
+    assert list(checks.values()) == ["signal 11"]
+
+
+def test_the_embedded_model_cut_at_its_output_cap_keeps_its_text_and_exits_3(tmp_path):
+    """A 12-token cap: the first step's tool call cannot be finished. The tokens it wrote are
+    the result (not thrown away), the turn ends output_limit, and the exit code says so."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "# Weather\n"})
+    home = tmp_path / "home"
+    (home / "config" / "mcode").mkdir(parents=True)
+    (home / "config" / "mcode" / "config.toml").write_text("[local]\nmax_output_tokens = 12\n")
+    run = mcode(
+        "exec",
+        "--output-format",
+        "stream-json",
+        "Write a long poem about the sea into poem.txt.",
+        cwd=repo,
+        env=clean_env(home),
+        timeout=300,
+    )
+    assert run.code == 3, run.stderr
+    events = run.events()
+    (assistant,) = [e["data"] for e in events if e["type"] == "message.assistant"]
+    assert assistant["finish_reason"] == "length" and not assistant["message"].get("tool_calls")
+    written = assistant["message"]["parts"][0]["text"]
+    assert written.strip()
+    assert [e["data"]["output_tokens"] for e in events if e["type"] == "usage"] == [12]
+    (error,) = [e["data"] for e in events if e["type"] == "error"]
+    assert error["kind"] == "output_limit" and "(12 tokens)" in error["message"]
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["output_limit"]
+    finished = events[-1]["data"]
+    assert finished["result"] == written and finished["exit_code"] == 3
+    assert not (repo / "poem.txt").exists()

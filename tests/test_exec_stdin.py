@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Live, clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
+from helpers import (
+    Live,
+    clean_env,
+    exec_args,
+    gone,
+    make_repo,
+    mcode,
+    sleeper,
+    stored_events,
+    tool_messages,
+)
 
 
 @pytest.fixture
@@ -179,15 +189,17 @@ def test_steer_during_a_model_call_is_delivered_in_the_next_request(model_server
 
 
 def test_cancel_mid_tool_stops_the_turn_and_the_run_goes_on_until_eof(model_server, live, tmp_path):
-    server = model_server([bash("c1", "sleep 30"), {"text": "never"}])
+    pid = tmp_path / "sleep.pid"
+    server = model_server([bash("c1", sleeper(pid)), {"text": "never"}])
     run = live(stdin_args(server))
     run.send(user("run it"))
     run.until("tool.started")
-    started = time.monotonic()
+    while not pid.exists() or not pid.read_text().strip():
+        time.sleep(0.02)  # the command is running
     run.send(CANCEL)
-    finished = run.until("turn.finished")
+    finished = run.until("turn.finished", timeout=60)  # a cancel that waited would hang
     assert finished["data"]["reason"] == "cancelled"
-    assert time.monotonic() - started < 10
+    assert gone(pid)  # the command's process group was killed
     assert run.proc.poll() is None  # still reading stdin: a cancel ends the turn, not the run
     run.close()
     assert run.wait() == 130, run.stderr  # the last turn was cancelled

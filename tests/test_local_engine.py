@@ -167,6 +167,53 @@ def test_a_bad_model_path_is_a_config_error(tmp_path: Path) -> None:
         LocalProvider(model_path=fake)
 
 
+# -- running at all --------------------------------------------------------------------------
+
+
+def test_the_engine_answers_in_a_fresh_process_on_this_cpu(tmp_path: Path) -> None:
+    """The engine as mcode loads it, in a child process so that a native crash (llama.cpp's AMX
+    path on a CPU that reports AMX but cannot run it died with SIGSEGV) fails this test and
+    not the test run: it loads the embedded model, prefills a prompt longer than one tile and
+    decodes an answer."""
+    code = (
+        "import asyncio\n"
+        "from mcode.local_backend.chat_template import Segment\n"
+        "from mcode.local_backend.embedded import embedded_model_path\n"
+        "from mcode.local_backend.llama_engine import Generated, LlamaEngine, Sampling\n"
+        "engine = LlamaEngine(embedded_model_path(), n_ctx=1024, check_in_child=False)\n"
+        "prompt = [Segment('Name the colour of the sky on a clear day. ' * 8, False)]\n"
+        "async def go():\n"
+        "    async for item in engine.stream(prompt, Sampling(max_tokens=12, temperature=0)):\n"
+        "        if isinstance(item, Generated):\n"
+        "            print(item.prompt_tokens, item.completion_tokens, repr(item.text))\n"
+        "asyncio.run(go())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"the engine died (exit {done.returncode}): {done.stderr[-800:]}"
+    prompt_tokens, completion_tokens, text = done.stdout.strip().split(" ", 2)
+    assert int(prompt_tokens) > 64 and int(completion_tokens) > 0 and text.strip("'\" ")
+
+
+def test_the_crash_check_runs_once_and_remembers_its_verdict(tmp_path: Path) -> None:
+    from mcode.local_backend.llama_engine import LlamaEngine
+    from mcode.local_backend.probe import CHECKS_FILE
+
+    engine = LlamaEngine(embedded.embedded_model_path(), n_ctx=512, data_dir=tmp_path)
+    engine.load()
+    engine.close()
+    checks = json.loads((tmp_path / CHECKS_FILE).read_text())
+    assert list(checks.values()) == ["ok"]
+    # The next load reads the verdict and asks no child: a stored crash is reported at once.
+    (tmp_path / CHECKS_FILE).write_text(json.dumps(dict.fromkeys(checks, "signal 11")))
+    again = LlamaEngine(embedded.embedded_model_path(), n_ctx=512, data_dir=tmp_path)
+    with pytest.raises(ProviderError) as info:
+        again.load()
+    assert info.value.kind == "engine_crash" and not again.loaded
+    assert "SIGSEGV, signal 11" in info.value.message and "GGML_NATIVE=OFF" in info.value.hint
+
+
 # -- answering -----------------------------------------------------------------------------
 
 

@@ -415,23 +415,26 @@ def ok() -> ToolResult:
 def test_guard_counts_warns_and_stops():
     guard = LoopGuard()
     c = ToolCall("1", "read", '{"path": "x"}')
-    seen = [guard.observe(c, fail()) for _ in range(STOP_AT)]
+    given = [fail() for _ in range(STOP_AT)]
+    seen = [guard.observe(c, result) for result in given]
     assert [s.count for s in seen] == [1, 2, 3, 4, 5]
     assert [s.warning is not None for s in seen] == [False, False, True, False, False]
     assert [s.stop is not None for s in seen] == [False, False, False, False, True]
     assert seen[0].result.content == "Error: nope"
     assert seen[2].result.content.startswith("Error: nope\n\nmcode: this exact call")
-    assert seen[2].warning == {
-        "kind": "loop",
-        "message": seen[2].warning["message"],
-        "hint": seen[2].warning["hint"],
-        "recoverable": True,
-    }
+    warning = seen[2].warning
+    assert warning is not None and set(warning) == {"kind", "message", "hint", "recoverable"}
+    assert (warning["kind"], warning["recoverable"]) == ("loop", True)
+    assert "read failed 3 times" in warning["message"] and '{"path":"x"}' in warning["message"]
+    assert "at 5 identical failures" in warning["hint"]
     stop = seen[4].stop
     assert stop is not None and stop.tool == "read" and stop.arguments == '{"path":"x"}'
     assert "read the error" in stop.hint
-    # The original result is never mutated.
-    assert fail().content == "Error: nope"
+    # The caller's results are never mutated: each noted result is a new object, and every
+    # result handed in still holds just its own error.
+    assert [r.content for r in given] == ["Error: nope"] * STOP_AT
+    assert all(s.result is not r for s, r in zip(seen[2:], given[2:], strict=True))
+    assert [s.result.content.count("mcode: this exact call") for s in seen] == [0, 0, 1, 1, 1]
 
 
 def test_guard_resets():

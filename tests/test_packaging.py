@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -90,6 +91,9 @@ def test_wheel_installs_every_package_in_a_fresh_venv(tmp_path):
         capture_output=True,
     )
     wheel = next(dist.glob("mcode-*.whl"))
+    # The fresh venv must see only what it installed: a PYTHONPATH pointing at a source tree
+    # (a developer's shell, CI) would otherwise be imported instead of the wheel.
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
@@ -97,6 +101,7 @@ def test_wheel_installs_every_package_in_a_fresh_venv(tmp_path):
         [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
         check=True,
         capture_output=True,
+        env=clean,
     )
     probe = (
         "import importlib.util, json, mcode\n"
@@ -105,12 +110,16 @@ def test_wheel_installs_every_package_in_a_fresh_venv(tmp_path):
         "print(json.dumps({n: importlib.util.find_spec(n).origin for n in names}))\n"
     )
     out = subprocess.run(
-        [str(py), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+        [str(py), "-c", probe], cwd=tmp_path, env=clean, capture_output=True, text=True, check=True
     )
     origins = json.loads(out.stdout)
     for name, origin in origins.items():
         assert origin and str(env_dir) in origin, (name, origin)  # installed copy, not the tree
     version = subprocess.run(
-        [str(env_dir / "bin" / "mcode"), "--version"], capture_output=True, text=True, check=True
+        [str(env_dir / "bin" / "mcode"), "--version"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert version.stdout.startswith("mcode ")

@@ -6,6 +6,7 @@ text, tool calls (read, write, bash, a failing one), a steer, a second user mess
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,52 @@ def test_every_request_extends_the_previous_one(model_server, tmp_path: Path, wi
     assert len(bodies[6]["messages"]) > len(bodies[5]["messages"])
 
 
+def _prompt_and_tools(body: dict[str, Any]) -> bytes:
+    """The system prompt and tool schemas of one request, serialised as mcode sends them."""
+    system = body["system"] if "system" in body else body["messages"][0]
+    blob = {"system": system, "tools": body.get("tools")}
+    return json.dumps(blob, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _date_spellings(day: datetime.date) -> list[str]:
+    formats = ["%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d", "%B %d"]
+    formats += ["%d %B", "%b %d", "%d %b", "%A"]
+    spelled = {day.strftime(f) for f in formats}
+    spelled |= {f"{day:%B} {day.day}", f"{day.day} {day:%B}", f"{day:%b} {day.day}", str(day.year)}
+    return sorted(spelled)
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_the_system_prompt_is_the_same_bytes_in_any_folder_on_any_day(
+    model_server, tmp_path: Path, wire: str
+) -> None:
+    # README: a static system prompt, "no date, no paths". Two repositories with the same files
+    # at different absolute paths under different names: one request each; the system prompt
+    # and tools must be byte-identical and name neither folder nor today.
+    files = {"README.md": "# demo\n", "AGENTS.md": "Run the tests with make test.\n"}
+    repos = [
+        make_repo(tmp_path / "alpha-checkout", files),
+        make_repo(tmp_path / "work" / "nested" / "zeta_service", files),
+    ]
+    env = clean_env(tmp_path / "home")
+    server = model_server([{"text": "ok"}, {"text": "ok"}])
+    days = {datetime.date.today()}
+    for repo in repos:
+        run = mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env)
+        assert run.code == 0, run.stderr
+    days.add(datetime.date.today())  # the runs may straddle midnight
+    first, second = (_prompt_and_tools(b) for b in server.bodies)
+    assert b"make test" in first  # AGENTS.md is in it: the prompt is really the one sent
+    assert first == second
+    text = first.decode()
+    for repo in repos:
+        for leak in (str(repo), repo.name, str(tmp_path)):
+            assert leak not in text, f"the system prompt names the folder: {leak}"
+    for day in days:
+        for spelling in _date_spellings(day):
+            assert spelling not in text, f"the system prompt holds today's date: {spelling}"
+
+
 # ----------------------------------------------------------------------------- the check itself
 
 
@@ -173,7 +220,13 @@ def history() -> list[Message]:
         Message("user", (TextPart("steer"),)),
         Message(
             "assistant",
-            (ThinkingPart("r", extra={"format": "reasoning_content"}),),
+            (
+                ThinkingPart("r", extra={"format": "reasoning_content"}),
+                ThinkingPart(
+                    "d", extra={"format": "reasoning_details", "details": [{"text": "d"}]}
+                ),
+                ThinkingPart("v", extra={"format": "reasoning"}),
+            ),
             (ToolCall("c3", "ls", "{bad"),),
         ),
         Message("tool", (TextPart(""),), tool_call_id="c3", name="ls"),
@@ -196,6 +249,7 @@ def request(messages: list[Message]) -> ModelRequest:
     ("module", "kw"),
     [
         (openai_request, {"reasoning_replay": "reasoning_content"}),
+        (openai_request, {"reasoning_replay": "mirror"}),
         (openai_request, {"reasoning_replay": "think_tags", "supports_images": False}),
         (openai_request, {"reasoning_replay": "none", "stream": False}),
         (anthropic_request, {"origin": "o"}),

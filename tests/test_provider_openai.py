@@ -7,7 +7,6 @@ import asyncio
 import gzip
 import json
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from provider_helpers import (
 )
 
 from mcode.errors import ProviderError
-from mcode.messages import ImagePart, Message, TextPart, user_message
+from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, user_message
 from mcode.providers.base import (
     Completion,
     ModelEvent,
@@ -257,6 +256,82 @@ def test_stray_closing_think_tag_files_earlier_text_as_thinking(model_server: St
     assert msg.parts[0].extra == {"format": "think_tags", "open": False, "tail": "\n\n"}
 
 
+def calls(p: OpenAIProvider, *requests: ModelRequest) -> list[list[ModelEvent]]:
+    """The events of several model calls made one after another by one provider."""
+
+    async def go() -> list[list[ModelEvent]]:
+        try:
+            return [completed([e async for e in p.stream(r)]) for r in requests]
+        finally:
+            await p.aclose()
+
+    return asyncio.run(go())
+
+
+def test_after_a_stray_closing_tag_answers_start_as_thinking(model_server: StartServer) -> None:
+    # A template that opens <think> in the prompt: every answer is reasoning, </think>, answer.
+    first, second = "I should read the file.", "Now the tests, then say so."
+    script = [
+        {"thinking": t, "thinking_style": "prompt_opened", "text": a}
+        for t, a in ((first, "It is fine."), (second, "All good."))
+    ]
+    p = provider(model_server(script, chunk_size=5))
+    one, two = calls(p, request(), request())
+    # The first answer cannot be told from text until its </think>: it streamed as text (never
+    # the tag) and is filed as thinking.
+    assert "</" not in "".join(e.text for e in of(one, TextDelta))
+    assert one[-1].message.thinking == first
+
+    assert "".join(e.text for e in of(two, ThinkingDelta)) == second
+    assert "".join(e.text for e in of(two, TextDelta)) == "All good."
+    msg = two[-1].message
+    assert (msg.thinking, msg.text) == (second, "All good.")
+    assert msg.parts[0].extra == {"format": "think_tags", "open": False, "tail": "\n\n"}
+    # Sent back as it came: no opening tag.
+    body = json.loads(p.build_body(request(user_message("hi"), msg)))
+    assert body["messages"][2]["content"] == f"{second}</think>\n\nAll good."
+
+
+def test_an_answer_that_never_closes_the_prompts_think_is_the_answer(
+    model_server: StartServer,
+) -> None:
+    stray = {"thinking": "Plan it.", "thinking_style": "prompt_opened", "text": "Planned."}
+    server = model_server(
+        [stray, {"text": "Just the answer."}, {"text": "Live text."}], chunk_size=4
+    )
+    first, answer, live = calls(provider(server), request(), request(), request())
+    # Streamed as reasoning while it might have been, then shown as text once it ended.
+    assert "".join(e.text for e in of(answer, TextDelta)) == "Just the answer."
+    assert answer[-1].message.parts == (TextPart("Just the answer."),)
+    # And the next answer streams as text again, live.
+    assert [e.text for e in of(live, TextDelta)] == ["Live", " tex", "t."]
+
+    # A resumed session whose history shows the prompt's <think>: cut off at the token limit
+    # inside it, the answer stays reasoning.
+    server.push({"text": "Still reasoning about", "finish_reason": "length"})
+    resumed = request(user_message("hi"), first[-1].message, user_message("go on"))
+    (cut,) = calls(provider(server), resumed)
+    assert cut[-1].message.thinking == "Still reasoning about"
+    assert not of(cut, TextDelta)
+
+
+def test_after_a_stray_an_answer_with_its_own_think_or_a_reasoning_field_is_read_as_sent(
+    model_server: StartServer,
+) -> None:
+    stray = {"thinking": "Plan it.", "thinking_style": "prompt_opened", "text": "Planned."}
+    tagged = {"thinking": "Own tags.", "thinking_style": "think_tags", "text": "Tagged."}
+    split = {"thinking": "Split out.", "text": "Separate."}  # reasoning_content, then content
+    server = model_server([stray, tagged, stray, split], chunk_size=4)
+    answers = calls(provider(server), request(), request(), request(), request())
+    for events, thinking, text in (
+        (answers[1], "Own tags.", "Tagged."),
+        (answers[3], "Split out.", "Separate."),
+    ):
+        assert "".join(e.text for e in of(events, ThinkingDelta)) == thinking
+        assert "".join(e.text for e in of(events, TextDelta)) == text
+        assert (events[-1].message.thinking, events[-1].message.text) == (thinking, text)
+
+
 def test_reasoning_both_inline_and_structured_is_kept_once(model_server: StartServer) -> None:
     thinking = "Consider the edge cases first. " * 5
     server = model_server(
@@ -285,6 +360,61 @@ def test_structured_reasoning_variants(model_server: StartServer, style: str) ->
     events = call(server)
     assert "".join(e.text for e in of(events, ThinkingDelta)) == thinking
     assert events[-1].message.thinking == thinking
+
+
+def test_reasoning_details_resent_whole_or_without_text_are_kept_as_sent(
+    model_server: StartServer,
+) -> None:
+    def details(*items: dict[str, Any]) -> dict[str, Any]:
+        delta = {"reasoning_details": list(items)}
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+    text = {"type": "reasoning.text", "index": 0}
+    server = model_server(
+        [
+            {
+                "sse": [
+                    details({**text, "text": "Check the"}),
+                    details({**text, "text": "Check the tests."}),  # everything so far, again
+                    details({**text, "text": "", "signature": "s1"}),
+                    details({"type": "reasoning.encrypted", "index": 1, "data": "b64=="}),
+                    {
+                        "choices": [
+                            {"index": 0, "delta": {"content": "OK"}, "finish_reason": "stop"}
+                        ]
+                    },
+                    "data: [DONE]\n\n",
+                ]
+            }
+        ]
+    )
+    events = call(server)
+    assert "".join(e.text for e in of(events, ThinkingDelta)) == "Check the tests."
+    msg = events[-1].message
+    body = json.loads(provider(server).build_body(request(user_message("hi"), msg)))
+    assert body["messages"][2] == {
+        "role": "assistant",
+        "content": "OK",
+        "reasoning_details": [
+            {**text, "text": "Check the tests.", "signature": "s1"},
+            {"type": "reasoning.encrypted", "index": 1, "data": "b64=="},
+        ],
+    }
+
+
+def test_thinking_that_records_no_arrival_form_goes_back_as_reasoning_content(
+    model_server: StartServer,
+) -> None:
+    # Stored by an earlier mcode (no raw details), or thinking from the other wire format.
+    older = ThinkingPart("from details", extra={"format": "reasoning_details"})
+    signed = ThinkingPart("from claude", signature="sig", extra={"format": "anthropic"})
+    msg = Message("assistant", (older, signed, TextPart("OK")))
+    body = json.loads(provider(model_server([])).build_body(request(user_message("hi"), msg)))
+    assert body["messages"][2] == {
+        "role": "assistant",
+        "content": "OK",
+        "reasoning_content": "from detailsfrom claude",
+    }
 
 
 def test_usage_and_cached_tokens(model_server: StartServer) -> None:
@@ -639,12 +769,11 @@ def test_keep_alive_comments_before_the_first_event_keep_the_call_alive_within_a
     server = model_server([{"text": "thought it over", "keepalive": 3, "keepalive_every": 0.2}])
     events = call(server, network=net)
     assert not of(events, Retrying) and events[-1].message.text == "thought it over"
-    # A proxy chatting in front of a hung model: the call ends after first + idle timeouts.
-    server = model_server([{"text": "never", "keepalive": 50, "keepalive_every": 0.1}])
-    started = time.monotonic()
+    # A proxy chatting in front of a hung model: the call ends after first + idle timeouts,
+    # long before the 60 s of keep-alives end (and the answer that would follow them).
+    server = model_server([{"text": "never", "keepalive": 600, "keepalive_every": 0.1}])
     err, _ = fail(server, network=net)
     assert err.kind == "timeout" and "first-event" in err.message
-    assert 0.7 < time.monotonic() - started < 2.5
 
 
 def test_a_200_that_is_not_an_event_stream_is_not_retried(model_server: StartServer) -> None:
@@ -756,8 +885,8 @@ def test_credentials_in_the_base_url_never_appear_in_errors() -> None:
 
     with pytest.raises(ProviderError) as info:
         asyncio.run(go())
-    (retry,) = of(seen, Retrying)
-    text = f"{info.value} {retry.reason}"
+    assert of(seen, Retrying) == []  # nothing listens on loopback: it fails at once
+    text = f"{info.value} {info.value.hint}"
     assert f"127.0.0.1:{port}" in text and "api-version=2024" in text
     assert "hunter2-pass" not in text and "QUERY-SECRET-77" not in text
 

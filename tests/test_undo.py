@@ -307,6 +307,32 @@ def test_undo_restores_an_edited_file_and_deletes_a_created_one(model_server, re
     assert again.code == 0 and again.stdout.startswith("Nothing to undo in session")
 
 
+def test_undo_resume_from_another_folder_replaces_the_file_whole(model_server, repo, env, home):
+    # README: undo puts the before-image back atomically (temp file, rename), from any folder
+    # with --resume ID. A reader that opened the file before the undo (an editor, `tail -f`)
+    # keeps the whole old file; the path names a new file with the old bytes and mode.
+    run, _ = turn(model_server, repo, env, fix_calc())
+    session_id = run.events()[0]["session_id"]
+    elsewhere = repo.parent / "elsewhere"
+    elsewhere.mkdir()
+    (repo / "calc.py").chmod(0o600)
+    inode = (repo / "calc.py").stat().st_ino
+    with (repo / "calc.py").open("rb") as reader:
+        undo = mcode("undo", "--resume", session_id[:8], cwd=elsewhere, env=env)
+        assert undo.code == 0, undo.stderr
+        assert reader.read() == FIXED  # the file it holds was replaced, not rewritten
+    assert undo.stdout.splitlines()[1:] == [
+        "restored calc.py",
+        "deleted notes/todo.txt (the turn created it)",
+    ]
+    assert (repo / "calc.py").read_bytes() == CALC and mode(repo / "calc.py") == 0o750
+    assert (repo / "calc.py").stat().st_ino != inode
+    assert not (repo / "notes" / "todo.txt").exists()
+    assert not [p.name for p in repo.rglob("*.mcode-tmp")]
+    assert not list(elsewhere.iterdir())  # nothing was written where undo ran
+    assert [e["data"]["restored"] for e in undo_events(home, session_id)] == [["calc.py"]]
+
+
 def test_undo_twice_goes_back_turn_by_turn(model_server, repo, env, home):
     first, _ = turn(model_server, repo, env, fix_calc())
     second_script = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 import uuid
 from collections.abc import Coroutine
@@ -56,7 +57,8 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
     try:
         if session.cancel_requested:  # cancelled before this task first ran (Session.cancel)
             raise asyncio.CancelledError
-        for _ in range(session.max_turns):
+        # No cap unless the user set one: a runaway is the loop breaker's and the budgets' job.
+        for _ in itertools.count() if session.max_turns is None else range(session.max_turns):
             _deliver_steers(session)
             completion = await _step(session)
             text = completion.message.text
@@ -65,13 +67,9 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
                 await _run_calls(session, completion.message.tool_calls, cut_off=cut_off)
                 continue
             if completion.finish_reason == "length":
-                session.emit(
-                    ev.ERROR,
-                    kind="output_limit",
-                    message="the model's output was cut off at its token limit",
-                    hint="ask for a shorter answer, or raise the model's output limit",
-                    recoverable=True,
-                )
+                # Cut at the output cap: not a finished task. What the model wrote stays (in
+                # history and as the result), and the turn says it was cut.
+                return _cut_off(session, completion)
             await _requested_compaction(session)  # asked for during the last step
             if session.has_pending_steers:
                 continue
@@ -80,7 +78,7 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         raise LimitReached(
             f"stopped after {session.max_turns} model call{'s' * (session.max_turns != 1)} "
             "(max turns)",
-            hint="raise --max-turns, or continue with --continue",
+            hint="raise --max-turns (or leave it unset), or continue with --continue",
         )
     except asyncio.CancelledError:
         _close_open_calls(session, CANCELLED_RESULT, "cancelled")
@@ -105,6 +103,23 @@ async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
         _drop_steers(session, "error")
         session.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
+
+
+def _cut_off(session: Session, completion: Completion) -> TurnOutcome:
+    from mcode.runtime.session import TurnOutcome
+
+    text = completion.message.text
+    cap = f" ({completion.usage.output_tokens} tokens)" if completion.usage.output_tokens else ""
+    kept = "what it wrote is kept as the result" if text else "it had written no answer yet"
+    e = LimitReached(
+        f"the answer was cut at the model's output cap{cap}; {kept}",
+        hint="ask for a shorter answer or one step at a time, or raise max_output_tokens "
+        "([local] for the embedded model, [providers.NAME] for an API)",
+    )
+    session.emit(ev.ERROR, kind="output_limit", message=e.message, hint=e.hint, recoverable=False)
+    _drop_steers(session, "output_limit")
+    session.emit(ev.TURN_FINISHED, reason="output_limit")
+    return TurnOutcome("output_limit", text, e)
 
 
 def _append(session: Session, event_type: str, message: Message, **data: Any) -> None:

@@ -2,9 +2,9 @@
 
 A stuck model repeats itself: it reads a file that is not there, sends an ``edit`` whose
 ``old_string`` is not in the file, retries a call the permission mode denies. Each round costs
-a model call, and a headless run would go on until ``--max-turns`` (50 by default), paying for
-every one. :class:`LoopGuard` watches the finished tool calls of one turn and counts the
-*identical failing* ones:
+a model call, and a headless run would go on (``--max-turns`` is an opt-in cap, unset by
+default), paying for every one. :class:`LoopGuard` watches the finished tool calls of one turn
+and counts the *identical failing* ones:
 
 - Identical means the same tool name and the same arguments after canonicalisation (the JSON
   parsed and written back with sorted keys and no whitespace, so key order and spacing do not
@@ -49,7 +49,7 @@ from mcode.messages import ToolCall
 from mcode.tools.base import ToolResult
 
 # The 3rd identical failure gets a note (twice may be bad luck, or one fix that did not take);
-# the 5th ends the turn: two more chances after a clear warning, far below --max-turns.
+# the 5th ends the turn: two more chances after a clear warning.
 WARN_AT = 3
 STOP_AT = 5
 

@@ -54,6 +54,7 @@ def make_provider(
             max_tokens_field=preset.max_tokens_field,
             default_max_tokens=settings.max_output_tokens if preset.send_max_tokens else None,
             reasoning_replay=preset.reasoning_replay,
+            think_in_prompt=preset.think_in_prompt,
         )
     if preset.wire == "anthropic":
         from mcode.providers.anthropic import AnthropicProvider

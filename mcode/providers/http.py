@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -64,6 +66,40 @@ def bare_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _refused(error: BaseException) -> bool:
+    """Whether a connection error was a refusal (ECONNREFUSED) somewhere down its chain; httpx
+    wraps the OSError, and one per address tried when a name resolves to several."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
+            return True
+        todo += [x for x in (e.__cause__, e.__context__) if x is not None]
+        todo += list(getattr(e, "exceptions", ()))
+    return False
+
+
+def _shown(url: str) -> str:
+    """``url`` without its user info, to quote in a message (credential-like query values are
+    scrubbed with the other secrets)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpClient:
     """A lazily created ``httpx.AsyncClient`` reused across calls (connection reuse).
 
@@ -101,10 +137,16 @@ class HttpClient:
         if client is not None:
             await client.aclose()
 
-    def error(self, message: str, kind: str, retryable: bool, **kw: Any) -> ProviderError:
-        """A ProviderError with a scrubbed message and the standard hint for ``kind``."""
+    def error(
+        self, message: str, kind: str, retryable: bool, *, hint: str = "", **kw: Any
+    ) -> ProviderError:
+        """A ProviderError with a scrubbed message and ``hint`` (default: the one for ``kind``)."""
         return ProviderError(
-            scrub(message, self.secrets), kind=kind, retryable=retryable, hint=hint_for(kind), **kw
+            scrub(message, self.secrets),
+            kind=kind,
+            retryable=retryable,
+            hint=scrub(hint or hint_for(kind), self.secrets),
+            **kw,
         )
 
     @contextlib.asynccontextmanager
@@ -138,6 +180,17 @@ class HttpClient:
                 f"could not connect to {url}: {type(e).__name__} {e}", "connection", True
             ) from None
         except httpx.TransportError as e:
+            if _refused(e) and _is_loopback(url):
+                # Nothing listens on this machine's port: no wait makes a server appear (a
+                # remote host refusing may be a restarting load balancer, and is retried).
+                raise self.error(
+                    f"could not connect to {_shown(url)}: connection refused (nothing is "
+                    "listening on that port)",
+                    "connection",
+                    False,
+                    hint="start the model server it should reach, or point --base-url at one "
+                    "that is running",
+                ) from None
             raise self.error(
                 f"could not reach {url}: {type(e).__name__} {e}", "connection", True
             ) from None
@@ -146,12 +199,16 @@ class HttpClient:
                 raise self._redirected(url, response)
             if response.status_code >= 400:
                 raw = await self._read_capped(response, _ERROR_BODY_LIMIT)
-                raise classify_status(
+                err = classify_status(
                     response.status_code,
                     error_message_from_body(raw),
                     retry_after=parse_retry_after(response.headers),
                     secrets=self.secrets,
                 )
+                if not err.retryable:  # the message the user ends with says where it failed
+                    err.message = f"{err.message} (POST {_shown(url)})"
+                    err.args = (err.message,)
+                raise err
             yield response
         finally:
             with contextlib.suppress(httpx.HTTPError):

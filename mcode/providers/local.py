@@ -71,7 +71,11 @@ class LocalProvider:
     ) -> None:
         require_llama_cpp()
         path = check_model_file(Path(model_path)) if model_path else embedded_model_path()
-        self.engine = LlamaEngine(path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+        from mcode.config import data_home
+
+        self.engine = LlamaEngine(
+            path, n_ctx=n_ctx, n_threads=n_threads, seed=seed, data_dir=data_home()
+        )
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
         self.seed = seed
@@ -215,12 +219,11 @@ class LocalProvider:
                 role="assistant", tool_calls=(ToolCall(id=call_id, name=name, arguments=arguments),)
             )
             return Completion(message, usage, "tool_calls", raw)
-        if is_call:
-            # A call cut off by the token limit: never pass half a call off as an answer. The
-            # empty message with finish "length" makes the agent loop report the cut.
-            return Completion(Message(role="assistant"), usage, "length", raw)
+        # A call cut off by the token limit is not a call: it comes back as the text it is, with
+        # finish "length", and the agent loop reports the cut (never as a finished answer).
         parts = (TextPart(result.text),) if result.text else ()
-        return Completion(Message(role="assistant", parts=parts), usage, result.finish_reason, raw)
+        finish = "length" if is_call else result.finish_reason
+        return Completion(Message(role="assistant", parts=parts), usage, finish, raw)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.engine.close)

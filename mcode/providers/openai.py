@@ -15,7 +15,7 @@ import httpx
 from mcode.errors import ProviderError
 from mcode.providers.base import ModelInfo, ModelRequest
 from mcode.providers.openai_request import REPLAY_MODES, build_body
-from mcode.providers.openai_stream import ChatAssembler
+from mcode.providers.openai_stream import ChatAssembler, ThinkOpening
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
 from mcode.providers.retry import NetworkSettings, classify_body_error, hint_for
@@ -29,10 +29,13 @@ class OpenAIProvider(RemoteProvider):
 
     - ``thinking_style``: ``"none"`` sends no thinking switch; ``"minimax"`` sends
       ``thinking: {"type": "adaptive" | "disabled"}`` when ``request.thinking`` is set.
-    - ``reasoning_replay``: how earlier thinking goes back: ``"reasoning_content"`` (DeepSeek,
-      MiniMax), ``"reasoning"`` (vLLM >= 0.16), ``"think_tags"`` (all of it inline in content) or
-      ``"none"``. Thinking that arrived inline as ``<think>`` goes back inline in every mode but
-      ``"none"``.
+    - ``reasoning_replay``: how earlier thinking goes back: ``"mirror"`` (each part the way it
+      arrived: inline ``<think>``, ``reasoning_details``, ``reasoning_content`` or ``reasoning``),
+      or pinned: ``"reasoning_content"`` (DeepSeek), ``"reasoning"`` (vLLM >= 0.16),
+      ``"think_tags"`` (all of it inline in content) or ``"none"``. Thinking that arrived inline
+      as ``<think>`` goes back inline in every mode but ``"none"``.
+    - ``think_in_prompt``: the server's chat template opens ``<think>`` in the prompt, so even
+      the first answer starts inside the reasoning (:class:`~.openai_stream.ThinkOpening`).
     - ``max_tokens_field``: MiniMax wants ``"max_completion_tokens"``.
     - ``default_max_tokens``: the cap sent when a request names none (``None``: send none, the
       server's default; a cap above a small local model's window would be an error there).
@@ -59,7 +62,8 @@ class OpenAIProvider(RemoteProvider):
         max_tokens_field: str = "max_tokens",
         default_max_tokens: int | None = None,
         extra_headers: dict[str, str] | None = None,
-        reasoning_replay: str = "reasoning_content",
+        reasoning_replay: str = "mirror",
+        think_in_prompt: bool = False,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         if reasoning_replay not in REPLAY_MODES:
@@ -83,9 +87,16 @@ class OpenAIProvider(RemoteProvider):
         self._default_max_tokens = default_max_tokens
         self._reasoning_replay = reasoning_replay
         self._extra_body = dict(extra_body or {})
+        # Whether this endpoint's template opens <think> in the prompt: said by the config, or
+        # learned from its answers and from the history of the first request (a resumed session).
+        self._opening = ThinkOpening(think_in_prompt)
+        self._history_read = False
 
     def build_body(self, request: ModelRequest) -> bytes:
         """The exact bytes :meth:`stream` sends for ``request``."""
+        if not self._history_read:
+            self._history_read = True
+            self._opening.learn_from(request.messages)
         return build_body(
             request,
             model=self.model,
@@ -99,7 +110,7 @@ class OpenAIProvider(RemoteProvider):
         )
 
     def new_assembler(self) -> ChatAssembler:
-        return ChatAssembler(self._http.secrets)
+        return ChatAssembler(self._http.secrets, opening=self._opening)
 
     def parse_event(self, data: str, event: str) -> dict[str, Any] | None:
         try:

@@ -2,8 +2,14 @@
 
 The serialisation is deterministic and ``messages`` is the last key, so a longer history produces
 a body whose bytes start with the previous body's bytes minus its closing ``]}``: server-side
-prompt caches hit. Thinking goes back the way each server needs (``reasoning_replay``). Each
-history message is serialised once and reused by later requests (:mod:`.fragments`).
+prompt caches hit. Thinking goes back the way each server needs (``reasoning_replay``): by
+default (``mirror``) each thinking part the way it arrived, which its ``extra["format"]``
+records (see :mod:`.openai_stream`), since a server reads back only the form it sends: inline
+``<think>`` (MiniMax ``/v1``), ``reasoning_details`` (MiniMax with ``reasoning_split``,
+OpenRouter), ``reasoning_content`` (DeepSeek) or ``reasoning`` (vLLM >= 0.16). A part that
+records no form (thinking from another wire format, or stored by an older mcode) goes back as
+``reasoning_content``, as it always did. Each history message is serialised once and reused by
+later requests (:mod:`.fragments`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ def build_body(
     thinking_style: str = "none",
     max_tokens_field: str = "max_tokens",
     default_max_tokens: int | None = None,
-    reasoning_replay: str = "reasoning_content",
+    reasoning_replay: str = "mirror",
     supports_images: bool = True,
     extra_body: Mapping[str, Any] | None = None,
 ) -> bytes:
@@ -139,21 +145,31 @@ def _user_content(parts: tuple[Part, ...]) -> str | list[dict[str, Any]]:
 
 def _assistant(msg: Message, replay: str) -> dict[str, Any]:
     content: list[str] = []
-    reasoning: list[str] = []
+    reasoning: dict[str, list[str]] = {}  # wire field -> texts, in the order first seen
+    details: list[Any] = []
     for p in msg.parts:
         if isinstance(p, TextPart):
             content.append(p.text)
         elif isinstance(p, ThinkingPart) and replay != "none":
             extra = p.extra or {}
-            if replay == "think_tags" or extra.get("format") == "think_tags":
+            form = extra.get("format")
+            if replay == "think_tags" or form == "think_tags":
                 # Rebuild the content exactly as it arrived (MiniMax wants it back verbatim).
                 opening = THINK_OPEN if extra.get("open", True) else ""
                 content.append(f"{opening}{p.text}{THINK_CLOSE}{extra.get('tail', '')}")
-            else:
-                reasoning.append(p.text)
+            elif replay != "mirror":
+                if p.text:
+                    reasoning.setdefault(replay, []).append(p.text)
+            elif form == "reasoning_details" and isinstance(extra.get("details"), list):
+                details.extend(extra["details"])
+            elif p.text:
+                field = form if form in ("reasoning_content", "reasoning") else "reasoning_content"
+                reasoning.setdefault(field, []).append(p.text)
     d: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-    if reasoning:
-        d[replay] = "".join(reasoning)
+    for field, texts in reasoning.items():
+        d[field] = "".join(texts)
+    if details:
+        d["reasoning_details"] = details
     if msg.tool_calls:
         d["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from mcode.providers.retry import (
     raise_for_base_resp,
 )
 
-__all__ = ["THINK_CLOSE", "THINK_OPEN", "ChatAssembler", "ThinkSplitter"]
+__all__ = ["THINK_CLOSE", "THINK_OPEN", "ChatAssembler", "ThinkOpening", "ThinkSplitter"]
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -64,14 +64,22 @@ class ThinkSplitter:
     until it is complete. ``<think>`` opens a block only at the start of the answer, and tags stop
     being special after the first block or after a literal ``<think>`` in prose, so an answer that
     talks about the tags is not mangled.
+
+    ``opened`` (settable until the first content arrives): the prompt is known to open
+    ``<think>`` (see :class:`ThinkOpening`), so the answer starts inside the reasoning and its
+    first ``</think>`` ends it; :attr:`unopened` then says the block had no opening tag. If the
+    answer ends still inside it, :meth:`flush` says ``"unclosed"``: it was the answer after all.
     """
 
-    __slots__ = ("_held", "_literal", "_state")
+    __slots__ = ("_held", "_literal", "_state", "opened", "tagged", "unopened")
 
-    def __init__(self) -> None:
+    def __init__(self, *, opened: bool = False) -> None:
         self._state = "start"  # start | think | tail | text
         self._held = ""
         self._literal = False  # tags are plain text from now on
+        self.opened = opened
+        self.unopened = False  # the reasoning block had no opening tag (the prompt opened it)
+        self.tagged = False  # the answer opened its own <think>
 
     def feed(self, s: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -123,7 +131,9 @@ class ThinkSplitter:
                 self._held = s
                 return out
             if stripped.startswith(THINK_OPEN):
-                s, self._state = stripped[len(THINK_OPEN) :], "think"
+                s, self._state, self.tagged = stripped[len(THINK_OPEN) :], "think", True
+            elif self.opened:  # the reasoning as it came, leading whitespace and all
+                self._state, self.unopened = "think", True
             else:
                 self._state = "text"
         return out
@@ -131,10 +141,11 @@ class ThinkSplitter:
     def flush(self) -> list[tuple[str, str]]:
         """End of content: release anything held back."""
         held, self._held = self._held, ""
-        if not held:
-            return []
         kind = {"think": "thinking", "tail": "tail"}.get(self._state, "text")
-        return [(kind, held)]
+        out = [(kind, held)] if held else []
+        if self._state == "think" and self.unopened:
+            out.append(("unclosed", ""))
+        return out
 
 
 @dataclass(slots=True)
@@ -169,6 +180,32 @@ _FINISH = {
 _FAILED = frozenset(("insufficient_system_resource", "abort", "error"))
 
 
+@dataclass(slots=True)
+class ThinkOpening:
+    """Whether one endpoint's chat template ends the prompt with ``<think>``, learned from it.
+
+    Such templates (DeepSeek-R1, Qwen3's thinking models) make every answer start inside the
+    reasoning, with only the closing ``</think>`` in the stream. Until such an answer has been
+    seen it looks like any answer: the first one streams as text and is filed as thinking when
+    its stray ``</think>`` comes. From then on, and in a resumed session whose history shows one,
+    answers start as thinking and stream as ``thinking.delta``, never as text. An answer that
+    opens its own ``<think>``, or ends without closing the one the prompt was thought to open
+    (then it was the answer, and is shown as text at its end), says the template does not.
+    One provider's calls share one.
+    """
+
+    in_prompt: bool = False
+
+    def learn_from(self, history: Sequence[Message]) -> None:
+        """What the last inline reasoning in ``history`` (a resumed session's) says."""
+        for message in reversed(history):
+            for part in message.parts if message.role == "assistant" else ():
+                extra = part.extra if isinstance(part, ThinkingPart) else None
+                if extra and extra.get("format") == "think_tags":
+                    self.in_prompt = extra.get("open", True) is False
+                    return
+
+
 class ChatAssembler:
     """Accumulates one answer. Feed each parsed chunk to :meth:`feed` (or a whole non-streamed
     response to :meth:`feed_whole`); each returns the events to show now. :meth:`finish` builds
@@ -178,11 +215,19 @@ class ChatAssembler:
     ProviderError. Reasoning: per chunk the most trusted field wins (``reasoning_details`` >
     ``reasoning_content`` > ``reasoning``); once a structured field has been seen, ``<think>``
     text in ``content`` is the same reasoning again and is dropped.
+
+    Each thinking part records the form it arrived in, ``extra["format"]``: ``think_tags``
+    (with ``open: False`` when only the ``</think>`` came, and the ``tail`` after it),
+    ``reasoning_details`` (with the items themselves, merged by index, in ``details``),
+    ``reasoning_content`` or ``reasoning``, so the next request can send it back the same way.
     """
 
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(
+        self, secrets: Iterable[str | None] = (), *, opening: ThinkOpening | None = None
+    ) -> None:
         self._secrets = tuple(secrets)
-        self._splitter = ThinkSplitter()
+        self._opening = opening if opening is not None else ThinkOpening()
+        self._splitter = ThinkSplitter(opened=self._opening.in_prompt)
         self._parts: list[_PartBuf] = []
         self._structured = False
         self._reasoning: list[str] = []  # structured reasoning so far (for cumulative resends)
@@ -250,13 +295,19 @@ class ChatAssembler:
 
     def _delta(self, delta: dict[str, Any], out: list[ModelEvent]) -> None:
         reasoning = _structured_reasoning(delta)
+        resent = False
         if reasoning is not None:
             source, text = reasoning
             self._structured = True
-            text = self._new_reasoning(text)
-            if text:
-                self._add("thinking", text, {"format": source})
-                out.append(ThinkingDelta(text))
+            self._splitter.opened = False  # the server splits reasoning out: content is answer
+            new = self._new_reasoning(text)
+            resent = new != text
+            if new:
+                self._add("thinking", new, {"format": source})
+                out.append(ThinkingDelta(new))
+        details = delta.get("reasoning_details")
+        if isinstance(details, list) and details:
+            self._keep_details(details, resent)
         content = delta.get("content")
         if isinstance(content, list):  # some servers stream content parts
             content = "".join(
@@ -281,6 +332,34 @@ class ChatAssembler:
             self._reasoning_len += len(text)
         return text
 
+    def _keep_details(self, items: list[Any], resent: bool) -> None:
+        """Merge streamed ``reasoning_details`` items into the current part's ``details``: an item
+        with a known ``index`` (or, without one, the last item's type) continues it, its text
+        appended (replaced when the server ``resent`` everything so far); other fields keep their
+        latest value. Items with no text (encrypted reasoning) are kept too, to go back as sent."""
+        last = self._parts[-1] if self._parts else None
+        current = last is not None and last.meta.get("format") == "reasoning_details"
+        if last is None or last.kind != "thinking" or not current:
+            last = _PartBuf("thinking", [], {"format": "reasoning_details"})
+            self._parts.append(last)
+        merged: list[dict[str, Any]] = last.meta.setdefault("details", [])
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            if "index" in item:
+                slot = next((m for m in merged if m.get("index") == item["index"]), None)
+            else:
+                slot = merged[-1] if merged and merged[-1].get("type") == item.get("type") else None
+            if slot is None:
+                merged.append(dict(item))
+                continue
+            for key, value in item.items():
+                old = slot.get(key)
+                if key in ("text", "summary", "data") and isinstance(value, str):
+                    slot[key] = old + value if isinstance(old, str) and not resent else value
+                elif value is not None and value != "":
+                    slot[key] = value
+
     def _content(self, segments: list[tuple[str, str]], out: list[ModelEvent]) -> None:
         for kind, text in segments:
             if kind == "text":
@@ -290,19 +369,40 @@ class ChatAssembler:
                 if kind == "stray":  # the text so far was the same reasoning, inline
                     self._parts = [p for p in self._parts if p.kind != "text"]
             elif kind == "thinking":
-                self._add("thinking", text, {"format": "think_tags"})
+                meta: dict[str, Any] = {"format": "think_tags"}
+                if self._splitter.unopened:
+                    meta["open"] = False
+                self._add("thinking", text, meta)
                 out.append(ThinkingDelta(text))
+            elif kind == "unclosed":
+                self._unclosed(out)
             elif kind == "tail":
                 for p in reversed(self._parts):
                     if p.kind == "thinking":
                         p.meta["tail"] = p.meta.get("tail", "") + text
                         break
             elif kind == "stray":
-                # Shown live as text already; the Completion files it where it belongs.
+                # Shown live as text already; the Completion files it where it belongs, and the
+                # next answers start as thinking.
+                self._opening.in_prompt = True
                 text_so_far = "".join(t for p in self._parts if p.kind == "text" for t in p.pieces)
                 rest = [p for p in self._parts if p.kind != "text"]
                 meta = {"format": "think_tags", "open": False}
                 self._parts = [_PartBuf("thinking", [text_so_far], meta), *rest]
+
+    def _unclosed(self, out: list[ModelEvent]) -> None:
+        """The answer ended inside reasoning the prompt was thought to open. Cut off at the
+        token limit, it is reasoning; otherwise the prompt opened none this time, and what
+        streamed as reasoning was the answer: shown now, as text."""
+        if self.finish_reason == "length":
+            return
+        self._opening.in_prompt = False
+        unopened = [p for p in self._parts if p.kind == "thinking" and p.meta.get("open") is False]
+        self._parts = [p for p in self._parts if all(p is not u for u in unopened)]
+        answer = "".join(t for p in unopened for t in p.pieces)
+        if answer:
+            self._add("text", answer, {})
+            out.append(TextDelta(answer))
 
     def _add(self, kind: str, text: str, meta: dict[str, Any]) -> None:
         last = self._parts[-1] if self._parts else None
@@ -367,13 +467,15 @@ class ChatAssembler:
             )
         events: list[ModelEvent] = []
         self._content(self._splitter.flush(), events)
+        if self._splitter.tagged:
+            self._opening.in_prompt = False
         parts: list[Part] = []
         for p in self._parts:
             text = "".join(p.pieces)
             if p.kind == "text":
                 if text:
                     parts.append(TextPart(text))
-            elif text or p.meta.get("tail"):
+            elif text or p.meta.get("tail") or p.meta.get("details"):
                 parts.append(ThinkingPart(text, extra=p.meta or None))
         # Results are matched to calls by id: a missing or repeated id gets a fresh one.
         calls: list[ToolCall] = []

@@ -13,8 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-# How earlier thinking goes back on Chat Completions (see openai_request.py).
-REPLAY_MODES = ("reasoning_content", "reasoning", "think_tags", "none")
+# How earlier thinking goes back on Chat Completions (see openai_request.py). ``mirror``: each
+# part the way it arrived; the others pin one way for every part.
+REPLAY_MODES = ("mirror", "reasoning_content", "reasoning", "think_tags", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,10 @@ class ProviderPreset:
       ``minimax``: ``{"type": "adaptive" | "disabled"}``; ``anthropic``: enabled with a budget).
     - ``thinking_default``: what to send when the user said nothing (MiniMax's two endpoints
       default differently, so mcode says it explicitly); ``None`` sends nothing.
-    - ``max_tokens_field`` / ``send_max_tokens`` / ``reasoning_replay``: Chat Completions only.
+    - ``max_tokens_field`` / ``send_max_tokens`` / ``reasoning_replay`` / ``think_in_prompt``:
+      Chat Completions only. ``think_in_prompt``: the server's chat template opens ``<think>`` in
+      the prompt, so answers start inside the reasoning from the first (else learned from the
+      first answer that shows it).
     - ``auth_style``: ``bearer`` or ``x-api-key`` (Anthropic Messages only).
     - ``regions``: region -> API -> base URL; ``apis``: the APIs the provider offers, default first.
     - ``headers``: extra request headers the endpoint needs (Anthropic's interleaved-thinking beta).
@@ -42,7 +46,8 @@ class ProviderPreset:
     thinking_default: bool | None = None
     max_tokens_field: str = "max_tokens"
     send_max_tokens: bool = False  # Chat Completions: send the model's output cap explicitly
-    reasoning_replay: str = "reasoning_content"
+    reasoning_replay: str = "mirror"
+    think_in_prompt: bool = False
     auth_style: str = "bearer"
     region: str = "global"
     regions: dict[str, dict[str, str]] = field(default_factory=dict)

@@ -197,19 +197,32 @@ def _error(
     )
 
 
+# Retried: 408, 409 (a conflict such as a lock timeout clears on its own), 429 and 5xx except
+# 501 and 505, which say the server will never do this request; every other 4xx is final.
 _STATUS_KINDS: dict[int, tuple[str, bool, str]] = {
     401: ("auth", False, "authentication failed"),
     402: ("billing", False, "payment required"),
     403: ("auth", False, "access denied"),
     404: ("bad_request", False, "not found (check the base URL and model name)"),
     408: ("timeout", True, "request timeout"),
+    409: ("server", True, "conflict"),
     413: ("context_overflow", False, "request too large"),
     429: ("rate_limit", True, "rate limited"),
     500: ("server", True, "server error"),
+    501: ("bad_request", False, "not implemented"),
     502: ("server", True, "bad gateway"),
     503: ("server", True, "service unavailable"),
     504: ("server", True, "gateway timeout"),
+    505: ("bad_request", False, "HTTP version not supported"),
     529: ("overloaded", True, "overloaded"),
+}
+# Statuses whose advice is more precise than their kind's.
+_STATUS_HINTS = {
+    501: "the server at this URL does not implement this API: check --base-url and --provider "
+    "(openai speaks Chat Completions at BASE/chat/completions, anthropic Messages at "
+    "BASE/v1/messages)",
+    505: "the server does not accept this HTTP version: check the base URL's scheme "
+    "(http:// or https://) and any proxy in between",
 }
 
 
@@ -245,7 +258,15 @@ def classify_status(
     message = f"model API error: HTTP {status} {what}"
     if server_message:
         message += f": {_trim(server_message)}"
-    return _error(message, kind, retryable, status=status, retry_after=retry_after, secrets=secrets)
+    return _error(
+        message,
+        kind,
+        retryable,
+        status=status,
+        retry_after=retry_after,
+        secrets=secrets,
+        hint=_STATUS_HINTS.get(status, ""),
+    )
 
 
 def error_message_from_body(body: bytes | str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,10 +11,12 @@ from mcode.agent.ledger import Ledger
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
+from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
+from mcode.tools.child_env import child_environment
 from mcode.tools.workspace import Workspace
 from mcode.undo import undo_note
 
@@ -83,7 +86,15 @@ def open_session(
             PermissionMode(settings.permission_mode), settings.allow, settings.deny, workspace
         ),
         tool_context=ToolContext(
-            workspace=workspace, bash_timeout=settings.bash_timeout, output_cap=settings.output_cap
+            workspace=workspace,
+            bash_timeout=settings.bash_timeout,
+            output_cap=settings.output_cap,
+            env=child_environment(
+                os.environ,
+                drop=[settings.api_key_env] if settings.api_key_env else [],
+                secrets=settings.secrets,
+                pass_env=settings.pass_env,
+            ),
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         store=store,
@@ -100,12 +111,29 @@ def open_session(
         # Every write and edit saves the file's before-image first, so `mcode undo` can
         # restore it; without a store there is nowhere to keep one, and nothing is saved.
         session.tool_context.checkpoint = session.checkpoint
+        notes = store.path.parent / "running"
+        if resume_id:
+            # The claim above proves the run that wrote these notes is gone.
+            session.start_notes = [_leftover_event(left) for left in reap(notes, session.id)]
+        session.tool_context.record_command = CommandNotes(notes, session.id)
         if resume_id:
             session.pending_note = undo_note(events)
             session.requeue_steers(_undelivered_steers(events))
             session.interrupted = _interrupted(events, session)
             session.ledger = _ledger(events)
     return session
+
+
+def _leftover_event(left: Leftover) -> dict[str, Any]:
+    return {
+        "kind": "leftover",
+        "message": left.message(),
+        "hint": left.hint(),
+        "recoverable": True,
+        "pid": left.pid,
+        "command": left.command,
+        "killed": left.killed,
+    }
 
 
 def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
@@ -134,6 +162,7 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
         "error": "an error ended it",
         "max_turns": "it reached the max-turns limit",
         "loop": "it was stopped for repeating a failing tool call",
+        "output_limit": "its answer was cut at the model's output cap",
     }.get(finished["data"]["reason"])
 
 

@@ -41,7 +41,8 @@ Listener = Callable[[Event, str], None]
 @dataclass(slots=True)
 class TurnOutcome:
     """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error, loop (the
-    model kept sending one failing tool call, see mcode/agent/loop_guard.py)."""
+    model kept sending one failing tool call, see mcode/agent/loop_guard.py), output_limit (the
+    answer was cut at the model's output cap; ``text`` holds what it wrote)."""
 
     reason: str
     text: str = ""
@@ -73,7 +74,7 @@ class Session:
         system_prompt: str,
         store: Store | None = None,
         interactive: bool = False,
-        max_turns: int = 50,
+        max_turns: int | None = None,
         thinking: bool | None = None,
         secrets: list[str] | None = None,
         session_id: str | None = None,
@@ -114,6 +115,9 @@ class Session:
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
+        # Error events (their data) said right after session.started: on resume, what the
+        # killed run left running (mcode/runtime/leftovers.py).
+        self.start_notes: list[dict[str, Any]] = []
         # Counts identical failing tool calls; run_turn resets it per turn and per steer.
         self.loop_guard = LoopGuard()
         info = provider.info
@@ -217,6 +221,9 @@ class Session:
             schema_version=ev.SCHEMA_VERSION,
             **more,
         )
+        notes, self.start_notes = self.start_notes, []
+        for note in notes:
+            self.emit(ev.ERROR, **note)
 
     # -- driving ------------------------------------------------------------------------------
     async def submit(self, text: str | None, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:

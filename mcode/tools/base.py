@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from mcode.errors import ToolError
 from mcode.messages import ImagePart, ToolSpec
+from mcode.tools.child_env import child_environment
 
 PermissionClass = Literal["read", "edit", "execute", "computer"]
 
@@ -48,6 +50,11 @@ class FileStamp:
     taken_ns: int = 0
 
 
+# Called by a tool that started a process group: (its id, the command line). Returns the
+# function to call once the group is gone. Keeps a note outside the process, so that a run
+# resumed after mcode was killed can tell what the killed run left running.
+CommandRecorder = Callable[[int, str], Callable[[], None]]
+
 # Called by a tool right before it changes a file: (absolute path, the file's bytes now or None
 # if it does not exist, its permission bits or None, the bytes about to be written or None for a
 # deletion). Returns the checkpoint's id. It raises (any MCodeError) when the checkpoint cannot
@@ -58,7 +65,10 @@ Checkpointer = Callable[[Path, bytes | None, int | None, bytes | None], int]
 @dataclass(slots=True)
 class ToolContext:
     """Everything a tool may touch. One per session; shared by the tools of that session.
-    ``checkpoint`` is None when nothing records checkpoints (no store: tests, in-memory)."""
+    ``checkpoint`` and ``record_command`` are None when there is nowhere to keep their notes
+    (no store: tests, in-memory).
+    ``env`` is the environment of every process a tool starts: mcode's without credentials
+    (:mod:`mcode.tools.child_env`; ``open_session`` also drops the keys it resolved)."""
 
     workspace: Any  # mcode.tools.workspace.Workspace
     emit_output: Callable[[str], None] = lambda chunk: None
@@ -68,6 +78,8 @@ class ToolContext:
     bash_timeout: float = 120.0
     output_cap: int = 30_000
     checkpoint: Checkpointer | None = None
+    env: dict[str, str] = field(default_factory=lambda: child_environment(os.environ))
+    record_command: CommandRecorder | None = None
 
 
 class Tool:

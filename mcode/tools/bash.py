@@ -1,11 +1,16 @@
 """bash: run a shell command in the workspace root, and leave nothing running behind it.
 
-The command runs as ``bash -c`` in a new session (so in its own process group), with stdin from
-/dev/null and stderr merged into stdout. Output streams to ``ctx.emit_output`` as it arrives
-(uncapped); the model gets at most ``ctx.output_cap`` characters, head and tail kept. When the
-command ends, times out or is cancelled, whatever is left of its process group (background jobs
-included) gets SIGTERM, then SIGKILL after a grace period. A process that leaves the group on
-purpose (``setsid``, a double-forking daemon) escapes this; nothing short of cgroups catches it.
+The command runs as ``bash -c`` under the supervisor (:mod:`mcode.tools.supervisor`), which
+leads a new session (so its own process group), with stdin from /dev/null, stderr merged into
+stdout and the environment ``ctx.env`` (no credentials). Output streams to ``ctx.emit_output``
+as it arrives (uncapped); the model gets at most ``ctx.output_cap`` characters, head and tail
+kept. When the command ends, times out or is cancelled, whatever is left of its process group
+(background jobs included) gets SIGTERM, then SIGKILL after a grace period; when mcode dies
+(``kill -9`` included) the supervisor does the same within a fifth of a second. While it
+runs, ``ctx.record_command`` keeps a note of the group, so ``--resume`` after a crash can
+report (and kill) what is left.
+A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
+this; nothing short of cgroups catches it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import asyncio
 import codecs
 import os
 import signal
+import sys
 from collections import deque
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mcode.errors import ToolError
@@ -25,6 +32,16 @@ KILL_GRACE = 2.0
 # How long output may keep arriving after bash exits (from jobs it left running) before they
 # are killed.
 DRAIN_GRACE = 0.5
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+
+
+def command_argv(command: str) -> list[str]:
+    """How to start ``command`` so that it dies with mcode: under the supervisor, run by this
+    Python in isolated mode (no site, no PYTHON* variables: fast, and blind to the workspace)."""
+    argv = ["bash", "-c", command]
+    if os.name != "posix" or not sys.executable:
+        return argv  # nowhere to run the supervisor: the command only dies on cancel or timeout
+    return [sys.executable, "-I", "-S", str(SUPERVISOR), str(os.getpid()), *argv]
 
 
 class OutputBuffer:
@@ -63,7 +80,7 @@ class OutputBuffer:
         return f"{head}\n[… {omitted} characters omitted …]\n{tail}"
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any process of the group is still running (zombies don't count)."""
     try:
         os.killpg(pgid, 0)
@@ -97,7 +114,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
     """SIGTERM the process group, then SIGKILL whatever is still running after ``grace`` s.
     If this wait is itself cancelled, SIGKILL goes out at once."""
-    if not _group_alive(pgid):
+    if not group_alive(pgid):
         return
     _signal_group(pgid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
@@ -105,10 +122,10 @@ async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
     try:
         while loop.time() < deadline:
             await asyncio.sleep(0.05)
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 return
     finally:
-        if _group_alive(pgid):
+        if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
 
 
@@ -136,10 +153,9 @@ class BashTool(Tool):
         timeout = min(timeout, MAX_TIMEOUT)
         try:
             proc = await asyncio.create_subprocess_exec(
-                "bash",
-                "-c",
-                command,
+                *command_argv(command),
                 cwd=ctx.workspace.root,
+                env=ctx.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -148,6 +164,7 @@ class BashTool(Tool):
         except OSError as e:
             raise ToolError(f"cannot start bash: {e.strerror}") from None
         pgid = proc.pid  # start_new_session: the child leads its own session and group
+        forget = ctx.record_command(pgid, command) if ctx.record_command else None
         out = OutputBuffer(ctx.output_cap)
         reader = asyncio.create_task(self._pump(proc, out, ctx))
         # proc.wait() also waits for the pipe to close, which a background job can hold open
@@ -178,6 +195,8 @@ class BashTool(Tool):
         finally:
             for task in helpers:
                 task.cancel()
+            if forget is not None:
+                forget()
         output = out.text()
         shown = command if len(command) <= 80 else command[:77] + "..."
         if outcome == "timeout":

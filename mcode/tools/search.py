@@ -223,7 +223,9 @@ class GrepTool(Tool):
         ignore_case = bool(args.get("ignore_case", False))
         rg = shutil.which("rg") if self.use_rg is not False else None
         if rg:
-            lines, more = await _grep_rg(rg, ws, target, pattern, glob, ignore_case, max_results)
+            lines, more = await _grep_rg(
+                rg, ws, target, pattern, glob, ignore_case, max_results, ctx.env
+            )
         else:
             lines, more = await asyncio.to_thread(
                 _grep_python, ws, target, pattern, glob, ignore_case, max_results
@@ -257,6 +259,7 @@ async def _grep_rg(
     glob: str | None,
     ignore_case: bool,
     max_results: int,
+    env: dict[str, str],
 ) -> tuple[list[str], bool]:
     cmd = [rg, "--line-number", "--no-heading", "--color", "never", "--with-filename"]
     # --hidden with !.git and --no-require-git make ripgrep see what the fallback sees;
@@ -273,6 +276,7 @@ async def _grep_rg(
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         cwd=ws.root,
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 from mcode.errors import PathEscapeError
+
+# A fault point for crash tests (tests/test_crash.py): with this set to N, a write of more than
+# N bytes kills the process (SIGKILL) once N of them are on disk, so a crash lands inside a
+# write. Nothing else reads it; unset, it costs one lookup per write.
+FAULT_KILL_IN_WRITE = "MCODE_FAULT_KILL_IN_WRITE"
 
 
 class Workspace:
@@ -121,6 +127,10 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
             if mode is not None:
                 os.fchmod(fd, mode)
             view = memoryview(data)
+            fault = os.environ.get(FAULT_KILL_IN_WRITE)
+            if fault and len(data) > int(fault):
+                os.write(fd, view[: int(fault)])
+                os.kill(os.getpid(), signal.SIGKILL)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
