@@ -36,8 +36,6 @@ import dataclasses
 import json
 import json.encoder
 import math
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self, TypedDict
@@ -150,13 +148,33 @@ def written_with(other: str) -> dict[str, Any]:
     return {"written_with": other}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Payload:
-    """The ``data`` of one event type; ``TYPE`` is the type's name."""
+    """The ``data`` of one event type; ``TYPE`` is the type's name.
+
+    ``==``, ``hash`` and ``repr`` are a dataclass's, written once here for every payload
+    (``eq=False, repr=False`` on each): generated for each of the classes, they made importing
+    this module, on the way to ``mcode exec``'s first request, several times slower."""
 
     TYPE: ClassVar[str]
     # How each field is written and read, in field order (set below, from the annotations).
     _WIRE: ClassVar[tuple[_Wire, ...]] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Payload)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((self.__class__, self._values()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return f"{self.__class__.__name__}({shown})"
 
     def to_data(self) -> dict[str, Any]:
         """The event's ``data``: each field under its name, in field order."""
@@ -185,7 +203,7 @@ _Wire = tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any] | None, str
 _MISSING: Any = object()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class SessionStarted(Payload):
     """The first event of a run, also of a resumed one."""
 
@@ -216,35 +234,35 @@ class SessionStarted(Payload):
     """what an untrusted folder's config asked for and did not get: keys, `AGENTS.md`"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TurnStarted(Payload):
     TYPE: ClassVar[str] = TURN_STARTED
     resumed: bool = False
     """true when the turn continues an interrupted one without a new user message"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class MessageUser(Payload):
     TYPE: ClassVar[str] = MESSAGE_USER
     message: Message
     """role, parts: text / image"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TextDelta(Payload):
     TYPE: ClassVar[str] = TEXT_DELTA
     text: str
     """a piece of the answer as it streams"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class ThinkingDelta(Payload):
     TYPE: ClassVar[str] = THINKING_DELTA
     text: str
     """a piece of the model's reasoning"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class MessageAssistant(Payload):
     TYPE: ClassVar[str] = MESSAGE_ASSISTANT
     message: Message
@@ -253,7 +271,7 @@ class MessageAssistant(Payload):
     """stop, tool_calls, length: cut off at the output limit, or content_filter"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Usage(Payload):
     """The tokens of one model call and of the session so far."""
 
@@ -291,7 +309,7 @@ class Usage(Payload):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Compaction(Payload):
     TYPE: ClassVar[str] = COMPACTION
     reason: CompactionReason
@@ -313,7 +331,7 @@ class Compaction(Payload):
     """its fields"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Retry(Payload):
     """Text streamed since the call began is void."""
 
@@ -327,7 +345,7 @@ class Retry(Payload):
     stream event, malformed_tool_call: unusable tool-call markup in the text"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class ToolRequested(Payload):
     TYPE: ClassVar[str] = TOOL_REQUESTED
     id: str
@@ -336,7 +354,7 @@ class ToolRequested(Payload):
     """JSON text as the model sent it"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class PermissionAsked(Payload):
     """Answer with `Session.approve` or an `approve` line."""
 
@@ -350,7 +368,7 @@ class PermissionAsked(Payload):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class PermissionDecided(Payload):
     TYPE: ClassVar[str] = PERMISSION_DECIDED
     id: str
@@ -363,14 +381,14 @@ class PermissionDecided(Payload):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class ToolStarted(Payload):
     TYPE: ClassVar[str] = TOOL_STARTED
     id: str
     name: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class ToolOutput(Payload):
     TYPE: ClassVar[str] = TOOL_OUTPUT
     id: str
@@ -378,7 +396,7 @@ class ToolOutput(Payload):
     """output as it arrives, from bash"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class ToolFinished(Payload):
     TYPE: ClassVar[str] = TOOL_FINISHED
     message: Message
@@ -391,7 +409,7 @@ class ToolFinished(Payload):
     """seconds"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class FileChanged(Payload):
     TYPE: ClassVar[str] = FILE_CHANGED
     path: str
@@ -402,7 +420,7 @@ class FileChanged(Payload):
     store"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Undo(Payload):
     """Written by `mcode undo` into the session; its `turn_id` is the undone turn."""
 
@@ -418,7 +436,7 @@ class Undo(Payload):
     forced: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class SteerReceived(Payload):
     """A steer arrived; the turn gets it at its next step boundary."""
 
@@ -426,7 +444,7 @@ class SteerReceived(Payload):
     text: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class SteerDelivered(Payload):
     TYPE: ClassVar[str] = STEER_DELIVERED
     message: Message
@@ -434,7 +452,7 @@ class SteerDelivered(Payload):
     text: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Error(Payload):
     TYPE: ClassVar[str] = ERROR
     kind: ErrorKind
@@ -463,7 +481,7 @@ class Error(Payload):
     """whether mcode killed it now (false: it had already exited, or could not be checked)"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TurnFinished(Payload):
     TYPE: ClassVar[str] = TURN_FINISHED
     reason: TurnReason
@@ -473,7 +491,7 @@ class TurnFinished(Payload):
     `error` event of kind `loop` before this one names the call"""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class SessionFinished(Payload):
     TYPE: ClassVar[str] = SESSION_FINISHED
     result: str
@@ -492,7 +510,7 @@ class SessionFinished(Payload):
         object.__setattr__(self, "usage", dataclasses.replace(self.usage))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
     know, or data lacking a field (``data`` is what was read)."""
@@ -540,24 +558,24 @@ def _usage_from(d: dict[str, Any]) -> messages.Usage:
     return messages.Usage(**{k: d[k] for k in messages.Usage.__dataclass_fields__ if k in d})
 
 
-def _codec(hint: Any) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
-    """How a field of type ``hint`` is written to JSON data and read back (None: as it is)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: as X
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if hint is Message:
+def _codec(annotation: str) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """How a field annotated ``annotation`` is written to JSON data and read back (None: as it
+    is). The annotation as written: this module's are strings (``from __future__ import
+    annotations``), and reading them is much cheaper at import than ``typing.get_type_hints``."""
+    first = next(part for part in annotation.split(" | ") if part != "None")
+    if first == "Message":
         return Message.to_dict, Message.from_dict
-    if hint is messages.Usage:
+    if first == "messages.Usage":
         return messages.Usage.to_dict, _usage_from
-    if typing.get_origin(hint) is tuple:
+    if first.startswith("tuple["):
         return list, tuple
     return None, None
 
 
 def _wire(cls: type[Payload]) -> tuple[_Wire, ...]:
-    hints = typing.get_type_hints(cls)
     wire: list[_Wire] = []
     for f in dataclasses.fields(cls):
-        write, read = _codec(hints[f.name])
+        write, read = _codec(str(f.type))
         when = (f.metadata["written_with"] or f.name) if "written_with" in f.metadata else None
         wire.append((f.name, write, read, when))
     return tuple(wire)
