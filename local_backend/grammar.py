@@ -119,8 +119,8 @@ def _build_cached(key: str, require_tool: bool) -> ToolGrammar:
         # Rule names come from the index, not the tool name: tool names may hold characters
         # GBNF rule names cannot, and must not collide with our own rules.
         schema = copy.deepcopy(parameters) or {"type": "object", "properties": {}}
-        schema = converter.resolve_refs(schema, f"tool{i}")
         try:
+            schema = converter.resolve_refs(schema, f"tool{i}")
             args_rule = converter.visit(schema, f"tool{i}-args")
         except (AssertionError, KeyError, ValueError) as e:
             raise ValueError(

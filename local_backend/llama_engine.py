@@ -76,7 +76,10 @@ class Generated:
 
 
 class LlamaEngine:
-    """One GGUF model in this process. Loaded on first use; one generation at a time."""
+    """One GGUF model in this process. Loaded on first use; one generation at a time.
+    ``model_id`` (default: the file's name less ``.gguf``) is the name it is served under."""
+
+    supports_grammar = True
 
     def __init__(
         self,
@@ -90,8 +93,10 @@ class LlamaEngine:
         check_in_child: bool = True,
         data_dir: Path | None = None,
         verbose: bool = False,
+        model_id: str | None = None,
     ) -> None:
         self.model_path = Path(model_path)
+        self.model_id = model_id or self.model_path.name.removesuffix(".gguf")
         self.n_ctx = n_ctx
         # Default: half the logical CPUs, for prompt processing too. llama-cpp-python would
         # use every CPU for prompts, and its OpenMP threads spin: on a machine where anything

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="text format: only the answer on stdout, and on stderr only errors and retries "
         "that have gone on a while",
     )
-    p.add_argument("--provider", choices=["openai", "anthropic", "minimax", "local"])
+    p.add_argument(
+        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
+    )
     p.add_argument("--model", help="model name, or a .gguf path for --provider local")
     p.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
@@ -154,6 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     how = t.add_mutually_exclusive_group()
     how.add_argument("--list", action="store_true", help="list the trusted folders")
     how.add_argument("--revoke", action="store_true", help="stop trusting DIR")
+
+    v = sub.add_parser(
+        "serve",
+        help="serve a local model over an OpenAI-compatible HTTP API",
+        description="Serve a local model at /v1/chat/completions, /v1/models, /health and "
+        "/metrics. Prints 'mcode serve: http://HOST:PORT/v1 model=NAME' once it listens.",
+    )
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    v.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    v.add_argument("--engine", choices=["llama_cpp", "torch"], default="llama_cpp")
+    v.add_argument(
+        "--model", default="default", help="a .gguf path, or 'default' (the embedded SmolLM2)"
+    )
+    v.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    v.add_argument(
+        "--context", type=_positive_int, default=8192, metavar="TOKENS", help="window (8192)"
+    )
+    v.add_argument("--threads", type=_positive_int, help="CPU threads (default: half the CPUs)")
     return parser
 
 
@@ -165,6 +185,34 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
     return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mcode.errors import MCodeError
+
+    try:
+        from mcode.local_backend.server import serve
+    except ImportError as e:
+        print(
+            f"mcode serve needs FastAPI and uvicorn ({e}); run: pip install 'mcode[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return serve(
+            host=args.host,
+            port=args.port,
+            engine_kind=args.engine,
+            model=args.model,
+            api_key=args.api_key,
+            n_ctx=args.context,
+            threads=args.threads,
+        )
+    except MCodeError as e:
+        print(f"mcode serve: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
 
 
 def _positive_int(text: str) -> int:
@@ -196,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.undo import main as undo_main
 
         return undo_main(args)
+    if args.command == "serve":
+        return _serve(args)
     parser.print_help()
     return 0
 

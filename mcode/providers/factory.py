@@ -18,6 +18,8 @@ def make_provider(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> Provider:
     preset = settings.preset
+    if preset.wire == "local" and settings.base_url:
+        return _served_local(settings, transport)
     if preset.wire == "local":
         from mcode.providers.local import LocalProvider
 
@@ -76,3 +78,33 @@ def make_provider(
         f"the {settings.provider!r} provider has an unknown wire format {preset.wire!r}",
         hint="this is an mcode bug: please report it",
     )
+
+
+def _served_local(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Provider:
+    """``--provider local --base-url URL``: a local model behind ``mcode serve`` (or any
+    OpenAI-compatible server of one), spoken to over Chat Completions, paced like the
+    in-process engine."""
+    from mcode.providers.local import SteeredProvider
+    from mcode.providers.openai import OpenAIProvider
+
+    info = ModelInfo(
+        provider="local",
+        model=settings.model,
+        context_window=settings.context_window,
+        supports_images=False,
+        thinking_switchable=False,
+        max_output_tokens=settings.local.max_output_tokens,
+    )
+    inner = OpenAIProvider(
+        model=settings.model,
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        info=info,
+        network=settings.network,
+        transport=transport,
+        thinking_style="none",
+        max_tokens_field="max_tokens",
+        default_max_tokens=settings.local.max_output_tokens,
+        reasoning_replay="none",
+    )
+    return SteeredProvider(inner, settings.local.tool_steps)

@@ -126,6 +126,35 @@ PRESETS: dict[str, ProviderPreset] = {
         # Without it Claude 4 models think once at the start of a turn, not between tool calls.
         headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
     ),
+    # Self-hosted servers (scale-out is their job: tensor parallelism, many GPUs); mcode is
+    # their client. Both stream reasoning in a separate field when started with a reasoning
+    # parser (vLLM ``--reasoning-parser minimax_m2``: ``reasoning_content``, newer releases
+    # ``reasoning``, both read; SGLang ``--reasoning-parser``: ``reasoning_content``); tool calls
+    # need ``--enable-auto-tool-choice --tool-call-parser minimax_m2`` (vLLM) or
+    # ``--tool-call-parser minimax-m2`` (SGLang). Cached tokens arrive in
+    # ``usage.prompt_tokens_details.cached_tokens`` (vLLM: with
+    # ``--enable-prompt-tokens-details``). No key unless the server was started with one
+    # (``--api-key``: name its variable in ``[providers.vllm] api_key_env``).
+    "vllm": ProviderPreset(
+        name="vllm",
+        wire="openai",
+        base_url="http://127.0.0.1:8000/v1",
+        api_key_env=None,
+        base_url_env="VLLM_BASE_URL",
+        default_model="MiniMaxAI/MiniMax-M2",
+        send_max_tokens=True,
+        reasoning_replay="reasoning_content",
+    ),
+    "sglang": ProviderPreset(
+        name="sglang",
+        wire="openai",
+        base_url="http://127.0.0.1:30000/v1",
+        api_key_env=None,
+        base_url_env="SGLANG_BASE_URL",
+        default_model="MiniMaxAI/MiniMax-M2",
+        send_max_tokens=True,
+        reasoning_replay="reasoning_content",
+    ),
     "local": ProviderPreset(
         name="local",
         wire="local",

@@ -1,0 +1,51 @@
+"""The Engine protocol: what the chat layer (and so ``mcode serve`` and the ``local`` provider)
+needs from a model runtime. llama.cpp (:mod:`.llama_engine`) implements it; the torch engine
+plugs in the same way.
+
+An engine owns one model and generates one sequence at a time; callers admit requests to it in
+order (the server's FIFO queue). ``stream`` yields text pieces as they decode, then one
+:class:`Generated`; a consumer that stops iterating stops the generation.
+
+``chat_template``, ``bos_text`` and ``eos_text`` (read after ``load``) let the chat layer render a
+conversation in the model's own format; ``supports_grammar`` says whether ``Sampling.grammar``
+(GBNF) is honoured; an engine that says False gets tool calls only where another constraint
+stands in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from .chat_template import Segment
+from .llama_engine import Generated, Sampling
+
+
+class Engine(Protocol):
+    model_id: str  # the name /v1/models lists
+    n_ctx: int
+    supports_grammar: bool
+
+    def load(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def tokenize(self, segments: Sequence[Segment]) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(
+        self, prompt: Sequence[Segment], sampling: Sampling
+    ) -> AsyncIterator[str | Generated]: ...
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    @property
+    def bos_text(self) -> str: ...
+
+    @property
+    def eos_text(self) -> str: ...
+
+
+__all__ = ["Engine", "Generated", "Sampling", "Segment"]
