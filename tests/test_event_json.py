@@ -16,8 +16,10 @@ import pytest
 from helpers import clean_env, exec_args, make_repo, mcode
 
 from mcode import events as ev
+from mcode.config import load_settings
 from mcode.events import Event
 from mcode.messages import Message, TextPart, ToolCall, Usage, clean_text, user_message
+from mcode.runtime.build import open_session
 from mcode.store import Store
 
 
@@ -343,3 +345,29 @@ def test_a_session_stored_by_an_earlier_version_resumes(model_server, tmp_path: 
         compactions=0,
         denials=0,
     )
+
+
+def test_a_subscriber_gets_the_payload_it_was_emitted_with_and_never_a_key(tmp_path: Path) -> None:
+    key = "sk-test-PLANTED-PAYLOAD-0123456789"
+    settings = load_settings(
+        tmp_path,
+        flags={"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+        env={
+            "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "HOME": str(tmp_path),
+            "OPENAI_API_KEY": key,
+        },
+    )
+    session = open_session(settings, Store(tmp_path / "sessions.db"), interactive=False)
+    seen: list[tuple[Event, str]] = []
+    session.subscribe(lambda event, line: seen.append((event, line)))
+    said = ev.Error(kind="input", message="line 3 was skipped", hint="fix it", recoverable=True)
+    leaked = ev.Error(kind="input", message=f"the key {key}", hint="", recoverable=True)
+    session.emit(said)
+    session.emit(leaked)
+    (first, first_line), (second, second_line) = seen
+    assert first.payload is said and first_line == first.to_json()
+    assert first.data == {"kind": "input", "message": "line 3 was skipped", "hint": "fix it",
+                          "recoverable": True}  # fmt: skip
+    assert isinstance(second.payload, ev.Error)
+    assert second.payload.message == "the key [REDACTED]" and key not in second_line
