@@ -4,7 +4,9 @@ imports what it needs when it runs, so ``mcode --version`` stays instant."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
 
 from mcode import __version__
 
@@ -21,8 +23,19 @@ with --input-format stream-json, the code is the last turn's
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, keeping the message of the error it exits with (``mcode exec
+    --output-format json`` prints it as a result object too)."""
+
+    failure: str | None = None
+
+    def error(self, message: str) -> Any:
+        _Parser.failure = f"{self.prog}: {message}"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mcode",
         description="A coding agent that reads, edits and runs your repository.",
     )
@@ -61,8 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
     )
-    p.add_argument("--model", help="model name, or a .gguf path for --provider local")
-    p.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument(
+        "--model",
+        type=_given("a model name"),
+        help="model name, or a .gguf path for --provider local",
+    )
+    p.add_argument(
+        "--base-url", type=_given("a URL"), help="API base URL, e.g. http://127.0.0.1:8080/v1"
+    )
     p.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
     p.add_argument(
         "--permission-mode",
@@ -94,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--add-dir",
         action="append",
         default=[],
+        type=_folder,
         metavar="DIR",
         help="also allow tools to touch this folder",
     )
@@ -107,11 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--resume",
+        type=_given("a session id"),
         metavar="ID",
         help="continue the session with this id (a unique prefix will do; see mcode sessions); "
         "with no prompt, finish its interrupted turn",
     )
-    p.add_argument("--cwd", help="the workspace (default: the current folder)")
+    p.add_argument(
+        "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
+    )
 
     s = sub.add_parser(
         "sessions",
@@ -121,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--all", action="store_true", help="all folders, not only this one")
     s.add_argument("--limit", type=_positive_int, default=20, help="at most this many (20)")
-    s.add_argument("--cwd", help="the folder (default: the current one)")
+    s.add_argument("--cwd", type=_given("a folder"), help="the folder (default: the current one)")
 
     u = sub.add_parser(
         "undo",
@@ -134,12 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     u.add_argument(
-        "--resume", metavar="ID", help="the session (default: the latest in this folder)"
+        "--resume",
+        type=_given("a session id"),
+        metavar="ID",
+        help="the session (default: the newest in this folder with a change to undo)",
     )
     u.add_argument("--force", action="store_true", help="restore files changed since the turn too")
     u.add_argument("--dry-run", action="store_true", help="show what it would do, change nothing")
     u.add_argument(
-        "--cwd", help="the folder whose latest session is meant (default: the current one)"
+        "--cwd",
+        type=_given("a folder"),
+        help="the folder whose latest session is meant (default: the current one)",
     )
 
     t = sub.add_parser(
@@ -225,9 +253,58 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _given(what: str) -> Any:
+    """An argparse type for a flag whose value must not be empty: ``--resume ""`` is a
+    mistake (a variable that was not set), not a request for the default."""
+
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"expected {what}, got an empty value (leave the flag out for the default)"
+            )
+        return text
+
+    return check
+
+
+def _folder(text: str) -> str:
+    """An existing folder, as an absolute path (relative to the current folder)."""
+    path = os.path.abspath(os.path.expanduser(text)) if text.strip() else ""
+    if not path or not os.path.isdir(path):
+        what = "is not a folder" if path and os.path.exists(path) else "no such folder"
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {what} (give an existing folder; create it first if tools should "
+            "write there)"
+        )
+    return path
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether ``argv`` asks ``mcode exec`` for ``--output-format json`` (looked at when the
+    arguments could not be parsed, so loosely)."""
+    if "exec" not in argv:
+        return False
+    after = argv[argv.index("exec") + 1 :]
+    pairs = zip(after, [*after[1:], ""], strict=True)
+    return any(
+        a == "--output-format=json" or (a, b) == ("--output-format", "json") for a, b in pairs
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 2 and _Parser.failure and _wants_json(argv):
+            import json
+
+            # A script that asked for JSON gets an object on every exit, bad flags included.
+            error = {"message": _Parser.failure, "hint": "see mcode exec --help"}
+            result = {"session_id": None, "result": None, "reason": "usage", "exit_code": 2}
+            print(json.dumps({**result, "error": error}), flush=True)
+        raise
     if args.command == "exec":
         from mcode.exec import main as exec_main
 

@@ -4,7 +4,9 @@ Files are TOML: ``$XDG_CONFIG_HOME/mcode/config.toml`` (user) and ``<workspace>/
 (project, wins over user). Every key is also an environment variable: ``MCODE_`` plus the dotted
 key upper-cased with dots as underscores (``network.max_retries`` -> ``MCODE_NETWORK_MAX_RETRIES``;
 lists are comma-separated). A bad file, key or value raises :class:`ConfigError` naming the file,
-the key and the line.
+the key and the line; an ``MCODE_`` variable that is neither a key nor in :data:`ENV_ONLY` is an
+error too, naming the closest known name (a misspelt variable must not be ignored while a
+misspelt key in a file stops the run).
 
 Provider resolution when none is named (DESIGN.md): ``MINIMAX_API_KEY`` -> minimax,
 ``ANTHROPIC_API_KEY`` -> anthropic, ``OPENAI_API_KEY`` -> openai, else the embedded local model.
@@ -21,6 +23,7 @@ and the project's deny rules join the user's instead of replacing them.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -97,6 +100,17 @@ WIDENING_KEYS = (
     "local.model",
     "model",  # only a .gguf path, which the local provider loads
 )
+# Keys whose value is one of a fixed set, checked where the value is read (file:line, variable).
+_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "provider": ("provider", tuple(PRESETS)),
+    "permission_mode": ("permission mode", PERMISSION_MODES),
+}
+# MCODE_ variables that are not config keys. A new one is registered here, or every run that
+# sets it stops with "unknown environment variable".
+ENV_ONLY: dict[str, str] = {
+    "MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)",
+    "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
+}
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
 
@@ -174,6 +188,7 @@ def load_settings(
     from mcode.trust import is_trusted
 
     env = dict(os.environ) if env is None else env
+    check_environment(env)
     trusted = is_trusted(workspace, env)
     values: dict[str, Any] = {}
     sources: list[str] = []
@@ -190,15 +205,16 @@ def load_settings(
             sources.append(str(path))
     explicit: set[str] = set()  # keys set by the environment or a flag, not by a file
     for key, kind in _KEYS.items():
-        name = "MCODE_" + key.upper().replace(".", "_")
+        name = env_name(key)
         if env.get(name):
             where = f"environment variable {name}"
-            values[key] = _check_range(key, _coerce(env[name], kind, where), where)
+            value = _check_range(key, _coerce(env[name], kind, where), where)
+            values[key] = _check_choice(key, value, where)
             explicit.add(key)
     for provider in PRESETS:  # [providers.NAME] keys: MCODE_PROVIDERS_MINIMAX_REGION=cn
         for leaf, kind in _PROVIDER_KEYS.items():
             key = f"providers.{provider}.{leaf}"
-            name = "MCODE_" + key.upper().replace(".", "_")
+            name = env_name(key)
             if env.get(name):
                 where = f"environment variable {name}"
                 value = _coerce(env[name], kind, where)
@@ -249,6 +265,38 @@ def _narrowing_only(
     return kept, dropped
 
 
+def env_name(key: str) -> str:
+    """The environment variable of a dotted key: ``network.max_retries`` ->
+    ``MCODE_NETWORK_MAX_RETRIES``."""
+    return "MCODE_" + key.upper().replace(".", "_")
+
+
+def known_env_names() -> set[str]:
+    """Every ``MCODE_`` variable mcode reads."""
+    names = set(ENV_ONLY)
+    names.update(env_name(key) for key in _KEYS)
+    names.update(env_name(f"providers.{p}.{leaf}") for p in PRESETS for leaf in _PROVIDER_KEYS)
+    return names
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """Raise ConfigError for an ``MCODE_`` variable mcode does not read (a typo would otherwise
+    be ignored in silence), naming the closest known one."""
+    known = known_env_names()
+    unknown = sorted(n for n in env if n.startswith("MCODE_") and n not in known)
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(
+        f"unknown environment variable {name}"
+        + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+        hint=f"{guess}MCODE_ variables are config keys in capitals with _ for dots "
+        f"(MCODE_NETWORK_MAX_RETRIES); unset {name} if it is not meant for mcode",
+    )
+
+
 def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -296,8 +344,21 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
         value = _check_type(value, kind, f"{where}: {key!r}")
         if key.startswith("providers."):
             _check_provider_value(key, value, where)
-        out[key] = _check_range(key, value, f"{where}: {key!r}")
+        value = _check_range(key, value, f"{where}: {key!r}")
+        out[key] = _check_choice(key, value, where)
     return out
+
+
+def _check_choice(key: str, value: Any, where: str) -> Any:
+    """``value`` if ``key`` takes any value or this one is among its choices."""
+    if key not in _CHOICES:
+        return value
+    what, choices = _CHOICES[key]
+    if value not in choices:
+        raise ConfigError(
+            f"{where}: unknown {what} {value!r}", hint=f"use one of: {', '.join(choices)}"
+        )
+    return value
 
 
 def _check_provider_value(key: str, value: Any, where: str) -> None:

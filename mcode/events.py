@@ -494,8 +494,9 @@ class TurnFinished(Payload):
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class SessionFinished(Payload):
     TYPE: ClassVar[str] = SESSION_FINISHED
-    result: str
-    """final text"""
+    result: str | None
+    """the answer; null when the last turn did not complete (an answer cut at the output cap
+    keeps what was written)"""
     reason: SessionReason
     """the last turn's: completed, max_turns, cancelled, error, output_limit, loop; no_input
     when stdin ended before any message"""

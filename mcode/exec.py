@@ -6,12 +6,18 @@ Diagnostics go to stderr. A tool call that would ask for permission is denied, a
 is an event, unless the run can be answered: with stream-json in and out, ``permission.asked``
 waits for an ``approve`` line on stdin (for ``approval_timeout`` seconds, then it is denied).
 The first event says which, and what the mode will deny (``permissions.mode_note``).
+
+Only a completed turn has an answer: a run that was interrupted, hit a limit or failed prints no
+text as if it were one (text: nothing on stdout, why on stderr; json: ``result`` null, ``reason``
+says why). With ``--output-format json`` every exit prints one object, errors before the session
+started included (then with ``session_id`` null).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -36,14 +42,36 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DENIED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
+@dataclass(slots=True)
+class _Report:
+    """What an error result needs to know of a run that failed: its session, once open."""
+
+    session_id: str | None = None
+
+
 def main(args: argparse.Namespace) -> int:
+    report = _Report()
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, report))
     except MCodeError as e:
         _complain(e)
+        if args.output_format == "json":
+            _print(json.dumps(_error_result(e, report.session_id), ensure_ascii=False))
         return e.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _error_result(e: MCodeError, session_id: str | None) -> dict[str, Any]:
+    """The json result of a run that stopped before it had an outcome: a usage error (exit
+    2), or the store failing."""
+    return {
+        "session_id": session_id,
+        "result": None,
+        "reason": "usage" if e.exit_code == EXIT_USAGE else "error",
+        "exit_code": e.exit_code,
+        "error": {"message": e.message, "hint": e.hint},
+    }
 
 
 def _complain(e: MCodeError) -> None:
@@ -136,6 +164,7 @@ class _Driver:
         self._turn_ended = turn_ended
         self._wake = asyncio.Event()
         self._line_no = 0
+        self.skipped: list[str] = []  # why each bad input line was skipped
         self._background: set[asyncio.Future[None]] = set()  # compactions asked mid-turn
 
     def start(self) -> None:
@@ -211,20 +240,9 @@ class _Driver:
         return outcome
 
     async def _compact(self, instructions: str | None) -> None:
-        try:
-            compacted = await self.session.compact(instructions or None)
-        except asyncio.CancelledError:
-            return
-        if not compacted:
-            self.session.emit(
-                ev.Error(
-                    kind="compaction",
-                    message="nothing was compacted: the conversation is too short, or the turn "
-                    "ended before its next step",
-                    hint="send it again once there is more conversation",
-                    recoverable=True,
-                )
-            )
+        # A compaction that is not made says why in an event (mcode/agent/compaction.py).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.session.compact(instructions or None)
 
     def _ended(self, outcome: TurnOutcome) -> None:
         # A steer that a turn ending early never delivered was reported by run_turn itself.
@@ -241,6 +259,7 @@ class _Driver:
             if message.images and not self.session.provider.info.supports_images:
                 raise BadLine(f"the model {self.session.provider.info.model} does not take images")
         except BadLine as e:
+            self.skipped.append(f"line {self._line_no}: {e}")
             self.session.emit(
                 ev.Error(
                     kind="input",
@@ -289,6 +308,11 @@ def _untrusted_note(ignored: list[str]) -> str:
     )
 
 
+# Turns whose last text is an answer: a completed one, and one cut at the output cap (what the
+# model wrote is kept and shown; exit 3 and an output_limit error say it is cut).
+_ANSWERED = ("completed", "output_limit")
+
+
 def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
     return {
         "completed": EXIT_DENIED if denials else EXIT_OK,
@@ -300,7 +324,7 @@ def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
     }[outcome.reason]
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, report: _Report) -> int:
     from mcode.config import data_home, load_settings
     from mcode.runtime.build import open_session
     from mcode.store import Store
@@ -339,6 +363,7 @@ async def _run(args: argparse.Namespace) -> int:
             resume_id=args.resume,
             continue_last=args.continue_,
         )
+        report.session_id = session.id
         if images and not session.provider.info.supports_images:
             raise UsageError(
                 f"the model {session.provider.info.model} does not take images",
@@ -379,7 +404,8 @@ async def _run(args: argparse.Namespace) -> int:
         def turn_ended(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> None:
             if outcome.error is not None:
                 _complain(outcome.error)
-            if args.output_format == "text" and outcome.text:
+            # Only a completed turn has an answer; what a stopped one said last is narration.
+            if args.output_format == "text" and outcome.reason in _ANSWERED and outcome.text:
                 _print(clean_text(session.scrub(outcome.text)))
 
         driver = _Driver(session, start_session, turn_ended)
@@ -408,15 +434,30 @@ async def _run(args: argparse.Namespace) -> int:
 
         if outcome is None:  # input ended before any message
             if driver.started:  # a line came (malformed, or a cancel): close what it recorded
-                session.finish(result="", exit_code=EXIT_USAGE, reason="no_input")
+                session.finish(result=None, exit_code=EXIT_USAGE, reason="no_input")
+            if driver.skipped:
+                n = len(driver.skipped)
+                raise UsageError(
+                    f"no user message could be run: {n} line{'s' * (n != 1)} of standard input "
+                    f"{'were' if n != 1 else 'was'} skipped ({'; '.join(driver.skipped[-3:])})",
+                    hint=ACCEPTED_LINES,
+                )
             raise UsageError(
                 "standard input ended before any user message",
                 hint='send {"type":"user","text":"..."} lines, or give the prompt as an argument',
             )
         code = _exit_code(outcome, driver.last_denials)
-        session.finish(result=outcome.text, exit_code=code, reason=outcome.reason)
+        answer = outcome.text if outcome.reason in _ANSWERED else None
+        session.finish(result=answer, exit_code=code, reason=outcome.reason)
     finally:
         store.close()
+
+    if code == EXIT_INTERRUPTED and args.output_format == "text":
+        print(
+            f"mcode: interrupted: the task did not finish (session {session.id[:12]}; "
+            f"`mcode exec --resume {session.id[:12]}` continues it)",
+            file=sys.stderr,
+        )
 
     if code == EXIT_DENIED:
         for d in driver.last_denials:
@@ -424,7 +465,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.output_format == "json":
         result = {
             "session_id": session.id,
-            "result": outcome.text,
+            "result": answer,
             "reason": outcome.reason,
             "exit_code": code,
             "error": None
@@ -445,10 +486,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def list_sessions(args: argparse.Namespace) -> int:
-    from mcode.config import data_home
+    from mcode.config import check_environment, data_home
     from mcode.store import Store
 
     try:
+        check_environment(os.environ)
         store = Store(data_home() / "sessions.db")
     except MCodeError as e:
         _complain(e)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import mimetypes
 import os
 import select
 import threading
@@ -25,20 +24,67 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 def load_image(path_text: str, label: str = "--image") -> ImagePart:
+    """The image file at ``path_text``; its type comes from its first bytes, not its name
+    (a renamed file, or a web page saved as ``.png``, is caught here and not by the API)."""
     path = Path(path_text).expanduser()
     what = f"{label} {path_text}"
-    media_type = mimetypes.guess_type(path.name)[0] or ""
-    if media_type not in IMAGE_TYPES:
-        raise UsageError(f"{what}: not a PNG, JPEG, GIF or WEBP file")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
     except OSError as e:
         raise UsageError(f"{what}: cannot read it ({e.strerror})") from None
     if len(data) > MAX_IMAGE_BYTES:
+        raise UsageError(f"{what}: it is over the 10 MB limit", hint="scale it down first")
+    media_type = image_type(data)
+    if media_type is None:
         raise UsageError(
-            f"{what}: {len(data)} bytes is over the 10 MB limit", hint="scale it down first"
+            f"{what}: not a PNG, JPEG, GIF or WebP image ({_what_it_is(data)})",
+            hint="attach an image file of one of those types",
         )
     return ImagePart(media_type, base64.b64encode(data).decode("ascii"), source=path.name)
+
+
+def image_type(data: bytes) -> str | None:
+    """The media type the magic bytes of ``data`` say, if it is one the APIs take."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+# What a file that is not an image usually is, told by its first bytes.
+_OTHER_MAGIC = (
+    (b"%PDF", "a PDF document"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x7fELF", "an executable"),
+)
+
+
+def _what_it_is(data: bytes) -> str:
+    if not data:
+        return "the file is empty"
+    for magic, name in _OTHER_MAGIC:
+        if data.startswith(magic):
+            return f"it is {name}"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "it is a HEIC/AVIF image"
+    head = data[:64]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"its first bytes are {head[:8].hex(' ')}"
+    if "<svg" in text or text.lstrip().startswith("<?xml"):
+        return "it is SVG or XML text"
+    line = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"it is text, starting {line!r}"
 
 
 ACCEPTED_LINES = (
@@ -163,6 +209,10 @@ def _base64_image(source: Any) -> ImagePart:
         raise BadLine("an image block's data is not base64 text") from None
     if size > MAX_IMAGE_BYTES:
         raise BadLine(f"an image of {size} bytes is over the 10 MB limit; scale it down first")
+    found = image_type(base64.b64decode(data[:64]))
+    if found != media_type:
+        what = f"a {found.split('/')[1].upper()} image" if found else "not an image"
+        raise BadLine(f"an image block says {media_type}, but its data is {what}")
     return ImagePart(media_type, data, source="image")
 
 

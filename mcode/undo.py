@@ -3,7 +3,9 @@
 Before ``write`` or ``edit`` changes a file, the session saves a checkpoint in the store (see
 :mod:`mcode.store`): the file as it was before the turn first changed it (bytes and mode, or
 "did not exist") and the hash of what mcode wrote last. Undo takes the latest turn that still
-has files to restore and, for each file:
+has files to restore (of the session given, or else of the newest session in the folder that
+has one: a later session that only answered questions does not hide an earlier edit) and, for
+each file:
 
 - it holds what mcode wrote: the before-image is written back (atomically, with its mode), or
   the file is deleted when the turn created it;
@@ -44,6 +46,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Tools whose effects undo covers (write, edit) or that change nothing. Any other tool that
 # ran in the turn (bash) may have changed files that undo cannot restore: the user is warned.
 _COVERED_TOOLS = frozenset({"read", "write", "edit", "grep", "glob", "ls", "todo"})
+# How many of a folder's newest sessions undo looks through for one with a change to undo.
+_LOOK_BACK = 200
 
 
 @dataclass(slots=True)
@@ -68,9 +72,10 @@ class _Outcome:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mcode.config import data_home
+    from mcode.config import check_environment, data_home
 
     try:
+        check_environment(os.environ)  # a misspelt MCODE_DATA_DIR would undo the wrong store
         store = Store(data_home() / "sessions.db")
     except MCodeError as e:
         _complain(e)
@@ -102,14 +107,22 @@ def _undo(store: Store, args: argparse.Namespace) -> int:
         except StoreError as e:  # an unknown or ambiguous id is a bad flag
             raise UsageError(e.message, hint=e.hint) from None
     else:
-        recent = store.sessions(cwd=str(cwd), limit=1)
+        recent = store.sessions(cwd=str(cwd), limit=_LOOK_BACK)
         if not recent:
             raise UsageError(
                 f"there is no session in {cwd} to undo",
                 hint="run undo in the folder the session worked in, or pass --resume ID "
                 "(`mcode sessions --all` lists the sessions)",
             )
-        info = recent[0]
+        # The newest session with a change left to undo; the newest of all when none has one
+        # (it says there is nothing to undo, and warns about its commands).
+        info = next((r for r in recent if _undoable(store, r.id)), recent[0])
+        if info is not recent[0]:
+            newer = recent.index(info)
+            print(
+                f"(the {newer} newer session{'s' * (newer != 1)} in this folder changed no "
+                "files that are left to undo)"
+            )
     sid = info.id[:12]
     # A running session would write its next event under the number undo takes, and its agent
     # may be editing the very files undo would put back.
@@ -178,6 +191,13 @@ def _undo(store: Store, args: argparse.Namespace) -> int:
             )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _undoable(store: Store, session_id: str) -> bool:
+    """Whether the session has a file change left to undo (its events are read only if it
+    has checkpoints at all)."""
+    changed = store.checkpointed(session_id)
+    return bool(changed) and _target(changed, store.events(session_id)) is not None
 
 
 def _done(events: Iterable[dict[str, Any]]) -> dict[str, set[str]]:

@@ -356,7 +356,8 @@ def test_compact_on_request_between_turns(repo: Path, env: dict[str, str]) -> No
         {"type": "compact", "instructions": "the report format"},
         {"type": "user", "text": AMEND},
     ]
-    with ScriptedServer([Model(rounds=1, lines=50)] * 10) as server:
+    # Enough output that the compaction shrinks the conversation (a shorter one is refused).
+    with ScriptedServer([Model(rounds=1, lines=2000)] * 10) as server:
         run = run_lines(server, repo, env, lines)
         bodies = server.bodies
     assert run.code == 0, run.stderr

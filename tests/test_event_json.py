@@ -113,6 +113,9 @@ TODAY = [
     '"type":"session.finished","data":{"result":"resumed","reason":"completed","exit_code":0,'
     '"usage":{"input_tokens":10,"output_tokens":5,"cached_tokens":0,"cache_write_tokens":0},'
     '"model_calls":1,"tool_calls":0,"compactions":0,"denials":0}',
+    '"type":"session.finished","data":{"result":null,"reason":"no_input","exit_code":2,'
+    '"usage":{"input_tokens":0,"output_tokens":0,"cached_tokens":0,"cache_write_tokens":0},'
+    '"model_calls":0,"tool_calls":0,"compactions":0,"denials":0}',
 ]
 
 

@@ -448,7 +448,8 @@ def test_compact_line_during_a_turn_compacts_at_its_next_step(model_server, repo
     call) the conversation is compacted, and the turn goes on from the ledger."""
     server = model_server(
         [
-            bash("c1", "sleep 0.8; echo slept"),
+            # Output enough that the ledger is smaller than what it replaces.
+            bash("c1", "sleep 0.8; seq 1 2000; echo slept"),
             {"text": "## Progress\n- slept\n## Open items\n- report"},  # the summary request
             {"text": "all done"},
         ]

@@ -438,17 +438,17 @@ def _asks_summary(body: dict) -> bool:
 
 def test_compact_between_turns_and_during_one(model_server, repo, tmp_path):
     """Session.compact between turns runs at once; asked while a turn runs, it happens at the
-    turn's next step boundary, and the command in flight is not disturbed."""
+    turn's next step boundary, and the command in flight is not disturbed. (Each compaction
+    has a long tool result to replace: a shorter conversation would not shrink, see
+    test_exec_checks.py.)"""
+    (repo / "a.txt").write_text("alpha\n" * 2000)
+    command = "sleep 0.6; seq 1 2000; echo ok"
     server = model_server(
         [
             {"tool_calls": [{"id": "c1", "name": "read", "arguments": {"path": "a.txt"}}]},
             {"text": "a.txt says alpha"},
             {"text": SUMMARY},  # Session.compact between turns
-            {
-                "tool_calls": [
-                    {"id": "c2", "name": "bash", "arguments": {"command": "sleep 0.6; echo ok"}}
-                ]
-            },
+            {"tool_calls": [{"id": "c2", "name": "bash", "arguments": {"command": command}}]},
             {"text": SUMMARY},  # asked during the command: after it, before the next call
             {"text": "renamed"},
         ]
@@ -483,9 +483,10 @@ def test_compact_between_turns_and_during_one(model_server, repo, tmp_path):
 def test_cancel_during_a_compaction_leaves_the_history_as_it_was(model_server, repo, tmp_path):
     """A cancel while the summary is being written: no compaction, no lost message, and the
     next turn sends the history it would have sent."""
+    long_answer = "alpha it is. " * 300  # long enough that a compaction would shrink it
     server = model_server(
         [
-            {"text": "alpha it is"},
+            {"text": long_answer},
             {"text": SUMMARY, "delay": 2},  # the summary, cancelled while it is awaited
             {"text": "still here"},
         ]
@@ -517,11 +518,12 @@ def test_cancel_during_a_compaction_leaves_the_history_as_it_was(model_server, r
 def test_an_empty_or_headless_summary_still_compacts(model_server, repo, tmp_path):
     """The model answers the summary request with nothing usable: the ledger is mcode's own
     record (summarised false), or the whole answer under Progress when it has no headings."""
+    # Answers long enough that each compaction shrinks the conversation.
     server = model_server(
         [
-            {"text": "a.txt says alpha"},
+            {"text": "a.txt says alpha. " * 300},
             {"text": ""},  # the first summary: empty
-            {"text": "next done"},
+            {"text": "next done. " * 300},
             {"text": "done with a.txt, nothing else"},  # the second: no headings
         ]
     )

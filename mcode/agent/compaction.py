@@ -11,7 +11,9 @@ once more with a request to summarise it into the ledger's sections: the same to
 messages as the last request, so the provider's prompt cache serves all of it. The ledger
 (:mod:`mcode.agent.ledger`) merges that summary with what mcode recorded itself, and the new
 history is ``[ledger message] + tail``. If the summary call fails (or the model cannot write
-one), the recorded sections alone make the ledger: the task is kept either way.
+one), the recorded sections alone make the ledger: the task is kept either way. A compaction
+that would not make the request smaller (a short conversation: the ledger has a header and
+sections of its own) is not made: the history stays, and an ``error`` event says why.
 
 The ``compaction`` event carries the ledger message and how many messages were kept, so the store
 rebuilds the same history on ``--resume`` (:func:`mcode.store.history_of`).
@@ -57,10 +59,13 @@ def request_for(session: Session, messages: list[Message] | None = None) -> Mode
 
 async def compact(session: Session, reason: str, instructions: str | None = None) -> bool:
     """Compact the session's history now. ``reason``: auto, overflow or manual. False when
-    there is nothing to compact (an empty or one-message history). Raises CancelledError
-    (history untouched) if cancelled meanwhile."""
+    there is nothing to compact (an empty or one-message history; said in an event when asked
+    for) or the ledger would be no smaller than what it replaces (said in an event). Raises
+    CancelledError (history untouched) if cancelled meanwhile."""
     history = session.history
     if len(history) < 2:
+        if reason == "manual":
+            _not_compacted(session, reason, "there is nothing to compact yet")
         return False
     budget = session.budget
     before = budget.estimate(request_for(session))
@@ -76,13 +81,18 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     ledger = Ledger.from_dict(session.ledger.to_dict()) if session.ledger else Ledger()
     # After a compaction the history starts with its ledger message: not a user request.
     ledger.record(older[1:] if session.ledger else older)
+    # At most a quarter of the window: the ledger must leave room for the work it describes.
+    max_chars = int(budget.window * LEDGER_SHARE * budget.ratio)
+    # The model's summary only adds to what mcode recorded: if that alone is no smaller than
+    # the messages it replaces, the summary call would be paid for nothing.
+    if not _smaller(user_message(ledger.render(max_chars=max_chars)), older, session, reason):
+        return False
     summary = await _summarise(session, older, instructions)
     summarised = ledger.take_summary(summary) if summary is not None else False
 
-    # At most a quarter of the window: the ledger must leave room for the work it describes.
-    message = user_message(
-        ledger.render(max_chars=int(budget.window * LEDGER_SHARE * budget.ratio))
-    )
+    message = user_message(ledger.render(max_chars=max_chars))
+    if not _smaller(message, older, session, reason):
+        return False
     session.history = [message, *tail]
     session.ledger = ledger
     budget.reset()
@@ -102,6 +112,40 @@ async def compact(session: Session, reason: str, instructions: str | None = None
         ledger=ledger.to_dict(),
     )
     return True
+
+
+def _smaller(message: Message, older: list[Message], session: Session, reason: str) -> bool:
+    """Whether the ledger ``message`` is smaller than the ``older`` messages it would replace
+    (the rest of the request is the same either way); if not, says so in an event."""
+    ratio = session.budget.ratio
+    now = round(sum(estimate_message(m, ratio) for m in older))
+    then = round(estimate_message(message, ratio))
+    if then < now:
+        return True
+    n = len(older)
+    _not_compacted(
+        session,
+        reason,
+        f"compacting would not make the request smaller: the ledger (~{then:,} tokens) is no "
+        f"smaller than the {n} older message{'s' * (n != 1)} it would replace (~{now:,} tokens)",
+    )
+    return False
+
+
+def _not_compacted(session: Session, reason: str, why: str) -> None:
+    hint = {
+        "manual": "nothing was changed; compact once the conversation is longer",
+        "auto": "the conversation is left as it is and the request is sent anyway; if the "
+        "model refuses it as too long, raise --context-window or start a new session",
+        "overflow": "the conversation is left as it is",
+    }[reason]
+    session.emit(
+        ev.ERROR,
+        kind="compaction",
+        message=f"not compacted ({reason}): {why}",
+        hint=hint,
+        recoverable=True,
+    )
 
 
 def _cut(history: list[Message], ratio: float, tail_budget: int) -> int:

@@ -57,6 +57,16 @@ def open_session(
             info = store.find(resume_id)
         except StoreError as e:  # an unknown or ambiguous --resume ID is a bad flag
             raise UsageError(e.message, hint=e.hint) from None
+        if info.cwd != cwd:
+            # A session's history talks of its own folder's files: resumed elsewhere, its
+            # tools would act on another tree (Claude Code's --resume is per project too).
+            there = f"mcode exec --cwd {info.cwd} --resume {info.id[:12]}"
+            raise UsageError(
+                f"session {info.id[:12]} worked in {info.cwd}, not in {cwd}",
+                hint=f"resume it in its own folder: {there}"
+                if Path(info.cwd).is_dir()
+                else "that folder no longer exists; start a new session here",
+            )
         session_id = info.id
         # Claimed before reading: another process still writing it would go on numbering
         # events from the same last seq.

@@ -268,6 +268,13 @@ class Session:
                 self.turn_id = None  # events between and after turns carry a null turn_id
                 for _, future in self.take_compact_requests():
                     future.set_result(False)  # the turn ended early (cancel, error)
+                    self.emit(
+                        ev.ERROR,
+                        kind="compaction",
+                        message="not compacted: the turn ended before its next step",
+                        hint="ask again between turns",
+                        recoverable=True,
+                    )
 
     @property
     def running(self) -> bool:
@@ -406,7 +413,9 @@ class Session:
             None if after is None else hashlib.sha256(after).hexdigest(),
         )
 
-    def finish(self, *, result: str, exit_code: int, reason: str) -> None:
+    def finish(self, *, result: str | None, exit_code: int, reason: str) -> None:
+        """Emit ``session.finished``; ``result`` is the answer, None when the last turn did not
+        complete (its last words are not one)."""
         self.emit(
             ev.SESSION_FINISHED,
             result=result,

@@ -1,0 +1,371 @@
+"""The torch engine: our decoder, the paged KV cache with prefix caching, continuous batching.
+
+A scheduler thread owns the model and the cache. Requests arrive on a queue; the scheduler
+admits them in order while the pool has pages for their prompt plus ``max_tokens`` (so a
+running sequence never runs out), and then, step after step, runs **one forward call** holding
+one decode token of every running sequence and the next prefill chunk (``chunk`` tokens) of the
+oldest sequence still prefilling. A long prompt therefore never stalls the others' decoding for
+more than a chunk, and decode steps are batched across requests.
+
+Cached tokens: at admission a request takes the longest run of published pages matching its
+prompt (see :mod:`.paged_cache`) and only computes the rest. ``Generated.cached_tokens`` says
+how many it got.
+
+``stream`` is the Engine protocol's: text pieces as they decode, then one ``Generated``; a
+consumer that stops iterating sets the request's stop flag and the scheduler frees its pages at
+the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcode.errors import ConfigError, ProviderError
+
+from ..chat_template import Segment
+from ..llama_engine import Generated, Sampling
+
+Emit = Callable[[Any], None]
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    sampling: Sampling
+    emit: Emit
+    stop: threading.Event
+    seq: Any = None
+    cached: int = 0
+    done_prefill: int = 0  # prompt tokens in the cache
+    out: list[int] = field(default_factory=list)
+    data: bytearray = field(default_factory=bytearray)
+    decoder: Any = None
+    gen: Any = None
+    started: float = 0.0
+    prefilled: float = 0.0
+
+    def in_cache(self) -> list[int]:
+        """Token ids whose K/V are in the cache once the pending token is fed."""
+        return self.prompt + self.out[:-1]
+
+
+class TorchEngine:
+    """One Llama-family model (GGUF or safetensors) on CPU or CUDA, attention dense or MSA."""
+
+    supports_grammar = False
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int | None = None,
+        device: str = "cpu",
+        attention: str = "dense",
+        topk: int = 16,
+        num_pages: int | None = None,
+        chunk: int = 512,
+        max_batch: int = 32,
+        threads: int | None = None,
+        tokenizer_path: Path | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        # A GGUF carries its vocabulary; a safetensors folder needs a GGUF of the same model.
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
+        self.model_id = self.model_path.stem
+        self._n_ctx = n_ctx
+        self.device = device
+        self.attention = attention
+        self.topk = topk
+        self.num_pages = num_pages
+        self.chunk = chunk
+        self.max_batch = max_batch
+        self.threads = threads
+        self.model: Any = None
+        self.cache: Any = None
+        self.plan: Any = None
+        self.tok: Any = None
+        self.meta: dict[str, Any] = {}
+        self._inbox: queue.Queue[_Request | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # What the scheduler did: forward calls, the most decode rows one call carried, tokens
+        # decoded, requests admitted and dropped because their consumer left, cached tokens.
+        self.stats = {
+            "steps": 0,
+            "max_decode_rows": 0,
+            "decoded_tokens": 0,
+            "requests": 0,
+            "cancelled": 0,
+            "cached_tokens": 0,
+        }
+
+    # -- loading ------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx or 8192
+
+    def load(self) -> None:
+        """Load weights, tokenizer and cache; start the scheduler (idempotent)."""
+        with self._lock:
+            if self.model is not None:
+                return
+            import torch
+
+            from .model import AttentionPlan, LlamaModel
+            from .paged_cache import PagedKVCache
+            from .tokenizer import Tokenizer
+            from .weights import load_checkpoint
+
+            tok_path = self.tokenizer_path or (
+                self.model_path if self.model_path.is_file() else None
+            )
+            if tok_path is None:
+                raise ConfigError(
+                    f"{self.model_path} is a safetensors folder: the torch engine tokenizes with "
+                    "llama.cpp and needs a GGUF of the same model for its vocabulary",
+                    hint="pass tokenizer_path=<the model's .gguf>, or the model as a .gguf file",
+                )
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            cfg, tensors = load_checkpoint(self.model_path)
+            self._n_ctx = min(self._n_ctx or cfg.n_ctx, cfg.n_ctx)
+            cuda = self.device.startswith("cuda")
+            self.model = LlamaModel(
+                cfg, tensors, device=self.device, dtype=torch.bfloat16 if cuda else torch.float32
+            )
+            pages = self.num_pages or 4 * (-(-self.n_ctx // 128))
+            self.cache = PagedKVCache(
+                n_layers=cfg.n_layers,
+                n_kv_heads=cfg.n_kv_heads,
+                head_dim=cfg.head_dim,
+                num_pages=pages,
+                dtype=torch.bfloat16 if cuda else torch.float16,
+                device=self.device,
+            )
+            self.plan = AttentionPlan.parse(self.attention, cfg.n_layers, topk=self.topk)
+            self.tok = Tokenizer(tok_path)
+            self._thread = threading.Thread(target=self._loop, name="torch-engine", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the scheduler and free the model and cache."""
+        with self._lock:
+            if self._thread is not None:
+                self._inbox.put(None)
+                self._thread.join()
+                self._thread = None
+            if self.tok is not None:
+                self.tok.close()
+            self.model = self.cache = self.tok = None
+
+    # -- model facts --------------------------------------------------------------------
+
+    @property
+    def chat_template(self) -> str | None:
+        return None  # ChatML, the chat layer's default
+
+    @property
+    def bos_text(self) -> str:
+        return ""
+
+    @property
+    def eos_text(self) -> str:
+        return "<|im_end|>"
+
+    def tokenize(self, segments: Sequence[Segment]) -> list[int]:
+        self.load()
+        return list(self.tok.tokenize(segments))
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self.tok.encode(text))
+
+    # -- generation ---------------------------------------------------------------------
+
+    async def stream(
+        self, prompt: Sequence[Segment], sampling: Sampling
+    ) -> AsyncIterator[str | Generated]:
+        """Text pieces as they decode, then one :class:`Generated`. Raises ProviderError
+        (``context_overflow``) when the prompt plus ``max_tokens`` does not fit the window."""
+        await asyncio.to_thread(self.load)
+        ids = self.tokenize(prompt)
+        if not ids:
+            raise ProviderError("the prompt is empty", kind="bad_request", retryable=False)
+        if len(ids) + sampling.max_tokens > self.n_ctx:
+            raise ProviderError(
+                f"the prompt is {len(ids)} tokens; with {sampling.max_tokens} reserved for the "
+                f"answer it does not fit the torch engine's {self.n_ctx}-token window",
+                kind="context_overflow",
+                retryable=False,
+                hint="compact or clear the conversation, or raise the context size",
+            )
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody listens any more
+                stop.set()
+
+        self._inbox.put(_Request(ids, sampling, emit, stop))
+        try:
+            while True:
+                item = await inbox.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Generated):
+                    return
+        finally:
+            stop.set()
+
+    # -- the scheduler ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        waiting: list[_Request] = []
+        running: list[_Request] = []
+        while True:
+            block = not waiting and not running
+            try:
+                while True:
+                    item = self._inbox.get(block=block)
+                    block = False
+                    if item is None:
+                        for r in running:
+                            self.cache.release(r.seq)
+                        return
+                    waiting.append(item)
+            except queue.Empty:
+                pass
+            for r in [r for r in running if r.stop.is_set()]:
+                running.remove(r)
+                self.cache.release(r.seq)
+                self.stats["cancelled"] += 1
+            waiting = [r for r in waiting if not r.stop.is_set()]
+            self._admit(waiting, running)
+            if running:
+                try:
+                    self._step(running)
+                except Exception as e:  # a model failure must reach every caller
+                    err = ProviderError(
+                        f"the torch engine failed: {e}",
+                        kind="server",
+                        retryable=False,
+                        hint="run again; if it repeats, report it with the model file used",
+                    )
+                    for r in running:
+                        self.cache.release(r.seq)
+                        r.emit(err)
+                    running.clear()
+
+    def _admit(self, waiting: list[_Request], running: list[_Request]) -> None:
+        import torch
+
+        while waiting and len(running) < self.max_batch:
+            r = waiting[0]
+            need = len(r.prompt) + r.sampling.max_tokens
+            seq, cached = self.cache.match_prefix(r.prompt)
+            if -(-need // self.cache.page) - len(seq.pages) > self.cache.free_pages:
+                self.cache.release(seq)
+                self.cache.hit_tokens -= cached
+                if not running:  # it will never fit: say so instead of waiting forever
+                    waiting.pop(0)
+                    r.emit(
+                        ProviderError(
+                            f"the request needs {need} tokens of KV cache; the torch engine "
+                            f"has {self.cache.free_pages * self.cache.page}",
+                            kind="context_overflow",
+                            retryable=False,
+                            hint="shorten the prompt or max_tokens, or give the engine more pages",
+                        )
+                    )
+                    continue
+                return
+            self.cache.reserve(seq, need)
+            waiting.pop(0)
+            r.seq, r.cached, r.done_prefill = seq, cached, cached
+            self.stats["requests"] += 1
+            self.stats["cached_tokens"] += cached
+            r.started = time.perf_counter()
+            r.decoder = self.tok.decoder()
+            r.gen = torch.Generator().manual_seed(r.sampling.seed)
+            running.append(r)
+
+    def _step(self, running: list[_Request]) -> None:
+        from .model import Batch
+        from .sampling import choose
+
+        parts: list[tuple[list[int], int, list[int]]] = []
+        members: list[_Request] = []
+        prefilling = None
+        for r in running:
+            if r.done_prefill < len(r.prompt):
+                if prefilling is None:
+                    prefilling = r
+                    new = r.prompt[r.done_prefill : r.done_prefill + self.chunk]
+                    parts.append((new, r.done_prefill, r.seq.pages))
+                    members.append(r)
+            else:
+                start = len(r.prompt) + len(r.out) - 1
+                parts.append(([r.out[-1]], start, r.seq.pages))
+                members.append(r)
+        batch = Batch.build(parts, self.cache.page, self.model.device)
+        decode_rows = len(parts) - (prefilling is not None)
+        self.stats["steps"] += 1
+        self.stats["max_decode_rows"] = max(self.stats["max_decode_rows"], decode_rows)
+        self.stats["decoded_tokens"] += decode_rows
+        logits = self.model.forward(batch, self.cache, self.plan).cpu()
+        for row, (r, (new, _, _)) in enumerate(zip(members, parts, strict=True)):
+            if r.done_prefill < len(r.prompt):
+                r.done_prefill += len(new)
+                self.cache.publish(r.seq, r.prompt[: r.done_prefill])
+                if r.done_prefill < len(r.prompt):
+                    continue
+                r.prefilled = time.perf_counter()
+            else:
+                self.cache.publish(r.seq, r.in_cache())
+            token = choose(logits[row], r.sampling, r.prompt + r.out, r.gen)
+            self._accept(r, token, running)
+
+    def _accept(self, r: _Request, token: int, running: list[_Request]) -> None:
+        finish = None
+        if token in self.tok.stop_ids:
+            finish = "stop"
+        else:
+            r.out.append(token)
+            piece = self.tok.piece(token)
+            r.data += piece
+            text = r.decoder.decode(piece)
+            if text:
+                r.emit(text)
+            if len(r.out) >= r.sampling.max_tokens or len(r.prompt) + len(r.out) >= self.n_ctx:
+                finish = "length"
+        if finish is None:
+            return
+        tail = r.decoder.decode(b"", final=True)
+        if tail:
+            r.emit(tail)
+        running.remove(r)
+        self.cache.release(r.seq)
+        now = time.perf_counter()
+        r.emit(
+            Generated(
+                text=r.data.decode("utf-8", "replace"),
+                prompt_tokens=len(r.prompt),
+                cached_tokens=r.cached,
+                completion_tokens=len(r.out),
+                finish_reason=finish,
+                prefill_seconds=r.prefilled - r.started,
+                decode_seconds=now - r.prefilled,
+            )
+        )
