@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from bench.rounds import prefix_stable, system_tools_bytes, unstable_requests
-from helpers import Live, clean_env, exec_args, make_repo, mcode
+from helpers import Live, clean_env, exec_args, make_repo, mcode, trust
 
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, ToolCall, ToolSpec
 from mcode.providers import anthropic_request, openai_request
@@ -148,6 +148,7 @@ def test_the_system_prompt_is_the_same_bytes_in_any_folder_on_any_day(
     server = model_server([{"text": "ok"}, {"text": "ok"}])
     days = {datetime.date.today()}
     for repo in repos:
+        trust(repo, env)  # AGENTS.md joins the prompt only in a trusted folder
         run = mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env)
         assert run.code == 0, run.stderr
     days.add(datetime.date.today())  # the runs may straddle midnight
