@@ -213,11 +213,19 @@ class Session:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def emit(self, type: str, *, of: Conversation | None = None, **data: Any) -> Event:
-        """Record and publish an event of conversation ``of`` (None: the main one)."""
+    def emit(
+        self, payload: ev.Payload | str, /, *, of: Conversation | None = None, **data: Any
+    ) -> Event:
+        """Record and publish an event of conversation ``of`` (None: the main one):
+        ``emit(ev.TurnFinished(reason="completed"))``. (``emit(type, **data)`` is the older
+        spelling, kept until every caller passes a payload.)"""
         conv = self.main if of is None else of
         self._seq += 1
-        event = Event(type, data, self._seq, self.id, conv.turn_id, time.time(), conv.agent_id)
+        now = time.time()
+        if isinstance(payload, str):
+            event = Event(payload, data, self._seq, self.id, conv.turn_id, now, conv.agent_id)
+        else:
+            event = Event.of(payload, self._seq, self.id, conv.turn_id, now, conv.agent_id)
         raw = event.to_json()
         line = self.scrub(raw)
         if line != raw:
