@@ -150,9 +150,19 @@ def test_queued_turns_and_compactions_run_in_order(model_server, repo, tmp_path)
     while a turn runs happens at its next step boundary, before the messages queued behind."""
     server = model_server(
         [
-            {"text": "zero done"},
+            # Long enough that a ledger is smaller than the turn it replaces (else no compaction).
+            {"text": "zero done. " + "The report covers every quarter in detail. " * 60},
             {"text": SUMMARY, "delay": 0.5},  # between turns
-            _slow("c1"),  # "one"
+            # "one": its command's long output is what the compaction during the turn shrinks.
+            {
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "name": "bash",
+                        "arguments": {"command": "sleep 0.6; echo c1-done; seq 1 3000"},
+                    }
+                ]
+            },
             {"text": SUMMARY},  # asked while c1 ran: after it, before one's next call
             {"text": "one done"},
             {"text": "two done"},
