@@ -55,6 +55,8 @@ def assert_a_tool_using_turn(run) -> None:  # type: ignore[no-untyped-def]
     usage = events[-1]["data"]["usage"]
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert usage["cached_tokens"] > 0  # the second call reused the first call's pages
+    # Whole 128-token pages: the torch engine's prefix cache (llama.cpp reuses any prefix).
+    assert usage["cached_tokens"] % 128 == 0, usage
 
 
 def test_mcode_exec_runs_a_tool_using_turn_on_the_torch_engine_in_process(tmp_path):
