@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mcode.errors import ConfigError
+from mcode.providers.network import NetworkSettings
 from mcode.providers.presets import (
     PRESETS,
     REPLAY_MODES,
@@ -41,7 +42,6 @@ from mcode.providers.presets import (
     model_facts,
     resolve_preset,
 )
-from mcode.providers.retry import NetworkSettings
 
 PERMISSION_MODES = ("read-only", "ask", "auto-edit", "full-auto")
 
@@ -337,8 +337,12 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
         if is_project and leaf in _PROJECT_FORBIDDEN:
             raise ConfigError(
                 f"{where}: {key!r} cannot be set in a project config",
-                hint="set it in your user config or with --base-url: a repository must not "
-                "choose where your API key is sent",
+                hint=(
+                    "set it in your user config or with --base-url"
+                    if leaf == "base_url"
+                    else "set it in your user config"
+                )
+                + ": a repository must not choose where your API key is sent",
             )
         if is_project and key == "tools.pass_env":
             raise ConfigError(

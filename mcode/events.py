@@ -6,21 +6,46 @@ as JSON lines, the store persists it, the TUI and the language server render it.
     {"v": 1, "seq": 7, "ts": 1764140000.123, "session_id": "…", "turn_id": "…" | null,
      "type": "tool.finished", "data": {…}}
 
+An event of a conversation other than the session's main one (a ``task`` sub-agent, a team
+member) also carries ``"agent": "<its id>"`` after ``turn_id``; the main one's events have no
+``agent`` key, so their JSON is what it always was.
+
 ``v`` is :data:`SCHEMA_VERSION`; it changes only when a field is removed or changes meaning
-(new event types and new fields are additive). ``seq`` counts from 1 within a session and never
-repeats, also across ``--resume``. The payload of each type is documented in README.md
-("Event schema"); the names below are the complete list for this version.
+(new event types and new fields, like ``agent``, are additive). ``seq`` counts from 1 within a
+session and never repeats, also across ``--resume``.
+
+Each type's ``data`` is a payload: one frozen dataclass per type below (:class:`TurnFinished`
+for ``turn.finished``, and so on: the class name is the type in CamelCase), whose fields are
+the keys of ``data`` in the order they are written. Closed sets of values are ``Literal``
+types (:data:`TurnReason`, :data:`ErrorKind`, :data:`DecidedBy`, …). A field with
+:data:`OPTIONAL` metadata is left out of ``data`` while it is None (one with
+:func:`written_with` while the field it is written with is), which keeps the bytes of the lines
+written before it was added::
+
+    session.emit(ev.TurnFinished(reason="completed"))   # writes "data":{"reason":"completed"}
+
+    match event.payload:                                # a subscriber: no string indexing
+        case ev.ToolFinished(ok=False, summary=summary): ...
+
+``event.data`` stays the JSON view (what was written or read, unknown keys included). An event
+read back from a line this version cannot type (a newer type, or an older line that lacks a
+field) has an :class:`Unknown` payload and keeps its data, so stored sessions of every version
+still load. README.md's "Event schema" table is rendered from these classes
+(``python tests/event_schema.py``; tests/test_event_schema.py checks it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import json.encoder
 import math
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self, TypedDict
 
-from mcode.messages import clean_text
+from mcode import messages
+from mcode.messages import Message, clean_text
 
 SCHEMA_VERSION = 1
 
@@ -47,33 +72,6 @@ ERROR = "error"
 TURN_FINISHED = "turn.finished"
 SESSION_FINISHED = "session.finished"
 
-ALL_TYPES = frozenset(
-    {
-        SESSION_STARTED,
-        TURN_STARTED,
-        MESSAGE_USER,
-        TEXT_DELTA,
-        THINKING_DELTA,
-        MESSAGE_ASSISTANT,
-        TOOL_REQUESTED,
-        PERMISSION_ASKED,
-        PERMISSION_DECIDED,
-        TOOL_STARTED,
-        TOOL_OUTPUT,
-        TOOL_FINISHED,
-        FILE_CHANGED,
-        UNDO,
-        STEER_RECEIVED,
-        STEER_DELIVERED,
-        RETRY,
-        COMPACTION,
-        USAGE,
-        ERROR,
-        TURN_FINISHED,
-        SESSION_FINISHED,
-    }
-)
-
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
 # history instead: its ledger message followed by the last ``data["kept"]`` messages.
@@ -82,35 +80,586 @@ HISTORY_TYPES = frozenset({MESSAGE_USER, MESSAGE_ASSISTANT, TOOL_FINISHED, STEER
 # High-volume, superseded by the message that completes them; not persisted one by one.
 TRANSIENT_TYPES = frozenset({TEXT_DELTA, THINKING_DELTA, TOOL_OUTPUT})
 
+# -- closed sets ---------------------------------------------------------------------------------
+Thinking = Literal["on", "off", "default", "unavailable"]
+Approvals = Literal["stdin", "denied"]
+PermissionModeName = Literal["read-only", "ask", "auto-edit", "full-auto"]
+Permission = Literal["read", "edit", "execute", "computer"]  # = mcode.tools.base.PermissionClass
+FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
+DecidedBy = Literal["user", "rule", "mode", "headless", "timeout", "cancel"]
+CompactionReason = Literal["auto", "overflow", "manual"]
+UsagePurpose = Literal["compaction"]
+TurnReason = Literal["completed", "max_turns", "cancelled", "error", "output_limit", "loop"]
+SessionReason = Literal[TurnReason, "no_input"]
+# ProviderError.kind (mcode/errors.py); the retryable ones are also a retry's kind.
+ProviderErrorKind = Literal[
+    "rate_limit",
+    "overloaded",
+    "server",
+    "connection",
+    "timeout",
+    "truncated",
+    "auth",
+    "bad_request",
+    "context_overflow",
+    "billing",
+    "content_filter",
+    "protocol",
+    "malformed_tool_call",
+    "engine_crash",
+]
+RetryKind = Literal[
+    "rate_limit",
+    "overloaded",
+    "server",
+    "connection",
+    "timeout",
+    "truncated",
+    "protocol",
+    "malformed_tool_call",
+]
+ErrorKind = Literal[
+    ProviderErrorKind,
+    "input",
+    "steer",
+    "subscriber",
+    "compaction",
+    "loop",
+    "limit",
+    "output_limit",
+    "leftover",
+    # Any other mcode error that ends a turn is named by its class.
+    "MCodeError",
+    "UsageError",
+    "ConfigError",
+    "ToolError",
+    "PathEscapeError",
+    "StoreError",
+]
+
+
+class SkippedPath(TypedDict):
+    path: str
+    reason: str
+
+
+# Field metadata: the field is left out of ``data`` while it is None (its default is None) ...
+OPTIONAL: dict[str, Any] = {"written_with": None}
+
+
+def written_with(other: str) -> dict[str, Any]:
+    """... or, with this, written exactly when the optional field ``other`` is, null or not."""
+    return {"written_with": other}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Payload:
+    """The ``data`` of one event type; ``TYPE`` is the type's name.
+
+    ``==``, ``hash`` and ``repr`` are a dataclass's, written once here for every payload
+    (``eq=False, repr=False`` on each): generated for each of the classes, they made importing
+    this module, on the way to ``mcode exec``'s first request, several times slower."""
+
+    TYPE: ClassVar[str]
+    # How each field is written and read, in field order (set below, from the annotations).
+    _WIRE: ClassVar[tuple[_Wire, ...]] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Payload)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((self.__class__, self._values()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return f"{self.__class__.__name__}({shown})"
+
+    def to_data(self) -> dict[str, Any]:
+        """The event's ``data``: each field under its name, in field order."""
+        data: dict[str, Any] = {}
+        for name, write, _, when in self._WIRE:
+            if when is not None and getattr(self, when) is None:
+                continue
+            value = getattr(self, name)
+            data[name] = value if write is None or value is None else write(value)
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Self:
+        """The payload ``data`` holds; keys it does not know are ignored (``Event.data`` keeps
+        them). Raises when a field without a default is missing or cannot be read."""
+        kwargs = {
+            name: value if read is None or value is None else read(value)
+            for name, _, read, _ in cls._WIRE
+            if (value := data.get(name, _MISSING)) is not _MISSING
+        }
+        return cls(**kwargs)
+
+
+# name, how to write it (None: as it is), how to read it back, the field it is written with.
+_Wire = tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any] | None, str | None]
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class SessionStarted(Payload):
+    """The first event of a run, also of a resumed one."""
+
+    TYPE: ClassVar[str] = SESSION_STARTED
+    cwd: str
+    provider: str
+    model: str
+    provider_reason: str
+    """why this provider: a flag, the config, an API key in the environment, none of them"""
+    context_window: int
+    permission_mode: PermissionModeName
+    """read-only, ask, auto-edit or full-auto"""
+    thinking: Thinking
+    """on / off: as asked; default: the model's own default; unavailable: the model has no
+    switch, so none is sent"""
+    resumed: bool
+    schema_version: int = SCHEMA_VERSION
+    approvals: Approvals | None = field(default=None, metadata=OPTIONAL)
+    """written by `mcode exec`, as are the next three: stdin: questions wait for approve lines;
+    denied: what would ask is denied"""
+    permission_note: str | None = field(default=None, metadata=written_with("approvals"))
+    """what the mode denies or asks about, one sentence; null in full-auto"""
+    trusted: bool | None = field(default=None, metadata=written_with("approvals"))
+    """the folder is trusted"""
+    project_ignored: tuple[str, ...] | None = field(
+        default=None, metadata=written_with("approvals")
+    )
+    """what an untrusted folder's config asked for and did not get: keys, `AGENTS.md`"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TurnStarted(Payload):
+    TYPE: ClassVar[str] = TURN_STARTED
+    resumed: bool = False
+    """true when the turn continues an interrupted one without a new user message"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class MessageUser(Payload):
+    TYPE: ClassVar[str] = MESSAGE_USER
+    message: Message
+    """role, parts: text / image"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TextDelta(Payload):
+    TYPE: ClassVar[str] = TEXT_DELTA
+    text: str
+    """a piece of the answer as it streams"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ThinkingDelta(Payload):
+    TYPE: ClassVar[str] = THINKING_DELTA
+    text: str
+    """a piece of the model's reasoning"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class MessageAssistant(Payload):
+    TYPE: ClassVar[str] = MESSAGE_ASSISTANT
+    message: Message
+    """parts: thinking, text; `tool_calls`: id, name, arguments as JSON text"""
+    finish_reason: FinishReason
+    """stop, tool_calls, length: cut off at the output limit, or content_filter"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Usage(Payload):
+    """The tokens of one model call and of the session so far."""
+
+    TYPE: ClassVar[str] = USAGE
+    input_tokens: int
+    """of this call, as are the next three; cached ones included"""
+    output_tokens: int
+    cached_tokens: int
+    """served from the provider's prompt cache"""
+    cache_write_tokens: int
+    total: messages.Usage
+    """the session's, the same four fields"""
+    context_tokens: int | None = field(default=None, metadata=written_with("context_window"))
+    """the conversation's size after this answer, as the API counted it; null when it reports
+    no usage"""
+    context_window: int | None = field(default=None, metadata=OPTIONAL)
+    purpose: UsagePurpose | None = field(default=None, metadata=OPTIONAL)
+    """compaction: the summary call of a compaction, which has no `context_*` fields"""
+
+    def __post_init__(self) -> None:
+        # Totals are counted up in place: keep them as they were when this was said.
+        object.__setattr__(self, "total", dataclasses.replace(self.total))
+
+    @classmethod
+    def of(cls, call: messages.Usage, *, total: messages.Usage, **more: Any) -> Usage:
+        """The event for one call's ``call`` usage; ``more``: context_tokens, context_window,
+        purpose."""
+        return cls(
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cached_tokens=call.cached_tokens,
+            cache_write_tokens=call.cache_write_tokens,
+            total=total,
+            **more,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Compaction(Payload):
+    TYPE: ClassVar[str] = COMPACTION
+    reason: CompactionReason
+    """auto: the next request would not fit; overflow: the API refused one as too long; manual:
+    `Session.compact` / a `compact` line"""
+    tokens_before: int
+    tokens_after: int
+    """of the next request"""
+    window: int
+    messages_before: int
+    messages_after: int
+    kept: int
+    """recent messages kept verbatim"""
+    summarised: bool
+    """false: the model's summary failed and the ledger holds only what mcode recorded"""
+    message: Message
+    """the ledger message that now heads the history"""
+    ledger: dict[str, Any]
+    """its fields"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Retry(Payload):
+    """Text streamed since the call began is void."""
+
+    TYPE: ClassVar[str] = RETRY
+    attempt: int
+    reason: str
+    wait: float
+    """seconds"""
+    kind: RetryKind
+    """rate_limit, overloaded, server, connection, timeout, truncated, protocol: a malformed
+    stream event, malformed_tool_call: unusable tool-call markup in the text"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ToolRequested(Payload):
+    TYPE: ClassVar[str] = TOOL_REQUESTED
+    id: str
+    name: str
+    arguments: str
+    """JSON text as the model sent it"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class PermissionAsked(Payload):
+    """Answer with `Session.approve` or an `approve` line."""
+
+    TYPE: ClassVar[str] = PERMISSION_ASKED
+    request_id: str
+    id: str
+    name: str
+    subject: str
+    permission: Permission
+    """read, edit, execute or computer"""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class PermissionDecided(Payload):
+    TYPE: ClassVar[str] = PERMISSION_DECIDED
+    id: str
+    name: str
+    subject: str
+    allowed: bool
+    by: DecidedBy
+    """user, rule, mode, headless, timeout: no answer within `approval_timeout`; cancel: the
+    turn was cancelled while asking"""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ToolStarted(Payload):
+    TYPE: ClassVar[str] = TOOL_STARTED
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ToolOutput(Payload):
+    TYPE: ClassVar[str] = TOOL_OUTPUT
+    id: str
+    text: str
+    """output as it arrives, from bash"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ToolFinished(Payload):
+    TYPE: ClassVar[str] = TOOL_FINISHED
+    message: Message
+    """the result the model gets"""
+    id: str
+    name: str
+    ok: bool
+    summary: str
+    duration: float
+    """seconds"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class FileChanged(Payload):
+    TYPE: ClassVar[str] = FILE_CHANGED
+    path: str
+    """workspace-relative"""
+    tool_call_id: str
+    checkpoint: int | None = None
+    """id of the file's saved before-image for `mcode undo`; null when the session keeps no
+    store"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Undo(Payload):
+    """Written by `mcode undo` into the session; its `turn_id` is the undone turn."""
+
+    TYPE: ClassVar[str] = UNDO
+    restored: tuple[str, ...]
+    """paths put back as they were before the turn"""
+    deleted: tuple[str, ...]
+    """paths the turn created, removed"""
+    unchanged: tuple[str, ...]
+    """paths that were already as before the turn"""
+    skipped: tuple[SkippedPath, ...]
+    """`path`, `reason`"""
+    forced: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class SteerReceived(Payload):
+    """A steer arrived; the turn gets it at its next step boundary."""
+
+    TYPE: ClassVar[str] = STEER_RECEIVED
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class SteerDelivered(Payload):
+    TYPE: ClassVar[str] = STEER_DELIVERED
+    message: Message
+    """the user message the model now has"""
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Error(Payload):
+    TYPE: ClassVar[str] = ERROR
+    kind: ErrorKind
+    """input: a bad stdin line was skipped; steer: a steer came too late for its turn;
+    subscriber: an in-process event subscriber raised, said once per subscriber, and the turn
+    goes on; compaction: the summary for a compaction could not be written, or there was nothing
+    to compact; loop: the model repeated a failing tool call — recoverable at the 3rd identical
+    failure, when a note telling it to change course is appended to the result it gets, not
+    recoverable at the 5th, which ends the turn with reason `loop`; limit: the turn hit
+    `--max-turns`; output_limit: the answer was cut at the model's output cap (recoverable when
+    the text so far stands, else the turn ends with reason `output_limit`); leftover: on resume,
+    a command of the killed run, with `pid`, `command` and `killed`; a model API error that ended
+    the turn by its kind: rate_limit, overloaded, server, connection, timeout, truncated, auth,
+    bad_request, context_overflow (a request did not fit even after one compaction), billing,
+    content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
+    running the local model in the check's child process); any other mcode error by its class:
+    MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError"""
+    message: str
+    hint: str
+    """what to do"""
+    recoverable: bool
+    pid: int | None = field(default=None, metadata=OPTIONAL)
+    """leftover only, as are the next two: the command's process group"""
+    command: str | None = field(default=None, metadata=written_with("pid"))
+    killed: bool | None = field(default=None, metadata=written_with("pid"))
+    """whether mcode killed it now (false: it had already exited, or could not be checked)"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TurnFinished(Payload):
+    TYPE: ClassVar[str] = TURN_FINISHED
+    reason: TurnReason
+    """completed, max_turns, cancelled, error, output_limit: the answer was cut at the model's
+    output cap (an `error` of kind `output_limit` before it), loop: the model sent the same
+    failing tool call (same tool, same arguments in any key order) 5 times in the turn, and an
+    `error` event of kind `loop` before this one names the call"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class SessionFinished(Payload):
+    TYPE: ClassVar[str] = SESSION_FINISHED
+    result: str | None
+    """the answer; null when the last turn did not complete (an answer cut at the output cap
+    keeps what was written)"""
+    reason: SessionReason
+    """the last turn's: completed, max_turns, cancelled, error, output_limit, loop; no_input
+    when stdin ended before any message"""
+    exit_code: int
+    usage: messages.Usage
+    model_calls: int
+    tool_calls: int
+    compactions: int = 0
+    denials: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usage", dataclasses.replace(self.usage))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class Unknown(Payload):
+    """The payload of an event read back that this version cannot type: a type it does not
+    know, or data lacking a field (``data`` is what was read)."""
+
+    TYPE: ClassVar[str] = ""
+    type: str
+    data: dict[str, Any]
+
+    def to_data(self) -> dict[str, Any]:
+        return self.data
+
+
+# Every event type of this schema version, by name.
+PAYLOADS: dict[str, type[Payload]] = {
+    cls.TYPE: cls
+    for cls in (
+        SessionStarted,
+        TurnStarted,
+        MessageUser,
+        TextDelta,
+        ThinkingDelta,
+        MessageAssistant,
+        Usage,
+        Compaction,
+        Retry,
+        ToolRequested,
+        PermissionAsked,
+        PermissionDecided,
+        ToolStarted,
+        ToolOutput,
+        ToolFinished,
+        FileChanged,
+        Undo,
+        SteerReceived,
+        SteerDelivered,
+        Error,
+        TurnFinished,
+        SessionFinished,
+    )
+}
+ALL_TYPES = frozenset(PAYLOADS)
+
+
+def _usage_from(d: dict[str, Any]) -> messages.Usage:
+    return messages.Usage(**{k: d[k] for k in messages.Usage.__dataclass_fields__ if k in d})
+
+
+def _codec(annotation: str) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """How a field annotated ``annotation`` is written to JSON data and read back (None: as it
+    is). The annotation as written: this module's are strings (``from __future__ import
+    annotations``), and reading them is much cheaper at import than ``typing.get_type_hints``."""
+    first = next(part for part in annotation.split(" | ") if part != "None")
+    if first == "Message":
+        return Message.to_dict, Message.from_dict
+    if first == "messages.Usage":
+        return messages.Usage.to_dict, _usage_from
+    if first.startswith("tuple["):
+        return list, tuple
+    return None, None
+
+
+def _wire(cls: type[Payload]) -> tuple[_Wire, ...]:
+    wire: list[_Wire] = []
+    for f in dataclasses.fields(cls):
+        write, read = _codec(str(f.type))
+        when = (f.metadata["written_with"] or f.name) if "written_with" in f.metadata else None
+        wire.append((f.name, write, read, when))
+    return tuple(wire)
+
+
+for _cls in PAYLOADS.values():
+    _cls._WIRE = _wire(_cls)
+
+
+def payload_of(type: str, data: dict[str, Any]) -> Payload:
+    """The typed payload of an event of ``type`` with ``data``, or :class:`Unknown`."""
+    cls = PAYLOADS.get(type)
+    if cls is not None:
+        try:
+            return cls.from_data(data)
+        except Exception:  # an older or foreign line: it is kept, only not typed
+            pass
+    return Unknown(type=type, data=data)
+
 
 # What Event.to_json writes: json.dumps(to_dict(), ensure_ascii=False, separators=(",", ":")).
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring  # what that encoder writes for a str (C when available)
 _ENVELOPE = (
-    '{"v":' + str(SCHEMA_VERSION) + ',"seq":%d,"ts":%s,"session_id":%s,"turn_id":%s,"type":%s,'
+    '{"v":' + str(SCHEMA_VERSION) + ',"seq":%d,"ts":%s,"session_id":%s,"turn_id":%s%s,"type":%s,'
     '"data":%s}'
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One event: the envelope, ``data`` (the JSON view) and :attr:`payload` (the typed view).
+    Build one from a payload with :meth:`of`; one built from a type and data (or read with
+    :meth:`from_json`) types its payload when it is first asked for."""
+
     type: str
     data: dict[str, Any]
     seq: int
     session_id: str
     turn_id: str | None
     ts: float
+    # The conversation that emitted it (Conversation.agent_id); None for the main one.
+    agent: str | None = None
+    _payload: Payload | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        payload: Payload,
+        seq: int,
+        session_id: str,
+        turn_id: str | None,
+        ts: float,
+        agent: str | None = None,
+    ) -> Event:
+        return cls(payload.TYPE, payload.to_data(), seq, session_id, turn_id, ts, agent, payload)
+
+    @property
+    def payload(self) -> Payload:
+        """The typed data: one of the classes in :data:`PAYLOADS`, or :class:`Unknown`."""
+        payload = self._payload
+        if payload is None:
+            payload = payload_of(self.type, self.data)
+            object.__setattr__(self, "_payload", payload)
+        return payload
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "seq": self.seq,
             "ts": self.ts,
             "session_id": self.session_id,
             "turn_id": self.turn_id,
-            "type": self.type,
-            "data": self.data,
         }
+        if self.agent is not None:
+            d["agent"] = self.agent
+        d["type"] = self.type
+        d["data"] = self.data
+        return d
 
     def to_json(self) -> str:
         """One line of JSON, always encodable as UTF-8 (see :func:`mcode.messages.clean_text`):
@@ -125,6 +674,7 @@ class Event:
                 float.__repr__(ts) if type(ts) is float and math.isfinite(ts) else _encode(ts),
                 _quote(self.session_id),
                 "null" if self.turn_id is None else _quote(self.turn_id),
+                "" if self.agent is None else ',"agent":' + _quote(self.agent),
                 _quote(self.type),
                 _encode(self.data),
             )
@@ -133,4 +683,12 @@ class Event:
     @classmethod
     def from_json(cls, line: str) -> Event:
         d = json.loads(line)
-        return cls(d["type"], d["data"], d["seq"], d["session_id"], d.get("turn_id"), d["ts"])
+        return cls(
+            d["type"],
+            d["data"],
+            d["seq"],
+            d["session_id"],
+            d.get("turn_id"),
+            d["ts"],
+            d.get("agent"),
+        )

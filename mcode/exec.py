@@ -23,13 +23,11 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcode import events as ev
 from mcode.errors import MCodeError, UsageError
 from mcode.exec_input import ACCEPTED_LINES, BadLine, StdinLines, load_image, parse_line
 from mcode.messages import ImagePart, clean_text
@@ -132,40 +130,29 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
     return text if text.strip() else None
 
 
-@dataclass(frozen=True, slots=True)
-class _Turn:
-    """A turn to run: a user message, or ``text`` None to continue an interrupted turn; or,
-    with ``compact``, a compaction between turns (``text``: its instructions)."""
-
-    text: str | None
-    images: tuple[ImagePart, ...] = ()
-    compact: bool = False
-
-
 class _Driver:
-    """Runs the turns of one ``mcode exec``: the prompt (or the interrupted turn it continues)
-    and, with ``--input-format stream-json``, the messages read from standard input, one turn
-    at a time and in order. The run ends when input has ended and nothing runs or waits, or
-    at once on ``stop`` (a signal, or stream-json's reader gone)."""
+    """Feeds one ``mcode exec`` to its Session: the prompt (or the interrupted turn it
+    continues) and, with ``--input-format stream-json``, the lines read from standard input,
+    each mapped to a Session verb (the Session queues, steers and cancels). The run ends when
+    input has ended and the Session is idle, or at once on ``stop`` (a signal, or stream-json's
+    reader gone)."""
 
     def __init__(
         self,
         session: Session,
         start_session: Callable[[], None],
-        turn_ended: Callable[[TurnOutcome, list[dict[str, Any]]], None],
+        turn_ended: Callable[[TurnOutcome], None],
     ) -> None:
         self.session = session
-        self.pending: deque[_Turn] = deque()
         self.stopping = False
         self.started = False
         self.last: TurnOutcome | None = None
-        self.last_denials: list[dict[str, Any]] = []
         self._start_session = start_session
         self._turn_ended = turn_ended
         self._wake = asyncio.Event()
         self._line_no = 0
         self.skipped: list[str] = []  # why each bad input line was skipped
-        self._background: set[asyncio.Future[None]] = set()  # compactions asked mid-turn
+        self._compactions: set[asyncio.Future[None]] = set()
 
     def start(self) -> None:
         """Emit ``session.started`` once, when there is first something to record: a run that
@@ -177,36 +164,27 @@ class _Driver:
     def stop(self) -> None:
         """End the run now: cancel the running turn, run nothing more, read nothing more."""
         self.stopping = True
-        self.pending.clear()
-        if self.session.running:
-            self.session.cancel()
+        self.session.cancel()
         self._wake.set()
+
+    def send(
+        self, text: str | None, images: tuple[ImagePart, ...] = (), steer: bool = False
+    ) -> None:
+        self.start()
+        turn = self.session.send(text, images, steer=steer)
+        if turn is not None:
+            turn.add_done_callback(self._ended)
 
     async def run(self, lines: StdinLines | None) -> TurnOutcome | None:
         """Run until done; the last turn's outcome (None if none ran)."""
-        turn: asyncio.Task[TurnOutcome | None] | None = None
         line: asyncio.Task[str | None] | None = None
-        woken: asyncio.Task[Any] | None = asyncio.ensure_future(self._wake.wait())
+        woken = asyncio.ensure_future(self._wake.wait())
         try:
-            while True:
-                if turn is None and self.pending and not self.stopping:
-                    self.start()
-                    turn = asyncio.ensure_future(self._run_turn(self.pending.popleft()))
-                    # Let it reach Session.submit, so session.running holds from here and a
-                    # steer read next goes to this turn instead of queueing behind it.
-                    await asyncio.sleep(0)
-                if turn is None and (self.stopping or lines is None):
-                    break
-                if line is None and lines is not None and not self.stopping:
+            while lines is not None and not self.stopping:
+                if line is None:
                     line = asyncio.ensure_future(lines.get())
-                waits = {t for t in (turn, line, woken) if t is not None}
-                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if turn is not None and turn in done:
-                    outcome = turn.result()
-                    if outcome is not None:  # None: it was a compaction, not a turn
-                        self._ended(outcome)
-                    turn = None
-                if line is not None and line in done:
+                done, _ = await asyncio.wait({line, woken}, return_when=asyncio.FIRST_COMPLETED)
+                if line in done:
                     text = line.result()
                     line = None
                     if text is None:
@@ -216,38 +194,32 @@ class _Driver:
                         )
                     else:
                         self._handle(text)
-                if woken is not None and woken in done:
-                    woken = None  # stopping: wait for the cancelled turn to wind up
+            await self.session.wait_idle()  # stopping: the cancelled turn winds up
+            if self._compactions:
+                await asyncio.wait(self._compactions)
         finally:
-            for task in (turn, line, woken):
+            for task in (line, woken):
                 if task is not None:
                     task.cancel()
         if self.stopping and (self.last is None or self.last.reason != "cancelled"):
             return TurnOutcome("cancelled", "")  # interrupted while idle, or before a turn
         return self.last
 
-    async def _run_turn(self, turn: _Turn) -> TurnOutcome | None:
-        if turn.compact:
-            await self._compact(turn.text)
-            return None
-        before = len(self.session.totals.denials)
-        try:
-            outcome = await self.session.submit(turn.text, turn.images)
-        except asyncio.CancelledError:
-            # A cancel that lands as the turn returns cancels its task after the fact.
-            outcome = TurnOutcome("cancelled", "")
-        self.last_denials = self.session.totals.denials[before:]
-        return outcome
+    def _ended(self, turn: asyncio.Future[TurnOutcome | None]) -> None:
+        # A steer that a turn ending early never delivered was reported by run_turn itself.
+        error = turn.exception()
+        outcome = (
+            TurnOutcome("error", "", error) if isinstance(error, MCodeError) else turn.result()
+        )
+        if outcome is None:  # dropped by a cancel before it ran
+            return
+        self.last = outcome
+        self._turn_ended(outcome)
 
     async def _compact(self, instructions: str | None) -> None:
-        # A compaction that is not made says why in an event (mcode/agent/compaction.py).
+        # Nothing compacted (too short, or the turn ended first) is said by the session.
         with contextlib.suppress(asyncio.CancelledError):
-            await self.session.compact(instructions or None)
-
-    def _ended(self, outcome: TurnOutcome) -> None:
-        # A steer that a turn ending early never delivered was reported by run_turn itself.
-        self.last = outcome
-        self._turn_ended(outcome, self.last_denials)
+            await self.session.compact(instructions)
 
     def _handle(self, line: str) -> None:
         self._line_no += 1
@@ -256,46 +228,33 @@ class _Driver:
         self.start()
         try:
             message = parse_line(line)
-            if message.images and not self.session.provider.info.supports_images:
-                raise BadLine(f"the model {self.session.provider.info.model} does not take images")
+            if message.images and not self.session.model_info.supports_images:
+                raise BadLine(f"the model {self.session.model_info.model} does not take images")
         except BadLine as e:
             self.skipped.append(f"line {self._line_no}: {e}")
-            self.session.emit(
-                ev.ERROR,
-                kind="input",
-                message=f"standard input line {self._line_no} was skipped: {e}",
-                hint=ACCEPTED_LINES,
-                recoverable=True,
+            self.session.report_error(
+                "input", f"standard input line {self._line_no} was skipped: {e}", ACCEPTED_LINES
             )
             return
         if message.type == "compact":
-            if self.session.running:  # at the turn's next step boundary; reported as events
-                task = asyncio.ensure_future(self._compact(message.text))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            else:
-                self.pending.append(_Turn(message.text or None, compact=True))
+            # At the running turn's next step boundary, or in line with the queued messages.
+            task = asyncio.ensure_future(self._compact(message.text or None))
+            self._compactions.add(task)
+            task.add_done_callback(self._compactions.discard)
         elif message.type == "cancel":
-            # With nothing running and nothing queued this does nothing: a cancel that crosses
-            # the turn's end is a race, not a mistake, so it is not reported as one.
-            self.pending.clear()
-            if self.session.running:
-                self.session.cancel()
+            # Also drops the queued messages. With nothing running and nothing queued this does
+            # nothing: a cancel that crosses the turn's end is a race, not a mistake.
+            self.session.cancel()
         elif message.type == "approve":
             if not self.session.approve(message.request_id, message.allow, message.text):
-                self.session.emit(
-                    ev.ERROR,
-                    kind="input",
-                    message=f"standard input line {self._line_no}: no permission question "
+                self.session.report_error(
+                    "input",
+                    f"standard input line {self._line_no}: no permission question "
                     f"{message.request_id!r} is waiting (answered, timed out, or never asked)",
-                    hint="answer the request_id of a permission.asked event, once, before it "
-                    "times out",
-                    recoverable=True,
+                    "answer the request_id of a permission.asked event, once, before it times out",
                 )
-        elif message.type == "steer" and self.session.running:
-            self.session.steer(message.text)
-        else:  # a user message, or a steer with no turn to steer: it starts one
-            self.pending.append(_Turn(message.text, message.images))
+        else:  # a steer reaches the running turn, else it starts one; a user message queues
+            self.send(message.text, message.images, steer=message.type == "steer")
 
 
 def _untrusted_note(ignored: list[str]) -> str:
@@ -311,9 +270,9 @@ def _untrusted_note(ignored: list[str]) -> str:
 _ANSWERED = ("completed", "output_limit")
 
 
-def _exit_code(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> int:
+def _exit_code(outcome: TurnOutcome) -> int:
     return {
-        "completed": EXIT_DENIED if denials else EXIT_OK,
+        "completed": EXIT_DENIED if outcome.denials else EXIT_OK,
         "max_turns": EXIT_LIMIT,
         "loop": EXIT_LIMIT,  # the model kept sending one failing call (agent/loop_guard.py)
         "output_limit": EXIT_LIMIT,  # the answer was cut at the model's output cap
@@ -362,16 +321,17 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             continue_last=args.continue_,
         )
         report.session_id = session.id
-        if images and not session.provider.info.supports_images:
+        if images and not session.model_info.supports_images:
             raise UsageError(
-                f"the model {session.provider.info.model} does not take images",
+                f"the model {session.model_info.model} does not take images",
                 hint="choose a model with image input, or drop --image",
             )
-        first: list[_Turn] = []
+        # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
+        first: list[str | None] = []
         if prompt is not None:
-            first.append(_Turn(prompt, images))
+            first.append(prompt)
         elif session.interrupted is not None:
-            first.append(_Turn(None))  # continue the interrupted turn
+            first.append(None)
         elif not streaming:
             raise UsageError(
                 f"no prompt given, and the last turn of session {session.id[:12]} finished, "
@@ -399,7 +359,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 project_ignored=settings.project_ignored,
             )
 
-        def turn_ended(outcome: TurnOutcome, denials: list[dict[str, Any]]) -> None:
+        def turn_ended(outcome: TurnOutcome) -> None:
             if outcome.error is not None:
                 _complain(outcome.error)
             # Only a completed turn has an answer; what a stopped one said last is narration.
@@ -407,7 +367,6 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 _print(clean_text(session.scrub(outcome.text)))
 
         driver = _Driver(session, start_session, turn_ended)
-        driver.pending.extend(first)
         if args.output_format == "stream-json":
 
             def show(event: Any, line: str) -> None:
@@ -424,11 +383,13 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, driver.stop)
         try:
+            for text in first:
+                driver.send(text, images)
             outcome = await driver.run(StdinLines(loop) if read_stdin else None)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            await session.provider.aclose()
+            await session.close()
 
         if outcome is None:  # input ended before any message
             if driver.started:  # a line came (malformed, or a cancel): close what it recorded
@@ -444,7 +405,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 "standard input ended before any user message",
                 hint='send {"type":"user","text":"..."} lines, or give the prompt as an argument',
             )
-        code = _exit_code(outcome, driver.last_denials)
+        code = _exit_code(outcome)
         answer = outcome.text if outcome.reason in _ANSWERED else None
         session.finish(result=answer, exit_code=code, reason=outcome.reason)
     finally:
@@ -458,7 +419,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         )
 
     if code == EXIT_DENIED:
-        for d in driver.last_denials:
+        for d in outcome.denials:
             print(session.scrub(f"mcode: denied: {d['name']}({d['subject']})"), file=sys.stderr)
     if args.output_format == "json":
         result = {
@@ -469,8 +430,8 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             "error": None
             if outcome.error is None
             else {"message": outcome.error.message, "hint": outcome.error.hint},
-            "provider": session.provider.info.provider,
-            "model": session.provider.info.model,
+            "provider": session.model_info.provider,
+            "model": session.model_info.model,
             "usage": session.totals.usage.to_dict(),
             "model_calls": session.totals.model_calls,
             "tool_calls": session.totals.tool_calls,

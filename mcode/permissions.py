@@ -42,6 +42,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from mcode.errors import ConfigError, MCodeError
+from mcode.events import DecidedBy
 from mcode.tools.base import Tool
 
 
@@ -86,7 +87,7 @@ class Answer:
 
     allowed: bool
     reason: str = ""
-    by: str = "user"
+    by: DecidedBy = "user"
 
 
 def mode_note(mode: PermissionMode | str, *, can_ask: bool, timeout: float | None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from mcode import events as ev
 from mcode.events import Event
@@ -39,54 +39,53 @@ class Progress:
             pass  # stderr closed: progress is a courtesy, never a reason to fail the run
 
     def _quiet(self, event: Event) -> str | None:
-        d = event.data
-        if event.type == ev.ERROR and d["kind"] == "leftover":
-            return f"mcode: {d['message']}"  # something was killed on your behalf: always said
-        if event.type != ev.RETRY:
-            return None
-        if d["attempt"] == 1:
-            self._waited = 0.0  # a new model call's first retry
-        long_wait = d["attempt"] >= 2 or self._waited + d["wait"] >= QUIET_RETRY_AFTER
-        self._waited += d["wait"]
-        return f"mcode: {_retry_line(d)}" if long_wait else None
+        match event.payload:
+            case ev.Error(kind="leftover", message=message):
+                return f"mcode: {message}"  # something was killed on your behalf: always said
+            case ev.Retry() as retry:
+                if retry.attempt == 1:
+                    self._waited = 0.0  # a new model call's first retry
+                long_wait = retry.attempt >= 2 or self._waited + retry.wait >= QUIET_RETRY_AFTER
+                self._waited += retry.wait
+                return f"mcode: {_retry_line(retry)}" if long_wait else None
+        return None
 
     def _describe(self, event: Event) -> str | None:
-        d = event.data
-        t = event.type
-        if t == ev.SESSION_STARTED:
-            how = "resumed session" if d["resumed"] else "session"
-            text = (
-                f"mcode: {how} {event.session_id[:12]}, {d['provider']}/{d['model']} "
-                f"({d['provider_reason']}), permission mode {d['permission_mode']}"
-            )
-            note = d.get("permission_note")  # what the mode denies, said before any denial
-            return f"{text}\nmcode: {note}" if note else text
-        if t == ev.TURN_STARTED and d.get("resumed"):
-            return "mcode: continuing the interrupted turn"
-        if t == ev.STEER_DELIVERED:
-            return f"→ steer: {_short(d['text'])}"
-        if t == ev.TOOL_REQUESTED:
-            return f"→ {d['name']} {_short_args(d['arguments'])}"
-        if t == ev.TOOL_FINISHED:
-            mark = "✓" if d["ok"] else "✗"
-            return f"  {mark} {d['summary'] or d['name']} ({d['duration']:.1f} s)"
-        if t == ev.PERMISSION_DECIDED and not d["allowed"]:
-            return f"  denied: {d.get('reason', '')}"
-        if t == ev.COMPACTION:
-            return (
-                f"mcode: compacted the conversation ({d['reason']}): "
-                f"~{d['tokens_before']:,} → ~{d['tokens_after']:,} tokens of {d['window']:,}, "
-                f"{d['kept']} recent messages kept"
-            )
-        if t == ev.RETRY:
-            return f"  {_retry_line(d)}"
-        if t == ev.ERROR:
-            return f"  {d['kind']}: {d['message']}"
+        match event.payload:
+            case ev.SessionStarted() as p:
+                how = "resumed session" if p.resumed else "session"
+                text = (
+                    f"mcode: {how} {event.session_id[:12]}, {p.provider}/{p.model} "
+                    f"({p.provider_reason}), permission mode {p.permission_mode}"
+                )
+                # What the mode denies, said before any denial.
+                return f"{text}\nmcode: {p.permission_note}" if p.permission_note else text
+            case ev.TurnStarted(resumed=True):
+                return "mcode: continuing the interrupted turn"
+            case ev.SteerDelivered(text=text):
+                return f"→ steer: {_short(text)}"
+            case ev.ToolRequested(name=name, arguments=arguments):
+                return f"→ {name} {_short_args(arguments)}"
+            case ev.ToolFinished() as p:
+                mark = "✓" if p.ok else "✗"
+                return f"  {mark} {p.summary or p.name} ({p.duration:.1f} s)"
+            case ev.PermissionDecided(allowed=False, reason=reason):
+                return f"  denied: {reason}"
+            case ev.Compaction() as p:
+                return (
+                    f"mcode: compacted the conversation ({p.reason}): "
+                    f"~{p.tokens_before:,} → ~{p.tokens_after:,} tokens of {p.window:,}, "
+                    f"{p.kept} recent messages kept"
+                )
+            case ev.Retry() as retry:
+                return f"  {_retry_line(retry)}"
+            case ev.Error(kind=kind, message=message):
+                return f"  {kind}: {message}"
         return None
 
 
-def _retry_line(d: dict[str, Any]) -> str:
-    return f"retrying in {d['wait']:.1f} s (attempt {d['attempt']}): {d['reason']}"
+def _retry_line(retry: ev.Retry) -> str:
+    return f"retrying in {retry.wait:.1f} s (attempt {retry.attempt}): {retry.reason}"
 
 
 def _short_args(raw: str) -> str:

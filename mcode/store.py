@@ -36,6 +36,7 @@ from mcode.events import (
     TURN_FINISHED,
     TURN_STARTED,
     Event,
+    Payload,
 )
 from mcode.messages import Message
 
@@ -285,16 +286,15 @@ class Store:
                 hint="check free disk space; the run stops so that nothing goes unrecorded",
             ) from None
 
-    def append(
-        self, session_id: str, type: str, data: dict[str, Any], turn_id: str | None = None
-    ) -> Event:
+    def append(self, session_id: str, payload: Payload, turn_id: str | None = None) -> Event:
         """Add an event to a stored session from outside its run (``mcode undo``), numbered
         after the last stored one. The write lock is held from reading the last seq to the
         insert, so two writers never take the same number."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                event = Event(type, data, self.last_seq(session_id) + 1, session_id, turn_id, now())
+                seq = self.last_seq(session_id) + 1
+                event = Event.of(payload, seq, session_id, turn_id, now())
                 self.write(event, event.to_json())
                 self._db.execute("COMMIT")
             except BaseException:
@@ -303,7 +303,7 @@ class Store:
                 raise
         except sqlite3.Error as e:
             raise StoreError(
-                f"could not save a {type} event in session {session_id}: {e}",
+                f"could not save a {payload.TYPE} event in session {session_id}: {e}",
                 hint="check free disk space and that no other program holds the database",
             ) from None
         return event
@@ -429,12 +429,15 @@ class Store:
         return history_of(self.events(session_id))
 
 
-def history_of(events: list[dict[str, Any]]) -> list[Message]:
-    """The conversation that stored ``events`` (as :meth:`Store.events` returns them) hold:
-    each history event appends its message; a ``compaction`` replaces what came before with
-    its ledger message, keeping the last ``kept`` messages."""
+def history_of(events: list[dict[str, Any]], agent: str | None = None) -> list[Message]:
+    """The history of conversation ``agent`` (None: the session's main one) that stored
+    ``events`` (as :meth:`Store.events` returns them) hold: each of its history events appends
+    its message; a ``compaction`` replaces what came before with its ledger message, keeping
+    the last ``kept`` messages. Events of other conversations carry another ``agent``."""
     history: list[Message] = []
     for e in events:
+        if e.get("agent") != agent:
+            continue
         data = e["data"]
         if e["type"] == COMPACTION:
             kept = history[len(history) - data["kept"] :] if data["kept"] else []

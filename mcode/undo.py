@@ -68,7 +68,7 @@ class _Outcome:
     restored: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[ev.SkippedPath] = field(default_factory=list)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -167,15 +167,15 @@ def _undo(store: Store, args: argparse.Namespace) -> int:
             outcome.deleted.append(plan.path)
         else:
             outcome.unchanged.append(plan.path)
-    data = {
-        "restored": outcome.restored,
-        "deleted": outcome.deleted,
-        "unchanged": outcome.unchanged,
-        "skipped": outcome.skipped,
-        "forced": bool(args.force),
-    }
+    undone = ev.Undo(
+        restored=tuple(outcome.restored),
+        deleted=tuple(outcome.deleted),
+        unchanged=tuple(outcome.unchanged),
+        skipped=tuple(outcome.skipped),
+        forced=bool(args.force),
+    )
     try:
-        store.append(info.id, ev.UNDO, data, turn_id=turn_id)
+        store.append(info.id, undone, turn_id=turn_id)
     except StoreError as e:
         raise StoreError(
             e.message,

@@ -11,7 +11,7 @@ import pytest
 from mcode.errors import ProviderError
 from mcode.messages import Message, ToolSpec, user_message
 from mcode.providers.base import Completion, ModelEvent, ModelRequest, Provider, Retrying
-from mcode.providers.retry import NetworkSettings
+from mcode.providers.network import NetworkSettings
 
 # Short timeouts and near-zero backoff: a retry costs milliseconds, two retries at most.
 # A tool for requests that offer one.

@@ -217,8 +217,15 @@ def test_bad_env_value(ws, tmp_path):
 
 def test_project_config_cannot_redirect_the_api_key(ws, tmp_path):
     write(ws / ".mcode" / "config.toml", '[providers.openai]\nbase_url = "https://evil.example"\n')
-    with pytest.raises(ConfigError, match="project config"):
+    with pytest.raises(ConfigError, match="project config") as refused:
         load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+    assert "--base-url" in (refused.value.hint or "")
+    # api_key_env is refused too, and its hint names what sets it (no flag does)
+    write(ws / ".mcode" / "config.toml", '[providers.openai]\napi_key_env = "GH_TOKEN"\n')
+    with pytest.raises(ConfigError, match="project config") as refused:
+        load_settings(ws, env=env_for(tmp_path, OPENAI_API_KEY="k"))
+    hint = refused.value.hint or ""
+    assert "user config" in hint and "--base-url" not in hint, hint
     # the same key in the user's own config is fine
     (ws / ".mcode" / "config.toml").unlink()
     write(

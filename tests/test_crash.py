@@ -229,6 +229,7 @@ def test_a_kill_inside_a_write_leaves_the_old_file_whole(model_server, tmp_path)
     types = [e["type"] for e in run.events()]
     assert types[-1] == "tool.started" and types.count("tool.finished") == 1  # the read's
     assert whole(repo / "notes.txt", OLD)
+    assert len(_temp_files(repo)) == 1  # the killed write's half-written temp file
 
     resume = model_server([{"text": "Picked up."}])
     again = mcode(
@@ -240,6 +241,11 @@ def test_a_kill_inside_a_write_leaves_the_old_file_whole(model_server, tmp_path)
     assert again.code == 0, again.stderr
     check_history_is_valid(resume.requests[0]["body"]["messages"])
     assert whole(repo / "notes.txt", OLD)
+    assert _temp_files(repo) == []  # the resumed run swept what the killed write left
+
+
+def _temp_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".mcode-tmp")]
 
 
 def test_a_write_replaces_the_file_and_never_rewrites_it_in_place(model_server, tmp_path):

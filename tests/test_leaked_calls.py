@@ -1,4 +1,4 @@
-"""Tool calls written into the answer text (mcode/providers/leaked.py): the three forms, schema
+"""Tool calls written into the answer text (mcode/providers/leaked*.py): the three forms, schema
 coercion, what is left alone, the retry when the markup is unusable, and the whole path from a
 scripted model's leaked call to a tool result in `mcode exec`."""
 
@@ -24,8 +24,9 @@ from mcode.providers.base import (
     TextDelta,
     ToolCallStarted,
 )
-from mcode.providers.leaked import LeakGuard, find_leaked_call, recover_tool_calls
-from mcode.providers.openai import OpenAIProvider
+from mcode.providers.leaked import LeakGuard, recover_tool_calls
+from mcode.providers.leaked_scan import find_leaked_call
+from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
 READ = ToolSpec(
     "read",
@@ -365,7 +366,7 @@ def stream(server: ScriptedServer, *, streaming: bool = True) -> list[ModelEvent
         api_key="k",
         info=ModelInfo("minimax", "MiniMax-M3", 1_000_000),
         network=FAST,
-        stream=streaming,
+        options=OpenAIOptions(stream=streaming),
     )
     req = ModelRequest("MiniMax-M3", "", [user_message("read a.py")], tools=TOOLS)
     return stream_all(p, req)

@@ -56,6 +56,20 @@ def running(names: list[str]) -> dict[int, int]:
     return found
 
 
+def children_running(parent: int, word: str) -> list[int]:
+    """The children of ``parent`` with ``word`` in their command line."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(b")") + 2 :].split()[1]) == parent and word.encode() in argv:
+            found.append(int(entry))
+    return found
+
+
 def wait_for(check, what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not check():
@@ -94,7 +108,7 @@ def start_command(server, repo: Path, env: dict[str, str], names: list[str]):
         if '"tool.started"' in line:
             break
     wait_for(lambda: len(running(names)) == 3, "the command's three sleeps to start")
-    (pgid,) = set(running(names).values())  # one process group: the supervisor's
+    (pgid,) = set(running(names).values())  # one process group: the command's
     assert session_id is not None
     return proc, session_id, pgid
 
@@ -131,10 +145,11 @@ def test_resume_kills_what_survived_the_killed_run(model_server, repo, tmp_path,
     server = model_server([])
     proc, session_id, pgid = start_command(server, repo, env, markers)
 
-    # The supervisor dies with mcode, so nothing survives a plain kill -9. Freeze mcode, kill
-    # the supervisor (its group lives on, orphaned), then kill mcode: a crash that left work.
+    # The supervisor takes the command down with mcode, so nothing survives a plain kill -9.
+    # Freeze mcode, kill its supervisor, then kill mcode: a crash that left work.
     os.kill(proc.pid, signal.SIGSTOP)
-    os.kill(pgid, signal.SIGKILL)
+    (supervisor,) = children_running(proc.pid, "supervisor.py")
+    os.kill(supervisor, signal.SIGKILL)
     proc.kill()
     proc.wait(timeout=WAIT)
     assert len(running(markers)) == 3

@@ -16,14 +16,14 @@ from provider_helpers import FAST, stream_all
 from mcode.errors import ProviderError
 from mcode.messages import user_message
 from mcode.providers.base import Completion, ModelEvent, ModelInfo, ModelRequest, Retrying
-from mcode.providers.openai import OpenAIProvider
-from mcode.providers.retry import (
+from mcode.providers.classify import (
     classify_minimax_code,
     classify_status,
     error_message_from_body,
     hint_for,
     minimax_code_in,
 )
+from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
 KEY = "sk-cp-PLANTED-0123456789abcdef"
 
@@ -58,7 +58,7 @@ def provider(server: ScriptedServer, *, stream: bool = True) -> OpenAIProvider:
         api_key=KEY,
         info=ModelInfo("minimax", "MiniMax-M3", 1_000_000),
         network=FAST,
-        stream=stream,
+        options=OpenAIOptions(stream=stream),
     )
 
 

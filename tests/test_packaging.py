@@ -34,6 +34,21 @@ def test_import_mcode_is_light():
     assert not [m for m in mods if m.split(".")[0] in HEAVY]
 
 
+# The providers' ground floor: the data the configuration reads (presets, model facts, network
+# settings), importing nothing from the rest of mcode.
+PROVIDER_GROUND_FLOOR = {"mcode.providers", "mcode.providers.presets", "mcode.providers.network"}
+
+
+def test_config_reads_provider_data_without_loading_provider_code():
+    mods = _modules_after("import mcode.config")
+    assert {m for m in mods if m.startswith("mcode.")} <= {
+        "mcode.config",
+        "mcode.errors",
+        *PROVIDER_GROUND_FLOOR,
+    }
+    assert not [m for m in mods if m.split(".")[0] in HEAVY]
+
+
 def test_version_output():
     out = subprocess.run(
         [sys.executable, "-m", "mcode", "--version"], capture_output=True, text=True, check=True

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import copy
 import datetime
+import gc
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench.rounds import prefix_stable, system_tools_bytes, unstable_requests
-from helpers import Live, clean_env, exec_args, make_repo, mcode
+from helpers import Live, clean_env, exec_args, make_repo, mcode, trust
 
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, ToolCall, ToolSpec
 from mcode.providers import anthropic_request, openai_request
-from mcode.providers.base import ModelRequest
+from mcode.providers.anthropic import AnthropicProvider
+from mcode.providers.base import ModelInfo, ModelRequest
+from mcode.providers.network import NetworkSettings
+from mcode.providers.openai import OpenAIProvider
+from mcode.providers.options import AnthropicOptions, OpenAIOptions
 
 MAX_SYSTEM_TOOLS = 15_000
 
@@ -148,6 +154,7 @@ def test_the_system_prompt_is_the_same_bytes_in_any_folder_on_any_day(
     server = model_server([{"text": "ok"}, {"text": "ok"}])
     days = {datetime.date.today()}
     for repo in repos:
+        trust(repo, env)  # AGENTS.md joins the prompt only in a trusted folder
         run = mcode(*exec_args(server, "hi", wire=wire), cwd=repo, env=env)
         assert run.code == 0, run.stderr
     days.add(datetime.date.today())  # the runs may straddle midnight
@@ -245,6 +252,19 @@ def request(messages: list[Message]) -> ModelRequest:
     return ModelRequest("m", "sys", messages, tools=TOOLS, thinking=True, temperature=0.5)
 
 
+def builder(module: Any, kw: dict[str, Any]) -> Any:
+    """The request builder of ``module`` for model "m"; ``kw`` holds options fields, plus
+    ``supports_images`` and (Messages) ``origin``."""
+    kw = dict(kw)
+    images = kw.pop("supports_images", True)
+    if module is openai_request:
+        return module.OpenAIRequestBuilder("m", OpenAIOptions(**kw), supports_images=images)
+    origin = kw.pop("origin", "")
+    return module.AnthropicRequestBuilder(
+        "m", AnthropicOptions(**kw), supports_images=images, origin=origin
+    )
+
+
 @pytest.mark.parametrize(
     ("module", "kw"),
     [
@@ -257,13 +277,14 @@ def request(messages: list[Message]) -> ModelRequest:
     ],
 )
 def test_memoised_bodies_are_the_bytes_of_a_fresh_build(module: Any, kw: dict[str, Any]) -> None:
+    build = builder(module, kw).build
     full = history()
     # The conversation grows one message at a time, so the memo is warm for all but the last.
-    warm = [module.build_body(request(full[:n]), model="m", **kw) for n in range(len(full) + 1)]
+    warm = [build(request(full[:n])) for n in range(len(full) + 1)]
     for n, raw in enumerate(warm):
         # A fresh build: copies of the messages share no identity with anything rendered.
         fresh = [copy.copy(m) for m in full[:n]]
-        assert module.build_body(request(fresh), model="m", **kw) == raw
+        assert build(request(fresh)) == raw
         # Canonical compact JSON, as json.dumps writes it.
         assert (
             json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":")).encode() == raw
@@ -275,3 +296,52 @@ def test_memoised_bodies_are_the_bytes_of_a_fresh_build(module: Any, kw: dict[st
     # (cancelled, an error); a steer is delivered before the request, so it joins at once.
     sent = [warm[n] for n in SENT]
     assert unstable_requests(sent) == ([] if module is openai_request else [2])
+
+
+def test_each_provider_renders_a_shared_history_its_own_way() -> None:
+    # Two providers in one process (a session and its side question, two sessions) may hold the
+    # same message objects; each renders them for its own endpoint, however the builds interleave.
+    msg = Message(
+        "assistant",
+        (
+            ThinkingPart("plan", signature="sig", extra={"format": "anthropic", "origin": "o"}),
+            ThinkingPart("inline", extra={"format": "think_tags", "tail": "\n"}),
+            TextPart("ok"),
+        ),
+    )
+    shared = [Message("user", (TextPart("hi"),)), msg, Message("user", (TextPart("go on"),))]
+    tags = builder(openai_request, {"reasoning_replay": "think_tags"})
+    bare = builder(openai_request, {"reasoning_replay": "none"})
+    here = builder(anthropic_request, {"origin": "o"})
+    elsewhere = builder(anthropic_request, {"origin": "p"})
+    for _ in range(3):
+        with_tags = json.loads(tags.build(request(shared)))["messages"][2]
+        assert with_tags["content"] == "<think>plan</think><think>inline</think>\nok"
+        assert json.loads(bare.build(request(shared)))["messages"][2]["content"] == "ok"
+        kept = json.loads(here.build(request(shared)))["messages"][1]["content"]
+        assert [b["type"] for b in kept] == ["thinking", "text"]
+        dropped = json.loads(elsewhere.build(request(shared)))["messages"][1]["content"]
+        assert [b["type"] for b in dropped] == ["text"]
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_what_a_provider_rendered_goes_with_the_provider(wire: str) -> None:
+    # The memo of rendered history belongs to the provider: a finished session's messages (up to
+    # megabytes each) are not kept alive by a table other sessions share.
+    info = ModelInfo(wire, "m", 100_000)
+    make: Any = OpenAIProvider if wire == "openai" else AnthropicProvider
+    big = Message("user", (TextPart("x" * 100_000),))
+    alone = sys.getrefcount(big)
+    provider = make(
+        model="m",
+        base_url="http://127.0.0.1:9/v1",
+        api_key=None,
+        info=info,
+        network=NetworkSettings(),
+    )
+    first = provider.build_body(request([big]))
+    assert sys.getrefcount(big) > alone  # kept for the next request, which sends it again
+    assert provider.build_body(request([big])) == first
+    del provider
+    gc.collect()
+    assert sys.getrefcount(big) == alone

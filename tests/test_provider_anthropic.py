@@ -4,6 +4,7 @@ its quirks, retries, cache breakpoints and the request bytes a user's session de
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from provider_helpers import (
 from mcode.errors import ProviderError
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, ToolCall, ToolSpec
 from mcode.messages import user_message as user
-from mcode.providers.anthropic import AnthropicProvider, messages_url
+from mcode.providers.anthropic import AnthropicOptions, AnthropicProvider, messages_url
 from mcode.providers.anthropic_request import strip_cache_control, thinking_budget_for
 from mcode.providers.anthropic_stream import MessageAssembler
 from mcode.providers.base import (
@@ -47,13 +48,17 @@ EPHEMERAL = {"type": "ephemeral"}
 
 
 def provider(server: ScriptedServer, **kw: Any) -> AnthropicProvider:
+    """An AnthropicProvider for ``server``; keywords naming an AnthropicOptions field go into its
+    options, the rest to the provider."""
     kw.setdefault("network", FAST)
     images = kw.pop("supports_images", True)
+    options = {f.name: kw.pop(f.name) for f in dataclasses.fields(AnthropicOptions) if f.name in kw}
     return AnthropicProvider(
         model="mock-model",
         base_url=kw.pop("base_url", server.anthropic_base_url),
         api_key=kw.pop("api_key", KEY),
         info=ModelInfo("anthropic", "mock-model", 200_000, supports_images=images),
+        options=AnthropicOptions(**options),
         **kw,
     )
 

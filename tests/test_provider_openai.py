@@ -4,6 +4,7 @@ timeouts and request bytes a user's session depends on."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import socket
@@ -25,6 +26,7 @@ from provider_helpers import (
 
 from mcode.errors import ProviderError
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, user_message
+from mcode.providers.backoff import backoff_delay, parse_retry_after
 from mcode.providers.base import (
     Completion,
     ModelEvent,
@@ -35,8 +37,8 @@ from mcode.providers.base import (
     ThinkingDelta,
     ToolCallStarted,
 )
-from mcode.providers.openai import OpenAIProvider
-from mcode.providers.retry import NetworkSettings, backoff_delay, parse_retry_after
+from mcode.providers.network import NetworkSettings
+from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 from mcode.secrets import scrub
 
 StartServer = Callable[..., ScriptedServer]
@@ -44,12 +46,16 @@ KEY = "sk-test-PLANTED-0123456789abcdef"
 
 
 def provider(server: ScriptedServer, **kw: Any) -> OpenAIProvider:
+    """An OpenAIProvider for ``server``; keywords naming an OpenAIOptions field go into its
+    options, the rest to the provider."""
     kw.setdefault("network", FAST)
     kw.setdefault("base_url", server.base_url)
+    options = {f.name: kw.pop(f.name) for f in dataclasses.fields(OpenAIOptions) if f.name in kw}
     return OpenAIProvider(
         model="mock-model",
         api_key=KEY,
         info=ModelInfo("openai", "mock-model", 128_000, supports_images=True),
+        options=OpenAIOptions(**options),
         **kw,
     )
 

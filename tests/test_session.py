@@ -213,7 +213,7 @@ def test_read_only_calls_run_concurrently_and_results_keep_call_order(model_serv
         ]
     )
     session, _ = _session(server, repo, tmp_path, interactive=False)
-    session.tools = [CountingRead()]
+    session.main.tools = [CountingRead()]
     assert asyncio.run(session.submit("read three")).reason == "completed"
     assert most == 3  # all three were running at once
     assert finished == ["three", "two", "one"]

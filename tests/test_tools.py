@@ -554,14 +554,17 @@ def test_bash_nonzero_exit_is_an_error_with_the_code(repo: Path) -> None:
     assert result.content == "failing\nexit code 1"
 
 
-def test_bash_exit_status_passes_through_the_supervisor(repo: Path) -> None:
-    # bash runs under mcode/tools/supervisor.py: its status must read as bash's own.
+def test_bash_exit_status_passes_through_the_gate(repo: Path) -> None:
+    # bash starts behind the supervisor's gate: its status must read as bash's own.
     assert bash({"command": "exit 3"}, repo)[0].content == "exit code 3"
     assert bash({"command": "kill -SEGV $$"}, repo)[0].content == "killed by SIGSEGV"
-    # The command gets ctx.env, and its parent is the supervisor.
-    probe = {"command": "echo $PROBE; tr '\\0' ' ' < /proc/$PPID/cmdline"}
+    # Line numbers stay the user's; the gate's stdin is gone (no fd beyond 0-2 but ls's own).
+    result, _ = bash({"command": "echo $LINENO\nls /proc/self/fd\nif then"}, repo)
+    assert result.content.startswith("1\n0\n1\n2\n3\n") and "line 3: syntax" in result.content
+    # The command gets ctx.env, and its parent is mcode itself: no process in between.
+    probe = {"command": "echo $PROBE; echo $PPID"}
     result, _ = bash(probe, repo, env={"PATH": os.environ["PATH"], "PROBE": "x"})
-    assert result.content.startswith("x\n") and "supervisor.py" in result.content
+    assert result.content == f"x\n{os.getpid()}\n"
 
 
 def test_bash_timeout_kills_the_whole_process_group(repo: Path) -> None:
@@ -670,6 +673,7 @@ def test_default_tools_order_schemas_and_size() -> None:
         "ls",
         "bash",
         "todo",
+        "task",
     ]
     assert {"read", "grep", "glob", "ls"} == READ_ONLY_SAFE
     assert all(t.permission == "read" for t in tools if t.name in READ_ONLY_SAFE)

@@ -16,7 +16,7 @@ import pytest
 from helpers import clean_env, exec_args, make_repo, mcode, start_until, stored_events
 
 from mcode.errors import ToolError
-from mcode.events import Event
+from mcode.events import Event, Undo
 from mcode.messages import Message, TextPart
 from mcode.store import Store, StoreError
 from mcode.tools import files
@@ -138,7 +138,8 @@ def test_the_first_before_image_per_file_per_turn_is_kept(tmp_path):
     # An event appended from outside a run is numbered after the last one.
     e = Event("session.started", {"cwd": "/w", "provider": "p", "model": "m"}, 1, "s", None, 1.0)
     store.write(e, e.to_json())
-    assert store.append("s", "undo", {"restored": ["a.py"]}, turn_id="t2").seq == 2
+    undone = Undo(restored=("a.py",), deleted=(), unchanged=(), skipped=(), forced=False)
+    assert store.append("s", undone, turn_id="t2").seq == 2
     assert store.events("s")[-1]["turn_id"] == "t2"
     store.close()
 

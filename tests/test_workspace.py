@@ -162,3 +162,36 @@ def test_atomic_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
     atomic_write(link, b"new\n")
     assert link.is_symlink()
     assert real.read_text() == "new\n"
+
+
+def test_the_sweep_removes_only_temp_files_of_writers_that_are_gone(tmp_path: Path) -> None:
+    # A kill inside a write leaves `.NAME.<pid>-<hex>.mcode-tmp`; a resumed run sweeps the
+    # ones whose writer is dead, never a live writer's, another file's or a stranger's name.
+    import subprocess
+    import sys
+
+    target = tmp_path / "notes.txt"
+    target.write_text("old\n")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {
+            "stale": f".notes.txt.{dead.stdout.strip()}-0a1b2c3d.mcode-tmp",
+            "live": f".notes.txt.{live.pid}-0a1b2c3d.mcode-tmp",
+            "other file": f".other.txt.{dead.stdout.strip()}-0a1b2c3d.mcode-tmp",
+            "no pid": ".notes.txt.0a1b2c3d.mcode-tmp",
+        }
+        for name in names.values():
+            (tmp_path / name).write_text("half")
+        removed = workspace_mod.sweep_temp_files(target)
+    finally:
+        live.kill()
+        live.wait()
+    assert [p.name for p in removed] == [names["stale"]]
+    assert sorted(_leftovers(tmp_path)) == sorted(n for k, n in names.items() if k != "stale")
+    assert target.read_text() == "old\n"

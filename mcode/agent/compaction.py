@@ -22,18 +22,16 @@ rebuilds the same history on ``--resume`` (:func:`mcode.store.history_of`).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from mcode import events as ev
+from mcode.agent.conversation import Conversation
+from mcode.agent.host import Host
 from mcode.agent.ledger import Ledger, summary_instruction
 from mcode.agent.model_call import call_model
 from mcode.agent.tokens import estimate_message
 from mcode.errors import MCodeError, ProviderError
 from mcode.messages import Message, user_message
 from mcode.providers.base import ModelRequest
-
-if TYPE_CHECKING:
-    from mcode.runtime.session import Session
 
 # The verbatim tail: at most this share of the window, and at most TAIL_MAX tokens.
 TAIL_SHARE = 0.15
@@ -46,29 +44,31 @@ SUMMARY_MAX_TOKENS = 8_000
 TRANSCRIPT_CLIP = 1_500
 
 
-def request_for(session: Session, messages: list[Message] | None = None) -> ModelRequest:
+def request_for(conv: Conversation, messages: list[Message] | None = None) -> ModelRequest:
     """The request the next model call sends (``messages`` defaults to the history)."""
     return ModelRequest(
-        model=session.provider.info.model,
-        system=session.system_prompt,
-        messages=session.history if messages is None else messages,
-        tools=[t.spec() for t in session.tools],
-        thinking=session.thinking,
+        model=conv.provider.info.model,
+        system=conv.system_prompt,
+        messages=conv.history if messages is None else messages,
+        tools=[t.spec() for t in conv.tools],
+        thinking=conv.thinking,
     )
 
 
-async def compact(session: Session, reason: str, instructions: str | None = None) -> bool:
+async def compact(
+    conv: Conversation, host: Host, reason: str, instructions: str | None = None
+) -> bool:
     """Compact the session's history now. ``reason``: auto, overflow or manual. False when
     there is nothing to compact (an empty or one-message history; said in an event when asked
     for) or the ledger would be no smaller than what it replaces (said in an event). Raises
     CancelledError (history untouched) if cancelled meanwhile."""
-    history = session.history
+    history = conv.history
     if len(history) < 2:
         if reason == "manual":
-            _not_compacted(session, reason, "there is nothing to compact yet")
+            _not_compacted(host, reason, "there is nothing to compact yet")
         return False
-    budget = session.budget
-    before = budget.estimate(request_for(session))
+    budget = conv.budget
+    before = budget.estimate(request_for(conv))
     tail_budget = min(TAIL_MAX, int(budget.window * TAIL_SHARE))
     if reason != "auto":
         # overflow: the API's real limit is below the declared window and below this request;
@@ -78,34 +78,34 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     cut = _cut(history, budget.ratio, tail_budget)
     older, tail = history[:cut], history[cut:]
 
-    ledger = Ledger.from_dict(session.ledger.to_dict()) if session.ledger else Ledger()
+    ledger = Ledger.from_dict(conv.ledger.to_dict()) if conv.ledger else Ledger()
     # After a compaction the history starts with its ledger message: not a user request.
-    ledger.record(older[1:] if session.ledger else older)
+    ledger.record(older[1:] if conv.ledger else older)
     # At most a quarter of the window: the ledger must leave room for the work it describes.
     max_chars = int(budget.window * LEDGER_SHARE * budget.ratio)
     # The model's summary only adds to what mcode recorded: if that alone is no smaller than
     # the messages it replaces, the summary call would be paid for nothing.
-    if not _smaller(user_message(ledger.render(max_chars=max_chars)), older, session, reason):
+    if not _smaller(user_message(ledger.render(max_chars=max_chars)), older, conv, host, reason):
         return False
-    summary = await _summarise(session, older, instructions)
+    summary = await _summarise(conv, host, older, instructions)
     summarised = ledger.take_summary(summary) if summary is not None else False
 
     message = user_message(ledger.render(max_chars=max_chars))
-    if not _smaller(message, older, session, reason):
+    if not _smaller(message, older, conv, host, reason):
         return False
-    session.history = [message, *tail]
-    session.ledger = ledger
+    conv.history = [message, *tail]
+    conv.ledger = ledger
     budget.reset()
-    session.totals.compactions += 1
-    after = budget.estimate(request_for(session))
-    session.emit(
+    conv.totals.compactions += 1
+    after = budget.estimate(request_for(conv))
+    host.emit(
         ev.COMPACTION,
         reason=reason,
         tokens_before=before,
         tokens_after=after,
         window=budget.window,
         messages_before=len(history),
-        messages_after=len(session.history),
+        messages_after=len(conv.history),
         kept=len(tail),
         summarised=summarised,
         message=message.to_dict(),
@@ -114,17 +114,19 @@ async def compact(session: Session, reason: str, instructions: str | None = None
     return True
 
 
-def _smaller(message: Message, older: list[Message], session: Session, reason: str) -> bool:
+def _smaller(
+    message: Message, older: list[Message], conv: Conversation, host: Host, reason: str
+) -> bool:
     """Whether the ledger ``message`` is smaller than the ``older`` messages it would replace
     (the rest of the request is the same either way); if not, says so in an event."""
-    ratio = session.budget.ratio
+    ratio = conv.budget.ratio
     now = round(sum(estimate_message(m, ratio) for m in older))
     then = round(estimate_message(message, ratio))
     if then < now:
         return True
     n = len(older)
     _not_compacted(
-        session,
+        host,
         reason,
         f"compacting would not make the request smaller: the ledger (~{then:,} tokens) is no "
         f"smaller than the {n} older message{'s' * (n != 1)} it would replace (~{now:,} tokens)",
@@ -132,14 +134,14 @@ def _smaller(message: Message, older: list[Message], session: Session, reason: s
     return False
 
 
-def _not_compacted(session: Session, reason: str, why: str) -> None:
+def _not_compacted(host: Host, reason: str, why: str) -> None:
     hint = {
         "manual": "nothing was changed; compact once the conversation is longer",
         "auto": "the conversation is left as it is and the request is sent anyway; if the "
         "model refuses it as too long, raise --context-window or start a new session",
         "overflow": "the conversation is left as it is",
     }[reason]
-    session.emit(
+    host.emit(
         ev.ERROR,
         kind="compaction",
         message=f"not compacted ({reason}): {why}",
@@ -164,26 +166,26 @@ def _cut(history: list[Message], ratio: float, tail_budget: int) -> int:
 
 
 async def _summarise(
-    session: Session, older: list[Message], instructions: str | None
+    conv: Conversation, host: Host, older: list[Message], instructions: str | None
 ) -> str | None:
     """The model's summary of ``older``, or None (said in an event) if it could not write one."""
-    budget = session.budget
+    budget = conv.budget
     cap = max(256, min(SUMMARY_MAX_TOKENS, budget.reserve))
     ask = user_message(summary_instruction(instructions))
     request = dataclasses.replace(
-        request_for(session, [*older, ask]), tool_choice="none", max_output_tokens=cap
+        request_for(conv, [*older, ask]), tool_choice="none", max_output_tokens=cap
     )
     try:
         if not budget.fits(budget.estimate(request)):
-            request = _transcript_request(session, older, ask, cap)
+            request = _transcript_request(conv, older, ask, cap)
         try:
-            return await _call(session, request)
+            return await _call(conv, host, request)
         except ProviderError as e:
             if e.kind != "context_overflow":
                 raise
-            return await _call(session, _transcript_request(session, older, ask, cap))
+            return await _call(conv, host, _transcript_request(conv, older, ask, cap))
     except MCodeError as e:
-        session.emit(
+        host.emit(
             ev.ERROR,
             kind="compaction",
             message=f"the model could not summarise the conversation: {e.message}",
@@ -195,12 +197,12 @@ async def _summarise(
 
 
 def _transcript_request(
-    session: Session, older: list[Message], ask: Message, cap: int
+    conv: Conversation, older: list[Message], ask: Message, cap: int
 ) -> ModelRequest:
     """A summary request that fits however long ``older`` is: the messages as one clipped text
     transcript, newest kept when it must be shortened, and no tools."""
-    budget = session.budget
-    room = int((budget.limit - budget.estimate(request_for(session, [ask]))) * budget.ratio * 0.8)
+    budget = conv.budget
+    room = int((budget.limit - budget.estimate(request_for(conv, [ask]))) * budget.ratio * 0.8)
     lines: list[str] = []
     size = 0
     for m in reversed(older):
@@ -213,10 +215,10 @@ def _transcript_request(
     transcript = "\n\n".join(reversed(lines))
     text = f"The conversation so far, as a transcript:\n\n{transcript}\n\n{ask.text}"
     return ModelRequest(
-        model=session.provider.info.model,
-        system=session.system_prompt,
+        model=conv.provider.info.model,
+        system=conv.system_prompt,
         messages=[user_message(text)],
-        thinking=session.thinking,
+        thinking=conv.thinking,
         max_output_tokens=cap,
     )
 
@@ -231,16 +233,16 @@ def _transcript_line(m: Message) -> str:
     return f"[{m.role}] {text}{calls}"
 
 
-async def _call(session: Session, request: ModelRequest) -> str:
+async def _call(conv: Conversation, host: Host, request: ModelRequest) -> str:
     """One model call for the summary: not streamed (it is not an answer to the user), its
     usage counts."""
-    completion = await call_model(session, request, show=False)
-    session.totals.model_calls += 1
-    session.totals.usage.add(completion.usage)
-    session.emit(
+    completion = await call_model(conv, host, request, show=False)
+    conv.totals.model_calls += 1
+    conv.totals.usage.add(completion.usage)
+    host.emit(
         ev.USAGE,
         **completion.usage.to_dict(),
-        total=session.totals.usage.to_dict(),
+        total=conv.totals.usage.to_dict(),
         purpose="compaction",
     )
     return completion.message.text

@@ -20,10 +20,12 @@ import itertools
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mcode import events as ev
 from mcode.agent.compaction import compact, request_for
+from mcode.agent.conversation import Conversation, TurnOutcome
+from mcode.agent.host import Host
 from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.agent.model_call import call_model
 from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
@@ -32,9 +34,6 @@ from mcode.providers.base import Completion
 from mcode.tools import READ_ONLY_SAFE
 from mcode.tools.base import Tool, ToolResult, parse_arguments, validate_arguments
 
-if TYPE_CHECKING:
-    from mcode.runtime.session import Session, TurnOutcome
-
 CANCELLED_RESULT = "The user cancelled this tool call before it finished."
 # A call that an error ended, or that a resumed session's process died in (kill -9, a crash).
 INTERRUPTED_RESULT = (
@@ -42,72 +41,74 @@ INTERRUPTED_RESULT = (
 )
 
 
-async def run_turn(session: Session, message: Message | None) -> TurnOutcome:
+async def run_turn(conv: Conversation, host: Host, message: Message | None) -> TurnOutcome:
     """Run a turn to its end. ``message`` None continues the conversation without a new user
     message: an interrupted turn resumed (its open calls are answered first), so the model
     picks the work up from the history as it stands."""
-    from mcode.runtime.session import TurnOutcome
+    before = len(conv.totals.denials)
+    outcome = await _turn(conv, host, message)
+    outcome.denials = conv.totals.denials[before:]
+    return outcome
 
-    session.emit(ev.TURN_STARTED, resumed=message is None)
-    session.loop_guard.reset()
-    _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
+
+async def _turn(conv: Conversation, host: Host, message: Message | None) -> TurnOutcome:
+    host.emit(ev.TURN_STARTED, resumed=message is None)
+    conv.loop_guard.reset()
+    _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
     if message is not None:
-        _append(session, ev.MESSAGE_USER, message)
+        _append(conv, host, ev.MESSAGE_USER, message)
     text = ""
     try:
-        if session.cancel_requested:  # cancelled before this task first ran (Session.cancel)
+        if host.cancel_requested:  # cancelled before this task first ran (Session.cancel)
             raise asyncio.CancelledError
         # No cap unless the user set one: a runaway is the loop breaker's and the budgets' job.
-        for _ in itertools.count() if session.max_turns is None else range(session.max_turns):
-            _deliver_steers(session)
-            completion = await _step(session)
+        for _ in itertools.count() if conv.max_turns is None else range(conv.max_turns):
+            _deliver_steers(conv, host)
+            completion = await _step(conv, host)
             text = completion.message.text
             if completion.message.tool_calls:
                 cut_off = completion.finish_reason == "length"
-                await _run_calls(session, completion.message.tool_calls, cut_off=cut_off)
+                await _run_calls(conv, host, completion.message.tool_calls, cut_off=cut_off)
                 continue
             if completion.finish_reason == "length":
                 # Cut at the output cap: not a finished task. What the model wrote stays (in
                 # history and as the result), and the turn says it was cut.
-                return _cut_off(session, completion)
-            await _requested_compaction(session)  # asked for during the last step
-            if session.has_pending_steers:
+                return _cut_off(conv, host, completion)
+            await _requested_compaction(conv, host)  # asked for during the last step
+            if conv.has_pending_steers:
                 continue
-            session.emit(ev.TURN_FINISHED, reason="completed")
+            host.emit(ev.TURN_FINISHED, reason="completed")
             return TurnOutcome("completed", text)
         raise LimitReached(
-            f"stopped after {session.max_turns} model call{'s' * (session.max_turns != 1)} "
-            "(max turns)",
+            f"stopped after {conv.max_turns} model call{'s' * (conv.max_turns != 1)} (max turns)",
             hint="raise --max-turns (or leave it unset), or continue with --continue",
         )
     except asyncio.CancelledError:
-        _close_open_calls(session, CANCELLED_RESULT, "cancelled")
-        _drop_steers(session, "cancelled")
-        session.emit(ev.TURN_FINISHED, reason="cancelled")
+        _close_open_calls(conv, host, CANCELLED_RESULT, "cancelled")
+        _drop_steers(conv, host, "cancelled")
+        host.emit(ev.TURN_FINISHED, reason="cancelled")
         return TurnOutcome("cancelled", text)
     except LimitReached as e:
-        session.emit(ev.ERROR, kind="limit", message=e.message, hint=e.hint, recoverable=True)
-        _drop_steers(session, "max_turns")
-        session.emit(ev.TURN_FINISHED, reason="max_turns")
+        host.emit(ev.ERROR, kind="limit", message=e.message, hint=e.hint, recoverable=True)
+        _drop_steers(conv, host, "max_turns")
+        host.emit(ev.TURN_FINISHED, reason="max_turns")
         return TurnOutcome("max_turns", text, e)
     except LoopStopped as e:  # the model kept sending one failing call (agent/loop_guard.py)
-        _close_open_calls(session, NOT_RUN_RESULT, "not run")
-        session.emit(ev.ERROR, kind="loop", message=e.message, hint=e.hint, recoverable=False)
-        _drop_steers(session, "loop")
-        session.emit(ev.TURN_FINISHED, reason="loop")
+        _close_open_calls(conv, host, NOT_RUN_RESULT, "not run")
+        host.emit(ev.ERROR, kind="loop", message=e.message, hint=e.hint, recoverable=False)
+        _drop_steers(conv, host, "loop")
+        host.emit(ev.TURN_FINISHED, reason="loop")
         return TurnOutcome("loop", text, e)
     except MCodeError as e:
         kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
-        session.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
-        _close_open_calls(session, INTERRUPTED_RESULT, "did not finish")
-        _drop_steers(session, "error")
-        session.emit(ev.TURN_FINISHED, reason="error")
+        host.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
+        _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
+        _drop_steers(conv, host, "error")
+        host.emit(ev.TURN_FINISHED, reason="error")
         return TurnOutcome("error", text, e)
 
 
-def _cut_off(session: Session, completion: Completion) -> TurnOutcome:
-    from mcode.runtime.session import TurnOutcome
-
+def _cut_off(conv: Conversation, host: Host, completion: Completion) -> TurnOutcome:
     text = completion.message.text
     cap = f" ({completion.usage.output_tokens} tokens)" if completion.usage.output_tokens else ""
     kept = "what it wrote is kept as the result" if text else "it had written no answer yet"
@@ -116,29 +117,29 @@ def _cut_off(session: Session, completion: Completion) -> TurnOutcome:
         hint="ask for a shorter answer or one step at a time, or raise max_output_tokens "
         "([local] for the embedded model, [providers.NAME] for an API)",
     )
-    session.emit(ev.ERROR, kind="output_limit", message=e.message, hint=e.hint, recoverable=False)
-    _drop_steers(session, "output_limit")
-    session.emit(ev.TURN_FINISHED, reason="output_limit")
+    host.emit(ev.ERROR, kind="output_limit", message=e.message, hint=e.hint, recoverable=False)
+    _drop_steers(conv, host, "output_limit")
+    host.emit(ev.TURN_FINISHED, reason="output_limit")
     return TurnOutcome("output_limit", text, e)
 
 
-def _append(session: Session, event_type: str, message: Message, **data: Any) -> None:
-    session.history.append(message)
-    session.emit(event_type, message=message.to_dict(), **data)
+def _append(conv: Conversation, host: Host, event_type: str, message: Message, **data: Any) -> None:
+    conv.history.append(message)
+    host.emit(event_type, message=message.to_dict(), **data)
 
 
-def _deliver_steers(session: Session) -> None:
-    for text in session.take_steers():
-        _append(session, ev.STEER_DELIVERED, user_message(text), text=text)
-        session.loop_guard.reset()  # the user said something new: retrying may be right now
+def _deliver_steers(conv: Conversation, host: Host) -> None:
+    for text in conv.take_steers():
+        _append(conv, host, ev.STEER_DELIVERED, user_message(text), text=text)
+        conv.loop_guard.reset()  # the user said something new: retrying may be right now
 
 
-def _drop_steers(session: Session, reason: str) -> None:
+def _drop_steers(conv: Conversation, host: Host, reason: str) -> None:
     """Steers a turn that ended early never delivered. They were meant for the work that
     stopped, so they are reported, not carried into the next turn (where an in-process front
     end's next message would have them acted on, and a resumed session would not)."""
-    for text in session.take_steers():
-        session.emit(
+    for text in conv.take_steers():
+        host.emit(
             ev.ERROR,
             kind="steer",
             message=f"the steer {text!r} was not delivered: the turn ended ({reason}) "
@@ -148,52 +149,52 @@ def _drop_steers(session: Session, reason: str) -> None:
         )
 
 
-async def _step(session: Session) -> Completion:
+async def _step(conv: Conversation, host: Host) -> Completion:
     """One model call, compacting first if the request would not fit the window, and once
     more (then resending once) if the API says it overflowed before answering."""
-    await _requested_compaction(session)
-    request = request_for(session)
+    await _requested_compaction(conv, host)
+    request = request_for(conv)
     compacted = False
-    if not session.budget.fits(session.budget.estimate(request)):
-        compacted = await compact(session, "auto")
-        request = request_for(session)
+    if not conv.budget.fits(conv.budget.estimate(request)):
+        compacted = await compact(conv, host, "auto")
+        request = request_for(conv)
     held = len(request.messages)
     streamed: list[bool] = []
     try:
-        completion = await call_model(session, request, streamed=streamed)
+        completion = await call_model(conv, host, request, streamed=streamed)
     except ProviderError as e:
         if e.kind != "context_overflow" or streamed or compacted:
             raise
-        if not await compact(session, "overflow"):
+        if not await compact(conv, host, "overflow"):
             raise
-        request = request_for(session)
+        request = request_for(conv)
         held = len(request.messages)
         # A second overflow ends the turn: one compaction, one resend.
-        completion = await call_model(session, request, streamed=streamed)
-    session.totals.model_calls += 1
-    session.totals.usage.add(completion.usage)
-    session.budget.observe(completion.usage, request, held)
+        completion = await call_model(conv, host, request, streamed=streamed)
+    conv.totals.model_calls += 1
+    conv.totals.usage.add(completion.usage)
+    conv.budget.observe(completion.usage, request, held)
     _append(
-        session, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason
+        conv, host, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason
     )
-    session.emit(
+    host.emit(
         ev.USAGE,
         **completion.usage.to_dict(),
-        total=session.totals.usage.to_dict(),
-        context_tokens=session.budget.anchor_tokens or None,
-        context_window=session.budget.window,
+        total=conv.totals.usage.to_dict(),
+        context_tokens=conv.budget.anchor_tokens or None,
+        context_window=conv.budget.window,
     )
     return completion
 
 
-async def _requested_compaction(session: Session) -> None:
+async def _requested_compaction(conv: Conversation, host: Host) -> None:
     """Compact now if a front end asked for it (Session.compact) while the turn ran."""
-    requests = session.take_compact_requests()
+    requests = conv.take_compact_requests()
     if not requests:
         return
     instructions = "\n".join(i for i, _ in requests if i) or None
     try:
-        done = await compact(session, "manual", instructions)
+        done = await compact(conv, host, "manual", instructions)
     except BaseException:
         for _, future in requests:
             if not future.done():
@@ -205,7 +206,7 @@ async def _requested_compaction(session: Session) -> None:
 
 
 async def _run_calls(
-    session: Session, calls: tuple[ToolCall, ...], *, cut_off: bool = False
+    conv: Conversation, host: Host, calls: tuple[ToolCall, ...], *, cut_off: bool = False
 ) -> None:
     """Run ``calls`` and append their results. ``cut_off``: the answer hit the output token
     limit, so its last call may be truncated (and a truncated JSON object can still parse, e.g.
@@ -219,28 +220,31 @@ async def _run_calls(
         group = calls[i:j]
         last = cut_off and j == len(calls)
         if len(group) == 1:
-            results = [await _run_one(session, group[0], cut_off=last)]
+            results = [await _run_one(conv, host, group[0], cut_off=last)]
         else:
             results = list(
                 await asyncio.gather(
-                    *(_run_one(session, c, cut_off=last and c is group[-1]) for c in group)
+                    *(_run_one(conv, host, c, cut_off=last and c is group[-1]) for c in group)
                 )
             )
         stop = None
         for call, (result, duration) in zip(group, results, strict=True):
-            acted = any(t.name == call.name and t.permission != "read" for t in session.tools)
-            seen = session.loop_guard.observe(call, result, acted=acted)
-            _finish(session, call, seen.result, duration)
+            acted = any(t.name == call.name and t.permission != "read" for t in conv.tools)
+            seen = conv.loop_guard.observe(call, result, acted=acted)
+            _finish(conv, host, call, seen.result, duration)
             if seen.warning is not None:
-                session.emit(ev.ERROR, **seen.warning)
+                host.emit(ev.ERROR, **seen.warning)
             stop = stop or seen.stop
         if stop is not None:
             raise stop  # the calls not yet run are answered by run_turn
         i = j
 
 
-def _finish(session: Session, call: ToolCall, result: ToolResult, duration: float) -> None:
-    session.totals.tool_calls += 1
+def _finish(
+    conv: Conversation, host: Host, call: ToolCall, result: ToolResult, duration: float
+) -> None:
+    conv.totals.tool_calls += 1
+    conv.tool_started.pop(call.id, None)
     message = Message(
         role="tool",
         parts=(TextPart(result.content), *result.images),
@@ -249,7 +253,8 @@ def _finish(session: Session, call: ToolCall, result: ToolResult, duration: floa
         is_error=result.is_error,
     )
     _append(
-        session,
+        conv,
+        host,
         ev.TOOL_FINISHED,
         message,
         id=call.id,
@@ -261,15 +266,15 @@ def _finish(session: Session, call: ToolCall, result: ToolResult, duration: floa
     for path in result.changed_files:
         # checkpoint: the id of the file's before-image (`mcode undo`), None when none is kept.
         checkpoint = result.checkpoints.get(path)
-        session.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id, checkpoint=checkpoint)
+        host.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id, checkpoint=checkpoint)
 
 
 async def _run_one(
-    session: Session, call: ToolCall, *, cut_off: bool = False
+    conv: Conversation, host: Host, call: ToolCall, *, cut_off: bool = False
 ) -> tuple[ToolResult, float]:
-    started = time.monotonic()
-    session.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
-    tool = next((t for t in session.tools if t.name == call.name), None)
+    started = conv.tool_started[call.id] = time.monotonic()
+    host.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
+    tool = next((t for t in conv.tools if t.name == call.name), None)
     try:
         if cut_off:
             raise ToolError(
@@ -278,21 +283,26 @@ async def _run_one(
                 hint="send it again with shorter arguments, e.g. write a big file in parts",
             )
         if tool is None:
-            names = ", ".join(t.name for t in session.tools)
+            names = ", ".join(t.name for t in conv.tools)
             raise ToolError(f"there is no tool named {call.name!r}; the tools are: {names}")
         args = parse_arguments(call.arguments)
         validate_arguments(tool, args)
-        denied = await _denial(session, call, tool, args)
+        denied = await _denial(conv, host, call, tool, args)
         if denied is not None:
             return _denied_result(denied), time.monotonic() - started
-        session.emit(ev.TOOL_STARTED, id=call.id, name=call.name)
+        host.emit(ev.TOOL_STARTED, id=call.id, name=call.name)
 
         def emit_output(chunk: str) -> None:
-            session.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
+            host.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
 
-        ctx = dataclasses.replace(session.tool_context, emit_output=emit_output)
+        ctx = dataclasses.replace(
+            conv.tool_context,
+            emit_output=emit_output,
+            checkpoint=host.checkpoint,
+            spawn_agent=host.spawn_agent,
+        )
         if tool.permission == "edit":
-            result = await _run_to_the_end(session, call, tool.run(args, ctx), started)
+            result = await _run_to_the_end(conv, host, call, tool.run(args, ctx), started)
         else:
             result = await tool.run(args, ctx)
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -314,7 +324,11 @@ def _error_result(call: ToolCall, e: Exception) -> ToolResult:
 
 
 async def _run_to_the_end(
-    session: Session, call: ToolCall, run: Coroutine[Any, Any, ToolResult], started: float
+    conv: Conversation,
+    host: Host,
+    call: ToolCall,
+    run: Coroutine[Any, Any, ToolResult],
+    started: float,
 ) -> ToolResult:
     """Run a file-changing tool to its end even when the turn is cancelled meanwhile, and then
     record its real result before the cancel goes on. These tools work in a thread, which a
@@ -332,26 +346,28 @@ async def _run_to_the_end(
         error = None if task.cancelled() else task.exception()
         if not task.cancelled() and (error is None or isinstance(error, Exception)):
             result = task.result() if error is None else _error_result(call, error)
-            _finish(session, call, result, time.monotonic() - started)
+            _finish(conv, host, call, result, time.monotonic() - started)
         raise cancel
 
 
-async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, Any]) -> str | None:
+async def _denial(
+    conv: Conversation, host: Host, call: ToolCall, tool: Tool, args: dict[str, Any]
+) -> str | None:
     """None if the call may run, else the reason it may not (already recorded as an event)."""
-    decision = session.permissions.check(tool, args)
+    decision = conv.permissions.check(tool, args)
     subject = tool.subject(args)
     if decision.action == "allow":
         return None
     if decision.action == "ask":
-        if not session.interactive:
+        if not host.interactive:
             reason = (
                 f"{decision.reason}; this run is headless, so nobody can approve it. "
                 "Allow it with --permission-mode or an allow rule in the config"
             )
-            return _record_denial(session, call, subject, reason, by="headless")
+            return _record_denial(conv, host, call, subject, reason, by="headless")
         request_id = uuid.uuid4().hex[:12]
-        answer = session.expect_approval(request_id)
-        session.emit(
+        answer = host.expect_approval(request_id)
+        host.emit(
             ev.PERMISSION_ASKED,
             request_id=request_id,
             id=call.id,
@@ -366,29 +382,37 @@ async def _denial(session: Session, call: ToolCall, tool: Tool, args: dict[str, 
             # The question is void: say so, so that a front end closes its dialog. Not a
             # denial (no exit code 4); the call is answered as cancelled when the turn ends.
             why = "the turn was cancelled before the user answered"
-            _decided(session, call, subject, False, "cancel", why)
+            _decided(conv, host, call, subject, False, "cancel", why)
             raise
         if reply.allowed:
-            _decided(session, call, subject, True, reply.by, reply.reason or "the user approved")
+            _decided(conv, host, call, subject, True, reply.by, reply.reason or "the user approved")
             return None
         why = {"user": "the user declined"}.get(reply.by, "nobody approved it")
         why = f"{why}: {reply.reason}" if reply.reason else why
-        return _record_denial(session, call, subject, why, by=reply.by)
+        return _record_denial(conv, host, call, subject, why, by=reply.by)
     return _record_denial(
-        session, call, subject, decision.reason, by="rule" if decision.rule else "mode"
+        conv, host, call, subject, decision.reason, by="rule" if decision.rule else "mode"
     )
 
 
-def _record_denial(session: Session, call: ToolCall, subject: str, reason: str, by: str) -> str:
-    session.totals.denials.append({"id": call.id, "name": call.name, "subject": subject})
-    _decided(session, call, subject, False, by, reason)
+def _record_denial(
+    conv: Conversation, host: Host, call: ToolCall, subject: str, reason: str, by: str
+) -> str:
+    conv.totals.denials.append({"id": call.id, "name": call.name, "subject": subject})
+    _decided(conv, host, call, subject, False, by, reason)
     return reason
 
 
 def _decided(
-    session: Session, call: ToolCall, subject: str, allowed: bool, by: str, reason: str
+    conv: Conversation,
+    host: Host,
+    call: ToolCall,
+    subject: str,
+    allowed: bool,
+    by: str,
+    reason: str,
 ) -> None:
-    session.emit(
+    host.emit(
         ev.PERMISSION_DECIDED,
         id=call.id,
         name=call.name,
@@ -408,18 +432,22 @@ def _denied_result(reason: str) -> ToolResult:
     )
 
 
-def _close_open_calls(session: Session, content: str, summary: str) -> None:
+def _close_open_calls(conv: Conversation, host: Host, content: str, summary: str) -> None:
     """Give every tool call of the last assistant message a result (``content`` says why it has
     none): a turn that ends early, or a resumed one whose process died mid-call."""
-    last = next((m for m in reversed(session.history) if m.role == "assistant"), None)
+    last = next((m for m in reversed(conv.history) if m.role == "assistant"), None)
     if last is None:
         return
-    answered = {m.tool_call_id for m in session.history if m.role == "tool"}
+    answered = {m.tool_call_id for m in conv.history if m.role == "tool"}
+    now = time.monotonic()
     for call in last.tool_calls:
         if call.id not in answered:
+            # A call cut short (cancelled mid-command) ran until now; one never started, 0 s.
+            ran = now - conv.tool_started.get(call.id, now)
             _finish(
-                session,
+                conv,
+                host,
                 call,
                 ToolResult(content=content, summary=summary, is_error=True),
-                0.0,
+                ran,
             )

@@ -7,18 +7,16 @@ waits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mcode import events as ev
+from mcode.agent.conversation import Conversation
+from mcode.agent.host import Host
 from mcode.errors import ProviderError
 from mcode.providers.base import Completion, ModelRequest, Retrying, TextDelta, ThinkingDelta
 
-if TYPE_CHECKING:
-    from mcode.runtime.session import Session
-
 
 async def call_model(
-    session: Session,
+    conv: Conversation,
+    host: Host,
     request: ModelRequest,
     *,
     show: bool = True,
@@ -28,15 +26,15 @@ async def call_model(
     ``streamed`` gets an entry once any output came (an overflow after output is not a
     request that was too long)."""
     completion: Completion | None = None
-    async for item in session.provider.stream(request):
+    async for item in conv.provider.stream(request):
         if isinstance(item, TextDelta | ThinkingDelta):
             if streamed is not None:
                 streamed.append(True)
             if show:
                 kind = ev.TEXT_DELTA if isinstance(item, TextDelta) else ev.THINKING_DELTA
-                session.emit(kind, text=item.text)
+                host.emit(kind, text=item.text)
         elif isinstance(item, Retrying):
-            session.emit(
+            host.emit(
                 ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
             )
         elif isinstance(item, Completion):

@@ -15,19 +15,19 @@ from urllib.parse import urlsplit
 import httpx
 
 from mcode.errors import ProviderError
-from mcode.providers.anthropic_request import THINKING_STYLES, build_body
+from mcode.providers.anthropic_request import AnthropicRequestBuilder
 from mcode.providers.anthropic_stream import PROTOCOL_HINT, MessageAssembler
 from mcode.providers.base import ModelInfo, ModelRequest
 from mcode.providers.http import bare_url
+from mcode.providers.network import NetworkSettings
+from mcode.providers.options import AnthropicOptions
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
-from mcode.providers.retry import NetworkSettings
 from mcode.secrets import scrub
 
-__all__ = ["ANTHROPIC_VERSION", "AUTH_STYLES", "AnthropicProvider", "messages_url"]
+__all__ = ["ANTHROPIC_VERSION", "AnthropicOptions", "AnthropicProvider", "messages_url"]
 
 ANTHROPIC_VERSION = "2023-06-01"
-AUTH_STYLES = ("x-api-key", "bearer")
 # Events whose data must be JSON; "message" is the name of an event sent without one.
 _KNOWN_EVENTS = frozenset(
     (
@@ -53,15 +53,10 @@ def messages_url(base_url: str) -> str:
 class AnthropicProvider(RemoteProvider):
     """A :class:`~mcode.providers.base.Provider` for the Anthropic Messages API.
 
-    - ``thinking_style``: how ``request.thinking`` is sent. ``"anthropic"``: on ->
-      ``{"type": "enabled", "budget_tokens": B}``, off -> ``{"type": "disabled"}``;
-      ``"minimax"``: on -> ``{"type": "adaptive"}``, off -> ``{"type": "disabled"}``; ``"none"``:
-      never. ``None`` (the provider's default) sends nothing in every style.
-    - ``auth_style``: ``"x-api-key"`` (Anthropic) or ``"bearer"`` (``Authorization: Bearer``,
-      MiniMax).
-    - ``max_output_tokens``: ``max_tokens`` when the request sets none (the API requires one).
-    - ``thinking_budget``: ``budget_tokens``, kept in ``[1024, max_tokens)``.
-    - ``transport``: an httpx transport to use instead of the network one.
+    ``options`` (:class:`~.options.AnthropicOptions`; the defaults when omitted) says how this
+    endpoint wants its requests: streaming, the thinking switch and budget, how the key is sent,
+    the default ``max_tokens`` and extra headers. ``transport``: an httpx transport to use
+    instead of the network one.
 
     One instance may serve concurrent calls; it must stay on the event loop that first used it.
     """
@@ -78,19 +73,9 @@ class AnthropicProvider(RemoteProvider):
         info: ModelInfo,
         network: NetworkSettings,
         transport: httpx.AsyncBaseTransport | None = None,
-        stream: bool = True,
-        thinking_style: str = "anthropic",
-        auth_style: str = "x-api-key",
-        max_output_tokens: int = 32000,
-        thinking_budget: int = 16000,
-        extra_headers: dict[str, str] | None = None,
+        options: AnthropicOptions | None = None,
     ) -> None:
-        if thinking_style not in THINKING_STYLES:
-            raise ValueError(f"thinking_style must be one of {THINKING_STYLES}")
-        if auth_style not in AUTH_STYLES:
-            raise ValueError(f"auth_style must be one of {AUTH_STYLES}")
-        if max_output_tokens < 1:
-            raise ValueError("max_output_tokens must be at least 1")
+        options = options or AnthropicOptions()
         url = messages_url(base_url)
         super().__init__(
             model=model,
@@ -99,30 +84,21 @@ class AnthropicProvider(RemoteProvider):
             info=info,
             network=network,
             transport=transport,
-            stream=stream,
-            headers=_auth_headers(api_key, auth_style),
-            extra_headers=extra_headers,
+            stream=options.stream,
+            headers=_auth_headers(api_key, options.auth_style),
+            extra_headers=options.extra_headers,
         )
         # Which endpoint and model produced a thinking block: only they can validate it (a
         # signature from MiniMax means nothing to Anthropic), so history from another origin
         # goes back without its thinking.
         self.origin = f"{info.provider}/{model}@{bare_url(url)}"  # stored: no credentials
-        self._thinking_style = thinking_style
-        self._max_output_tokens = max_output_tokens
-        self._thinking_budget = thinking_budget
+        self._bodies = AnthropicRequestBuilder(
+            model, options, supports_images=info.supports_images, origin=self.origin
+        )
 
     def build_body(self, request: ModelRequest) -> bytes:
         """The exact bytes :meth:`stream` sends for ``request``."""
-        return build_body(
-            request,
-            model=self.model,
-            stream=self._stream,
-            thinking_style=self._thinking_style,
-            max_output_tokens=self._max_output_tokens,
-            thinking_budget=self._thinking_budget,
-            supports_images=self.info.supports_images,
-            origin=self.origin,
-        )
+        return self._bodies.build(request)
 
     def new_assembler(self) -> MessageAssembler:
         return MessageAssembler(self._http.secrets, origin=self.origin)

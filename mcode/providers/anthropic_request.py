@@ -5,7 +5,7 @@ the same messages again followed by new ones: server-side prompt caches (matched
 order tools -> system -> messages) hit. ``cache_control`` breakpoints mark where the caller wants
 cache entries written; they move as the conversation grows and are the only bytes that change in
 earlier messages. Each history message's blocks are serialised once and reused by later requests
-(:mod:`.fragments`).
+(:mod:`.fragments`), in a memo each provider owns.
 
 Thinking goes back byte-exact (with its signature, if the server sent one) to the endpoint and model
 that produced it; thinking from any other source is dropped (the server cannot validate it and
@@ -30,18 +30,17 @@ from mcode.messages import (
 )
 from mcode.providers.base import ModelRequest
 from mcode.providers.fragments import FragmentMemo, body_with_list, dumps
+from mcode.providers.options import AnthropicOptions
 
 __all__ = [
     "MIN_THINKING_BUDGET",
-    "THINKING_STYLES",
-    "build_body",
+    "AnthropicRequestBuilder",
     "strip_cache_control",
     "thinking_budget_for",
     "wire_messages",
     "wire_tool_id",
 ]
 
-THINKING_STYLES = ("anthropic", "minimax", "none")
 MIN_THINKING_BUDGET = 1024  # Anthropic rejects a smaller budget_tokens
 EPHEMERAL = {"type": "ephemeral"}
 NO_CONTENT = "(no content)"
@@ -52,61 +51,107 @@ _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 Block = dict[str, Any]
 WireMessage = dict[str, Any]
 
-# Each history message's blocks, with their serialised bytes, per (image support, origin): see
-# mcode.providers.fragments.
-_MEMO = FragmentMemo()
 _NO_CONTENT_BLOCK: tuple[Block, bytes] = (
     {"type": "text", "text": NO_CONTENT},
     dumps({"type": "text", "text": NO_CONTENT}),
 )
 
 
-def build_body(
-    request: ModelRequest,
-    *,
-    model: str,
-    stream: bool = True,
-    thinking_style: str = "anthropic",
-    max_output_tokens: int = 32000,
-    thinking_budget: int = 16000,
-    supports_images: bool = True,
-    origin: str = "",
-) -> bytes:
-    """The request body, as bytes. Same request, same bytes; ``messages`` is serialised last.
+class AnthropicRequestBuilder:
+    """The request bodies of one provider: its model, its :class:`AnthropicOptions`, whether the
+    model takes images and the origin its thinking is replayed to (see :func:`_thinking_block`)
+    are fixed; each :meth:`build` gets the conversation. It owns the memo of serialised history
+    blocks (:mod:`.fragments`), so what one session rendered is never another's and goes when
+    the provider goes."""
 
-    ``max_output_tokens`` is ``max_tokens`` when the request sets none (the API requires one).
-    With ``thinking_style="anthropic"`` and thinking on, ``budget_tokens`` is ``thinking_budget``
-    clamped into ``[1024, max_tokens)`` (see :func:`thinking_budget_for`); ``temperature`` is then
-    not sent (Anthropic accepts only 1 with thinking), and thinking is not sent at all when
-    ``tool_choice`` forces a call (Anthropic rejects that combination).
-    """
-    max_tokens = request.max_output_tokens or max_output_tokens
-    choice = _tool_choice(request.tool_choice) if request.tools else None
-    thinking = _thinking(request.thinking, thinking_style, choice)
-    if thinking is not None and thinking.get("type") == "enabled":
-        budget, max_tokens = thinking_budget_for(thinking_budget, max_tokens)
-        thinking["budget_tokens"] = budget
-    body: dict[str, Any] = {"model": request.model or model, "max_tokens": max_tokens}
-    if stream:
-        body["stream"] = True
-    if thinking is not None:
-        body["thinking"] = thinking
-    if request.temperature is not None and not (thinking and thinking["type"] == "enabled"):
-        body["temperature"] = request.temperature
-    if choice is not None:
-        body["tool_choice"] = choice
-    if request.tools:
-        tools = [_wire_tool(t) for t in request.tools]
-        tools[-1]["cache_control"] = dict(EPHEMERAL)
-        body["tools"] = tools
-    if request.system:
-        body["system"] = [
-            {"type": "text", "text": request.system, "cache_control": dict(EPHEMERAL)}
+    __slots__ = ("_memo", "model", "options", "origin", "supports_images")
+
+    def __init__(
+        self,
+        model: str,
+        options: AnthropicOptions,
+        *,
+        supports_images: bool = True,
+        origin: str = "",
+    ) -> None:
+        self.model = model
+        self.options = options
+        self.supports_images = supports_images
+        self.origin = origin
+        self._memo = FragmentMemo()
+
+    def build(self, request: ModelRequest) -> bytes:
+        """The request body, as bytes. Same request, same bytes; ``messages`` is serialised last.
+
+        ``options.max_output_tokens`` is ``max_tokens`` when the request sets none (the API
+        requires one). With ``thinking_style="anthropic"`` and thinking on, ``budget_tokens`` is
+        ``options.thinking_budget`` clamped into ``[1024, max_tokens)`` (see
+        :func:`thinking_budget_for`); ``temperature`` is then not sent (Anthropic accepts only 1
+        with thinking), and thinking is not sent at all when ``tool_choice`` forces a call
+        (Anthropic rejects that combination).
+        """
+        o = self.options
+        max_tokens = request.max_output_tokens or o.max_output_tokens
+        choice = _tool_choice(request.tool_choice) if request.tools else None
+        thinking = _thinking(request.thinking, o.thinking_style, choice)
+        if thinking is not None and thinking.get("type") == "enabled":
+            budget, max_tokens = thinking_budget_for(o.thinking_budget, max_tokens)
+            thinking["budget_tokens"] = budget
+        body: dict[str, Any] = {"model": request.model or self.model, "max_tokens": max_tokens}
+        if o.stream:
+            body["stream"] = True
+        if thinking is not None:
+            body["thinking"] = thinking
+        if request.temperature is not None and not (thinking and thinking["type"] == "enabled"):
+            body["temperature"] = request.temperature
+        if choice is not None:
+            body["tool_choice"] = choice
+        if request.tools:
+            tools = [_wire_tool(t) for t in request.tools]
+            tools[-1]["cache_control"] = dict(EPHEMERAL)
+            body["tools"] = tools
+        if request.system:
+            body["system"] = [
+                {"type": "text", "text": request.system, "cache_control": dict(EPHEMERAL)}
+            ]
+        # json.dumps(body) with "messages" last, the history's blocks from the memo.
+        messages = self._fragments(request.messages)
+        self._memo.built()
+        return body_with_list(body, "messages", messages)
+
+    def _fragments(self, messages: Iterable[Message]) -> list[bytes]:
+        """The serialised ``messages`` list: :func:`wire_messages` with its cache breakpoints,
+        each message's blocks rendered once (the memo) and only the marked ones again.
+
+        ``cache_control`` goes on the last block of the last message and of the user message
+        before it. The last message's mark writes a cache entry for this request's whole prefix;
+        on the next request (two messages longer) that message is the earlier user message,
+        whose mark reads it back. With the tools and system marks that makes at most 4, the
+        API's limit.
+        """
+        supports_images, origin = self.supports_images, self.origin
+
+        def render(msg: Message) -> list[tuple[Block, bytes]]:
+            return [(b, dumps(b)) for b in _message_blocks(msg, supports_images, origin)]
+
+        memo = self._memo
+        wire = _grouped(messages, lambda m: memo.get(m, render), _NO_CONTENT_BLOCK)
+        last = len(wire) - 1
+        earlier_user = next((i for i in range(last - 1, -1, -1) if wire[i][0] == "user"), None)
+        for i in (last, earlier_user):
+            if i is None or i < 0:
+                continue
+            blocks = wire[i][1]
+            for j in range(len(blocks) - 1, -1, -1):
+                block = blocks[j][0]
+                if block.get("type") not in _UNMARKABLE:
+                    marked = {**block, "cache_control": dict(EPHEMERAL)}
+                    blocks[j] = (marked, dumps(marked))
+                    break
+        return [
+            b'{"role":"%s","content":[%s]}' % (role.encode(), b",".join(b for _, b in blocks))
+            for role, blocks in wire
         ]
-    # json.dumps(body) with "messages" last, the history's blocks from the memo.
-    messages = _wire_fragments(request.messages, supports_images, origin)
-    _MEMO.built()
-    return body_with_list(body, "messages", messages)
 
 
 def thinking_budget_for(budget: int, max_tokens: int) -> tuple[int, int]:
@@ -201,39 +246,6 @@ def _grouped(
             wire.append(("user", list(blocks) or [no_content]))
         open_results = msg.role == "tool"
     return wire
-
-
-def _wire_fragments(messages: Iterable[Message], supports_images: bool, origin: str) -> list[bytes]:
-    """The serialised ``messages`` list: :func:`wire_messages` with its cache breakpoints, each
-    message's blocks rendered once (the memo) and only the marked ones again.
-
-    ``cache_control`` goes on the last block of the last message and of the user message before
-    it. The last message's mark writes a cache entry for this request's whole prefix; on the
-    next request (two messages longer) that message is the earlier user message, whose mark
-    reads it back. With the tools and system marks that makes at most 4, the API's limit.
-    """
-    context = (supports_images, origin)
-
-    def render(msg: Message) -> list[tuple[Block, bytes]]:
-        return [(b, dumps(b)) for b in _message_blocks(msg, supports_images, origin)]
-
-    wire = _grouped(messages, lambda m: _MEMO.get(m, context, render), _NO_CONTENT_BLOCK)
-    last = len(wire) - 1
-    earlier_user = next((i for i in range(last - 1, -1, -1) if wire[i][0] == "user"), None)
-    for i in (last, earlier_user):
-        if i is None or i < 0:
-            continue
-        blocks = wire[i][1]
-        for j in range(len(blocks) - 1, -1, -1):
-            block = blocks[j][0]
-            if block.get("type") not in _UNMARKABLE:
-                marked = {**block, "cache_control": dict(EPHEMERAL)}
-                blocks[j] = (marked, dumps(marked))
-                break
-    return [
-        b'{"role":"%s","content":[%s]}' % (role.encode(), b",".join(b for _, b in blocks))
-        for role, blocks in wire
-    ]
 
 
 def _message_blocks(msg: Message, supports_images: bool, origin: str) -> list[Block]:

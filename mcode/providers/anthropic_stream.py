@@ -19,7 +19,7 @@ from typing import Any
 from mcode.errors import ProviderError
 from mcode.messages import Message, Part, TextPart, ThinkingPart, ToolCall, Usage
 from mcode.providers.base import Completion, ModelEvent, TextDelta, ThinkingDelta, ToolCallStarted
-from mcode.providers.retry import (
+from mcode.providers.classify import (
     classify_body_error,
     error_message_from_body,
     hint_for,

@@ -45,7 +45,7 @@ def make_provider(
         max_output_tokens=settings.max_output_tokens,
     )
     if preset.wire == "openai":
-        from mcode.providers.openai import OpenAIProvider
+        from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
         return OpenAIProvider(
             model=settings.model,
@@ -54,14 +54,16 @@ def make_provider(
             info=info,
             network=settings.network,
             transport=transport,
-            thinking_style=thinking_style,
-            max_tokens_field=preset.max_tokens_field,
-            default_max_tokens=settings.max_output_tokens if preset.send_max_tokens else None,
-            reasoning_replay=preset.reasoning_replay,
-            think_in_prompt=preset.think_in_prompt,
+            options=OpenAIOptions(
+                thinking_style=thinking_style,
+                max_tokens_field=preset.max_tokens_field,
+                default_max_tokens=settings.max_output_tokens if preset.send_max_tokens else None,
+                reasoning_replay=preset.reasoning_replay,
+                think_in_prompt=preset.think_in_prompt,
+            ),
         )
     if preset.wire == "anthropic":
-        from mcode.providers.anthropic import AnthropicProvider
+        from mcode.providers.anthropic import AnthropicOptions, AnthropicProvider
 
         return AnthropicProvider(
             model=settings.model,
@@ -70,11 +72,13 @@ def make_provider(
             info=info,
             network=settings.network,
             transport=transport,
-            thinking_style=thinking_style,
-            auth_style=preset.auth_style,
-            max_output_tokens=settings.max_output_tokens,
-            thinking_budget=settings.thinking_budget,
-            extra_headers=preset.headers or None,
+            options=AnthropicOptions(
+                thinking_style=thinking_style,
+                auth_style=preset.auth_style,
+                max_output_tokens=settings.max_output_tokens,
+                thinking_budget=settings.thinking_budget,
+                extra_headers=preset.headers,
+            ),
         )
     raise ConfigError(
         f"the {settings.provider!r} provider has an unknown wire format {preset.wire!r}",
@@ -87,7 +91,7 @@ def _served_local(settings: Settings, transport: httpx.AsyncBaseTransport | None
     OpenAI-compatible server of one), spoken to over Chat Completions, paced like the
     in-process engine."""
     from mcode.providers.local import SteeredProvider
-    from mcode.providers.openai import OpenAIProvider
+    from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
     info = ModelInfo(
         provider="local",
@@ -104,9 +108,11 @@ def _served_local(settings: Settings, transport: httpx.AsyncBaseTransport | None
         info=info,
         network=settings.network,
         transport=transport,
-        thinking_style="none",
-        max_tokens_field="max_tokens",
-        default_max_tokens=settings.local.max_output_tokens,
-        reasoning_replay="none",
+        options=OpenAIOptions(
+            thinking_style="none",
+            max_tokens_field="max_tokens",
+            default_max_tokens=settings.local.max_output_tokens,
+            reasoning_replay="none",
+        ),
     )
     return SteeredProvider(inner, settings.local.tool_steps)

@@ -6,13 +6,14 @@ each round costs O(rounds²) — on a long session more than everything else mco
 The request builders render each message's wire JSON once and keep it in a :class:`FragmentMemo`
 keyed by the message's identity (messages are immutable once appended); a body is then the
 fresh top-level fields plus the joined fragments, byte for byte what ``json.dumps`` of the
-whole body writes (the builders' tests compare the two).
+whole body writes (the builders' tests compare the two). Each builder owns its memo, and each
+provider its builder: what a session's requests rendered lives as long as its provider.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mcode.messages import clean_text
@@ -50,23 +51,22 @@ def body_with_list(fields: dict[str, Any], last_key: str, items: list[bytes]) ->
 class FragmentMemo:
     """What a render function made of a message, kept while the message is in use.
 
-    Entries are keyed by ``(context, id(message))`` and hold the message itself, so an id is
-    never reused while its entry lives and a hit is checked by identity (``context`` is whatever
-    else the rendering depends on: the replay mode, image support, the origin). An entry not
-    used for :attr:`KEEP` builds is dropped: a finished or compacted conversation does not stay
-    in memory, and a few sessions sharing one memo do not evict each other. Safe to share
-    between threads: every operation on the table is a single dict operation, and a lost
-    update is only a miss.
+    Entries are keyed by ``id(message)`` and hold the message itself, so an id is never reused
+    while its entry lives and a hit is checked by identity. One memo serves one request builder,
+    whose options fix everything else a rendering depends on (the replay mode, image support,
+    the origin). An entry not used for :attr:`KEEP` builds is dropped: a compacted conversation
+    does not stay in memory. Safe to share between threads: every operation on the table is a
+    single dict operation, and a lost update is only a miss.
     """
 
     KEEP = 8
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[Hashable, int], tuple[object, int, Any]] = {}
+        self._entries: dict[int, tuple[object, int, Any]] = {}
         self._build = 0
 
-    def get(self, message: object, context: Hashable, render: Callable[[Any], T]) -> T:
-        key = (context, id(message))
+    def get(self, message: object, render: Callable[[Any], T]) -> T:
+        key = id(message)
         entry = self._entries.get(key)
         if entry is not None and entry[0] is message:
             value: T = entry[2]

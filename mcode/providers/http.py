@@ -4,7 +4,7 @@
 (HTTP error status, refused connection, timeout, a stream cut mid-body) comes out as a
 :class:`~mcode.errors.ProviderError` whose text has been scrubbed of secrets.
 
-Timeouts follow :class:`~mcode.providers.retry.NetworkSettings`: httpx enforces the connect
+Timeouts follow :class:`~mcode.providers.network.NetworkSettings`: httpx enforces the connect
 timeout; the first-event deadline (headers plus the first SSE event) and the idle gap between
 reads are enforced here with ``asyncio.timeout``, scoped to each read only, so time the caller
 spends between events never counts and a deadline never fires inside the caller's code.
@@ -24,13 +24,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx
 
 from mcode.errors import ProviderError
-from mcode.providers.retry import (
-    NetworkSettings,
-    classify_status,
-    error_message_from_body,
-    hint_for,
-    parse_retry_after,
-)
+from mcode.providers.backoff import parse_retry_after
+from mcode.providers.classify import classify_status, error_message_from_body, hint_for
+from mcode.providers.network import NetworkSettings
 from mcode.providers.sse import SSEEvent, SSEParser, SSETooLarge
 from mcode.secrets import scrub
 

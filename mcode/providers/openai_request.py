@@ -9,12 +9,12 @@ records (see :mod:`.openai_stream`), since a server reads back only the form it 
 OpenRouter), ``reasoning_content`` (DeepSeek) or ``reasoning`` (vLLM >= 0.16). A part that
 records no form (thinking from another wire format, or stored by an older mcode) goes back as
 ``reasoning_content``, as it always did. Each history message is serialised once and reused by
-later requests (:mod:`.fragments`).
+later requests (:mod:`.fragments`), in a memo each provider owns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from mcode.messages import (
@@ -28,51 +28,78 @@ from mcode.messages import (
 from mcode.providers.base import ModelRequest
 from mcode.providers.fragments import FragmentMemo, body_with_list, dumps
 from mcode.providers.openai_stream import THINK_CLOSE, THINK_OPEN
-from mcode.providers.presets import REPLAY_MODES
+from mcode.providers.options import OpenAIOptions
 
-__all__ = ["REPLAY_MODES", "build_body"]
-
-# Serialised history messages, per (replay mode, image support): see mcode.providers.fragments.
-_MEMO = FragmentMemo()
+__all__ = ["OpenAIRequestBuilder"]
 
 
-def build_body(
-    request: ModelRequest,
-    *,
-    model: str,
-    stream: bool = True,
-    thinking_style: str = "none",
-    max_tokens_field: str = "max_tokens",
-    default_max_tokens: int | None = None,
-    reasoning_replay: str = "mirror",
-    supports_images: bool = True,
-    extra_body: Mapping[str, Any] | None = None,
-) -> bytes:
-    """The request body, as bytes. Same request, same bytes; ``messages`` is serialised last."""
-    body: dict[str, Any] = {"model": request.model or model}
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    max_tokens = request.max_output_tokens or default_max_tokens
-    if max_tokens is not None:
-        body[max_tokens_field] = max_tokens
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if thinking_style == "minimax" and request.thinking is not None:
-        body["thinking"] = {"type": "adaptive" if request.thinking else "disabled"}
-    if extra_body:
-        body.update(extra_body)
-    if request.tools:
-        body["tools"] = [_wire_tool(t) for t in request.tools]
-        choice = getattr(request, "tool_choice", None)
-        if choice in ("auto", "none", "required"):
-            body["tool_choice"] = choice
-        elif choice:
-            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
-    # json.dumps(body) with "messages" last, the history messages from the memo.
-    messages = _wire_fragments(request.system, request.messages, reasoning_replay, supports_images)
-    _MEMO.built()
-    return body_with_list(body, "messages", messages)
+class OpenAIRequestBuilder:
+    """The request bodies of one provider: its model, its :class:`OpenAIOptions` and whether the
+    model takes images are fixed; each :meth:`build` gets the conversation. It owns the memo of
+    serialised history messages (:mod:`.fragments`), so what one session rendered is never
+    another's and goes when the provider goes."""
+
+    __slots__ = ("_memo", "model", "options", "supports_images")
+
+    def __init__(self, model: str, options: OpenAIOptions, *, supports_images: bool = True) -> None:
+        self.model = model
+        self.options = options
+        self.supports_images = supports_images
+        self._memo = FragmentMemo()
+
+    def build(self, request: ModelRequest) -> bytes:
+        """The request body, as bytes. Same request, same bytes; ``messages`` is serialised
+        last."""
+        o = self.options
+        body: dict[str, Any] = {"model": request.model or self.model}
+        if o.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        max_tokens = request.max_output_tokens or o.default_max_tokens
+        if max_tokens is not None:
+            body[o.max_tokens_field] = max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if o.thinking_style == "minimax" and request.thinking is not None:
+            body["thinking"] = {"type": "adaptive" if request.thinking else "disabled"}
+        if o.extra_body:
+            body.update(o.extra_body)
+        if request.tools:
+            body["tools"] = [_wire_tool(t) for t in request.tools]
+            choice = getattr(request, "tool_choice", None)
+            if choice in ("auto", "none", "required"):
+                body["tool_choice"] = choice
+            elif choice:
+                body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+        # json.dumps(body) with "messages" last, the history messages from the memo.
+        messages = self._fragments(request.system, request.messages)
+        self._memo.built()
+        return body_with_list(body, "messages", messages)
+
+    def _fragments(self, system: str, messages: Iterable[Message]) -> list[bytes]:
+        """The serialised ``messages`` list items."""
+        out: list[bytes] = []
+        if system:
+            out.append(dumps({"role": "system", "content": system}))
+        replay, supports_images = self.options.reasoning_replay, self.supports_images
+
+        def render(msg: Message) -> bytes:
+            return dumps(_wire_message(msg, replay, supports_images))
+
+        # OpenAI accepts no images in tool messages, so a run of tool results is followed by one
+        # user message carrying their images. It depends only on earlier history: bytes stay
+        # stable.
+        tool_images: list[ImagePart] = []
+        for msg in messages:
+            if msg.role != "tool" and tool_images:
+                out.append(dumps(_images_message(tool_images)))
+                tool_images = []
+            out.append(self._memo.get(msg, render))
+            if msg.role == "tool" and supports_images:
+                tool_images.extend(p for p in msg.parts if isinstance(p, ImagePart))
+        if tool_images:
+            out.append(dumps(_images_message(tool_images)))
+        return out
 
 
 def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
@@ -81,29 +108,6 @@ def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
         "type": "function",
         "function": {"name": tool.name, "description": tool.description, "parameters": params},
     }
-
-
-def _wire_fragments(
-    system: str, messages: Iterable[Message], replay: str, supports_images: bool
-) -> list[bytes]:
-    """The serialised ``messages`` list items."""
-    out: list[bytes] = []
-    if system:
-        out.append(dumps({"role": "system", "content": system}))
-    context = (replay, supports_images)
-    # OpenAI accepts no images in tool messages, so a run of tool results is followed by one
-    # user message carrying their images. It depends only on earlier history: bytes stay stable.
-    tool_images: list[ImagePart] = []
-    for msg in messages:
-        if msg.role != "tool" and tool_images:
-            out.append(dumps(_images_message(tool_images)))
-            tool_images = []
-        out.append(_MEMO.get(msg, context, lambda m: dumps(_wire_message(m, *context))))
-        if msg.role == "tool" and supports_images:
-            tool_images.extend(p for p in msg.parts if isinstance(p, ImagePart))
-    if tool_images:
-        out.append(dumps(_images_message(tool_images)))
-    return out
 
 
 def _wire_message(msg: Message, replay: str, supports_images: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from mcode.providers.base import (
     ThinkingDelta,
     ToolCallStarted,
 )
-from mcode.providers.retry import (
+from mcode.providers.classify import (
     classify_body_error,
     hint_for,
     raise_for_base_resp,

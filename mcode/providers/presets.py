@@ -5,6 +5,9 @@ not a code path. A preset names the provider's endpoints: each *API* (``openai``
 Completions, ``anthropic`` = Messages) with the way that endpoint wants thinking switched, tokens
 capped, reasoning replayed and the key sent. :func:`resolve_preset` picks one endpoint for the
 configured region and API.
+
+On the providers' ground floor with :mod:`.network`: it imports nothing from mcode, so the
+configuration reads presets and model facts without loading any provider code.
 """
 
 from __future__ import annotations

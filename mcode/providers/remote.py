@@ -22,7 +22,8 @@ from mcode.messages import ToolSpec
 from mcode.providers.base import ModelEvent, ModelInfo, ModelRequest
 from mcode.providers.http import HttpClient, provider_secrets
 from mcode.providers.leaked import LeakGuard
-from mcode.providers.retry import NetworkSettings, retrying
+from mcode.providers.network import NetworkSettings
+from mcode.providers.retry import retrying
 
 __all__ = ["Assembler", "RemoteProvider"]
 

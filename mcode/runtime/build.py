@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode.agent.conversation import Conversation
 from mcode.agent.ledger import Ledger
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
@@ -17,7 +19,7 @@ from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.child_env import child_environment
-from mcode.tools.workspace import Workspace
+from mcode.tools.workspace import Workspace, sweep_temp_files
 from mcode.undo import undo_note
 
 if TYPE_CHECKING:
@@ -87,9 +89,10 @@ def open_session(
     tools = default_tools()
     if settings.provider == "local":
         # The embedded model's 8K window and 135M parameters: keep its tool set to what it can
-        # use (todo lists only made it loop). Schemas + system prompt stay well under 2K tokens.
-        tools = [t for t in tools if t.name != "todo"]
-    session = Session(
+        # use (todo lists only made it loop; delegating is beyond it). Schemas + system prompt
+        # stay well under 2K tokens.
+        tools = [t for t in tools if t.name not in ("todo", "task")]
+    main = Conversation(
         provider=provider,
         tools=tools,
         permissions=Permissions(
@@ -107,30 +110,37 @@ def open_session(
             ),
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
-        store=store,
-        interactive=interactive,
         max_turns=settings.max_turns,
         thinking=settings.thinking,
+        history=history,
+    )
+    session = Session(
+        main,
+        store=store,
+        interactive=interactive,
         secrets=settings.secrets,
         session_id=session_id,
-        history=history,
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
     if store is not None:
-        # Every write and edit saves the file's before-image first, so `mcode undo` can
-        # restore it; without a store there is nowhere to keep one, and nothing is saved.
-        session.tool_context.checkpoint = session.checkpoint
         notes = store.path.parent / "running"
         if resume_id:
             # The claim above proves the run that wrote these notes is gone.
             session.start_notes = [_leftover_event(left) for left in reap(notes, session.id)]
-        session.tool_context.record_command = CommandNotes(notes, session.id)
+            for path in _unfinished_writes(events, workspace):
+                sweep_temp_files(path)
+        main.tool_context.record_command = CommandNotes(notes, session.id)
         if resume_id:
-            session.pending_note = undo_note(events)
-            session.requeue_steers(_undelivered_steers(events))
-            session.interrupted = _interrupted(events, session)
-            session.ledger = _ledger(events)
+            main.pending_note = undo_note(events)
+            # The main conversation's own events: a sub-agent's turns and compactions (tagged
+            # with its agent id) are not the session's.
+            own = [e for e in events if e.get("agent") is None]
+            for steer in _undelivered_steers(own):
+                # Already recorded as steer.received: delivered at the next step, not said again.
+                main.add_steer(steer)
+            session.interrupted = _interrupted(own, main)
+            main.ledger = _ledger(own)
     return session
 
 
@@ -146,7 +156,7 @@ def _leftover_event(left: Leftover) -> dict[str, Any]:
     }
 
 
-def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
+def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None:
     """Why the session's last turn should be continued, or None if it finished (or none ran).
 
     Unfinished: its ``turn.started`` has no ``turn.finished`` (the process was killed), or it
@@ -162,9 +172,9 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
     if started is None:
         return None
     if finished is None:
-        last = session.history[-1] if session.history else None
+        last = main.history[-1] if main.history else None
         answered = last is not None and last.role == "assistant" and not last.tool_calls
-        if answered and not session.has_pending_steers:
+        if answered and not main.has_pending_steers:
             return None  # killed after the final answer was stored: the work was done
         return "mcode stopped before it finished"
     return {
@@ -174,6 +184,33 @@ def _interrupted(events: list[dict[str, Any]], session: Session) -> str | None:
         "loop": "it was stopped for repeating a failing tool call",
         "output_limit": "its answer was cut at the model's output cap",
     }.get(finished["data"]["reason"])
+
+
+def _unfinished_writes(events: list[dict[str, Any]], workspace: Workspace) -> list[Path]:
+    """The files the last turn's write and edit calls were changing when the run died (called
+    without a result): a kill inside the write leaves its temp file beside each."""
+    from mcode import events as ev
+    from mcode.errors import PathEscapeError
+
+    calls: dict[str, str] = {}
+    for e in events:
+        data = e["data"]
+        if e["type"] == ev.TURN_STARTED:
+            calls = {}
+        elif e["type"] == ev.TOOL_REQUESTED and data.get("name") in ("write", "edit"):
+            try:
+                calls[data["id"]] = str(json.loads(data["arguments"])["path"])
+            except (ValueError, KeyError, TypeError):
+                continue  # arguments the tool refused: it never wrote
+        elif e["type"] == ev.TOOL_FINISHED:
+            calls.pop(data.get("id"), None)
+    paths = []
+    for raw in calls.values():
+        try:
+            paths.append(workspace.resolve(raw))
+        except PathEscapeError:
+            continue
+    return paths
 
 
 def _ledger(events: list[dict[str, Any]]) -> Ledger | None:

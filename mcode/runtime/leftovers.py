@@ -4,11 +4,9 @@ While a bash command runs, a small JSON note in ``<data dir>/running/`` names it
 group, the command and how to recognise the group's leader again (its start time since boot,
 and the boot's id): ``<session id>.<pgid>.json``, written before the command can do anything
 that matters and removed once its group is gone. A note that survives means mcode died first.
-The supervisor (:mod:`mcode.tools.supervisor`) normally takes the group down with it, so on
-``--resume`` the note usually says "had already exited". Something survives when the
-supervisor was killed too, or when mcode died in the moment between a command's end (the
-supervisor exits with it) and mcode killing the background jobs it left; then the group is
-SIGTERMed, then SIGKILLed, and reported as killed.
+The supervisor (:mod:`mcode.tools.supervisor`) normally takes the group down when mcode dies,
+so on ``--resume`` the note usually says "had already exited". Something survives when the
+supervisor was killed too; then the group is SIGTERMed, then SIGKILLed, and reported as killed.
 
 A group is only killed when it is provably the one noted: same boot, and a leader with the
 noted start time, or, with the leader gone, members in that session started no earlier than
@@ -111,7 +109,7 @@ def _ours(pgid: int, start: int | None, boot: str | None) -> bool:
     leader = _stat(pgid)
     if leader is not None:
         return leader[2] == start
-    # The supervisor is gone, its group may live on. A pid is not reused while a group of that
+    # The leader is gone, its group may live on. A pid is not reused while a group of that
     # id exists, so members of session pgid that started after the note's leader are its own.
     for pid in _pids():
         stat = _stat(pid)

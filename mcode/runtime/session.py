@@ -1,9 +1,16 @@
-"""Session: one conversation, its settings, its event stream.
+"""Session: the conversations of one run, their settings, their event stream.
 
-Front ends never call the model or the tools. They call ``submit`` (run a turn), ``steer`` (add a
+Front ends never call the model or the tools. They call ``send`` (a message: it steers the
+running turn, or queues a turn), ``submit`` (run a turn and wait for it), ``steer`` (add a
 requirement while a turn runs; delivered at the next step boundary, nothing in flight is thrown
-away), ``cancel`` (stop now, leave history and files consistent) and ``approve`` (answer a
-``permission.asked`` event), and they subscribe to the events.
+away), ``cancel`` (stop now, leave history and files consistent, drop what is queued),
+``compact`` and ``approve`` (answer a ``permission.asked`` event), and they subscribe to the
+events.
+
+The agent's state is not here: each conversation (:mod:`mcode.agent.conversation`) holds its
+own. A Session owns its ``main`` one and, in ``conversations``, any others (sub-agents, a team),
+and hosts each through a :class:`_Seat` (the :class:`~mcode.agent.host.Host` a turn talks to),
+which tags the conversation's events with its ``agent`` id.
 
 Every event is serialised once, scrubbed of secrets, persisted to the store and handed to the
 subscribers as ``(event, json_line)``.
@@ -13,49 +20,32 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import inspect
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mcode import events as ev
-from mcode.agent.ledger import Ledger
-from mcode.agent.loop_guard import LoopGuard
-from mcode.agent.tokens import TokenBudget
+from mcode.agent.compaction import compact
+from mcode.agent.conversation import Conversation, Totals, TurnOutcome
+from mcode.agent.loop import run_turn
 from mcode.errors import MCodeError
 from mcode.events import Event
-from mcode.messages import ImagePart, Message, Usage, user_message
-from mcode.permissions import Answer, Permissions
-from mcode.providers.base import Provider
+from mcode.messages import ImagePart, Message, user_message
+from mcode.permissions import Answer
+from mcode.providers.base import ModelInfo
+from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import redact
 from mcode.store import Store, StoreError
-from mcode.tools.base import Tool, ToolContext
+from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
+
+__all__ = ["Session", "TurnOutcome"]
 
 Listener = Callable[[Event, str], None]
-
-
-@dataclass(slots=True)
-class TurnOutcome:
-    """How a ``submit`` ended. ``reason``: completed, max_turns, cancelled, error, loop (the
-    model kept sending one failing tool call, see mcode/agent/loop_guard.py), output_limit (the
-    answer was cut at the model's output cap; ``text`` holds what it wrote)."""
-
-    reason: str
-    text: str = ""
-    error: MCodeError | None = None
-
-
-@dataclass(slots=True)
-class SessionTotals:
-    usage: Usage = field(default_factory=Usage)
-    model_calls: int = 0
-    tool_calls: int = 0
-    compactions: int = 0
-    denials: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _cancel_if_running(task: asyncio.Task[Any]) -> None:
@@ -63,40 +53,116 @@ def _cancel_if_running(task: asyncio.Task[Any]) -> None:
         task.cancel()
 
 
+class _Seat:
+    """Where one conversation sits in the session: the Host its turns talk to (its events carry
+    its agent id and turn id) and its running turn."""
+
+    def __init__(self, session: Session, conversation: Conversation, depth: int = 0) -> None:
+        self.session = session
+        self.conversation = conversation
+        self.task: asyncio.Task[TurnOutcome] | None = None
+        self.cancel_requested = False
+        # 0 for a conversation the session runs, 1 for a sub-agent (which starts none).
+        self.depth = depth
+        self.changed_files: list[str] = []
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    @property
+    def interactive(self) -> bool:
+        return self.session.interactive
+
+    @property
+    def checkpoint(self) -> Checkpointer | None:
+        # Without a store from the start there is nowhere to keep a before-image: none is saved.
+        return self._save if self.session.keeps_checkpoints else None
+
+    @property
+    def spawn_agent(self) -> SpawnAgent | None:
+        return self._spawn if self.depth == 0 else None
+
+    def emit(self, type: str, /, **data: Any) -> Event:
+        if type == ev.FILE_CHANGED and data["path"] not in self.changed_files:
+            self.changed_files.append(data["path"])
+        return self.session.emit(type, of=self.conversation, **data)
+
+    async def _spawn(self, job: AgentJob) -> AgentReport:
+        """Run ``job`` in a child conversation to its end, inside this one's running turn: a
+        cancel of the turn reaches it (and is raised again here, so the turn stops too); its
+        usage counts into this conversation's totals; its events carry its agent id and this
+        turn's id (``mcode undo`` undoes its edits with the turn)."""
+        parent = self.conversation
+        agent_id = f"task-{uuid.uuid4().hex[:8]}"
+        child = parent.child(
+            agent_id,
+            system_prompt=job.system_prompt,
+            tools=[t for t in parent.tools if t.name in job.tools],
+            max_turns=job.max_turns,
+            shared_totals=True,
+        )
+        self.session.add(child, depth=self.depth + 1)
+        seat = self.session.host(child)
+        child.turn_id = parent.turn_id
+        outcome = await run_turn(child, seat, user_message(job.prompt))
+        if outcome.reason == "cancelled":
+            raise asyncio.CancelledError  # only the parent's cancel reaches a sub-agent
+        error = None
+        if outcome.error is not None:
+            hint = outcome.error.hint
+            error = outcome.error.message + (f" ({hint})" if hint else "")
+        return AgentReport(agent_id, outcome.reason, outcome.text, tuple(seat.changed_files), error)
+
+    def expect_approval(self, request_id: str) -> asyncio.Future[Answer]:
+        return self.session.expect_approval(request_id)
+
+    def _save(self, path: Path, before: bytes | None, mode: int | None, after: bytes | None) -> int:
+        """Save ``path``'s before-image under the running turn, for ``mcode undo``. Raises
+        StoreError when it cannot be saved; the tool then leaves the file alone."""
+        session = self.session
+        if session.store is None:
+            raise StoreError(
+                "the session store failed earlier in this run",
+                hint="check free disk space, then resume the session",
+            )
+        turn_id = self.conversation.turn_id
+        if turn_id is None:
+            raise StoreError("a file can only be changed during a turn")
+        return session.store.checkpoint(
+            session.id,
+            turn_id,
+            self.conversation.tool_context.workspace.relative(path),
+            str(path),
+            before,
+            mode,
+            None if after is None else hashlib.sha256(after).hexdigest(),
+        )
+
+
 class Session:
     def __init__(
         self,
+        main: Conversation,
         *,
-        provider: Provider,
-        tools: list[Tool],
-        permissions: Permissions,
-        tool_context: ToolContext,
-        system_prompt: str,
         store: Store | None = None,
         interactive: bool = False,
-        max_turns: int | None = None,
-        thinking: bool | None = None,
         secrets: list[str] | None = None,
         session_id: str | None = None,
-        history: list[Message] | None = None,
         last_seq: int = 0,
         approval_timeout: float | None = None,
     ) -> None:
         self.id = session_id or uuid.uuid4().hex
-        self.provider = provider
-        self.tools = tools
-        self.permissions = permissions
-        self.tool_context = tool_context
-        self.system_prompt = system_prompt
+        self.main = main
+        # The other conversations, by agent id: sub-agents and a team's members.
+        self.conversations: dict[str, Conversation] = {}
+        self._seats: dict[str | None, _Seat] = {None: _Seat(self, main)}
         self.store = store
+        # Whether file changes are checkpointed (there is a store to keep them in).
+        self.keeps_checkpoints = store is not None
         self.interactive = interactive
         # Seconds a permission.asked waits for approve before it is denied (None: forever).
         self.approval_timeout = approval_timeout
-        self.max_turns = max_turns
-        self.thinking = thinking
-        self.history: list[Message] = list(history or [])
-        self.totals = SessionTotals()
-        self.turn_id: str | None = None
         self._seq = last_seq
         self._secrets = [s for s in (secrets or []) if s]
         self._listeners: list[Listener] = []
@@ -105,41 +171,61 @@ class Session:
         self._outbox: collections.deque[tuple[Event, str]] = collections.deque()
         self._dispatching = False
         self._failed_listeners: list[Listener] = []
-        self._steers: list[str] = []
         self._approvals: dict[str, asyncio.Future[Answer]] = {}
-        self._task: asyncio.Task[TurnOutcome] | None = None
-        self._cancel_requested = False
-        # Prepended to the next user message, then cleared (open_session sets it when the user
-        # ran `mcode undo` since the last message, so the model knows its edits are gone).
-        self.pending_note: str | None = None
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
         # Error events (their data) said right after session.started: on resume, what the
         # killed run left running (mcode/runtime/leftovers.py).
         self.start_notes: list[dict[str, Any]] = []
-        # Counts identical failing tool calls; run_turn resets it per turn and per steer.
-        self.loop_guard = LoopGuard()
-        info = provider.info
-        # How full the context is and when it must be compacted (mcode/agent/tokens.py).
-        self.budget = TokenBudget.for_model(
-            info.model,
-            info.context_window,
-            info.max_output_tokens,
-            counter=getattr(provider, "count_request", None),
-        )
-        # What compaction keeps of the work (mcode/agent/ledger.py); open_session restores it.
-        self.ledger: Ledger | None = None
-        self._compact_requests: list[tuple[str | None, asyncio.Future[bool]]] = []
+        self._queue = TurnQueue()
         self._compacting: asyncio.Task[bool] | None = None
+
+    # -- what front ends read -----------------------------------------------------------------
+    @property
+    def history(self) -> list[Message]:
+        """The main conversation's history, as the model sees it."""
+        return self.main.history
+
+    @property
+    def totals(self) -> Totals:
+        """What the main conversation (and the sub-agents it ran) used so far."""
+        return self.main.totals
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The main conversation's provider and model (name, window, image input, ...)."""
+        return self.main.provider.info
+
+    def add(self, conversation: Conversation, *, depth: int = 0) -> None:
+        """Host another conversation (a team member; ``depth`` 1: a sub-agent) in this session."""
+        agent = conversation.agent_id
+        if agent is None or agent in self._seats:
+            raise MCodeError(f"a conversation needs a new agent id, not {agent!r}")
+        self.conversations[agent] = conversation
+        self._seats[agent] = _Seat(self, conversation, depth)
+
+    def host(self, conversation: Conversation) -> _Seat:
+        """The Host that ``conversation`` (added before) runs under."""
+        return self._seats[conversation.agent_id]
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def emit(self, type: str, **data: Any) -> Event:
+    def emit(
+        self, payload: ev.Payload | str, /, *, of: Conversation | None = None, **data: Any
+    ) -> Event:
+        """Record and publish an event of conversation ``of`` (None: the main one):
+        ``emit(ev.TurnFinished(reason="completed"))``. (``emit(type, **data)`` is the older
+        spelling, kept until every caller passes a payload.)"""
+        conv = self.main if of is None else of
         self._seq += 1
-        event = Event(type, data, self._seq, self.id, self.turn_id, time.time())
+        now = time.time()
+        if isinstance(payload, str):
+            event = Event(payload, data, self._seq, self.id, conv.turn_id, now, conv.agent_id)
+        else:
+            event = Event.of(payload, self._seq, self.id, conv.turn_id, now, conv.agent_id)
         raw = event.to_json()
         line = self.scrub(raw)
         if line != raw:
@@ -196,13 +282,13 @@ class Session:
     ) -> None:
         """Emit ``session.started``; ``more`` are the front end's own fields for it (exec: how
         permissions are answered, what an untrusted project asked for)."""
-        info = self.provider.info
+        info = self.model_info
         if not info.thinking_switchable:
             thinking = "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
-        elif self.thinking is None:
+        elif self.main.thinking is None:
             thinking = "default"
         else:
-            thinking = "on" if self.thinking else "off"
+            thinking = "on" if self.main.thinking else "off"
         self.emit(
             ev.SESSION_STARTED,
             cwd=cwd,
@@ -221,91 +307,158 @@ class Session:
             self.emit(ev.ERROR, **note)
 
     # -- driving ------------------------------------------------------------------------------
-    async def submit(self, text: str | None, images: tuple[ImagePart, ...] = ()) -> TurnOutcome:
-        """Run one user turn to its end. Only one turn runs at a time: while one runs this
-        raises MCodeError, unless it was cancelled, and then it waits for it to end first.
-        ``text`` None continues the conversation without a new user message (an interrupted
-        turn, resumed)."""
-        from mcode.agent.loop import run_turn
+    def send(
+        self, text: str | None, images: tuple[ImagePart, ...] = (), *, steer: bool = True
+    ) -> asyncio.Future[TurnOutcome | None] | None:
+        """What the user said, as it comes: while a turn runs it steers it (None is returned);
+        otherwise it is queued as a turn of its own, run once what is queued before it has
+        run, and the future returned gets its outcome (None if a cancel dropped it first).
+        ``steer`` False always queues (a message meant as the next task); so do ``images`` (a
+        steer is text) and ``text`` None (continue an interrupted turn)."""
+        if steer and text is not None and not images and self.running:
+            self.steer(text)
+            return None
+        future: asyncio.Future[TurnOutcome | None] = self._queue.put(Queued(text, images))
+        self._advance()
+        return future
 
-        while self._task is not None and not self._task.done():
-            if not self._cancel_requested:
+    async def submit(
+        self, text: str | None, images: tuple[ImagePart, ...] = (), *, agent: str | None = None
+    ) -> TurnOutcome:
+        """Run one user turn of conversation ``agent`` (None: the main one) to its end. Only one
+        turn of a conversation runs at a time: while one runs this raises MCodeError, unless it
+        was cancelled, and then it waits for it to end first. ``text`` None continues the
+        conversation without a new user message (an interrupted turn, resumed)."""
+        seat = self._seats[agent]
+        while seat.task is not None and not seat.task.done():
+            if not seat.cancel_requested:
                 raise MCodeError("a turn is already running", hint="steer it, or cancel it first")
             # A cancelled turn is still winding up (answering its calls, killing a command):
             # wait for it, so that its last events come first and keep its own turn_id.
-            await asyncio.wait({self._task})
-        if self._compacting is not None and not self._compacting.done():
+            await asyncio.wait({seat.task})
+        if agent is None and self._compacting is not None and not self._compacting.done():
             await asyncio.wait({self._compacting})  # a compaction between turns ends first
-        if text is None and not self.history:
-            raise MCodeError("there is no conversation to continue", hint="send a message")
-        self._cancel_requested = False
-        self.tool_context.cancel.clear()
-        self.turn_id = uuid.uuid4().hex[:12]
-        if self.store is not None and not self.history and text is not None:
-            title = text.strip().splitlines()[0] if text.strip() else ""
-            self.store.set_title(self.id, self.scrub(title))
-        if self.pending_note:
-            if text is not None:
-                text = f"{self.pending_note}\n\n{text}"
-            else:  # continuing a turn: the note reaches the model at its first step
-                self._steers.append(self.pending_note)
-            self.pending_note = None
-        message = None if text is None else user_message(text, images)
-        self._task = asyncio.ensure_future(run_turn(self, message))
+        task = self._begin(seat, text, images)
+        if agent is None:
+            task.add_done_callback(self._advance_after)  # what was queued meanwhile runs next
         try:
-            return await asyncio.shield(self._task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             # The caller was cancelled (e.g. Ctrl-C): cancel the turn and let it clean up.
             self.cancel()
-            return await self._task
+            return await task
+
+    def _begin(
+        self, seat: _Seat, text: str | None, images: tuple[ImagePart, ...]
+    ) -> asyncio.Task[TurnOutcome]:
+        """Start a turn of ``seat``'s conversation now; its task."""
+        conv = seat.conversation
+        if text is None and not conv.history:
+            raise MCodeError("there is no conversation to continue", hint="send a message")
+        seat.cancel_requested = False
+        conv.tool_context.cancel.clear()
+        conv.turn_id = uuid.uuid4().hex[:12]
+        if self.store is not None and conv is self.main and not conv.history and text is not None:
+            title = text.strip().splitlines()[0] if text.strip() else ""
+            self.store.set_title(self.id, self.scrub(title))
+        if conv.pending_note:
+            if text is not None:
+                text = f"{conv.pending_note}\n\n{text}"
+            else:  # continuing a turn: the note reaches the model at its first step
+                conv.add_steer(conv.pending_note)
+            conv.pending_note = None
+        message = None if text is None else user_message(text, images)
+        seat.task = asyncio.ensure_future(self._turn(seat, message))
+        return seat.task
+
+    async def _turn(self, seat: _Seat, message: Message | None) -> TurnOutcome:
+        conv = seat.conversation
+        try:
+            return await run_turn(conv, seat, message)
         finally:
-            if self._task.done():
-                self.turn_id = None  # events between and after turns carry a null turn_id
-                for _, future in self.take_compact_requests():
-                    future.set_result(False)  # the turn ended early (cancel, error)
-                    self.emit(
-                        ev.ERROR,
-                        kind="compaction",
-                        message="not compacted: the turn ended before its next step",
-                        hint="ask again between turns",
-                        recoverable=True,
-                    )
+            conv.turn_id = None  # events between and after turns carry a null turn_id
+            for _, future in conv.take_compact_requests():
+                future.set_result(False)  # the turn ended early (cancel, error)
+                self.report_error(
+                    "compaction",
+                    "not compacted: the turn ended before its next step",
+                    "ask again between turns",
+                )
+
+    def _advance(self) -> None:
+        """Start what is queued next, if nothing runs (called again as each thing ends)."""
+        while self._queue and not self.busy:
+            item = self._queue.take()
+            if item.compact:
+                self._compacting = asyncio.ensure_future(self._compact_now(item.text))
+                running: asyncio.Future[Any] = self._compacting
+            else:
+                try:
+                    running = self._begin(self._seats[None], item.text, item.images)
+                except MCodeError as e:
+                    item.done.set_exception(e)
+                    continue
+            running.add_done_callback(functools.partial(self._ended, item))
+
+    def _advance_after(self, _: object) -> None:
+        self._advance()
+
+    def _ended(self, item: Queued, task: asyncio.Future[Any]) -> None:
+        if not item.done.done():
+            if task.cancelled():
+                # A cancel that lands as a turn returns cancels its task after the fact.
+                item.done.set_result(TurnOutcome("cancelled") if not item.compact else False)
+            elif task.exception() is not None:
+                item.done.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                item.done.set_result(task.result())
+        self._advance()
 
     @property
     def running(self) -> bool:
-        """Whether a turn is running: a steer now reaches it (at its next step boundary)."""
-        return self._task is not None and not self._task.done()
+        """Whether a turn of the main conversation runs: a steer now reaches it (at its next
+        step boundary)."""
+        return self._seats[None].running
+
+    @property
+    def busy(self) -> bool:
+        """Whether a turn or a compaction between turns runs (what is queued waits for it)."""
+        return self.running or (self._compacting is not None and not self._compacting.done())
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs and nothing is queued."""
+        return not self.busy and not self._queue
+
+    async def wait_idle(self) -> None:
+        """Return once nothing runs and nothing is queued."""
+        while not self.idle:
+            running = {t for t in (self._seats[None].task, self._compacting) if t is not None}
+            running = {t for t in running if not t.done()}
+            if running:
+                await asyncio.wait(running)
+            else:  # one ended and the next starts from its done callback: let it
+                await asyncio.sleep(0)
 
     def steer(self, text: str) -> None:
         """Add a requirement to the running work; delivered at the next step boundary."""
-        self._steers.append(text)
+        self.main.add_steer(text)
         self.emit(ev.STEER_RECEIVED, text=text)
 
-    def requeue_steers(self, texts: list[str]) -> None:
-        """Steers already received (and recorded) that a killed run never delivered: a resumed
-        session delivers them at its next step, without a second ``steer.received``."""
-        self._steers.extend(texts)
-
-    @property
-    def has_pending_steers(self) -> bool:
-        return bool(self._steers)
-
-    def take_steers(self) -> list[str]:
-        pending, self._steers = self._steers, []
-        return pending
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel_requested
-
     def cancel(self) -> None:
-        """Stop the running turn now. The turn finishes with reason ``cancelled``; every tool
-        call in history gets a result, and no file is left half-written (writes are atomic)."""
-        self._cancel_requested = True
-        self.tool_context.cancel.set()
+        """Stop the running turns now and drop what is queued. A turn finishes with reason
+        ``cancelled``; every tool call in history gets a result, and no file is left
+        half-written (writes are atomic)."""
+        self._queue.clear()
         if self._compacting is not None and not self._compacting.done():
             self._compacting.cancel()  # between turns: the history stays as it was
-        task = self._task
+        for seat in list(self._seats.values()):
+            self._cancel_seat(seat)
+
+    def _cancel_seat(self, seat: _Seat) -> None:
+        seat.cancel_requested = True
+        seat.conversation.tool_context.cancel.set()
+        task = seat.task
         if task is None or task.done():
             return
         coro = task.get_coro()
@@ -324,24 +477,39 @@ class Session:
             task.cancel()
 
     async def compact(self, instructions: str | None = None) -> bool:
-        """Compact the conversation: older turns become the task ledger (``/compact``).
-        Between turns it runs now; while a turn runs it happens at the turn's next step
-        boundary (or as the turn finishes). ``instructions`` tell the summary what to focus on.
-        True once compacted, False if there was nothing to compact or the turn ended first."""
-        from mcode.agent.compaction import compact
-
+        """Compact the main conversation: older turns become the task ledger (``/compact``).
+        Between turns it runs now, or after what is queued; while a turn runs it happens at
+        the turn's next step boundary (or as the turn finishes). ``instructions`` tell the
+        summary what to focus on. True once compacted; False (and said in an ``error`` event)
+        if there was nothing to compact or the turn ended first. A cancel meanwhile raises
+        CancelledError, the history as it was."""
         if self.running:
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._compact_requests.append((instructions, future))
-            return await future
-        if self._compacting is not None and not self._compacting.done():
-            raise MCodeError("a compaction is already running", hint="wait for it to finish")
-        self._compacting = asyncio.ensure_future(compact(self, "manual", instructions))
-        return await self._compacting
+            # A compaction that is not made says why itself (mcode/agent/compaction.py), as
+            # does a turn that ends before its next step (_turn).
+            return await self.main.request_compaction(instructions)
+        if not self._queue and not self.busy:
+            self._compacting = asyncio.ensure_future(self._compact_now(instructions))
+            self._compacting.add_done_callback(self._advance_after)
+            return await self._compacting
+        future: asyncio.Future[bool] = self._queue.put(Queued(instructions, compact=True))
+        self._advance()
+        return await future
 
-    def take_compact_requests(self) -> list[tuple[str | None, asyncio.Future[bool]]]:
-        pending, self._compact_requests = self._compact_requests, []
-        return pending
+    async def _compact_now(self, instructions: str | None) -> bool:
+        return await compact(self.main, self._seats[None], "manual", instructions)
+
+    def report_error(self, kind: str, message: str, hint: str) -> None:
+        """Say a front end's error as an event (a skipped input line): recoverable, the
+        session goes on."""
+        self.emit(ev.ERROR, kind=kind, message=message, hint=hint, recoverable=True)
+
+    async def close(self) -> None:
+        """Close the providers of every conversation (their connections)."""
+        closed: list[object] = []
+        for conv in (self.main, *self.conversations.values()):
+            if not any(p is conv.provider for p in closed):
+                closed.append(conv.provider)
+                await conv.provider.aclose()
 
     def approve(self, request_id: str, allow: bool, reason: str = "") -> bool:
         """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a
@@ -384,29 +552,6 @@ class Session:
 
         future.add_done_callback(forget)
         return future
-
-    def checkpoint(
-        self, path: Path, before: bytes | None, mode: int | None, after: bytes | None
-    ) -> int:
-        """Save ``path``'s before-image under the running turn, for ``mcode undo`` (the
-        :data:`~mcode.tools.base.Checkpointer` of this session's tools). Raises StoreError
-        when it cannot be saved; the tool then leaves the file alone."""
-        if self.store is None:
-            raise StoreError(
-                "the session store failed earlier in this run",
-                hint="check free disk space, then resume the session",
-            )
-        if self.turn_id is None:
-            raise StoreError("a file can only be changed during a turn")
-        return self.store.checkpoint(
-            self.id,
-            self.turn_id,
-            self.tool_context.workspace.relative(path),
-            str(path),
-            before,
-            mode,
-            None if after is None else hashlib.sha256(after).hexdigest(),
-        )
 
     def finish(self, *, result: str | None, exit_code: int, reason: str) -> None:
         """Emit ``session.finished``; ``result`` is the answer, None when the last turn did not

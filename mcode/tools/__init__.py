@@ -10,6 +10,7 @@ from mcode.tools.base import Tool
 from mcode.tools.bash import BashTool
 from mcode.tools.files import EditTool, ReadTool, WriteTool
 from mcode.tools.search import GlobTool, GrepTool, LsTool
+from mcode.tools.task import TaskTool
 from mcode.tools.todo import TodoTool
 from mcode.tools.workspace import Workspace, atomic_write
 
@@ -19,7 +20,7 @@ READ_ONLY_SAFE: frozenset[str] = frozenset({"read", "grep", "glob", "ls"})
 
 def default_tools() -> list[Tool]:
     """Fresh instances of the built-in tools, always in this order:
-    read, write, edit, grep, glob, ls, bash, todo."""
+    read, write, edit, grep, glob, ls, bash, todo, task."""
     return [
         ReadTool(),
         WriteTool(),
@@ -29,6 +30,7 @@ def default_tools() -> list[Tool]:
         LsTool(),
         BashTool(),
         TodoTool(),
+        TaskTool(),
     ]
 
 
@@ -40,6 +42,7 @@ __all__ = [
     "GrepTool",
     "LsTool",
     "ReadTool",
+    "TaskTool",
     "TodoTool",
     "Tool",
     "Workspace",

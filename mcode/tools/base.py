@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -62,6 +62,35 @@ CommandRecorder = Callable[[int, str], Callable[[], None]]
 Checkpointer = Callable[[Path, bytes | None, int | None, bytes | None], int]
 
 
+@dataclass(frozen=True, slots=True)
+class AgentJob:
+    """A self-contained job for a sub-agent (the ``task`` tool): a fresh conversation whose
+    first user message is ``prompt``, with its own ``system_prompt``, only the parent's tools
+    named in ``tools``, and at most ``max_turns`` model calls."""
+
+    prompt: str
+    system_prompt: str
+    tools: tuple[str, ...]
+    max_turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """How a sub-agent's job ended: its turn's ``reason`` (completed, error, max_turns, ...),
+    its final answer, the files it changed, and for a failure what went wrong (message, hint)."""
+
+    agent_id: str
+    reason: str
+    text: str
+    changed_files: tuple[str, ...] = ()
+    error: str | None = None
+
+
+# Runs a sub-agent's job to its end (the runtime implements it). A cancel of the parent turn
+# cancels it too (CancelledError), and a sub-agent never gets one of its own.
+SpawnAgent = Callable[[AgentJob], Awaitable[AgentReport]]
+
+
 @dataclass(slots=True)
 class ToolContext:
     """Everything a tool may touch. One per session; shared by the tools of that session.
@@ -80,6 +109,8 @@ class ToolContext:
     checkpoint: Checkpointer | None = None
     env: dict[str, str] = field(default_factory=lambda: child_environment(os.environ))
     record_command: CommandRecorder | None = None
+    # Set per call by the agent loop from its host: None where no sub-agent may start.
+    spawn_agent: SpawnAgent | None = None
 
 
 class Tool:

@@ -1,14 +1,14 @@
 """bash: run a shell command in the workspace root, and leave nothing running behind it.
 
-The command runs as ``bash -c`` under the supervisor (:mod:`mcode.tools.supervisor`), which
-leads a new session (so its own process group), with stdin from /dev/null, stderr merged into
-stdout and the environment ``ctx.env`` (no credentials). Output streams to ``ctx.emit_output``
-as it arrives (uncapped); the model gets at most ``ctx.output_cap`` characters, head and tail
-kept. When the command ends, times out or is cancelled, whatever is left of its process group
-(background jobs included) gets SIGTERM, then SIGKILL after a grace period; when mcode dies
-(``kill -9`` included) the supervisor does the same within a fifth of a second. While it
-runs, ``ctx.record_command`` keeps a note of the group, so ``--resume`` after a crash can
-report (and kill) what is left.
+The command runs as ``bash -c``, leading a new session (so its own process group), with stdin
+from /dev/null, stderr merged into stdout and the environment ``ctx.env`` (no credentials).
+Output streams to ``ctx.emit_output`` as it arrives (uncapped); the model gets at most
+``ctx.output_cap`` characters, head and tail kept. When the command ends, times out or is
+cancelled, whatever is left of its process group (background jobs included) gets SIGTERM, then
+SIGKILL after a grace period; when mcode dies (``kill -9`` included) the supervisor
+(:mod:`mcode.tools.supervisor`) does the same at once. The group is registered with it, and
+noted by ``ctx.record_command`` (so ``--resume`` after a crash can report and kill what is
+left), before the command passes its gate and runs.
 A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
 this; nothing short of cgroups catches it.
 """
@@ -19,29 +19,24 @@ import asyncio
 import codecs
 import os
 import signal
-import sys
 from collections import deque
-from pathlib import Path
 from typing import Any, ClassVar
 
 from mcode.errors import ToolError
+from mcode.tools import supervisor
 from mcode.tools.base import Tool, ToolContext, ToolResult
+from mcode.tools.supervisor import group_alive
 
 MAX_TIMEOUT = 600.0
 KILL_GRACE = 2.0
 # How long output may keep arriving after bash exits (from jobs it left running) before they
 # are killed.
 DRAIN_GRACE = 0.5
-SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 
 def command_argv(command: str) -> list[str]:
-    """How to start ``command`` so that it dies with mcode: under the supervisor, run by this
-    Python in isolated mode (no site, no PYTHON* variables: fast, and blind to the workspace)."""
-    argv = ["bash", "-c", command]
-    if os.name != "posix" or not sys.executable:
-        return argv  # nowhere to run the supervisor: the command only dies on cancel or timeout
-    return [sys.executable, "-I", "-S", str(SUPERVISOR), str(os.getpid()), *argv]
+    """How to start ``command``: bash, waiting at the supervisor's gate until mcode says go."""
+    return ["bash", "-c", supervisor.GATE + command]
 
 
 class OutputBuffer:
@@ -78,30 +73,6 @@ class OutputBuffer:
         tail = tail[len(tail) - self.tail_cap :] if self.tail_cap else ""
         omitted = self.total - len(head) - len(tail)
         return f"{head}\n[… {omitted} characters omitted …]\n{tail}"
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group is still running (zombies don't count)."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # killpg(0) also succeeds for zombies waiting to be reaped by their new parent; on Linux,
-    # look closer so a lazy reaper does not cost us the whole grace period.
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return True
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -151,20 +122,30 @@ class BashTool(Tool):
         if timeout <= 0:
             raise ToolError("timeout must be a positive number of seconds")
         timeout = min(timeout, MAX_TIMEOUT)
+        gate, go = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command_argv(command),
                 cwd=ctx.workspace.root,
                 env=ctx.env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=gate,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        except OSError as e:
-            raise ToolError(f"cannot start bash: {e.strerror}") from None
+        except BaseException as e:  # cancelled too: a bash at the gate then reads nothing, exits
+            os.close(go)
+            if isinstance(e, OSError):
+                raise ToolError(f"cannot start bash: {e.strerror}") from None
+            raise
+        finally:
+            os.close(gate)
         pgid = proc.pid  # start_new_session: the child leads its own session and group
+        # bash waits at the gate: nothing of the command runs until it dies with mcode and
+        # has its note; a crash before the go leaves bash an empty read, and it exits.
+        supervisor.watch(pgid)
         forget = ctx.record_command(pgid, command) if ctx.record_command else None
+        _open_gate(go)
         out = OutputBuffer(ctx.output_cap)
         reader = asyncio.create_task(self._pump(proc, out, ctx))
         # proc.wait() also waits for the pipe to close, which a background job can hold open
@@ -197,6 +178,7 @@ class BashTool(Tool):
                 task.cancel()
             if forget is not None:
                 forget()
+            supervisor.release(pgid)
         output = out.text()
         shown = command if len(command) <= 80 else command[:77] + "..."
         if outcome == "timeout":
@@ -244,6 +226,15 @@ class BashTool(Tool):
                     ctx.emit_output(piece)
             if not chunk:
                 return
+
+
+def _open_gate(go: int) -> None:
+    try:
+        os.write(go, b"\n")
+    except OSError:
+        pass  # bash is gone already (a syntax error on the first line): nothing ran
+    finally:
+        os.close(go)
 
 
 async def _exited(proc: asyncio.subprocess.Process) -> int:

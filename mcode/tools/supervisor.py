@@ -1,108 +1,213 @@
-"""The supervisor: the process between mcode and a command, which takes the command's whole
-process group down when mcode dies.
+"""The supervisor: one small process per mcode that takes running commands down when mcode dies.
 
-    mcode ──▶ supervisor (leads a new session and process group; this file, run by path)
-                 └──▶ bash -c COMMAND ──▶ its children, background jobs, grandchildren …
+    mcode ──▶ bash -c COMMAND   (leads its own session and process group; mcode waits on it)
+      │ │            └──▶ its children, background jobs, grandchildren …
+      │ └─ lifeline (a pipe; only mcode holds the write end) ─▶ supervisor (this file, run by path)
+      └─ "+PGID START" when a command starts, "-PGID" once its group is gone
 
 A command started directly would outlive a ``kill -9`` of mcode: it runs in its own process
-group (so cancelling can kill all of it), and nothing tells it that its parent is gone.
-``PR_SET_PDEATHSIG`` reaches only the direct child, fires when the *thread* that forked it
-ends, and needs a ``preexec_fn`` (unsafe in a process with threads) or ctypes (as slow to
-import as the rest of this program's start-up). So the direct child is this small program: it
-waits for the command on a pidfd (Linux; elsewhere it polls), checks every :data:`POLL`
-seconds whether mcode is still its parent, and once it is not, SIGTERMs its group, waits up to
-:data:`GRACE` seconds for the command, and SIGKILLs the group, itself included.
+group (so cancelling can kill all of it), and nothing tells it that its parent is gone. The
+supervisor is told: it blocks reading the lifeline, and a pipe reads end-of-file once every
+holder of its write end is gone — mcode dies of anything, ``SIGKILL`` included, and the kernel
+closes it. Then every group still registered gets SIGTERM, up to :data:`GRACE` seconds, and
+SIGKILL. No polling, no timer, and no process per command: a bash call costs what a direct
+``bash -c`` costs (tests/bench/bash_spawn.py, BENCH.md).
 
-Otherwise it is transparent: mcode's SIGTERM to the group reaches the command and is ignored
-here, and the command's exit status becomes the supervisor's (a signal death is re-raised), so
-mcode reads ``exit code 3`` or ``killed by SIGTERM`` as it would from bash itself.
+mcode stays the command's parent, so exit statuses and signal deaths read as bash's own. The
+one gap of a watcher outside the command — the moment between starting it and registering it —
+is closed by a gate: the command line is prefixed with :data:`GATE`, which reads one line from
+stdin (a pipe from mcode) before anything else runs; mcode writes it only once the group is
+registered, and if mcode dies first the read ends empty and bash exits having run nothing.
 
-Run as ``python -I -S supervisor.py PARENT_PID ARGV...``: the standard library's C modules only
-(``_signal``, not ``signal``, which imports ``enum``), never ``import mcode``: its start-up is
-part of every command's latency (tests/bench/bash_spawn.py).
+The supervisor leads its own session (a Ctrl-C to mcode's terminal does not reach it), and kills
+a group only if it is provably the one registered: the leader's start time matches, or the
+leader is gone and only members are left (a pid is not reused while a group of that id exists).
+
+Run as ``python -I -S supervisor.py``: the standard library only, never ``import mcode``.
+mcode's side is :func:`watch` and :func:`release`; it starts the supervisor on first use.
 """
 
 from __future__ import annotations
 
-import _signal
 import os
-import select
 import sys
 import time
+from typing import Any
 
 GRACE = 2.0
-POLL = 0.2  # how often the parent is checked: the longest a command outlives mcode
-_EXIT_POLL = 0.02  # without a pidfd, how often the command is checked
+# Prefixed to every command, on its first line so line numbers in bash's messages stay the
+# user's: wait for mcode's go (end-of-file: mcode died, run nothing), then stdin is /dev/null.
+GATE = "read -r _ || exit 1; exec </dev/null; "
+
+_PROC = "/proc"
 
 
-def _ignore(signum: int, frame: object) -> None:
-    """SIGTERM from mcode is for the command; a caught signal (unlike an ignored one) is
-    reset for the command when it execs."""
+# -- process groups (shared with mcode.tools.bash and mcode.runtime.leftovers) -----------------
 
 
-def _take_group_down(child: int) -> None:
-    """mcode is gone: stop the command the way mcode would have, then everything left."""
+def start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (zombies included), or None."""
     try:
-        os.killpg(0, _signal.SIGTERM)  # our own handler ignores it
-        deadline = time.monotonic() + GRACE
-        while time.monotonic() < deadline:
-            if os.waitpid(child, os.WNOHANG)[0]:
-                break
-            time.sleep(0.05)
+        with open(f"{_PROC}/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies don't count)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # killpg(0) also succeeds for zombies waiting to be reaped by their new parent; on Linux,
+    # look closer so a lazy reaper does not cost us the whole grace period.
+    try:
+        pids = [name for name in os.listdir(_PROC) if name.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            with open(f"{_PROC}/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+# -- the supervisor process ---------------------------------------------------------------------
+
+
+def _ours(pgid: int, start: int | None) -> bool:
+    if start is None or not os.path.isdir(_PROC):
+        return True  # nothing to compare: the registration is all we have
+    now = start_time(pgid)
+    return now is None or now == start  # leader gone: its id is still the group's
+
+
+def _take_down(groups: dict[int, int | None]) -> None:
+    """mcode is gone: stop its commands the way mcode would have, then everything left."""
+    targets = [pgid for pgid, start in groups.items() if _ours(pgid, start)]
+    for pgid in targets:
+        _signal(pgid, 15)  # SIGTERM (the C module _signal has the numbers; signal imports enum)
+    deadline = time.monotonic() + GRACE
+    while time.monotonic() < deadline and any(group_alive(pgid) for pgid in targets):
+        time.sleep(0.05)
+    for pgid in targets:
+        _signal(pgid, 9)  # SIGKILL
+
+
+def _signal(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
     except OSError:
         pass
-    finally:
-        os.killpg(0, _signal.SIGKILL)  # background jobs too, and this process
 
 
-def _wait(child: int, parent: int) -> int:
-    """The command's wait status; takes the group down if mcode dies first."""
+def main() -> None:
+    # Registrations arrive as bash starts: on a busy machine, a woken supervisor must not take
+    # the CPU from the command it is told about. Its one real job, after mcode dies, can wait.
     try:
-        pidfd: int | None = os.pidfd_open(child)
-    except (AttributeError, OSError):
-        pidfd = None
+        os.nice(19)
+    except OSError:
+        pass
+    groups: dict[int, int | None] = {}
+    pending = b""
     while True:
-        if pidfd is not None:
-            select.select([pidfd], [], [], POLL)  # readable when the command exits
-        else:
-            time.sleep(_EXIT_POLL)
-        done, status = os.waitpid(child, os.WNOHANG)
-        if done:
-            return status
-        if os.getppid() != parent:
-            _take_group_down(child)
+        chunk = os.read(0, 4096)
+        if not chunk:
+            break  # end of file: mcode is gone
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            op, _, rest = line.partition(b" ")
+            if op.startswith(b"+"):
+                groups[int(op[1:])] = int(rest) if rest else None
+            elif op.startswith(b"-"):
+                groups.pop(int(op[1:]), None)
+    if groups:
+        _take_down(groups)
 
 
-def _exit_like(status: int) -> None:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        _signal.signal(sig, _signal.SIG_DFL)
+# -- mcode's side -------------------------------------------------------------------------------
+
+_proc: Any = None  # the running supervisor (a subprocess.Popen), started on first use
+_owner = 0  # the pid that started it: a forked child must start its own
+_live: dict[int, int | None] = {}  # what it has been told is running
+
+
+def watch(pgid: int) -> None:
+    """Register a command's process group (its leader is waiting at the :data:`GATE`), so that
+    it dies with mcode. Never raises: without a supervisor a command still dies on cancel."""
+    start = _live[pgid] = start_time(pgid)
+    _send(f"+{pgid} {'' if start is None else start}\n".encode())
+
+
+def release(pgid: int) -> None:
+    """The group is gone: forget it (its id may be reused)."""
+    if pgid in _live:
+        del _live[pgid]
+        _send(f"-{pgid}\n".encode())
+
+
+def _send(line: bytes) -> None:
+    global _proc, _owner
+    for _ in range(2):
+        if _proc is None or _owner != os.getpid() or _proc.poll() is not None:
+            if not _start():
+                return
+            line = b"".join(
+                f"+{pgid} {'' if start is None else start}\n".encode()
+                for pgid, start in _live.items()
+            )
+            if not line:
+                return
         try:
-            import resource
+            os.write(_proc.stdin.fileno(), line)  # a short line: one atomic write
+            return
+        except (OSError, ValueError):  # it died (a command killed it?): start another, tell all
+            _proc = None
 
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the command's crash, not ours
-        except (ImportError, ValueError, OSError):
+
+def _start() -> bool:
+    global _proc, _owner
+    import atexit
+    import subprocess
+
+    try:
+        _proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", __file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,
+        )
+    except OSError:
+        _proc = None
+        return False
+    if not _owner:
+        atexit.register(_stop)
+    _owner = os.getpid()
+    return True
+
+
+def _stop() -> None:
+    """mcode exits normally: close the lifeline (nothing is registered, so it just ends)."""
+    import subprocess
+
+    if _proc is not None and _owner == os.getpid():
+        _proc.stdin.close()
+        try:
+            _proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:  # it ends on its own
             pass
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)  # a signal whose default is not to end the process
-    os._exit(os.waitstatus_to_exitcode(status))
-
-
-def main(argv: list[str]) -> None:
-    parent = int(argv[1])
-    command = argv[2:]
-    _signal.signal(_signal.SIGTERM, _ignore)
-    if os.getppid() != parent:  # mcode died before we got here
-        os._exit(1)
-    child = os.fork()
-    if child == 0:
-        try:
-            os.execvp(command[0], command)
-        except OSError as e:
-            os.write(2, f"mcode: cannot start {command[0]}: {e.strerror}\n".encode())
-        os._exit(127)
-    _exit_like(_wait(child, parent))
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

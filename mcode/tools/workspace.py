@@ -6,6 +6,12 @@ extra roots (``--add-dir``) unless the user allowed everything (``allow_outside`
 symlinks are resolved *before* the check, a link inside the workspace that points outside is
 refused as well. Writes go through :func:`atomic_write`, so a crash or a full disk never leaves a
 half-written file behind.
+
+The one thing a crash inside a write (``kill -9``, power loss) can leave is the write's temp
+file beside its target, ``.NAME.<pid>-<hex>.mcode-tmp``: it must sit in the same folder (a
+rename is only atomic within one filesystem), so it cannot live somewhere out of sight. Its
+name says which process wrote it; :func:`sweep_temp_files` removes those of processes that are
+gone, and ``--resume`` calls it for the files the killed turn was writing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from mcode.errors import PathEscapeError
 # N bytes kills the process (SIGKILL) once N of them are on disk, so a crash lands inside a
 # write. Nothing else reads it; unset, it costs one lookup per write.
 FAULT_KILL_IN_WRITE = "MCODE_FAULT_KILL_IN_WRITE"
+
+TEMP_SUFFIX = ".mcode-tmp"
 
 
 class Workspace:
@@ -118,7 +126,7 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
             mode = target.stat().st_mode & 0o7777
         except FileNotFoundError:
             pass
-    tmp = directory / f".{target.name}.{secrets.token_hex(4)}.mcode-tmp"
+    tmp = directory / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     # O_EXCL: never clobber someone else's file; 0o666 lets the kernel apply the umask for us
     # (reading the umask would mean setting it, which races with other threads).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -145,6 +153,46 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
             pass
         raise
     _fsync_dir(directory)
+
+
+def sweep_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files that writes of ``path`` by processes no longer alive left beside
+    it (a crash inside :func:`atomic_write`); the ones removed. A live writer's (another mcode
+    writing the same file now) and names without a writer's pid are left alone. Call it when
+    this process is not writing ``path``: its own pid counts as gone (in a container every run
+    may get the same one)."""
+    target = Path(os.path.realpath(path))
+    removed: list[Path] = []
+    try:
+        candidates = list(target.parent.glob(f".{_glob_escape(target.name)}.*{TEMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        writer = tmp.name[len(target.name) + 2 : -len(TEMP_SUFFIX)].split("-", 1)[0]
+        if not writer.isdigit() or not tmp.is_file():
+            continue
+        if int(writer) != os.getpid() and _alive(int(writer)):
+            continue
+        try:
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(tmp)
+    return removed
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process holds that pid: not ours to judge
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,0 +1,82 @@
+"""task: delegate a self-contained job to a sub-agent, which answers with its findings.
+
+The sub-agent is a child conversation (``ctx.spawn_agent``, run by the runtime): a fresh
+context whose first user message is the job's prompt, its own system prompt, the tools of its
+role and a cap on its model calls. Its answer (and the files it changed) is this call's
+result; its events are tagged with its agent id. It works within the parent's permission mode
+and never gets ``task`` itself: sub-agents go one level deep.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mcode.errors import ToolError
+from mcode.tools.base import AgentJob, Tool, ToolContext, ToolResult
+
+# What each role may use. explore (the default) only looks; edit may also change files and
+# run commands, still within the session's permission mode.
+ROLES: dict[str, tuple[str, ...]] = {
+    "explore": ("read", "grep", "glob", "ls"),
+    "edit": ("read", "write", "edit", "grep", "glob", "ls", "bash"),
+}
+# Model calls a sub-agent may make before it must answer.
+MAX_TURNS = 25
+
+SUBAGENT_PROMPT = """\
+You are a sub-agent of mcode, a coding agent working in the user's repository. The main agent \
+gave you one self-contained task; you cannot ask it questions. The current directory is the \
+repository root; use paths relative to it.
+
+Work on the task with your tools, then answer with what the main agent needs: your findings, \
+with file paths and line numbers where they help. Your final answer is all it sees, so make it \
+complete and short."""
+
+
+class TaskTool(Tool):
+    name = "task"
+    description = (
+        "Delegate a self-contained job (a search, an investigation, a focused change) to a "
+        "sub-agent with a fresh context; it returns its final answer. Give it everything it "
+        "needs in the prompt. role explore (default) only reads; edit may also change files."
+    )
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "description": "a few words on the job"},
+            "prompt": {"type": "string", "description": "the whole job, self-contained"},
+            "role": {"type": "string", "enum": list(ROLES)},
+        },
+        "required": ["description", "prompt"],
+        "additionalProperties": False,
+    }
+    permission = "read"  # the sub-agent's own calls are checked one by one
+
+    def subject(self, args: dict[str, Any]) -> str:
+        return str(args.get("description", ""))
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        if ctx.spawn_agent is None:
+            raise ToolError("a sub-agent cannot start sub-agents of its own; do the work yourself")
+        prompt = args["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ToolError("task needs a non-empty prompt saying the whole job")
+        role = args.get("role", "explore")
+        job = AgentJob(prompt.strip(), SUBAGENT_PROMPT, ROLES[role], MAX_TURNS)
+        report = await ctx.spawn_agent(job)
+        changed = list(report.changed_files)
+        if report.reason != "completed":
+            raise ToolError(
+                f"the sub-agent {report.agent_id} stopped ({report.reason}): "
+                f"{report.error or 'no answer'}"
+                + (f"; it had changed {', '.join(changed)}" if changed else ""),
+                hint="do the job yourself, or delegate a smaller one",
+            )
+        content = report.text or "(the sub-agent gave no answer)"
+        if changed:
+            content += "\n\nFiles the sub-agent changed: " + ", ".join(changed)
+        return ToolResult(
+            content=content,
+            summary=f"{report.agent_id}: {args.get('description', '')}".strip(),
+            changed_files=[],  # already reported as file.changed by the sub-agent's own calls
+        )

@@ -1,0 +1,133 @@
+"""The supervisor takes a registered process group down once its lifeline reads end-of-file
+(mcode died), leaves released and reused ids alone, and the gate runs nothing without a go."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcode.tools import supervisor
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
+def wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def group(command: str) -> subprocess.Popen[bytes]:
+    """A process group like a command's: bash leading its own session, with a background job."""
+    return subprocess.Popen(["bash", "-c", command], start_new_session=True)
+
+
+def test_end_of_file_takes_registered_groups_down_and_no_others() -> None:
+    lifeline = subprocess.Popen(
+        [sys.executable, "-I", "-S", supervisor.__file__], stdin=subprocess.PIPE
+    )
+    assert lifeline.stdin is not None
+    doomed, released, reused = group("sleep 300 & wait"), group("sleep 300"), group("sleep 300")
+    try:
+        start = supervisor.start_time(doomed.pid)
+        lines = [
+            f"+{doomed.pid} {start}",
+            f"+{released.pid} {supervisor.start_time(released.pid)}",
+            f"-{released.pid}",
+            f"+{reused.pid} {supervisor.start_time(reused.pid) - 1}",  # another process's id
+        ]
+        lifeline.stdin.write(("\n".join(lines) + "\n").encode())
+        lifeline.stdin.flush()
+        time.sleep(0.2)
+        assert alive(doomed.pid) and alive(released.pid) and alive(reused.pid)
+        background = [
+            int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == doomed.pid
+        ]
+        assert len(background) == 2  # bash and its background sleep
+        lifeline.stdin.close()  # what mcode's death does to the pipe
+        doomed.wait(timeout=10)
+        assert doomed.returncode == -signal.SIGTERM
+        assert all(wait_gone(pid) for pid in background)
+        assert lifeline.wait(timeout=10) == 0
+        assert alive(released.pid) and alive(reused.pid)
+    finally:
+        for proc in (doomed, released, reused):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_group_that_ignores_sigterm_gets_sigkill() -> None:
+    lifeline = subprocess.Popen(
+        [sys.executable, "-I", "-S", supervisor.__file__], stdin=subprocess.PIPE
+    )
+    assert lifeline.stdin is not None
+    stubborn = group("trap '' TERM; sleep 300 & wait")
+    try:
+        time.sleep(0.2)  # bash has set its trap
+        lifeline.stdin.write(f"+{stubborn.pid} {supervisor.start_time(stubborn.pid)}\n".encode())
+        lifeline.stdin.close()
+        stubborn.wait(timeout=10)
+        assert stubborn.returncode == -signal.SIGKILL
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+def test_the_gate_runs_nothing_when_mcode_dies_before_the_go(tmp_path: Path) -> None:
+    gate, go = os.pipe()
+    marker = tmp_path / "ran"
+    proc = subprocess.Popen(
+        ["bash", "-c", supervisor.GATE + f"touch {marker}"], stdin=gate, start_new_session=True
+    )
+    os.close(gate)
+    os.close(go)  # mcode died: no go
+    assert proc.wait(timeout=10) == 1
+    assert not marker.exists()
+
+
+def test_a_killed_supervisor_is_replaced_and_told_what_runs() -> None:
+    first = group("sleep 300")
+    second = group("sleep 300")
+    try:
+        supervisor.watch(first.pid)
+        old = supervisor._proc
+        old.kill()
+        old.wait()
+        supervisor.watch(second.pid)  # starts another supervisor, which learns of both
+        new = supervisor._proc
+        assert new is not old and new.poll() is None
+        new.stdin.close()  # mcode's death, as the new supervisor sees it
+        assert first.wait(timeout=10) == -signal.SIGTERM
+        assert second.wait(timeout=10) == -signal.SIGTERM
+        new.wait(timeout=10)
+    finally:
+        for proc in (first, second):
+            supervisor._live.pop(proc.pid, None)
+            proc.kill()
+            proc.wait()
+        supervisor._proc = None  # the next command starts a fresh one
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2 :].split()[2])
