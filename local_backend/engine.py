@@ -1,10 +1,10 @@
 """The Engine protocol: what the chat layer (and so ``mcode serve`` and the ``local`` provider)
-needs from a model runtime. llama.cpp (:mod:`.llama_engine`) implements it; the torch engine
-plugs in the same way.
+needs from a model runtime. llama.cpp (:mod:`.llama_engine`) and the torch engine
+(:mod:`.torch_engine`) implement it; :mod:`.engines` makes the one a setting names.
 
-An engine owns one model and generates one sequence at a time; callers admit requests to it in
-order (the server's FIFO queue). ``stream`` yields text pieces as they decode, then one
-:class:`Generated`; a consumer that stops iterating stops the generation.
+An engine owns one model; callers admit requests to it in order (the server's FIFO queue).
+``stream`` yields text pieces as they decode, then one :class:`Generated`; a consumer that
+stops iterating stops the generation.
 
 ``chat_template``, ``bos_text`` and ``eos_text`` (read after ``load``) let the chat layer render a
 conversation in the model's own format; ``supports_grammar`` says whether ``Sampling.grammar``
@@ -25,6 +25,9 @@ class Engine(Protocol):
     model_id: str  # the name /v1/models lists
     n_ctx: int
     supports_grammar: bool
+
+    @property
+    def loaded(self) -> bool: ...
 
     def load(self) -> None: ...
 

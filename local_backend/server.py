@@ -361,36 +361,22 @@ def _engine_error(e: ProviderError) -> dict[str, Any]:
 # -- the command ----------------------------------------------------------------------------
 
 
-def build_engine(kind: str, model: str, *, n_ctx: int, threads: int | None) -> Engine:
+def build_engine(
+    kind: str, model: str, *, n_ctx: int, threads: int | None, attention: str = "dense"
+) -> Engine:
     """The engine ``--engine`` names over ``--model`` (a path, or ``default`` for the embedded
     SmolLM2). Raises ConfigError saying what is missing."""
     from mcode.providers.presets import PRESETS
 
-    from .embedded import check_model_file, embedded_model_path, require_llama_cpp
+    from .embedded import embedded_model_path
+    from .engines import build_engine as make
 
     if model == "default":
         path, model_id = embedded_model_path(), PRESETS["local"].default_model
     else:
         path = Path(model).expanduser()
         model_id = path.name.removesuffix(".gguf")
-    if kind == "llama_cpp":
-        require_llama_cpp()
-        from .llama_engine import LlamaEngine
-
-        return LlamaEngine(
-            check_model_file(path), n_ctx=n_ctx, n_threads=threads, model_id=model_id
-        )
-    if kind == "torch":
-        try:
-            from .torch_engine import TorchEngine
-        except ImportError as e:
-            raise ConfigError(
-                f"the torch engine is not available in this install: {e}",
-                hint="use --engine llama_cpp, or install torch: pip install 'mcode[gpu]'",
-            ) from None
-        engine: Engine = TorchEngine(path, n_ctx=n_ctx, model_id=model_id)
-        return engine
-    raise ConfigError(f"unknown engine {kind!r}", hint="use --engine llama_cpp or --engine torch")
+    return make(kind, path, model_id=model_id, n_ctx=n_ctx, threads=threads, attention=attention)
 
 
 def serve(
@@ -402,11 +388,12 @@ def serve(
     api_key: str | None,
     n_ctx: int,
     threads: int | None,
+    attention: str = "dense",
 ) -> int:
     """Load the model, bind, say where on stdout, serve until interrupted."""
     import uvicorn
 
-    engine = build_engine(engine_kind, model, n_ctx=n_ctx, threads=threads)
+    engine = build_engine(engine_kind, model, n_ctx=n_ctx, threads=threads, attention=attention)
     try:
         sock = socket.create_server((host, port), backlog=128)
     except OSError as e:

@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--context", type=_positive_int, default=8192, metavar="TOKENS", help="window (8192)"
     )
     v.add_argument("--threads", type=_positive_int, help="CPU threads (default: half the CPUs)")
+    v.add_argument(
+        "--attention",
+        default="dense",
+        help="the torch engine's attention: dense, msa, or one of them per layer (dense)",
+    )
     return parser
 
 
@@ -235,6 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
             api_key=args.api_key,
             n_ctx=args.context,
             threads=args.threads,
+            attention=args.attention,
         )
     except MCodeError as e:
         print(f"mcode serve: {e}", file=sys.stderr)

@@ -70,6 +70,8 @@ _KEYS: dict[str, str] = {
     "local.context": "int",
     "local.max_output_tokens": "int",
     "local.tool_steps": "int",
+    "local.engine": "str",
+    "local.attention": "str",
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
     "tools.pass_env": "list",
@@ -104,6 +106,7 @@ WIDENING_KEYS = (
 _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "provider": ("provider", tuple(PRESETS)),
     "permission_mode": ("permission mode", PERMISSION_MODES),
+    "local.engine": ("local engine", ("llama_cpp", "torch")),  # local_backend/engines.py
 }
 # MCODE_ variables that are not config keys. A new one is registered here, or every run that
 # sets it stops with "unknown environment variable".
@@ -122,6 +125,8 @@ class LocalSettings:
     context: int = 8192
     max_output_tokens: int = 1024
     tool_steps: int = 1
+    engine: str = "llama_cpp"  # or "torch": our own engine (local_backend/torch_engine)
+    attention: str = "dense"  # the torch engine's: dense, msa, or one per layer
 
 
 @dataclass(slots=True)
@@ -562,6 +567,8 @@ def _build(
         context=values.get("local.context", 8192),
         max_output_tokens=values.get("local.max_output_tokens", 1024),
         tool_steps=values.get("local.tool_steps", 1),
+        engine=values.get("local.engine", "llama_cpp"),
+        attention=values.get("local.attention", "dense"),
     )
     if provider == "local":
         # A file's top-level model may name another provider's model: only --model,

@@ -7,6 +7,12 @@ one decode token of every running sequence and the next prefill chunk (``chunk``
 oldest sequence still prefilling. A long prompt therefore never stalls the others' decoding for
 more than a chunk, and decode steps are batched across requests.
 
+Tool calls: a request whose ``Sampling.grammar`` is set gets its own grammar state
+(:mod:`.constrain`, llama.cpp's GBNF sampler over the tokenizer's vocabulary) at admission; each
+step masks that request's logits before sampling and advances the grammar by the chosen token.
+As in the llama.cpp engine, the grammar is dropped once the output has left the only branch it
+constrains (``Sampling.free_unless``).
+
 Cached tokens: at admission a request takes the longest run of published pages matching its
 prompt (see :mod:`.paged_cache`) and only computes the rest. ``Generated.cached_tokens`` says
 how many it got.
@@ -48,6 +54,7 @@ class _Request:
     data: bytearray = field(default_factory=bytearray)
     decoder: Any = None
     gen: Any = None
+    grammar: Any = None  # a GrammarMask while the output is constrained
     started: float = 0.0
     prefilled: float = 0.0
 
@@ -57,9 +64,10 @@ class _Request:
 
 
 class TorchEngine:
-    """One Llama-family model (GGUF or safetensors) on CPU or CUDA, attention dense or MSA."""
+    """One Llama-family model (GGUF or safetensors) on CPU or CUDA (``device="auto"``: CUDA
+    when there is one), attention dense or MSA."""
 
-    supports_grammar = False
+    supports_grammar = True
 
     def __init__(
         self,
@@ -74,11 +82,12 @@ class TorchEngine:
         max_batch: int = 32,
         threads: int | None = None,
         tokenizer_path: Path | None = None,
+        model_id: str | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         # A GGUF carries its vocabulary; a safetensors folder needs a GGUF of the same model.
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
-        self.model_id = self.model_path.stem
+        self.model_id = model_id or self.model_path.stem
         self._n_ctx = n_ctx
         self.device = device
         self.attention = attention
@@ -112,6 +121,10 @@ class TorchEngine:
     def n_ctx(self) -> int:
         return self._n_ctx or 8192
 
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
     def load(self) -> None:
         """Load weights, tokenizer and cache; start the scheduler (idempotent)."""
         with self._lock:
@@ -135,6 +148,8 @@ class TorchEngine:
                 )
             if self.threads:
                 torch.set_num_threads(self.threads)
+            if self.device == "auto":
+                self.device = "cuda" if torch.cuda.is_available() else "cpu"
             cfg, tensors = load_checkpoint(self.model_path)
             self._n_ctx = min(self._n_ctx or cfg.n_ctx, cfg.n_ctx)
             cuda = self.device.startswith("cuda")
@@ -242,14 +257,14 @@ class TorchEngine:
                     block = False
                     if item is None:
                         for r in running:
-                            self.cache.release(r.seq)
+                            self._drop(r)
                         return
                     waiting.append(item)
             except queue.Empty:
                 pass
             for r in [r for r in running if r.stop.is_set()]:
                 running.remove(r)
-                self.cache.release(r.seq)
+                self._drop(r)
                 self.stats["cancelled"] += 1
             waiting = [r for r in waiting if not r.stop.is_set()]
             self._admit(waiting, running)
@@ -264,7 +279,7 @@ class TorchEngine:
                         hint="run again; if it repeats, report it with the model file used",
                     )
                     for r in running:
-                        self.cache.release(r.seq)
+                        self._drop(r)
                         r.emit(err)
                     running.clear()
 
@@ -291,8 +306,16 @@ class TorchEngine:
                     )
                     continue
                 return
-            self.cache.reserve(seq, need)
             waiting.pop(0)
+            if r.sampling.grammar is not None:
+                try:
+                    r.grammar = self.tok.grammar(r.sampling.grammar)
+                except ProviderError as e:
+                    self.cache.release(seq)
+                    self.cache.hit_tokens -= cached
+                    r.emit(e)
+                    continue
+            self.cache.reserve(seq, need)
             r.seq, r.cached, r.done_prefill = seq, cached, cached
             self.stats["requests"] += 1
             self.stats["cached_tokens"] += cached
@@ -334,7 +357,10 @@ class TorchEngine:
                 r.prefilled = time.perf_counter()
             else:
                 self.cache.publish(r.seq, r.in_cache())
-            token = choose(logits[row], r.sampling, r.prompt + r.out, r.gen)
+            row_logits = logits[row] if r.grammar is None else r.grammar.apply(logits[row])
+            token = choose(
+                row_logits, r.sampling, r.prompt + r.out, r.gen, constrained=r.grammar is not None
+            )
             self._accept(r, token, running)
 
     def _accept(self, r: _Request, token: int, running: list[_Request]) -> None:
@@ -345,6 +371,13 @@ class TorchEngine:
             r.out.append(token)
             piece = self.tok.piece(token)
             r.data += piece
+            if r.grammar is not None:
+                r.grammar.accept(token)
+                marker = (r.sampling.free_unless or "").encode("utf-8")
+                if marker and r.data and not r.data.startswith(marker):
+                    # An answer, not a call: the grammar can reject nothing from here on.
+                    r.grammar.close()
+                    r.grammar = None
             text = r.decoder.decode(piece)
             if text:
                 r.emit(text)
@@ -356,7 +389,7 @@ class TorchEngine:
         if tail:
             r.emit(tail)
         running.remove(r)
-        self.cache.release(r.seq)
+        self._drop(r)
         now = time.perf_counter()
         r.emit(
             Generated(
@@ -369,3 +402,10 @@ class TorchEngine:
                 decode_seconds=now - r.prefilled,
             )
         )
+
+    def _drop(self, r: _Request) -> None:
+        """Give back what a request held: its pages and its grammar state."""
+        self.cache.release(r.seq)
+        if r.grammar is not None:
+            r.grammar.close()
+            r.grammar = None

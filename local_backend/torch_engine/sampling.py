@@ -11,14 +11,22 @@ from ..llama_engine import Sampling
 
 
 def choose(
-    logits: torch.Tensor, sampling: Sampling, recent: Sequence[int], gen: torch.Generator
+    logits: torch.Tensor,
+    sampling: Sampling,
+    recent: Sequence[int],
+    gen: torch.Generator,
+    *,
+    constrained: bool = False,
 ) -> int:
     """One token id from ``logits`` ``[vocab]`` fp32; ``recent`` are the tokens so far (for the
-    repeat penalty)."""
+    repeat penalty). ``constrained``: the logits are a grammar's mask, and no repeat penalty
+    applies (it would push the model away from the quotes and braces JSON needs, as in
+    llama.cpp's chain)."""
     if sampling.temperature <= 0:
         return int(logits.argmax())
     x = logits.clone()
-    if sampling.repeat_penalty != 1.0 and sampling.repeat_last_n > 0 and recent:
+    penalize = sampling.repeat_penalty != 1.0 and not constrained
+    if penalize and sampling.repeat_last_n > 0 and recent:
         ids = torch.tensor(sorted(set(recent[-sampling.repeat_last_n :])), dtype=torch.long)
         vals = x[ids]
         x[ids] = torch.where(

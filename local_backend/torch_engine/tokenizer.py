@@ -11,11 +11,14 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcode.errors import ConfigError
 
 from ..chat_template import Segment
+
+if TYPE_CHECKING:
+    from .constrain import GrammarMask
 
 
 class Tokenizer:
@@ -34,6 +37,7 @@ class Tokenizer:
         self.bos = int(self._llm.token_bos())
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         n = int(self._llm.n_vocab())
+        self._vocab, self.n_vocab = vocab, n
         # End of turn, or a control token such as <|im_start|> beginning a fake turn.
         self.stop_ids = frozenset(
             t
@@ -52,6 +56,12 @@ class Tokenizer:
         if self.add_bos and self.bos >= 0 and (not ids or ids[0] != self.bos):
             ids.insert(0, self.bos)
         return ids
+
+    def grammar(self, gbnf: str) -> GrammarMask:
+        """A fresh grammar state over this vocabulary (see :mod:`.constrain`)."""
+        from .constrain import GrammarMask
+
+        return GrammarMask(self._vocab, self.n_vocab, gbnf)
 
     def piece(self, token: int) -> bytes:
         return bytes(self._llm.detokenize([token]))

@@ -29,6 +29,8 @@ def make_provider(
             n_threads=settings.local.threads,
             max_output_tokens=settings.local.max_output_tokens,
             tool_steps=settings.local.tool_steps,
+            engine=settings.local.engine,
+            attention=settings.local.attention,
         )
     facts = model_facts(settings.model)
     # A model that cannot switch thinking (MiniMax M2.x) gets no switch in its requests, whatever

@@ -1,11 +1,13 @@
-"""The ``local`` provider: a GGUF model run in-process by llama.cpp.
+"""The ``local`` provider: a GGUF model run in-process, by llama.cpp or by our torch engine
+(``[local] engine``, :mod:`mcode.local_backend.engines`).
 
 With no argument it runs the embedded SmolLM2-135M-Instruct. Tool calls are grammar-constrained
 (:mod:`mcode.local_backend.grammar`), so every call it returns is valid JSON that names one of
 the request's tools and fits that tool's schema; one call per step. The model's choices may be
 poor; the mechanics are those of any other provider.
 
-llama.cpp is imported when the first request runs, never when this module is imported.
+The engine's runtime (llama.cpp, torch) is imported when the first request runs, never when
+this module is imported.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from mcode.local_backend.chat import (
     sampling_for,
 )
 from mcode.local_backend.chat_template import Segment
-from mcode.local_backend.embedded import check_model_file, embedded_model_path, require_llama_cpp
-from mcode.local_backend.llama_engine import LlamaEngine
+from mcode.local_backend.embedded import embedded_model_path
+from mcode.local_backend.engines import build_engine
 from mcode.messages import Message, TextPart, ToolCall, Usage
 from mcode.providers.base import (
     Completion,
@@ -50,7 +52,8 @@ class LocalProvider:
     after that many calls it answers (see :func:`steered_choice`; 0 leaves the model free).
     ``max_output_tokens`` caps every answer (a request may ask for fewer, not more: a remote
     model's 32K default would not fit the window). ``temperature`` and ``seed`` make runs
-    reproducible. Raises ConfigError if llama-cpp-python, the embedded model or the file at
+    reproducible. ``engine`` is ``llama_cpp`` or ``torch`` (``attention`` is the torch engine's).
+    Raises ConfigError if llama-cpp-python (or torch), the embedded model or the file at
     ``model_path`` is missing.
     """
 
@@ -64,13 +67,21 @@ class LocalProvider:
         temperature: float = DEFAULT_TEMPERATURE,
         seed: int = 0,
         tool_steps: int = 1,
+        engine: str = "llama_cpp",
+        attention: str = "dense",
     ) -> None:
-        require_llama_cpp()
-        path = check_model_file(Path(model_path)) if model_path else embedded_model_path()
+        path = Path(model_path) if model_path else embedded_model_path()
         from mcode.config import data_home
 
-        self.engine = LlamaEngine(
-            path, n_ctx=n_ctx, n_threads=n_threads, seed=seed, data_dir=data_home()
+        self.engine = build_engine(
+            engine,
+            path,
+            model_id=path.name.removesuffix(".gguf"),
+            n_ctx=n_ctx,
+            threads=n_threads,
+            attention=attention,
+            seed=seed,
+            data_dir=data_home(),
         )
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
@@ -88,7 +99,8 @@ class LocalProvider:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         """One model call: text deltas for an answer, or a ``ToolCallStarted`` once a call's
         name is written; then the Completion."""
-        await self.engine.aload()
+        if not self.engine.loaded:
+            await asyncio.to_thread(self.engine.load)
         prompt = self._render(request)
         choice = request.tool_choice
         if choice is None and self.tool_steps > 0:
@@ -177,7 +189,7 @@ def steered_choice(messages: list[Message], tool_steps: int) -> str:
 
 class SteeredProvider:
     """A provider for a local model served over HTTP (``--provider local --base-url``): the
-    OpenAI wire client, with the same tool pacing as the in-process engine."""
+    OpenAI wire client, with the same tool pacing and temperature as the in-process engine."""
 
     def __init__(self, inner: Provider, tool_steps: int) -> None:
         self.inner = inner
@@ -188,6 +200,10 @@ class SteeredProvider:
         if request.tool_choice is None and request.tools and self.tool_steps > 0:
             choice = steered_choice(request.messages, self.tool_steps)
             request = dataclasses.replace(request, tool_choice=choice)
+        if request.temperature is None:
+            # Sampled as in-process, not at the OpenAI default of 1.0, which sends a small
+            # model rambling past its output cap.
+            request = dataclasses.replace(request, temperature=DEFAULT_TEMPERATURE)
         return self.inner.stream(request)
 
     async def aclose(self) -> None:
