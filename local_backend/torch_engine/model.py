@@ -114,6 +114,14 @@ class AttentionPlan:
             )
         return cls(frozenset(i for i, p in enumerate(parts) if p == "msa"), topk, backend)
 
+    def kernels_for(self, t: torch.Tensor) -> str:
+        """The kernels' backend for tensors like ``t``. ``auto`` on the CPU is the torch
+        references, never Triton's interpreter (which ``auto`` would pick under
+        ``TRITON_INTERPRET=1``, as the kernel tests set it): serving through it is ~100x slower."""
+        if self.backend == "auto" and not t.is_cuda:
+            return "torch"
+        return self.backend
+
 
 class LlamaModel:
     """Weights on one device, in ``dtype``; attention in the cache's dtype."""
@@ -202,7 +210,7 @@ class LlamaModel:
                     batch.cu_seqlens_q,
                     batch.seqlens_k,
                     max_seqlen_q=batch.max_seqlen_q,
-                    backend=plan.backend,
+                    backend=plan.kernels_for(q),
                 )
             assert isinstance(attn, torch.Tensor)
             x = x + attn.reshape(T, hq * d).to(x.dtype) @ layer["o"].T
@@ -243,12 +251,17 @@ class LlamaModel:
                     batch.page_table,
                     batch.seqlens_k,
                     plan.topk,
-                    backend=plan.backend,
+                    backend=plan.kernels_for(q),
                 )
                 assert isinstance(out, torch.Tensor)
                 return out.view(q.shape)
             sel = kernels.msa_select(
-                iq, ikc, *meta, plan.topk, max_seqlen_q=batch.max_seqlen_q, backend=plan.backend
+                iq,
+                ikc,
+                *meta,
+                plan.topk,
+                max_seqlen_q=batch.max_seqlen_q,
+                backend=plan.kernels_for(q),
             )
         else:
             g = q.shape[1] // hkv
@@ -260,11 +273,11 @@ class LlamaModel:
                         *meta,
                         plan.topk,
                         max_seqlen_q=batch.max_seqlen_q,
-                        backend=plan.backend,
+                        backend=plan.kernels_for(q),
                     )
                     for j in range(hkv)
                 ]
             )
-        out = kernels.msa_prefill(q, kc, vc, sel, *meta, backend=plan.backend)
+        out = kernels.msa_prefill(q, kc, vc, sel, *meta, backend=plan.kernels_for(q))
         assert isinstance(out, torch.Tensor)
         return out
