@@ -34,6 +34,7 @@ from typing import Any
 from mcode.errors import ConfigError, ProviderError
 
 from .chat_template import Segment
+from .feed import Feed
 from .probe import ensure_runs
 
 _REMEMBERED_OUTPUTS = 16
@@ -231,27 +232,14 @@ class LlamaEngine:
         fit in the window.
         """
         await self.aload()
+        feed = Feed(end=Generated)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | Generated | BaseException] = asyncio.Queue()
-        stop = threading.Event()
-
-        def emit(item: str | Generated | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                stop.set()
-
-        worker = loop.run_in_executor(None, self._run, list(prompt), sampling, stop, emit)
+        worker = loop.run_in_executor(None, self._run, list(prompt), sampling, feed.stop, feed.emit)
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in feed.items():
                 yield item
-                if isinstance(item, Generated):
-                    return
         finally:
-            stop.set()
+            feed.stop.set()
             # Wait for the worker (at most one token or prompt chunk) so the model is idle when
             # we return; a second cancellation still propagates.
             await asyncio.shield(worker)

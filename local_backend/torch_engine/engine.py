@@ -36,6 +36,7 @@ from typing import Any
 from mcode.errors import ConfigError, ProviderError
 
 from ..chat_template import Segment
+from ..feed import Feed
 from ..llama_engine import Generated, Sampling
 
 Emit = Callable[[Any], None]
@@ -222,27 +223,13 @@ class TorchEngine:
                 retryable=False,
                 hint="compact or clear the conversation, or raise the context size",
             )
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
-
-        def emit(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody listens any more
-                stop.set()
-
-        self._inbox.put(_Request(ids, sampling, emit, stop))
+        feed = Feed(end=Generated)
+        self._inbox.put(_Request(ids, sampling, feed.emit, feed.stop))
         try:
-            while True:
-                item = await inbox.get()
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in feed.items():
                 yield item
-                if isinstance(item, Generated):
-                    return
         finally:
-            stop.set()
+            feed.stop.set()
 
     # -- the scheduler ------------------------------------------------------------------
 
