@@ -63,6 +63,14 @@ class Served:
     base_url: str  # .../v1
     root: str
 
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
     def client(self, api_key: str = KEY):  # type: ignore[no-untyped-def]
         import openai
 
@@ -100,12 +108,7 @@ def start_server(tmp: Path, *args: str) -> Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     s = start_server(tmp_path_factory.mktemp("serve"), "--api-key", KEY, "--context", "4096")
     yield s
-    s.proc.terminate()
-    try:
-        s.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        s.proc.kill()
-        s.proc.wait()
+    s.stop()
 
 
 def test_models_lists_the_served_model(served):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -112,12 +111,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "1",
     )
     yield s
-    s.proc.terminate()
-    try:
-        s.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        s.proc.kill()
-        s.proc.wait()
+    s.stop()
 
 
 def test_serve_on_the_torch_engine_makes_each_kind_of_tool_call(served):
