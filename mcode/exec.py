@@ -356,7 +356,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                     settings.permission_mode, can_ask=can_ask, timeout=settings.approval_timeout
                 ),
                 trusted=settings.trusted,
-                project_ignored=settings.project_ignored,
+                project_ignored=tuple(settings.project_ignored),
             )
 
         def turn_ended(outcome: TurnOutcome) -> None:

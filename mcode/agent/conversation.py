@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcode import events as ev
 from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
 from mcode.agent.tokens import TokenBudget
@@ -35,7 +36,7 @@ class TurnOutcome:
     answer was cut at the model's output cap; ``text`` holds what it wrote). ``denials``: the
     calls this turn was not allowed to make (exit code 4 for ``mcode exec``)."""
 
-    reason: str
+    reason: ev.TurnReason
     text: str = ""
     error: MCodeError | None = None
     denials: list[dict[str, Any]] = field(default_factory=list)

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.ledger import Ledger
 from mcode.config import Settings
@@ -144,16 +145,16 @@ def open_session(
     return session
 
 
-def _leftover_event(left: Leftover) -> dict[str, Any]:
-    return {
-        "kind": "leftover",
-        "message": left.message(),
-        "hint": left.hint(),
-        "recoverable": True,
-        "pid": left.pid,
-        "command": left.command,
-        "killed": left.killed,
-    }
+def _leftover_event(left: Leftover) -> ev.Error:
+    return ev.Error(
+        kind="leftover",
+        message=left.message(),
+        hint=left.hint(),
+        recoverable=True,
+        pid=left.pid,
+        command=left.command,
+        killed=left.killed,
+    )
 
 
 def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None:
