@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING, Any
 from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.ledger import Ledger
+from mcode.atomic import sweep_temp_files
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
 from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
+from mcode.runtime.undo import undo_note
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.child_env import child_environment
-from mcode.tools.workspace import Workspace, sweep_temp_files
-from mcode.undo import undo_note
+from mcode.tools.workspace import Workspace
 
 if TYPE_CHECKING:
     import httpx
