@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from mcode import events as ev
+from mcode.agent.aside import answer_aside, settled
 from mcode.agent.compaction import compact
 from mcode.agent.conversation import Conversation, Totals, TurnOutcome
 from mcode.agent.loop import run_turn
@@ -506,6 +507,47 @@ class Session:
 
     async def _compact_now(self, instructions: str | None) -> bool:
         return await compact(self.main, self._seats[None], "manual", instructions)
+
+    async def ask_aside(self, text: str) -> str:
+        """Answer a side question (``/btw``) without touching the main history, also while a
+        main turn runs: a side conversation starting from the main one's request prefix (so
+        the provider's prompt cache serves it; see :mod:`mcode.agent.aside`) answers it once,
+        with no tool call. Its events carry its own agent id (``aside-…``) and turn id. Raises
+        MCodeError when it fails or is cancelled (Session.cancel stops it too); cancelling the
+        caller stops only the aside."""
+        main = self.main
+        agent = f"aside-{uuid.uuid4().hex[:8]}"
+        aside = main.child(
+            agent,
+            system_prompt=main.system_prompt,
+            tools=main.tools,
+            shared_totals=True,  # paid for like any call: it counts into the session's usage
+        )
+        aside.history = settled(main.history)
+        self.add(aside)
+        seat = self.host(aside)
+        aside.turn_id = uuid.uuid4().hex[:12]
+        seat.task = asyncio.ensure_future(answer_aside(aside, seat, user_message(text)))
+        try:
+            outcome = await asyncio.shield(seat.task)
+        except asyncio.CancelledError:
+            # The caller was cancelled: stop the aside, not the main turn (whose tool context
+            # the aside shares, so its cancel flag is left alone).
+            seat.cancel_requested = True
+            seat.task.cancel()
+            await asyncio.wait({seat.task})
+            raise
+        finally:
+            if seat.task.done():
+                aside.turn_id = None
+                del self._seats[agent], self.conversations[agent]
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.reason != "completed":
+            raise MCodeError(
+                "the side question was cancelled before it was answered", hint="ask it again"
+            )
+        return outcome.text
 
     def report_error(self, kind: ev.ErrorKind, message: str, hint: str) -> None:
         """Say a front end's error as an event (a skipped input line): recoverable, the
