@@ -28,6 +28,7 @@ from mcode.agent.conversation import Conversation
 from mcode.agent.host import Host
 from mcode.agent.ledger import Ledger, summary_instruction
 from mcode.agent.model_call import call_model
+from mcode.agent.pacing import paced_choice
 from mcode.agent.tokens import estimate_message
 from mcode.errors import MCodeError, ProviderError
 from mcode.messages import Message, user_message
@@ -45,13 +46,17 @@ TRANSCRIPT_CLIP = 1_500
 
 
 def request_for(conv: Conversation, messages: list[Message] | None = None) -> ModelRequest:
-    """The request the next model call sends (``messages`` defaults to the history)."""
+    """The request the next model call sends (``messages`` defaults to the history). Its
+    ``tool_choice`` is the conversation's pacing (mcode/agent/pacing.py), if it is paced."""
+    messages = conv.history if messages is None else messages
+    paced = conv.tool_steps > 0 and bool(conv.tools) and bool(messages)
     return ModelRequest(
         model=conv.provider.info.model,
         system=conv.system_prompt,
-        messages=conv.history if messages is None else messages,
+        messages=messages,
         tools=[t.spec() for t in conv.tools],
         thinking=conv.thinking,
+        tool_choice=paced_choice(messages, conv.tool_steps) if paced else None,
     )
 
 

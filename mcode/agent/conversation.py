@@ -67,6 +67,7 @@ class Conversation:
         history: list[Message] | None = None,
         agent_id: str | None = None,
         totals: Totals | None = None,
+        tool_steps: int = 0,
     ) -> None:
         self.agent_id = agent_id
         self.provider = provider
@@ -76,6 +77,8 @@ class Conversation:
         self.system_prompt = system_prompt
         self.max_turns = max_turns
         self.thinking = thinking
+        # Tool pacing for a small model (mcode/agent/pacing.py); 0: the model decides.
+        self.tool_steps = tool_steps
         self.history: list[Message] = list(history or [])
         self.totals = totals if totals is not None else Totals()
         # The running turn's id (events and checkpoints carry it); None between turns.

@@ -115,6 +115,8 @@ def open_session(
         max_turns=settings.max_turns,
         thinking=settings.thinking,
         history=history,
+        # The embedded model (in-process or served) cannot pace its own tool calls.
+        tool_steps=settings.local.tool_steps if settings.provider == "local" else 0,
     )
     session = Session(
         main,
