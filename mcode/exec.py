@@ -284,22 +284,18 @@ def _exit_code(outcome: TurnOutcome) -> int:
 def _fork(store: Any, args: argparse.Namespace, workspace: Path) -> str:
     """Fork the session ``--resume`` / ``--continue`` names at ``--fork-at``; the fork's id."""
     from mcode.runtime.fork import fork_session
-    from mcode.store import StoreError
 
-    try:
-        if args.resume:
-            source = store.find(args.resume).id
-        else:
-            recent = store.sessions(cwd=str(workspace), limit=1)
-            if not recent:
-                raise UsageError(
-                    f"there is no earlier session in {workspace} to fork",
-                    hint="start one without --continue",
-                )
-            source = recent[0].id
-    except StoreError as e:  # an unknown or ambiguous --resume ID is a bad flag
-        raise UsageError(e.message, hint=e.hint) from None
+    source = args.resume
+    if source is None:  # --continue: the latest session here
+        recent = store.sessions(cwd=str(workspace), limit=1)
+        if not recent:
+            raise UsageError(
+                f"there is no earlier session in {workspace} to fork",
+                hint="start one without --continue",
+            )
+        source = recent[0].id
     fork = fork_session(store, source, args.fork_at, undo_files=args.undo_files, cwd=str(workspace))
+    source = fork.source
     if not args.quiet:
         n = len(fork.undone)
         undone = f"; the file changes of {n} turn{'s' * (n != 1)} undone" if args.undo_files else ""

@@ -196,6 +196,7 @@ def test_fork_usage_errors(model_server, repo, env):
     server = model_server([])
     cases = [
         (["--resume", sid, "--fork-at", "3", "x"], "has 2 user turns"),
+        (["--resume", "fffffff0", "--fork-at", "1", "x"], "no session with id 'fffffff0'"),
         (["--fork-at", "1", "x"], "--fork-at forks a stored session"),
         (["--undo-files", "x"], "--undo-files goes with --fork-at"),
         (["--resume", sid, "--fork-at", "1"], "--fork-at needs a prompt"),

@@ -77,11 +77,15 @@ def fork_session(
     undo_files: bool = False,
     cwd: str | None = None,
 ) -> Fork:
-    """Fork stored session ``session_id`` (its full id) before user turn ``at_turn``; see the
-    module docstring. ``cwd``: the caller's folder; a session of another folder is refused
-    when given (its files are not this folder's). Raises UsageError for a turn that is not
-    there, MCodeError when ``undo_files`` finds a file changed since the turn."""
-    info = store.find(session_id)
+    """Fork stored session ``session_id`` (or a unique prefix of it) before user turn
+    ``at_turn``; see the module docstring. ``cwd``: the caller's folder; a session of another
+    folder is refused when given (its files are not this folder's). Raises UsageError for a
+    session or turn that is not there, MCodeError when ``undo_files`` finds a file changed since
+    the turn."""
+    try:
+        info = store.find(session_id)
+    except StoreError as e:  # an unknown or ambiguous id is a bad argument
+        raise UsageError(e.message, hint=e.hint) from None
     if cwd is not None and info.cwd != cwd:
         raise UsageError(
             f"session {info.id[:12]} worked in {info.cwd}, not in {cwd}",
@@ -96,11 +100,13 @@ def fork_session(
             hint=f"give a turn from 1 to {len(turns)}" if turns else "resume it instead",
         )
     turn = turns[at_turn - 1]
-    cut = next(
-        e["seq"]
-        for e in events
-        if e["type"] == ev.TURN_STARTED and e.get("turn_id") == turn.turn_id
-    )
+    # Where turn N begins: its first event (its turn.started).
+    cut = min(e["seq"] for e in events if e.get("turn_id") == turn.turn_id)
+    if events[0]["type"] != ev.SESSION_STARTED:
+        raise StoreError(
+            f"session {info.id[:12]} has no session.started event to fork from",
+            hint="the store is damaged; start a new session",
+        )
     undone: tuple[str, ...] = ()
     if undo_files:
         store.claim(info.id)  # no run of it may write meanwhile (nor edit the files)
@@ -108,7 +114,7 @@ def fork_session(
         undone = _undo_from(store, info.id, events, cut)
     new_id = uuid.uuid4().hex
     copied = [_copy(e, new_id) for e in events if e["seq"] < cut]
-    last_seq = copied[-1].seq if copied else 0
+    last_seq = copied[-1].seq
     forked = Event.of(
         ev.SessionForked(source=info.id, at_turn=at_turn, turn_id=turn.turn_id, undone=undone),
         last_seq + 1,
@@ -116,11 +122,6 @@ def fork_session(
         None,
         now(),
     )
-    if not copied or copied[0].type != ev.SESSION_STARTED:
-        raise StoreError(
-            f"session {info.id[:12]} has no session.started event to fork from",
-            hint="the store is damaged; start a new session",
-        )
     store.write_all([(e, e.to_json()) for e in (*copied, forked)])
     if info.title:
         store.set_title(new_id, info.title)
