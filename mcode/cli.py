@@ -133,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         "with no prompt, finish its interrupted turn",
     )
     p.add_argument(
+        "--fork-at",
+        type=_positive_int,
+        metavar="N",
+        help="with --resume/--continue: run in a new session whose history is that session's "
+        "before its N-th user message (the original is left as it was)",
+    )
+    p.add_argument(
+        "--undo-files",
+        action="store_true",
+        help="with --fork-at: also undo in the workspace the file changes of turns N and later",
+    )
+    p.add_argument(
         "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
     )
 

@@ -71,6 +71,8 @@ USAGE = "usage"
 ERROR = "error"
 TURN_FINISHED = "turn.finished"
 SESSION_FINISHED = "session.finished"
+# spine: fork (mcode/runtime/fork.py)
+SESSION_FORKED = "session.forked"
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
@@ -515,6 +517,24 @@ class SessionFinished(Payload):
         object.__setattr__(self, "usage", dataclasses.replace(self.usage))
 
 
+# -- spine: fork (mcode/runtime/fork.py) --------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class SessionForked(Payload):
+    """Written by a fork (`mcode exec --resume ID --fork-at N`) after the events it copied:
+    the events before it are the source session's, up to its user turn N."""
+
+    TYPE: ClassVar[str] = SESSION_FORKED
+    source: str
+    """the session forked, which is left as it was"""
+    at_turn: int
+    """N: this session's history is the source's before its N-th user message"""
+    turn_id: str
+    """that turn's id in the source"""
+    undone: tuple[str, ...]
+    """the source's turns whose file changes were undone (`--undo-files`; recorded as `undo`
+    events there), newest first; empty without it"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
@@ -554,6 +574,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         Error,
         TurnFinished,
         SessionFinished,
+        SessionForked,
     )
 }
 ALL_TYPES = frozenset(PAYLOADS)

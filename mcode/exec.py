@@ -281,6 +281,32 @@ def _exit_code(outcome: TurnOutcome) -> int:
     }[outcome.reason]
 
 
+def _fork(store: Any, args: argparse.Namespace, workspace: Path) -> str:
+    """Fork the session ``--resume`` / ``--continue`` names at ``--fork-at``; the fork's id."""
+    from mcode.runtime.fork import fork_session
+
+    source = args.resume
+    if source is None:  # --continue: the latest session here
+        recent = store.sessions(cwd=str(workspace), limit=1)
+        if not recent:
+            raise UsageError(
+                f"there is no earlier session in {workspace} to fork",
+                hint="start one without --continue",
+            )
+        source = recent[0].id
+    fork = fork_session(store, source, args.fork_at, undo_files=args.undo_files, cwd=str(workspace))
+    source = fork.source
+    if not args.quiet:
+        n = len(fork.undone)
+        undone = f"; the file changes of {n} turn{'s' * (n != 1)} undone" if args.undo_files else ""
+        print(
+            f"mcode: forked session {source[:12]} before turn {args.fork_at} into "
+            f"{fork.session_id[:12]}{undone}",
+            file=sys.stderr,
+        )
+    return fork.session_id
+
+
 async def _run(args: argparse.Namespace, report: _Report) -> int:
     from mcode.config import data_home, load_settings
     from mcode.runtime.build import open_session
@@ -310,15 +336,34 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
     read_stdin = streaming and sys.stdin is not None
     # Asking needs someone who sees permission.asked and can answer on stdin.
     can_ask = read_stdin and args.output_format == "stream-json"
+    if args.fork_at is not None and not resuming:
+        raise UsageError(
+            "--fork-at forks a stored session", hint="name it: --resume ID --fork-at N"
+        )
+    if args.undo_files and args.fork_at is None:
+        raise UsageError(
+            "--undo-files goes with --fork-at",
+            hint="to undo the last turn's files, run `mcode undo`",
+        )
+    if args.fork_at is not None and prompt is None and not streaming:
+        raise UsageError(
+            f"--fork-at needs a prompt: the message that takes the place of turn {args.fork_at}",
+            hint=f"mcode exec --resume ID --fork-at {args.fork_at} 'what to do instead'",
+        )
     store = Store(data_home() / "sessions.db")
     started = time.monotonic()
     try:
+        resume_id = args.resume
+        continue_last = args.continue_
+        if args.fork_at is not None:
+            resume_id = _fork(store, args, workspace)
+            continue_last = False
         session = open_session(
             settings,
             store,
             interactive=can_ask,
-            resume_id=args.resume,
-            continue_last=args.continue_,
+            resume_id=resume_id,
+            continue_last=continue_last,
         )
         report.session_id = session.id
         if images and not session.model_info.supports_images:
@@ -356,7 +401,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                     settings.permission_mode, can_ask=can_ask, timeout=settings.approval_timeout
                 ),
                 trusted=settings.trusted,
-                project_ignored=settings.project_ignored,
+                project_ignored=tuple(settings.project_ignored),
             )
 
         def turn_ended(outcome: TurnOutcome) -> None:

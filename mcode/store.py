@@ -308,6 +308,25 @@ class Store:
             ) from None
         return event
 
+    def write_all(self, events: list[tuple[Event, str]]) -> None:
+        """Persist ``events`` (each with its JSON, already scrubbed) in one transaction: all of
+        them or, on an error, none (a fork's copied history)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for event, body in events:
+                    self.write(event, body)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"could not save {len(events)} events in the session store: {e}",
+                hint="check free disk space and that no other program holds the database",
+            ) from None
+
     def checkpoint(
         self,
         session_id: str,

@@ -116,7 +116,7 @@ def _load(record: Path) -> dict[str, Any]:
 def _locked(record: Path) -> Iterator[dict[str, Any]]:
     """The record's folders, to change in place; written back atomically under a lock, so two
     `mcode trust` runs at once both land."""
-    from mcode.tools.workspace import atomic_write
+    from mcode.atomic import atomic_write
 
     record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(record.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)

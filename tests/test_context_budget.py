@@ -124,7 +124,7 @@ def test_the_embedded_model_counts_a_request_exactly() -> None:
     from mcode.providers.base import Completion
     from mcode.providers.local import LocalProvider
 
-    provider = LocalProvider(n_ctx=2048, max_output_tokens=8, tool_steps=0)
+    provider = LocalProvider(n_ctx=2048, max_output_tokens=8)
     budget = TokenBudget.for_model("SmolLM2", 2048, 8, counter=provider.count_request)
     req = ModelRequest(
         model="SmolLM2",

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from helpers import clean_env, exec_args, make_repo, mcode, stored_events
 
+from mcode.atomic import FAULT_KILL_IN_WRITE
 from mcode.events import TRANSIENT_TYPES
-from mcode.tools.workspace import FAULT_KILL_IN_WRITE
 
 NOTES = "line one\nline two\n" * 200  # big enough that a torn write would show
 

@@ -133,6 +133,9 @@ TODAY = [
     '"type":"session.finished","data":{"result":null,"reason":"no_input","exit_code":2,'
     '"usage":{"input_tokens":0,"output_tokens":0,"cached_tokens":0,"cache_write_tokens":0},'
     '"model_calls":0,"tool_calls":0,"compactions":0,"denials":0}',
+    # Added after payloads (a fork, mcode/runtime/fork.py): its line as first written.
+    '"type":"session.forked","data":{"source":"9c0f","at_turn":2,"turn_id":"d7cb2a73",'
+    '"undone":["d7cb2a73"]}',
 ]
 
 

@@ -422,8 +422,9 @@ def test_guard_counts_warns_and_stops():
     assert [s.stop is not None for s in seen] == [False, False, False, False, True]
     assert seen[0].result.content == "Error: nope"
     assert seen[2].result.content.startswith("Error: nope\n\nmcode: this exact call")
-    warning = seen[2].warning
-    assert warning is not None and set(warning) == {"kind", "message", "hint", "recoverable"}
+    assert seen[2].warning is not None
+    warning = seen[2].warning.to_data()  # the error event's data, as written
+    assert set(warning) == {"kind", "message", "hint", "recoverable"}
     assert (warning["kind"], warning["recoverable"]) == ("loop", True)
     assert "read failed 3 times" in warning["message"] and '{"path":"x"}' in warning["message"]
     assert "at 5 identical failures" in warning["hint"]

@@ -569,7 +569,7 @@ def test_a_running_session_is_not_undone_or_resumed_by_another_process(
 def test_a_kill_between_checkpointing_a_second_change_and_making_it_is_no_conflict(tmp_path):
     # The turn wrote v1, then checkpointed a change to v2 and died before writing it: the file
     # still holds what mcode wrote, so undo restores it without --force.
-    from mcode.undo import _plan
+    from mcode.runtime.undo import plan_file as _plan
 
     target = tmp_path / "a.py"
     target.write_bytes(b"v1")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mcode import atomic as atomic_mod
+from mcode.atomic import atomic_write
 from mcode.errors import PathEscapeError, ToolError
-from mcode.tools import workspace as workspace_mod
-from mcode.tools.workspace import Workspace, atomic_write
+from mcode.tools.workspace import Workspace
 
 
 @pytest.fixture()
@@ -147,7 +148,7 @@ def test_atomic_write_failure_leaves_the_original_and_no_temp_file(
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(workspace_mod.os, "fsync", disk_full)
+    monkeypatch.setattr(atomic_mod.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space"):
         atomic_write(target, b"half-written")
     assert target.read_text() == "original\n"
@@ -188,7 +189,7 @@ def test_the_sweep_removes_only_temp_files_of_writers_that_are_gone(tmp_path: Pa
         }
         for name in names.values():
             (tmp_path / name).write_text("half")
-        removed = workspace_mod.sweep_temp_files(target)
+        removed = atomic_mod.sweep_temp_files(target)
     finally:
         live.kill()
         live.wait()

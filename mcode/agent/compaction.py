@@ -28,6 +28,7 @@ from mcode.agent.conversation import Conversation
 from mcode.agent.host import Host
 from mcode.agent.ledger import Ledger, summary_instruction
 from mcode.agent.model_call import call_model
+from mcode.agent.pacing import paced_choice
 from mcode.agent.tokens import estimate_message
 from mcode.errors import MCodeError, ProviderError
 from mcode.messages import Message, user_message
@@ -45,18 +46,22 @@ TRANSCRIPT_CLIP = 1_500
 
 
 def request_for(conv: Conversation, messages: list[Message] | None = None) -> ModelRequest:
-    """The request the next model call sends (``messages`` defaults to the history)."""
+    """The request the next model call sends (``messages`` defaults to the history). Its
+    ``tool_choice`` is the conversation's pacing (mcode/agent/pacing.py), if it is paced."""
+    messages = conv.history if messages is None else messages
+    paced = conv.tool_steps > 0 and bool(conv.tools) and bool(messages)
     return ModelRequest(
         model=conv.provider.info.model,
         system=conv.system_prompt,
-        messages=conv.history if messages is None else messages,
+        messages=messages,
         tools=[t.spec() for t in conv.tools],
         thinking=conv.thinking,
+        tool_choice=paced_choice(messages, conv.tool_steps) if paced else None,
     )
 
 
 async def compact(
-    conv: Conversation, host: Host, reason: str, instructions: str | None = None
+    conv: Conversation, host: Host, reason: ev.CompactionReason, instructions: str | None = None
 ) -> bool:
     """Compact the session's history now. ``reason``: auto, overflow or manual. False when
     there is nothing to compact (an empty or one-message history; said in an event when asked
@@ -99,23 +104,28 @@ async def compact(
     conv.totals.compactions += 1
     after = budget.estimate(request_for(conv))
     host.emit(
-        ev.COMPACTION,
-        reason=reason,
-        tokens_before=before,
-        tokens_after=after,
-        window=budget.window,
-        messages_before=len(history),
-        messages_after=len(conv.history),
-        kept=len(tail),
-        summarised=summarised,
-        message=message.to_dict(),
-        ledger=ledger.to_dict(),
+        ev.Compaction(
+            reason=reason,
+            tokens_before=before,
+            tokens_after=after,
+            window=budget.window,
+            messages_before=len(history),
+            messages_after=len(conv.history),
+            kept=len(tail),
+            summarised=summarised,
+            message=message,
+            ledger=ledger.to_dict(),
+        )
     )
     return True
 
 
 def _smaller(
-    message: Message, older: list[Message], conv: Conversation, host: Host, reason: str
+    message: Message,
+    older: list[Message],
+    conv: Conversation,
+    host: Host,
+    reason: ev.CompactionReason,
 ) -> bool:
     """Whether the ledger ``message`` is smaller than the ``older`` messages it would replace
     (the rest of the request is the same either way); if not, says so in an event."""
@@ -134,7 +144,7 @@ def _smaller(
     return False
 
 
-def _not_compacted(host: Host, reason: str, why: str) -> None:
+def _not_compacted(host: Host, reason: ev.CompactionReason, why: str) -> None:
     hint = {
         "manual": "nothing was changed; compact once the conversation is longer",
         "auto": "the conversation is left as it is and the request is sent anyway; if the "
@@ -142,11 +152,12 @@ def _not_compacted(host: Host, reason: str, why: str) -> None:
         "overflow": "the conversation is left as it is",
     }[reason]
     host.emit(
-        ev.ERROR,
-        kind="compaction",
-        message=f"not compacted ({reason}): {why}",
-        hint=hint,
-        recoverable=True,
+        ev.Error(
+            kind="compaction",
+            message=f"not compacted ({reason}): {why}",
+            hint=hint,
+            recoverable=True,
+        )
     )
 
 
@@ -186,12 +197,13 @@ async def _summarise(
             return await _call(conv, host, _transcript_request(conv, older, ask, cap))
     except MCodeError as e:
         host.emit(
-            ev.ERROR,
-            kind="compaction",
-            message=f"the model could not summarise the conversation: {e.message}",
-            hint="the ledger keeps the user's requests, files, commands and failures that mcode "
-            "recorded itself; the work goes on",
-            recoverable=True,
+            ev.Error(
+                kind="compaction",
+                message=f"the model could not summarise the conversation: {e.message}",
+                hint="the ledger keeps the user's requests, files, commands and failures that "
+                "mcode recorded itself; the work goes on",
+                recoverable=True,
+            )
         )
         return None
 
@@ -239,10 +251,5 @@ async def _call(conv: Conversation, host: Host, request: ModelRequest) -> str:
     completion = await call_model(conv, host, request, show=False)
     conv.totals.model_calls += 1
     conv.totals.usage.add(completion.usage)
-    host.emit(
-        ev.USAGE,
-        **completion.usage.to_dict(),
-        total=conv.totals.usage.to_dict(),
-        purpose="compaction",
-    )
+    host.emit(ev.Usage.of(completion.usage, total=conv.totals.usage, purpose="compaction"))
     return completion.message.text

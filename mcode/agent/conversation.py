@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcode import events as ev
 from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
 from mcode.agent.tokens import TokenBudget
@@ -35,7 +36,7 @@ class TurnOutcome:
     answer was cut at the model's output cap; ``text`` holds what it wrote). ``denials``: the
     calls this turn was not allowed to make (exit code 4 for ``mcode exec``)."""
 
-    reason: str
+    reason: ev.TurnReason
     text: str = ""
     error: MCodeError | None = None
     denials: list[dict[str, Any]] = field(default_factory=list)
@@ -66,6 +67,7 @@ class Conversation:
         history: list[Message] | None = None,
         agent_id: str | None = None,
         totals: Totals | None = None,
+        tool_steps: int = 0,
     ) -> None:
         self.agent_id = agent_id
         self.provider = provider
@@ -75,6 +77,8 @@ class Conversation:
         self.system_prompt = system_prompt
         self.max_turns = max_turns
         self.thinking = thinking
+        # Tool pacing for a small model (mcode/agent/pacing.py); 0: the model decides.
+        self.tool_steps = tool_steps
         self.history: list[Message] = list(history or [])
         self.totals = totals if totals is not None else Totals()
         # The running turn's id (events and checkpoints carry it); None between turns.

@@ -4,7 +4,8 @@ A :class:`~mcode.agent.conversation.Conversation` is the agent's own state; the 
 (:func:`mcode.agent.loop.run_turn`) drives it and talks to the outside only through a host:
 
     run_turn(conversation, host, message)
-        host.emit(type, **data)        every event, tagged by the host with its conversation
+        host.emit(payload)             every event (an mcode.events payload), tagged by
+                                       the host with its conversation
         host.expect_approval(id)       a future the user's answer resolves (permission.asked)
         host.interactive               whether anyone can answer at all (else: denied)
         host.cancel_requested          a cancel that came before the turn's task first ran
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from mcode import events as ev
 from mcode.permissions import Answer
 from mcode.tools.base import Checkpointer, SpawnAgent
 
@@ -45,8 +47,8 @@ class Host(Protocol):
         """Runs a sub-agent in a child conversation; None where none may start."""
         ...
 
-    def emit(self, type: str, /, **data: Any) -> Any:
-        """Record and publish one event of this conversation."""
+    def emit(self, payload: ev.Payload, /) -> Any:
+        """Record and publish one event of this conversation: ``emit(ev.TurnStarted())``."""
         ...
 
     def expect_approval(self, request_id: str) -> asyncio.Future[Answer]:

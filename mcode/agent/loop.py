@@ -20,7 +20,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 from mcode import events as ev
 from mcode.agent.compaction import compact, request_for
@@ -52,11 +52,11 @@ async def run_turn(conv: Conversation, host: Host, message: Message | None) -> T
 
 
 async def _turn(conv: Conversation, host: Host, message: Message | None) -> TurnOutcome:
-    host.emit(ev.TURN_STARTED, resumed=message is None)
+    host.emit(ev.TurnStarted(resumed=message is None))
     conv.loop_guard.reset()
     _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
     if message is not None:
-        _append(conv, host, ev.MESSAGE_USER, message)
+        _append(conv, host, message, ev.MessageUser(message=message))
     text = ""
     try:
         if host.cancel_requested:  # cancelled before this task first ran (Session.cancel)
@@ -77,7 +77,7 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
             await _requested_compaction(conv, host)  # asked for during the last step
             if conv.has_pending_steers:
                 continue
-            host.emit(ev.TURN_FINISHED, reason="completed")
+            host.emit(ev.TurnFinished(reason="completed"))
             return TurnOutcome("completed", text)
         raise LimitReached(
             f"stopped after {conv.max_turns} model call{'s' * (conv.max_turns != 1)} (max turns)",
@@ -86,25 +86,26 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
     except asyncio.CancelledError:
         _close_open_calls(conv, host, CANCELLED_RESULT, "cancelled")
         _drop_steers(conv, host, "cancelled")
-        host.emit(ev.TURN_FINISHED, reason="cancelled")
+        host.emit(ev.TurnFinished(reason="cancelled"))
         return TurnOutcome("cancelled", text)
     except LimitReached as e:
-        host.emit(ev.ERROR, kind="limit", message=e.message, hint=e.hint, recoverable=True)
+        host.emit(ev.Error(kind="limit", message=e.message, hint=e.hint, recoverable=True))
         _drop_steers(conv, host, "max_turns")
-        host.emit(ev.TURN_FINISHED, reason="max_turns")
+        host.emit(ev.TurnFinished(reason="max_turns"))
         return TurnOutcome("max_turns", text, e)
     except LoopStopped as e:  # the model kept sending one failing call (agent/loop_guard.py)
         _close_open_calls(conv, host, NOT_RUN_RESULT, "not run")
-        host.emit(ev.ERROR, kind="loop", message=e.message, hint=e.hint, recoverable=False)
+        host.emit(ev.Error(kind="loop", message=e.message, hint=e.hint, recoverable=False))
         _drop_steers(conv, host, "loop")
-        host.emit(ev.TURN_FINISHED, reason="loop")
+        host.emit(ev.TurnFinished(reason="loop"))
         return TurnOutcome("loop", text, e)
     except MCodeError as e:
-        kind = e.kind if isinstance(e, ProviderError) else type(e).__name__
-        host.emit(ev.ERROR, kind=kind, message=e.message, hint=e.hint, recoverable=False)
+        # A provider's error by its kind, any other by its class (both listed in ErrorKind).
+        kind = cast(ev.ErrorKind, e.kind if isinstance(e, ProviderError) else type(e).__name__)
+        host.emit(ev.Error(kind=kind, message=e.message, hint=e.hint, recoverable=False))
         _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
         _drop_steers(conv, host, "error")
-        host.emit(ev.TURN_FINISHED, reason="error")
+        host.emit(ev.TurnFinished(reason="error"))
         return TurnOutcome("error", text, e)
 
 
@@ -117,20 +118,22 @@ def _cut_off(conv: Conversation, host: Host, completion: Completion) -> TurnOutc
         hint="ask for a shorter answer or one step at a time, or raise max_output_tokens "
         "([local] for the embedded model, [providers.NAME] for an API)",
     )
-    host.emit(ev.ERROR, kind="output_limit", message=e.message, hint=e.hint, recoverable=False)
+    host.emit(ev.Error(kind="output_limit", message=e.message, hint=e.hint, recoverable=False))
     _drop_steers(conv, host, "output_limit")
-    host.emit(ev.TURN_FINISHED, reason="output_limit")
+    host.emit(ev.TurnFinished(reason="output_limit"))
     return TurnOutcome("output_limit", text, e)
 
 
-def _append(conv: Conversation, host: Host, event_type: str, message: Message, **data: Any) -> None:
+def _append(conv: Conversation, host: Host, message: Message, payload: ev.Payload) -> None:
+    """Append ``message`` to history and emit ``payload``, the event that records it."""
     conv.history.append(message)
-    host.emit(event_type, message=message.to_dict(), **data)
+    host.emit(payload)
 
 
 def _deliver_steers(conv: Conversation, host: Host) -> None:
     for text in conv.take_steers():
-        _append(conv, host, ev.STEER_DELIVERED, user_message(text), text=text)
+        message = user_message(text)
+        _append(conv, host, message, ev.SteerDelivered(message=message, text=text))
         conv.loop_guard.reset()  # the user said something new: retrying may be right now
 
 
@@ -140,12 +143,13 @@ def _drop_steers(conv: Conversation, host: Host, reason: str) -> None:
     end's next message would have them acted on, and a resumed session would not)."""
     for text in conv.take_steers():
         host.emit(
-            ev.ERROR,
-            kind="steer",
-            message=f"the steer {text!r} was not delivered: the turn ended ({reason}) "
-            "before its next step",
-            hint="send it again as a user message to act on it",
-            recoverable=True,
+            ev.Error(
+                kind="steer",
+                message=f"the steer {text!r} was not delivered: the turn ended ({reason}) "
+                "before its next step",
+                hint="send it again as a user message to act on it",
+                recoverable=True,
+            )
         )
 
 
@@ -174,15 +178,17 @@ async def _step(conv: Conversation, host: Host) -> Completion:
     conv.totals.model_calls += 1
     conv.totals.usage.add(completion.usage)
     conv.budget.observe(completion.usage, request, held)
-    _append(
-        conv, host, ev.MESSAGE_ASSISTANT, completion.message, finish_reason=completion.finish_reason
-    )
+    said = completion.message
+    # Normalised by the provider to one of ev.FinishReason (mcode/providers/base.py).
+    finish = cast(ev.FinishReason, completion.finish_reason)
+    _append(conv, host, said, ev.MessageAssistant(message=said, finish_reason=finish))
     host.emit(
-        ev.USAGE,
-        **completion.usage.to_dict(),
-        total=conv.totals.usage.to_dict(),
-        context_tokens=conv.budget.anchor_tokens or None,
-        context_window=conv.budget.window,
+        ev.Usage.of(
+            completion.usage,
+            total=conv.totals.usage,
+            context_tokens=conv.budget.anchor_tokens or None,
+            context_window=conv.budget.window,
+        )
     )
     return completion
 
@@ -233,7 +239,7 @@ async def _run_calls(
             seen = conv.loop_guard.observe(call, result, acted=acted)
             _finish(conv, host, call, seen.result, duration)
             if seen.warning is not None:
-                host.emit(ev.ERROR, **seen.warning)
+                host.emit(seen.warning)
             stop = stop or seen.stop
         if stop is not None:
             raise stop  # the calls not yet run are answered by run_turn
@@ -255,25 +261,27 @@ def _finish(
     _append(
         conv,
         host,
-        ev.TOOL_FINISHED,
         message,
-        id=call.id,
-        name=call.name,
-        ok=not result.is_error,
-        summary=result.summary,
-        duration=round(duration, 3),
+        ev.ToolFinished(
+            message=message,
+            id=call.id,
+            name=call.name,
+            ok=not result.is_error,
+            summary=result.summary,
+            duration=round(duration, 3),
+        ),
     )
     for path in result.changed_files:
         # checkpoint: the id of the file's before-image (`mcode undo`), None when none is kept.
         checkpoint = result.checkpoints.get(path)
-        host.emit(ev.FILE_CHANGED, path=path, tool_call_id=call.id, checkpoint=checkpoint)
+        host.emit(ev.FileChanged(path=path, tool_call_id=call.id, checkpoint=checkpoint))
 
 
 async def _run_one(
     conv: Conversation, host: Host, call: ToolCall, *, cut_off: bool = False
 ) -> tuple[ToolResult, float]:
     started = conv.tool_started[call.id] = time.monotonic()
-    host.emit(ev.TOOL_REQUESTED, id=call.id, name=call.name, arguments=call.arguments)
+    host.emit(ev.ToolRequested(id=call.id, name=call.name, arguments=call.arguments))
     tool = next((t for t in conv.tools if t.name == call.name), None)
     try:
         if cut_off:
@@ -290,10 +298,10 @@ async def _run_one(
         denied = await _denial(conv, host, call, tool, args)
         if denied is not None:
             return _denied_result(denied), time.monotonic() - started
-        host.emit(ev.TOOL_STARTED, id=call.id, name=call.name)
+        host.emit(ev.ToolStarted(id=call.id, name=call.name))
 
         def emit_output(chunk: str) -> None:
-            host.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
+            host.emit(ev.ToolOutput(id=call.id, text=chunk))
 
         ctx = dataclasses.replace(
             conv.tool_context,
@@ -368,13 +376,14 @@ async def _denial(
         request_id = uuid.uuid4().hex[:12]
         answer = host.expect_approval(request_id)
         host.emit(
-            ev.PERMISSION_ASKED,
-            request_id=request_id,
-            id=call.id,
-            name=call.name,
-            subject=subject,
-            permission=tool.permission,
-            reason=decision.reason,
+            ev.PermissionAsked(
+                request_id=request_id,
+                id=call.id,
+                name=call.name,
+                subject=subject,
+                permission=tool.permission,
+                reason=decision.reason,
+            )
         )
         try:
             reply = await answer
@@ -396,7 +405,7 @@ async def _denial(
 
 
 def _record_denial(
-    conv: Conversation, host: Host, call: ToolCall, subject: str, reason: str, by: str
+    conv: Conversation, host: Host, call: ToolCall, subject: str, reason: str, by: ev.DecidedBy
 ) -> str:
     conv.totals.denials.append({"id": call.id, "name": call.name, "subject": subject})
     _decided(conv, host, call, subject, False, by, reason)
@@ -409,17 +418,13 @@ def _decided(
     call: ToolCall,
     subject: str,
     allowed: bool,
-    by: str,
+    by: ev.DecidedBy,
     reason: str,
 ) -> None:
     host.emit(
-        ev.PERMISSION_DECIDED,
-        id=call.id,
-        name=call.name,
-        subject=subject,
-        allowed=allowed,
-        by=by,
-        reason=reason,
+        ev.PermissionDecided(
+            id=call.id, name=call.name, subject=subject, allowed=allowed, by=by, reason=reason
+        )
     )
 
 

@@ -42,8 +42,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
-from typing import Any
 
+from mcode import events as ev
 from mcode.errors import MCodeError
 from mcode.messages import ToolCall
 from mcode.tools.base import ToolResult
@@ -81,13 +81,13 @@ class LoopStopped(MCodeError):
 class Seen:
     """What :meth:`LoopGuard.observe` made of one finished call. ``result``: what the model
     gets (the original, or with the note appended); ``count``: identical failures of this call
-    in the turn so far (0 after a success); ``warning``: the data of a recoverable ``error``
+    in the turn so far (0 after a success); ``warning``: the recoverable ``error``
     event to emit after the result, when this failure crossed :data:`WARN_AT`; ``stop``: raise
     it once the batch's results are appended."""
 
     result: ToolResult
     count: int = 0
-    warning: dict[str, Any] | None = None
+    warning: ev.Error | None = None
     stop: LoopStopped | None = None
 
 
@@ -173,14 +173,14 @@ class LoopGuard:
         )
         warning = None
         if count == self.warn_at:
-            warning = {
-                "kind": "loop",
-                "message": f"{call.name} failed {count} times in this turn with the same "
+            warning = ev.Error(
+                kind="loop",
+                message=f"{call.name} failed {count} times in this turn with the same "
                 f"arguments ({args}); the model was told to change course",
-                "hint": f"mcode stops the turn at {self.stop_at} identical failures; steer the "
+                hint=f"mcode stops the turn at {self.stop_at} identical failures; steer the "
                 "model if you know what it is missing",
-                "recoverable": True,
-            }
+                recoverable=True,
+            )
         return Seen(self._with_note(result, note), count, warning=warning)
 
     @staticmethod

@@ -7,6 +7,8 @@ waits.
 
 from __future__ import annotations
 
+from typing import cast
+
 from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.host import Host
@@ -31,12 +33,12 @@ async def call_model(
             if streamed is not None:
                 streamed.append(True)
             if show:
-                kind = ev.TEXT_DELTA if isinstance(item, TextDelta) else ev.THINKING_DELTA
-                host.emit(kind, text=item.text)
+                delta = ev.TextDelta if isinstance(item, TextDelta) else ev.ThinkingDelta
+                host.emit(delta(text=item.text))
         elif isinstance(item, Retrying):
-            host.emit(
-                ev.RETRY, attempt=item.attempt, reason=item.reason, wait=item.wait, kind=item.kind
-            )
+            # A retryable ProviderError's kind: one of ev.RetryKind (mcode/providers/retry.py).
+            kind = cast(ev.RetryKind, item.kind)
+            host.emit(ev.Retry(attempt=item.attempt, reason=item.reason, wait=item.wait, kind=kind))
         elif isinstance(item, Completion):
             completion = item
         # ToolCallStarted: the complete call is announced by tool.requested once it is final.

@@ -28,7 +28,6 @@ def make_provider(
             n_ctx=settings.context_window,  # local.context unless --context-window says
             n_threads=settings.local.threads,
             max_output_tokens=settings.local.max_output_tokens,
-            tool_steps=settings.local.tool_steps,
             engine=settings.local.engine,
             attention=settings.local.attention,
         )
@@ -88,9 +87,9 @@ def make_provider(
 
 def _served_local(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Provider:
     """``--provider local --base-url URL``: a local model behind ``mcode serve`` (or any
-    OpenAI-compatible server of one), spoken to over Chat Completions, paced like the
-    in-process engine."""
-    from mcode.providers.local import SteeredProvider
+    OpenAI-compatible server of one), spoken to over Chat Completions, sampled like the
+    in-process engine (and paced like it, by the agent)."""
+    from mcode.providers.local import ServedLocalProvider
     from mcode.providers.openai import OpenAIOptions, OpenAIProvider
 
     info = ModelInfo(
@@ -115,4 +114,4 @@ def _served_local(settings: Settings, transport: httpx.AsyncBaseTransport | None
             reasoning_replay="none",
         ),
     )
-    return SteeredProvider(inner, settings.local.tool_steps)
+    return ServedLocalProvider(inner)

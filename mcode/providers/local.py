@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
-from mcode.agent.ledger import LEDGER_HEADER
 from mcode.local_backend.chat import (
     CallStarted,
     ChatResult,
@@ -48,8 +47,8 @@ DEFAULT_TEMPERATURE = 0.2
 class LocalProvider:
     """Runs ``model_path`` (default: the embedded model) with an ``n_ctx``-token window.
 
-    ``tool_steps`` paces a small model: the first step after a user message calls a tool, and
-    after that many calls it answers (see :func:`steered_choice`; 0 leaves the model free).
+    The request's ``tool_choice`` is honoured as given (the grammar allows a call, requires one,
+    or only text): pacing a small model is the agent's decision (:mod:`mcode.agent.pacing`).
     ``max_output_tokens`` caps every answer (a request may ask for fewer, not more: a remote
     model's 32K default would not fit the window). ``temperature`` and ``seed`` make runs
     reproducible. ``engine`` is ``llama_cpp`` or ``torch`` (``attention`` is the torch engine's).
@@ -66,7 +65,6 @@ class LocalProvider:
         *,
         temperature: float = DEFAULT_TEMPERATURE,
         seed: int = 0,
-        tool_steps: int = 1,
         engine: str = "llama_cpp",
         attention: str = "dense",
     ) -> None:
@@ -86,7 +84,6 @@ class LocalProvider:
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
         self.seed = seed
-        self.tool_steps = tool_steps
         self.info = ModelInfo(
             provider="local",
             model=path.name.removesuffix(".gguf"),
@@ -102,11 +99,8 @@ class LocalProvider:
         if not self.engine.loaded:
             await asyncio.to_thread(self.engine.load)
         prompt = self._render(request)
-        choice = request.tool_choice
-        if choice is None and self.tool_steps > 0:
-            choice = steered_choice(request.messages, self.tool_steps)
         sampling = sampling_for(
-            grammar_for(request.tools, choice),
+            grammar_for(request.tools, request.tool_choice),
             max_tokens=min(
                 request.max_output_tokens or self.max_output_tokens, self.max_output_tokens
             ),
@@ -163,43 +157,16 @@ class LocalProvider:
         await asyncio.to_thread(self.engine.close)
 
 
-def steered_choice(messages: list[Message], tool_steps: int) -> str:
-    """Tool choice for a small model that cannot pace itself.
-
-    A 135M model almost never elects to call a tool (its first token starts a call with ~1%
-    probability), so it would answer blind; once it has called one, it copies that call
-    forever. So: the first step after a user message must call a tool, and after
-    ``tool_steps`` calls it must answer. Remote models are never steered like this; the
-    embedded model behind ``mcode serve`` is (see ``SteeredProvider``).
-    """
-    calls = 0
-    for m in reversed(messages):
-        if m is messages[0] and m.role == "user" and m.text.startswith(LEDGER_HEADER):
-            # A compacted conversation: the calls it made are in the ledger. Calling more
-            # would fill the window again; it answers from what the ledger holds.
-            return "none"
-        if m.role == "user":
-            break
-        if m.role == "assistant" and m.tool_calls:
-            calls += 1
-    if calls == 0:
-        return "required"
-    return "none" if calls >= tool_steps else "auto"
-
-
-class SteeredProvider:
+class ServedLocalProvider:
     """A provider for a local model served over HTTP (``--provider local --base-url``): the
-    OpenAI wire client, with the same tool pacing and temperature as the in-process engine."""
+    OpenAI wire client, sampled at the in-process engine's temperature. (Its tool pacing is the
+    agent's, as for the in-process engine: :mod:`mcode.agent.pacing`.)"""
 
-    def __init__(self, inner: Provider, tool_steps: int) -> None:
+    def __init__(self, inner: Provider) -> None:
         self.inner = inner
         self.info = inner.info
-        self.tool_steps = tool_steps
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
-        if request.tool_choice is None and request.tools and self.tool_steps > 0:
-            choice = steered_choice(request.messages, self.tool_steps)
-            request = dataclasses.replace(request, tool_choice=choice)
         if request.temperature is None:
             # Sampled as in-process, not at the OpenAI default of 1.0, which sends a small
             # model rambling past its output cap.

@@ -8,19 +8,21 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.ledger import Ledger
+from mcode.atomic import sweep_temp_files
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
 from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
+from mcode.runtime.undo import undo_note
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.child_env import child_environment
-from mcode.tools.workspace import Workspace, sweep_temp_files
-from mcode.undo import undo_note
+from mcode.tools.workspace import Workspace
 
 if TYPE_CHECKING:
     import httpx
@@ -113,6 +115,8 @@ def open_session(
         max_turns=settings.max_turns,
         thinking=settings.thinking,
         history=history,
+        # The embedded model (in-process or served) cannot pace its own tool calls.
+        tool_steps=settings.local.tool_steps if settings.provider == "local" else 0,
     )
     session = Session(
         main,
@@ -144,16 +148,16 @@ def open_session(
     return session
 
 
-def _leftover_event(left: Leftover) -> dict[str, Any]:
-    return {
-        "kind": "leftover",
-        "message": left.message(),
-        "hint": left.hint(),
-        "recoverable": True,
-        "pid": left.pid,
-        "command": left.command,
-        "killed": left.killed,
-    }
+def _leftover_event(left: Leftover) -> ev.Error:
+    return ev.Error(
+        kind="leftover",
+        message=left.message(),
+        hint=left.hint(),
+        recoverable=True,
+        pid=left.pid,
+        command=left.command,
+        killed=left.killed,
+    )
 
 
 def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None:

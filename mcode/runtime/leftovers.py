@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcode.atomic import atomic_write
 from mcode.tools.bash import KILL_GRACE, group_alive
 
 __all__ = ["CommandNotes", "Leftover", "reap"]
@@ -73,9 +74,9 @@ class CommandNotes:
         path = self.folder / f"{self.session_id}.{pgid}.json"
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(note), encoding="utf-8")
-            os.replace(tmp, path)  # a crash leaves a whole note or none
+            # A crash leaves a whole note or none; not fsynced (one note per command, and a
+            # note only matters after a process crash, which the rename alone survives).
+            atomic_write(path, json.dumps(note).encode("utf-8"), sync=False)
         except OSError:
             pass  # a note is for reporting after a crash; its absence must not stop the command
         return lambda: path.unlink(missing_ok=True)

@@ -27,9 +27,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mcode import events as ev
+from mcode.agent.aside import answer_aside, settled
 from mcode.agent.compaction import compact
 from mcode.agent.conversation import Conversation, Totals, TurnOutcome
 from mcode.agent.loop import run_turn
@@ -83,10 +84,10 @@ class _Seat:
     def spawn_agent(self) -> SpawnAgent | None:
         return self._spawn if self.depth == 0 else None
 
-    def emit(self, type: str, /, **data: Any) -> Event:
-        if type == ev.FILE_CHANGED and data["path"] not in self.changed_files:
-            self.changed_files.append(data["path"])
-        return self.session.emit(type, of=self.conversation, **data)
+    def emit(self, payload: ev.Payload, /) -> Event:
+        if isinstance(payload, ev.FileChanged) and payload.path not in self.changed_files:
+            self.changed_files.append(payload.path)
+        return self.session.emit(payload, of=self.conversation)
 
     async def _spawn(self, job: AgentJob) -> AgentReport:
         """Run ``job`` in a child conversation to its end, inside this one's running turn: a
@@ -175,9 +176,9 @@ class Session:
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
-        # Error events (their data) said right after session.started: on resume, what the
+        # Error events said right after session.started: on resume, what the
         # killed run left running (mcode/runtime/leftovers.py).
-        self.start_notes: list[dict[str, Any]] = []
+        self.start_notes: list[ev.Error] = []
         self._queue = TurnQueue()
         self._compacting: asyncio.Task[bool] | None = None
 
@@ -213,19 +214,12 @@ class Session:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def emit(
-        self, payload: ev.Payload | str, /, *, of: Conversation | None = None, **data: Any
-    ) -> Event:
+    def emit(self, payload: ev.Payload, /, *, of: Conversation | None = None) -> Event:
         """Record and publish an event of conversation ``of`` (None: the main one):
-        ``emit(ev.TurnFinished(reason="completed"))``. (``emit(type, **data)`` is the older
-        spelling, kept until every caller passes a payload.)"""
+        ``emit(ev.TurnFinished(reason="completed"))``."""
         conv = self.main if of is None else of
         self._seq += 1
-        now = time.time()
-        if isinstance(payload, str):
-            event = Event(payload, data, self._seq, self.id, conv.turn_id, now, conv.agent_id)
-        else:
-            event = Event.of(payload, self._seq, self.id, conv.turn_id, now, conv.agent_id)
+        event = Event.of(payload, self._seq, self.id, conv.turn_id, time.time(), conv.agent_id)
         raw = event.to_json()
         line = self.scrub(raw)
         if line != raw:
@@ -266,11 +260,12 @@ class Session:
                 return
             self._failed_listeners.append(listener)
             self.emit(
-                ev.ERROR,
-                kind="subscriber",
-                message=f"an event subscriber failed on {event.type}: {type(e).__name__}: {e}",
-                hint="the session goes on; this is a bug in the front end, please report it",
-                recoverable=True,
+                ev.Error(
+                    kind="subscriber",
+                    message=f"an event subscriber failed on {event.type}: {type(e).__name__}: {e}",
+                    hint="the session goes on; this is a bug in the front end, please report it",
+                    recoverable=True,
+                )
             )
 
     def scrub(self, text: str) -> str:
@@ -278,11 +273,22 @@ class Session:
         return redact(text, self._secrets)
 
     def start(
-        self, *, cwd: str, provider_reason: str, permission_mode: str, resumed: bool, **more: Any
+        self,
+        *,
+        cwd: str,
+        provider_reason: str,
+        permission_mode: str,
+        resumed: bool,
+        approvals: ev.Approvals | None = None,
+        permission_note: str | None = None,
+        trusted: bool | None = None,
+        project_ignored: tuple[str, ...] | None = None,
     ) -> None:
-        """Emit ``session.started``; ``more`` are the front end's own fields for it (exec: how
-        permissions are answered, what an untrusted project asked for)."""
+        """Emit ``session.started``. ``approvals`` and the three after it are a front end's
+        own fields for it (exec: how permissions are answered, what an untrusted project asked
+        for); they are written exactly when ``approvals`` is given."""
         info = self.model_info
+        thinking: ev.Thinking
         if not info.thinking_switchable:
             thinking = "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
         elif self.main.thinking is None:
@@ -290,21 +296,25 @@ class Session:
         else:
             thinking = "on" if self.main.thinking else "off"
         self.emit(
-            ev.SESSION_STARTED,
-            cwd=cwd,
-            provider=info.provider,
-            model=info.model,
-            provider_reason=provider_reason,
-            context_window=info.context_window,
-            permission_mode=permission_mode,
-            thinking=thinking,
-            resumed=resumed,
-            schema_version=ev.SCHEMA_VERSION,
-            **more,
+            ev.SessionStarted(
+                cwd=cwd,
+                provider=info.provider,
+                model=info.model,
+                provider_reason=provider_reason,
+                context_window=info.context_window,
+                # One of them: the config checks the name (mcode/config.py).
+                permission_mode=cast(ev.PermissionModeName, permission_mode),
+                thinking=thinking,
+                resumed=resumed,
+                approvals=approvals,
+                permission_note=permission_note,
+                trusted=trusted,
+                project_ignored=project_ignored,
+            )
         )
         notes, self.start_notes = self.start_notes, []
         for note in notes:
-            self.emit(ev.ERROR, **note)
+            self.emit(note)
 
     # -- driving ------------------------------------------------------------------------------
     def send(
@@ -443,7 +453,7 @@ class Session:
     def steer(self, text: str) -> None:
         """Add a requirement to the running work; delivered at the next step boundary."""
         self.main.add_steer(text)
-        self.emit(ev.STEER_RECEIVED, text=text)
+        self.emit(ev.SteerReceived(text=text))
 
     def cancel(self) -> None:
         """Stop the running turns now and drop what is queued. A turn finishes with reason
@@ -498,10 +508,51 @@ class Session:
     async def _compact_now(self, instructions: str | None) -> bool:
         return await compact(self.main, self._seats[None], "manual", instructions)
 
-    def report_error(self, kind: str, message: str, hint: str) -> None:
+    async def ask_aside(self, text: str) -> str:
+        """Answer a side question (``/btw``) without touching the main history, also while a
+        main turn runs: a side conversation starting from the main one's request prefix (so
+        the provider's prompt cache serves it; see :mod:`mcode.agent.aside`) answers it once,
+        with no tool call. Its events carry its own agent id (``aside-…``) and turn id. Raises
+        MCodeError when it fails or is cancelled (Session.cancel stops it too); cancelling the
+        caller stops only the aside."""
+        main = self.main
+        agent = f"aside-{uuid.uuid4().hex[:8]}"
+        aside = main.child(
+            agent,
+            system_prompt=main.system_prompt,
+            tools=main.tools,
+            shared_totals=True,  # paid for like any call: it counts into the session's usage
+        )
+        aside.history = settled(main.history)
+        self.add(aside)
+        seat = self.host(aside)
+        aside.turn_id = uuid.uuid4().hex[:12]
+        seat.task = asyncio.ensure_future(answer_aside(aside, seat, user_message(text)))
+        try:
+            outcome = await asyncio.shield(seat.task)
+        except asyncio.CancelledError:
+            # The caller was cancelled: stop the aside, not the main turn (whose tool context
+            # the aside shares, so its cancel flag is left alone).
+            seat.cancel_requested = True
+            seat.task.cancel()
+            await asyncio.wait({seat.task})
+            raise
+        finally:
+            if seat.task.done():
+                aside.turn_id = None
+                del self._seats[agent], self.conversations[agent]
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.reason != "completed":
+            raise MCodeError(
+                "the side question was cancelled before it was answered", hint="ask it again"
+            )
+        return outcome.text
+
+    def report_error(self, kind: ev.ErrorKind, message: str, hint: str) -> None:
         """Say a front end's error as an event (a skipped input line): recoverable, the
         session goes on."""
-        self.emit(ev.ERROR, kind=kind, message=message, hint=hint, recoverable=True)
+        self.emit(ev.Error(kind=kind, message=message, hint=hint, recoverable=True))
 
     async def close(self) -> None:
         """Close the providers of every conversation (their connections)."""
@@ -553,17 +604,19 @@ class Session:
         future.add_done_callback(forget)
         return future
 
-    def finish(self, *, result: str | None, exit_code: int, reason: str) -> None:
+    def finish(self, *, result: str | None, exit_code: int, reason: ev.SessionReason) -> None:
         """Emit ``session.finished``; ``result`` is the answer, None when the last turn did not
         complete (its last words are not one)."""
+        totals = self.totals
         self.emit(
-            ev.SESSION_FINISHED,
-            result=result,
-            reason=reason,
-            exit_code=exit_code,
-            usage=self.totals.usage.to_dict(),
-            model_calls=self.totals.model_calls,
-            tool_calls=self.totals.tool_calls,
-            compactions=self.totals.compactions,
-            denials=len(self.totals.denials),
+            ev.SessionFinished(
+                result=result,
+                reason=reason,
+                exit_code=exit_code,
+                usage=totals.usage,
+                model_calls=totals.model_calls,
+                tool_calls=totals.tool_calls,
+                compactions=totals.compactions,
+                denials=len(totals.denials),
+            )
         )

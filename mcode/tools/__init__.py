@@ -6,13 +6,14 @@ every request's prefix) is byte-identical across runs and prompt caches keep hit
 
 from __future__ import annotations
 
+from mcode.atomic import atomic_write
 from mcode.tools.base import Tool
 from mcode.tools.bash import BashTool
 from mcode.tools.files import EditTool, ReadTool, WriteTool
 from mcode.tools.search import GlobTool, GrepTool, LsTool
 from mcode.tools.task import TaskTool
 from mcode.tools.todo import TodoTool
-from mcode.tools.workspace import Workspace, atomic_write
+from mcode.tools.workspace import Workspace
 
 # Tools that only look: the agent loop may run several of these calls at once.
 READ_ONLY_SAFE: frozenset[str] = frozenset({"read", "grep", "glob", "ls"})

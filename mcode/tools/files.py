@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mcode.atomic import atomic_write
 from mcode.errors import MCodeError, ToolError
 from mcode.messages import ImagePart
 from mcode.tools.base import FileStamp, Tool, ToolContext, ToolResult
-from mcode.tools.workspace import Workspace, atomic_write
+from mcode.tools.workspace import Workspace
 
 DEFAULT_LIMIT = 2000
 MAX_LINE_CHARS = 2000
