@@ -36,7 +36,7 @@ from mcode.agent.loop import run_turn
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
-from mcode.permissions import Answer
+from mcode.permissions import Answer, PermissionMode, Rule, split_command
 from mcode.providers.base import ModelInfo
 from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import redact
@@ -46,6 +46,11 @@ from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
 __all__ = ["Session", "TurnOutcome"]
 
 Listener = Callable[[Event, str], None]
+
+
+def _literal(text: str) -> str:
+    """An fnmatch pattern matching exactly ``text``."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _cancel_if_running(task: asyncio.Task[Any]) -> None:
@@ -515,6 +520,29 @@ class Session:
         """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a
         denial). False when no such question waits: answered, timed out, or never asked."""
         return self._answer(request_id, Answer(allow, reason, "user"))
+
+    def set_permission_mode(self, mode: str) -> None:
+        """What tools may do without asking, from the next call on (an editor's mode picker).
+        ConfigError for a name that is no mode."""
+        self.main.permissions.mode = PermissionMode.parse(mode)
+
+    def set_thinking(self, on: bool | None) -> None:
+        """Model thinking on, off, or (None) the model's default, from the next model call."""
+        self.main.thinking = on
+
+    def allow_for_session(self, name: str, subject: str) -> list[str]:
+        """Allow calls like tool ``name`` on ``subject`` without asking for the rest of this
+        session (an editor's "always allow"): a bash command by its exact pieces (``a && b``
+        allows ``a`` and ``b``), any other tool whole. The rules added; none for a command
+        too unsure to split (it keeps being asked about)."""
+        if name == "bash":
+            pieces = split_command(subject)
+            rules = [f"bash({_literal(piece)})" for piece in pieces or []]
+        else:
+            rules = [name]
+        for rule in rules:
+            self.main.permissions.allow.append(Rule.parse(rule))
+        return rules
 
     def end_approvals(self, reason: str) -> None:
         """Nobody can answer any more (the front end's input ended): deny what waits, and

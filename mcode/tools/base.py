@@ -91,6 +91,13 @@ class AgentReport:
 SpawnAgent = Callable[[AgentJob], Awaitable[AgentReport]]
 
 
+# The text an editor holds for a file (unsaved changes included), or None when it has none
+# (not open, not text): the tool then reads the disk.
+ReadText = Callable[[Path], Awaitable[str | None]]
+# Puts a file's new text into the editor (which saves it). Raises OSError when it cannot.
+WriteText = Callable[[Path, str], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class ToolContext:
     """Everything a tool may touch. One per session; shared by the tools of that session.
@@ -111,6 +118,10 @@ class ToolContext:
     record_command: CommandRecorder | None = None
     # Set per call by the agent loop from its host: None where no sub-agent may start.
     spawn_agent: SpawnAgent | None = None
+    # The editor's side of a file, where a front end has one (ACP's fs/read_text_file and
+    # fs/write_text_file): read, write and edit see its buffer text and write through it.
+    read_text: ReadText | None = None
+    write_text: WriteText | None = None
 
 
 class Tool:

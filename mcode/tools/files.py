@@ -17,13 +17,13 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mcode.errors import MCodeError, ToolError
 from mcode.messages import ImagePart
-from mcode.tools.base import FileStamp, Tool, ToolContext, ToolResult
+from mcode.tools.base import FileStamp, ReadText, Tool, ToolContext, ToolResult, WriteText
 from mcode.tools.workspace import Workspace, atomic_write
 
 DEFAULT_LIMIT = 2000
@@ -68,6 +68,66 @@ def read_bytes(path: Path) -> tuple[bytes, os.stat_result]:
         data = f.read()
         st = os.fstat(f.fileno())
     return data, st
+
+
+# How long a tool waits for the editor to hand over or take a file's text.
+EDITOR_TIMEOUT = 60.0
+
+
+class Editor:
+    """The editor's side of files (``ToolContext.read_text`` / ``write_text``), called from a
+    tool's worker thread: each call runs on the event loop and the thread waits for it.
+
+    Stamps stay pairs of the disk's stat and the text the model saw, which is the editor's
+    where it has the file: an edit is refused when either changed since the read."""
+
+    def __init__(
+        self, read: ReadText | None, write: WriteText | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._read = read
+        self._write = write
+        self._loop = loop
+
+    @classmethod
+    def of(cls, ctx: ToolContext) -> Editor | None:
+        """The context's editor (call it on the event loop), or None where there is none."""
+        if ctx.read_text is None and ctx.write_text is None:
+            return None
+        return cls(ctx.read_text, ctx.write_text, asyncio.get_running_loop())
+
+    def _wait(self, call: Awaitable[Any], what: str) -> Any:
+        future = asyncio.run_coroutine_threadsafe(_awaited(call), self._loop)
+        try:
+            return future.result(timeout=EDITOR_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            raise ToolError(
+                f"the editor did not {what} within {EDITOR_TIMEOUT:g} s",
+                hint="check that the editor is responding, then retry",
+            ) from None
+
+    def text(self, p: Path) -> bytes | None:
+        """The editor's text of ``p`` (unsaved changes included), or None: use the disk."""
+        if self._read is None:
+            return None
+        text = self._wait(self._read(p), "hand over the file")
+        return None if text is None else str(text).encode("utf-8")
+
+    def text_or(self, p: Path, disk: bytes) -> bytes:
+        """The editor's text of ``p`` if it has one, else ``disk`` (the file's bytes)."""
+        text = self.text(p)
+        return disk if text is None else text
+
+    def write(self, p: Path, data: bytes) -> bool:
+        """Put ``data`` into the editor's ``p``; False when the editor does not write files."""
+        if self._write is None:
+            return False
+        self._wait(self._write(p, data.decode("utf-8")), "take the file")
+        return True
+
+
+async def _awaited(call: Awaitable[Any]) -> Any:
+    return await call
 
 
 def _image_type(head: bytes) -> str | None:
@@ -165,6 +225,7 @@ def _save(
     mode: int | None,
     data: bytes,
     last_look: Callable[[], None] | None = None,
+    editor: Editor | None = None,
 ) -> int | None:
     """How write and edit change a file: save its before-image for undo, take ``last_look``
     (after the checkpoint, so that the store's commit does not widen the gap: anything that
@@ -175,8 +236,9 @@ def _save(
         try:
             if last_look is not None:
                 last_look()
-            p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(p, data)
+            if editor is None or not editor.write(p, data):
+                p.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(p, data)
         except BaseException:
             _not_written(ctx, p, before, mode)
             raise
@@ -207,9 +269,9 @@ class ReadTool(Tool):
     permission = "read"
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        return await asyncio.to_thread(self._run, args, ctx)
+        return await asyncio.to_thread(self._run, args, ctx, Editor.of(ctx))
 
-    def _run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    def _run(self, args: dict[str, Any], ctx: ToolContext, editor: Editor | None) -> ToolResult:
         ws: Workspace = ctx.workspace
         offset = args.get("offset") or 1
         limit = args.get("limit") or DEFAULT_LIMIT
@@ -235,6 +297,8 @@ class ReadTool(Tool):
                 summary=f"read image {rel}",
                 images=[image],
             )
+        if editor is not None and not _is_binary(data):
+            data = editor.text_or(p, data)
         if _is_binary(data):
             raise ToolError(
                 f"{rel} is a binary file ({len(data)} bytes); read shows text only",
@@ -297,9 +361,9 @@ class WriteTool(Tool):
     permission = "edit"
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        return await asyncio.to_thread(self._run, args, ctx)
+        return await asyncio.to_thread(self._run, args, ctx, Editor.of(ctx))
 
-    def _run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    def _run(self, args: dict[str, Any], ctx: ToolContext, editor: Editor | None) -> ToolResult:
         ws: Workspace = ctx.workspace
         p = ws.resolve(args["path"])
         rel = ws.relative(p)
@@ -316,9 +380,11 @@ class WriteTool(Tool):
                 old, st = read_bytes(p)
             except OSError as e:
                 raise ToolError(f"cannot read {rel}: {e.strerror}") from None
+            if editor is not None:
+                old = editor.text_or(p, old)
             _check_fresh(ws, p, ctx, old, st)
             mode = st.st_mode & 0o7777
-        checkpoint = _save(ctx, p, rel, old, mode, data)
+        checkpoint = _save(ctx, p, rel, old, mode, data, editor=editor)
         lines = _split_lines(args["content"])
         verb = "wrote" if existed else "created"
         # The size and the last line let the model see a truncated argument (MiniMax M2.1+ may
@@ -353,9 +419,9 @@ class EditTool(Tool):
     permission = "edit"
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        return await asyncio.to_thread(self._run, args, ctx)
+        return await asyncio.to_thread(self._run, args, ctx, Editor.of(ctx))
 
-    def _run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    def _run(self, args: dict[str, Any], ctx: ToolContext, editor: Editor | None) -> ToolResult:
         ws: Workspace = ctx.workspace
         old: str = args["old_string"]
         new: str = args["new_string"]
@@ -372,6 +438,8 @@ class EditTool(Tool):
             before, st = read_bytes(p)
         except OSError as e:
             raise ToolError(f"cannot read {rel}: {e.strerror}") from None
+        if editor is not None:
+            before = editor.text_or(p, before)
         _check_fresh(ws, p, ctx, before, st)
         if _is_binary(before):
             raise ToolError(f"{rel} is a binary file; edit changes text only")
@@ -401,18 +469,24 @@ class EditTool(Tool):
 
         mode = st.st_mode & 0o7777
 
+        def load_now() -> bytes:
+            disk = read_bytes(p)[0]
+            return disk if editor is None else editor.text_or(p, disk)
+
         def unchanged_since_read() -> None:
             try:
                 now = p.stat()
             except OSError as e:
                 raise ToolError(f"cannot stat {rel}: {e.strerror}") from None
-            if not stamp_matches(now, make_stamp(st, before), lambda: read_bytes(p)[0]):
+            if not stamp_matches(now, make_stamp(st, before), load_now):
                 raise ToolError(
                     f"{rel} changed on disk while it was being edited; nothing was written",
                     hint=f"read {rel} again, then retry",
                 )
 
-        checkpoint = _save(ctx, p, rel, before, mode, after, last_look=unchanged_since_read)
+        checkpoint = _save(
+            ctx, p, rel, before, mode, after, last_look=unchanged_since_read, editor=editor
+        )
 
         diff, added, removed = _diff(text, after_text, rel)
         times = f", {count} replacements" if count > 1 else ""
