@@ -23,6 +23,7 @@ from typing import Any
 
 import acp
 from acp import schema as s
+from acp.connection import StreamDirection, StreamEvent
 
 
 class Recorder:
@@ -85,10 +86,15 @@ class Recorder:
 
 
 class Editor:
-    def __init__(self, conn: Any, process: Any, client: Recorder) -> None:
+    def __init__(self, conn: Any, process: Any, client: Recorder, wire: list[Any]) -> None:
         self.conn = conn
         self.process = process
         self.client = client
+        self.wire = wire  # every message from the agent, as it arrived
+
+    def arrival(self, match: Any) -> int:
+        """The position on the wire of the first message from the agent that ``match``es."""
+        return next(i for i, m in enumerate(self.wire) if match(m))
 
     @property
     def updates(self) -> list[tuple[str, Any]]:
@@ -129,13 +135,19 @@ async def editor(
 ) -> AsyncIterator[Editor]:
     """`mcode acp` started against ``server``, initialized (with the fs capability if ``fs``)."""
     client = Recorder()
+    wire: list[Any] = []
+
+    def heard(event: StreamEvent) -> None:
+        if event.direction is StreamDirection.INCOMING:
+            wire.append(event.message)
+
     async with acp.spawn_agent_process(
         client, sys.executable, "-m", "mcode", *acp_args(server, *extra), env=env, cwd=cwd,
-        transport_kwargs={"stderr": None},
+        transport_kwargs={"stderr": None}, observers=[heard],
     ) as (conn, process):  # fmt: skip
         fs_caps = s.FileSystemCapabilities(read_text_file=fs, write_text_file=fs)
         await conn.initialize(
             protocol_version=acp.PROTOCOL_VERSION,
             client_capabilities=s.ClientCapabilities(fs=fs_caps),
         )
-        yield Editor(conn, process, client)
+        yield Editor(conn, process, client, wire)

@@ -73,9 +73,17 @@ def test_a_prompt_streams_its_answer_and_ends_the_turn(model_server, repo, env):
         "full-auto",
     ]
     assert {o.id for o in new.config_options} >= {"mode", "model"}
-    # the slash commands came, after the session/new reply
+    # the slash commands came, after the session/new reply (Zed drops them before it)
     commands = ed.of(sid, "available_commands_update")
     assert [c.name for c in commands[0].available_commands] == ["compact"]
+    reply_at = ed.arrival(lambda m: "sessionId" in (m.get("result") or {}))
+    commands_at = ed.arrival(
+        lambda m: (
+            m.get("params", {}).get("update", {}).get("sessionUpdate")
+            == "available_commands_update"
+        )
+    )
+    assert reply_at < commands_at
 
 
 def test_an_edit_is_a_tool_call_with_its_diff(model_server, repo, env):

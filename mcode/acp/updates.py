@@ -12,7 +12,7 @@ client should be told about each::
     tool.finished       -> tool_call_update   (completed / failed, the result; the diff kept)
                            plan               (when the call was the todo tool's list)
     error               -> agent_message_chunk (what went wrong and what to do)
-    usage               -> usage_update       (context used / window)
+    usage               -> usage_update       (context used / window; live only)
 
 Replaying a stored session (``session/load``) reads the same events back, where deltas were
 never stored: there the completed messages speak instead (``message.user`` ->
@@ -195,7 +195,7 @@ class Updates:
                 return out
             case ev.ToolRequested(id=call_id, name=name, arguments=raw):
                 return [self._requested(call_id, name, raw)]
-            case ev.ToolStarted(id=call_id):
+            case ev.ToolStarted(id=call_id) if not self.replay:
                 return [_progress(call_id, status="in_progress")]
             case ev.ToolOutput(id=call_id, text=text):
                 call = self._calls.get(call_id)
@@ -209,7 +209,9 @@ class Updates:
                 return [
                     _message(f"\n\n**mcode: {message}**" + (f" ({hint})" if hint else "") + "\n")
                 ]
-            case ev.Usage(context_tokens=used, context_window=size) if main and used and size:
+            case ev.Usage(context_tokens=used, context_window=size) if (
+                main and used and size and not self.replay
+            ):
                 return [s.UsageUpdate(session_update="usage_update", used=used, size=size)]
         return []
 
