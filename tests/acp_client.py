@@ -8,7 +8,7 @@ agent-client-protocol package's client side (its ClientSideConnection over the c
 
 The client records every ``session/update`` (``ed.updates``), answers
 ``session/request_permission`` with ``ed.answer`` (an option id, or None to cancel the
-question), and, when made with ``fs=True``, serves ``fs/read_text_file`` from ``ed.buffers``
+question; once ``ed.hold`` is set, if there is one), and, when made with ``fs=True``, serves ``fs/read_text_file`` from ``ed.buffers``
 (else the disk) and writes what ``fs/write_text_file`` sends to disk, recording each write.
 """
 
@@ -37,6 +37,7 @@ class Recorder:
         self.reads: list[str] = []
         self.writes: list[tuple[str, str]] = []
         self.changed = asyncio.Event()
+        self.hold: asyncio.Event | None = None  # set: questions wait for it before the answer
 
     def on_connect(self, conn: Any) -> None:
         pass
@@ -52,6 +53,8 @@ class Recorder:
             s.RequestPermissionRequest(session_id=session_id, tool_call=tool_call, options=options)
         )
         self.changed.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.answer is None:
             return s.RequestPermissionResponse(outcome=s.DeniedOutcome(outcome="cancelled"))
         return s.RequestPermissionResponse(

@@ -216,3 +216,90 @@ def test_always_allow_stops_asking_for_the_session(model_server, repo, env):
     ed = run(scenario())
     assert len(ed.client.asked) == 1  # the second, identical command was not asked about
     assert (repo / "one.txt").read_text() == "one\n"
+
+
+def test_cancel_while_asking_ends_the_prompt_and_a_late_answer_does_nothing(
+    model_server, repo, env
+):
+    server = model_server([write_call(), {"text": "never"}])
+
+    async def scenario() -> tuple[Any, str, Any]:
+        async with editor(server, cwd=repo, env=env) as ed:
+            ed.client.hold = asyncio.Event()  # the user has not answered yet
+            sid = await ed.new(repo)
+            prompt = asyncio.ensure_future(ed.prompt(sid, "write new.txt"))
+            await ed.until(lambda: ed.client.asked)
+            await ed.conn.cancel(session_id=sid)
+            reply = await asyncio.wait_for(prompt, 10)
+            ed.client.answer = "allow_once"
+            ed.client.hold.set()  # a late "allow" changes nothing
+            await asyncio.sleep(0.5)
+            return ed, sid, reply
+
+    ed, sid, reply = run(scenario())
+    assert reply.stop_reason == "cancelled"
+    assert not (repo / "new.txt").exists()
+    assert len(server.requests) == 1
+
+
+def test_a_failed_turn_is_a_json_rpc_error_with_the_reason(model_server, repo, env):
+    server = model_server([{"status": 400, "body": {"error": {"message": "no such model"}}}])
+
+    async def scenario() -> tuple[Any, str, Any]:
+        async with editor(server, cwd=repo, env=env) as ed:
+            sid = await ed.new(repo)
+            with pytest.raises(acp.RequestError) as failed:
+                await ed.prompt(sid, "hi")
+            return ed, sid, failed.value
+
+    ed, sid, error = run(scenario())
+    assert error.code == -32603
+    assert "no such model" in error.data["message"] and error.data["hint"]
+    assert "no such model" in ed.text(sid)  # said in the conversation too
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+def test_links_embedded_files_and_images_reach_the_model(model_server, repo, env):
+    server = model_server([{"text": "seen"}])
+    blocks = [
+        acp.text_block("compare"),
+        acp.resource_link_block(name="a.txt", uri=(repo / "a.txt").as_uri()),
+        acp.text_block("with"),
+        acp.resource_block(
+            acp.embedded_text_resource(uri=(repo / "b.py").as_uri(), text="print('b')")
+        ),
+        acp.image_block(PNG, "image/png"),
+    ]
+
+    async def scenario() -> Any:
+        async with editor(server, cwd=repo, env=env) as ed:
+            sid = await ed.new(repo)
+            return await ed.conn.prompt(session_id=sid, prompt=blocks)
+
+    reply = run(scenario())
+    assert reply.stop_reason == "end_turn"
+    content = server.bodies[0]["messages"][-1]["content"]
+    text = next(p["text"] for p in content if p["type"] == "text")
+    assert "compare @a.txt with" in text
+    assert '<context uri="b.py">' in text and "print('b')" in text
+    (image,) = [p for p in content if p["type"] == "image_url"]
+    assert image["image_url"]["url"] == f"data:image/png;base64,{PNG}"
+
+
+def test_a_prompt_the_model_cannot_take_is_refused_before_it_runs(model_server, repo, env):
+    server = model_server([])
+
+    async def scenario() -> Any:
+        async with editor(server, cwd=repo, env=env) as ed:
+            sid = await ed.new(repo)
+            with pytest.raises(acp.RequestError) as bad:
+                await ed.conn.prompt(
+                    session_id=sid, prompt=[acp.image_block("not base64!", "image/png")]
+                )
+            return bad.value
+
+    bad = run(scenario())
+    assert bad.code == -32602 and "base64" in bad.data["message"]
+    assert server.requests == []

@@ -12,7 +12,7 @@ from typing import Any
 import acp
 import pytest
 from acp_client import editor
-from helpers import clean_env, exec_args, make_repo, mcode, tool_messages
+from helpers import clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
 
 
 @pytest.fixture
@@ -85,6 +85,9 @@ def test_a_loaded_session_replays_its_history_and_goes_on(model_server, repo, en
 def test_an_editor_session_resumes_in_mcode_exec(model_server, repo, env):
     server = model_server([call("read", "r1", path="a.txt"), {"text": "read it"}, {"text": "ok"}])
     sid = first_session(server, repo, env)
+    stored = stored_events(Path(env["HOME"]), sid)
+    assert stored[0]["type"] == "session.started" and stored[-1]["type"] == "session.finished"
+    assert stored[-1]["data"]["reason"] == "completed"
     done = mcode(*exec_args(server, "--resume", sid, "go on"), cwd=repo, env=env)
     assert done.code == 0, done.stderr
     assert done.stdout.strip() == "ok"
