@@ -239,7 +239,9 @@ def test_cancel_while_asking_ends_the_prompt_and_a_late_answer_does_nothing(
     ed, sid, reply = run(scenario())
     assert reply.stop_reason == "cancelled"
     assert not (repo / "new.txt").exists()
-    assert len(server.requests) == 1
+    assert len(server.requests) == 1 and len(ed.client.asked) == 1
+    final = [u for u in ed.of(sid, "tool_call_update") if u.tool_call_id == "c1"][-1]
+    assert final.status == "failed"  # the card does not stay pending
 
 
 def test_a_failed_turn_is_a_json_rpc_error_with_the_reason(model_server, repo, env):
