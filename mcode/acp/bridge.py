@@ -13,8 +13,9 @@ The bridge drives the Session only through its verbs and hears it only through i
 Updates go out through one queue and one sender task, so they reach the client in the order
 the events happened even though an event is heard synchronously (inside ``emit``) and sending
 is asynchronous. The client's file system, where it offers one, is the tools' through
-``ToolContext.read_text`` / ``write_text``: what the agent reads is the editor's buffer,
-unsaved changes included, and what it writes lands in the editor (and its undo).
+``ToolContext.read_override`` / ``apply_edit`` (mcode/acp/files.py): what the agent reads is the
+editor's buffer, unsaved changes included, and what it writes lands in the editor (and its
+undo) as well as on disk.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from acp import RequestError
 from acp import schema as s
 
 from mcode import events as ev
+from mcode.acp.files import ClientFiles
 from mcode.acp.prompt import user_content
 from mcode.acp.updates import Update, Updates
 from mcode.config import Settings
@@ -84,10 +85,11 @@ class Bridge:
         self._sender = asyncio.ensure_future(self._send_updates())
         self._asks: dict[str, asyncio.Task[None]] = {}
         context = session.main.tool_context
+        files = ClientFiles(conn, session.id, asyncio.get_running_loop())
         if client_fs is not None and client_fs.read_text_file:
-            context.read_text = self._read_text
+            context.read_override = files.read
         if client_fs is not None and client_fs.write_text_file:
-            context.write_text = self._write_text
+            context.apply_edit = files.write
         session.subscribe(self._heard)
 
     @property
@@ -169,20 +171,6 @@ class Bridge:
             self.session.approve(asked.request_id, False)
         else:  # the client withdrew the question (its prompt was cancelled)
             self.session.approve(asked.request_id, False, "the question was cancelled")
-
-    # -- the client's files -------------------------------------------------------------------
-    async def _read_text(self, path: Path) -> str | None:
-        try:
-            reply = await self.conn.read_text_file(session_id=self.id, path=str(path))
-        except RequestError:
-            return None  # the client does not have it (not open, not a text file): the disk
-        return str(reply.content)
-
-    async def _write_text(self, path: Path, text: str) -> None:
-        try:
-            await self.conn.write_text_file(session_id=self.id, path=str(path), content=text)
-        except RequestError as e:
-            raise OSError(f"the editor refused to write it: {e}") from None
 
     # -- prompts ------------------------------------------------------------------------------
     def start(self) -> None:
