@@ -134,18 +134,24 @@ def acp_args(server: Any, *extra: str, wire: str = "openai") -> list[str]:
 
 @contextlib.asynccontextmanager
 async def editor(
-    server: Any, *, cwd: Path, env: dict[str, str], fs: bool = False, extra: tuple[str, ...] = ()
+    server: Any,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    fs: bool = False,
+    extra: tuple[str, ...] = (),
+    wire: str = "openai",
 ) -> AsyncIterator[Editor]:
     """`mcode acp` started against ``server``, initialized (with the fs capability if ``fs``)."""
     client = Recorder()
-    wire: list[Any] = []
+    heard_messages: list[Any] = []
 
     def heard(event: StreamEvent) -> None:
         if event.direction is StreamDirection.INCOMING:
-            wire.append(event.message)
+            heard_messages.append(event.message)
 
     async with acp.spawn_agent_process(
-        client, sys.executable, "-m", "mcode", *acp_args(server, *extra), env=env, cwd=cwd,
+        client, sys.executable, "-m", "mcode", *acp_args(server, *extra, wire=wire), env=env, cwd=cwd,
         transport_kwargs={"stderr": None}, observers=[heard],
     ) as (conn, process):  # fmt: skip
         fs_caps = s.FileSystemCapabilities(read_text_file=fs, write_text_file=fs)
@@ -153,4 +159,4 @@ async def editor(
             protocol_version=acp.PROTOCOL_VERSION,
             client_capabilities=s.ClientCapabilities(fs=fs_caps),
         )
-        yield Editor(conn, process, client, wire)
+        yield Editor(conn, process, client, heard_messages)

@@ -186,3 +186,32 @@ def test_files_go_through_the_editor_when_it_offers_them(model_server, repo, env
     ]
     assert (repo / "a.txt").read_text() == "alpha\ngamma\n"
     assert str(repo / "a.txt") in ed.client.reads
+
+
+def test_config_options_switch_thinking_and_mode(model_server, repo, env):
+    server = model_server([{"text": "one"}, {"text": "two"}])
+    claude = ("--model", "claude-sonnet-4-5")  # a model whose thinking can be switched
+
+    async def scenario() -> tuple[Any, Any, Any, Any]:
+        async with editor(server, cwd=repo, env=env, wire="anthropic", extra=claude) as ed:
+            new = await ed.conn.new_session(cwd=str(repo), mcp_servers=[])
+            sid = new.session_id
+            off = await ed.conn.set_config_option(config_id="thinking", session_id=sid, value="off")
+            await ed.prompt(sid, "first")
+            await ed.conn.set_config_option(config_id="thinking", session_id=sid, value="on")
+            mode = await ed.conn.set_config_option(
+                config_id="mode", session_id=sid, value="read-only"
+            )
+            await ed.prompt(sid, "second")
+            with pytest.raises(acp.RequestError) as other:
+                await ed.conn.set_config_option(config_id="model", session_id=sid, value="gpt-4o")
+            return new, off, mode, other.value
+
+    new, off, mode, other = run(scenario())
+    assert {o.id for o in new.config_options} == {"mode", "model", "thinking"}
+    current = {o.id: o.current_value for o in off.config_options}
+    assert current["thinking"] == "off"
+    assert {o.id: o.current_value for o in mode.config_options}["mode"] == "read-only"
+    assert server.bodies[0]["thinking"] == {"type": "disabled"}
+    assert server.bodies[1]["thinking"]["type"] == "enabled"
+    assert other.code == -32602 and "cannot be changed" in other.data["message"]
