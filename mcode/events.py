@@ -71,6 +71,7 @@ USAGE = "usage"
 ERROR = "error"
 TURN_FINISHED = "turn.finished"
 SESSION_FINISHED = "session.finished"
+MODEL_CHANGED = "model.changed"
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
@@ -515,6 +516,20 @@ class SessionFinished(Payload):
         object.__setattr__(self, "usage", dataclasses.replace(self.usage))
 
 
+# -- mcode acp (issue 14) --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ModelChanged(Payload):
+    """The main conversation talks to another model from its next call (an editor's model
+    picker, `mcode acp`); only between turns. The history stays."""
+
+    TYPE: ClassVar[str] = MODEL_CHANGED
+    provider: str
+    model: str
+    context_window: int
+    thinking: Thinking
+    """on / off / default / unavailable, as in `session.started`"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
@@ -554,6 +569,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         Error,
         TurnFinished,
         SessionFinished,
+        ModelChanged,
     )
 }
 ALL_TYPES = frozenset(PAYLOADS)

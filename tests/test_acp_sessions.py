@@ -188,11 +188,11 @@ def test_files_go_through_the_editor_when_it_offers_them(model_server, repo, env
     assert str(repo / "a.txt") in ed.client.reads
 
 
-def test_config_options_switch_thinking_and_mode(model_server, repo, env):
-    server = model_server([{"text": "one"}, {"text": "two"}])
+def test_config_options_switch_thinking_mode_and_model(model_server, repo, env):
+    server = model_server([{"text": "one"}, {"text": "two"}, {"text": "three"}])
     claude = ("--model", "claude-sonnet-4-5")  # a model whose thinking can be switched
 
-    async def scenario() -> tuple[Any, Any, Any, Any]:
+    async def scenario() -> tuple[Any, ...]:
         async with editor(server, cwd=repo, env=env, wire="anthropic", extra=claude) as ed:
             new = await ed.conn.new_session(cwd=str(repo), mcp_servers=[])
             sid = new.session_id
@@ -203,15 +203,27 @@ def test_config_options_switch_thinking_and_mode(model_server, repo, env):
                 config_id="mode", session_id=sid, value="read-only"
             )
             await ed.prompt(sid, "second")
+            model = await ed.conn.set_config_option(
+                config_id="model", session_id=sid, value="claude-opus-4-1"
+            )
+            await ed.prompt(sid, "third")
             with pytest.raises(acp.RequestError) as other:
                 await ed.conn.set_config_option(config_id="model", session_id=sid, value="gpt-4o")
-            return new, off, mode, other.value
+            return sid, new, off, mode, model, other.value
 
-    new, off, mode, other = run(scenario())
+    sid, new, off, mode, model, other = run(scenario())
     assert {o.id for o in new.config_options} == {"mode", "model", "thinking"}
+    models = next(o for o in new.config_options if o.id == "model")
+    assert "claude-opus-4-1" in [c.value for c in models.options]
     current = {o.id: o.current_value for o in off.config_options}
     assert current["thinking"] == "off"
     assert {o.id: o.current_value for o in mode.config_options}["mode"] == "read-only"
+    assert {o.id: o.current_value for o in model.config_options}["model"] == "claude-opus-4-1"
     assert server.bodies[0]["thinking"] == {"type": "disabled"}
     assert server.bodies[1]["thinking"]["type"] == "enabled"
-    assert other.code == -32602 and "cannot be changed" in other.data["message"]
+    # the third prompt went to the new model, with the history of the first two
+    assert [b["model"] for b in server.bodies] == ["claude-sonnet-4-5"] * 2 + ["claude-opus-4-1"]
+    assert len(server.bodies[2]["messages"]) == 5
+    assert other.code == -32602 and "gpt-4o" in other.data["message"]
+    changed = [e for e in stored_events(Path(env["HOME"]), sid) if e["type"] == "model.changed"]
+    assert [e["data"]["model"] for e in changed] == ["claude-opus-4-1"]

@@ -133,6 +133,8 @@ TODAY = [
     '"type":"session.finished","data":{"result":null,"reason":"no_input","exit_code":2,'
     '"usage":{"input_tokens":0,"output_tokens":0,"cached_tokens":0,"cache_write_tokens":0},'
     '"model_calls":0,"tool_calls":0,"compactions":0,"denials":0}',
+    '"type":"model.changed","data":{"provider":"anthropic","model":"claude-opus-4-1",'
+    '"context_window":200000,"thinking":"on"}',
 ]
 
 

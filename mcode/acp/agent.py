@@ -9,7 +9,8 @@
     session/list          the store's sessions (of a folder), newest first, 50 a page
     session/prompt        Bridge.prompt         session/cancel   Session.cancel
     session/set_mode      Session.set_permission_mode
-    session/set_config_option   mode, thinking
+    session/set_config_option   mode, thinking, model (runtime.build.switch_model, between
+                          prompts: model.changed)
     _mcode/steer          Session.send while a prompt runs (ACP has no steering of its own)
 
 Sessions are mcode sessions like any other: stored as they go, listed by ``mcode sessions``,
@@ -30,6 +31,7 @@ from mcode import __version__
 from mcode.acp.bridge import Bridge
 from mcode.config import Settings, load_settings
 from mcode.errors import MCodeError
+from mcode.runtime.build import open_session, switch_model
 from mcode.store import Store
 
 PAGE = 50
@@ -40,6 +42,17 @@ MODES = [
     ("full-auto", "Full auto", "Edits and runs commands without asking"),
 ]
 THINKING = {"on": True, "off": False, "default": None}
+
+
+def model_choices(settings: Settings, current: str) -> list[str]:
+    """The models an editor may switch a session to: the one it runs, the provider's default,
+    and the models mcode knows of the default's family (MiniMax-*, claude-*, gpt-*)."""
+    from mcode.providers.presets import MODELS
+
+    default = settings.preset.default_model
+    family = default.split("-")[0] + "-" if default else None
+    known = [m for m in MODELS if family is not None and m.startswith(family)]
+    return list(dict.fromkeys([current, *([default] if default else []), *known]))
 
 
 def _bad(message: str, hint: str) -> RequestError:
@@ -84,20 +97,18 @@ class McodeAgent:
             )
         return bridge
 
-    def _settings(self, cwd: str) -> Settings:
+    def _settings(self, cwd: str, **more: Any) -> Settings:
         path = Path(cwd)
         if not path.is_absolute():
             raise _bad(f"cwd {cwd!r} is not an absolute path", "send the workspace's full path")
         if not path.is_dir():
             raise _bad(f"cwd {cwd}: no such folder", "send an existing folder")
         try:
-            return load_settings(path.resolve(), self.flags)
+            return load_settings(path.resolve(), {**self.flags, **more})
         except MCodeError as e:
             raise _failed(e) from None
 
     def _open(self, settings: Settings, resume_id: str | None) -> Bridge:
-        from mcode.runtime.build import open_session
-
         try:
             session = open_session(settings, self.store, interactive=True, resume_id=resume_id)
         except MCodeError as e:
@@ -136,9 +147,12 @@ class McodeAgent:
                 id="model",
                 name="Model",
                 category="model",
-                description="chosen when mcode acp starts (--provider, --model) or in config",
+                description="the models mcode knows for this provider; others: --model",
                 current_value=info.model,
-                options=[s.SessionConfigSelectOption(value=info.model, name=info.model)],
+                options=[
+                    s.SessionConfigSelectOption(value=name, name=name)
+                    for name in model_choices(bridge.settings, info.model)
+                ],
             ),
         ]
         if info.thinking_switchable:
@@ -274,13 +288,19 @@ class McodeAgent:
                 raise _bad(f"thinking {value!r}", "choose on, off or default")
             session.set_thinking(THINKING[str(value)])
         elif config_id == "model":
-            if value != session.model_info.model:
-                model = session.model_info.model
+            choices = model_choices(bridge.settings, session.model_info.model)
+            if value not in choices:
                 raise _bad(
-                    f"the model cannot be changed inside a session (it is {model})",
-                    "start mcode acp with --model (or set model in the config) and open a new "
-                    "session",
+                    f"mcode does not know a model {value!r} for this provider",
+                    f"choose one of {', '.join(choices)}, or start mcode acp with --model",
                 )
+            if value != session.model_info.model:
+                settings = self._settings(str(bridge.settings.workspace), model=value)
+                try:
+                    await switch_model(session, settings)
+                except MCodeError as e:
+                    raise _failed(e) from None
+                bridge.settings = settings
         else:
             raise _bad(f"no config option {config_id!r}", "use one that session/new listed")
         return s.SetSessionConfigOptionResponse(config_options=self._options(bridge))

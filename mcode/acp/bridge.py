@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Final
 
 from acp import RequestError
 from acp import schema as s
@@ -47,13 +47,16 @@ STOP_REASONS: dict[str, Any] = {
     "output_limit": "max_tokens",
     "loop": "end_turn",  # the loop breaker ended it; an error chunk said why
 }
-ALLOW_ONCE, ALLOW_ALWAYS, REJECT_ONCE = "allow_once", "allow_always", "reject_once"
+# Each option's id is its ACP kind.
+ALLOW_ONCE: Final = "allow_once"
+ALLOW_ALWAYS: Final = "allow_always"
+REJECT_ONCE: Final = "reject_once"
 PERMISSION_OPTIONS = [
-    s.PermissionOption(option_id=ALLOW_ONCE, name="Allow", kind="allow_once"),
+    s.PermissionOption(option_id=ALLOW_ONCE, name="Allow", kind=ALLOW_ONCE),
     s.PermissionOption(
-        option_id=ALLOW_ALWAYS, name="Always allow (this session)", kind="allow_always"
+        option_id=ALLOW_ALWAYS, name="Always allow (this session)", kind=ALLOW_ALWAYS
     ),
-    s.PermissionOption(option_id=REJECT_ONCE, name="Reject", kind="reject_once"),
+    s.PermissionOption(option_id=REJECT_ONCE, name="Reject", kind=REJECT_ONCE),
 ]
 COMMANDS = [
     s.AvailableCommand(

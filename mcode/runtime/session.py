@@ -37,7 +37,7 @@ from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
 from mcode.permissions import Answer, PermissionMode, Rule, split_command
-from mcode.providers.base import ModelInfo
+from mcode.providers.base import ModelInfo, Provider
 from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import redact
 from mcode.store import Store, StoreError
@@ -46,6 +46,15 @@ from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
 __all__ = ["Session", "TurnOutcome"]
 
 Listener = Callable[[Event, str], None]
+
+
+def _thinking_name(info: ModelInfo, thinking: bool | None) -> ev.Thinking:
+    """How ``session.started`` and ``model.changed`` say what thinking is."""
+    if not info.thinking_switchable:
+        return "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
+    if thinking is None:
+        return "default"
+    return "on" if thinking else "off"
 
 
 def _literal(text: str) -> str:
@@ -288,12 +297,7 @@ class Session:
         """Emit ``session.started``; ``more`` are the front end's own fields for it (exec: how
         permissions are answered, what an untrusted project asked for)."""
         info = self.model_info
-        if not info.thinking_switchable:
-            thinking = "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
-        elif self.main.thinking is None:
-            thinking = "default"
-        else:
-            thinking = "on" if self.main.thinking else "off"
+        thinking = _thinking_name(info, self.main.thinking)
         self.emit(
             ev.SESSION_STARTED,
             cwd=cwd,
@@ -525,6 +529,29 @@ class Session:
         """What tools may do without asking, from the next call on (an editor's mode picker).
         ConfigError for a name that is no mode."""
         self.main.permissions.mode = PermissionMode.parse(mode)
+
+    async def use_provider(self, provider: Provider, thinking: bool | None) -> None:
+        """The main conversation talks to ``provider`` (another model) from its next call,
+        thinking as given; said as ``model.changed``. Only between turns: MCodeError while
+        one runs. The old provider is closed."""
+        if self.busy:
+            raise MCodeError(
+                "the model can only be changed between prompts",
+                hint="wait for the prompt to finish, or cancel it, then change the model",
+            )
+        old = self.main.provider
+        self.main.use_provider(provider, thinking)
+        info = provider.info
+        self.emit(
+            ev.ModelChanged(
+                provider=info.provider,
+                model=info.model,
+                context_window=info.context_window,
+                thinking=_thinking_name(info, thinking),
+            )
+        )
+        if old is not provider:
+            await old.aclose()
 
     def set_thinking(self, on: bool | None) -> None:
         """Model thinking on, off, or (None) the model's default, from the next model call."""
