@@ -204,17 +204,22 @@ def test_a_rejected_permission_reaches_the_model_as_a_denial(model_server, repo,
 def test_always_allow_stops_asking_for_the_session(model_server, repo, env):
     bash = call("bash", command="echo one > one.txt")
     again = call("bash", "c2", command="echo one > one.txt")
-    server = model_server([bash, again, {"text": "twice"}])
+    later = call("bash", "c3", command="echo one > one.txt")
+    server = model_server([bash, again, {"text": "twice"}, later, {"text": "asked again"}])
 
-    async def scenario() -> Any:
+    async def scenario() -> tuple[Any, int]:
         async with editor(server, cwd=repo, env=env) as ed:
             ed.client.answer = "allow_always"
             sid = await ed.new(repo)
             await ed.prompt(sid, "run it twice")
-            return ed
+            in_first = len(ed.client.asked)
+            other = await ed.new(repo)  # "always" was this session's, not the next one's
+            await ed.prompt(other, "run it once more")
+            return ed, in_first
 
-    ed = run(scenario())
-    assert len(ed.client.asked) == 1  # the second, identical command was not asked about
+    ed, in_first = run(scenario())
+    assert in_first == 1  # the second, identical command was not asked about
+    assert len(ed.client.asked) == 2
     assert (repo / "one.txt").read_text() == "one\n"
 
 
