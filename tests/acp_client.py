@@ -152,7 +152,7 @@ async def editor(
 
     async with acp.spawn_agent_process(
         client, sys.executable, "-m", "mcode", *acp_args(server, *extra, wire=wire), env=env, cwd=cwd,
-        transport_kwargs={"stderr": None}, observers=[heard],
+        transport_kwargs={"stderr": None, "shutdown_timeout": 15.0}, observers=[heard],
     ) as (conn, process):  # fmt: skip
         fs_caps = s.FileSystemCapabilities(read_text_file=fs, write_text_file=fs)
         await conn.initialize(

@@ -227,3 +227,25 @@ def test_config_options_switch_thinking_mode_and_model(model_server, repo, env):
     assert other.code == -32602 and "gpt-4o" in other.data["message"]
     changed = [e for e in stored_events(Path(env["HOME"]), sid) if e["type"] == "model.changed"]
     assert [e["data"]["model"] for e in changed] == ["claude-opus-4-1"]
+
+
+def test_the_editor_quitting_mid_prompt_cancels_and_records_it(model_server, repo, env):
+    server = model_server([{"text": "too slow", "delay": 30}])
+
+    async def scenario() -> tuple[str, Any, Any]:
+        async with editor(server, cwd=repo, env=env) as ed:
+            sid = await ed.new(repo)
+            prompt = asyncio.ensure_future(ed.prompt(sid, "take your time"))
+            while not server.requests:
+                await asyncio.sleep(0.02)
+            process = ed.process
+        # the editor closed the pipe: mcode acp ends by itself (not terminated by the helper)
+        await asyncio.gather(prompt, return_exceptions=True)
+        return sid, process.returncode, prompt
+
+    sid, code, _ = run(scenario())
+    assert code == 0
+    stored = stored_events(Path(env["HOME"]), sid)
+    assert [e["data"]["reason"] for e in stored if e["type"] == "turn.finished"] == ["cancelled"]
+    assert stored[-1]["type"] == "session.finished"
+    assert stored[-1]["data"]["reason"] == "cancelled"

@@ -35,7 +35,7 @@ from mcode.acp.updates import Update, Updates
 from mcode.config import Settings
 from mcode.errors import MCodeError
 from mcode.events import Event
-from mcode.runtime.session import Session, TurnOutcome
+from mcode.runtime.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ STOP_REASONS: dict[str, Any] = {
     "loop": "end_turn",  # the loop breaker ended it; an error chunk said why
 }
 # Each option's id is its ACP kind.
+# session.finished's exit code for the last turn's reason, as `mcode exec` gives it.
+EXIT_CODES = {
+    "completed": 0,
+    "max_turns": 3,
+    "loop": 3,
+    "output_limit": 3,
+    "cancelled": 130,
+    "error": 1,
+    "no_input": 2,
+}
 ALLOW_ONCE: Final = "allow_once"
 ALLOW_ALWAYS: Final = "allow_always"
 REJECT_ONCE: Final = "reject_once"
@@ -82,7 +92,10 @@ class Bridge:
         self.settings = settings
         self.resumed = resumed
         self.started = False
-        self.last: TurnOutcome | None = None
+        # How the main conversation's last turn ended and its last words, as heard in the
+        # events (so also for a turn whose prompt the client stopped waiting for).
+        self.last_reason: str | None = None
+        self.last_text = ""
         self.updates = Updates(settings.workspace)
         self._outbox: asyncio.Queue[Update | s.AvailableCommandsUpdate] = asyncio.Queue()
         self._sender = asyncio.ensure_future(self._send_updates())
@@ -106,6 +119,10 @@ class Bridge:
         match event.payload:
             case ev.PermissionAsked() as asked:
                 self._asks[asked.id] = asyncio.ensure_future(self._ask(asked))
+            case ev.MessageAssistant(message=message) if event.agent is None:
+                self.last_text = message.text
+            case ev.TurnFinished(reason=reason) if event.agent is None:
+                self.last_reason = reason
             case ev.PermissionDecided(id=call_id, by="cancel"):
                 # The turn was cancelled while the question was open: it is void.
                 task = self._asks.pop(call_id, None)
@@ -207,7 +224,6 @@ class Bridge:
         await self.flush()
         if outcome is None:  # a cancel dropped it before it ran
             return s.PromptResponse(stop_reason="cancelled")
-        self.last = outcome
         if outcome.reason == "error":
             error = outcome.error
             if error is not None and getattr(error, "kind", None) == "content_filter":
@@ -241,12 +257,10 @@ class Bridge:
         for task in list(self._asks.values()):
             task.cancel()
         if self.started:
-            last = self.last
-            reason = last.reason if last is not None else "no_input"
-            answered = last is not None and last.reason == "completed"
+            reason = self.last_reason or "no_input"
             self.session.finish(
-                result=last.text if answered and last is not None else None,
-                exit_code=0 if answered else 130,
+                result=self.last_text if reason == "completed" else None,
+                exit_code=EXIT_CODES.get(reason, 1),
                 reason=reason,
             )
         self._sender.cancel()
