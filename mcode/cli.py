@@ -197,6 +197,28 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--list", action="store_true", help="list the trusted folders")
     how.add_argument("--revoke", action="store_true", help="stop trusting DIR")
 
+    a = sub.add_parser(
+        "acp",
+        help="talk to an editor over the Agent Client Protocol (stdio)",
+        description="Run as an Agent Client Protocol agent on stdin/stdout, for editors that "
+        "speak it (Zed, JetBrains, Neovim, Emacs). Each editor session is a stored mcode "
+        "session (mcode sessions, mcode exec --resume). Diagnostics go to stderr.",
+    )
+    a.add_argument(
+        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
+    )
+    a.add_argument("--model", type=_given("a model name"), help="model name, or a .gguf path")
+    a.add_argument("--base-url", type=_given("a URL"), help="API base URL")
+    a.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
+    a.add_argument(
+        "--permission-mode",
+        choices=["read-only", "ask", "auto-edit", "full-auto"],
+        help="the mode sessions start in (the editor can switch it); default: the config's, "
+        "else ask",
+    )
+    a.add_argument("--max-turns", type=_positive_int, help="model calls per prompt (no cap)")
+    a.add_argument("--context-window", type=_positive_int, metavar="TOKENS")
+
     v = sub.add_parser(
         "serve",
         help="serve a local model over an OpenAI-compatible HTTP API",
@@ -339,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.undo import main as undo_main
 
         return undo_main(args)
+    if args.command == "acp":
+        from mcode.acp import main as acp_main
+
+        return acp_main(args)
     if args.command == "serve":
         return _serve(args)
     parser.print_help()

@@ -73,6 +73,7 @@ TURN_FINISHED = "turn.finished"
 SESSION_FINISHED = "session.finished"
 # spine: fork (mcode/runtime/fork.py)
 SESSION_FORKED = "session.forked"
+MODEL_CHANGED = "model.changed"
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
@@ -535,6 +536,20 @@ class SessionForked(Payload):
     events there), newest first; empty without it"""
 
 
+# -- mcode acp (issue 14) --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ModelChanged(Payload):
+    """The main conversation talks to another model from its next call (an editor's model
+    picker, `mcode acp`); only between turns. The history stays."""
+
+    TYPE: ClassVar[str] = MODEL_CHANGED
+    provider: str
+    model: str
+    context_window: int
+    thinking: Thinking
+    """on / off / default / unavailable, as in `session.started`"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
@@ -575,6 +590,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         TurnFinished,
         SessionFinished,
         SessionForked,
+        ModelChanged,
     )
 }
 ALL_TYPES = frozenset(PAYLOADS)

@@ -136,6 +136,8 @@ TODAY = [
     # Added after payloads (a fork, mcode/runtime/fork.py): its line as first written.
     '"type":"session.forked","data":{"source":"9c0f","at_turn":2,"turn_id":"d7cb2a73",'
     '"undone":["d7cb2a73"]}',
+    '"type":"model.changed","data":{"provider":"anthropic","model":"claude-opus-4-1",'
+    '"context_window":200000,"thinking":"on"}',
 ]
 
 

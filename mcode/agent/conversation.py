@@ -88,14 +88,8 @@ class Conversation:
         # When each tool call of the running step started (monotonic), until its result: a call
         # a cancel cuts short is answered with how long it ran (mcode/agent/loop.py).
         self.tool_started: dict[str, float] = {}
-        info = provider.info
         # How full the context is and when it must be compacted (mcode/agent/tokens.py).
-        self.budget = TokenBudget.for_model(
-            info.model,
-            info.context_window,
-            info.max_output_tokens,
-            counter=getattr(provider, "count_request", None),
-        )
+        self.budget = _budget(provider)
         # What compaction keeps of the work (mcode/agent/ledger.py); a resumed one gets its own.
         self.ledger: Ledger | None = None
         # Prepended to the next user message, then cleared (on resume, when the user ran
@@ -103,6 +97,14 @@ class Conversation:
         self.pending_note: str | None = None
         self._steers: list[str] = []
         self._compact_requests: list[CompactRequest] = []
+
+    def use_provider(self, provider: Provider, thinking: bool | None) -> None:
+        """Talk to ``provider`` from the next model call on, thinking as given (another model
+        between turns: an editor's model picker). The history stays; the budget is the new
+        model's, counted afresh."""
+        self.provider = provider
+        self.thinking = thinking
+        self.budget = _budget(provider)
 
     def child(
         self,
@@ -151,3 +153,13 @@ class Conversation:
     def take_compact_requests(self) -> list[CompactRequest]:
         pending, self._compact_requests = self._compact_requests, []
         return pending
+
+
+def _budget(provider: Provider) -> TokenBudget:
+    info = provider.info
+    return TokenBudget.for_model(
+        info.model,
+        info.context_window,
+        info.max_output_tokens,
+        counter=getattr(provider, "count_request", None),
+    )

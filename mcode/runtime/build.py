@@ -148,6 +148,14 @@ def open_session(
     return session
 
 
+async def switch_model(session: Session, settings: Settings) -> None:
+    """Point ``session``'s main conversation at ``settings``' model (its provider, window and
+    thinking) from the next turn on: an editor's model picker. MCodeError while a turn runs."""
+    from mcode.providers.factory import make_provider
+
+    await session.use_provider(make_provider(settings), settings.thinking)
+
+
 def _leftover_event(left: Leftover) -> ev.Error:
     return ev.Error(
         kind="leftover",

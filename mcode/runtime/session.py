@@ -37,8 +37,8 @@ from mcode.agent.loop import run_turn
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
-from mcode.permissions import Answer
-from mcode.providers.base import ModelInfo
+from mcode.permissions import Answer, PermissionMode, Rule, split_command
+from mcode.providers.base import ModelInfo, Provider
 from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import redact
 from mcode.store import Store, StoreError
@@ -47,6 +47,20 @@ from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
 __all__ = ["Session", "TurnOutcome"]
 
 Listener = Callable[[Event, str], None]
+
+
+def _thinking_name(info: ModelInfo, thinking: bool | None) -> ev.Thinking:
+    """How ``session.started`` and ``model.changed`` say what thinking is."""
+    if not info.thinking_switchable:
+        return "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
+    if thinking is None:
+        return "default"
+    return "on" if thinking else "off"
+
+
+def _literal(text: str) -> str:
+    """An fnmatch pattern matching exactly ``text``."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _cancel_if_running(task: asyncio.Task[Any]) -> None:
@@ -288,13 +302,7 @@ class Session:
         own fields for it (exec: how permissions are answered, what an untrusted project asked
         for); they are written exactly when ``approvals`` is given."""
         info = self.model_info
-        thinking: ev.Thinking
-        if not info.thinking_switchable:
-            thinking = "unavailable"  # no switch is sent, whatever was asked (MiniMax-M2.x)
-        elif self.main.thinking is None:
-            thinking = "default"
-        else:
-            thinking = "on" if self.main.thinking else "off"
+        thinking = _thinking_name(info, self.main.thinking)
         self.emit(
             ev.SessionStarted(
                 cwd=cwd,
@@ -566,6 +574,52 @@ class Session:
         """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a
         denial). False when no such question waits: answered, timed out, or never asked."""
         return self._answer(request_id, Answer(allow, reason, "user"))
+
+    def set_permission_mode(self, mode: str) -> None:
+        """What tools may do without asking, from the next call on (an editor's mode picker).
+        ConfigError for a name that is no mode."""
+        self.main.permissions.mode = PermissionMode.parse(mode)
+
+    async def use_provider(self, provider: Provider, thinking: bool | None) -> None:
+        """The main conversation talks to ``provider`` (another model) from its next call,
+        thinking as given; said as ``model.changed``. Only between turns: MCodeError while
+        one runs. The old provider is closed."""
+        if self.busy:
+            raise MCodeError(
+                "the model can only be changed between prompts",
+                hint="wait for the prompt to finish, or cancel it, then change the model",
+            )
+        old = self.main.provider
+        self.main.use_provider(provider, thinking)
+        info = provider.info
+        self.emit(
+            ev.ModelChanged(
+                provider=info.provider,
+                model=info.model,
+                context_window=info.context_window,
+                thinking=_thinking_name(info, thinking),
+            )
+        )
+        if old is not provider:
+            await old.aclose()
+
+    def set_thinking(self, on: bool | None) -> None:
+        """Model thinking on, off, or (None) the model's default, from the next model call."""
+        self.main.thinking = on
+
+    def allow_for_session(self, name: str, subject: str) -> list[str]:
+        """Allow calls like tool ``name`` on ``subject`` without asking for the rest of this
+        session (an editor's "always allow"): a bash command by its exact pieces (``a && b``
+        allows ``a`` and ``b``), any other tool whole. The rules added; none for a command
+        too unsure to split (it keeps being asked about)."""
+        if name == "bash":
+            pieces = split_command(subject)
+            rules = [f"bash({_literal(piece)})" for piece in pieces or []]
+        else:
+            rules = [name]
+        for rule in rules:
+            self.main.permissions.allow.append(Rule.parse(rule))
+        return rules
 
     def end_approvals(self, reason: str) -> None:
         """Nobody can answer any more (the front end's input ended): deny what waits, and
