@@ -94,7 +94,7 @@ class Bridge:
         self.started = False
         # How the main conversation's last turn ended and its last words, as heard in the
         # events (so also for a turn whose prompt the client stopped waiting for).
-        self.last_reason: str | None = None
+        self.last_reason: ev.TurnReason | None = None
         self.last_text = ""
         self.updates = Updates(settings.workspace)
         self._outbox: asyncio.Queue[Update | s.AvailableCommandsUpdate] = asyncio.Queue()
@@ -257,7 +257,7 @@ class Bridge:
         for task in list(self._asks.values()):
             task.cancel()
         if self.started:
-            reason = self.last_reason or "no_input"
+            reason: ev.SessionReason = self.last_reason or "no_input"
             self.session.finish(
                 result=self.last_text if reason == "completed" else None,
                 exit_code=EXIT_CODES.get(reason, 1),
