@@ -257,6 +257,28 @@ class _Driver:
             self.send(message.text, message.images, steer=message.type == "steer")
 
 
+def _virtual_display(args: argparse.Namespace, settings: Any) -> Any:
+    """Start the --virtual-display (and its app); the computer tool acts on it alone."""
+    from mcode.computer import ComputerUnavailable, VirtualDisplay
+
+    try:
+        display = VirtualDisplay(args.virtual_display, app=args.virtual_display_app).start()
+    except ComputerUnavailable as e:
+        raise UsageError(e.message, hint=e.hint) from None
+    settings.computer.display = display.name
+    return display
+
+
+def _screenshot(settings: Any) -> ImagePart:
+    """--screenshot: the screen the computer tool would see, as an image for the prompt."""
+    from mcode.computer import ComputerUnavailable, screenshot_part
+
+    try:
+        return screenshot_part(settings.computer.display, monitor=settings.computer.monitor)
+    except ComputerUnavailable as e:
+        raise UsageError(e.message, hint=e.hint) from None
+
+
 def _untrusted_note(ignored: list[str]) -> str:
     return (
         f"this folder is not trusted, so its {', '.join(ignored)} did not take effect "
@@ -297,13 +319,24 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             "no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -"
         )
     images = tuple(load_image(p) for p in args.image)
-    if images and prompt is None:
+    if (images or args.screenshot) and prompt is None:
         raise UsageError(
-            "--image attaches to the prompt, and none was given",
+            f"{'--image' if images else '--screenshot'} attaches to the prompt, and none was given",
             hint="give the prompt as an argument; with --input-format stream-json, send images "
             'as {"type":"user","text":"...","images":["file.png"]}',
         )
+    if args.virtual_display_app and not args.virtual_display:
+        raise UsageError(
+            "--virtual-display-app starts its app inside the --virtual-display, which was not "
+            "given",
+            hint="add --virtual-display (or --virtual-display 1920x1080)",
+        )
     settings = load_settings(workspace, _flags(args))
+    if args.allow_computer:
+        settings.computer.enabled = True
+        settings.allow.append("computer")
+    if args.virtual_display:
+        settings.computer.enabled = True
     if settings.project_ignored:  # said whatever the format: the user expected it to apply
         print(f"mcode: {_untrusted_note(settings.project_ignored)}", file=sys.stderr)
     # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
@@ -312,7 +345,12 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
     can_ask = read_stdin and args.output_format == "stream-json"
     store = Store(data_home() / "sessions.db")
     started = time.monotonic()
+    display = None
     try:
+        if args.virtual_display:
+            display = _virtual_display(args, settings)
+        if args.screenshot:
+            images = (*images, _screenshot(settings))
         session = open_session(
             settings,
             store,
@@ -324,7 +362,8 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         if images and not session.model_info.supports_images:
             raise UsageError(
                 f"the model {session.model_info.model} does not take images",
-                hint="choose a model with image input, or drop --image",
+                hint="choose a model with image input, or drop "
+                + ("--image" if args.image else "--screenshot"),
             )
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
         first: list[str | None] = []
@@ -410,6 +449,8 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         session.finish(result=answer, exit_code=code, reason=outcome.reason)
     finally:
         store.close()
+        if display is not None:
+            display.stop()
 
     if code == EXIT_INTERRUPTED and args.output_format == "text":
         print(

@@ -133,6 +133,10 @@ TODAY = [
     '"type":"session.finished","data":{"result":null,"reason":"no_input","exit_code":2,'
     '"usage":{"input_tokens":0,"output_tokens":0,"cached_tokens":0,"cache_write_tokens":0},'
     '"model_calls":0,"tool_calls":0,"compactions":0,"denials":0}',
+    '"type":"computer.action","data":{"id":"call_1","action":"left_click","size":"1280x720",'
+    '"coordinate":[126,146],"screen":[189,219]}',
+    '"type":"computer.action","data":{"id":"call_1","action":"screenshot","size":"1280x720",'
+    '"screenshot":"/home/u/.local/share/mcode/screenshots/s/00001.png"}',
 ]
 
 

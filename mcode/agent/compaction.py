@@ -46,10 +46,13 @@ TRANSCRIPT_CLIP = 1_500
 
 def request_for(conv: Conversation, messages: list[Message] | None = None) -> ModelRequest:
     """The request the next model call sends (``messages`` defaults to the history)."""
+    history = conv.history if messages is None else messages
+    if conv.image_pruner is not None:  # the newest screenshots only (mcode/agent/images.py)
+        history = conv.image_pruner.prune(history)
     return ModelRequest(
         model=conv.provider.info.model,
         system=conv.system_prompt,
-        messages=conv.history if messages is None else messages,
+        messages=history,
         tools=[t.spec() for t in conv.tools],
         thinking=conv.thinking,
     )

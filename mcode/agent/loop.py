@@ -295,11 +295,16 @@ async def _run_one(
         def emit_output(chunk: str) -> None:
             host.emit(ev.TOOL_OUTPUT, id=call.id, text=chunk)
 
+        def emit_event(payload: ev.Payload) -> None:
+            host.emit(payload.TYPE, **payload.to_data())
+
         ctx = dataclasses.replace(
             conv.tool_context,
             emit_output=emit_output,
             checkpoint=host.checkpoint,
             spawn_agent=host.spawn_agent,
+            call_id=call.id,
+            emit_event=emit_event,
         )
         if tool.permission == "edit":
             result = await _run_to_the_end(conv, host, call, tool.run(args, ctx), started)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcode.agent.conversation import Conversation
+from mcode.agent.images import ImagePruner
 from mcode.agent.ledger import Ledger
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
@@ -17,7 +18,7 @@ from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
-from mcode.tools.base import ToolContext
+from mcode.tools.base import Tool, ToolContext
 from mcode.tools.child_env import child_environment
 from mcode.tools.workspace import Workspace, sweep_temp_files
 from mcode.undo import undo_note
@@ -92,6 +93,14 @@ def open_session(
         # use (todo lists only made it loop; delegating is beyond it). Schemas + system prompt
         # stay well under 2K tokens.
         tools = [t for t in tools if t.name not in ("todo", "task")]
+    child_env = child_environment(
+        os.environ,
+        drop=[settings.api_key_env] if settings.api_key_env else [],
+        secrets=settings.secrets,
+        pass_env=settings.pass_env,
+    )
+    if settings.computer.enabled:  # after the built-ins: a run without it keeps its prefix
+        tools.append(_computer_tool(settings, store, session_id, child_env))
     main = Conversation(
         provider=provider,
         tools=tools,
@@ -102,18 +111,15 @@ def open_session(
             workspace=workspace,
             bash_timeout=settings.bash_timeout,
             output_cap=settings.output_cap,
-            env=child_environment(
-                os.environ,
-                drop=[settings.api_key_env] if settings.api_key_env else [],
-                secrets=settings.secrets,
-                pass_env=settings.pass_env,
-            ),
+            env=child_env,
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         max_turns=settings.max_turns,
         thinking=settings.thinking,
         history=history,
     )
+    if settings.computer.enabled:
+        main.image_pruner = ImagePruner(settings.computer.keep_screenshots)
     session = Session(
         main,
         store=store,
@@ -142,6 +148,23 @@ def open_session(
             session.interrupted = _interrupted(own, main)
             main.ledger = _ledger(own)
     return session
+
+
+def _computer_tool(
+    settings: Settings, store: Store | None, session_id: str | None, env: dict[str, str]
+) -> Tool:
+    """The computer tool, its screenshots kept under the data folder (by session); a display
+    or program that is missing stops the run before the first request, saying which."""
+    from mcode.computer import ComputerUnavailable, open_computer
+    from mcode.errors import UsageError
+
+    shots = None
+    if store is not None and session_id is not None:
+        shots = store.path.parent / "screenshots" / session_id
+    try:
+        return open_computer(settings.computer, env=env, shots_dir=shots)
+    except ComputerUnavailable as e:
+        raise UsageError(e.message, hint=e.hint) from None
 
 
 def _leftover_event(left: Leftover) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""A small Tk app at known places, for the computer tests (run with Debian's /usr/bin/python3,
+whose python3-tk this is; mcode's Python need not have tkinter).
+
+    python3 tests/computer_app.py OUT_FILE [READY_FILE]
+
+The window fills the screen from (0, 0) on a white background (Xvfb runs no window manager, so
+nothing moves it). At known screen pixels:
+
+    red square      (40, 40)   to (120, 120)        pixel checks of the capture
+    blue square     (160, 40)  to (240, 120)
+    entry           (40, 200)  300x40               click it, type
+    "Save" button   (40, 300)  160x50               writes the entry's text to OUT_FILE
+
+READY_FILE is written once the window is mapped and drawn.
+"""
+
+from __future__ import annotations
+
+import sys
+import tkinter as tk
+from pathlib import Path
+
+RED = (40, 40, 120, 120)
+BLUE = (160, 40, 240, 120)
+ENTRY = (40, 200, 300, 40)  # x, y, width, height
+BUTTON = (40, 300, 160, 50)
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    ready = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    root = tk.Tk()
+    width, height = root.winfo_screenwidth(), root.winfo_screenheight()
+    root.geometry(f"{width}x{height}+0+0")
+    root.overrideredirect(True)  # no decorations: the client area starts at (0, 0)
+    root.configure(background="white")
+    for box, colour in ((RED, "#ff0000"), (BLUE, "#0000ff")):
+        x0, y0, x1, y1 = box
+        tk.Frame(root, background=colour, width=x1 - x0, height=y1 - y0).place(x=x0, y=y0)
+    entry = tk.Entry(root, font=("TkFixedFont", 14))
+    x, y, w, h = ENTRY
+    entry.place(x=x, y=y, width=w, height=h)
+
+    def save() -> None:
+        out.write_text(entry.get(), encoding="utf-8")
+
+    button = tk.Button(root, text="Save", command=save)
+    x, y, w, h = BUTTON
+    button.place(x=x, y=y, width=w, height=h)
+
+    def mapped() -> None:
+        root.update_idletasks()
+        if ready is not None:
+            ready.write_text("ready")
+
+    root.after(300, mapped)
+    root.mainloop()
+
+
+if __name__ == "__main__":
+    main()
