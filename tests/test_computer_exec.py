@@ -1,0 +1,229 @@
+"""Computer use end to end: ``mcode exec`` on its own Xvfb with the Tk app inside, against the
+scripted model server on both wire formats. The server looks at the screenshot it received
+(pixel by pixel), then clicks and types; the app's output file proves the actions landed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.computer_fixtures import BLUE, BUTTON_CENTRE, ENTRY_CENTRE, RED, app_command, needs_x
+from tests.helpers import clean_env, make_repo, mcode, stored_events
+from tests.model_server import ScriptedServer
+
+PIL = pytest.importorskip("PIL.Image")
+
+pytestmark = needs_x
+MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5"}  # models that take images
+
+
+def args(server: ScriptedServer, wire: str, *extra: str) -> list[str]:
+    base = server.base_url if wire == "openai" else server.anthropic_base_url
+    return ["exec", "--provider", wire, "--base-url", base, "--model", MODELS[wire], *extra]
+
+
+def images_sent(body: dict[str, Any], wire: str) -> list[Any]:
+    """The images of a request body, decoded, in order."""
+    found: list[str] = []
+    for message in body["messages"]:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else []:
+            if wire == "openai" and block.get("type") == "image_url":
+                found.append(block["image_url"]["url"].split(",", 1)[1])
+            for inner in block.get("content", []) if block.get("type") == "tool_result" else []:
+                if inner.get("type") == "image":
+                    found.append(inner["source"]["data"])
+            if block.get("type") == "image":
+                found.append(block["source"]["data"])
+    return [PIL.open(io.BytesIO(base64.b64decode(data))).convert("RGB") for data in found]
+
+
+def wait_for(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def call(id_: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"tool_calls": [{"id": id_, "name": "computer", "arguments": arguments}]}
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_exec_looks_at_the_screen_then_clicks_and_types_into_the_app(
+    tmp_path: Path, wire: str
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+    seen: dict[str, Any] = {}
+
+    def look(body: dict[str, Any]) -> dict[str, Any]:
+        wait_for(ready)  # the app is drawn before the model asks to see it
+        return call("call_shot", {"action": "screenshot"})
+
+    def act(body: dict[str, Any]) -> dict[str, Any]:
+        (image,) = images_sent(body, wire)
+        seen["size"] = image.size
+        seen["red"] = image.getpixel(((RED[0] + RED[2]) // 2, (RED[1] + RED[3]) // 2))
+        seen["blue"] = image.getpixel(((BLUE[0] + BLUE[2]) // 2, (BLUE[1] + BLUE[3]) // 2))
+        return call(
+            "call_act",
+            {
+                "actions": [
+                    {"action": "left_click", "coordinate": list(ENTRY_CENTRE)},
+                    {"action": "type", "text": "ACME GmbH 1234.00"},
+                    {"action": "left_click", "coordinate": list(BUTTON_CENTRE)},
+                ]
+            },
+        )
+
+    with ScriptedServer([look, act, {"text": "Entered the invoice."}]) as server:
+        run = mcode(
+            *args(server, wire, "--output-format", "stream-json", "--allow-computer"),
+            "--virtual-display", "1024x768",
+            "--virtual-display-app", app_command(out, ready),
+            "enter the invoice into the app",
+            cwd=repo,
+            env=clean_env(tmp_path, MCODE_COMPUTER_SETTLE_DELAY="0.2"),
+        )  # fmt: skip
+        bodies = server.bodies
+
+    assert run.code == 0, run.stderr
+    assert seen == {"size": (1024, 768), "red": (255, 0, 0), "blue": (0, 0, 255)}
+    assert out.read_text() == "ACME GmbH 1234.00"
+    events = run.events()
+    actions = [e["data"] for e in events if e["type"] == "computer.action"]
+    assert [a["action"] for a in actions] == [
+        "screenshot", "left_click", "type", "left_click", "screenshot",
+    ]  # fmt: skip
+    assert actions[1]["coordinate"] == list(ENTRY_CENTRE) == actions[1]["screen"]
+    # The tool as each API expects it, stating the screen's size.
+    if wire == "anthropic":
+        tool = next(t for t in bodies[0]["tools"] if t["name"] == "computer")
+        assert {k: tool[k] for k in ("type", "display_width_px", "display_height_px")} == {
+            "type": "computer_20250124", "display_width_px": 1024, "display_height_px": 768,
+        }  # fmt: skip
+        assert "computer-use-2025-01-24" in server.requests[0].headers["anthropic-beta"]
+    else:
+        tool = next(t for t in bodies[0]["tools"] if t["function"]["name"] == "computer")
+        assert "1024x768 pixels" in tool["function"]["description"]
+    # Screenshots are files under the data dir; the store holds their path, not the image.
+    session_id = events[0]["session_id"]
+    stored = stored_events(tmp_path, session_id)
+    results = [e for e in stored if e["type"] == "tool.finished"]
+    parts = [p for e in results for p in e["data"]["message"]["parts"] if p["type"] == "image"]
+    assert len(parts) == 2 and all("data" not in p for p in parts)
+    shots = tmp_path / "data" / "mcode" / "screenshots" / session_id
+    assert [p["ref"] for p in parts] == [str(shots / "00001.png"), str(shots / "00002.png")]
+    assert all(Path(p["ref"]).stat().st_size > 1000 for p in parts)
+    assert "1024x768" in results[0]["data"]["message"]["parts"][0]["text"]
+
+
+def test_a_headless_run_without_permission_is_refused_and_the_screen_untouched(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+    type_it = call("c1", {"actions": [{"action": "left_click", "coordinate": list(ENTRY_CENTRE)},
+                                      {"action": "type", "text": "nope"},
+                                      {"action": "left_click", "coordinate": list(BUTTON_CENTRE)}]})  # fmt: skip
+    with ScriptedServer([type_it, {"text": "I could not."}]) as server:
+        run = mcode(
+            *args(server, "openai", "--output-format", "stream-json"),
+            "--virtual-display", "--virtual-display-app", app_command(out, ready),
+            "type into the app",
+            cwd=repo,
+            env=clean_env(tmp_path),
+        )  # fmt: skip
+
+    assert run.code == 4, run.stderr
+    decided = next(e["data"] for e in run.events() if e["type"] == "permission.decided")
+    assert decided["name"] == "computer" and decided["allowed"] is False
+    assert decided["by"] == "headless"
+    assert "--allow-computer" in decided["reason"]
+    assert not [e for e in run.events() if e["type"] == "computer.action"]
+    assert not out.exists()
+
+
+def test_without_a_display_exec_stops_before_the_model_and_says_why(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    env = clean_env(tmp_path)
+    env.pop("DISPLAY", None)
+    with ScriptedServer([{"text": "never asked"}]) as server:
+        run = mcode(*args(server, "openai", "--allow-computer"), "look", cwd=repo, env=env)
+        assert server.requests == []
+    assert run.code == 2
+    assert "DISPLAY is not set" in run.stderr
+    assert "--virtual-display" in run.stderr
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_screenshot_attaches_the_screen_to_the_first_message(tmp_path: Path, wire: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+    with ScriptedServer([{"text": "A red and a blue square."}]) as server:
+        run = mcode(
+            *args(server, wire, "--virtual-display", "1920x1080"),
+            "--virtual-display-app", app_command(out, ready), "--screenshot",
+            "what is on the screen?",
+            cwd=repo,
+            env=clean_env(tmp_path),
+        )  # fmt: skip
+        body = server.bodies[0]
+    assert run.code == 0, run.stderr
+    (image,) = images_sent(body, wire)
+    assert image.size == (1280, 720)
+    # No computer tool unless it was allowed: --virtual-display alone offers it, asking.
+    assert any("computer" in str(t) for t in body["tools"])
+
+
+def test_screenshot_for_a_model_without_images_is_a_clear_error(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    with ScriptedServer([{"text": "never"}]) as server:
+        run = mcode(
+            "exec", "--provider", "openai", "--base-url", server.base_url, "--model",
+            "MiniMax-M2.5", "--virtual-display", "--screenshot", "look",
+            cwd=repo,
+            env=clean_env(tmp_path),
+        )  # fmt: skip
+        assert server.requests == []
+    assert run.code == 2
+    assert "does not take images" in run.stderr
+    assert "--screenshot" in run.stderr
+
+
+def test_a_long_run_sends_only_the_newest_screenshots_and_moves_the_cut_in_steps(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+
+    def first(body: dict[str, Any]) -> dict[str, Any]:
+        wait_for(ready)
+        return call("s1", {"action": "screenshot"})
+
+    script: list[Any] = [first, *(call(f"s{i}", {"action": "screenshot"}) for i in range(2, 7))]
+    with ScriptedServer([*script, {"text": "seen enough"}]) as server:
+        run = mcode(
+            *args(server, "openai", "--allow-computer", "--virtual-display"),
+            "--virtual-display-app", app_command(out, ready), "watch the screen",
+            cwd=repo,
+            env=clean_env(tmp_path, MCODE_COMPUTER_KEEP_SCREENSHOTS="2",
+                          MCODE_COMPUTER_SETTLE_DELAY="0"),
+        )  # fmt: skip
+        raws = [r.raw for r in server.requests]
+        counts = [len(images_sent(b, "openai")) for b in server.bodies]
+
+    assert run.code == 0, run.stderr
+    # Keep 2, cut in steps of 2: between 2 and 3 images once there are more than 2.
+    assert counts == [0, 1, 2, 3, 2, 3, 2]
+    # The request bytes stay prefix-stable except where the cut moved (before 4 and 6 shots).
+    stable = [raws[i + 1].startswith(raws[i][:-2]) for i in range(len(raws) - 1)]
+    assert stable == [True, True, True, False, True, False]
+    omitted = [m for m in server.bodies[-1]["messages"] if "omitted" in str(m.get("content"))]
+    assert len(omitted) == 4
