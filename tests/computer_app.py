@@ -1,7 +1,7 @@
 """A small Tk app at known places, for the computer tests (run with Debian's /usr/bin/python3,
 whose python3-tk this is; mcode's Python need not have tkinter).
 
-    python3 tests/computer_app.py OUT_FILE [READY_FILE]
+    python3 tests/computer_app.py OUT_FILE [READY_FILE [--busy]]
 
 The window fills the screen from (0, 0) on a white background (Xvfb runs no window manager, so
 nothing moves it). At known screen pixels:
@@ -11,7 +11,8 @@ nothing moves it). At known screen pixels:
     entry           (40, 200)  300x40               click it, type
     "Save" button   (40, 300)  160x50               writes the entry's text to OUT_FILE
 
-READY_FILE is written once the window is mapped and drawn.
+READY_FILE is written once the window is mapped and drawn. ``--busy`` fills the right of the
+screen with lines of text (what a benchmark should capture: flat colours compress too well).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def main() -> None:
     button = tk.Button(root, text="Save", command=save)
     x, y, w, h = BUTTON
     button.place(x=x, y=y, width=w, height=h)
+
+    if len(sys.argv) > 3 and sys.argv[3] == "--busy":  # a screen full of text (the benchmark)
+        text = tk.Text(root, font=("TkFixedFont", 11), wrap="char", borderwidth=0)
+        text.place(x=380, y=0, width=width - 380, height=height)
+        words = "invoice total amount due VAT 19% net 1234.50 EUR ACME GmbH order 4711 ".split()
+        for i in range(height // 14):
+            line = " ".join(words[(i * 7 + j) % len(words)] for j in range(width // 60))
+            text.insert("end", f"{i:04d} {line}\n", ("odd" if i % 2 else "even",))
+        text.tag_configure("odd", foreground="#204080", background="#f4f4ff")
 
     def mapped() -> None:
         root.update_idletasks()

@@ -179,3 +179,29 @@ def test_a_display_that_is_not_there_is_a_clear_error() -> None:
     with pytest.raises(ComputerUnavailable) as e:
         ComputerTool.open(":87")
     assert ":87" in e.value.message
+
+
+def test_pruning_keeps_the_users_images_and_reuses_pruned_messages() -> None:
+    from mcode.agent.images import ImagePruner
+
+    shot = ImagePart("image/png", "AAAA", source="screenshot")
+    mine = user_message_with_image()
+    history = [mine] + [
+        Message("tool", (TextPart(f"shot {i}"), shot), tool_call_id=f"c{i}") for i in range(5)
+    ]
+    pruner = ImagePruner(keep=2, step=2)
+
+    sent = pruner.prune(history)
+
+    assert sent[0] is mine  # the user's own image always goes
+    assert [sum(isinstance(p, ImagePart) for p in m.parts) for m in sent[1:]] == [0, 0, 1, 1, 1]
+    assert "omitted" in sent[1].parts[1].text  # type: ignore[union-attr]
+    again = pruner.prune(history)
+    assert again[1] is sent[1]  # the same object: the request builders' memo serves its bytes
+    assert history[1].parts[1] is shot  # history itself is untouched
+
+
+def user_message_with_image() -> Message:
+    from mcode.messages import user_message
+
+    return user_message("look", (ImagePart("image/png", "BBBB", source="mine.png"),))
