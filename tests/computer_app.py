@@ -52,7 +52,21 @@ def main() -> None:
     if len(sys.argv) > 3 and sys.argv[3] == "--busy":  # a screen full of text (the benchmark)
         text = tk.Text(root, font=("TkFixedFont", 11), wrap="char", borderwidth=0)
         text.place(x=380, y=0, width=width - 380, height=height)
-        words = "invoice total amount due VAT 19% net 1234.50 EUR ACME GmbH order 4711 ".split()
+        words = [
+            "invoice",
+            "total",
+            "amount",
+            "due",
+            "VAT",
+            "19%",
+            "net",
+            "1234.50",
+            "EUR",
+            "ACME",
+            "GmbH",
+            "order",
+            "4711",
+        ]
         for i in range(height // 14):
             line = " ".join(words[(i * 7 + j) % len(words)] for j in range(width // 60))
             text.insert("end", f"{i:04d} {line}\n", ("odd" if i % 2 else "even",))

@@ -77,17 +77,21 @@ def pruning(calls: int = 50, keep: int = 3) -> None:
     for i in range(calls):
         call = ToolCall(f"c{i}", "computer", '{"action":"screenshot"}')
         history.append(Message("assistant", tool_calls=(call,)))
-        history.append(Message("tool", (TextPart("Screenshot 1280x800"), shot), tool_call_id=call.id))
+        history.append(
+            Message("tool", (TextPart("Screenshot 1280x800"), shot), tool_call_id=call.id)
+        )
         for name, pruner in rows.items():
             sent = history if pruner is None else pruner.prune(history)
-            totals[name] += sum(
-                isinstance(p, ImagePart) for m in sent for p in m.parts
-            ) * TOKENS_PER_IMAGE
+            totals[name] += (
+                sum(isinstance(p, ImagePart) for m in sent for p in m.parts) * TOKENS_PER_IMAGE
+            )
             before = last.get(name, [])
             if any(a is not b for a, b in zip(before, sent, strict=False)):
                 breaks[name] += 1  # an earlier message changed: the cached prefix ends there
             last[name] = list(sent)
-    print(f"\n| {calls} screenshot calls | image tokens sent, all requests | saved | prefix breaks |")
+    print(
+        f"\n| {calls} screenshot calls | image tokens sent, all requests | saved | prefix breaks |"
+    )
     print("| --- | ---: | ---: | ---: |")
     full = totals["every screenshot"]
     for name in rows:
