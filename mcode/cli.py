@@ -121,11 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--virtual-display",
-        nargs="?",
-        const="1280x800",
+        action="store_true",
+        help="give the computer tool an X server of its own (Xvfb), stopped at exit",
+    )
+    p.add_argument(
+        "--virtual-display-size",
         type=_screen_size,
         metavar="WxH",
-        help="give the computer tool an Xvfb of its own (default 1280x800), stopped at exit",
+        help="the --virtual-display's screen (default 1280x800)",
     )
     p.add_argument(
         "--virtual-display-app",

@@ -262,7 +262,8 @@ def _virtual_display(args: argparse.Namespace, settings: Any) -> Any:
     from mcode.computer import ComputerUnavailable, VirtualDisplay
 
     try:
-        display = VirtualDisplay(args.virtual_display, app=args.virtual_display_app).start()
+        size = args.virtual_display_size or (1280, 800)
+        display = VirtualDisplay(size, app=args.virtual_display_app).start()
     except ComputerUnavailable as e:
         raise UsageError(e.message, hint=e.hint) from None
     settings.computer.display = display.name
@@ -325,12 +326,15 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             hint="give the prompt as an argument; with --input-format stream-json, send images "
             'as {"type":"user","text":"...","images":["file.png"]}',
         )
-    if args.virtual_display_app and not args.virtual_display:
-        raise UsageError(
-            "--virtual-display-app starts its app inside the --virtual-display, which was not "
-            "given",
-            hint="add --virtual-display (or --virtual-display 1920x1080)",
-        )
+    for flag, given in (
+        ("--virtual-display-app", args.virtual_display_app),
+        ("--virtual-display-size", args.virtual_display_size),
+    ):
+        if given and not args.virtual_display:
+            raise UsageError(
+                f"{flag} is for the --virtual-display, which was not given",
+                hint="add --virtual-display",
+            )
     settings = load_settings(workspace, _flags(args))
     if args.allow_computer:
         settings.computer.enabled = True

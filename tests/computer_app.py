@@ -11,12 +11,13 @@ nothing moves it). At known screen pixels:
     entry           (40, 200)  300x40               click it, type
     "Save" button   (40, 300)  160x50               writes the entry's text to OUT_FILE
 
-READY_FILE is written once the window is mapped and drawn. ``--busy`` fills the right of the
+READY_FILE is written once the window is mapped and drawn: "PID DISPLAY". ``--busy`` fills the right of the
 screen with lines of text (what a benchmark should capture: flat colours compress too well).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tkinter as tk
 from pathlib import Path
@@ -75,7 +76,7 @@ def main() -> None:
     def mapped() -> None:
         root.update_idletasks()
         if ready is not None:
-            ready.write_text("ready")
+            ready.write_text(f"{os.getpid()} {os.environ.get('DISPLAY', '')}")
 
     root.after(300, mapped)
     root.mainloop()

@@ -11,15 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mcode import events as ev
-from mcode.computer.display import ComputerUnavailable, find_display
-from mcode.computer.input import XdoTool
-from mcode.computer.tool import ComputerTool
-from mcode.errors import ToolError
-from mcode.messages import ImagePart, Message, TextPart
-from mcode.tools.base import ToolContext
-from tests.computer_fixtures import (
+from computer_fixtures import (
     BLUE,
     BUTTON_CENTRE,
     ENTRY_CENTRE,
@@ -28,6 +20,14 @@ from tests.computer_fixtures import (
     scaled,
     x_apps,
 )
+
+from mcode import events as ev
+from mcode.computer.display import ComputerUnavailable, find_display
+from mcode.computer.input import XdoTool
+from mcode.computer.tool import ComputerTool
+from mcode.errors import ToolError
+from mcode.messages import ImagePart, Message, TextPart
+from mcode.tools.base import ToolContext
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -205,3 +205,61 @@ def user_message_with_image() -> Message:
     from mcode.messages import user_message
 
     return user_message("look", (ImagePart("image/png", "BBBB", source="mine.png"),))
+
+
+@needs_x
+def test_key_presses_xdotool_keysyms_in_the_focused_entry(x_app) -> None:
+    app = x_app((1024, 768))
+    tool = ComputerTool.open(app.name, settle=0)
+    result = run(
+        tool,
+        {
+            "actions": [
+                {"action": "triple_click", "coordinate": list(ENTRY_CENTRE)},
+                {"action": "type", "text": "abcd"},
+                {"action": "key", "text": "BackSpace"},
+                {"action": "key", "text": "Home"},
+                {"action": "type", "text": ">"},
+                {"action": "left_click", "coordinate": list(BUTTON_CENTRE)},
+            ]
+        },
+    )
+    assert not result.is_error, result.content
+    assert app.saved() == ">abc"
+    with pytest.raises(ToolError) as e:
+        run(tool, {"action": "key", "text": "NoSuchKeyAnywhere"})
+    assert "no key named 'NoSuchKeyAnywhere'" in e.value.message and "keysyms" in e.value.hint
+
+
+@needs_x
+def test_a_region_is_captured_alone(x_app) -> None:
+    from mcode.computer.capture import capture
+
+    app = x_app((1024, 768))
+    shot = capture(app.name, region=(RED[0], RED[1], 80, 80))
+    image = PIL.open(io.BytesIO(shot.data)).convert("RGB")
+    assert image.size == (80, 80)
+    assert image.getcolors() == [(80 * 80, (255, 0, 0))]  # one colour, every pixel
+    g = shot.geometry
+    assert (g.left, g.top, g.to_screen(0, 0)) == (40, 40, (40, 40))
+
+
+def test_an_image_over_the_byte_limit_becomes_a_jpeg_then_smaller() -> None:
+    from mcode.computer.capture import encode
+
+    noise = PIL.effect_noise((1920, 1080), 100).convert("RGB")  # compresses badly, like a photo
+    as_png = encode(noise, (0, 0, 1920, 1080))
+    assert as_png.media_type == "image/png" and as_png.geometry.shown == (1280, 720)
+
+    limit = len(as_png.data) // 2
+    jpeg = encode(noise, (0, 0, 1920, 1080), max_bytes=limit)
+    assert jpeg.media_type == "image/jpeg" and len(jpeg.data) <= limit
+    assert jpeg.geometry.shown == (1280, 720)
+
+    tiny = encode(noise, (0, 0, 1920, 1080), max_bytes=len(jpeg.data) // 3)
+    assert len(tiny.data) <= len(jpeg.data) // 3
+    assert tiny.geometry.shown[0] < 1280
+    w, h = tiny.geometry.shown
+    assert abs(w / h - 16 / 9) < 0.02  # the aspect ratio is kept
+    sx, sy = tiny.geometry.to_screen(w - 1, h - 1)  # the last shown pixel: the screen's corner
+    assert 1920 - 1920 / w <= sx <= 1919 and 1080 - 1080 / h <= sy <= 1079

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from computer_fixtures import BLUE, BUTTON_CENTRE, ENTRY_CENTRE, RED, app_command, needs_x
+from helpers import Live, clean_env, make_repo, mcode, stored_events
+from model_server import ScriptedServer
 
-from tests.computer_fixtures import BLUE, BUTTON_CENTRE, ENTRY_CENTRE, RED, app_command, needs_x
-from tests.helpers import clean_env, make_repo, mcode, stored_events
-from tests.model_server import ScriptedServer
+from mcode.computer.display import VirtualDisplay
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -85,7 +89,7 @@ def test_exec_looks_at_the_screen_then_clicks_and_types_into_the_app(
     with ScriptedServer([look, act, {"text": "Entered the invoice."}]) as server:
         run = mcode(
             *args(server, wire, "--output-format", "stream-json", "--allow-computer"),
-            "--virtual-display", "1024x768",
+            "--virtual-display", "--virtual-display-size", "1024x768",
             "--virtual-display-app", app_command(out, ready),
             "enter the invoice into the app",
             cwd=repo,
@@ -168,7 +172,7 @@ def test_screenshot_attaches_the_screen_to_the_first_message(tmp_path: Path, wir
     out, ready = tmp_path / "out.txt", tmp_path / "ready"
     with ScriptedServer([{"text": "A red and a blue square."}]) as server:
         run = mcode(
-            *args(server, wire, "--virtual-display", "1920x1080"),
+            *args(server, wire, "--virtual-display", "--virtual-display-size", "1920x1080"),
             "--virtual-display-app", app_command(out, ready), "--screenshot",
             "what is on the screen?",
             cwd=repo,
@@ -182,19 +186,35 @@ def test_screenshot_attaches_the_screen_to_the_first_message(tmp_path: Path, wir
     assert any("computer" in str(t) for t in body["tools"])
 
 
-def test_screenshot_for_a_model_without_images_is_a_clear_error(tmp_path: Path) -> None:
+def test_the_computer_for_a_model_without_images_is_a_clear_error(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
     with ScriptedServer([{"text": "never"}]) as server:
         run = mcode(
             "exec", "--provider", "openai", "--base-url", server.base_url, "--model",
-            "MiniMax-M2.5", "--virtual-display", "--screenshot", "look",
+            "MiniMax-M2.5", "--allow-computer", "--virtual-display", "click it",
             cwd=repo,
             env=clean_env(tmp_path),
         )  # fmt: skip
         assert server.requests == []
     assert run.code == 2
-    assert "does not take images" in run.stderr
-    assert "--screenshot" in run.stderr
+    assert "MiniMax-M2.5 does not take images, so it cannot see the screen" in run.stderr
+
+
+def test_screenshot_of_the_users_display_for_a_model_without_images_is_refused(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    with VirtualDisplay((800, 600)) as display, ScriptedServer([{"text": "never"}]) as server:
+        run = mcode(
+            "exec", "--provider", "openai", "--base-url", server.base_url, "--model",
+            "MiniMax-M2.5", "--screenshot", "look",
+            cwd=repo,
+            env=clean_env(tmp_path, DISPLAY=display.name),  # the user's own screen
+        )  # fmt: skip
+        assert server.requests == []
+    assert run.code == 2
+    assert "the model MiniMax-M2.5 does not take images" in run.stderr
+    assert "drop --screenshot" in run.stderr
 
 
 def test_a_long_run_sends_only_the_newest_screenshots_and_moves_the_cut_in_steps(
@@ -227,3 +247,117 @@ def test_a_long_run_sends_only_the_newest_screenshots_and_moves_the_cut_in_steps
     assert stable == [True, True, True, False, True, False]
     omitted = [m for m in server.bodies[-1]["messages"] if "omitted" in str(m.get("content"))]
     assert len(omitted) == 4
+
+
+def test_in_ask_mode_the_computer_waits_for_an_approve_line(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+    type_it = call("c1", {"actions": [{"action": "left_click", "coordinate": list(ENTRY_CENTRE)},
+                                      {"action": "type", "text": "approved"},
+                                      {"action": "left_click", "coordinate": list(BUTTON_CENTRE)}]})  # fmt: skip
+    with ScriptedServer([type_it, {"text": "typed"}]) as server:
+        run = Live(
+            [*args(server, "openai", "--input-format", "stream-json", "--output-format",
+                   "stream-json", "--virtual-display", "--virtual-display-app",
+                   app_command(out, ready))],
+            cwd=repo,
+            env=clean_env(tmp_path, MCODE_COMPUTER_SETTLE_DELAY="0"),
+        )  # fmt: skip
+        try:
+            wait_for(ready)
+            run.send(json.dumps({"type": "user", "text": "type approved"}))
+            asked = run.until("permission.asked")["data"]
+            assert (asked["permission"], asked["subject"]) == (
+                "computer",
+                "left_click,type,left_click",
+            )
+            assert not out.exists()  # nothing happened on the screen before the answer
+            line = {"type": "approve", "request_id": asked["request_id"], "decision": "allow"}
+            run.send(json.dumps(line))
+            run.until("turn.finished")
+            run.close()
+            assert run.wait() == 0, run.stderr
+        finally:
+            run.kill()
+    assert out.read_text() == "approved"
+
+
+def test_a_resumed_session_sends_its_screenshots_read_back_from_their_files(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+    env = clean_env(tmp_path, MCODE_COMPUTER_SETTLE_DELAY="0")
+
+    def look(body: dict[str, Any]) -> dict[str, Any]:
+        wait_for(ready)
+        return call("c1", {"action": "screenshot"})
+
+    flags = ("--allow-computer", "--virtual-display", "--virtual-display-app",
+             app_command(out, ready))  # fmt: skip
+    with ScriptedServer([look, {"text": "I see two squares."}]) as server:
+        first = mcode(*args(server, "openai", "--output-format", "json", *flags), "look",
+                      cwd=repo, env=env)  # fmt: skip
+        sent = server.bodies[-1]
+    assert first.code == 0, first.stderr
+    session_id = json.loads(first.stdout)["session_id"]
+    (shot,) = (tmp_path / "data" / "mcode" / "screenshots" / session_id).iterdir()
+
+    with ScriptedServer([{"text": "Still two."}]) as server:
+        again = mcode(*args(server, "openai", "--resume", session_id, *flags), "and now?",
+                      cwd=repo, env=env)  # fmt: skip
+        resumed = server.bodies[0]
+    assert again.code == 0, again.stderr
+    # The history's screenshot, read from its file, is the same image the first run sent.
+    assert images_sent(resumed, "openai")[0].tobytes() == images_sent(sent, "openai")[0].tobytes()
+    assert images_sent(resumed, "openai")[0].tobytes() == PIL.open(shot).convert("RGB").tobytes()
+
+
+def test_the_virtual_display_and_its_app_die_with_a_killed_mcode(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    out, ready = tmp_path / "out.txt", tmp_path / "ready"
+    with ScriptedServer([]) as server:
+        run = Live(
+            [*args(server, "openai", "--input-format", "stream-json", "--virtual-display",
+                   "--virtual-display-app", app_command(out, ready))],
+            cwd=repo,
+            env=clean_env(tmp_path),
+        )  # fmt: skip
+        try:
+            wait_for(ready)
+            app_pid = ready.read_text().split()[0]
+            (xvfb_pid,) = children(run.proc.pid, "Xvfb")
+            os.kill(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+        finally:
+            run.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (alive(int(app_pid)) or alive(xvfb_pid)):
+        time.sleep(0.05)
+    assert not alive(int(app_pid)), "the app outlived mcode"
+    assert not alive(xvfb_pid), "Xvfb outlived mcode"
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children(parent: int, name: str) -> list[int]:
+    """The pids of ``parent``'s children called ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if comm == name and ppid == parent:
+            found.append(int(entry.name))
+    return found

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mcode.errors import ToolError
+from mcode.tools import supervisor
 
 __all__ = ["ComputerUnavailable", "VirtualDisplay", "find_display", "need_program", "parse_size"]
 
@@ -75,7 +76,8 @@ class VirtualDisplay:
     ``start`` waits until the server accepts clients (Xvfb picks a free display number and
     reports it on a pipe), then starts ``app`` with ``DISPLAY`` pointing at it. ``stop`` ends
     the app's process group and the server; it is idempotent. Both run in their own process
-    groups so a terminal's Ctrl+C reaches mcode, which then stops them in order.
+    groups so a terminal's Ctrl+C reaches mcode, which then stops them in order; both are
+    registered with the supervisor, so they die with mcode however it dies.
     """
 
     size: tuple[int, int] = (1280, 800)
@@ -115,6 +117,7 @@ class VirtualDisplay:
         finally:
             os.close(read_end)
         self.name = f":{number}"
+        _dies_with_mcode(self._server)
         if self.app:
             env = dict(os.environ if self.env is None else self.env)
             env["DISPLAY"] = self.name
@@ -125,6 +128,7 @@ class VirtualDisplay:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            _dies_with_mcode(self._app)
         return self
 
     def stop(self) -> None:
@@ -140,6 +144,7 @@ class VirtualDisplay:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            supervisor.release(proc.pid)
         if self._server is not None and self._server.stderr is not None:
             self._server.stderr.close()
         self._app = self._server = None
@@ -149,6 +154,14 @@ class VirtualDisplay:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _dies_with_mcode(proc: subprocess.Popen[bytes]) -> None:
+    """Register ``proc``'s group (it leads its own) with the supervisor that bash's commands
+    die with (mcode/tools/supervisor.py): a ``kill -9`` of mcode takes the display and its app
+    down too. (Unlike a bash command there is no gate: if mcode dies in the microseconds
+    between the start and this line, the process outlives it.)"""
+    supervisor.watch(proc.pid)
 
 
 def _read_display_number(fd: int, server: subprocess.Popen[bytes]) -> int:

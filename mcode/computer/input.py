@@ -111,8 +111,14 @@ class XdoTool:
             proc.kill()
             await proc.wait()
             raise
+        text = err.decode(errors="replace").strip()
+        if "No such key name" in text:  # xdotool skips the key, says so and exits 0
+            bad = text.split("'")[1] if text.count("'") >= 2 else text
+            raise ToolError(
+                f"there is no key named {bad!r}",
+                hint="use xdotool keysyms: Return, Tab, BackSpace, Escape, ctrl+s, Page_Down",
+            )
         if proc.returncode != 0:
-            text = err.decode(errors="replace").strip()
             if "Can't open display" in text or "Failed creating new xdo" in text:
                 raise ComputerUnavailable(
                     f"xdotool cannot open X display {self.display}",

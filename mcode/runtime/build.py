@@ -100,6 +100,13 @@ def open_session(
         pass_env=settings.pass_env,
     )
     if settings.computer.enabled:  # after the built-ins: a run without it keeps its prefix
+        if not provider.info.supports_images:
+            raise UsageError(
+                f"the model {provider.info.model} does not take images, so it cannot see the "
+                "screen the computer tool shows it",
+                hint="choose a model with image input, or leave out --allow-computer, "
+                "--virtual-display and [computer] enabled",
+            )
         tools.append(_computer_tool(settings, store, session_id, child_env))
     main = Conversation(
         provider=provider,
