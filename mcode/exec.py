@@ -270,12 +270,14 @@ def _virtual_display(args: argparse.Namespace, settings: Any) -> Any:
     return display
 
 
-def _screenshot(settings: Any) -> ImagePart:
+def _screenshot(settings: Any, folder: Path) -> ImagePart:
     """--screenshot: the screen the computer tool would see, as an image for the prompt."""
     from mcode.computer import ComputerUnavailable, screenshot_part
 
     try:
-        return screenshot_part(settings.computer.display, monitor=settings.computer.monitor)
+        return screenshot_part(
+            settings.computer.display, monitor=settings.computer.monitor, folder=folder
+        )
     except ComputerUnavailable as e:
         raise UsageError(e.message, hint=e.hint) from None
 
@@ -353,8 +355,6 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
     try:
         if args.virtual_display:
             display = _virtual_display(args, settings)
-        if args.screenshot:
-            images = (*images, _screenshot(settings))
         session = open_session(
             settings,
             store,
@@ -363,12 +363,15 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             continue_last=args.continue_,
         )
         report.session_id = session.id
-        if images and not session.model_info.supports_images:
+        if (images or args.screenshot) and not session.model_info.supports_images:
             raise UsageError(
                 f"the model {session.model_info.model} does not take images",
                 hint="choose a model with image input, or drop "
                 + ("--image" if args.image else "--screenshot"),
             )
+        if args.screenshot:  # kept beside the tool's screenshots, by reference
+            shots = store.path.parent / "screenshots" / session.id
+            images = (*images, _screenshot(settings, shots))
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
         first: list[str | None] = []
         if prompt is not None:

@@ -182,6 +182,11 @@ def test_screenshot_attaches_the_screen_to_the_first_message(tmp_path: Path, wir
     assert run.code == 0, run.stderr
     (image,) = images_sent(body, wire)
     assert image.size == (1280, 720)
+    # Kept by reference like the tool's: a file, its path in the stored user message.
+    (started,) = [e for e in stored_events_of(tmp_path) if e["type"] == "message.user"]
+    (part,) = [p for p in started["data"]["message"]["parts"] if p["type"] == "image"]
+    assert "data" not in part and Path(part["ref"]).name == "attached-1.png"
+    assert PIL.open(part["ref"]).convert("RGB").tobytes() == image.tobytes()
     # No computer tool unless it was allowed: --virtual-display alone offers it, asking.
     assert any("computer" in str(t) for t in body["tools"])
 
@@ -361,3 +366,9 @@ def children(parent: int, name: str) -> list[int]:
         if comm == name and ppid == parent:
             found.append(int(entry.name))
     return found
+
+
+def stored_events_of(home: Path) -> list[dict[str, Any]]:
+    """The stored events of the one session under ``home``."""
+    (folder,) = (home / "data" / "mcode" / "screenshots").iterdir()
+    return stored_events(home, folder.name)

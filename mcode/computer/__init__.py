@@ -57,11 +57,22 @@ def open_computer(
     )
 
 
-def screenshot_part(display: str | None = None, *, monitor: int = 1) -> ImagePart:
-    """A capture of ``display`` (default ``DISPLAY``) as an image part for a user message."""
+def screenshot_part(
+    display: str | None = None, *, monitor: int = 1, folder: Path | None = None
+) -> ImagePart:
+    """A capture of ``display`` (default ``DISPLAY``) as an image part for a user message;
+    with ``folder`` (the session's screenshots) kept there as ``attached-N.png`` and stored by
+    reference."""
     from mcode.computer.capture import capture
     from mcode.messages import ImagePart
 
     shot = capture(display or find_display(os.environ), monitor=monitor)
     data = base64.b64encode(shot.data).decode("ascii")
-    return ImagePart(shot.media_type, data, source=f"screenshot ({shot.geometry.size_text})")
+    source = f"screenshot ({shot.geometry.size_text})"
+    if folder is None:
+        return ImagePart(shot.media_type, data, source=source)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 1 + sum(1 for p in folder.glob("attached-*"))
+    path = folder / f"attached-{n}.{'png' if shot.media_type == 'image/png' else 'jpg'}"
+    path.write_bytes(shot.data)
+    return ImagePart(shot.media_type, data, source=source, ref=str(path))

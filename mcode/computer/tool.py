@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcode import events as ev
-from mcode.computer.capture import MAX_SIZE, Capture, Geometry, ImageFormat, capture, fit
-from mcode.computer.input import XdoTool
+from mcode.computer.capture import MAX_SIZE, Capture, Geometry, ImageFormat, capture
+from mcode.computer.input import Button, ScrollDirection, XdoTool
 from mcode.errors import ToolError
 from mcode.messages import ImagePart, ToolSpec
-from mcode.tools.base import Tool, ToolContext, ToolResult
+from mcode.tools.base import PermissionClass, Tool, ToolContext, ToolResult
 
 __all__ = ["ACTIONS", "ComputerTool"]
 
@@ -53,7 +53,7 @@ ACTIONS = (
     "wait",
     "cursor_position",
 )
-_CLICKS: dict[str, tuple[str, int]] = {
+_CLICKS: dict[str, tuple[Button, int]] = {
     "left_click": ("left", 1),
     "right_click": ("right", 1),
     "middle_click": ("middle", 1),
@@ -70,7 +70,7 @@ class _Action:
     coordinate: tuple[int, int] | None = None
     start: tuple[int, int] | None = None
     text: str | None = None
-    direction: str | None = None
+    direction: ScrollDirection = "down"
     amount: int = 3
     duration: float = 0.0
 
@@ -107,8 +107,17 @@ class ComputerTool(Tool):
     is the captured area's size (for the size the model is told before any capture)."""
 
     name: ClassVar[str] = "computer"
-    description: ClassVar[str] = ""  # per instance: it states the screen's size
-    permission: ClassVar[Any] = "computer"
+    # The size is the shown screen's (spec() fills it in). No display name: a virtual display's
+    # number changes from run to run, and the tools are the start of every request's prefix.
+    description: ClassVar[str] = (
+        "See and use this computer's screen with mouse and keyboard. The screen is shown to you "
+        "as {size} pixels: give every coordinate in that space. Every call returns a fresh "
+        "screenshot after its actions (cursor_position alone answers in text). Take a "
+        "screenshot first, then act on what you see. Several actions in one call: "
+        '{{"actions": [{{"action": "left_click", "coordinate": [x, y]}}, '
+        '{{"action": "type", "text": "..."}}]}}. Keys are xdotool keysyms: Return, Tab, ctrl+s.'
+    )
+    permission: ClassVar[PermissionClass] = "computer"
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -148,15 +157,6 @@ class ComputerTool(Tool):
         self.max_size = max_size
         self.monitor = monitor
         self.shots = 0
-        w, h = screen.shown
-        self.description = (  # type: ignore[misc]
-            f"See and use this computer's screen (X display {display}) with mouse and keyboard. "
-            f"The screen is shown to you as {w}x{h} pixels: give every coordinate in that space. "
-            "Every call returns a fresh screenshot after its actions (cursor_position alone "
-            "answers in text). Take a screenshot first, then act on what you see. Several "
-            'actions in one call: {"actions": [{"action": "left_click", "coordinate": [x, y]}, '
-            '{"action": "type", "text": "..."}]}. Keys are xdotool keysyms: Return, Tab, ctrl+s.'
-        )
 
     @classmethod
     def open(
@@ -176,7 +176,9 @@ class ComputerTool(Tool):
                    **kwargs)  # fmt: skip
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(self.name, self.description, self.parameters, display=self.offered)
+        size = f"{self.offered[0]}x{self.offered[1]}"
+        text = self.description.format(size=size)
+        return ToolSpec(self.name, text, self.parameters, display=self.offered)
 
     def subject(self, args: dict[str, Any]) -> str:
         """The actions, comma-separated: ``computer(screenshot)`` allows only looking."""
@@ -217,7 +219,7 @@ class ComputerTool(Tool):
         if name in _CLICKS:
             button, repeat = _CLICKS[name]
             at = point if point is not None else await self.xdo.cursor()
-            await self._with_modifiers(a.text, self.xdo.click(at[0], at[1], button, repeat))  # type: ignore[arg-type]
+            await self._with_modifiers(a.text, self.xdo.click(at[0], at[1], button, repeat))
         elif name == "mouse_move":
             assert point is not None
             await self.xdo.move(*point)
@@ -230,7 +232,7 @@ class ComputerTool(Tool):
             await self.xdo.button(name == "left_mouse_down")
         elif name == "scroll":
             at = point if point is not None else await self.xdo.cursor()
-            await self.xdo.scroll(a.direction, a.amount, at)  # type: ignore[arg-type]
+            await self.xdo.scroll(a.direction, a.amount, at)
         elif name == "type":
             await self.xdo.type(a.text or "")
         elif name == "key":
@@ -299,11 +301,6 @@ class ComputerTool(Tool):
         return ImagePart(shot.media_type, data, source=source, ref=str(path))
 
 
-def screen_geometry(width: int, height: int, max_size: tuple[int, int] = MAX_SIZE) -> Geometry:
-    """The geometry of a whole ``width x height`` screen at (0, 0), shown fitted."""
-    return Geometry(0, 0, width, height, fit(width, height, max_size))
-
-
 def _parse(args: dict[str, Any]) -> list[_Action]:
     raw = args.get("actions")
     if raw is not None:
@@ -342,10 +339,10 @@ def _action(item: Any, index: int) -> _Action:
         raise ToolError(f"{where}left_click_drag needs start_coordinate: [x, y] and coordinate")
     if name in ("type", "key", "hold_key") and not text:
         raise ToolError(f"{where}{name} needs text" + (" (the keys)" if name != "type" else ""))
-    direction = item.get("scroll_direction")
+    direction = item.get("scroll_direction", "down")
     amount = item.get("scroll_amount", 3)
     if name == "scroll":
-        if direction not in ("up", "down", "left", "right"):
+        if direction not in ("up", "down", "left", "right") or "scroll_direction" not in item:
             raise ToolError(f"{where}scroll needs scroll_direction: up, down, left or right")
         if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= 50:
             raise ToolError(f"{where}scroll_amount must be a whole number from 1 to 50")
