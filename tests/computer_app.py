@@ -10,6 +10,8 @@ nothing moves it). At known screen pixels:
     blue square     (160, 40)  to (240, 120)
     entry           (40, 200)  300x40               click it, type
     "Save" button   (40, 300)  160x50               writes the entry's text to OUT_FILE
+    list            (400, 40)  200x200              100 rows, the first on red (scroll it)
+    slider          (40, 400)  400x60, 0..100       writes its value to OUT_FILE.scale (drag it)
 
 READY_FILE is written once the window is mapped and drawn: "PID DISPLAY". ``--busy`` fills the right of the
 screen with lines of text (what a benchmark should capture: flat colours compress too well).
@@ -26,6 +28,8 @@ RED = (40, 40, 120, 120)
 BLUE = (160, 40, 240, 120)
 ENTRY = (40, 200, 300, 40)  # x, y, width, height
 BUTTON = (40, 300, 160, 50)
+LIST = (400, 40, 200, 200)
+SLIDER = (40, 400, 400, 60)
 
 
 def main() -> None:
@@ -72,6 +76,20 @@ def main() -> None:
             line = " ".join(words[(i * 7 + j) % len(words)] for j in range(width // 60))
             text.insert("end", f"{i:04d} {line}\n", ("odd" if i % 2 else "even",))
         text.tag_configure("odd", foreground="#204080", background="#f4f4ff")
+
+    rows = tk.Listbox(root, font=("TkFixedFont", 12), borderwidth=0, highlightthickness=0)
+    for i in range(100):
+        rows.insert("end", f"row {i}")
+    rows.itemconfig(0, background="#ff0000")
+    x, y, w, h = LIST
+    rows.place(x=x, y=y, width=w, height=h)
+
+    def slid(value: str) -> None:
+        out.with_name(out.name + ".scale").write_text(value)
+
+    slider = tk.Scale(root, from_=0, to=100, orient="horizontal", command=slid)
+    x, y, w, h = SLIDER
+    slider.place(x=x, y=y, width=w, height=h)
 
     def mapped() -> None:
         root.update_idletasks()

@@ -263,3 +263,26 @@ def test_an_image_over_the_byte_limit_becomes_a_jpeg_then_smaller() -> None:
     assert abs(w / h - 16 / 9) < 0.02  # the aspect ratio is kept
     sx, sy = tiny.geometry.to_screen(w - 1, h - 1)  # the last shown pixel: the screen's corner
     assert 1920 - 1920 / w <= sx <= 1919 and 1080 - 1080 / h <= sy <= 1079
+
+
+@needs_x
+def test_scroll_moves_the_list_and_a_drag_moves_the_slider(x_app) -> None:
+    app = x_app((1024, 768))
+    tool = ComputerTool.open(app.name, settle=0.2)
+    top_row = (450, 45)  # the list's first row is red until it scrolls away
+    assert pixels(run(tool, {"action": "screenshot"}).images[0]).getpixel(top_row) == (255, 0, 0)
+
+    scrolled = run(
+        tool,
+        {"action": "scroll", "coordinate": [500, 140], "scroll_direction": "down",
+         "scroll_amount": 3},
+    )  # fmt: skip
+    assert not scrolled.is_error, scrolled.content
+    assert pixels(scrolled.images[0]).getpixel(top_row) != (255, 0, 0)
+
+    # The slider's knob starts at the left of its trough (value 0); drag it to the right end.
+    run(
+        tool, {"action": "left_click_drag", "start_coordinate": [60, 430], "coordinate": [435, 430]}
+    )
+    value = app.out.with_name(app.out.name + ".scale")
+    assert value.exists() and int(value.read_text()) >= 90
