@@ -308,11 +308,16 @@ def test_a_resumed_session_sends_its_screenshots_read_back_from_their_files(
     session_id = json.loads(first.stdout)["session_id"]
     (shot,) = (tmp_path / "data" / "mcode" / "screenshots" / session_id).iterdir()
 
-    with ScriptedServer([{"text": "Still two."}]) as server:
+    first_bytes = shot.read_bytes()
+    script = [call("c2", {"action": "screenshot"}), {"text": "Still two."}]
+    with ScriptedServer(script) as server:
         again = mcode(*args(server, "openai", "--resume", session_id, *flags), "and now?",
                       cwd=repo, env=env)  # fmt: skip
         resumed = server.bodies[0]
     assert again.code == 0, again.stderr
+    # The resumed run numbers its screenshots on: the first one is still the history's.
+    assert sorted(p.name for p in shot.parent.iterdir()) == ["00001.png", "00002.png"]
+    assert shot.read_bytes() == first_bytes
     # The history's screenshot, read from its file, is the same image the first run sent.
     assert images_sent(resumed, "openai")[0].tobytes() == images_sent(sent, "openai")[0].tobytes()
     assert images_sent(resumed, "openai")[0].tobytes() == PIL.open(shot).convert("RGB").tobytes()

@@ -156,7 +156,8 @@ class ComputerTool(Tool):
         self.image_format: ImageFormat = image_format
         self.max_size = max_size
         self.monitor = monitor
-        self.shots = 0
+        # Numbered on from the files already there: a resumed session's history points at them.
+        self.shots = _last_number(shots_dir)
 
     @classmethod
     def open(
@@ -299,6 +300,12 @@ class ComputerTool(Tool):
         path = self.shots_dir / f"{self.shots:05d}.{suffix}"
         path.write_bytes(shot.data)
         return ImagePart(shot.media_type, data, source=source, ref=str(path))
+
+
+def _last_number(folder: Path | None) -> int:
+    if folder is None or not folder.is_dir():
+        return 0
+    return max((int(p.stem) for p in folder.iterdir() if p.stem.isdigit()), default=0)
 
 
 def _parse(args: dict[str, Any]) -> list[_Action]:
