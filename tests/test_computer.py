@@ -286,3 +286,21 @@ def test_scroll_moves_the_list_and_a_drag_moves_the_slider(x_app) -> None:
     )
     value = app.out.with_name(app.out.name + ".scale")
     assert value.exists() and int(value.read_text()) >= 90
+
+
+def test_an_allow_rule_can_let_the_computer_look_but_not_act() -> None:
+    from mcode.computer.capture import Geometry
+    from mcode.permissions import Permissions
+
+    tool = ComputerTool(":0", xdo=None, screen=Geometry(0, 0, 1024, 768, (1024, 768)))  # type: ignore[arg-type]
+    rules = Permissions("ask", allow=["computer(screenshot)"])
+
+    look = rules.check(tool, {"action": "screenshot"})
+    click = rules.check(tool, {"action": "left_click", "coordinate": [1, 1]})
+    both = rules.check(
+        tool, {"actions": [{"action": "screenshot"}, {"action": "type", "text": "x"}]}
+    )
+
+    assert look.action == "allow"
+    assert (click.action, both.action) == ("ask", "ask")
+    assert "--allow-computer" in click.reason
