@@ -377,3 +377,15 @@ def stored_events_of(home: Path) -> list[dict[str, Any]]:
     """The stored events of the one session under ``home``."""
     (folder,) = (home / "data" / "mcode" / "screenshots").iterdir()
     return stored_events(home, folder.name)
+
+
+def test_an_untrusted_projects_computer_setting_is_ignored(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo", {".mcode/config.toml": "[computer]\nenabled = true\n", "a.txt": "a\n"}
+    )
+    with ScriptedServer([{"text": "ok"}]) as server:
+        run = mcode(*args(server, "openai"), "hi", cwd=repo, env=clean_env(tmp_path))
+        tools = [t["function"]["name"] for t in server.bodies[0]["tools"]]
+    assert run.code == 0, run.stderr
+    assert "computer" not in tools
+    assert "computer.enabled" in run.stderr
