@@ -110,6 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)"
     )
     p.add_argument(
+        "--screenshot",
+        action="store_true",
+        help="attach a capture of the screen (DISPLAY, or the --virtual-display) to the prompt",
+    )
+    p.add_argument(
+        "--allow-computer",
+        action="store_true",
+        help="offer the computer tool (screen, mouse, keyboard) and let it run without asking",
+    )
+    p.add_argument(
+        "--virtual-display",
+        action="store_true",
+        help="give the computer tool an X server of its own (Xvfb), stopped at exit",
+    )
+    p.add_argument(
+        "--virtual-display-size",
+        type=_screen_size,
+        metavar="WxH",
+        help="the --virtual-display's screen (default 1280x800)",
+    )
+    p.add_argument(
+        "--virtual-display-app",
+        type=_given("a command"),
+        metavar="CMD",
+        help="start CMD inside the --virtual-display",
+    )
+    p.add_argument(
         "--add-dir",
         action="append",
         default=[],
@@ -281,6 +308,15 @@ def _serve(args: argparse.Namespace) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _screen_size(text: str) -> tuple[int, int]:
+    from mcode.computer.display import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -75,6 +75,11 @@ _KEYS: dict[str, str] = {
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
     "tools.pass_env": "list",
+    "computer.enabled": "bool",
+    "computer.keep_screenshots": "int",
+    "computer.settle_delay": "float",
+    "computer.image_format": "str",
+    "computer.monitor": "int",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
 # endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
@@ -101,12 +106,14 @@ WIDENING_KEYS = (
     "permissions.add_dirs",
     "local.model",
     "model",  # only a .gguf path, which the local provider loads
+    "computer.enabled",  # the mouse and keyboard of the user's screen
 )
 # Keys whose value is one of a fixed set, checked where the value is read (file:line, variable).
 _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "provider": ("provider", tuple(PRESETS)),
     "permission_mode": ("permission mode", PERMISSION_MODES),
     "local.engine": ("local engine", ("llama_cpp", "torch")),  # local_backend/engines.py
+    "computer.image_format": ("screenshot format", ("png", "jpeg")),
 }
 # MCODE_ variables that are not config keys. A new one is registered here, or every run that
 # sets it stops with "unknown environment variable".
@@ -115,7 +122,13 @@ ENV_ONLY: dict[str, str] = {
     "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
 }
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
-_ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
+_ZERO_OK = {
+    "network.max_retries",
+    "network.backoff_base",
+    "network.backoff_max",
+    "computer.settle_delay",
+    "computer.monitor",  # 0: all monitors as one image
+}
 
 
 @dataclass(slots=True)
@@ -127,6 +140,20 @@ class LocalSettings:
     tool_steps: int = 1
     engine: str = "llama_cpp"  # or "torch": our own engine (local_backend/torch_engine)
     attention: str = "dense"  # the torch engine's: dense, msa, or one per layer
+
+
+@dataclass(slots=True)
+class ComputerSettings:
+    """The ``computer`` tool ([computer] in the config; mcode/computer). ``display`` is the X
+    display it acts on: None means ``DISPLAY``; ``mcode exec --virtual-display`` sets it to the
+    Xvfb it started."""
+
+    enabled: bool = False
+    keep_screenshots: int = 3  # the newest tool screenshots each request carries
+    settle_delay: float = 0.5  # seconds between the last action and the screenshot after it
+    image_format: str = "png"
+    monitor: int = 1
+    display: str | None = None
 
 
 @dataclass(slots=True)
@@ -162,6 +189,7 @@ class Settings:
     trusted: bool = False
     # What an untrusted workspace asked for and did not get: widening keys, "AGENTS.md".
     project_ignored: list[str] = field(default_factory=list)
+    computer: ComputerSettings = field(default_factory=ComputerSettings)
 
     @property
     def secrets(self) -> list[str]:
@@ -618,4 +646,11 @@ def _build(
         pass_env=list(values.get("tools.pass_env", [])),
         sources=sources,
         approval_timeout=values.get("approval_timeout", 300.0),
+        computer=ComputerSettings(
+            enabled=bool(values.get("computer.enabled", False)),
+            keep_screenshots=values.get("computer.keep_screenshots", 3),
+            settle_delay=values.get("computer.settle_delay", 0.5),
+            image_format=values.get("computer.image_format", "png"),
+            monitor=values.get("computer.monitor", 1),
+        ),
     )

@@ -74,6 +74,7 @@ SESSION_FINISHED = "session.finished"
 # spine: fork (mcode/runtime/fork.py)
 SESSION_FORKED = "session.forked"
 MODEL_CHANGED = "model.changed"
+COMPUTER_ACTION = "computer.action"
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
@@ -138,6 +139,7 @@ ErrorKind = Literal[
     "ToolError",
     "PathEscapeError",
     "StoreError",
+    "ComputerUnavailable",
 ]
 
 
@@ -476,7 +478,8 @@ class Error(Payload):
     bad_request, context_overflow (a request did not fit even after one compaction), billing,
     content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
     running the local model in the check's child process); any other mcode error by its class:
-    MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError"""
+    MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError,
+    ComputerUnavailable"""
     message: str
     hint: str
     """what to do"""
@@ -550,6 +553,34 @@ class ModelChanged(Payload):
     """on / off / default / unavailable, as in `session.started`"""
 
 
+# -- computer use (mcode/computer) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class ComputerAction(Payload):
+    """One action of a `computer` tool call, done (between its `tool.started` and
+    `tool.finished`), and the screenshot each call ends with."""
+
+    TYPE: ClassVar[str] = COMPUTER_ACTION
+    id: str
+    """the tool call's"""
+    action: str
+    """screenshot, left_click, right_click, middle_click, double_click, triple_click, mouse_move,
+    left_click_drag, left_mouse_down, left_mouse_up, scroll, type, key, hold_key, wait,
+    cursor_position"""
+    size: str
+    """the screenshot's size as the model is shown it, `WIDTHxHEIGHT`: the space of
+    `coordinate`"""
+    coordinate: tuple[int, int] | None = field(default=None, metadata=OPTIONAL)
+    """`[x, y]` as the model gave it, in the screenshot's pixels"""
+    screen: tuple[int, int] | None = field(default=None, metadata=OPTIONAL)
+    """`[x, y]` on the screen, where it acted"""
+    text: str | None = field(default=None, metadata=OPTIONAL)
+    """type: the text; key, hold_key: the keys; a click: modifier keys"""
+    screenshot: str | None = field(default=None, metadata=OPTIONAL)
+    """screenshot: the file it is stored in (under the data folder), null when none is kept"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
@@ -591,6 +622,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         SessionFinished,
         SessionForked,
         ModelChanged,
+        ComputerAction,
     )
 }
 ALL_TYPES = frozenset(PAYLOADS)

@@ -257,6 +257,31 @@ class _Driver:
             self.send(message.text, message.images, steer=message.type == "steer")
 
 
+def _virtual_display(args: argparse.Namespace, settings: Any) -> Any:
+    """Start the --virtual-display (and its app); the computer tool acts on it alone."""
+    from mcode.computer import ComputerUnavailable, VirtualDisplay
+
+    try:
+        size = args.virtual_display_size or (1280, 800)
+        display = VirtualDisplay(size, app=args.virtual_display_app).start()
+    except ComputerUnavailable as e:
+        raise UsageError(e.message, hint=e.hint) from None
+    settings.computer.display = display.name
+    return display
+
+
+def _screenshot(settings: Any, folder: Path) -> ImagePart:
+    """--screenshot: the screen the computer tool would see, as an image for the prompt."""
+    from mcode.computer import ComputerUnavailable, screenshot_part
+
+    try:
+        return screenshot_part(
+            settings.computer.display, monitor=settings.computer.monitor, folder=folder
+        )
+    except ComputerUnavailable as e:
+        raise UsageError(e.message, hint=e.hint) from None
+
+
 def _untrusted_note(ignored: list[str]) -> str:
     return (
         f"this folder is not trusted, so its {', '.join(ignored)} did not take effect "
@@ -323,13 +348,27 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             "no prompt given", hint="mcode exec 'what to do', or pipe it: ... | mcode exec -"
         )
     images = tuple(load_image(p) for p in args.image)
-    if images and prompt is None:
+    if (images or args.screenshot) and prompt is None:
         raise UsageError(
-            "--image attaches to the prompt, and none was given",
+            f"{'--image' if images else '--screenshot'} attaches to the prompt, and none was given",
             hint="give the prompt as an argument; with --input-format stream-json, send images "
             'as {"type":"user","text":"...","images":["file.png"]}',
         )
+    for flag, given in (
+        ("--virtual-display-app", args.virtual_display_app),
+        ("--virtual-display-size", args.virtual_display_size),
+    ):
+        if given and not args.virtual_display:
+            raise UsageError(
+                f"{flag} is for the --virtual-display, which was not given",
+                hint="add --virtual-display",
+            )
     settings = load_settings(workspace, _flags(args))
+    if args.allow_computer:
+        settings.computer.enabled = True
+        settings.allow.append("computer")
+    if args.virtual_display:
+        settings.computer.enabled = True
     if settings.project_ignored:  # said whatever the format: the user expected it to apply
         print(f"mcode: {_untrusted_note(settings.project_ignored)}", file=sys.stderr)
     # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
@@ -352,12 +391,15 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         )
     store = Store(data_home() / "sessions.db")
     started = time.monotonic()
+    display = None
     try:
         resume_id = args.resume
         continue_last = args.continue_
         if args.fork_at is not None:
             resume_id = _fork(store, args, workspace)
             continue_last = False
+        if args.virtual_display:
+            display = _virtual_display(args, settings)
         session = open_session(
             settings,
             store,
@@ -366,11 +408,15 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             continue_last=continue_last,
         )
         report.session_id = session.id
-        if images and not session.model_info.supports_images:
+        if (images or args.screenshot) and not session.model_info.supports_images:
             raise UsageError(
                 f"the model {session.model_info.model} does not take images",
-                hint="choose a model with image input, or drop --image",
+                hint="choose a model with image input, or drop "
+                + ("--image" if args.image else "--screenshot"),
             )
+        if args.screenshot:  # kept beside the tool's screenshots, by reference
+            shots = store.path.parent / "screenshots" / session.id
+            images = (*images, _screenshot(settings, shots))
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
         first: list[str | None] = []
         if prompt is not None:
@@ -455,6 +501,8 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         session.finish(result=answer, exit_code=code, reason=outcome.reason)
     finally:
         store.close()
+        if display is not None:
+            display.stop()
 
     if code == EXIT_INTERRUPTED and args.output_format == "text":
         print(

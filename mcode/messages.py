@@ -33,12 +33,17 @@ class TextPart:
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    """An image as base64 data. ``source`` is a display name (a path), never sent to the model."""
+    """An image as base64 data. ``source`` is a display name (a path), never sent to the model.
+
+    ``ref``, when set, is the file that holds the image (a screenshot under the session's data
+    folder): the image is then stored by reference, ``to_dict`` writing the path instead of
+    the data, and read back from the file by ``from_dict``."""
 
     media_type: str
     data: str
     source: str = ""
     type: Literal["image"] = "image"
+    ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,8 @@ def _part_to_dict(p: Part) -> dict[str, Any]:
     if isinstance(p, TextPart):
         return {"type": "text", "text": p.text}
     if isinstance(p, ImagePart):
+        if p.ref:
+            return {"type": "image", "media_type": p.media_type, "ref": p.ref, "source": p.source}
         return {"type": "image", "media_type": p.media_type, "data": p.data, "source": p.source}
     d: dict[str, Any] = {"type": "thinking", "text": p.text}
     if p.signature is not None:
@@ -144,10 +151,26 @@ def _part_from_dict(d: dict[str, Any]) -> Part:
     if t == "text":
         return TextPart(d["text"])
     if t == "image":
+        if "ref" in d:
+            return _image_from_file(d)
         return ImagePart(d["media_type"], d["data"], d.get("source", ""))
     if t == "thinking":
         return ThinkingPart(d["text"], d.get("signature"), d.get("extra"))
     raise ValueError(f"unknown message part type {t!r}")
+
+
+def _image_from_file(d: dict[str, Any]) -> Part:
+    """An image stored by reference, read back; a file since deleted becomes a note saying so
+    (the conversation stays valid, the model hears the image is gone)."""
+    import base64
+    from pathlib import Path
+
+    ref, source = str(d["ref"]), d.get("source", "")
+    try:
+        data = Path(ref).read_bytes()
+    except OSError:
+        return TextPart(f"[{source or 'image'}: its file {ref} is no longer there]")
+    return ImagePart(d["media_type"], base64.b64encode(data).decode("ascii"), source, ref=ref)
 
 
 @dataclass(slots=True)
@@ -182,3 +205,6 @@ class ToolSpec:
     name: str
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    # A computer-use tool: the size (width, height) of the screen as the model is shown it. A
+    # wire format with a native computer tool (Anthropic's) offers it as that.
+    display: tuple[int, int] | None = None

@@ -284,6 +284,12 @@ class Permissions:
         rule_hit = self._allowed_by(tool, subject, is_bash)
         if rule_hit is not None:
             return Decision("allow", f"allowed by rule {rule_hit}", rule_hit)
+        if tool.permission == "computer":  # the user's screen: say how to allow it up front
+            return Decision(
+                "ask",
+                f"{name} needs approval in {self.mode.value} mode (mcode exec --allow-computer, "
+                'or an allow rule "computer", lets it run)',
+            )
         return Decision("ask", f"{name} needs approval in {self.mode.value} mode")
 
     def _allowed_by(self, tool: Tool, subject: str, is_bash: bool) -> str | None:

@@ -138,6 +138,10 @@ TODAY = [
     '"undone":["d7cb2a73"]}',
     '"type":"model.changed","data":{"provider":"anthropic","model":"claude-opus-4-1",'
     '"context_window":200000,"thinking":"on"}',
+    '"type":"computer.action","data":{"id":"call_1","action":"left_click","size":"1280x720",'
+    '"coordinate":[126,146],"screen":[189,219]}',
+    '"type":"computer.action","data":{"id":"call_1","action":"screenshot","size":"1280x720",'
+    '"screenshot":"/home/u/.local/share/mcode/screenshots/s/00001.png"}',
 ]
 
 

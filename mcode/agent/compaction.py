@@ -50,10 +50,13 @@ def request_for(conv: Conversation, messages: list[Message] | None = None) -> Mo
     ``tool_choice`` is the conversation's pacing (mcode/agent/pacing.py), if it is paced."""
     messages = conv.history if messages is None else messages
     paced = conv.tool_steps > 0 and bool(conv.tools) and bool(messages)
+    sent = messages
+    if conv.image_pruner is not None:  # the newest screenshots only (mcode/agent/images.py)
+        sent = conv.image_pruner.prune(messages)
     return ModelRequest(
         model=conv.provider.info.model,
         system=conv.system_prompt,
-        messages=messages,
+        messages=sent,
         tools=[t.spec() for t in conv.tools],
         thinking=conv.thinking,
         tool_choice=paced_choice(messages, conv.tool_steps) if paced else None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcode import events as ev
+from mcode.agent.images import ImagePruner
 from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
 from mcode.agent.tokens import TokenBudget
@@ -95,6 +96,8 @@ class Conversation:
         # Prepended to the next user message, then cleared (on resume, when the user ran
         # `mcode undo` since the last message, so the model knows its edits are gone).
         self.pending_note: str | None = None
+        # Which tool screenshots a request carries (mcode/agent/images.py); None: all of them.
+        self.image_pruner: ImagePruner | None = None
         self._steers: list[str] = []
         self._compact_requests: list[CompactRequest] = []
 
@@ -119,7 +122,7 @@ class Conversation:
         permissions: its own ``system_prompt``, ``tools`` (default: the same) and model-call cap
         (``max_turns``, None: none).
         ``shared_totals``: what it uses counts into this one's totals (a sub-agent's does)."""
-        return Conversation(
+        child = Conversation(
             provider=self.provider,
             tools=list(self.tools if tools is None else tools),
             tool_context=self.tool_context,
@@ -130,6 +133,9 @@ class Conversation:
             agent_id=agent_id,
             totals=self.totals if shared_totals else None,
         )
+        if self.image_pruner is not None:
+            child.image_pruner = ImagePruner(self.image_pruner.keep, self.image_pruner.step)
+        return child
 
     # -- what the user adds while a turn runs ------------------------------------------------
     def add_steer(self, text: str) -> None:

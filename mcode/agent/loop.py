@@ -308,6 +308,8 @@ async def _run_one(
             emit_output=emit_output,
             checkpoint=host.checkpoint,
             spawn_agent=host.spawn_agent,
+            call_id=call.id,
+            emit_event=host.emit,
         )
         if tool.permission == "edit":
             result = await _run_to_the_end(conv, host, call, tool.run(args, ctx), started)

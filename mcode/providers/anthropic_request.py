@@ -107,7 +107,7 @@ class AnthropicRequestBuilder:
         if choice is not None:
             body["tool_choice"] = choice
         if request.tools:
-            tools = [_wire_tool(t) for t in request.tools]
+            tools = [_wire_tool(t, o.computer_tool) for t in request.tools]
             tools[-1]["cache_control"] = dict(EPHEMERAL)
             body["tools"] = tools
         if request.system:
@@ -201,7 +201,16 @@ def _tool_choice(choice: str | None) -> dict[str, Any] | None:
     return {"type": "tool", "name": choice}
 
 
-def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
+def _wire_tool(tool: ToolSpec, computer_tool: str | None = None) -> dict[str, Any]:
+    if tool.display is not None and computer_tool is not None:
+        # Anthropic's own computer tool: the model knows its schema; it is told the screen.
+        width, height = tool.display
+        return {
+            "type": computer_tool,
+            "name": tool.name,
+            "display_width_px": width,
+            "display_height_px": height,
+        }
     schema = tool.parameters or {"type": "object", "properties": {}}
     return {"name": tool.name, "description": tool.description, "input_schema": schema}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcode.errors import ConfigError
 from mcode.providers.base import ModelInfo, Provider
@@ -76,13 +76,29 @@ def make_provider(
                 auth_style=preset.auth_style,
                 max_output_tokens=settings.max_output_tokens,
                 thinking_budget=settings.thinking_budget,
-                extra_headers=preset.headers,
+                **_computer_options(settings),
             ),
         )
     raise ConfigError(
         f"the {settings.provider!r} provider has an unknown wire format {preset.wire!r}",
         hint="this is an mcode bug: please report it",
     )
+
+
+# Anthropic's own API offers computer use as a native tool behind a beta header; MiniMax's
+# Anthropic-compatible endpoint gets the computer tool as a plain function with its schema.
+COMPUTER_TOOL = "computer_20250124"
+COMPUTER_BETA = "computer-use-2025-01-24"
+
+
+def _computer_options(settings: Settings) -> dict[str, Any]:
+    """``extra_headers`` and ``computer_tool`` of the AnthropicOptions for ``settings``."""
+    headers = dict(settings.preset.headers)
+    if not (settings.computer.enabled and settings.preset.name == "anthropic"):
+        return {"extra_headers": headers}
+    betas = [b for b in headers.get("anthropic-beta", "").split(",") if b]
+    headers["anthropic-beta"] = ",".join([*betas, COMPUTER_BETA])
+    return {"extra_headers": headers, "computer_tool": COMPUTER_TOOL}
 
 
 def _served_local(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Provider:

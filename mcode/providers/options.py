@@ -86,6 +86,9 @@ class AnthropicOptions:
     - ``max_output_tokens``: ``max_tokens`` when the request sets none (the API requires one).
     - ``thinking_budget``: ``budget_tokens``, kept in ``[1024, max_tokens)``.
     - ``extra_headers``: headers sent with every request (Anthropic's interleaved-thinking beta).
+    - ``computer_tool``: the native tool type a computer-use tool (``ToolSpec.display``) is
+      offered as (``computer_20250124``, with its beta header in ``extra_headers``); None: as
+      a plain tool with its schema (endpoints that have no native one).
     """
 
     stream: bool = True
@@ -94,6 +97,7 @@ class AnthropicOptions:
     max_output_tokens: int = 32000
     thinking_budget: int = 16000
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    computer_tool: str | None = None
 
     def __post_init__(self) -> None:
         if self.thinking_style not in ANTHROPIC_THINKING_STYLES:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcode import events as ev
 from mcode.agent.conversation import Conversation
+from mcode.agent.images import ImagePruner
 from mcode.agent.ledger import Ledger
 from mcode.atomic import sweep_temp_files
 from mcode.config import Settings
@@ -20,7 +21,7 @@ from mcode.runtime.session import Session
 from mcode.runtime.undo import undo_note
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
-from mcode.tools.base import ToolContext
+from mcode.tools.base import Tool, ToolContext
 from mcode.tools.child_env import child_environment
 from mcode.tools.workspace import Workspace
 
@@ -94,6 +95,21 @@ def open_session(
         # use (todo lists only made it loop; delegating is beyond it). Schemas + system prompt
         # stay well under 2K tokens.
         tools = [t for t in tools if t.name not in ("todo", "task")]
+    child_env = child_environment(
+        os.environ,
+        drop=[settings.api_key_env] if settings.api_key_env else [],
+        secrets=settings.secrets,
+        pass_env=settings.pass_env,
+    )
+    if settings.computer.enabled:  # after the built-ins: a run without it keeps its prefix
+        if not provider.info.supports_images:
+            raise UsageError(
+                f"the model {provider.info.model} does not take images, so it cannot see the "
+                "screen the computer tool shows it",
+                hint="choose a model with image input, or leave out --allow-computer, "
+                "--virtual-display and [computer] enabled",
+            )
+        tools.append(_computer_tool(settings, store, session_id, child_env))
     main = Conversation(
         provider=provider,
         tools=tools,
@@ -104,12 +120,7 @@ def open_session(
             workspace=workspace,
             bash_timeout=settings.bash_timeout,
             output_cap=settings.output_cap,
-            env=child_environment(
-                os.environ,
-                drop=[settings.api_key_env] if settings.api_key_env else [],
-                secrets=settings.secrets,
-                pass_env=settings.pass_env,
-            ),
+            env=child_env,
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         max_turns=settings.max_turns,
@@ -118,6 +129,8 @@ def open_session(
         # The embedded model (in-process or served) cannot pace its own tool calls.
         tool_steps=settings.local.tool_steps if settings.provider == "local" else 0,
     )
+    if settings.computer.enabled:
+        main.image_pruner = ImagePruner(settings.computer.keep_screenshots)
     session = Session(
         main,
         store=store,
@@ -154,6 +167,23 @@ async def switch_model(session: Session, settings: Settings) -> None:
     from mcode.providers.factory import make_provider
 
     await session.use_provider(make_provider(settings), settings.thinking)
+
+
+def _computer_tool(
+    settings: Settings, store: Store | None, session_id: str | None, env: dict[str, str]
+) -> Tool:
+    """The computer tool, its screenshots kept under the data folder (by session); a display
+    or program that is missing stops the run before the first request, saying which."""
+    from mcode.computer import ComputerUnavailable, open_computer
+    from mcode.errors import UsageError
+
+    shots = None
+    if store is not None and session_id is not None:
+        shots = store.path.parent / "screenshots" / session_id
+    try:
+        return open_computer(settings.computer, env=env, shots_dir=shots)
+    except ComputerUnavailable as e:
+        raise UsageError(e.message, hint=e.hint) from None
 
 
 def _leftover_event(left: Leftover) -> ev.Error:

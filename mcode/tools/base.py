@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mcode.errors import ToolError
+from mcode.events import Payload
 from mcode.messages import ImagePart, ToolSpec
 from mcode.tools.child_env import child_environment
 
@@ -125,6 +126,10 @@ class ToolContext:
     # changes reach the editor as well as the disk (write-through, so commands see them).
     read_override: EditorRead | None = None
     apply_edit: EditorWrite | None = None
+    # Set per call by the agent loop: the call's id, and how the tool records an event of its
+    # own (the computer tool's computer.action) in the session's stream.
+    call_id: str = ""
+    emit_event: Callable[[Payload], None] = lambda payload: None
 
 
 class Tool:
