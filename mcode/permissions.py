@@ -123,6 +123,15 @@ _RULE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.:-]*)\s*(?:\((.*)\))?\s*", re.D
 _RULE_FORM = 'expected TOOL or TOOL(PATTERN), e.g. "read", "bash(git status*)", "edit(src/*)"'
 
 
+def exact_rule(tool: str, subject: str) -> str:
+    """The rule that allows exactly this call (``bash(rm build/*.o)`` matching only that
+    command, its ``*`` literal): what answering "always" to a question adds."""
+    if not subject:
+        return tool
+    literal = "".join(f"[{c}]" if c in "*?[" else c for c in subject)
+    return f"{tool}({literal})"
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One allow or deny rule: a tool name and an optional fnmatch pattern on the subject."""

@@ -36,7 +36,7 @@ from mcode.agent.loop import run_turn
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
-from mcode.permissions import Answer
+from mcode.permissions import Answer, PermissionMode, Rule
 from mcode.providers.base import ModelInfo
 from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import redact
@@ -567,3 +567,24 @@ class Session:
             compactions=self.totals.compactions,
             denials=len(self.totals.denials),
         )
+
+    # -- settings the user changes mid-session ------------------------------------------------
+    @property
+    def permission_mode(self) -> str:
+        return self.main.permissions.mode.value
+
+    def set_permission_mode(self, mode: str) -> None:
+        """What tools may do unasked, from the next call on (ConfigError for an unknown mode).
+        Sub-agents share the main conversation's permissions, so it applies to them too."""
+        self.main.permissions.mode = PermissionMode.parse(mode)
+
+    def set_thinking(self, on: bool | None) -> None:
+        """Model thinking on or off (None: the model's default) from the next model call of
+        every conversation; a model without the switch ignores it (``session.started`` says)."""
+        for conv in (self.main, *self.conversations.values()):
+            conv.thinking = on
+
+    def allow_rule(self, rule: str) -> None:
+        """Allow what ``rule`` matches (``"bash(git status)"``) for the rest of this session: the
+        user's "always" to a question. ConfigError for a malformed rule."""
+        self.main.permissions.allow.append(Rule.parse(rule))
