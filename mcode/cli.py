@@ -175,6 +175,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
     )
 
+    c = sub.add_parser(
+        "chat",
+        help="talk to the agent in this folder, a line at a time (--plain)",
+        description="An interactive session. --plain: a line-mode REPL for terminals, dumb "
+        "terminals and pipes (Enter while a turn runs steers it; Ctrl-C interrupts, twice quits).",
+    )
+    c.add_argument("prompt", nargs="?", help="a first message to send")
+    c.add_argument("--plain", action="store_true", help="the line-mode REPL, not the full screen")
+    c.add_argument(
+        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
+    )
+    c.add_argument("--model", type=_given("a model name"), help="model name, or a .gguf path")
+    c.add_argument("--base-url", type=_given("a URL"), help="API base URL")
+    c.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
+    c.add_argument(
+        "--permission-mode",
+        choices=["read-only", "ask", "auto-edit", "full-auto"],
+        help="what tools may do without asking (default: ask)",
+    )
+    again = c.add_mutually_exclusive_group()
+    again.add_argument(
+        "--continue", dest="continue_", action="store_true", help="the latest session here"
+    )
+    again.add_argument("--resume", type=_given("a session id"), metavar="ID")
+    c.add_argument("--cwd", type=_given("a folder"), help="the workspace (default: here)")
+
     s = sub.add_parser(
         "sessions",
         help="list stored sessions",
@@ -385,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.exec import main as exec_main
 
         return exec_main(args)
+    if args.command == "chat":
+        from mcode.repl.app import main as repl_main
+
+        return repl_main(args)
     if args.command == "sessions":
         from mcode.exec import list_sessions
 

@@ -30,7 +30,7 @@ class Progress:
         if event.type in ev.TRANSIENT_TYPES:
             return  # none is shown, and they are the many
         # The session hands subscribers events already scrubbed.
-        text = self._quiet(event) if self.quiet else self._describe(event)
+        text = self._quiet(event) if self.quiet else describe(event)
         if text is None or self.out is None:  # stderr closed at start: nowhere to show it
             return
         try:
@@ -50,38 +50,41 @@ class Progress:
                 return f"mcode: {_retry_line(retry)}" if long_wait else None
         return None
 
-    def _describe(self, event: Event) -> str | None:
-        match event.payload:
-            case ev.SessionStarted() as p:
-                how = "resumed session" if p.resumed else "session"
-                text = (
-                    f"mcode: {how} {event.session_id[:12]}, {p.provider}/{p.model} "
-                    f"({p.provider_reason}), permission mode {p.permission_mode}"
-                )
-                # What the mode denies, said before any denial.
-                return f"{text}\nmcode: {p.permission_note}" if p.permission_note else text
-            case ev.TurnStarted(resumed=True):
-                return "mcode: continuing the interrupted turn"
-            case ev.SteerDelivered(text=text):
-                return f"→ steer: {_short(text)}"
-            case ev.ToolRequested(name=name, arguments=arguments):
-                return f"→ {name} {_short_args(arguments)}"
-            case ev.ToolFinished() as p:
-                mark = "✓" if p.ok else "✗"
-                return f"  {mark} {p.summary or p.name} ({p.duration:.1f} s)"
-            case ev.PermissionDecided(allowed=False, reason=reason):
-                return f"  denied: {reason}"
-            case ev.Compaction() as p:
-                return (
-                    f"mcode: compacted the conversation ({p.reason}): "
-                    f"~{p.tokens_before:,} → ~{p.tokens_after:,} tokens of {p.window:,}, "
-                    f"{p.kept} recent messages kept"
-                )
-            case ev.Retry() as retry:
-                return f"  {_retry_line(retry)}"
-            case ev.Error(kind=kind, message=message):
-                return f"  {kind}: {message}"
-        return None
+
+def describe(event: Event) -> str | None:
+    """One line (or two) for a person about ``event``, or None for one they need not see: what
+    the text progress of ``mcode exec`` and the plain REPL print."""
+    match event.payload:
+        case ev.SessionStarted() as p:
+            how = "resumed session" if p.resumed else "session"
+            text = (
+                f"mcode: {how} {event.session_id[:12]}, {p.provider}/{p.model} "
+                f"({p.provider_reason}), permission mode {p.permission_mode}"
+            )
+            # What the mode denies, said before any denial.
+            return f"{text}\nmcode: {p.permission_note}" if p.permission_note else text
+        case ev.TurnStarted(resumed=True):
+            return "mcode: continuing the interrupted turn"
+        case ev.SteerDelivered(text=text):
+            return f"→ steer: {_short(text)}"
+        case ev.ToolRequested(name=name, arguments=arguments):
+            return f"→ {name} {_short_args(arguments)}"
+        case ev.ToolFinished() as p:
+            mark = "✓" if p.ok else "✗"
+            return f"  {mark} {p.summary or p.name} ({p.duration:.1f} s)"
+        case ev.PermissionDecided(allowed=False, reason=reason):
+            return f"  denied: {reason}"
+        case ev.Compaction() as p:
+            return (
+                f"mcode: compacted the conversation ({p.reason}): "
+                f"~{p.tokens_before:,} → ~{p.tokens_after:,} tokens of {p.window:,}, "
+                f"{p.kept} recent messages kept"
+            )
+        case ev.Retry() as retry:
+            return f"  {_retry_line(retry)}"
+        case ev.Error(kind=kind, message=message):
+            return f"  {kind}: {message}"
+    return None
 
 
 def _retry_line(retry: ev.Retry) -> str:

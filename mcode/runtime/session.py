@@ -575,6 +575,11 @@ class Session:
         denial). False when no such question waits: answered, timed out, or never asked."""
         return self._answer(request_id, Answer(allow, reason, "user"))
 
+    @property
+    def permission_mode(self) -> str:
+        """The main conversation's permission mode (its name)."""
+        return self.main.permissions.mode.value
+
     def set_permission_mode(self, mode: str) -> None:
         """What tools may do without asking, from the next call on (an editor's mode picker).
         ConfigError for a name that is no mode."""
