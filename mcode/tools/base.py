@@ -86,6 +86,15 @@ class AgentReport:
     error: str | None = None
 
 
+# The editor's view of the files, for a session an editor drives (mcode lsp). EditorRead: the
+# text of the editor's buffer for an absolute path, as bytes, or None when the editor has no
+# buffer for it (read the disk). EditorWrite: called right before write or edit puts new bytes
+# on disk, to make the same change in the editor (its undo, its unsaved buffer); it raises any
+# MCodeError when the editor refused, and the tool then writes nothing.
+EditorRead = Callable[[Path], bytes | None]
+EditorWrite = Callable[[Path, bytes | None, bytes], None]
+
+
 # Runs a sub-agent's job to its end (the runtime implements it). A cancel of the parent turn
 # cancels it too (CancelledError), and a sub-agent never gets one of its own.
 SpawnAgent = Callable[[AgentJob], Awaitable[AgentReport]]
@@ -111,6 +120,11 @@ class ToolContext:
     record_command: CommandRecorder | None = None
     # Set per call by the agent loop from its host: None where no sub-agent may start.
     spawn_agent: SpawnAgent | None = None
+    # Set by a front end that holds the files in an editor (mcode lsp); None: the disk alone.
+    # read, write and edit consult them: the agent reads what the editor shows, and its
+    # changes reach the editor as well as the disk (write-through, so commands see them).
+    read_override: EditorRead | None = None
+    apply_edit: EditorWrite | None = None
 
 
 class Tool:

@@ -6,6 +6,12 @@ still matches the file on disk, so the model never overwrites text it has not se
 the user, an editor or a bash command since the last read makes the tool refuse and ask for a
 fresh read. Stat equality is trusted only for stamps taken well after the file's mtime (the
 "racy git" rule); otherwise the content hash decides.
+
+When an editor holds the files (``ctx.read_override`` / ``ctx.apply_edit``, set by ``mcode
+lsp``), a file open there is read from the editor's buffer (its unsaved text is the truth, and
+freshness is then checked by hash against the buffer), and every change is made in the editor
+first, then written to disk with the same bytes, so the editor's undo works and a command run
+afterwards sees what the editor shows. Without them, only the disk counts.
 """
 
 from __future__ import annotations
@@ -92,8 +98,31 @@ def _split_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def _existing_file(ws: Workspace, path: str) -> Path:
+def _buffered(ctx: ToolContext, p: Path) -> bytes | None:
+    """The editor's text for ``p`` when an editor holds it, else None."""
+    return None if ctx.read_override is None else ctx.read_override(p)
+
+
+def _load(ctx: ToolContext, p: Path) -> tuple[bytes, os.stat_result | None]:
+    """The file's bytes as the user sees them: the editor's buffer (stat None) or the disk."""
+    data = _buffered(ctx, p)
+    if data is not None:
+        return data, None
+    return read_bytes(p)
+
+
+def _stamp(st: os.stat_result | None, data: bytes) -> FileStamp:
+    # A buffer has no stat: size and hash only (mtime 0 never matches a file's, so a stamp of a
+    # buffer checked against the disk, once the buffer is closed, is decided by the hash).
+    if st is None:
+        return FileStamp(0, len(data), hashlib.sha256(data).hexdigest(), 0)
+    return make_stamp(st, data)
+
+
+def _existing_file(ws: Workspace, path: str, ctx: ToolContext | None = None) -> Path:
     p = ws.resolve(path)
+    if ctx is not None and _buffered(ctx, p) is not None:
+        return p  # open in the editor: its buffer counts, saved or not
     if p.is_dir():
         raise ToolError(f"{ws.relative(p)} is a directory", hint="use ls to list it")
     if not p.exists():
@@ -109,8 +138,11 @@ def _existing_file(ws: Workspace, path: str) -> Path:
     return p
 
 
-def _check_fresh(ws: Workspace, p: Path, ctx: ToolContext, data: bytes, st: os.stat_result) -> None:
-    """Refuse unless the model has seen exactly these bytes (read first, nothing changed since)."""
+def _check_fresh(
+    ws: Workspace, p: Path, ctx: ToolContext, data: bytes, st: os.stat_result | None
+) -> None:
+    """Refuse unless the model has seen exactly these bytes (read first, nothing changed since);
+    ``st`` None: ``data`` is the editor's buffer, compared by hash."""
     rel = ws.relative(p)
     stamp = ctx.file_stamps.get(str(p))
     if stamp is None:
@@ -118,7 +150,11 @@ def _check_fresh(ws: Workspace, p: Path, ctx: ToolContext, data: bytes, st: os.s
             f"{rel} has not been read in this session",
             hint=f"read {rel} first, then retry",
         )
-    if not stamp_matches(st, stamp, lambda: data):
+    if st is None:
+        fresh = hashlib.sha256(data).hexdigest() == stamp.sha256
+    else:
+        fresh = stamp_matches(st, stamp, lambda: data)
+    if not fresh:
         raise ToolError(
             f"{rel} changed on disk since it was last read",
             hint=f"read {rel} again to see its current content, then retry",
@@ -168,13 +204,22 @@ def _save(
 ) -> int | None:
     """How write and edit change a file: save its before-image for undo, take ``last_look``
     (after the checkpoint, so that the store's commit does not widen the gap: anything that
-    changed the file meanwhile wins), write ``data`` atomically (a failure points the
-    checkpoint back at the unchanged file), remember the new stamp. The checkpoint's id."""
+    changed the file meanwhile wins), make the change in the editor when one holds the
+    files, write ``data`` atomically (a failure points the checkpoint back at the unchanged
+    file), remember the new stamp. The checkpoint's id."""
     checkpoint = _checkpoint(ctx, p, rel, before, mode, data)
     try:
         try:
             if last_look is not None:
                 last_look()
+            if ctx.apply_edit is not None:
+                try:
+                    ctx.apply_edit(p, before, data)
+                except MCodeError as e:
+                    raise ToolError(
+                        f"{rel} was not changed: the editor did not take the edit ({e.message})",
+                        hint=e.hint or "nothing was written; tell the user what the editor said",
+                    ) from None
             p.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(p, data)
         except BaseException:
@@ -185,6 +230,17 @@ def _save(
         raise ToolError(f"cannot write {rel}: {e.strerror}", hint="nothing was changed") from None
     ctx.file_stamps[str(p)] = make_stamp(st, data)
     return checkpoint
+
+
+def _mode(p: Path, st: os.stat_result | None) -> int | None:
+    """The file's permission bits (from the disk when its text came from the editor; None for a
+    buffer never saved)."""
+    if st is None:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+    return st.st_mode & 0o7777
 
 
 class ReadTool(Tool):
@@ -215,10 +271,10 @@ class ReadTool(Tool):
         limit = args.get("limit") or DEFAULT_LIMIT
         if offset < 1 or limit < 1:
             raise ToolError("offset and limit must be positive (offset counts lines from 1)")
-        p = _existing_file(ws, args["path"])
+        p = _existing_file(ws, args["path"], ctx)
         rel = ws.relative(p)
         try:
-            data, st = read_bytes(p)
+            data, st = _load(ctx, p)
         except OSError as e:
             raise ToolError(f"cannot read {rel}: {e.strerror}") from None
         media_type = _image_type(data[:16])
@@ -228,7 +284,7 @@ class ReadTool(Tool):
                     f"{rel} is a {len(data)} byte image; the limit is {MAX_IMAGE_BYTES} bytes",
                     hint="scale it down with bash (e.g. ImageMagick) and read the copy",
                 )
-            ctx.file_stamps[str(p)] = make_stamp(st, data)
+            ctx.file_stamps[str(p)] = _stamp(st, data)
             image = ImagePart(media_type, base64.b64encode(data).decode("ascii"), source=rel)
             return ToolResult(
                 f"[image {rel}: {media_type}, {len(data)} bytes]",
@@ -240,7 +296,7 @@ class ReadTool(Tool):
                 f"{rel} is a binary file ({len(data)} bytes); read shows text only",
                 hint="inspect it with bash (file, xxd, strings) if you must",
             )
-        ctx.file_stamps[str(p)] = make_stamp(st, data)
+        ctx.file_stamps[str(p)] = _stamp(st, data)
         try:
             text, note = data.decode("utf-8"), ""
         except UnicodeDecodeError:
@@ -306,18 +362,19 @@ class WriteTool(Tool):
         if p.is_dir():
             raise ToolError(f"{rel} is a directory", hint="give a file path")
         data = args["content"].encode("utf-8")
-        existed = p.exists()
-        if existed and not p.is_file():
+        buffered = _buffered(ctx, p) is not None
+        existed = buffered or p.exists()
+        if existed and not buffered and not p.is_file():
             raise ToolError(f"{rel} is not a regular file")
         old: bytes | None = None
         mode: int | None = None
         if existed:
             try:
-                old, st = read_bytes(p)
+                old, st = _load(ctx, p)
             except OSError as e:
                 raise ToolError(f"cannot read {rel}: {e.strerror}") from None
             _check_fresh(ws, p, ctx, old, st)
-            mode = st.st_mode & 0o7777
+            mode = _mode(p, st)
         checkpoint = _save(ctx, p, rel, old, mode, data)
         lines = _split_lines(args["content"])
         verb = "wrote" if existed else "created"
@@ -366,10 +423,10 @@ class EditTool(Tool):
             raise ToolError(
                 "old_string is empty", hint="quote the text to replace; to create a file use write"
             )
-        p = _existing_file(ws, args["path"])
+        p = _existing_file(ws, args["path"], ctx)
         rel = ws.relative(p)
         try:
-            before, st = read_bytes(p)
+            before, st = _load(ctx, p)
         except OSError as e:
             raise ToolError(f"cannot read {rel}: {e.strerror}") from None
         _check_fresh(ws, p, ctx, before, st)
@@ -399,9 +456,16 @@ class EditTool(Tool):
         after_text = text.replace(old, new) if replace_all else text.replace(old, new, 1)
         after = after_text.encode("utf-8")
 
-        mode = st.st_mode & 0o7777
+        mode = _mode(p, st)
 
         def unchanged_since_read() -> None:
+            if st is None:  # the editor's buffer: the user may have typed meanwhile
+                if _buffered(ctx, p) == before:
+                    return
+                raise ToolError(
+                    f"{rel} changed in the editor while it was being edited; nothing was written",
+                    hint=f"read {rel} again, then retry",
+                )
             try:
                 now = p.stat()
             except OSError as e:

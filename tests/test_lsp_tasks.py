@@ -1,0 +1,179 @@
+"""mcode lsp end to end: an editor (pytest-lsp) drives tasks against the scripted model server.
+
+What the user would check: the edit the editor received (workspace/applyEdit), the buffer's and
+the file's text afterwards, what the model was shown (the request bodies), the command's
+answer, and the session in the store (resumable with ``mcode exec --resume``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from helpers import clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
+from lsp_client import Editor, run
+from lsprotocol import types
+
+CALC = "def add(a, b):\n    return a - b\n"
+
+
+def _fix_script() -> list[dict[str, Any]]:
+    return [
+        {"tool_calls": [{"id": "r1", "name": "read", "arguments": {"path": "calc.py"}}]},
+        {
+            "tool_calls": [
+                {
+                    "id": "e1",
+                    "name": "edit",
+                    "arguments": {
+                        "path": "calc.py",
+                        "old_string": "return a - b",
+                        "new_string": "return a + b",
+                    },
+                }
+            ]
+        },
+        {"text": "add now adds."},
+    ]
+
+
+def test_fix_this_code_action_arrives_as_an_apply_edit_and_the_session_is_stored(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    server = model_server(_fix_script())
+    home = tmp_path / "home"
+
+    async def scenario() -> tuple[Any, list[Any], Editor]:
+        async with Editor(home, repo, server) as ed:
+            uri = ed.open("calc.py")
+            diagnostic = types.Diagnostic(
+                range=types.Range(
+                    start=types.Position(line=1, character=4),
+                    end=types.Position(line=1, character=16),
+                ),
+                message="add subtracts",
+                source="pytest",
+            )
+            offered = await ed.client.text_document_code_action_async(
+                types.CodeActionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    range=diagnostic.range,
+                    context=types.CodeActionContext(diagnostics=[diagnostic]),
+                )
+            )
+            titles = [a.title for a in offered]
+            fix = next(a for a in offered if a.title == "mcode: Fix this")
+            assert fix.command is None  # resolved into its command, as the client can resolve
+            resolved = await ed.client.code_action_resolve_async(fix)
+            assert resolved.command is not None
+            summary = await ed.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(
+                    command=resolved.command.command, arguments=resolved.command.arguments
+                )
+            )
+            return summary, titles, ed
+
+    summary, titles, ed = run(scenario())
+    assert titles == [
+        "mcode: Explain",
+        "mcode: Fix this",
+        "mcode: Refactor…",
+        "mcode: Add tests",
+        "mcode: Ask mcode…",
+    ]
+    assert summary["reason"] == "completed"
+    assert summary["answer"] == "add now adds."
+    assert summary["changed_files"] == ["calc.py"]
+    # One edit, through the editor, on the one line that changed, at the buffer's version.
+    assert len(ed.edits) == 1
+    (change,) = ed.edits[0].edit.document_changes or []
+    assert isinstance(change, types.TextDocumentEdit)
+    assert change.text_document.uri == (repo / "calc.py").as_uri()
+    assert change.text_document.version == 1
+    (edit,) = change.edits
+    assert isinstance(edit, types.TextEdit)
+    assert (edit.range.start.line, edit.range.start.character) == (1, 0)
+    assert (edit.range.end.line, edit.range.end.character) == (1, 16)
+    assert edit.new_text == "    return a + b"
+    fixed = "def add(a, b):\n    return a + b\n"
+    assert ed.text((repo / "calc.py").as_uri()) == fixed
+    assert (repo / "calc.py").read_text() == fixed  # written through to disk
+    # The model was told the diagnostic's message, with thinking off for a quick action.
+    first = server.requests[0].body
+    assert "add subtracts" in first["messages"][-1]["content"]
+    # The session is stored like any other and resumes from mcode exec.
+    events = stored_events(home, summary["session"])
+    started = events[0]
+    assert started["type"] == "session.started"
+    assert started["data"]["approvals"] == "editor"
+    assert started["data"]["thinking"] in ("off", "unavailable")
+    assert events[-1]["type"] == "session.finished"
+    server.push({"text": "still adds."})
+    again = mcode(
+        *exec_args(server, "--resume", summary["session"][:12], "--output-format", "json"),
+        "is it right now?",
+        cwd=repo,
+        env=clean_env(home),
+    )
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["result"] == "still adds."
+    history = server.requests[-1].body["messages"]
+    assert any("add subtracts" in str(m.get("content")) for m in history)
+
+
+def test_the_agent_reads_and_edits_the_unsaved_buffer_and_commands_see_the_edit(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"config.py": "retries = 1\n"})
+    unsaved = "retries = 2  # not saved yet\ntimeout = 5\n"
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "r1", "name": "read", "arguments": {"path": "config.py"}}]},
+            {
+                "tool_calls": [
+                    {
+                        "id": "e1",
+                        "name": "edit",
+                        "arguments": {
+                            "path": "config.py",
+                            "old_string": "timeout = 5",
+                            "new_string": "timeout = 30",
+                        },
+                    }
+                ]
+            },
+            {
+                "tool_calls": [
+                    {"id": "b1", "name": "bash", "arguments": {"command": "cat config.py"}}
+                ]
+            },
+            {"text": "timeout is 30 now."},
+        ]
+    )
+
+    async def scenario() -> tuple[Any, Editor]:
+        async with Editor(tmp_path / "home", repo, server) as ed:
+            uri = ed.open("config.py", unsaved)
+            summary = await ed.command(
+                "mcode.task", {"prompt": "raise the timeout to 30", "uri": uri}
+            )
+            return summary, ed
+
+    summary, ed = run(scenario())
+    assert summary["reason"] == "completed", summary
+    read_result = tool_messages(server.requests[1].body)[0]["content"]
+    assert "retries = 2  # not saved yet" in read_result  # the buffer, not the disk
+    assert "retries = 1" not in read_result
+    edit_result = tool_messages(server.requests[2].body)[-1]["content"]
+    assert edit_result.startswith("edited config.py"), edit_result
+    after = "retries = 2  # not saved yet\ntimeout = 30\n"
+    assert ed.text((repo / "config.py").as_uri()) == after
+    # Before the command ran, what the editor shows was on disk: cat printed it.
+    cat_result = tool_messages(server.requests[3].body)[-1]["content"]
+    assert "timeout = 30" in cat_result and "retries = 2  # not saved yet" in cat_result
+    assert (repo / "config.py").read_text() == after
+    # In the default mode (ask) the edit and the command were asked in the editor, and allowed.
+    asked = [q.message for q in ed.questions]
+    assert len(asked) == 2 and "edit: config.py" in asked[0] and "bash: cat config.py" in asked[1]
