@@ -7,10 +7,11 @@ task). The handler is async, so the server goes on reading while the model answe
 
 - a request the editor cancels (``$/cancelRequest``, sent as the user types on) is dropped: pygls
   cancels its task, which cancels the model call, and the answer is RequestCancelled;
-- requests are debounced per document: one that comes within ``debounce`` seconds of the one
-  before waits that long first, and answers nothing if a newer one came meanwhile (typing
-  produces a burst; only its last request reaches the model). A request after a pause goes to
-  the model at once, so a single completion costs no debounce.
+- requests are debounced per document, leading and trailing: one after a pause goes to the
+  model at once (a single completion costs no wait); one that comes within ``debounce`` seconds
+  of the one before supersedes it (the older answers null; its model call, if in flight, is
+  cut) and waits that long first, answering null if a newer one came meanwhile. A burst of
+  typing thus costs at most two model calls, the first cut short.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ SYSTEM = (
 )
 
 
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (not only what it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def fim_prompt(before: str, after: str, path: str) -> str:
     return f"File: {path}\n\n{before}<CURSOR>{after}"
 
@@ -59,6 +66,7 @@ class InlineCompleter:
         self.debounce = debounce
         self._last: dict[str, float] = {}
         self._generation: dict[str, int] = {}
+        self._calls: dict[str, asyncio.Future[str]] = {}
 
     async def session(self) -> Session:
         if self._session is None:
@@ -74,6 +82,9 @@ class InlineCompleter:
         self._last[uri] = now
         mine = self._generation.get(uri, 0) + 1
         self._generation[uri] = mine
+        older = self._calls.pop(uri, None)
+        if older is not None:
+            older.cancel()  # superseded: its request answers null
         if last is not None and now - last < self.debounce:
             await asyncio.sleep(self.debounce)
             if self._generation[uri] != mine:
@@ -81,9 +92,21 @@ class InlineCompleter:
         offset = offset_of(text, pos, encoding)
         before, after = text[max(0, offset - BEFORE) : offset], text[offset : offset + AFTER]
         session = await self.session()
-        answer = await session.complete(
-            fim_prompt(before, after, path), system=SYSTEM, max_output_tokens=MAX_TOKENS
+        call = asyncio.ensure_future(
+            session.complete(
+                fim_prompt(before, after, path), system=SYSTEM, max_output_tokens=MAX_TOKENS
+            )
         )
+        self._calls[uri] = call
+        try:
+            answer = await call
+        except asyncio.CancelledError:
+            if self._generation[uri] != mine and not _cancelling():
+                return None  # a newer request cut this one's model call
+            raise  # the editor cancelled this request
+        finally:
+            if self._calls.get(uri) is call:
+                del self._calls[uri]
         insert = clean(answer)
         if not insert.strip():
             return types.InlineCompletionList(items=[])

@@ -69,17 +69,6 @@ class StrictProtocol(LanguageServerProtocol):
             raise
 
     def handle_message(self, message: Any) -> None:
-        if isinstance(message, Unreadable):
-            if message.id is None:
-                logger.warning("dropped notification %s: %s", message.method, message.reason)
-                return
-            self._refuse(
-                message.id,
-                JsonRpcInvalidParams(
-                    f"the params of {message.method} do not fit the LSP schema: {message.reason}"
-                ),
-            )
-            return
         method = getattr(message, "method", None)
         msg_id = getattr(message, "id", None)
         is_request = method is not None and msg_id is not None
@@ -91,12 +80,10 @@ class StrictProtocol(LanguageServerProtocol):
                 ),
             )
             return
-        if method == types.INITIALIZE and is_request:
-            if self.initialized:
-                self._refuse(msg_id, JsonRpcInvalidRequest("initialize was already received"))
-                return
-            self.initialized = True
-        elif method is not None and not self.initialized and method not in _BEFORE_INITIALIZE:
+        if method == types.INITIALIZE and is_request and self.initialized:
+            self._refuse(msg_id, JsonRpcInvalidRequest("initialize was already received"))
+            return
+        if method not in (types.INITIALIZE, *_BEFORE_INITIALIZE) and not self.initialized:
             if is_request:
                 self._refuse(
                     msg_id,
@@ -105,6 +92,19 @@ class StrictProtocol(LanguageServerProtocol):
                     ),
                 )
             return
+        if isinstance(message, Unreadable):
+            if msg_id is None:
+                logger.warning("dropped notification %s: %s", method, message.reason)
+                return
+            self._refuse(
+                msg_id,
+                JsonRpcInvalidParams(
+                    f"the params of {method} do not fit the LSP schema: {message.reason}"
+                ),
+            )
+            return
+        if method == types.INITIALIZE and is_request:
+            self.initialized = True
         super().handle_message(message)
 
     def _handle_cancel_notification(self, msg_id: Any) -> None:

@@ -134,6 +134,11 @@ class Tasks:
             trusted=settings.trusted,
             project_ignored=settings.project_ignored,
         )
+        info = session.model_info
+        self._log(
+            types.MessageType.Info,
+            f"session {session.id} started: {task.title} ({info.provider}/{info.model})",
+        )
         await self._begin(task, explicit=token is not None)
         outcome: TurnOutcome | None = None
         try:

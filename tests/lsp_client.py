@@ -97,6 +97,7 @@ class Editor:
         self.edits: list[types.ApplyWorkspaceEditParams] = []
         self.questions: list[types.ShowMessageRequestParams] = []
         self.asked = asyncio.Event()
+        self.release = asyncio.Event()
         self._register()
 
     def _register(self) -> None:
@@ -134,7 +135,8 @@ class Editor:
             self.questions.append(params)
             self.asked.set()
             if self.answer is None:
-                await asyncio.sleep(3600)  # a client that never answers
+                await self.release.wait()  # a client that does not answer (until it leaves)
+                return types.MessageActionItem(title="Allow")  # too late to count
             return types.MessageActionItem(title=self.answer)
 
     async def __aenter__(self) -> Editor:
@@ -153,6 +155,8 @@ class Editor:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        await asyncio.sleep(0.05)  # late answers go out before shutdown
         try:
             await asyncio.wait_for(self.client.shutdown_session(), 20)
         finally:
