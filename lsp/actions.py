@@ -136,7 +136,7 @@ def prompt(request: Request, rel: str, text: str) -> str:
     """The task for ``request`` on ``text`` (the document's text, from the editor)."""
     lines = text.split("\n")
     chosen = "\n".join(lines[request.start : request.end + 1])
-    where = f"{rel}, lines {request.start + 1}-{request.end + 1}"
+    where = f"{rel} (lines {request.start + 1}-{request.end + 1})"
     code = f"```\n{chosen}\n```"
     a = request.action.id
     if a == "explain":
@@ -146,8 +146,8 @@ def prompt(request: Request, rel: str, text: str) -> str:
         )
     if a == "fix":
         return (
-            f"Fix this problem in {rel}: {request.diagnostic}. The code around it "
-            f"({where}):\n\n{code}\n\nMake the smallest change that fixes it, with the edit "
+            f"Fix this problem in {rel}: {request.diagnostic}. The code around it, in "
+            f"{where}:\n\n{code}\n\nMake the smallest change that fixes it, with the edit "
             "tool, then say in one sentence what you changed."
         )
     if a == "refactor":

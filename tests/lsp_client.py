@@ -76,17 +76,19 @@ class Editor:
         capabilities: types.ClientCapabilities | None = None,
         answer: str | None = "Allow",
         init_options: Any = None,
+        provider: str = "openai",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.home = home
         self.repo = repo
+        self.env = env or {}
         self.args = [
             "lsp",
             "--provider",
-            "openai",
+            provider,
             "--base-url",
             server.base_url,
-            "--model",
-            "test-model",
+            *(["--model", "test-model"] if provider == "openai" else []),
             *args,
         ]
         self.capabilities = capabilities or editor_capabilities()
@@ -140,7 +142,7 @@ class Editor:
             return types.MessageActionItem(title=self.answer)
 
     async def __aenter__(self) -> Editor:
-        env = clean_env(self.home)
+        env = clean_env(self.home, **self.env)
         await self.client.start_io(
             sys.executable, "-m", "mcode", *self.args, env=env, cwd=self.repo
         )

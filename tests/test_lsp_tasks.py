@@ -108,7 +108,6 @@ def test_fix_this_code_action_arrives_as_an_apply_edit_and_the_session_is_stored
     started = events[0]
     assert started["type"] == "session.started"
     assert started["data"]["approvals"] == "editor"
-    assert started["data"]["thinking"] in ("off", "unavailable")
     assert events[-1]["type"] == "session.finished"
     server.push({"text": "still adds."})
     again = mcode(
@@ -177,3 +176,40 @@ def test_the_agent_reads_and_edits_the_unsaved_buffer_and_commands_see_the_edit(
     # In the default mode (ask) the edit and the command were asked in the editor, and allowed.
     asked = [q.message for q in ed.questions]
     assert len(asked) == 2 and "edit: config.py" in asked[0] and "bash: cat config.py" in asked[1]
+
+
+def test_quick_actions_and_completions_run_with_thinking_off_larger_ones_with_it_on(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    server = model_server(
+        [{"text": "It subtracts."}, {"text": "Nothing to refactor."}, {"text": "1"}]
+    )
+
+    async def scenario() -> None:
+        env = {"MINIMAX_API_KEY": "sk-test-key"}
+        async with Editor(tmp_path / "home", repo, server, provider="minimax", env=env) as ed:
+            uri = ed.open("calc.py")
+            rng = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
+            for action in ("explain", "refactor"):
+                summary = await ed.command(
+                    "mcode.codeAction", {"action": action, "uri": uri, "range": rng}
+                )
+                assert summary["reason"] == "completed", summary
+            await ed.client.text_document_inline_completion_async(
+                types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=types.Position(line=1, character=4),
+                    context=types.InlineCompletionContext(
+                        trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                    ),
+                )
+            )
+
+    run(scenario())
+    explain, refactor, inline = (r.body for r in server.requests)
+    assert explain["thinking"] == {"type": "disabled"}
+    assert refactor["thinking"] == {"type": "adaptive"}
+    assert inline["thinking"] == {"type": "disabled"}
+    assert "Explain what this code in calc.py (lines 1-2)" in explain["messages"][-1]["content"]
+    assert "Refactor this code in calc.py (lines 1-2)" in refactor["messages"][-1]["content"]
