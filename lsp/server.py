@@ -201,10 +201,6 @@ def _register(ls: McodeServer) -> None:
                 types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics)
             )
 
-    @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(_params: types.DidOpenTextDocumentParams) -> None:
-        ls.files  # noqa: B018  (made on the loop: tools' threads hand work to it)
-
     @ls.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(

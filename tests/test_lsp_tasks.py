@@ -109,6 +109,10 @@ def test_fix_this_code_action_arrives_as_an_apply_edit_and_the_session_is_stored
     assert started["type"] == "session.started"
     assert started["data"]["approvals"] == "editor"
     assert events[-1]["type"] == "session.finished"
+    # mcode undo takes the edit back on disk, from the checkpoint the write-through kept.
+    undone = mcode("undo", cwd=repo, env=clean_env(home))
+    assert undone.code == 0, undone.stderr
+    assert (repo / "calc.py").read_text() == CALC
     server.push({"text": "still adds."})
     again = mcode(
         *exec_args(server, "--resume", summary["session"][:12], "--output-format", "json"),
