@@ -150,20 +150,25 @@ class Tasks:
         finally:
             self.running.pop(session.id, None)
             reason = outcome.reason if outcome is not None else "cancelled"
-            answer = outcome.text if outcome is not None and reason == "completed" else None
+            answer = (
+                session.scrub(outcome.text)  # a key the answer quotes never reaches the editor
+                if outcome is not None and reason == "completed"
+                else None
+            )
             session.finish(result=answer, exit_code=_EXIT.get(reason, 1), reason=reason)
             await session.close()
             self._end(task, reason)
         assert outcome is not None
-        if outcome.error is not None:
-            self._log(types.MessageType.Error, _said(outcome.error))
+        error = None if outcome.error is None else session.scrub(_said(outcome.error))
+        if error is not None:
+            self._log(types.MessageType.Error, error)
         if answer:
             await self._show_answer(task, answer)
         return {
             "session": session.id,
             "reason": reason,
             "answer": answer,
-            "error": None if outcome.error is None else _said(outcome.error),
+            "error": error,
             "changed_files": list(task.changed),
             "resume": f"mcode exec --resume {session.id[:12]}",
         }

@@ -4,9 +4,11 @@ keeps serving: a raw JSON-RPC client over the server's stdio, byte for byte."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -141,3 +143,42 @@ def test_malformed_unknown_and_out_of_order_requests_get_errors_and_the_server_g
         if client.proc.poll() is None:
             client.proc.kill()
             client.proc.wait()
+
+
+def test_tcp_serves_the_same_protocol_on_loopback(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcode", "lsp", "--tcp", str(port)],
+        cwd=repo,
+        env=clean_env(tmp_path / "home"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=20)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mcode lsp --tcp never listened"
+                time.sleep(0.1)
+        with conn:
+            body = json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            ).encode()
+            conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            reader = conn.makefile("rb")
+            length = 0
+            while (line := reader.readline()).strip():
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            answer = json.loads(reader.read(length))
+        assert answer["id"] == 1
+        assert answer["result"]["serverInfo"]["name"] == "mcode"
+    finally:
+        proc.kill()
+        proc.wait()
