@@ -102,10 +102,12 @@ class EditorFiles:
 
     async def apply_async(self, path: Path, before: bytes | None, after: bytes) -> None:
         doc = self.document(path)
+        settled = doc is None or await self._settled(doc)
         old = (before or b"").decode("utf-8", errors="replace")
         new = after.decode("utf-8", errors="replace")
         uri = doc.uri if doc is not None else from_fs_path(str(path))
-        version = doc.version if doc is not None else None
+        # Without the editor's word on our last edit, no version: the editor applies it as is.
+        version = doc.version if doc is not None and settled else None
         edit = text_edit(old, new, self._encoding())
         if edit is None:
             return
@@ -133,7 +135,28 @@ class EditorFiles:
             )
         if doc is not None:
             with self._lock:
-                self._applied[doc.uri] = (version, new)
+                self._applied[doc.uri] = (doc.version, new)
+
+    async def _settled(self, doc: Any, seconds: float = 2.0) -> bool:
+        """Wait until the editor has reported our last edit of ``doc`` (its didChange), so the
+        next edit can name the buffer's current version (an editor drops an edit made for an
+        older one). False if it did not come within ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.text_pending(doc):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    def text_pending(self, doc: Any) -> bool:
+        """Whether an edit we applied to ``doc`` is not yet in its reported text."""
+        with self._lock:
+            applied = self._applied.get(doc.uri)
+        if applied is None:
+            return False
+        version = applied[0]
+        return version is None or doc.version is None or doc.version <= version
 
     def _document_changes(self) -> bool:
         caps = self.server.client_capabilities

@@ -3,7 +3,8 @@
 ``Editor`` starts ``mcode lsp`` as a subprocess in a repository, pointed at a scripted model
 server, and initializes it with an editor's capabilities. It keeps its own copy of every
 document it opened and, like a real editor, applies the server's ``workspace/applyEdit`` to that
-copy and then tells the server with ``didChange`` (incremental). Questions
+copy and then tells the server with ``didChange`` (incremental; ``late_changes`` seconds after
+answering, as an editor that debounces its notifications does). Questions
 (``window/showMessageRequest``) are answered with ``answer`` ("Allow", "Deny", or None for a
 client that never answers).
 
@@ -16,6 +17,7 @@ client that never answers).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,10 +80,13 @@ class Editor:
         init_options: Any = None,
         provider: str = "openai",
         env: dict[str, str] | None = None,
+        late_changes: float = 0.0,
     ) -> None:
         self.home = home
         self.repo = repo
         self.env = env or {}
+        # Seconds after an applied edit its didChange is sent (0: before answering).
+        self.late_changes = late_changes
         self.args = [
             "lsp",
             "--provider",
@@ -117,7 +122,8 @@ class Editor:
                     text = apply_text_edit(text, edit)
                     if uri in self.docs:
                         version += 1
-                        self.client.text_document_did_change(
+                        notify = functools.partial(
+                            self.client.text_document_did_change,
                             types.DidChangeTextDocumentParams(
                                 text_document=types.VersionedTextDocumentIdentifier(
                                     uri=uri, version=version
@@ -127,8 +133,12 @@ class Editor:
                                         range=edit.range, text=edit.new_text
                                     )
                                 ],
-                            )
+                            ),
                         )
+                        if self.late_changes:  # as editors that debounce their didChange
+                            asyncio.get_running_loop().call_later(self.late_changes, notify)
+                        else:
+                            notify()
                 self.docs[uri] = (version, text)
             return types.ApplyWorkspaceEditResult(applied=True)
 

@@ -217,3 +217,41 @@ def test_quick_actions_and_completions_run_with_thinking_off_larger_ones_with_it
     assert inline["thinking"] == {"type": "disabled"}
     assert "Explain what this code in calc.py (lines 1-2)" in explain["messages"][-1]["content"]
     assert "Refactor this code in calc.py (lines 1-2)" in refactor["messages"][-1]["content"]
+
+
+def test_edits_in_a_row_name_the_buffer_version_the_editor_reported(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+
+    def edit(call_id: str, old: str, new: str) -> dict[str, Any]:
+        args = {"path": "calc.py", "old_string": old, "new_string": new}
+        return {"tool_calls": [{"id": call_id, "name": "edit", "arguments": args}]}
+
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "r1", "name": "read", "arguments": {"path": "calc.py"}}]},
+            edit("e1", "a - b", "a + b"),
+            edit("e2", "def add(a, b):", "def add(a: int, b: int) -> int:"),
+            {"text": "typed and fixed."},
+        ]
+    )
+
+    async def scenario() -> Editor:
+        # The editor reports each applied edit 0.3 s after it answered, as Neovim may.
+        async with Editor(
+            tmp_path / "home", repo, server, "--permission-mode", "auto-edit", late_changes=0.3
+        ) as ed:
+            ed.open("calc.py")
+            summary = await ed.command("mcode.task", {"prompt": "fix and type add"})
+            assert summary["reason"] == "completed", summary
+            return ed
+
+    ed = run(scenario())
+    versions = [c.text_document.version for e in ed.edits for c in e.edit.document_changes or []]
+    assert versions == [1, 2]  # the second waited for the first's didChange
+    expected = "def add(a: int, b: int) -> int:\n    return a + b\n"
+    assert ed.text((repo / "calc.py").as_uri()) == expected
+    assert (repo / "calc.py").read_text() == expected
+    second = tool_messages(server.requests[3].body)[-1]["content"]
+    assert second.startswith("edited calc.py"), second
