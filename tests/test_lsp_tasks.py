@@ -255,3 +255,29 @@ def test_edits_in_a_row_name_the_buffer_version_the_editor_reported(
     assert (repo / "calc.py").read_text() == expected
     second = tool_messages(server.requests[3].body)[-1]["content"]
     assert second.startswith("edited calc.py"), second
+
+
+def test_a_long_answer_opens_as_a_document_and_resume_continues_the_session(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    long_answer = "The module has one function.\n\n" + "It subtracts. " * 200
+    server = model_server([{"text": long_answer}, {"text": "Yes, still one."}])
+
+    async def scenario() -> tuple[Any, Any, Editor]:
+        async with Editor(tmp_path / "home", repo, server) as ed:
+            first = await ed.command("mcode.task", {"prompt": "describe calc.py"})
+            again = await ed.command(
+                "mcode.resume", {"session": first["session"][:12], "prompt": "still one?"}
+            )
+            return first, again, ed
+
+    first, again, ed = run(scenario())
+    (shown,) = ed.client.shown_documents
+    path = Path(shown.uri.removeprefix("file://"))
+    assert path.read_text().endswith(long_answer + "\n")
+    assert [m.message for m in ed.client.messages] == ["Yes, still one."]  # a short one
+    assert again["session"] == first["session"] and again["reason"] == "completed"
+    history = server.requests[1].body["messages"]
+    assert [m["role"] for m in history[-3:]] == ["user", "assistant", "user"]
+    assert history[-3]["content"].startswith("describe calc.py")
