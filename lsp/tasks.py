@@ -103,7 +103,6 @@ class Tasks:
         title: str,
         thinking: bool | None = None,
         resume_id: str | None = None,
-        token: Any = None,
         request_id: Any = None,
     ) -> dict[str, Any]:
         """Run ``prompt`` (None: continue the resumed session's interrupted turn) to its end;
@@ -119,34 +118,34 @@ class Tasks:
                 hint='give a prompt: [{"session": "ID", "prompt": "what to do next"}]',
             )
         self.files.attach(session.main.tool_context)
-        task = Task(session, title, str(token or f"mcode-{uuid.uuid4().hex[:12]}"), request_id)
+        task = Task(session, title, f"mcode-{uuid.uuid4().hex[:12]}", request_id)
         self.running[session.id] = task
         session.subscribe(lambda event, _line: self._on_event(task, event))
-        session.start(
-            cwd=str(settings.workspace),
-            provider_reason=settings.provider_reason,
-            permission_mode=settings.permission_mode,
-            resumed=resume_id is not None,
-            approvals="editor" if self.can_ask else "denied",
-            permission_note=mode_note(
-                settings.permission_mode, can_ask=self.can_ask, timeout=settings.approval_timeout
-            ),
-            trusted=settings.trusted,
-            project_ignored=settings.project_ignored,
-        )
-        info = session.model_info
-        self._log(
-            types.MessageType.Info,
-            f"session {session.id} started: {task.title} ({info.provider}/{info.model})",
-        )
-        await self._begin(task, explicit=token is not None)
         outcome: TurnOutcome | None = None
         try:
-            try:
-                outcome = await session.submit(prompt)
-            except asyncio.CancelledError:
-                # The request was cancelled: submit cancelled the turn and let it wind up.
-                raise
+            session.start(
+                cwd=str(settings.workspace),
+                provider_reason=settings.provider_reason,
+                permission_mode=settings.permission_mode,
+                resumed=resume_id is not None,
+                approvals="editor" if self.can_ask else "denied",
+                permission_note=mode_note(
+                    settings.permission_mode,
+                    can_ask=self.can_ask,
+                    timeout=settings.approval_timeout,
+                ),
+                trusted=settings.trusted,
+                project_ignored=settings.project_ignored,
+            )
+            info = session.model_info
+            self._log(
+                types.MessageType.Info,
+                f"session {session.id} started: {task.title} ({info.provider}/{info.model})",
+            )
+            await self._begin(task)
+            # A cancel of this coroutine (the server shutting down) cancels the turn, which
+            # winds up first (submit waits for it).
+            outcome = await session.submit(prompt)
         finally:
             self.running.pop(session.id, None)
             reason = outcome.reason if outcome is not None else "cancelled"
@@ -242,12 +241,11 @@ class Tasks:
         allowed = choice is not None and choice.title == "Allow"
         task.session.approve(asked.request_id, allowed, "" if allowed else "denied in the editor")
 
-    async def _begin(self, task: Task, *, explicit: bool) -> None:
+    async def _begin(self, task: Task) -> None:
         if not self.has_progress:
             return
-        if not explicit:  # a token the client gave with the request needs no create
-            with contextlib.suppress(Exception):
-                await self.server.work_done_progress.create_async(task.token)
+        with contextlib.suppress(Exception):  # a client that refuses still gets the reports
+            await self.server.work_done_progress.create_async(task.token)
         self.server.work_done_progress.begin(
             task.token,
             types.WorkDoneProgressBegin(
