@@ -49,9 +49,13 @@ class EditorFiles:
         self._lock = threading.Lock()
 
     def attach(self, ctx: ToolContext) -> None:
-        """Route ``ctx``'s file tools through the editor."""
+        """Route ``ctx``'s file tools through the editor: reads always, edits when the client
+        can apply them (``workspace.applyEdit``; without it, edits go to disk only and the
+        editor reloads the file as it would after any other program's change)."""
         ctx.read_override = self.read
-        ctx.apply_edit = self.apply
+        caps = self.server.client_capabilities
+        ws = caps.workspace if caps is not None else None
+        ctx.apply_edit = self.apply if ws is not None and ws.apply_edit else None
 
     # -- buffers -------------------------------------------------------------------------------
     def document(self, path: Path) -> Any | None:

@@ -28,10 +28,12 @@ from pytest_lsp import LanguageClient
 from pytest_lsp.client import make_test_lsp_client
 
 
-def editor_capabilities(*, ask: bool = True, progress: bool = True) -> types.ClientCapabilities:
+def editor_capabilities(
+    *, ask: bool = True, progress: bool = True, apply: bool = True
+) -> types.ClientCapabilities:
     return types.ClientCapabilities(
         workspace=types.WorkspaceClientCapabilities(
-            apply_edit=True,
+            apply_edit=apply,
             workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True),
         ),
         window=types.WindowClientCapabilities(

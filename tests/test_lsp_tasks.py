@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import clean_env, exec_args, make_repo, mcode, stored_events, tool_messages
-from lsp_client import Editor, run
+from lsp_client import Editor, editor_capabilities, run
 from lsprotocol import types
 
 CALC = "def add(a, b):\n    return a - b\n"
@@ -281,3 +281,23 @@ def test_a_long_answer_opens_as_a_document_and_resume_continues_the_session(
     history = server.requests[1].body["messages"]
     assert [m["role"] for m in history[-3:]] == ["user", "assistant", "user"]
     assert history[-3]["content"].startswith("describe calc.py")
+
+
+def test_a_client_that_cannot_apply_edits_gets_them_on_disk(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    server = model_server(_fix_script())
+
+    async def scenario() -> tuple[Any, Editor]:
+        caps = editor_capabilities(apply=False)
+        async with Editor(
+            tmp_path / "home", repo, server, "--permission-mode", "auto-edit", capabilities=caps
+        ) as ed:
+            ed.open("calc.py")
+            return await ed.command("mcode.task", {"prompt": "fix add"}), ed
+
+    summary, ed = run(scenario())
+    assert summary["reason"] == "completed" and summary["changed_files"] == ["calc.py"]
+    assert ed.edits == []  # never asked to apply what it cannot
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
