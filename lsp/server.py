@@ -297,12 +297,16 @@ def _register(ls: McodeServer) -> None:
             title=f"Review {rel}",
             thinking=False,
             request_id=ls.protocol.msg_id,
+            show=False,
         )
         findings = review.parse_findings(summary.get("answer") or "", ls.text_of(uri))
         diagnostics = ls.findings.set(uri, findings)
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics)
         )
+        if summary["reason"] == "completed":
+            n = len(findings)
+            ls.tasks.say(f"mcode review of {rel}: {n or 'no'} finding{'s' * (n != 1)}")
         return {**summary, "findings": review.as_json(findings)}
 
     @command("mcode.resume")

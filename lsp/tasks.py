@@ -104,9 +104,11 @@ class Tasks:
         thinking: bool | None = None,
         resume_id: str | None = None,
         request_id: Any = None,
+        show: bool = True,
     ) -> dict[str, Any]:
         """Run ``prompt`` (None: continue the resumed session's interrupted turn) to its end;
-        the summary the command answers with."""
+        the summary the command answers with. ``show``: the answer is shown to the user (not
+        when the caller turns it into something else, as review does into diagnostics)."""
         from mcode.runtime.build import open_session
 
         settings = self.settings(thinking)
@@ -161,7 +163,7 @@ class Tasks:
         error = None if outcome.error is None else session.scrub(_said(outcome.error))
         if error is not None:
             self._log(types.MessageType.Error, error)
-        if answer:
+        if answer and show:
             await self._show_answer(task, answer)
         return {
             "session": session.id,
@@ -282,6 +284,12 @@ class Tasks:
     def _can_show_document(self) -> bool:
         window = self._window()
         return bool(window is not None and window.show_document is not None)
+
+    def say(self, message: str) -> None:
+        """A short message to the user (window/showMessage)."""
+        self.server.window_show_message(
+            types.ShowMessageParams(type=types.MessageType.Info, message=message)
+        )
 
     def _log(self, level: types.MessageType, message: str) -> None:
         self.server.window_log_message(types.LogMessageParams(type=level, message=message))

@@ -51,6 +51,9 @@ def test_review_findings_become_diagnostics_that_clear_when_fixed(
             ed.type(uri, 2, 13, "+")  # "return a - b" -> "return a +- b": that line changed
             await asyncio.wait_for(waiting, 10)
             snapshot(uri)
+            assert [m.message for m in ed.client.messages] == [
+                "mcode review of calc.py: 2 findings"
+            ]
             return summary, seen
 
     summary, seen = run(scenario())
