@@ -187,7 +187,12 @@ def test_quick_actions_and_completions_run_with_thinking_off_larger_ones_with_it
 ) -> None:
     repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
     server = model_server(
-        [{"text": "It subtracts."}, {"text": "Nothing to refactor."}, {"text": "1"}]
+        [
+            {"text": "It subtracts."},
+            {"text": "Nothing to refactor."},
+            {"text": "Because it subtracts."},
+            {"text": "1"},
+        ]
     )
 
     async def scenario() -> None:
@@ -195,9 +200,9 @@ def test_quick_actions_and_completions_run_with_thinking_off_larger_ones_with_it
         async with Editor(tmp_path / "home", repo, server, provider="minimax", env=env) as ed:
             uri = ed.open("calc.py")
             rng = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
-            for action in ("explain", "refactor"):
+            for action, more in (("explain", {}), ("refactor", {}), ("ask", {"prompt": "Why?"})):
                 summary = await ed.command(
-                    "mcode.codeAction", {"action": action, "uri": uri, "range": rng}
+                    "mcode.codeAction", {"action": action, "uri": uri, "range": rng, **more}
                 )
                 assert summary["reason"] == "completed", summary
             await ed.client.text_document_inline_completion_async(
@@ -211,9 +216,13 @@ def test_quick_actions_and_completions_run_with_thinking_off_larger_ones_with_it
             )
 
     run(scenario())
-    explain, refactor, inline = (r.body for r in server.requests)
+    explain, refactor, ask, inline = (r.body for r in server.requests)
     assert explain["thinking"] == {"type": "disabled"}
     assert refactor["thinking"] == {"type": "adaptive"}
+    assert ask["thinking"] == {"type": "adaptive"}
+    assert ask["messages"][-1]["content"].startswith(
+        "Why?\n\nAbout this code in calc.py (lines 1-2)"
+    )
     assert inline["thinking"] == {"type": "disabled"}
     assert "Explain what this code in calc.py (lines 1-2)" in explain["messages"][-1]["content"]
     assert "Refactor this code in calc.py (lines 1-2)" in refactor["messages"][-1]["content"]
