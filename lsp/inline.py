@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
@@ -60,7 +61,10 @@ def clean(answer: str) -> str:
 
 
 class InlineCompleter:
-    def __init__(self, session_factory: object, debounce: float = 0.075) -> None:
+    """Completions for every document of one server, on one completion session made by
+    ``session_factory`` when the first is asked for."""
+
+    def __init__(self, session_factory: Callable[[], Session], debounce: float = 0.075) -> None:
         self._factory = session_factory
         self._session: Session | None = None
         self.debounce = debounce
@@ -70,8 +74,7 @@ class InlineCompleter:
 
     async def session(self) -> Session:
         if self._session is None:
-            self._session = self._factory()  # type: ignore[operator]
-        assert self._session is not None
+            self._session = self._factory()
         return self._session
 
     async def complete(
