@@ -294,6 +294,33 @@ def build_parser() -> argparse.ArgumentParser:
         default="dense",
         help="the torch engine's attention: dense, msa, or one of them per layer (dense)",
     )
+    lsp = sub.add_parser(
+        "lsp",
+        help="the language server for editors (stdio)",
+        description="Serve the Language Server Protocol on stdio (or --tcp PORT on 127.0.0.1): "
+        "code actions, commands (mcode.task, mcode.cancel, ...), inline completion. Each task "
+        "is a stored session (mcode exec --resume ID continues it). See README: Editors.",
+    )
+    lsp.add_argument("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT instead")
+    lsp.add_argument(
+        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
+    )
+    lsp.add_argument("--model", type=_given("a model name"))
+    lsp.add_argument("--base-url", type=_given("a URL"))
+    lsp.add_argument(
+        "--permission-mode",
+        choices=["read-only", "ask", "auto-edit", "full-auto"],
+        help="what tools may do without asking; asks go to the editor (window/showMessageRequest)",
+    )
+    lsp.add_argument(
+        "--approval-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long a question in the editor waits before the call is denied (default 300)",
+    )
+    lsp.add_argument(
+        "--cwd", type=_given("a folder"), help="the workspace if the editor names none"
+    )
     return parser
 
 
@@ -433,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         return acp_main(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "lsp":
+        from mcode.lsp import main as lsp_main
+
+        return lsp_main(args)
     parser.print_help()
     return 0
 

@@ -86,7 +86,7 @@ TRANSIENT_TYPES = frozenset({TEXT_DELTA, THINKING_DELTA, TOOL_OUTPUT})
 
 # -- closed sets ---------------------------------------------------------------------------------
 Thinking = Literal["on", "off", "default", "unavailable"]
-Approvals = Literal["stdin", "denied"]
+Approvals = Literal["stdin", "denied", "editor"]
 PermissionModeName = Literal["read-only", "ask", "auto-edit", "full-auto"]
 Permission = Literal["read", "edit", "execute", "computer"]  # = mcode.tools.base.PermissionClass
 FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
@@ -231,8 +231,9 @@ class SessionStarted(Payload):
     resumed: bool
     schema_version: int = SCHEMA_VERSION
     approvals: Approvals | None = field(default=None, metadata=OPTIONAL)
-    """written by `mcode exec`, as are the next three: stdin: questions wait for approve lines;
-    denied: what would ask is denied"""
+    """written by `mcode exec` and `mcode lsp`, as are the next three: stdin: questions wait for
+    approve lines; editor: they are asked in the editor (`mcode lsp`); denied: what would ask
+    is denied"""
     permission_note: str | None = field(default=None, metadata=written_with("approvals"))
     """what the mode denies or asks about, one sentence; null in full-auto"""
     trusted: bool | None = field(default=None, metadata=written_with("approvals"))

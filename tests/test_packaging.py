@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("httpx", "pydantic", "torch", "triton", "llama_cpp", "textual", "sqlite3")
+HEAVY = (
+    "httpx",
+    "pydantic",
+    "torch",
+    "triton",
+    "llama_cpp",
+    "textual",
+    "sqlite3",
+    "pygls",
+    "lsprotocol",
+)
 
 
 def _modules_after(code: str) -> set[str]:

@@ -13,6 +13,7 @@ from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.host import Host
 from mcode.errors import ProviderError
+from mcode.messages import user_message
 from mcode.providers.base import Completion, ModelRequest, Retrying, TextDelta, ThinkingDelta
 
 
@@ -50,3 +51,34 @@ async def call_model(
             hint="try again; if it persists, the server is misbehaving",
         )
     return completion
+
+
+async def complete_once(
+    conv: Conversation, prompt: str, *, system: str, max_output_tokens: int = 256
+) -> str:
+    """One model call beside the conversation, not in it: ``prompt`` the only message, no
+    tools, thinking off, ``system`` instead of the agent's prompt. The history is untouched and
+    no event is emitted (an editor's inline completion is not a turn; it is asked for many
+    times a minute). Its usage counts into the conversation's totals. Raises ProviderError as
+    a turn's model call would; CancelledError stops the request."""
+    request = ModelRequest(
+        model=conv.provider.info.model,
+        system=system,
+        messages=[user_message(prompt)],
+        thinking=False if conv.provider.info.thinking_switchable else None,
+        max_output_tokens=max_output_tokens,
+    )
+    completion: Completion | None = None
+    async for item in conv.provider.stream(request):
+        if isinstance(item, Completion):
+            completion = item
+    if completion is None:
+        raise ProviderError(
+            "the model stream ended without a final message",
+            kind="truncated",
+            retryable=False,
+            hint="try again; if it persists, the server is misbehaving",
+        )
+    conv.totals.usage.add(completion.usage)
+    conv.totals.model_calls += 1
+    return completion.message.text

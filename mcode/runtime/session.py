@@ -34,6 +34,7 @@ from mcode.agent.aside import answer_aside, settled
 from mcode.agent.compaction import compact
 from mcode.agent.conversation import Conversation, Totals, TurnOutcome
 from mcode.agent.loop import run_turn
+from mcode.agent.model_call import complete_once
 from mcode.errors import MCodeError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
@@ -556,6 +557,15 @@ class Session:
                 "the side question was cancelled before it was answered", hint="ask it again"
             )
         return outcome.text
+
+    async def complete(self, prompt: str, *, system: str, max_output_tokens: int = 256) -> str:
+        """The model's answer to ``prompt`` alone, in one call on the main conversation's
+        model: no tools, thinking off, nothing added to the history and no event (an editor's
+        inline completion, mcode/agent/model_call.py). It may run while a turn runs. Raises
+        ProviderError when the call fails."""
+        return await complete_once(
+            self.main, prompt, system=system, max_output_tokens=max_output_tokens
+        )
 
     def report_error(self, kind: ev.ErrorKind, message: str, hint: str) -> None:
         """Say a front end's error as an event (a skipped input line): recoverable, the

@@ -156,8 +156,9 @@ def _check_fresh(
     else:
         fresh = stamp_matches(st, stamp, lambda: data)
     if not fresh:
+        where = "in the editor" if st is None else "on disk"
         raise ToolError(
-            f"{rel} changed on disk since it was last read",
+            f"{rel} changed {where} since it was last read",
             hint=f"read {rel} again to see its current content, then retry",
         )
 
