@@ -150,9 +150,11 @@ class GatedProvider:
             hit = budget.spent()
             if hit is not None:
                 raise hit
-        await self.limiter.acquire()
+        # Counted before the first await: two conversations asking at once cannot both slip
+        # under the last turn of a budget.
         for budget in self.budgets:
             budget.turns += 1
+        await self.limiter.acquire()
         async for item in self.inner.stream(request):
             if isinstance(item, Completion):
                 for budget in self.budgets:

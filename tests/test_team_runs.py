@@ -1,0 +1,254 @@
+"""A team run meeting the world: a merge conflict, a budget, a worktree the tools escape,
+kill -9 and --resume, a requirement added mid-run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Live, clean_env, exec_args, make_repo, mcode, stored_events
+from tests.model_server import ScriptedServer
+from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
+
+TEAM = ("--team", "--permission-mode", "full-auto", "--output-format", "stream-json")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == kind]
+
+
+def until_agent(live: Live, kind: str, agent: str, timeout: float = 60) -> dict[str, Any]:
+    """Read ``live``'s events until one of ``kind`` from conversation ``agent``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for e in live.events:
+            if e["type"] == kind and e.get("agent") == agent:
+                return e
+        n = sum(e["type"] == kind for e in live.events) + 1
+        live.until(kind, n=n, timeout=max(0.1, deadline - time.monotonic()))
+
+
+def writer(req: Req) -> dict[str, Any]:
+    """A producer that writes ``<task id>.txt`` and answers."""
+    if req.after_user == 0:
+        return call("write", {"path": f"{req.task_id}.txt", "content": f"{req.task_id}\n"})
+    return say("done")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home")
+
+
+def test_a_merge_conflict_is_aborted_and_reported_with_the_branch_left(
+    repo: Path, env: dict[str, str]
+) -> None:
+    def producer(req: Req) -> dict[str, Any]:
+        if req.after_user == 0:  # both tasks write the same file, differently
+            return call("write", {"path": "same.txt", "content": f"by {req.task_id}\n"})
+        return say("done")
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("one", "write same.txt"), task("two", "write it too"))),
+        producer=producer,
+        verifier=verifier_running("cat same.txt"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        run = mcode(*exec_args(server, *TEAM), "write same.txt", cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 1, run.stderr
+    merges = [e["data"] for e in of(events, "team.merge")]
+    assert [m["ok"] for m in merges] == [True, False]
+    assert merges[1]["conflicts"] == ["same.txt"]
+    # The user's tree is not left half-merged: no merge in progress, nothing changed, the first
+    # task's work in, the second's branch still there for the user.
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+    loser = merges[1]["task_id"]
+    assert (repo / "same.txt").read_text() == f"by {merges[0]['task_id']}\n"
+    assert merges[1]["branch"] in git(repo, "branch", "--list", merges[1]["branch"])
+    assert f"by {loser}" in git(repo, "show", f"{merges[1]['branch']}:same.txt")
+    statuses = {t["id"]: t["status"] for t in of(events, "team.finished")[-1]["data"]["tasks"]}
+    assert statuses == {merges[0]["task_id"]: "passed", loser: "failed"}
+
+
+def test_a_team_budget_stops_the_run_with_a_clear_event(repo: Path, env: dict[str, str]) -> None:
+    def producer(req: Req) -> dict[str, Any]:  # never done: keeps running commands
+        return call("bash", {"command": f"echo step {req.step}"})
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("a", "loop"), task("b", "loop"))),
+        producer=producer,
+        verifier=verifier_running("true"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        run = mcode(*exec_args(server, *TEAM, "--team-budget", "turns=6"), "go", cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 3, run.stderr
+    (hit,) = [e["data"] for e in of(events, "team.budget")]
+    assert hit == {"scope": "team", "task_id": None, "limit": "turns", "allowed": 6, "used": 6}
+    assert len(model.calls) == 6  # no model call after the budget ran out
+    done = of(events, "team.finished")[-1]["data"]
+    assert done["reason"] == "budget"
+    assert {t["status"] for t in done["tasks"]} == {"cancelled"}
+    # Each running producer's turn ended cleanly at its next step, its calls all answered.
+    ended = [e["data"]["reason"] for e in of(events, "turn.finished") if e.get("agent")]
+    assert ended.count("max_turns") == 2
+
+
+def test_a_task_budget_fails_that_task_only(repo: Path, env: dict[str, str]) -> None:
+    def producer(req: Req) -> dict[str, Any]:
+        if req.task_id == "slow":
+            return call("bash", {"command": "echo again"})
+        return writer(req)
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("slow", "loop"), task("quick", "write"))),
+        producer=producer,
+        verifier=verifier_running("cat quick.txt"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        run = mcode(*exec_args(server, *TEAM, "--task-budget", "turns=5"), "go", cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 1, run.stderr
+    assert [e["data"]["task_id"] for e in of(events, "team.budget")] == ["slow"]
+    statuses = {t["id"]: t["status"] for t in of(events, "team.finished")[-1]["data"]["tasks"]}
+    assert statuses == {"slow": "failed", "quick": "passed"}
+
+
+def test_a_worktree_the_tools_escape_is_refused_before_anything_runs(
+    repo: Path, env: dict[str, str]
+) -> None:
+    model = TeamModel(
+        planner=planner_giving(plan(task("a", "write a.txt"))),
+        producer=writer,
+        verifier=verifier_running("true"),
+    )
+    with ScriptedServer([model] * 10) as server:
+        # --add-dir of the user's own tree would let a producer's tools write there.
+        run = mcode(*exec_args(server, *TEAM, "--add-dir", str(repo)), "go", cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 1, run.stderr
+    (worktree,) = [e["data"] for e in of(events, "team.worktree")]
+    assert worktree["confined"] is False
+    assert str(repo) in worktree["reason"]
+    assert ("producer", "a") not in model.calls  # the producer never got a request
+    finished = of(events, "team.task.finished")[-1]["data"]
+    assert finished["status"] == "failed" and "refused" in finished["reason"]
+
+
+def test_kill_9_mid_run_then_resume_finishes_without_redoing_accepted_tasks(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    def stuck(req: Req) -> dict[str, Any]:
+        if req.task_id == "b":  # b hangs: the run is killed while it works
+            return call("bash", {"command": "sleep 300"})
+        return writer(req)
+
+    first = TeamModel(
+        planner=planner_giving(plan(task("a", "write a.txt"), task("b", "write b.txt"))),
+        producer=stuck,
+        verifier=verifier_running("cat a.txt"),
+    )
+    with ScriptedServer([first] * 40) as server:
+        live = Live(exec_args(server, *TEAM, "--parallel", "1", "go"), cwd=repo, env=env)
+        try:
+            live.until("team.merge", timeout=60)
+            until_agent(live, "tool.started", "producer:b")  # b's sleep runs
+        finally:
+            live.kill()  # SIGKILL
+    session_id = live.events[0]["session_id"]
+    assert (repo / "a.txt").exists()
+    again = TeamModel(
+        planner=planner_giving(plan(task("unused", "x"))),
+        producer=writer,
+        verifier=verifier_running("cat b.txt"),
+    )
+    with ScriptedServer([again] * 40) as server:
+        run = mcode(
+            *exec_args(server, "--permission-mode", "full-auto", "--output-format", "json"),
+            "--resume",
+            session_id,
+            cwd=repo,
+            env=env,
+        )
+    assert run.code == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["team"]["tasks"] == [
+        {"id": "a", "status": "passed", "rounds": 1},
+        {"id": "b", "status": "passed", "rounds": 1},
+    ]
+    # The resumed run asked no planner and never touched a again.
+    assert {role for role, _ in again.calls} == {"producer", "verifier"}
+    assert {t for _, t in again.calls} == {"b"}
+    assert (repo / "b.txt").read_text() == "b\n"
+    assert git(repo, "log", "--oneline", "--merges").count("mcode team: a:") == 1
+    stored = stored_events(Path(env["HOME"]), session_id)
+    assert [e["data"]["resumed"] for e in of(stored, "team.started")] == [False, True]
+
+
+def test_a_requirement_added_mid_run_changes_the_plan_and_the_result(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.task_id == "a" and req.step == 0:  # a works until the test lets it go
+            wait = f"for i in $(seq 400); do [ -e {go} ] && break; sleep 0.05; done"
+            return call("bash", {"command": wait})
+        if req.task_id == "a" and req.step == 1:
+            return call("write", {"path": "a.txt", "content": "a\n"})
+        if req.task_id == "c" and req.step == 0:
+            return call("write", {"path": "c.txt", "content": "c\n"})
+        return say("done")
+
+    model = TeamModel(
+        planner=planner_giving(
+            plan(task("a", "write a.txt")),
+            plan(task("a", "write a.txt"), task("c", "write c.txt", [("test -f c.txt", 0)])),
+        ),
+        producer=producer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 60) as server:
+        live = Live(
+            exec_args(server, *TEAM, "--input-format", "stream-json", "write a"), cwd=repo, env=env
+        )
+        try:
+            until_agent(live, "tool.started", "producer:a")  # a's producer is at work
+            live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+            receipt = live.until("team.steer", timeout=30)["data"]
+            live.until("team.replan", timeout=30)
+            go.touch()
+            live.close()
+            code = live.wait(timeout=90)
+        finally:
+            live.kill()
+    events = live.events
+    assert code == 0, live.stderr
+    assert receipt["to"] == ["planner", "producer:a"] and receipt["replan"] is True
+    replan = of(events, "team.replan")[0]["data"]
+    assert replan["added"] == ["c"] and replan["steer"] == "also write c.txt"
+    assert [e["data"]["revision"] for e in of(events, "team.plan")] == [1, 2]
+    # The running producer got it at its next step, in its own conversation.
+    delivered = [e for e in of(events, "steer.delivered") if e.get("agent") == "producer:a"]
+    assert delivered and delivered[0]["data"]["text"] == "also write c.txt"
+    assert (repo / "a.txt").exists() and (repo / "c.txt").read_text() == "c\n"
+    done = of(events, "team.finished")[-1]["data"]["tasks"]
+    assert {t["id"]: t["status"] for t in done} == {"a": "passed", "c": "passed"}
