@@ -252,3 +252,61 @@ def test_a_requirement_added_mid_run_changes_the_plan_and_the_result(
     assert (repo / "a.txt").exists() and (repo / "c.txt").read_text() == "c\n"
     done = of(events, "team.finished")[-1]["data"]["tasks"]
     assert {t["id"]: t["status"] for t in done} == {"a": "passed", "c": "passed"}
+
+
+def test_a_steer_that_invalidates_an_accepted_task_reopens_it(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.task_id == "b" and req.step == 0:
+            wait = f"for i in $(seq 400); do [ -e {go} ] && break; sleep 0.05; done"
+            return call("bash", {"command": wait})
+        if req.task_id == "b" and req.step == 1:
+            return call("write", {"path": "b.txt", "content": "b\n"})
+        again = "accepted before" in req.user_texts()[0]
+        if req.task_id == "a" and not again and req.step == 0:
+            return call("write", {"path": "a.txt", "content": "a\n"})
+        if req.task_id == "a" and again and req.step == 0:  # the reopened task's producer
+            return call("read", {"path": "a.txt"})
+        if req.task_id == "a" and again and req.step == 1:
+            return call("write", {"path": "a.txt", "content": "A2\n"})
+        return say("done")
+
+    a, b = task("a", "write a.txt"), task("b", "write b.txt")
+    model = TeamModel(
+        planner=planner_giving(plan(a, b), plan(a, b, reopen=("a",))),
+        producer=producer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 60) as server:
+        live = Live(
+            exec_args(server, *TEAM, "--input-format", "stream-json", "write a and b"),
+            cwd=repo,
+            env=env,
+        )
+        try:
+            live.until("team.merge", timeout=60)  # a is accepted and merged; b still works
+            live.send(json.dumps({"type": "steer", "text": "a.txt must say A2"}))
+            live.until("team.replan", timeout=30)
+            live.until("team.merge", n=2, timeout=60)  # a again
+            go.touch()
+            live.close()
+            code = live.wait(timeout=90)
+        finally:
+            live.kill()
+    events = live.events
+    assert code == 0, live.stderr
+    assert of(events, "team.replan")[0]["data"]["reopened"] == ["a"]
+    assert of(events, "team.steer")[0]["data"]["to"] == ["planner", "producer:b"]
+    merged = [e["data"]["task_id"] for e in of(events, "team.merge") if e["data"]["ok"]]
+    assert merged == ["a", "a", "b"]
+    assert (repo / "a.txt").read_text() == "A2\n" and (repo / "b.txt").exists()
+    started = [e["data"]["agent"] for e in of(events, "team.task.started")]
+    assert "producer:a.2" in started  # a new producer, told what changed
+    done = of(events, "team.finished")[-1]["data"]["tasks"]
+    assert {t["id"]: (t["status"], t["rounds"]) for t in done} == {
+        "a": ("passed", 2),
+        "b": ("passed", 1),
+    }

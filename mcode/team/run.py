@@ -78,6 +78,10 @@ class _Task:
     runner: asyncio.Task[None] | None = None
     agents: list[Conversation] = field(default_factory=list)  # its members now running
     budget: Budget | None = None
+    runs: int = 0  # producers it had (a reopened task gets a new one)
+    # A re-plan reopened it while it was still running (being verified, merged): once it
+    # passes it runs again with this requirement.
+    reopen_after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +285,9 @@ class Team:
                 task.spec, task.status, task.merged = spec, "pending", False
                 task.reopened_by, task.reason = steer, ""
                 reopened.append(task_id)
+            elif task_id in new.reopen and task.status == "running":
+                task.reopen_after = steer  # it runs on; once passed, it runs again
+                reopened.append(task_id)
             elif spec != task.spec:
                 kept.append(task_id)
         for task_id, task in self.tasks.items():
@@ -378,8 +385,10 @@ class Team:
         try:
             await self.git.add_worktree(path, branch, await self.git.head())
             workspace = self._workspace(path)
+            task.runs += 1
+            name = f"producer:{spec.id}" + (f".{task.runs}" if task.runs > 1 else "")
             producer = self._member(
-                self._agent_id(f"producer:{spec.id}"),
+                self._agent_id(name),
                 "producer",
                 prompts.PRODUCER,
                 [t for t in self.session.main.tools if t.name in PRODUCER_TOOLS],
@@ -531,6 +540,9 @@ class Team:
     def _end(self, task: _Task, status: Status, reason: str) -> None:
         task.status, task.reason = status, reason
         self._task_finished(task)
+        if status == "passed" and task.reopen_after is not None:
+            task.status, task.merged, task.reason = "pending", False, ""
+            task.reopened_by, task.reopen_after = task.reopen_after, None
         self._wake.set()
 
     def _task_finished(self, task: _Task) -> None:
