@@ -4,8 +4,8 @@ Every producer works in its own worktree (``git worktree add -b BRANCH PATH BASE
 the user's tree, so two agents never share files. Accepted work is merged into the user's
 branch with ``git merge --no-ff``; a merge that stops on a conflict is aborted at once, so the
 user's tree is never left half-merged, and the task's branch stays for the user to look at.
-Operations that touch the shared repository (worktrees, refs, the user's tree) run one at a
-time (:attr:`Git.lock`): git's own lock files would otherwise make concurrent ones fail.
+Merges into the user's tree run one at a time (:attr:`Git.lock`); worktrees are made,
+committed in and removed concurrently, as each has its own admin folder, index and branch.
 """
 
 from __future__ import annotations
@@ -74,32 +74,33 @@ class Git:
         return [line[3:] for line in out.splitlines() if line.strip()]
 
     async def add_worktree(self, path: Path, branch: str, base: str) -> None:
-        """A fresh worktree at ``path`` on a new ``branch`` from ``base``; one left there by
-        an earlier (killed) run is removed first."""
-        async with self.lock:
-            if path.exists():
-                await run_git(self.root, "worktree", "remove", "--force", str(path))
-            await run_git(self.root, "worktree", "prune")
-            await run_git(self.root, "branch", "-D", branch)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            await self._ok(self.root, "worktree", "add", "-q", "-b", branch, str(path), base)
+        """A fresh worktree at ``path`` on ``branch`` made from ``base``; one an earlier
+        (killed) run left there is removed first, and its branch is reset."""
+        if path.exists():
+            await run_git(self.root, "worktree", "remove", "--force", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # -B: a branch of that name (a killed run's) is reset to base, not an error.
+        add = ("worktree", "add", "-q", "-B", branch, str(path), base)
+        code, _ = await run_git(self.root, *add)
+        if code != 0:  # registered still, its folder gone: forget it and try again
+            async with self.lock:  # prune looks at every worktree: not while one is made
+                await run_git(self.root, "worktree", "prune")
+                await self._ok(self.root, *add)
 
     async def remove_worktree(self, path: Path, branch: str | None = None) -> None:
-        async with self.lock:
-            await run_git(self.root, "worktree", "remove", "--force", str(path))
-            if branch is not None:
-                await run_git(self.root, "branch", "-D", branch)
+        await run_git(self.root, "worktree", "remove", "--force", str(path))
+        if branch is not None:
+            await run_git(self.root, "branch", "-D", branch)
 
     async def commit_all(self, worktree: Path, message: str) -> bool:
-        """Commit everything in ``worktree`` (untracked files too); False when nothing changed."""
-        async with self.lock:
-            await self._ok(worktree, "add", "-A")
-            if not await self.tracked_changes(worktree):
-                return False
-            await self._ok(
-                worktree, "commit", "-q", "--no-verify", "-m", message, env=self.commit_env
-            )
-            return True
+        """Commit everything in ``worktree`` (untracked files too); False when nothing changed.
+        Not under the lock: a worktree has its own index and HEAD, its branch is its own."""
+        await self._ok(worktree, "add", "-A")
+        code, _ = await run_git(worktree, "diff", "--cached", "--quiet")
+        if code == 0:
+            return False
+        await self._ok(worktree, "commit", "-q", "--no-verify", "-m", message, env=self.commit_env)
+        return True
 
     async def reset(self, worktree: Path) -> None:
         """Put ``worktree`` back at its last commit (what a verifier left behind goes)."""
