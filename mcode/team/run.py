@@ -501,9 +501,9 @@ class Team:
                 refused=refused if verdict is not None and verdict.verdict == "PASS" else "",
             )
         )
-        await self.git.reset(workspace.root)
         if accepted:
-            return None
+            return None  # merged next, and the worktree goes: nothing to put back
+        await self.git.reset(workspace.root)  # what the verifier left is not the producer's
         task.partial = verdict is not None and verdict.verdict == "PARTIAL"
         findings = list(verdict.findings) if verdict is not None else []
         if refused:
