@@ -310,3 +310,90 @@ def test_a_steer_that_invalidates_an_accepted_task_reopens_it(
         "a": ("passed", 2),
         "b": ("passed", 1),
     }
+
+
+def test_a_cancel_line_stops_the_team_and_leaves_the_tree_clean(
+    repo: Path, env: dict[str, str]
+) -> None:
+    def producer(req: Req) -> dict[str, Any]:
+        return call("bash", {"command": "sleep 300"})
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("a", "x"), task("b", "y", depends_on=("a",)))),
+        producer=producer,
+        verifier=verifier_running("true"),
+    )
+    with ScriptedServer([model] * 20) as server:
+        live = Live(
+            exec_args(server, *TEAM, "--input-format", "stream-json", "go"), cwd=repo, env=env
+        )
+        try:
+            until_agent(live, "tool.started", "producer:a")
+            live.send(json.dumps({"type": "cancel"}))
+            live.until("team.finished", timeout=30)
+            live.close()  # stdin open, a run waits for the next message (as after any cancel)
+            code = live.wait(timeout=60)
+        finally:
+            live.kill()
+    assert code == 130, live.stderr
+    done = of(live.events, "team.finished")[-1]["data"]
+    assert done["reason"] == "cancelled"
+    assert {t["id"]: t["status"] for t in done["tasks"]} == {"a": "cancelled", "b": "cancelled"}
+    assert [e["data"]["reason"] for e in of(live.events, "turn.finished")][-1] == "cancelled"
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert ("producer", "b") not in model.calls
+
+
+def test_a_re_plan_the_killed_run_owed_is_made_on_resume(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.task_id == "a" and req.step == 0:
+            wait = f"for i in $(seq 600); do [ -e {go} ] && break; sleep 0.05; done"
+            return call("bash", {"command": wait})
+        return writer(req) if req.step == 0 or req.after_user else say("done")
+
+    def slow_planner(req: Req) -> dict[str, Any]:
+        if req.after_user == 0 and any("added a requirement" in t for t in req.user_texts()):
+            return {**say("thinking"), "delay": 60}  # the run is killed while it re-plans
+        return planner_giving(plan(task("a", "write a.txt")))(req)
+
+    first = TeamModel(planner=slow_planner, producer=producer, verifier=verifier_running("ls"))
+    with ScriptedServer([first] * 30) as server:
+        live = Live(
+            exec_args(server, *TEAM, "--input-format", "stream-json", "write a"), cwd=repo, env=env
+        )
+        try:
+            until_agent(live, "tool.started", "producer:a")
+            live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+            live.until("team.steer", timeout=30)
+            deadline = time.monotonic() + 30
+            while ("planner", None) not in first.calls[2:] and time.monotonic() < deadline:
+                time.sleep(0.05)  # the re-plan request is at the server
+        finally:
+            live.kill()
+    go.touch()
+    session_id = live.events[0]["session_id"]
+    again = TeamModel(
+        planner=planner_giving(plan(task("a", "write a.txt"), task("c", "write c.txt"))),
+        producer=writer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([again] * 40) as server:
+        run = mcode(
+            *exec_args(server, *TEAM),
+            "--resume",
+            session_id,
+            cwd=repo,
+            env=env,
+        )
+    events = run.events()
+    assert run.code == 0, run.stderr
+    (replan,) = [e["data"] for e in of(events, "team.replan")]
+    assert replan["steer"] == "also write c.txt" and replan["added"] == ["c"]
+    # The resumed planner is a new conversation: its re-plan request carries the request.
+    asked = [b for b in server.bodies if b["messages"][0]["content"].startswith("You are the PL")]
+    assert "write a" in asked[0]["messages"][1]["content"]
+    assert (repo / "c.txt").exists() and (repo / "a.txt").exists()

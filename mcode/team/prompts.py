@@ -69,10 +69,12 @@ def planner_request(request: str) -> str:
     return f"The user's request:\n\n{request}"
 
 
-def replan_request(steer: str, plan: Plan, status: Mapping[str, str]) -> str:
+def replan_request(steer: str, plan: Plan, status: Mapping[str, str], request: str) -> str:
     state = "\n".join(f"- {task_id}: {status.get(task_id, 'pending')}" for task_id in plan.order())
+    context = json.dumps({"stages": list(plan.stage_dicts())}, ensure_ascii=False)
     return (
         f"The user added a requirement while the team works:\n\n{steer}\n\n"
+        f"The user's request was:\n{request}\n\nThe plan so far:\n{context}\n\n"
         f"The tasks and where they stand:\n{state}\n\n"
         "Call plan again with the whole revised plan. Tasks not yet started (pending) may be "
         "changed, added or dropped; keep the ids and definitions of started and passed tasks. "

@@ -121,6 +121,7 @@ class Team:
         self._planner: Conversation | None = None
         self._planner_tool = PlanTool()
         self._base_branch = ""
+        self._request = ""
 
     # -- the verbs the session forwards --------------------------------------------------------
     def steer(self, text: str) -> None:
@@ -152,6 +153,7 @@ class Team:
 
     # -- the run ------------------------------------------------------------------------------
     async def run(self, request: str, record: TeamRecord | None = None) -> TeamResult:
+        self._request = request
         self._base_branch = await self.git.branch()
         if record is not None:
             self.generation = record.generation + 1
@@ -169,6 +171,9 @@ class Team:
         try:
             if record is not None and record.plan is not None:
                 self._adopt(record)
+                if record.steers:  # re-plans the killed run owed: made before anything starts
+                    self._replans.extend(record.steers)
+                    self._replanning = asyncio.ensure_future(self._replan_all())
             else:
                 plan = await self._first_plan(request)
                 if plan is None:
@@ -263,7 +268,9 @@ class Team:
     async def _replan(self, steer: str) -> None:
         assert self.plan is not None
         status = {i: t.status for i, t in self.tasks.items()}
-        new = await self._ask_planner(prompts.replan_request(steer, self.plan, status))
+        new = await self._ask_planner(
+            prompts.replan_request(steer, self.plan, status, self._request)
+        )
         if new is None:
             self.session.report_error(
                 "steer",
@@ -430,6 +437,9 @@ class Team:
                     path, f"{spec.id}: {spec.title} (round {task.rounds + 1})"
                 )
                 task.rounds += 1
+                if self.stopping is not None:  # a cancel while the work was committed
+                    self._end(task, "cancelled", f"the run stopped ({self.stopping})")
+                    return
                 findings = await self._verify(task, workspace, outcome.text)
                 if findings is None:
                     await self._merge(task, branch, path)

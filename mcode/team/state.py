@@ -5,7 +5,8 @@ The events are the record (nothing else is written): the request and generation 
 merged (``team.merge`` ok; a task is accepted only once its work is in the user's branch),
 accepted but not yet merged (a ``team.verdict`` accepted, the run killed before the merge:
 resumed by merging its branch, not by redoing it), and the rounds it had. A ``team.replan``
-that reopened a task unsettles it again. Everything else is redone from a fresh worktree.
+that reopened a task unsettles it again, and a ``team.steer`` the planner had not yet answered
+with a ``team.replan`` is re-planned first. Everything else is redone from a fresh worktree.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class TeamRecord:
     merged: set[str] = field(default_factory=set)
     accepted: set[str] = field(default_factory=set)
     rounds: dict[str, int] = field(default_factory=dict)
+    # Steers the planner was asked to re-plan for and had not answered (no team.replan yet).
+    steers: list[str] = field(default_factory=list)
 
 
 def team_record(events: list[dict[str, Any]]) -> TeamRecord | None:
@@ -47,7 +50,11 @@ def team_record(events: list[dict[str, Any]]) -> TeamRecord | None:
         if kind == ev.TEAM_PLAN:
             record.plan = parse_plan({"stages": data["stages"]})
             record.revision = data["revision"]
+        elif kind == ev.TEAM_STEER and data["replan"]:
+            record.steers.append(data["text"])
         elif kind == ev.TEAM_REPLAN:
+            if data["steer"] in record.steers:
+                record.steers.remove(data["steer"])
             for task_id in data["reopened"]:
                 record.merged.discard(task_id)
                 record.accepted.discard(task_id)
