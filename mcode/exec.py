@@ -257,9 +257,13 @@ class _Driver:
             self.send(message.text, message.images, steer=message.type == "steer")
 
 
-def _team_outcome(result: Any, last: TurnOutcome | None) -> TurnOutcome:
+def _team_outcome(
+    result: Any, last: TurnOutcome | None, error: MCodeError | None = None
+) -> TurnOutcome:
     """A team run's end as a turn's: completed (every task passed), max_turns (a budget ran
     out: exit 3), cancelled, else error (a task failed: exit 1). Its text lists the tasks."""
+    if error is not None:
+        return TurnOutcome("error", "", error)
     if result is None:  # cancelled before the team said anything
         return last or TurnOutcome("cancelled", "")
     lines = [f"{t['id']}: {t['status']} ({t['rounds']} round(s))" for t in result.tasks]
@@ -422,7 +426,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 session.start_work(team.team, team.run())
             outcome = await driver.run(StdinLines(loop) if read_stdin else None)
             if team is not None:
-                outcome = _team_outcome(team.result, outcome)
+                outcome = _team_outcome(team.result, outcome, team.error)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

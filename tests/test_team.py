@@ -131,3 +131,19 @@ def test_json_output_ends_with_the_team_tasks(repo: Path, env: dict[str, str]) -
     assert run.code == 0, run.stderr
     result = json.loads(run.stdout.splitlines()[-1])
     assert result["team"]["tasks"] == [{"id": "x", "status": "passed", "rounds": 1}]
+
+
+def test_a_team_needs_a_clean_git_branch_and_says_so(tmp_path: Path, env: dict[str, str]) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with ScriptedServer([]) as server:
+        run = mcode(*exec_args(server, *TEAM, "go"), cwd=plain, env=env)
+        assert run.code == 2
+        assert "not in a git repository" in run.stderr and "git init" in run.stderr
+        repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+        (repo / "a.txt").write_text("changed\n")
+        run = mcode(*exec_args(server, *TEAM, "go"), cwd=repo, env=env)
+        assert run.code == 2
+        assert "uncommitted changes (a.txt)" in run.stderr and "git stash" in run.stderr
+        assert server.requests == []  # refused before any model call
+    assert (repo / "a.txt").read_text() == "changed\n"

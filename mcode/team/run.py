@@ -26,7 +26,7 @@ from typing import Literal
 
 from mcode import events as ev
 from mcode.agent.conversation import Conversation, TurnOutcome
-from mcode.errors import PathEscapeError
+from mcode.errors import MCodeError, PathEscapeError
 from mcode.providers.base import Provider
 from mcode.roles import Role
 from mcode.runtime.session import Session
@@ -457,6 +457,9 @@ class Team:
         except asyncio.CancelledError:
             self._end(task, "cancelled", "cancelled")
             raise
+        except MCodeError as e:  # git failed under it (a full disk, a locked ref)
+            self.session.report_error(type(e).__name__, e.message, e.hint or "see git status")
+            self._end(task, "failed", e.message)
 
     async def _turn(self, task: _Task, conv: Conversation, text: str) -> TurnOutcome:
         task.agents.append(conv)

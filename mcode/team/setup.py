@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcode.config import Settings, config_home, data_home
-from mcode.errors import UsageError
+from mcode.errors import MCodeError, UsageError
 from mcode.providers.base import Provider
 from mcode.roles import Role, load_roles, role_dirs
 from mcode.runtime.session import Session
 from mcode.store import Store
 from mcode.team.gate import Limits
-from mcode.team.git import Git
+from mcode.team.git import Git, GitError
 from mcode.team.run import Team, TeamOptions, TeamResult
 from mcode.team.state import TeamRecord, team_record
 
@@ -33,9 +33,14 @@ class TeamJob:
     request: str
     record: TeamRecord | None
     result: TeamResult | None = None
+    # What ended the run before it could finish (git failing at the start), else None.
+    error: MCodeError | None = None
 
-    async def run(self) -> TeamResult:
-        self.result = await self.team.run(self.request, self.record)
+    async def run(self) -> TeamResult | None:
+        try:
+            self.result = await self.team.run(self.request, self.record)
+        except MCodeError as e:
+            self.error = e
         return self.result
 
 
@@ -64,7 +69,10 @@ async def team_job(
         raise UsageError(
             "--team needs the task as the prompt", hint="mcode exec --team 'what to build'"
         )
-    git = await Git.open(settings.workspace)
+    try:
+        git = await Git.open(settings.workspace)
+    except GitError as e:  # not a repository: a flag that cannot apply here
+        raise UsageError(e.message, hint=e.hint) from None
     changed = await git.tracked_changes()
     if changed:
         raise UsageError(
@@ -72,7 +80,10 @@ async def team_job(
             "team merges its work into it",
             hint="commit or stash them first (git stash), then run the team",
         )
-    await git.branch()  # a detached HEAD is refused before any agent starts
+    try:
+        await git.branch()  # a detached HEAD is refused before any agent starts
+    except GitError as e:
+        raise UsageError(e.message, hint=e.hint) from None
     roles = {
         name: role
         for name, role in load_roles(
