@@ -143,19 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         "git worktree, a verifier per result and merges into this branch",
     )
     team.add_argument(
-        "--parallel", type=_positive_int, default=2, help="producers at once (default 2)"
+        "--parallel", type=_positive_int, help="producers at once (default 2; [team] parallel)"
     )
     team.add_argument(
         "--team-rounds",
         type=_positive_int,
-        default=3,
         metavar="N",
         help="verifications a task gets before it fails (default 3)",
     )
     team.add_argument(
         "--rate-limit",
         type=_positive_int,
-        default=200,
         metavar="PER_MINUTE",
         help="model requests per minute, all agents together (default 200, MiniMax M3's)",
     )

@@ -102,6 +102,11 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "context_window": args.context_window,
         "permissions.add_dirs": args.add_dir or None,
         "approval_timeout": args.approval_timeout,
+        "team.parallel": getattr(args, "parallel", None),
+        "team.rounds": getattr(args, "team_rounds", None),
+        "team.rate_limit": getattr(args, "rate_limit", None),
+        "team.budget": getattr(args, "team_budget", None),
+        "team.task_budget": getattr(args, "task_budget", None),
     }
 
 

@@ -88,7 +88,17 @@ def test_a_merge_conflict_is_aborted_and_reported_with_the_branch_left(
     assert statuses == {merges[0]["task_id"]: "passed", loser: "failed"}
 
 
-def test_a_team_budget_stops_the_run_with_a_clear_event(repo: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_a_team_budget_stops_the_run_with_a_clear_event(
+    repo: Path, env: dict[str, str], where: str
+) -> None:
+    budget: tuple[str, ...] = ("--team-budget", "turns=6")
+    if where == "config":  # [team] budget in the user's config, no flag
+        config = Path(env["XDG_CONFIG_HOME"]) / "mcode" / "config.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text('[team]\nbudget = "turns=6"\n')
+        budget = ()
+
     def producer(req: Req) -> dict[str, Any]:  # never done: keeps running commands
         return call("bash", {"command": f"echo step {req.step}"})
 
@@ -98,7 +108,7 @@ def test_a_team_budget_stops_the_run_with_a_clear_event(repo: Path, env: dict[st
         verifier=verifier_running("true"),
     )
     with ScriptedServer([model] * 40) as server:
-        run = mcode(*exec_args(server, *TEAM, "--team-budget", "turns=6"), "go", cwd=repo, env=env)
+        run = mcode(*exec_args(server, *TEAM, *budget), "go", cwd=repo, env=env)
     events = run.events()
     assert run.code == 3, run.stderr
     (hit,) = [e["data"] for e in of(events, "team.budget")]

@@ -92,12 +92,13 @@ async def team_job(
         if name in ROLE_NAMES
     }
     providers = _role_providers(settings, roles)
+    team = settings.team  # the flags, else [team] in the config, else the defaults
     options = TeamOptions(
-        parallel=args.parallel,
-        rounds=args.team_rounds,
-        per_minute=args.rate_limit,
-        team_limits=Limits.parse(args.team_budget, "--team-budget"),
-        task_limits=Limits.parse(args.task_budget, "--task-budget"),
+        parallel=team.parallel,
+        rounds=team.rounds,
+        per_minute=team.rate_limit,
+        team_limits=Limits.parse(team.budget, "--team-budget"),
+        task_limits=Limits.parse(team.task_budget, "--task-budget"),
         roles=roles,
         worktrees=data_home() / "worktrees",
     )
