@@ -432,6 +432,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             outcome = await driver.run(StdinLines(loop) if read_stdin else None)
             if team is not None:
                 outcome = _team_outcome(team.result, outcome, team.error)
+                turn_ended(outcome)  # the tasks' outcomes are the answer (text: on stdout)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

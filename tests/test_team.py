@@ -147,3 +147,30 @@ def test_a_team_needs_a_clean_git_branch_and_says_so(tmp_path: Path, env: dict[s
         assert "uncommitted changes (a.txt)" in run.stderr and "git stash" in run.stderr
         assert server.requests == []  # refused before any model call
     assert (repo / "a.txt").read_text() == "changed\n"
+
+
+def test_text_output_shows_the_team_step_by_step(repo: Path, env: dict[str, str]) -> None:
+    def producer(req: Req) -> dict[str, Any]:
+        if req.step == 0:
+            return call("write", {"path": "x.txt", "content": "x\n"})
+        return say("done")
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("x", "write x.txt", [("test -f x.txt", 0)]))),
+        producer=producer,
+        verifier=verifier_running("cat x.txt"),
+    )
+    with ScriptedServer([model] * 20) as server:
+        run = mcode(
+            *exec_args(server, "--team", "--permission-mode", "full-auto"), "make x", cwd=repo, env=env
+        )
+    assert run.code == 0, run.stderr
+    assert run.stdout == "x: passed (1 round(s))\n"  # the answer: each task's outcome
+    for line in (
+        "team: plan: 1 task(s): x",
+        "team: x: round 1 (producer:x)",
+        "team: x: PASS, accepted",
+        "team: x: merged",
+        "team: x: passed (verified and merged)",
+    ):
+        assert line in run.stderr.splitlines(), run.stderr

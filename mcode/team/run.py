@@ -122,6 +122,7 @@ class Team:
         self._planner_tool = PlanTool()
         self._base_branch = ""
         self._request = ""
+        self._early: list[str] = []  # steers that came before the planner's first turn ran
 
     # -- the verbs the session forwards --------------------------------------------------------
     def steer(self, text: str) -> None:
@@ -136,6 +137,9 @@ class Team:
                 self.session.emit(ev.SteerReceived(text=text), of=conv)
                 conv.add_steer(text)
                 to.append(conv.agent_id or "")
+        if self.plan is None and not to and self.stopping is None:
+            self._early.append(text)  # before the planner's turn: it comes with the request
+            to.append(self._planner_id)
         replan = self.plan is not None and self.stopping is None
         if replan:
             to.insert(0, self._planner_id)
@@ -250,7 +254,10 @@ class Team:
         return None
 
     async def _first_plan(self, request: str) -> Plan | None:
-        plan = await self._ask_planner(prompts.planner_request(request))
+        text = prompts.planner_request(request)
+        if self._early:
+            text += "\n\nThe user added:\n" + "\n".join(f"- {s}" for s in self._early)
+        plan = await self._ask_planner(text)
         if plan is None:
             return None
         self.plan, self.revision = plan, 1
