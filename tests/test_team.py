@@ -162,7 +162,10 @@ def test_text_output_shows_the_team_step_by_step(repo: Path, env: dict[str, str]
     )
     with ScriptedServer([model] * 20) as server:
         run = mcode(
-            *exec_args(server, "--team", "--permission-mode", "full-auto"), "make x", cwd=repo, env=env
+            *exec_args(server, "--team", "--permission-mode", "full-auto"),
+            "make x",
+            cwd=repo,
+            env=env,
         )
     assert run.code == 0, run.stderr
     assert run.stdout == "x: passed (1 round(s))\n"  # the answer: each task's outcome
