@@ -5,6 +5,7 @@ role files (mcode/roles.py) and a role's model and instructions reaching its req
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from mcode.team.gate import RateLimiter
 from mcode.team.plan import PlanError, parse_plan
 from mcode.team.run import confinement
 from mcode.tools.workspace import Workspace
-from tests.helpers import clean_env, exec_args, make_repo, mcode
+from tests.helpers import clean_env, exec_args, make_repo, mcode, trust
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
 
@@ -281,3 +282,32 @@ def test_a_verifier_role_brings_its_model_and_instructions(repo: Path, tmp_path:
     first = producers[0]["messages"][1]["content"]
     assert first.startswith("Your task:\n\nTask id: v\nTitle: task v")
     assert first.index("write v.txt") < first.index("for context only")
+
+
+def test_every_member_follows_the_projects_agents_md(repo: Path, tmp_path: Path) -> None:
+    env = clean_env(tmp_path / "home")
+    (repo / "AGENTS.md").write_text("Use tabs, never spaces.\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "agents"],
+        cwd=repo,
+        check=True,
+    )
+    trust(repo, env)
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.after_user == 0:
+            return call("write", {"path": "t.txt", "content": "t\n"})
+        return say("done")
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("t", "write t.txt"))),
+        producer=producer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 20) as server:
+        run = mcode(*exec_args(server, *TEAM, "write t"), cwd=repo, env=env)
+        systems = {b["messages"][0]["content"] for b in server.bodies}
+    assert run.code == 0, run.stderr
+    assert len(systems) == 3  # planner, producer, verifier
+    assert all("Use tabs, never spaces." in s for s in systems)

@@ -407,3 +407,41 @@ def test_a_re_plan_the_killed_run_owed_is_made_on_resume(
     asked = [b for b in server.bodies if b["messages"][0]["content"].startswith("You are the PL")]
     assert "write a" in asked[0]["messages"][1]["content"]
     assert (repo / "c.txt").exists() and (repo / "a.txt").exists()
+
+
+def test_a_prompt_given_with_resume_is_a_new_requirement_for_the_team(
+    repo: Path, env: dict[str, str]
+) -> None:
+    def stuck(req: Req) -> dict[str, Any]:
+        return call("bash", {"command": "sleep 300"})
+
+    first = TeamModel(
+        planner=planner_giving(plan(task("a", "write a.txt"))),
+        producer=stuck,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([first] * 10) as server:
+        live = Live(exec_args(server, *TEAM, "write a"), cwd=repo, env=env)
+        try:
+            until_agent(live, "tool.started", "producer:a")
+        finally:
+            live.kill()
+    again = TeamModel(
+        planner=planner_giving(plan(task("a", "write a.txt"), task("d", "write d.txt"))),
+        producer=writer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([again] * 40) as server:
+        run = mcode(
+            *exec_args(server, *TEAM),
+            "--resume",
+            live.events[0]["session_id"],
+            "also write d.txt",
+            cwd=repo,
+            env=env,
+        )
+    events = run.events()
+    assert run.code == 0, run.stderr
+    assert of(events, "team.steer")[0]["data"]["text"] == "also write d.txt"
+    assert of(events, "team.replan")[0]["data"]["added"] == ["d"]
+    assert (repo / "a.txt").exists() and (repo / "d.txt").exists()

@@ -27,6 +27,7 @@ from typing import Literal
 from mcode import events as ev
 from mcode.agent.conversation import Conversation, TurnOutcome
 from mcode.errors import MCodeError, PathEscapeError
+from mcode.prompts import BASE_PROMPT
 from mcode.providers.base import Provider
 from mcode.roles import Role
 from mcode.runtime.session import Session
@@ -156,7 +157,11 @@ class Team:
         self._wake.set()
 
     # -- the run ------------------------------------------------------------------------------
-    async def run(self, request: str, record: TeamRecord | None = None) -> TeamResult:
+    async def run(
+        self, request: str, record: TeamRecord | None = None, *, steer: str | None = None
+    ) -> TeamResult:
+        """Run to the end. ``record``: the stored run this one resumes; ``steer``: a new
+        requirement given with the resume (the prompt of ``mcode exec --resume ID '...'``)."""
         self._request = request
         self._base_branch = await self.git.branch()
         if record is not None:
@@ -178,6 +183,8 @@ class Team:
                 if record.steers:  # re-plans the killed run owed: made before anything starts
                     self._replans.extend(record.steers)
                     self._replanning = asyncio.ensure_future(self._replan_all())
+                if steer:
+                    self.steer(steer)
             else:
                 plan = await self._first_plan(request)
                 if plan is None:
@@ -597,11 +604,12 @@ class Team:
     ) -> Conversation:
         main = self.session.main
         role = self.options.roles.get(role_name)
-        system = default_prompt
+        system = default_prompt + _project_part(main.system_prompt)
         thinking = None
         if role is not None:
             first = default_prompt.split("\n", 1)[0]
-            system = f"{first}\n\n{role.instructions}" if role.instructions else default_prompt
+            if role.instructions:
+                system = f"{first}\n\n{role.instructions}" + _project_part(main.system_prompt)
             thinking = role.thinking
             if role.tools is not None:
                 keep = set(role.tools) | {"plan", "verdict"}
@@ -664,6 +672,14 @@ def confinement(conv: Conversation, worktree: Path, user_root: Path) -> str:
         pass
     if conv.permissions.workspace is not ws:
         return "the permissions judge paths by another workspace"
+    return ""
+
+
+def _project_part(system_prompt: str) -> str:
+    """What the session's system prompt adds to the base prompt: the project's instructions
+    (AGENTS.md, when the folder is trusted), which every team member follows too."""
+    if system_prompt.startswith(BASE_PROMPT):
+        return system_prompt[len(BASE_PROMPT) :]
     return ""
 
 

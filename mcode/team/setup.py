@@ -35,10 +35,12 @@ class TeamJob:
     result: TeamResult | None = None
     # What ended the run before it could finish (git failing at the start), else None.
     error: MCodeError | None = None
+    # A prompt given with --resume of an unfinished team run: a new requirement (a steer).
+    steer: str | None = None
 
     async def run(self) -> TeamResult | None:
         try:
-            self.result = await self.team.run(self.request, self.record)
+            self.result = await self.team.run(self.request, self.record, steer=self.steer)
         except MCodeError as e:
             self.error = e
         return self.result
@@ -102,7 +104,10 @@ async def team_job(
         roles=roles,
         worktrees=data_home() / "worktrees",
     )
-    return TeamJob(Team(session, git, options, providers=providers), request, record)
+    job = TeamJob(Team(session, git, options, providers=providers), request, record)
+    if record is not None:
+        job.steer = prompt
+    return job
 
 
 def _role_providers(settings: Settings, roles: dict[str, Role]) -> dict[str, Provider]:
