@@ -16,9 +16,9 @@ from mcode.config import load_settings
 from mcode.roles import RoleError, load_role, load_roles, role_dirs
 from mcode.runtime.build import open_session
 from mcode.store import Store
+from mcode.team.confine import confinement
 from mcode.team.gate import RateLimiter
 from mcode.team.plan import PlanError, parse_plan
-from mcode.team.run import confinement
 from mcode.tools.workspace import Workspace
 from tests.helpers import clean_env, exec_args, make_repo, mcode, trust
 from tests.model_server import ScriptedServer

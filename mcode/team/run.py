@@ -22,20 +22,21 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from mcode import events as ev
 from mcode.agent.conversation import Conversation, TurnOutcome
-from mcode.errors import MCodeError, PathEscapeError
+from mcode.errors import MCodeError
 from mcode.prompts import BASE_PROMPT
 from mcode.providers.base import Provider
 from mcode.roles import Role
 from mcode.runtime.session import Session
 from mcode.team import prompts
+from mcode.team.board import Status, TaskState, final_status, revise
 from mcode.team.checks import run_checks
+from mcode.team.confine import confinement
 from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
 from mcode.team.git import Git
-from mcode.team.plan import Plan, PlanTool, TaskSpec
+from mcode.team.plan import Plan, PlanTool
 from mcode.team.state import TeamRecord
 from mcode.team.verdict import RecordingBash, VerdictTool, judge
 from mcode.tools.base import Tool
@@ -43,7 +44,6 @@ from mcode.tools.workspace import Workspace
 
 __all__ = ["Team", "TeamOptions", "TeamResult"]
 
-Status = Literal["pending", "running", "passed", "failed", "partial", "cancelled"]
 # Model calls one planner turn may make (a malformed plan is answered and asked again within
 # it), and planner turns before the run gives up on getting a plan.
 PLANNER_TURN_CALLS = 8
@@ -64,25 +64,6 @@ class TeamOptions:
     roles: dict[str, Role] = field(default_factory=dict)
     # Where the producers' worktrees go (one folder per task under it).
     worktrees: Path = Path(".")
-
-
-@dataclass(slots=True)
-class _Task:
-    spec: TaskSpec
-    status: Status = "pending"
-    rounds: int = 0
-    reason: str = ""
-    merged: bool = False
-    accepted_branch: bool = False  # accepted by a killed run, not merged: merge, do not redo
-    reopened_by: str | None = None
-    partial: bool = False  # its last verdict was PARTIAL
-    runner: asyncio.Task[None] | None = None
-    agents: list[Conversation] = field(default_factory=list)  # its members now running
-    budget: Budget | None = None
-    runs: int = 0  # producers it had (a reopened task gets a new one)
-    # A re-plan reopened it while it was still running (being verified, merged): once it
-    # passes it runs again with this requirement.
-    reopen_after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +92,7 @@ class Team:
         self.providers = providers or {}
         self.limiter = RateLimiter(options.per_minute)
         self.budget = Budget(options.team_limits, None, self._budget_hit)
-        self.tasks: dict[str, _Task] = {}
+        self.tasks: dict[str, TaskState] = {}
         self.plan: Plan | None = None
         self.revision = 0
         self.generation = 1
@@ -208,7 +189,7 @@ class Team:
                 task.status, task.reason = "cancelled", f"the run stopped ({reason})"
                 self._task_finished(task)
         summary = tuple(
-            ev.TaskSummary(id=t.spec.id, status=_final(t.status), rounds=t.rounds)
+            ev.TaskSummary(id=t.spec.id, status=final_status(t.status), rounds=t.rounds)
             for t in (self.tasks[i] for i in self._order())
         )
         self.session.emit(ev.TeamFinished(tasks=summary, reason=reason))
@@ -222,7 +203,7 @@ class Team:
         assert record.plan is not None
         self.plan, self.revision = record.plan, record.revision
         for task_id, spec in record.plan.tasks.items():
-            task = _Task(spec, rounds=record.rounds.get(task_id, 0))
+            task = TaskState(spec, rounds=record.rounds.get(task_id, 0))
             if task_id in record.merged:
                 task.status, task.merged, task.reason = "passed", True, "accepted before resume"
             elif task_id in record.accepted:
@@ -268,7 +249,7 @@ class Team:
         if plan is None:
             return None
         self.plan, self.revision = plan, 1
-        self.tasks = {task_id: _Task(spec) for task_id, spec in plan.tasks.items()}
+        self.tasks = {task_id: TaskState(spec) for task_id, spec in plan.tasks.items()}
         self.session.emit(ev.TeamPlan(revision=1, reason="initial", stages=plan.stage_dicts()))
         return plan
 
@@ -292,43 +273,10 @@ class Team:
                 "the running agents still got it; send it again to re-plan",
             )
             return
-        added, changed, removed, reopened, kept = [], [], [], [], []
-        for task_id, spec in new.tasks.items():
-            task = self.tasks.get(task_id)
-            if task is None:
-                self.tasks[task_id] = _Task(spec)
-                added.append(task_id)
-            elif task.status == "pending":
-                if spec != task.spec:
-                    task.spec = spec
-                    changed.append(task_id)
-            elif task_id in new.reopen and task.status == "passed":
-                task.spec, task.status, task.merged = spec, "pending", False
-                task.reopened_by, task.reason = steer, ""
-                reopened.append(task_id)
-            elif task_id in new.reopen and task.status == "running":
-                task.reopen_after = steer  # it runs on; once passed, it runs again
-                reopened.append(task_id)
-            elif spec != task.spec:
-                kept.append(task_id)
-        for task_id, task in self.tasks.items():
-            if task_id not in new.tasks:
-                if task.status == "pending":
-                    task.status, task.reason = "cancelled", "the re-plan dropped it"
-                    removed.append(task_id)
-                    self._task_finished(task)
-                elif task.status in ("running", "passed"):
-                    kept.append(task_id)
-        merged_specs = {
-            i: t.spec
-            for i, t in self.tasks.items()
-            if i in new.tasks or t.status in ("running", "passed")
-        }
-        stages = [(name, tuple(i for i in ids if i in merged_specs)) for name, ids in new.stages]
-        rest = tuple(i for i in merged_specs if i not in new.tasks)
-        if rest:
-            stages.insert(0, ("earlier", rest))
-        self.plan = Plan(merged_specs, tuple(stages))
+        change = revise(self.tasks, new, steer)
+        for task_id in change.removed:
+            self._task_finished(self.tasks[task_id])
+        self.plan = change.plan
         self.revision += 1
         self.session.emit(
             ev.TeamPlan(revision=self.revision, reason="steer", stages=self.plan.stage_dicts())
@@ -337,11 +285,11 @@ class Team:
             ev.TeamReplan(
                 revision=self.revision,
                 steer=steer,
-                added=tuple(added),
-                changed=tuple(changed),
-                removed=tuple(removed),
-                reopened=tuple(reopened),
-                kept=tuple(kept),
+                added=change.added,
+                changed=change.changed,
+                removed=change.removed,
+                reopened=change.reopened,
+                kept=change.kept,
             )
         )
 
@@ -361,7 +309,7 @@ class Team:
                 return
             await self._wake.wait()
 
-    def _ready(self) -> list[_Task]:
+    def _ready(self) -> list[TaskState]:
         busy = sum(1 for t in self.tasks.values() if t.status == "running")
         room = self.options.parallel - busy
         ready = []
@@ -393,7 +341,7 @@ class Team:
                         break
 
     # -- one task -----------------------------------------------------------------------------
-    async def _run_task(self, task: _Task) -> None:
+    async def _run_task(self, task: TaskState) -> None:
         spec = task.spec
         session8 = self.session.id[:8]
         path = self.options.worktrees / session8 / spec.id
@@ -475,14 +423,14 @@ class Team:
             self.session.report_error(type(e).__name__, e.message, e.hint or "see git status")
             self._end(task, "failed", e.message)
 
-    async def _turn(self, task: _Task, conv: Conversation, text: str) -> TurnOutcome:
+    async def _turn(self, task: TaskState, conv: Conversation, text: str) -> TurnOutcome:
         task.agents.append(conv)
         try:
             return await self.session.submit(text, agent=conv.agent_id)
         finally:
             task.agents.remove(conv)
 
-    def _stopped(self, task: _Task, outcome: TurnOutcome, who: str) -> None:
+    def _stopped(self, task: TaskState, outcome: TurnOutcome, who: str) -> None:
         if isinstance(outcome.error, BudgetHit):
             status: Status = "failed" if outcome.error.budget is task.budget else "cancelled"
             self._end(task, status, outcome.error.message)
@@ -492,7 +440,7 @@ class Team:
             why = outcome.error.message if outcome.error else outcome.reason
             self._end(task, "failed", f"{who}'s turn ended ({outcome.reason}): {why}")
 
-    async def _verify(self, task: _Task, workspace: Workspace, answer: str) -> list[str] | None:
+    async def _verify(self, task: TaskState, workspace: Workspace, answer: str) -> list[str] | None:
         """One verification: a fresh verifier, then mcode's own checks. None: accepted; else
         the findings the producer gets."""
         spec = task.spec
@@ -542,7 +490,7 @@ class Team:
         ]
         return findings or ["the verifier did not accept the work"]
 
-    async def _merge(self, task: _Task, branch: str, path: Path) -> bool:
+    async def _merge(self, task: TaskState, branch: str, path: Path) -> bool:
         spec = task.spec
         result = await self.git.merge(branch, f"mcode team: {spec.id}: {spec.title}")
         self.session.emit(
@@ -564,7 +512,7 @@ class Team:
             self._end(task, "failed", f"merge conflict, branch {branch} left as it is")
         return result.ok
 
-    def _end(self, task: _Task, status: Status, reason: str) -> None:
+    def _end(self, task: TaskState, status: Status, reason: str) -> None:
         task.status, task.reason = status, reason
         self._task_finished(task)
         if status == "passed" and task.reopen_after is not None:
@@ -572,11 +520,11 @@ class Team:
             task.reopened_by, task.reopen_after = task.reopen_after, None
         self._wake.set()
 
-    def _task_finished(self, task: _Task) -> None:
+    def _task_finished(self, task: TaskState) -> None:
         self.session.emit(
             ev.TeamTaskFinished(
                 task_id=task.spec.id,
-                status=_final(task.status),
+                status=final_status(task.status),
                 rounds=task.rounds,
                 reason=task.reason,
             )
@@ -644,44 +592,9 @@ class Team:
             self._wake.set()
 
 
-def confinement(conv: Conversation, worktree: Path, user_root: Path) -> str:
-    """Why ``conv``'s tools are not confined to ``worktree`` ("" when they are): its workspace
-    must be rooted there (bash runs in the root), a probe path must resolve inside it, the
-    user's tree must be out of reach, and the permissions must judge paths by the same
-    workspace."""
-    ws = conv.tool_context.workspace
-    root = worktree.resolve()
-    if ws.root != root:
-        return f"the tools' root is {ws.root}, not the worktree {root}"
-    try:
-        probe = ws.resolve("mcode-probe/../mcode-probe.txt")
-    except PathEscapeError as e:
-        return f"a path inside the worktree does not resolve: {e.message}"
-    if not probe.is_relative_to(root):
-        return f"a relative path resolves to {probe}, outside the worktree"
-    if ws.allow_outside:
-        return "the workspace allows paths outside it (permissions.allow_outside)"
-    user_root = user_root.resolve()
-    for extra in ws.extra_roots:
-        if user_root == extra or user_root.is_relative_to(extra) or extra.is_relative_to(user_root):
-            return f"an extra root ({extra}) reaches the user's tree {user_root}"
-    try:
-        ws.resolve(user_root / "mcode-probe.txt")
-        return f"the user's tree {user_root} is reachable from the worktree's tools"
-    except PathEscapeError:
-        pass
-    if conv.permissions.workspace is not ws:
-        return "the permissions judge paths by another workspace"
-    return ""
-
-
 def _project_part(system_prompt: str) -> str:
     """What the session's system prompt adds to the base prompt: the project's instructions
     (AGENTS.md, when the folder is trusted), which every team member follows too."""
     if system_prompt.startswith(BASE_PROMPT):
         return system_prompt[len(BASE_PROMPT) :]
     return ""
-
-
-def _final(status: Status) -> ev.TaskStatus:
-    return "cancelled" if status in ("pending", "running") else status  # type: ignore[return-value]
