@@ -445,3 +445,27 @@ def test_a_prompt_given_with_resume_is_a_new_requirement_for_the_team(
     assert of(events, "team.steer")[0]["data"]["text"] == "also write d.txt"
     assert of(events, "team.replan")[0]["data"]["added"] == ["d"]
     assert (repo / "a.txt").exists() and (repo / "d.txt").exists()
+
+
+@pytest.mark.parametrize(("limit", "spec"), [("tokens", "tokens=40"), ("seconds", "seconds=3")])
+def test_token_and_wall_time_budgets_stop_the_run_too(
+    repo: Path, env: dict[str, str], limit: str, spec: str
+) -> None:
+    def producer(req: Req) -> dict[str, Any]:  # never done; each call 15 tokens, 0.4 s
+        return {**call("bash", {"command": "echo again"}), "delay": 0.4}
+
+    model = TeamModel(
+        planner=planner_giving(plan(task("a", "loop"))),
+        producer=producer,
+        verifier=verifier_running("true"),
+    )
+    with ScriptedServer([model] * 60) as server:
+        run = mcode(*exec_args(server, *TEAM, "--team-budget", spec), "go", cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 3, run.stderr
+    (hit,) = [e["data"] for e in of(events, "team.budget")]
+    assert (hit["scope"], hit["limit"]) == ("team", limit)
+    assert hit["used"] >= hit["allowed"]
+    if limit == "tokens":
+        assert hit["used"] == 45 and len(model.calls) == 3  # 15 a call: the 4th never went
+    assert of(events, "team.finished")[-1]["data"]["reason"] == "budget"
