@@ -140,6 +140,7 @@ def test_a_task_budget_fails_that_task_only(repo: Path, env: dict[str, str]) -> 
     assert [e["data"]["task_id"] for e in of(events, "team.budget")] == ["slow"]
     statuses = {t["id"]: t["status"] for t in of(events, "team.finished")[-1]["data"]["tasks"]}
     assert statuses == {"slow": "failed", "quick": "passed"}
+    assert model.calls.count(("producer", "slow")) == 5  # its budget's calls, not one more
 
 
 def test_a_worktree_the_tools_escape_is_refused_before_anything_runs(
@@ -466,6 +467,7 @@ def test_token_and_wall_time_budgets_stop_the_run_too(
     (hit,) = [e["data"] for e in of(events, "team.budget")]
     assert (hit["scope"], hit["limit"]) == ("team", limit)
     assert hit["used"] >= hit["allowed"]
+    assert len(model.calls) < 15  # stopped near the limit, not at the turn's own cap (50)
     if limit == "tokens":
         assert hit["used"] == 45 and len(model.calls) == 3  # 15 a call: the 4th never went
     assert of(events, "team.finished")[-1]["data"]["reason"] == "budget"
