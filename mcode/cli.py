@@ -174,6 +174,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
     )
+    team = p.add_argument_group("agent team (see README: Agent team)")
+    team.add_argument(
+        "--team",
+        action="store_true",
+        help="plan the task into stages and run it with concurrent producers, each in its own "
+        "git worktree, a verifier per result and merges into this branch",
+    )
+    team.add_argument(
+        "--parallel", type=_positive_int, help="producers at once (default 2; [team] parallel)"
+    )
+    team.add_argument(
+        "--team-rounds",
+        type=_positive_int,
+        metavar="N",
+        help="verifications a task gets before it fails (default 3)",
+    )
+    team.add_argument(
+        "--rate-limit",
+        type=_positive_int,
+        metavar="PER_MINUTE",
+        help="model requests per minute, all agents together (default 200, MiniMax M3's)",
+    )
+    team.add_argument(
+        "--team-budget",
+        metavar="LIMITS",
+        help="the whole run's limits: turns=N,tokens=N,seconds=S (any of them)",
+    )
+    team.add_argument("--task-budget", metavar="LIMITS", help="each task's limits, the same keys")
 
     c = sub.add_parser(
         "chat",

@@ -80,6 +80,11 @@ _KEYS: dict[str, str] = {
     "computer.settle_delay": "float",
     "computer.image_format": "str",
     "computer.monitor": "int",
+    "team.parallel": "int",
+    "team.rounds": "int",
+    "team.rate_limit": "int",
+    "team.budget": "str",
+    "team.task_budget": "str",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
 # endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
@@ -132,6 +137,18 @@ _ZERO_OK = {
 
 
 @dataclass(slots=True)
+class TeamSettings:
+    """``[team]`` (mcode exec --team): producers at once, verifications per task, model calls
+    a minute for the whole team, and the budgets (``turns=N,tokens=N,seconds=S``)."""
+
+    parallel: int = 2
+    rounds: int = 3
+    rate_limit: int = 200
+    budget: str | None = None
+    task_budget: str | None = None
+
+
+@dataclass(slots=True)
 class LocalSettings:
     model_path: str | None = None
     threads: int | None = None
@@ -180,6 +197,7 @@ class Settings:
     context_window: int = 128_000
     network: NetworkSettings = field(default_factory=NetworkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    team: TeamSettings = field(default_factory=TeamSettings)
     bash_timeout: float = 120.0
     output_cap: int = 30_000
     pass_env: list[str] = field(default_factory=list)  # credentials tools' processes may see
@@ -611,6 +629,13 @@ def _build(
     thinking = _thinking(values.get("thinking"))
     if thinking is None and facts.thinking_switchable:
         thinking = preset.thinking_default  # sent explicitly where endpoints' defaults differ
+    team = TeamSettings(
+        parallel=values.get("team.parallel", 2),
+        rounds=values.get("team.rounds", 3),
+        rate_limit=values.get("team.rate_limit", 200),
+        budget=values.get("team.budget"),
+        task_budget=values.get("team.task_budget"),
+    )
     for key in ("max_turns", "context_window", "local.context", "tools.output_cap"):
         if key in values and values[key] <= 0:
             raise ConfigError(f"{key} must be a positive number, not {values[key]!r}")
@@ -641,6 +666,7 @@ def _build(
         context_window=window,
         network=network,
         local=local,
+        team=team,
         bash_timeout=values.get("tools.bash_timeout", 120.0),
         output_cap=values.get("tools.output_cap", 30_000),
         pass_env=list(values.get("tools.pass_env", [])),

@@ -75,6 +75,18 @@ SESSION_FINISHED = "session.finished"
 SESSION_FORKED = "session.forked"
 MODEL_CHANGED = "model.changed"
 COMPUTER_ACTION = "computer.action"
+# The agent team (mcode/team): every change of a team run, tagged with the agent it concerns.
+TEAM_STARTED = "team.started"
+TEAM_PLAN = "team.plan"
+TEAM_REPLAN = "team.replan"
+TEAM_WORKTREE = "team.worktree"
+TEAM_TASK_STARTED = "team.task.started"
+TEAM_VERDICT = "team.verdict"
+TEAM_TASK_FINISHED = "team.task.finished"
+TEAM_MERGE = "team.merge"
+TEAM_BUDGET = "team.budget"
+TEAM_STEER = "team.steer"
+TEAM_FINISHED = "team.finished"
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
@@ -140,6 +152,9 @@ ErrorKind = Literal[
     "PathEscapeError",
     "StoreError",
     "ComputerUnavailable",
+    "GitError",
+    "PlanError",
+    "RoleError",
 ]
 
 
@@ -480,7 +495,7 @@ class Error(Payload):
     content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
     running the local model in the check's child process); any other mcode error by its class:
     MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError,
-    ComputerUnavailable"""
+    ComputerUnavailable, GitError, PlanError, RoleError"""
     message: str
     hint: str
     """what to do"""
@@ -582,6 +597,220 @@ class ComputerAction(Payload):
     """screenshot: the file it is stored in (under the data folder), null when none is kept"""
 
 
+# -- the agent team (mcode/team) ---------------------------------------------------------------
+TaskStatus = Literal["passed", "failed", "partial", "cancelled"]
+VerdictName = Literal["PASS", "FAIL", "PARTIAL"]
+BudgetScope = Literal["task", "team"]
+BudgetLimit = Literal["turns", "tokens", "seconds"]
+PlanReason = Literal["initial", "steer"]
+
+
+class PlanCheck(TypedDict):
+    command: str
+    expect: dict[str, Any]
+
+
+class PlanTask(TypedDict):
+    id: str
+    title: str
+    instructions: str
+    depends_on: list[str]
+    checks: list[PlanCheck]
+
+
+class PlanStage(TypedDict):
+    name: str
+    tasks: list[PlanTask]
+
+
+class Evidence(TypedDict):
+    command: str
+    exit_code: int
+    output: str
+
+
+class CheckRun(TypedDict):
+    command: str
+    exit_code: int
+    passed: bool
+    why: str
+
+
+class TaskSummary(TypedDict):
+    id: str
+    status: TaskStatus
+    rounds: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamStarted(Payload):
+    """`mcode exec --team`: the planner gets the task next (a resumed run: where it stopped)."""
+
+    TYPE: ClassVar[str] = TEAM_STARTED
+    task: str
+    """the user's request"""
+    parallel: int
+    """producers that may run at once"""
+    rounds: int
+    """verifications a task gets before it is failed"""
+    base_branch: str
+    """the user's branch, where accepted work is merged"""
+    base_commit: str
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamPlan(Payload):
+    """The plan, as the planner's `plan` tool call gave it (the README's plan schema), shown
+    before work starts; again after each re-plan."""
+
+    TYPE: ClassVar[str] = TEAM_PLAN
+    revision: int
+    """1 for the first plan, +1 per re-plan"""
+    reason: PlanReason
+    """initial, or steer: a requirement added mid-run"""
+    stages: tuple[PlanStage, ...]
+    """`name`, `tasks[]` of `id`, `title`, `instructions`, `depends_on`, `checks[]`"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamReplan(Payload):
+    """What a re-plan changed (a `team.plan` with the whole new plan comes right before)."""
+
+    TYPE: ClassVar[str] = TEAM_REPLAN
+    revision: int
+    steer: str
+    """the requirement that caused it"""
+    added: tuple[str, ...]
+    """task ids new in this plan"""
+    changed: tuple[str, ...]
+    """tasks not yet started whose definition changed"""
+    removed: tuple[str, ...]
+    """tasks not yet started that the plan dropped (cancelled)"""
+    reopened: tuple[str, ...]
+    """passed tasks the change invalidates: they run again"""
+    kept: tuple[str, ...]
+    """started or passed tasks the planner changed or dropped, kept as they were (work that
+    runs or was accepted is only redone when reopened)"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamWorktree(Payload):
+    """A producer's git worktree was made; `confined` false: its tools reach outside it, so
+    the task is refused and nothing runs there."""
+
+    TYPE: ClassVar[str] = TEAM_WORKTREE
+    task_id: str
+    path: str
+    branch: str
+    confined: bool
+    reason: str
+    """why it is not confined; empty when it is"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamTaskStarted(Payload):
+    """A producer round began (round 1: the task; later rounds: the verifier's findings)."""
+
+    TYPE: ClassVar[str] = TEAM_TASK_STARTED
+    task_id: str
+    round: int
+    agent: str
+    """the producer's agent id (its events carry it)"""
+    branch: str
+    worktree: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamVerdict(Payload):
+    """A verifier's answer and whether mcode accepted it."""
+
+    TYPE: ClassVar[str] = TEAM_VERDICT
+    task_id: str
+    round: int
+    agent: str
+    """the verifier's agent id"""
+    verdict: VerdictName | None
+    """PASS, FAIL, PARTIAL; null: the verifier gave none"""
+    evidence: tuple[Evidence, ...]
+    """as the verifier cited it: `command`, `exit_code`, `output`"""
+    findings: tuple[str, ...]
+    checks: tuple[CheckRun, ...]
+    """the task's acceptance checks as mcode ran them in the worktree: `command`, `exit_code`,
+    `passed`, `why`"""
+    accepted: bool
+    """true only for a PASS that cites at least one command, every citation matching a bash
+    call mcode recorded in this verification (same command, same exit code, output contained
+    in the recorded output), with every acceptance check passed"""
+    refused: str
+    """why a PASS was refused; empty otherwise"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamTaskFinished(Payload):
+    TYPE: ClassVar[str] = TEAM_TASK_FINISHED
+    task_id: str
+    status: TaskStatus
+    """passed (verified and merged), failed, partial (the last verdict was PARTIAL), cancelled
+    (a cancel, a budget, a failed dependency or a re-plan stopped it)"""
+    rounds: int
+    """verifications it had"""
+    reason: str
+    """one sentence: why it ended so"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamMerge(Payload):
+    """Accepted work merged into the user's branch, in dependency order; a conflict is
+    aborted (the user's tree as it was) and the task's branch is left for the user."""
+
+    TYPE: ClassVar[str] = TEAM_MERGE
+    task_id: str
+    branch: str
+    ok: bool
+    commit: str
+    """the merge commit; empty when it failed"""
+    conflicts: tuple[str, ...]
+    """paths git could not merge"""
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamBudget(Payload):
+    """A budget ran out: the task (scope task) or the whole run (scope team) stops cleanly."""
+
+    TYPE: ClassVar[str] = TEAM_BUDGET
+    scope: BudgetScope
+    """task: one task's budget (that task fails); team: the run's (everything stops)"""
+    task_id: str | None
+    """null for the team's budget"""
+    limit: BudgetLimit
+    """turns (model calls), tokens (input + output), seconds (wall time)"""
+    allowed: float
+    used: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamSteer(Payload):
+    """The receipt of a steer during a team run: where it went."""
+
+    TYPE: ClassVar[str] = TEAM_STEER
+    text: str
+    to: tuple[str, ...]
+    """agent ids it was given to: the planner, then each running agent (at its next step)"""
+    replan: bool
+    """the planner was asked to re-plan the tasks not yet started"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamFinished(Payload):
+    TYPE: ClassVar[str] = TEAM_FINISHED
+    tasks: tuple[TaskSummary, ...]
+    """`id`, `status`, `rounds`, in plan order"""
+    reason: str
+    """completed, failed, budget, cancelled, no_plan"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
@@ -624,6 +853,17 @@ PAYLOADS: dict[str, type[Payload]] = {
         SessionForked,
         ModelChanged,
         ComputerAction,
+        TeamStarted,
+        TeamPlan,
+        TeamReplan,
+        TeamWorktree,
+        TeamTaskStarted,
+        TeamVerdict,
+        TeamTaskFinished,
+        TeamMerge,
+        TeamBudget,
+        TeamSteer,
+        TeamFinished,
     )
 }
 ALL_TYPES = frozenset(PAYLOADS)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode import events as ev
 from mcode.errors import MCodeError, UsageError
 from mcode.exec_input import ACCEPTED_LINES, BadLine, StdinLines, load_image, parse_line
 from mcode.messages import ImagePart, clean_text
@@ -102,6 +103,11 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "context_window": args.context_window,
         "permissions.add_dirs": args.add_dir or None,
         "approval_timeout": args.approval_timeout,
+        "team.parallel": getattr(args, "parallel", None),
+        "team.rounds": getattr(args, "team_rounds", None),
+        "team.rate_limit": getattr(args, "rate_limit", None),
+        "team.budget": getattr(args, "team_budget", None),
+        "team.task_budget": getattr(args, "task_budget", None),
     }
 
 
@@ -282,6 +288,38 @@ def _screenshot(settings: Any, folder: Path) -> ImagePart:
         raise UsageError(e.message, hint=e.hint) from None
 
 
+def _team_outcome(
+    result: Any, last: TurnOutcome | None, error: MCodeError | None = None
+) -> TurnOutcome:
+    """A team run's end as a turn's: completed (every task passed), max_turns (a budget ran
+    out: exit 3), cancelled, else error (a task failed: exit 1). Its text lists the tasks."""
+    if error is not None:
+        return TurnOutcome("error", "", error)
+    if result is None:  # cancelled before the team said anything
+        return last or TurnOutcome("cancelled", "")
+    lines = [f"{t['id']}: {t['status']} ({t['rounds']} round(s))" for t in result.tasks]
+    text = "\n".join(lines) or "no tasks"
+    reasons: dict[str, ev.TurnReason] = {
+        "completed": "completed",
+        "budget": "max_turns",
+        "cancelled": "cancelled",
+    }
+    reason = reasons.get(result.reason, "error")
+    error = None
+    if reason == "error":
+        error = MCodeError(
+            f"the team run ended {result.reason}: "
+            + (
+                ", ".join(
+                    f"{t['id']} {t['status']}" for t in result.tasks if t["status"] != "passed"
+                )
+                or "no plan"
+            ),
+            hint="see the team.* events (--output-format stream-json) for each task's verdicts",
+        )
+    return TurnOutcome(reason, text, error)
+
+
 def _untrusted_note(ignored: list[str]) -> str:
     return (
         f"this folder is not trusted, so its {', '.join(ignored)} did not take effect "
@@ -417,9 +455,16 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         if args.screenshot:  # kept beside the tool's screenshots, by reference
             shots = store.path.parent / "screenshots" / session.id
             images = (*images, _screenshot(settings, shots))
+        team = None
+        if getattr(args, "team", False) or resuming:
+            from mcode.team.setup import team_job
+
+            team = await team_job(args, settings, session, store, prompt)
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
         first: list[str | None] = []
-        if prompt is not None:
+        if team is not None:
+            pass  # the team run is the work: its request is the prompt, or the stored one
+        elif prompt is not None:
             first.append(prompt)
         elif session.interrupted is not None:
             first.append(None)
@@ -429,7 +474,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 "so there is nothing to continue",
                 hint=f"give a prompt: mcode exec --resume {session.id[:12]} 'what to do next'",
             )
-        if not first and not read_stdin:
+        if not first and not read_stdin and team is None:
             raise UsageError(
                 "no prompt given, and standard input (where the messages would come from) is "
                 "closed",
@@ -476,7 +521,13 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         try:
             for text in first:
                 driver.send(text, images)
+            if team is not None:
+                driver.start()
+                session.start_work(team.team, team.run())
             outcome = await driver.run(StdinLines(loop) if read_stdin else None)
+            if team is not None:
+                outcome = _team_outcome(team.result, outcome, team.error)
+                turn_ended(outcome)  # the tasks' outcomes are the answer (text: on stdout)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -515,7 +566,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         for d in outcome.denials:
             print(session.scrub(f"mcode: denied: {d['name']}({d['subject']})"), file=sys.stderr)
     if args.output_format == "json":
-        result = {
+        result: dict[str, Any] = {
             "session_id": session.id,
             "result": answer,
             "reason": outcome.reason,
@@ -532,6 +583,11 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             "denials": session.totals.denials,
             "duration_s": round(time.monotonic() - started, 3),
         }
+        if team is not None and team.result is not None:
+            result["team"] = {
+                "tasks": [dict(t) for t in team.result.tasks],
+                "reason": team.result.reason,
+            }
         # Scrubbed like every event: the answer or a denied command may quote the API key.
         _print(clean_text(session.scrub(json.dumps(result, ensure_ascii=False))))
     return code

@@ -84,6 +84,37 @@ def describe(event: Event) -> str | None:
             return f"  {_retry_line(retry)}"
         case ev.Error(kind=kind, message=message):
             return f"  {kind}: {message}"
+    return _team_line(event.payload)
+
+
+def _team_line(payload: ev.Payload) -> str | None:
+    """A team run's steps (mcode/team), one line each."""
+    match payload:
+        case ev.TeamPlan(revision=revision, stages=stages):
+            ids = [t["id"] for stage in stages for t in stage["tasks"]]
+            what = "plan" if revision == 1 else f"plan revision {revision}"
+            return f"team: {what}: {len(ids)} task(s): {', '.join(ids)}"
+        case ev.TeamWorktree(confined=False, task_id=task_id, reason=reason):
+            return f"team: {task_id}: refused: {reason}"
+        case ev.TeamTaskStarted(task_id=task_id, round=round_, agent=agent):
+            return f"team: {task_id}: round {round_} ({agent})"
+        case ev.TeamVerdict(task_id=task_id, verdict=verdict, accepted=accepted, refused=why):
+            said = verdict or "no verdict"
+            outcome = "accepted" if accepted else (f"refused: {why}" if why else "not accepted")
+            return f"team: {task_id}: {said}, {outcome}"
+        case ev.TeamMerge(task_id=task_id, ok=ok, branch=branch, conflicts=conflicts):
+            if ok:
+                return f"team: {task_id}: merged"
+            return (
+                f"team: {task_id}: merge conflict in {', '.join(conflicts) or '?'}; {branch} kept"
+            )
+        case ev.TeamTaskFinished(task_id=task_id, status=status, reason=reason):
+            return f"team: {task_id}: {status} ({reason})"
+        case ev.TeamBudget(scope=scope, task_id=task_id, limit=limit, allowed=allowed):
+            who = "the team" if scope == "team" else task_id
+            return f"team: budget: {who} spent its {allowed:g} {limit}"
+        case ev.TeamSteer(text=text, to=to):
+            return f"team: steer {_short(text)!r} to {', '.join(to) or 'nobody running'}"
     return None
 
 

@@ -142,6 +142,31 @@ TODAY = [
     '"coordinate":[126,146],"screen":[189,219]}',
     '"type":"computer.action","data":{"id":"call_1","action":"screenshot","size":"1280x720",'
     '"screenshot":"/home/u/.local/share/mcode/screenshots/s/00001.png"}',
+    # The agent team (mcode/team).
+    '"type":"team.started","data":{"task":"make a and b","parallel":2,"rounds":3,'
+    '"base_branch":"main","base_commit":"9f1c2e0","resumed":false}',
+    '"type":"team.plan","data":{"revision":1,"reason":"initial","stages":[{"name":"work",'
+    '"tasks":[{"id":"a","title":"a","instructions":"write a.txt","depends_on":[],"checks":'
+    '[{"command":"test -f a.txt","expect":{"exit_code":0}}]}]}]}',
+    '"type":"team.replan","data":{"revision":2,"steer":"also b","added":["b"],"changed":[],'
+    '"removed":[],"reopened":["a"],"kept":[]}',
+    '"type":"team.worktree","data":{"task_id":"a","path":"/d/worktrees/677bb4f9/a",'
+    '"branch":"mcode/team/677bb4f9/a","confined":true,"reason":""}',
+    '"type":"team.task.started","data":{"task_id":"a","round":1,"agent":"producer:a",'
+    '"branch":"mcode/team/677bb4f9/a","worktree":"/d/worktrees/677bb4f9/a"}',
+    '"type":"team.verdict","data":{"task_id":"a","round":1,"agent":"verifier:a:1",'
+    '"verdict":"PASS","evidence":[{"command":"cat a.txt","exit_code":0,"output":"a"}],'
+    '"findings":[],"checks":[{"command":"test -f a.txt","exit_code":0,"passed":true,"why":""}],'
+    '"accepted":true,"refused":""}',
+    '"type":"team.task.finished","data":{"task_id":"a","status":"passed","rounds":1,'
+    '"reason":"verified and merged"}',
+    '"type":"team.merge","data":{"task_id":"a","branch":"mcode/team/677bb4f9/a","ok":true,'
+    '"commit":"5b2d","conflicts":[],"message":"merged"}',
+    '"type":"team.budget","data":{"scope":"team","task_id":null,"limit":"turns","allowed":4,'
+    '"used":4}',
+    '"type":"team.steer","data":{"text":"also b","to":["planner","producer:a"],"replan":true}',
+    '"type":"team.finished","data":{"tasks":[{"id":"a","status":"passed","rounds":1}],'
+    '"reason":"completed"}',
 ]
 
 

@@ -13,6 +13,8 @@ which tags its events. It is driven by :func:`mcode.agent.loop.run_turn` through
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,19 +119,40 @@ class Conversation:
         tools: list[Tool] | None = None,
         max_turns: int | None = None,
         shared_totals: bool = False,
+        workspace: Any = None,
+        provider: Provider | None = None,
+        thinking: bool | None = None,
     ) -> Conversation:
         """A new conversation with a fresh context on this one's model, workspace and
         permissions: its own ``system_prompt``, ``tools`` (default: the same) and model-call cap
         (``max_turns``, None: none).
-        ``shared_totals``: what it uses counts into this one's totals (a sub-agent's does)."""
+        ``shared_totals``: what it uses counts into this one's totals (a sub-agent's does).
+
+        ``workspace`` (a :class:`mcode.tools.workspace.Workspace`) gives the child a place of
+        its own (a team producer's git worktree): its own ToolContext rooted there (bash runs
+        there, paths resolve there, its own file stamps and todos, so an edit's staleness check
+        never mixes two trees) and permissions whose path rules resolve there; None shares
+        this one's (the ``task`` tool's sub-agent works in its parent's tree).
+        ``provider`` / ``thinking``: another model or thinking setting (a team role's)."""
+        tool_context, permissions = self.tool_context, self.permissions
+        if workspace is not None:
+            tool_context = dataclasses.replace(
+                tool_context,
+                workspace=workspace,
+                cancel=asyncio.Event(),
+                file_stamps={},
+                todos=[],
+            )
+            permissions = copy.copy(permissions)
+            permissions.workspace = workspace
         child = Conversation(
-            provider=self.provider,
+            provider=self.provider if provider is None else provider,
             tools=list(self.tools if tools is None else tools),
-            tool_context=self.tool_context,
-            permissions=self.permissions,
+            tool_context=tool_context,
+            permissions=permissions,
             system_prompt=system_prompt,
             max_turns=max_turns,
-            thinking=self.thinking,
+            thinking=self.thinking if thinking is None else thinking,
             agent_id=agent_id,
             totals=self.totals if shared_totals else None,
         )

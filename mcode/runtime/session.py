@@ -25,9 +25,9 @@ import hashlib
 import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from mcode import events as ev
 from mcode.agent.aside import answer_aside, settled
@@ -62,6 +62,15 @@ def _thinking_name(info: ModelInfo, thinking: bool | None) -> ev.Thinking:
 def _literal(text: str) -> str:
     """An fnmatch pattern matching exactly ``text``."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+class Work(Protocol):
+    """Work the session runs in place of the main conversation's turns (a team run,
+    mcode/team): while it runs, ``send``/``steer`` reach it and ``cancel`` stops it."""
+
+    def steer(self, text: str) -> None: ...
+
+    def cancel(self) -> None: ...
 
 
 def _cancel_if_running(task: asyncio.Task[Any]) -> None:
@@ -196,6 +205,7 @@ class Session:
         self.start_notes: list[ev.Error] = []
         self._queue = TurnQueue()
         self._compacting: asyncio.Task[bool] | None = None
+        self._work: tuple[Work, asyncio.Task[Any]] | None = None
 
     # -- what front ends read -----------------------------------------------------------------
     @property
@@ -435,9 +445,24 @@ class Session:
 
     @property
     def running(self) -> bool:
-        """Whether a turn of the main conversation runs: a steer now reaches it (at its next
-        step boundary)."""
-        return self._seats[None].running
+        """Whether a turn of the main conversation (or a team run) runs: a steer now reaches
+        it (at its next step boundary)."""
+        return self._seats[None].running or self._work_running
+
+    @property
+    def _work_running(self) -> bool:
+        return self._work is not None and not self._work[1].done()
+
+    def start_work(self, work: Work, run: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``run`` (``work``'s coroutine: a team run) as the session's work: steers go to
+        ``work.steer``, a cancel to ``work.cancel`` (and to every conversation's turn), and
+        queued messages wait for it to end."""
+        if self.busy:
+            raise MCodeError("a turn is already running", hint="wait for it, or cancel it")
+        task = asyncio.ensure_future(run)
+        self._work = (work, task)
+        task.add_done_callback(self._advance_after)
+        return task
 
     @property
     def busy(self) -> bool:
@@ -452,7 +477,8 @@ class Session:
     async def wait_idle(self) -> None:
         """Return once nothing runs and nothing is queued."""
         while not self.idle:
-            running = {t for t in (self._seats[None].task, self._compacting) if t is not None}
+            work = None if self._work is None else self._work[1]
+            running = {t for t in (self._seats[None].task, self._compacting, work) if t}
             running = {t for t in running if not t.done()}
             if running:
                 await asyncio.wait(running)
@@ -461,6 +487,9 @@ class Session:
 
     def steer(self, text: str) -> None:
         """Add a requirement to the running work; delivered at the next step boundary."""
+        if self._work is not None and self._work_running:
+            self._work[0].steer(text)  # the work says where it went (a team.steer receipt)
+            return
         self.main.add_steer(text)
         self.emit(ev.SteerReceived(text=text))
 
@@ -469,6 +498,8 @@ class Session:
         ``cancelled``; every tool call in history gets a result, and no file is left
         half-written (writes are atomic)."""
         self._queue.clear()
+        if self._work is not None and self._work_running:
+            self._work[0].cancel()
         if self._compacting is not None and not self._compacting.done():
             self._compacting.cancel()  # between turns: the history stays as it was
         for seat in list(self._seats.values()):

@@ -28,7 +28,8 @@ PermissionClass = Literal["read", "edit", "execute", "computer"]
 class ToolResult:
     """What a tool returns. ``content`` goes to the model; ``summary`` is one line for humans;
     ``changed_files`` are workspace-relative paths the tool wrote; ``checkpoints`` maps each of
-    them to the id of its checkpoint (absent when the session keeps none)."""
+    them to the id of its checkpoint (absent when the session keeps none); ``exit_code`` is a
+    command's exit status."""
 
     content: str
     summary: str = ""
@@ -36,6 +37,9 @@ class ToolResult:
     images: list[ImagePart] = field(default_factory=list)
     changed_files: list[str] = field(default_factory=list)
     checkpoints: dict[str, int] = field(default_factory=dict)
+    # A command's exit status (bash), None for other tools and for a command that timed out,
+    # was cancelled or died by a signal: what a team verifier's cited evidence is checked by.
+    exit_code: int | None = None
 
 
 @dataclass(slots=True)

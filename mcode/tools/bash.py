@@ -192,7 +192,7 @@ class BashTool(Tool):
                 _join(output, status), summary=f"$ {shown} (cancelled)", is_error=True
             )
         if code == 0:
-            return ToolResult(output or "(no output)", summary=f"$ {shown}")
+            return ToolResult(output or "(no output)", summary=f"$ {shown}", exit_code=0)
         if code is None:
             status = "exit status unknown (bash did not go away after SIGKILL)"
         elif code < 0:
@@ -203,7 +203,12 @@ class BashTool(Tool):
             status = f"killed by {name}"
         else:
             status = f"exit code {code}"
-        return ToolResult(_join(output, status), summary=f"$ {shown} ({status})", is_error=True)
+        return ToolResult(
+            _join(output, status),
+            summary=f"$ {shown} ({status})",
+            is_error=True,
+            exit_code=code if code is not None and code > 0 else None,
+        )
 
     @staticmethod
     async def _pump(proc: asyncio.subprocess.Process, out: OutputBuffer, ctx: ToolContext) -> None:

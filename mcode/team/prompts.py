@@ -1,0 +1,112 @@
+"""What each team role is told: the planner, a producer, a verifier.
+
+Each role's system prompt names the role in its first line (``You are the PLANNER`` ...), so
+a log, a test's scripted model or a proxy can tell the requests apart. A role file
+(mcode/roles.py: ``planner.md``, ``producer.md``, ``verifier.md``) replaces the instructions
+that follow that line. Producers get their own task's id, title and instructions; the whole
+plan comes after, as context only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from mcode.team.plan import Plan, TaskSpec
+
+__all__ = [
+    "PLANNER",
+    "PRODUCER",
+    "VERIFIER",
+    "planner_request",
+    "producer_request",
+    "replan_request",
+    "revision_request",
+    "verifier_request",
+]
+
+PLANNER = """\
+You are the PLANNER of an mcode agent team working in the user's git repository.
+
+Turn the user's request into a plan and give it with the plan tool: stages of tasks, each \
+with a short id, a title, instructions complete enough for a developer who sees only them, \
+depends_on (ids of tasks whose work it builds on; tasks without dependencies between them run \
+at the same time, each in its own git worktree), and acceptance checks: bash commands mcode \
+will run in the task's worktree, with the exit code (and optionally a text in the output) that \
+shows the task is done. Prefer small independent tasks. Read the repository first if you need \
+to; do not change files. Call plan once, then answer in one line."""
+
+PRODUCER = """\
+You are a PRODUCER of an mcode agent team. You work on one task in your own git worktree \
+(the current directory; use paths relative to it); other agents work on other tasks \
+elsewhere. Do your task and only it: change the files, run the checks yourself, fix what \
+fails. mcode commits your work when you answer, and a verifier then tries to break it. \
+Answer briefly: what you changed and how you checked it."""
+
+VERIFIER = """\
+You are the VERIFIER of an mcode agent team. A producer says it finished a task in this \
+git worktree (the current directory). Your job is to break the result: read the change \
+(git show, git diff HEAD~1), run the task's checks and the tests, try the cases the producer \
+may have missed. Do not fix anything. Then call verdict once: PASS only if you could not \
+break it, citing as evidence the commands you ran with bash exactly as you ran them, with \
+their exit codes and output as bash returned them (mcode compares them with what it \
+recorded); FAIL or PARTIAL with findings the producer can act on."""
+
+
+def _task_text(spec: TaskSpec) -> str:
+    checks = "\n".join(
+        f"- `{c.command}` must exit {c.exit_code}"
+        + (f" and print {c.output_contains!r}" if c.output_contains is not None else "")
+        for c in spec.checks
+    )
+    return (
+        f"Task id: {spec.id}\nTitle: {spec.title}\n\nInstructions:\n{spec.instructions}\n\n"
+        f"Acceptance checks (mcode runs them):\n{checks or '- (none)'}"
+    )
+
+
+def planner_request(request: str) -> str:
+    return f"The user's request:\n\n{request}"
+
+
+def replan_request(steer: str, plan: Plan, status: Mapping[str, str], request: str) -> str:
+    state = "\n".join(f"- {task_id}: {status.get(task_id, 'pending')}" for task_id in plan.order())
+    context = json.dumps({"stages": list(plan.stage_dicts())}, ensure_ascii=False)
+    return (
+        f"The user added a requirement while the team works:\n\n{steer}\n\n"
+        f"The user's request was:\n{request}\n\nThe plan so far:\n{context}\n\n"
+        f"The tasks and where they stand:\n{state}\n\n"
+        "Call plan again with the whole revised plan. Tasks not yet started (pending) may be "
+        "changed, added or dropped; keep the ids and definitions of started and passed tasks. "
+        "If the new requirement invalidates a passed task, keep it and list its id in reopen: "
+        "it runs again with the new requirement."
+    )
+
+
+def producer_request(spec: TaskSpec, plan: Plan, *, reopened_by: str | None = None) -> str:
+    context = json.dumps({"stages": list(plan.stage_dicts())}, ensure_ascii=False)
+    again = (
+        f"\n\nThis task was accepted before; then the user added: {reopened_by}\n"
+        "Change the work (already in your worktree) to meet it."
+        if reopened_by
+        else ""
+    )
+    return (
+        f"Your task:\n\n{_task_text(spec)}{again}\n\n"
+        f"The whole plan, for context only (other tasks are other agents' work):\n{context}"
+    )
+
+
+def revision_request(findings: list[str]) -> str:
+    listed = "\n".join(f"- {f}" for f in findings) or "- (no findings given)"
+    return (
+        "The verifier did not accept your work. Its findings, and mcode's own:\n"
+        f"{listed}\n\nFix them, run the checks again, then answer."
+    )
+
+
+def verifier_request(spec: TaskSpec, producer_answer: str) -> str:
+    return (
+        f"The task:\n\n{_task_text(spec)}\n\nThe producer's answer:\n{producer_answer or '(none)'}"
+        "\n\nTry to break it, then call verdict."
+    )

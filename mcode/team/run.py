@@ -1,0 +1,602 @@
+"""A team run: plan, then producers and verifiers on ready tasks, then merges, to the end.
+
+    request --planner--> plan (team.plan) --scheduler-->  ready tasks, at most `parallel` at once
+        per task:  worktree + branch (team.worktree; refused unless the tools stay inside it)
+                   producer turn (team.task.started) -> commit -> verifier turn + acceptance
+                   checks (team.verdict) -> FAIL: findings back to the producer, up to `rounds`
+                   PASS accepted -> merge into the user's branch (team.merge) -> team.task.finished
+        a steer:   receipt (team.steer) -> the running agents get it at their next step, and the
+                   planner re-plans what has not started (team.plan + team.replan); nothing is
+                   started while it does
+    team.finished: every task's status and rounds
+
+Every member is a Conversation of the Session (``Session.add``; its events carry its agent id),
+driven with ``Session.submit(text, agent=...)``. A task becomes ready once every task it
+depends on is merged, so its worktree starts from their work and merges happen in dependency
+order. Model calls go through each member's :class:`~mcode.team.gate.GatedProvider` (the shared
+rate limit, the task's and the team's budgets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from mcode import events as ev
+from mcode.agent.conversation import Conversation, TurnOutcome
+from mcode.errors import MCodeError
+from mcode.prompts import BASE_PROMPT
+from mcode.providers.base import Provider
+from mcode.roles import Role
+from mcode.runtime.session import Session
+from mcode.team import prompts
+from mcode.team.board import Status, TaskState, final_status, revise
+from mcode.team.checks import run_checks
+from mcode.team.confine import confinement
+from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
+from mcode.team.git import Git
+from mcode.team.plan import Plan, PlanTool
+from mcode.team.state import TeamRecord
+from mcode.team.verdict import RecordingBash, VerdictTool, judge
+from mcode.tools.base import Tool
+from mcode.tools.workspace import Workspace
+
+__all__ = ["Team", "TeamOptions", "TeamResult"]
+
+# Model calls one planner turn may make (a malformed plan is answered and asked again within
+# it), and planner turns before the run gives up on getting a plan.
+PLANNER_TURN_CALLS = 8
+PLANNER_ATTEMPTS = 3
+# Model calls per producer or verifier turn, a backstop under the budgets.
+MEMBER_TURN_CALLS = 50
+READ_TOOLS = ("read", "grep", "glob", "ls")
+PRODUCER_TOOLS = ("read", "write", "edit", "grep", "glob", "ls", "bash", "todo")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamOptions:
+    parallel: int = 2
+    rounds: int = 3
+    per_minute: int = 200
+    team_limits: Limits = field(default_factory=Limits)
+    task_limits: Limits = field(default_factory=Limits)
+    roles: dict[str, Role] = field(default_factory=dict)
+    # Where the producers' worktrees go (one folder per task under it).
+    worktrees: Path = Path(".")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamResult:
+    tasks: tuple[ev.TaskSummary, ...]
+    reason: str  # completed, failed, budget, cancelled, no_plan
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "completed"
+
+
+class Team:
+    def __init__(
+        self,
+        session: Session,
+        git: Git,
+        options: TeamOptions,
+        *,
+        providers: dict[str, Provider] | None = None,
+    ) -> None:
+        self.session = session
+        self.git = git
+        self.options = options
+        # A role's own model, by role name (made by the caller from the role's `model`).
+        self.providers = providers or {}
+        self.limiter = RateLimiter(options.per_minute)
+        self.budget = Budget(options.team_limits, None, self._budget_hit)
+        self.tasks: dict[str, TaskState] = {}
+        self.plan: Plan | None = None
+        self.revision = 0
+        self.generation = 1
+        self.stopping: str | None = None  # cancelled, budget
+        self._wake = asyncio.Event()
+        self._replanning: asyncio.Task[None] | None = None
+        self._replans: list[str] = []
+        self._planner: Conversation | None = None
+        self._planner_tool = PlanTool()
+        self._base_branch = ""
+        self._request = ""
+        self._early: list[str] = []  # steers that came before the planner's first turn ran
+
+    # -- the verbs the session forwards --------------------------------------------------------
+    def steer(self, text: str) -> None:
+        """A requirement added mid-run: to the running agents (at their next step) and to the
+        planner, which re-plans what has not started. The receipt says where it went."""
+        to: list[str] = []
+        running = [c for t in self.tasks.values() for c in t.agents]
+        if self.plan is None and self._planner is not None:
+            running.insert(0, self._planner)  # still making the first plan: it hears it now
+        for conv in running:
+            if self.session.host(conv).running:
+                self.session.emit(ev.SteerReceived(text=text), of=conv)
+                conv.add_steer(text)
+                to.append(conv.agent_id or "")
+        if self.plan is None and not to and self.stopping is None:
+            self._early.append(text)  # before the planner's turn: it comes with the request
+            to.append(self._planner_id)
+        replan = self.plan is not None and self.stopping is None
+        if replan:
+            to.insert(0, self._planner_id)
+        self.session.emit(ev.TeamSteer(text=text, to=tuple(to), replan=replan))
+        if replan:
+            self._replans.append(text)
+            if self._replanning is None or self._replanning.done():
+                self._replanning = asyncio.ensure_future(self._replan_all())
+            self._wake.set()
+
+    def cancel(self) -> None:
+        """Stop: the session cancels the running turns; nothing new starts."""
+        self.stopping = self.stopping or "cancelled"
+        self._wake.set()
+
+    # -- the run ------------------------------------------------------------------------------
+    async def run(
+        self, request: str, record: TeamRecord | None = None, *, steer: str | None = None
+    ) -> TeamResult:
+        """Run to the end. ``record``: the stored run this one resumes; ``steer``: a new
+        requirement given with the resume (the prompt of ``mcode exec --resume ID '...'``)."""
+        self._request = request
+        self._base_branch = await self.git.branch()
+        if record is not None:
+            self.generation = record.generation + 1
+            await self.git.abort_merge()  # a killed merge never stays half-done
+        self.session.emit(
+            ev.TeamStarted(
+                task=request,
+                parallel=self.options.parallel,
+                rounds=self.options.rounds,
+                base_branch=self._base_branch,
+                base_commit=await self.git.head(),
+                resumed=record is not None,
+            )
+        )
+        try:
+            if record is not None and record.plan is not None:
+                self._adopt(record)
+                if record.steers:  # re-plans the killed run owed: made before anything starts
+                    self._replans.extend(record.steers)
+                    self._replanning = asyncio.ensure_future(self._replan_all())
+                if steer:
+                    self.steer(steer)
+            else:
+                plan = await self._first_plan(request)
+                if plan is None:
+                    return self._finish("no_plan" if self.stopping is None else self.stopping)
+            await self._schedule()
+        finally:
+            for provider in self.providers.values():
+                await provider.aclose()
+        return self._finish(self._reason())
+
+    def _reason(self) -> str:
+        if self.stopping is not None:
+            return self.stopping
+        if any(t.status != "passed" for t in self.tasks.values()):
+            return "failed"
+        return "completed"
+
+    def _finish(self, reason: str) -> TeamResult:
+        for task in self.tasks.values():
+            if task.status in ("pending", "running"):
+                task.status, task.reason = "cancelled", f"the run stopped ({reason})"
+                self._task_finished(task)
+        summary = tuple(
+            ev.TaskSummary(id=t.spec.id, status=final_status(t.status), rounds=t.rounds)
+            for t in (self.tasks[i] for i in self._order())
+        )
+        self.session.emit(ev.TeamFinished(tasks=summary, reason=reason))
+        return TeamResult(summary, reason)
+
+    def _order(self) -> list[str]:
+        order = self.plan.order() if self.plan is not None else []
+        return order + [i for i in self.tasks if i not in order]
+
+    def _adopt(self, record: TeamRecord) -> None:
+        assert record.plan is not None
+        self.plan, self.revision = record.plan, record.revision
+        for task_id, spec in record.plan.tasks.items():
+            task = TaskState(spec, rounds=record.rounds.get(task_id, 0))
+            if task_id in record.merged:
+                task.status, task.merged, task.reason = "passed", True, "accepted before resume"
+            elif task_id in record.accepted:
+                task.accepted_branch = True
+            self.tasks[task_id] = task
+
+    # -- planning -----------------------------------------------------------------------------
+    @property
+    def _planner_id(self) -> str:
+        return self._agent_id("planner")
+
+    def _agent_id(self, name: str) -> str:
+        # A resumed run's members are new conversations: their ids say which run they are of.
+        return name if self.generation == 1 else f"{name}@{self.generation}"
+
+    def _planner_conv(self) -> Conversation:
+        if self._planner is None:
+            main = self.session.main
+            tools = [t for t in main.tools if t.name in READ_TOOLS] + [self._planner_tool]
+            self._planner = self._member(
+                self._planner_id, "planner", prompts.PLANNER, tools, [self.budget], None
+            )
+            self._planner.max_turns = PLANNER_TURN_CALLS
+        return self._planner
+
+    async def _ask_planner(self, text: str) -> Plan | None:
+        planner = self._planner_conv()
+        self._planner_tool.plan = None
+        for _ in range(PLANNER_ATTEMPTS):
+            outcome = await self.session.submit(text, agent=planner.agent_id)
+            if self._planner_tool.plan is not None:
+                return self._planner_tool.plan
+            if outcome.reason != "completed" or self.stopping is not None:
+                return None
+            text = "You did not call the plan tool. Call it now with the plan."
+        return None
+
+    async def _first_plan(self, request: str) -> Plan | None:
+        text = prompts.planner_request(request)
+        if self._early:
+            text += "\n\nThe user added:\n" + "\n".join(f"- {s}" for s in self._early)
+        plan = await self._ask_planner(text)
+        if plan is None:
+            return None
+        self.plan, self.revision = plan, 1
+        self.tasks = {task_id: TaskState(spec) for task_id, spec in plan.tasks.items()}
+        self.session.emit(ev.TeamPlan(revision=1, reason="initial", stages=plan.stage_dicts()))
+        return plan
+
+    async def _replan_all(self) -> None:
+        try:
+            while self._replans and self.stopping is None:
+                await self._replan(self._replans.pop(0))
+        finally:
+            self._wake.set()
+
+    async def _replan(self, steer: str) -> None:
+        assert self.plan is not None
+        status = {i: t.status for i, t in self.tasks.items()}
+        new = await self._ask_planner(
+            prompts.replan_request(steer, self.plan, status, self._request)
+        )
+        if new is None:
+            self.session.report_error(
+                "steer",
+                f"the planner gave no revised plan for {steer!r}; the plan stays as it was",
+                "the running agents still got it; send it again to re-plan",
+            )
+            return
+        change = revise(self.tasks, new, steer)
+        for task_id in change.removed:
+            self._task_finished(self.tasks[task_id])
+        self.plan = change.plan
+        self.revision += 1
+        self.session.emit(
+            ev.TeamPlan(revision=self.revision, reason="steer", stages=self.plan.stage_dicts())
+        )
+        self.session.emit(
+            ev.TeamReplan(
+                revision=self.revision,
+                steer=steer,
+                added=change.added,
+                changed=change.changed,
+                removed=change.removed,
+                reopened=change.reopened,
+                kept=change.kept,
+            )
+        )
+
+    # -- scheduling ---------------------------------------------------------------------------
+    async def _schedule(self) -> None:
+        while True:
+            self._wake.clear()
+            self._settle_blocked()
+            replanning = self._replanning is not None and not self._replanning.done()
+            if self.stopping is None and not replanning:
+                for task in self._ready():
+                    task.status = "running"
+                    task.runner = asyncio.ensure_future(self._run_task(task))
+                    task.runner.add_done_callback(lambda _: self._wake.set())
+            running = [t.runner for t in self.tasks.values() if t.runner and not t.runner.done()]
+            if not running and not replanning:
+                return
+            await self._wake.wait()
+
+    def _ready(self) -> list[TaskState]:
+        busy = sum(1 for t in self.tasks.values() if t.status == "running")
+        room = self.options.parallel - busy
+        ready = []
+        for task_id in self._order():
+            task = self.tasks[task_id]
+            if room <= 0:
+                break
+            deps = [self.tasks[d] for d in task.spec.depends_on if d in self.tasks]
+            if task.status == "pending" and all(d.merged for d in deps):
+                ready.append(task)
+                room -= 1
+        return ready
+
+    def _settle_blocked(self) -> None:
+        """A pending task whose dependency ended without being merged can never run."""
+        changed = True
+        while changed:
+            changed = False
+            for task in self.tasks.values():
+                if task.status != "pending":
+                    continue
+                for dep in task.spec.depends_on:
+                    other = self.tasks.get(dep)
+                    if other is not None and other.status in ("failed", "partial", "cancelled"):
+                        task.status = "cancelled"
+                        task.reason = f"it depends on {dep}, which {other.status}"
+                        self._task_finished(task)
+                        changed = True
+                        break
+
+    # -- one task -----------------------------------------------------------------------------
+    async def _run_task(self, task: TaskState) -> None:
+        spec = task.spec
+        session8 = self.session.id[:8]
+        path = self.options.worktrees / session8 / spec.id
+        branch = f"mcode/team/{session8}/{spec.id}"
+        if task.accepted_branch:
+            task.accepted_branch = False
+            if await self._merge(task, branch, path):
+                return
+        task.budget = Budget(self.options.task_limits, spec.id, self._budget_hit)
+        try:
+            await self.git.add_worktree(path, branch, await self.git.head())
+            workspace = self._workspace(path)
+            task.runs += 1
+            name = f"producer:{spec.id}" + (f".{task.runs}" if task.runs > 1 else "")
+            producer = self._member(
+                self._agent_id(name),
+                "producer",
+                prompts.PRODUCER,
+                [t for t in self.session.main.tools if t.name in PRODUCER_TOOLS],
+                [task.budget, self.budget],
+                workspace,
+            )
+            problem = confinement(producer, path, self.git.root)
+            self.session.emit(
+                ev.TeamWorktree(
+                    task_id=spec.id,
+                    path=str(path),
+                    branch=branch,
+                    confined=not problem,
+                    reason=problem,
+                )
+            )
+            if problem:
+                self._end(task, "failed", f"refused: {problem}")
+                return
+            message = prompts.producer_request(spec, self._plan(), reopened_by=task.reopened_by)
+            while True:
+                if self.stopping is not None:
+                    self._end(task, "cancelled", f"the run stopped ({self.stopping})")
+                    return
+                self.session.emit(
+                    ev.TeamTaskStarted(
+                        task_id=spec.id,
+                        round=task.rounds + 1,
+                        agent=producer.agent_id or "",
+                        branch=branch,
+                        worktree=str(path),
+                    )
+                )
+                outcome = await self._turn(task, producer, message)
+                if outcome.reason != "completed":
+                    self._stopped(task, outcome, "the producer")
+                    return
+                await self.git.commit_all(
+                    path, f"{spec.id}: {spec.title} (round {task.rounds + 1})"
+                )
+                task.rounds += 1
+                if self.stopping is not None:  # a cancel while the work was committed
+                    self._end(task, "cancelled", f"the run stopped ({self.stopping})")
+                    return
+                findings = await self._verify(task, workspace, outcome.text)
+                if findings is None:
+                    await self._merge(task, branch, path)
+                    return
+                if self.stopping is not None or task.budget.hit is not None:
+                    self._end(task, "cancelled", f"the run stopped ({self.stopping or 'budget'})")
+                    return
+                if task.rounds >= self.options.rounds:
+                    last: Status = "partial" if task.partial else "failed"
+                    self._end(
+                        task, last, f"not accepted after {task.rounds} round(s): {findings[0]}"
+                    )
+                    return
+                message = prompts.revision_request(findings)
+        except asyncio.CancelledError:
+            self._end(task, "cancelled", "cancelled")
+            raise
+        except MCodeError as e:  # git failed under it (a full disk, a locked ref)
+            kind = cast(ev.ErrorKind, type(e).__name__)  # every error class is a kind
+            self.session.report_error(kind, e.message, e.hint or "see git status")
+            self._end(task, "failed", e.message)
+
+    async def _turn(self, task: TaskState, conv: Conversation, text: str) -> TurnOutcome:
+        task.agents.append(conv)
+        try:
+            return await self.session.submit(text, agent=conv.agent_id)
+        finally:
+            task.agents.remove(conv)
+
+    def _stopped(self, task: TaskState, outcome: TurnOutcome, who: str) -> None:
+        if isinstance(outcome.error, BudgetHit):
+            status: Status = "failed" if outcome.error.budget is task.budget else "cancelled"
+            self._end(task, status, outcome.error.message)
+        elif outcome.reason == "cancelled" or self.stopping is not None:
+            self._end(task, "cancelled", f"the run stopped ({self.stopping or 'cancelled'})")
+        else:
+            why = outcome.error.message if outcome.error else outcome.reason
+            self._end(task, "failed", f"{who}'s turn ended ({outcome.reason}): {why}")
+
+    async def _verify(self, task: TaskState, workspace: Workspace, answer: str) -> list[str] | None:
+        """One verification: a fresh verifier, then mcode's own checks. None: accepted; else
+        the findings the producer gets."""
+        spec = task.spec
+        assert task.budget is not None
+        bash, verdict_tool = RecordingBash(), VerdictTool()
+        tools = [t for t in self.session.main.tools if t.name in READ_TOOLS]
+        verifier = self._member(
+            self._agent_id(f"verifier:{spec.id}:{task.rounds}"),
+            "verifier",
+            prompts.VERIFIER,
+            [*tools, bash, verdict_tool],
+            [task.budget, self.budget],
+            workspace,
+        )
+        outcome = await self._turn(task, verifier, prompts.verifier_request(spec, answer))
+        checks = await run_checks(spec.checks, workspace.root, verifier.tool_context.env)
+        verdict = verdict_tool.verdict
+        passed = all(c["passed"] for c in checks)
+        refused = judge(verdict, bash.runs, passed)
+        if verdict is None and outcome.reason != "completed":
+            refused = f"the verifier's turn ended ({outcome.reason}) without a verdict"
+        accepted = verdict is not None and verdict.verdict == "PASS" and not refused
+        self.session.emit(
+            ev.TeamVerdict(
+                task_id=spec.id,
+                round=task.rounds,
+                agent=verifier.agent_id or "",
+                verdict=None if verdict is None else verdict.verdict,  # type: ignore[arg-type]
+                evidence=() if verdict is None else verdict.evidence,
+                findings=() if verdict is None else verdict.findings,
+                checks=tuple(checks),
+                accepted=accepted,
+                refused=refused if verdict is not None and verdict.verdict == "PASS" else "",
+            )
+        )
+        if accepted:
+            return None  # merged next, and the worktree goes: nothing to put back
+        await self.git.reset(workspace.root)  # what the verifier left is not the producer's
+        task.partial = verdict is not None and verdict.verdict == "PARTIAL"
+        findings = list(verdict.findings) if verdict is not None else []
+        if refused:
+            findings.insert(0, f"mcode refused the verdict: {refused}")
+        findings += [
+            f"acceptance check `{c['command']}` failed: {c['why']}"
+            for c in checks
+            if not c["passed"]
+        ]
+        return findings or ["the verifier did not accept the work"]
+
+    async def _merge(self, task: TaskState, branch: str, path: Path) -> bool:
+        spec = task.spec
+        result = await self.git.merge(branch, f"mcode team: {spec.id}: {spec.title}")
+        self.session.emit(
+            ev.TeamMerge(
+                task_id=spec.id,
+                branch=branch,
+                ok=result.ok,
+                commit=result.commit,
+                conflicts=result.conflicts,
+                message=result.message,
+            )
+        )
+        if result.ok:
+            task.merged = True
+            await self.git.remove_worktree(path, branch)
+            self._end(task, "passed", "verified and merged")
+        else:
+            await self.git.remove_worktree(path)  # the branch stays, for the user
+            self._end(task, "failed", f"merge conflict, branch {branch} left as it is")
+        return result.ok
+
+    def _end(self, task: TaskState, status: Status, reason: str) -> None:
+        task.status, task.reason = status, reason
+        self._task_finished(task)
+        if status == "passed" and task.reopen_after is not None:
+            task.status, task.merged, task.reason = "pending", False, ""
+            task.reopened_by, task.reopen_after = task.reopen_after, None
+        self._wake.set()
+
+    def _task_finished(self, task: TaskState) -> None:
+        self.session.emit(
+            ev.TeamTaskFinished(
+                task_id=task.spec.id,
+                status=final_status(task.status),
+                rounds=task.rounds,
+                reason=task.reason,
+            )
+        )
+
+    def _plan(self) -> Plan:
+        assert self.plan is not None
+        return self.plan
+
+    # -- members ------------------------------------------------------------------------------
+    def _workspace(self, path: Path) -> Workspace:
+        """The worktree as a workspace, with the user's extra roots and allow_outside: the
+        confinement check then sees what the tools really could reach."""
+        main_ws = self.session.main.tool_context.workspace
+        return Workspace(path, extra_roots=main_ws.extra_roots, allow_outside=main_ws.allow_outside)
+
+    def _member(
+        self,
+        agent_id: str,
+        role_name: str,
+        default_prompt: str,
+        tools: list[Tool],
+        budgets: list[Budget],
+        workspace: Workspace | None,
+    ) -> Conversation:
+        main = self.session.main
+        role = self.options.roles.get(role_name)
+        system = default_prompt + _project_part(main.system_prompt)
+        thinking = None
+        if role is not None:
+            first = default_prompt.split("\n", 1)[0]
+            if role.instructions:
+                system = f"{first}\n\n{role.instructions}" + _project_part(main.system_prompt)
+            thinking = role.thinking
+            if role.tools is not None:
+                keep = set(role.tools) | {"plan", "verdict"}
+                tools = [t for t in tools if t.name in keep]
+        inner = self.providers.get(role_name, main.provider)
+        conv = main.child(
+            agent_id,
+            system_prompt=system,
+            tools=tools,
+            max_turns=MEMBER_TURN_CALLS,
+            shared_totals=True,
+            workspace=workspace,
+            provider=GatedProvider(inner, self.limiter, budgets),
+            thinking=thinking,
+        )
+        self.session.add(conv)
+        return conv
+
+    def _budget_hit(self, hit: BudgetHit) -> None:
+        budget = hit.budget
+        self.session.emit(
+            ev.TeamBudget(
+                scope="team" if budget.task_id is None else "task",
+                task_id=budget.task_id,
+                limit=hit.limit,  # type: ignore[arg-type]
+                allowed=hit.allowed,
+                used=hit.used,
+            )
+        )
+        if budget.task_id is None:
+            self.stopping = self.stopping or "budget"
+            self._wake.set()
+
+
+def _project_part(system_prompt: str) -> str:
+    """What the session's system prompt adds to the base prompt: the project's instructions
+    (AGENTS.md, when the folder is trusted), which every team member follows too."""
+    if system_prompt.startswith(BASE_PROMPT):
+        return system_prompt[len(BASE_PROMPT) :]
+    return ""
