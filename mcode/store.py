@@ -308,14 +308,29 @@ class Store:
             ) from None
         return event
 
-    def write_all(self, events: list[tuple[Event, str]]) -> None:
-        """Persist ``events`` (each with its JSON, already scrubbed) in one transaction: all of
-        them or, on an error, none (a fork's copied history)."""
+    def write_fork(self, events: list[tuple[Event, str]], source: str, turn_ids: list[str]) -> None:
+        """Persist a fork in one transaction, all of it or nothing: its ``events`` (each with
+        its JSON, already scrubbed; a ``session.started`` first) and a copy of the checkpoints
+        of ``source``'s turns ``turn_ids`` under the fork's session id (so that ``mcode undo``
+        in the fork can undo the turns it inherited)."""
+        if not events:
+            return
+        target = events[0][0].session_id
+        marks = ",".join("?" * len(turn_ids))
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for event, body in events:
                     self.write(event, body)
+                if turn_ids:
+                    self._db.execute(
+                        "INSERT INTO checkpoints (session_id, turn_id, path, abs_path, existed, "
+                        "before, before_mode, after_sha256, ts, prior_sha256) SELECT ?, turn_id, "
+                        "path, abs_path, existed, before, before_mode, after_sha256, ts, "
+                        "prior_sha256 FROM checkpoints WHERE session_id=? "
+                        f"AND turn_id IN ({marks}) ORDER BY id",
+                        (target, source, *turn_ids),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.rounds import prefix_stable
 from helpers import make_repo, tool_messages
 
 from mcode.config import load_settings
@@ -20,12 +21,12 @@ from mcode.store import Store, history_of
 BTW = "btw: what does the -n flag of seq do?"
 
 
-def _session(server, repo: Path, home: Path):
+def _session(server, repo: Path, home: Path, wire: str = "openai"):
     settings = load_settings(
         repo,
         flags={
-            "provider": "openai",
-            "base_url": server.base_url,
+            "provider": wire,
+            "base_url": server.base_url if wire == "openai" else server.anthropic_base_url,
             "model": "m",
             "permission_mode": "full-auto",
         },
@@ -53,7 +54,7 @@ def _messages_bytes(raw: bytes) -> bytes:
 
 
 def _is_aside(body: dict[str, Any]) -> bool:
-    return body["messages"][-1].get("content") == BTW
+    return BTW in json.dumps(body["messages"][-1])
 
 
 def test_an_aside_answers_from_the_main_prefix_once_and_leaves_the_main_history(
@@ -167,3 +168,19 @@ def test_an_aside_that_fails_raises_and_the_session_goes_on(model_server, repo, 
 
     assert asyncio.run(go()).text == "ok"
     assert [m.text for m in session.history] == ["hi", "first", "again", "ok"]
+
+
+def test_an_aside_on_the_anthropic_wire_extends_the_main_request(model_server, repo, tmp_path):
+    server = model_server([{"text": "the main answer"}, {"text": "aside answer"}])
+    session, _ = _session(server, repo, tmp_path, wire="anthropic")
+
+    async def go():
+        await session.submit("count to three")
+        return await session.ask_aside(BTW)
+
+    assert asyncio.run(go()) == "aside answer"
+    main1, aside = server.bodies
+    # cache_control markers move to the aside's last message; all else is the main request's,
+    # which is what Anthropic's prompt cache matches (the rounds benchmark's checker).
+    assert prefix_stable(main1, aside) and _is_aside(aside)
+    assert aside["tool_choice"] == {"type": "none"} and aside["tools"]

@@ -154,15 +154,19 @@ def test_undo_files_puts_back_what_turns_n_and_later_wrote(model_server, repo, e
     assert undo["turn_id"] == turns[1]
     assert (undo["data"]["restored"], undo["data"]["deleted"]) == (["notes.txt"], ["extra.txt"])
 
-    # Forking at turn 1 with --undo-files goes back to before the session.
+    # The fork inherited turn 1 with its checkpoints: forking it (the latest session here, so
+    # --continue) at turn 1 with --undo-files goes back to before the session.
     run = mcode(
-        *exec_args(model_server([{"text": "ok"}]), *FLAGS, "--resume", sid, "--fork-at", "1",
+        *exec_args(model_server([{"text": "ok"}]), *FLAGS, "--continue", "--fork-at", "1",
                    "--undo-files", "from scratch"),
         cwd=repo,
         env=env,
     )  # fmt: skip
     assert run.code == 0, run.stderr
+    assert f"forked session {fork_id[:12]} before turn 1" in run.stderr
     assert not (repo / "notes.txt").exists()  # turn 1 created it
+    (undo,) = [e for e in stored_events(home, fork_id) if e["type"] == "undo"]
+    assert (undo["turn_id"], undo["data"]["deleted"]) == (turns[0], ["notes.txt"])
 
 
 def test_undo_files_refuses_when_a_file_changed_since_and_touches_nothing(

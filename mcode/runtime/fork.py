@@ -7,7 +7,8 @@ continued without a new message after a kill (``--resume`` with no prompt), a su
 work. :func:`user_turns` lists them with their text, for a picker (``/rewind``).
 
 :func:`fork_session` copies the stored events before user turn N's ``turn.started`` into a new
-session (byte for byte but for the session id: same folder, provider, model and title), then
+session (byte for byte but for the session id: same folder, provider, model and title), with the
+checkpoints of those turns (``mcode undo`` in the fork can undo what it inherited), then
 writes a ``session.forked`` event saying where it came from. Resuming the fork rebuilds the
 history the model had before turn N, as ``--resume`` always does (a compaction before turn N
 included); the next message replaces turn N. The source session is not changed: its events
@@ -122,7 +123,8 @@ def fork_session(
         None,
         now(),
     )
-    store.write_all([(e, e.to_json()) for e in (*copied, forked)])
+    inherited = list(dict.fromkeys(e.turn_id for e in copied if e.turn_id))
+    store.write_fork([(e, e.to_json()) for e in (*copied, forked)], info.id, inherited)
     if info.title:
         store.set_title(new_id, info.title)
     return Fork(new_id, info.id, at_turn, undone)
