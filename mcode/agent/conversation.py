@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcode.agent.hooks import TurnHooks
 from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
 from mcode.agent.tokens import TokenBudget
@@ -99,6 +100,8 @@ class Conversation:
         self.pending_note: str | None = None
         self._steers: list[str] = []
         self._compact_requests: list[CompactRequest] = []
+        # The user's hooks (mcode/agent/hooks.py; None: there are none), shared with children.
+        self.hooks: TurnHooks | None = None
 
     def child(
         self,
@@ -113,7 +116,7 @@ class Conversation:
         permissions: its own ``system_prompt``, ``tools`` (default: the same) and model-call cap
         (``max_turns``, None: none).
         ``shared_totals``: what it uses counts into this one's totals (a sub-agent's does)."""
-        return Conversation(
+        child = Conversation(
             provider=self.provider,
             tools=list(self.tools if tools is None else tools),
             tool_context=self.tool_context,
@@ -124,6 +127,8 @@ class Conversation:
             agent_id=agent_id,
             totals=self.totals if shared_totals else None,
         )
+        child.hooks = self.hooks
+        return child
 
     # -- what the user adds while a turn runs ------------------------------------------------
     def add_steer(self, text: str) -> None:

@@ -25,6 +25,8 @@ from mcode.undo import undo_note
 if TYPE_CHECKING:
     import httpx
 
+    from mcode.plugin_host import PluginHost
+
 
 def open_session(
     settings: Settings,
@@ -92,6 +94,17 @@ def open_session(
         # use (todo lists only made it loop; delegating is beyond it). Schemas + system prompt
         # stay well under 2K tokens.
         tools = [t for t in tools if t.name not in ("todo", "task")]
+    env = child_environment(
+        os.environ,
+        drop=[settings.api_key_env] if settings.api_key_env else [],
+        secrets=settings.secrets,
+        pass_env=settings.pass_env,
+    )
+    # Plugins, hooks and MCP servers (mcode/plugin_host/): their tools come after the built-in
+    # ones, so the request prefix of a session without them is what it always was.
+    plugins = _plugin_host(settings, env, store, resumed=history is not None)
+    if plugins is not None:
+        tools += plugins.tools()
     main = Conversation(
         provider=provider,
         tools=tools,
@@ -102,12 +115,7 @@ def open_session(
             workspace=workspace,
             bash_timeout=settings.bash_timeout,
             output_cap=settings.output_cap,
-            env=child_environment(
-                os.environ,
-                drop=[settings.api_key_env] if settings.api_key_env else [],
-                secrets=settings.secrets,
-                pass_env=settings.pass_env,
-            ),
+            env=env,
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         max_turns=settings.max_turns,
@@ -123,6 +131,9 @@ def open_session(
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
+    if plugins is not None:
+        main.hooks = plugins.hooks
+        plugins.attach(session)
     if store is not None:
         notes = store.path.parent / "running"
         if resume_id:
@@ -142,6 +153,18 @@ def open_session(
             session.interrupted = _interrupted(own, main)
             main.ledger = _ledger(own)
     return session
+
+
+def _plugin_host(
+    settings: Settings, env: dict[str, str], store: Store | None, *, resumed: bool
+) -> PluginHost | None:
+    """The session's plugins, hooks and MCP servers; None when there are none (and then
+    nothing of the plugin host beyond its discovery was imported)."""
+    from mcode.plugin_host import PluginHost
+
+    data_dir = store.path.parent if store is not None else None
+    host = PluginHost.open(settings, env=env, data_dir=data_dir, resumed=resumed)
+    return None if host.empty else host
 
 
 def _leftover_event(left: Leftover) -> dict[str, Any]:

@@ -180,6 +180,8 @@ class Session:
         self.start_notes: list[dict[str, Any]] = []
         self._queue = TurnQueue()
         self._compacting: asyncio.Task[bool] | None = None
+        # Called by close(), after the providers: what else the session started (MCP servers).
+        self.on_close: list[Callable[[], None]] = []
 
     # -- what front ends read -----------------------------------------------------------------
     @property
@@ -504,12 +506,16 @@ class Session:
         self.emit(ev.ERROR, kind=kind, message=message, hint=hint, recoverable=True)
 
     async def close(self) -> None:
-        """Close the providers of every conversation (their connections)."""
+        """Close the providers of every conversation (their connections), then what else the
+        session started (``on_close``: MCP servers, the file watcher)."""
         closed: list[object] = []
         for conv in (self.main, *self.conversations.values()):
             if not any(p is conv.provider for p in closed):
                 closed.append(conv.provider)
                 await conv.provider.aclose()
+        closers, self.on_close = self.on_close, []
+        for closer in closers:
+            closer()
 
     def approve(self, request_id: str, allow: bool, reason: str = "") -> bool:
         """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a
