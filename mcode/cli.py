@@ -185,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--list", action="store_true", help="list the trusted folders")
     how.add_argument("--revoke", action="store_true", help="stop trusting DIR")
 
+    g = sub.add_parser(
+        "plugins",
+        help="list, enable or disable plugins",
+        description="List the plugins this folder's sessions load (bundled, user, project),\n"
+        "or turn one on or off for every folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g.add_argument("action", choices=["list", "enable", "disable"])
+    g.add_argument("name", nargs="?", help="the plugin (enable, disable)")
+    g.add_argument("--cwd", type=_given("a folder"), help="the folder (default: the current one)")
+
     v = sub.add_parser(
         "serve",
         help="serve a local model over an OpenAI-compatible HTTP API",
@@ -327,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.undo import main as undo_main
 
         return undo_main(args)
+    if args.command == "plugins":
+        from mcode.plugin_host.cli import main as plugins_main
+
+        return plugins_main(args)
     if args.command == "serve":
         return _serve(args)
     parser.print_help()

@@ -84,7 +84,7 @@ def pids(starts: Path) -> list[int]:
     return [int(x) for x in starts.read_text().split()] if starts.exists() else []
 
 
-def call(id_: str, name: str, **arguments) -> dict:
+def call(id_: str, name: str, /, **arguments) -> dict:
     return {"tool_calls": [{"id": id_, "name": name, "arguments": arguments}]}
 
 

@@ -5,7 +5,8 @@ plugin host (``mcode/plugin_host/hooks.py``) answers by running Claude Code-styl
 commands. The loop imports only this protocol::
 
     run_turn
-      before_prompt(text)        UserPromptSubmit (and SessionStart, once): block it, or add context
+      before_prompt(text)        UserPromptSubmit (and SessionStart, once): block it, add context,
+                                 or expand a slash command
       _run_one
         before_tool(call, args)  PreToolUse: deny it (the reason is its result), change its
                                  arguments, or allow it without asking
@@ -42,11 +43,13 @@ class ToolGate:
 @dataclass(frozen=True, slots=True)
 class PromptGate:
     """What the UserPromptSubmit (and SessionStart) hooks said about a user message: ``block``
-    it (with ``reason``), or ``context`` to add to it for the model."""
+    it (with ``reason``), or ``context`` to add to it for the model; ``text``: the message's
+    text to use instead (a slash command expanded), or None."""
 
     block: bool = False
     reason: str = ""
     context: str = ""
+    text: str | None = None
 
 
 class TurnHooks(Protocol):

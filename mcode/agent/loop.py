@@ -139,9 +139,12 @@ async def _prompt_hooks(conv: Conversation, message: Message) -> Message:
             f"a UserPromptSubmit hook blocked the message: {gate.reason or 'no reason given'}",
             hint="change the message, or the hook (see the hook.finished event)",
         )
+    parts = message.parts
+    if gate.text is not None:
+        parts = (TextPart(gate.text), *(p for p in parts if not isinstance(p, TextPart)))
     if gate.context:
-        return dataclasses.replace(message, parts=(*message.parts, TextPart(gate.context)))
-    return message
+        parts = (*parts, TextPart(gate.context))
+    return message if parts == message.parts else dataclasses.replace(message, parts=parts)
 
 
 # Times one turn may be kept going by Stop hooks before it ends anyway (a hook that always
@@ -368,7 +371,7 @@ async def _run_one(
         if conv.hooks is not None:
             feedback = await conv.hooks.after_tool(call.name, args, result, call.id)
             if feedback:
-                result.content += f"\n\n[PostToolUse hook] {feedback}"
+                result.content += f"\n\n{feedback}"
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as e:

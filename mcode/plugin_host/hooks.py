@@ -271,7 +271,8 @@ class HookRunner:
             if run.outcome == "blocked":
                 feedback.append(run.message)
             feedback += _context(run, plain=False)
-        return "\n".join(f for f in feedback if f)
+        said = "\n".join(f for f in feedback if f)
+        return f"[PostToolUse hook] {said}" if said else ""
 
     async def on_stop(self, text: str, *, agent: str | None, again: bool) -> str:
         event = "Stop" if agent is None else "SubagentStop"

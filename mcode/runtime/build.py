@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import httpx
 
     from mcode.plugin_host import PluginHost
+    from mcode.plugin_host.roles import Role
+    from mcode.tools.base import Tool
 
 
 def open_session(
@@ -104,7 +106,14 @@ def open_session(
     # ones, so the request prefix of a session without them is what it always was.
     plugins = _plugin_host(settings, env, store, resumed=history is not None)
     if plugins is not None:
+        tools = _with_roles(tools, plugins.roles())
         tools += plugins.tools()
+
+    def prompt() -> str:
+        base = system_prompt(settings.workspace, trusted=settings.trusted)
+        section = plugins.prompt_section() if plugins is not None else ""
+        return f"{base}\n\n{section}" if section else base
+
     main = Conversation(
         provider=provider,
         tools=tools,
@@ -117,7 +126,7 @@ def open_session(
             output_cap=settings.output_cap,
             env=env,
         ),
-        system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
+        system_prompt=prompt(),
         max_turns=settings.max_turns,
         thinking=settings.thinking,
         history=history,
@@ -133,6 +142,8 @@ def open_session(
     )
     if plugins is not None:
         main.hooks = plugins.hooks
+        plugins.file_stamps = main.tool_context.file_stamps
+        plugins.refresh_prompt = lambda: setattr(main, "system_prompt", prompt())
         plugins.attach(session)
     if store is not None:
         notes = store.path.parent / "running"
@@ -165,6 +176,16 @@ def _plugin_host(
     data_dir = store.path.parent if store is not None else None
     host = PluginHost.open(settings, env=env, data_dir=data_dir, resumed=resumed)
     return None if host.empty else host
+
+
+def _with_roles(tools: list[Tool], roles: list[Role]) -> list[Tool]:
+    """The tools with the task tool offering the plugins' roles too (in its place)."""
+    from mcode.tools.task import RoleSpec, TaskTool
+
+    if not roles:
+        return tools
+    specs = [RoleSpec(r.name, r.description, r.prompt, r.tools) for r in roles]
+    return [TaskTool(specs) if t.name == "task" else t for t in tools]
 
 
 def _leftover_event(left: Leftover) -> dict[str, Any]:

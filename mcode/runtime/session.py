@@ -48,6 +48,11 @@ __all__ = ["Session", "TurnOutcome"]
 Listener = Callable[[Event, str], None]
 
 
+def _every_tool(job: AgentJob, name: str) -> bool:
+    """A job whose tools are ``("*",)`` gets every tool of its parent but ``task``."""
+    return job.tools == ("*",) and name != "task"
+
+
 def _cancel_if_running(task: asyncio.Task[Any]) -> None:
     if not task.done():
         task.cancel()
@@ -98,7 +103,7 @@ class _Seat:
         child = parent.child(
             agent_id,
             system_prompt=job.system_prompt,
-            tools=[t for t in parent.tools if t.name in job.tools],
+            tools=[t for t in parent.tools if t.name in job.tools or _every_tool(job, t.name)],
             max_turns=job.max_turns,
             shared_totals=True,
         )
