@@ -27,7 +27,7 @@ from mcode.plugin_host.commands import Command, command_table, expand, load_comm
 from mcode.plugin_host.discovery import Discovered, discover
 from mcode.plugin_host.hooks import HookCommand, HookRunner, parse_hooks
 from mcode.plugin_host.mcp import McpHub, McpServerSpec, parse_mcp_servers
-from mcode.plugin_host.pytools import load_tool_refs
+from mcode.plugin_host.pytools import entry_point_refs, load_entry_points, load_tool_refs
 from mcode.plugin_host.roles import Role, load_roles
 from mcode.plugin_host.skills import Skill, SkillTool, load_skills, prompt_section
 from mcode.plugin_host.sources import Found, gather
@@ -59,9 +59,15 @@ class Contents:
 
 
 def read_contents(
-    workspace: Path, config_dir: Path, *, trusted: bool, with_tools: bool = True
+    workspace: Path,
+    config_dir: Path,
+    *,
+    trusted: bool,
+    with_tools: bool = True,
+    data_dir: Path | None = None,
 ) -> Contents:
-    """Read every source: config tables, plugins (only the enabled ones' parts), their files."""
+    """Read every source: config tables, plugins (only the enabled ones' parts), their files;
+    with ``with_tools``, the Python tools too (plugins' and installed entry points')."""
     found = gather(workspace, config_dir, trusted=trusted)
     discovered = discover(workspace, config_dir, trusted=trusted, settings=found.plugin_settings)
     out = Contents(discovered, found, problems=[*found.problems, *discovered.problems])
@@ -96,6 +102,11 @@ def read_contents(
             )
             out.tools += tools
             out.problems += problems
+    if with_tools:
+        cache = None if data_dir is None else data_dir / "entry-points.json"
+        tools, problems = load_entry_points(entry_point_refs(cache), settings)
+        out.tools += tools
+        out.problems += problems
     for table, source, root in found.hooks:
         hooks, problems = parse_hooks(table, source, root)
         out.hooks += hooks
@@ -178,7 +189,9 @@ class PluginHost:
         from mcode.config import config_home
 
         config_dir = config_home()
-        contents = read_contents(settings.workspace, config_dir, trusted=settings.trusted)
+        contents = read_contents(
+            settings.workspace, config_dir, trusted=settings.trusted, data_dir=data_dir
+        )
         return cls(
             contents,
             workspace=settings.workspace,

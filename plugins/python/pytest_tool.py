@@ -167,4 +167,6 @@ def _result(code: int, counts: dict[str, int], failures: list[Failure]) -> ToolR
         lines.append(f"\n{f.kind.upper()} {f.test}\n  at {where}\n  {f.message}")
         if f.detail:
             lines.append("  " + f.detail.replace("\n", "\n  "))
-    return ToolResult("\n".join(lines), head, is_error=bool(failures) or code not in (0, 5))
+    # Failing tests are what the tool is for, not an error of the call: only a run pytest
+    # itself could not do (usage error, interrupted, internal error) is one.
+    return ToolResult("\n".join(lines), head, is_error=code not in (0, 1, 5))
