@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode, tool_messages, trust
+from helpers import Live, clean_env, exec_args, make_repo, mcode, tool_messages, trust
 
 # Reads the hook input, appends it to hooks.log (one JSON line per call), then acts.
 RECORDER = """\
@@ -137,6 +138,12 @@ def test_a_failing_hook_is_reported_never_silent(model_server, repo, env, home):
     assert finished["message"] == "broken"
     (result,) = tool_messages(server.bodies[1])
     assert "broken" not in result["content"]  # a failed hook does not speak to the model
+    # Text mode says it on stderr, -q too.
+    server = model_server([{"tool_calls": calls}, {"text": "done"}] * 2)
+    run = mcode(*exec_args(server), "go", cwd=repo, env=env)
+    assert run.code == 0 and "PostToolUse hook (read) failed: broken" in run.stderr
+    run = mcode(*exec_args(server, "-q"), "go", cwd=repo, env=env)
+    assert run.code == 0 and "PostToolUse hook (read) failed: broken" in run.stderr
 
 
 def test_json_output_can_allow_deny_or_rewrite_a_call(model_server, repo, env, home, tmp_path):
@@ -249,3 +256,65 @@ def test_a_bad_hook_entry_is_named_and_the_rest_still_run(model_server, repo, en
     assert "config.toml: hooks.PreToolUse[1].hooks[0].timeout" in problems
     assert "hooks.BeforeEverything: unknown hook event" in problems
     assert [e["hook_event_name"] for e in logged(tmp_path)] == ["PreToolUse"]
+
+
+def test_session_subagent_notification_and_compaction_hooks(
+    model_server, repo, env, home, tmp_path
+):
+    then = (
+        "keep = {k: data[k] for k in ('source', 'message', 'trigger', 'stop_hook_active') if k in data}\n"
+        "print(json.dumps({'hookSpecificOutput': {'additionalContext': 'CTX ' + json.dumps(keep)}}))"
+    )
+    command = json.dumps(hook_script(tmp_path, "all", then))
+    user_config(
+        home,
+        "".join(
+            f"[[hooks.{event}]]\ncommand = {command}\n"
+            for event in ("SessionStart", "SubagentStop", "Stop", "Notification", "PreCompact")
+        ),
+    )
+    task = {"description": "look", "prompt": "find README.md"}
+    server = model_server(
+        [
+            {"tool_calls": [{"id": "c1", "name": "task", "arguments": task}]},
+            {"text": "it is there"},  # the sub-agent
+            {"text": "done"},
+            {"tool_calls": [{"id": "c2", "name": "bash", "arguments": {"command": "echo hi"}}]},
+            {"text": "ran"},
+            {"text": "summary"},
+            {"text": "summary"},
+        ]
+    )
+    args = exec_args(server, "--input-format", "stream-json", "--output-format", "stream-json")
+    live = Live(args, cwd=repo, env=env)
+    try:
+        live.send(json.dumps({"type": "user", "text": "delegate"}))
+        live.until("turn.finished")
+        live.send(json.dumps({"type": "user", "text": "run it"}))
+        asked = live.until("permission.asked")
+        live.send(
+            json.dumps(
+                {"type": "approve", "request_id": asked["data"]["request_id"], "decision": "allow"}
+            )
+        )
+        live.until("turn.finished", 2)
+        live.send(json.dumps({"type": "compact"}))
+        deadline = time.monotonic() + 30
+        while not any(e["hook_event_name"] == "PreCompact" for e in logged(tmp_path)):
+            assert time.monotonic() < deadline, live.stderr
+            time.sleep(0.1)
+        live.close()
+        live.wait()
+    finally:
+        live.kill()
+    seen = [(e["hook_event_name"], e.get("source") or e.get("trigger")) for e in logged(tmp_path)]
+    assert seen[0] == ("SessionStart", "startup")
+    names = [name for name, _ in seen]
+    assert names.index("SubagentStop") < names.index("Stop")  # the sub-agent's, then the turn's
+    assert ("PreCompact", "manual") in seen
+    note = next(e for e in logged(tmp_path) if e["hook_event_name"] == "Notification")
+    assert "permission to use bash" in note["message"]
+    # SessionStart's context reached the model with the first message, once.
+    first = [part["text"] for part in server.bodies[0]["messages"][-1]["content"]]
+    assert first == ["delegate", 'CTX {"source": "startup"}']
+    assert "CTX" not in json.dumps(server.bodies[3]["messages"][-1])

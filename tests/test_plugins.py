@@ -277,3 +277,16 @@ def test_the_model_is_told_when_a_file_it_read_was_changed_by_someone_else(
     first, second = (tool_messages(server.bodies[i])[-1]["content"] for i in (1, 2))
     assert "someone else changed" not in first
     assert "someone else changed app.py" in second
+
+
+def test_front_ends_can_list_the_commands(repo, home, plugin, monkeypatch):
+    from mcode.plugin_host import expand_command, list_commands
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("HOME", str(home))
+    commands = list_commands(repo, trusted=False)
+    (greet,) = [c for c in commands if c.name == "greet"]
+    assert greet.description == "Greet someone by name" and greet.argument_hint == "NAME"
+    assert greet.plugin == "acme" and "acme:greet" in greet.aliases
+    assert expand_command("/greet Ada", commands) == "Say hello to Ada. Their first name is Ada."
+    assert expand_command("/nope", commands) is None

@@ -27,7 +27,8 @@ from mcode.plugin_host.commands import Command, command_table, expand, load_comm
 from mcode.plugin_host.discovery import Discovered, discover
 from mcode.plugin_host.hooks import HookCommand, HookRunner, parse_hooks
 from mcode.plugin_host.mcp import McpHub, McpServerSpec, parse_mcp_servers
-from mcode.plugin_host.pytools import entry_point_refs, load_entry_points, load_tool_refs
+from mcode.plugin_host.probe import entry_point_refs
+from mcode.plugin_host.pytools import load_entry_points, load_tool_refs
 from mcode.plugin_host.roles import Role, load_roles
 from mcode.plugin_host.skills import Skill, SkillTool, load_skills, prompt_section
 from mcode.plugin_host.sources import Found, gather

@@ -58,6 +58,14 @@ def read_document(path: Path, known: tuple[str, ...]) -> Document:
 
 
 def _parse(block: str) -> Any:
+    # Most front matter is plain key: value lines, read here without importing PyYAML (~30 ms
+    # on a busy machine, for every session that loads a command). YAML proper (block scalars,
+    # nested keys, flow maps, anchors) goes to PyYAML.
+    if not re.search(r"^\s|[|>]\s*$|^\S+:\s*[{&*!]", block, re.MULTILINE):
+        try:
+            return _simple(block)
+        except ValueError:
+            pass
     try:
         import yaml
     except ImportError:
@@ -69,19 +77,29 @@ def _parse(block: str) -> Any:
 
 
 def _simple(block: str) -> dict[str, Any]:
-    """``key: value`` lines, values as strings (``[a, b]`` as a list)."""
+    """``key: value`` lines: values as strings, ``[a, b]`` as a list, true/false as booleans,
+    whole numbers as ints (what YAML makes of them)."""
     out: dict[str, Any] = {}
     for line in block.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key, sep, value = line.partition(":")
-        if not sep:
+        if not sep or not key.strip():
             raise ValueError(f"expected key: value, got {line.strip()!r}")
         value = value.strip()
         if value.startswith("[") and value.endswith("]"):
-            out[key.strip()] = [v.strip().strip("\"'") for v in value[1:-1].split(",") if v.strip()]
+            items = value[1:-1].split(",")
+            out[key.strip()] = [v.strip().strip("\"'") for v in items if v.strip()]
+        elif value in ("true", "false"):
+            out[key.strip()] = value == "true"
+        elif re.fullmatch(r"-?[0-9]+", value):
+            out[key.strip()] = int(value)
+        elif value.startswith(("'", '"')) and value.endswith(value[0]) and len(value) > 1:
+            out[key.strip()] = value[1:-1]
+        elif " #" in value:
+            out[key.strip()] = value.split(" #", 1)[0].strip()
         else:
-            out[key.strip()] = value.strip("\"'")
+            out[key.strip()] = value
     return out
 
 

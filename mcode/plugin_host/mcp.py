@@ -18,7 +18,8 @@ cache for the next session.
 A dead server never ends a turn: a call to it is answered as a tool error the model can read
 ("the MCP server docs is not running: ...; mcode is restarting it"), and the restart goes on in
 the background, so a later call finds it up again. Its state changes are ``mcp.server`` events.
-Servers start with the scrubbed child environment plus the ``env`` their config names.
+Servers start with the scrubbed child environment plus the ``env`` their config names; a stdio
+server's stderr goes to ``<data dir>/mcp-logs/<server>.log``.
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ class McpHub:
         self.specs = {s.name: s for s in specs}
         self.env = env
         self.cache_path = cache
+        self.log_dir = None if cache is None else cache.parent / "mcp-logs"
         self.emit: Callable[[ev.Payload], Any] = lambda payload: None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -351,6 +353,7 @@ class _Server:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.last_error = ""
+        self._log: Any = None  # the server's stderr, kept in <data dir>/mcp-logs/NAME.log
 
     def _start(self) -> None:
         if self._task is None:
@@ -414,7 +417,7 @@ class _Server:
         spec = self.spec
         if spec.transport == "http":
             return Client(_http_transport(spec))
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         params = StdioServerParameters(
             command=spec.command,
@@ -422,7 +425,20 @@ class _Server:
             env={**self.hub.env, **spec.env},
             cwd=spec.cwd,
         )
-        return Client(params)
+        # The server's stderr (its logging) goes to a file, not over mcode's own output.
+        return Client(stdio_client(params, errlog=self._errlog()))
+
+    def _errlog(self) -> Any:
+        if self._log is None:
+            folder = self.hub.log_dir
+            try:
+                if folder is None:
+                    raise OSError
+                folder.mkdir(parents=True, exist_ok=True)
+                self._log = open(folder / f"{self.spec.name}.log", "a", encoding="utf-8")  # noqa: SIM115
+            except OSError:
+                self._log = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+        return self._log
 
     def _describe(self) -> str:
         spec = self.spec
@@ -500,6 +516,8 @@ class _Server:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        if self._log is not None:
+            self._log.close()
 
 
 def _http_transport(spec: McpServerSpec) -> Any:

@@ -9,7 +9,6 @@ from; the others still load.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -18,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mcode.plugin_host.probe import ENTRY_POINT_GROUP
 from mcode.tools.base import Tool
 
-ENTRY_POINT_GROUP = "mcode.tools"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -44,35 +43,6 @@ def load_tool_refs(
             else:
                 tools.append(tool)
     return tools, problems
-
-
-def entry_point_refs(cache: Path | None) -> list[tuple[str, str]]:
-    """``(name, "module:attr")`` of every ``mcode.tools`` entry point installed. Scanning the
-    installed distributions costs ~0.3 s on a busy machine, so the answer is kept in ``cache``
-    under the modification times of the folders on ``sys.path`` (installing or removing a
-    package changes its folder's), and scanned again only when one of them changed."""
-    import json
-    import os
-
-    stamp = []
-    for entry in sys.path:
-        with contextlib.suppress(OSError):
-            stamp.append([entry, os.stat(entry or ".").st_mtime_ns])
-    if cache is not None:
-        with contextlib.suppress(OSError, ValueError):
-            kept = json.loads(cache.read_text())
-            if kept.get("stamp") == stamp:
-                return [(n, v) for n, v in kept["refs"]]
-    from importlib.metadata import entry_points
-
-    refs = sorted((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
-    if cache is not None:
-        with contextlib.suppress(OSError):
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"stamp": stamp, "refs": refs}))
-            os.replace(tmp, cache)
-    return refs
 
 
 def load_entry_points(

@@ -171,9 +171,14 @@ def _plugin_host(
 ) -> PluginHost | None:
     """The session's plugins, hooks and MCP servers; None when there are none (and then
     nothing of the plugin host beyond its discovery was imported)."""
-    from mcode.plugin_host import PluginHost
+    from mcode.config import config_home
+    from mcode.plugin_host.probe import configured
 
     data_dir = store.path.parent if store is not None else None
+    if not configured(settings.workspace, config_home(), Path.home(), data_dir):
+        return None
+    from mcode.plugin_host import PluginHost
+
     host = PluginHost.open(settings, env=env, data_dir=data_dir, resumed=resumed)
     return None if host.empty else host
 
