@@ -30,7 +30,7 @@ from typing import Any
 
 MANIFEST = "mcode-plugin.toml"
 CLAUDE_MANIFEST = Path(".claude-plugin") / "plugin.json"
-MCODE_KEYS = (
+TOML_KEYS = (
     "name",
     "version",
     "description",
@@ -101,7 +101,7 @@ def read_plugin(folder: Path, source: str) -> tuple[Plugin | None, list[str]]:
         return None, [f"{manifest}: cannot be read ({e}); the plugin was not loaded"]
     if not isinstance(doc, dict):
         return None, [f"{manifest}: expected an object; the plugin was not loaded"]
-    known = CLAUDE_KEYS if claude else MCODE_KEYS
+    known = CLAUDE_KEYS if claude else TOML_KEYS
     for key in doc:
         if key not in known:
             problems.append(f"{manifest}: unknown field {key!r} (known: {', '.join(known)})")
