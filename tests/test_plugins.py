@@ -215,6 +215,15 @@ def test_plugins_list_enable_and_disable(model_server, repo, env, plugin):
     }
     assert rows["acme"] == "off" and rows["git"] == "on"
     assert run.code == 0
+    # [plugins] in a config file wins over what `mcode plugins` recorded.
+    (plugin.parents[1] / "config.toml").write_text(
+        '[plugins]\nenabled = ["acme"]\ndisabled = ["git"]\n'
+    )
+    rows = {
+        line.split()[1]: line.split()[0]
+        for line in mcode("plugins", "list", cwd=repo, env=env).stdout.splitlines()
+    }
+    assert rows["acme"] == "on" and rows["git"] == "off"
 
 
 def test_a_project_plugin_loads_only_in_a_trusted_folder(model_server, repo, env, tmp_path):
@@ -290,3 +299,32 @@ def test_front_ends_can_list_the_commands(repo, home, plugin, monkeypatch):
     assert greet.plugin == "acme" and "acme:greet" in greet.aliases
     assert expand_command("/greet Ada", commands) == "Say hello to Ada. Their first name is Ada."
     assert expand_command("/nope", commands) is None
+
+
+def test_agents_md_edited_during_a_session_reaches_the_next_request(
+    model_server, repo, env, home, plugin
+):
+    (repo / "AGENTS.md").write_text("Indent with tabs.\n")
+    trust(repo, env)
+    (home / "config" / "mcode" / "config.toml").write_text('[plugins]\ndisabled = ["git"]\n')
+    server = model_server([{"text": "one"}, {"text": "two"}])
+    live = Live(
+        [*exec_args(server, "--input-format", "stream-json", "--output-format", "stream-json")],
+        cwd=repo,
+        env=env,
+    )
+    try:
+        live.send(json.dumps({"type": "user", "text": "hi"}))
+        live.until("turn.finished")
+        (repo / "AGENTS.md").write_text("Indent with four spaces.\n")
+        reloaded = live.until("plugins.reloaded", timeout=30)
+        live.send(json.dumps({"type": "user", "text": "again"}))
+        live.until("turn.finished", 2)
+        live.close()
+        assert live.wait() == 0, live.stderr
+    finally:
+        live.kill()
+    assert "agents_md" in reloaded["data"]["what"]
+    assert "Indent with tabs." in system_of(server.bodies[0])
+    assert "Indent with four spaces." in system_of(server.bodies[1])
+    assert "tabs" not in system_of(server.bodies[1])
