@@ -9,6 +9,7 @@ into a session.
     roles.py      agent roles for task and the team      markdown.py front matter
     hooks.py      Claude Code's hook events and I/O, run as commands
     mcp.py        MCP servers through the official SDK: tools mcp__<server>__<tool>, resources
+    mcp_config.py what starts each MCP server (.mcp.json, [mcp_servers], a plugin)
     pytools.py    Python tools: module paths and the mcode.tools entry points
     reload.py     hot reload with watchdog
     host.py       PluginHost: the tools, prompt, hooks and events one session gets

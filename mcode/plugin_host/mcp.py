@@ -27,21 +27,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import os
-import re
 import threading
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from mcode import events as ev
 from mcode.errors import ToolError
+from mcode.plugin_host.mcp_config import McpServerSpec, parse_mcp_servers, tool_name
 from mcode.tools.base import Tool, ToolContext, ToolResult
 
-Transport = Literal["stdio", "http"]
+__all__ = ["McpHub", "McpResourceTool", "McpServerSpec", "McpTool", "parse_mcp_servers"]
 # How long the first listing of a new server's tools may take while the session opens.
 LIST_TIMEOUT = 60.0
 # How long a call waits for its server to come (back) up before it is answered as an error.
@@ -49,102 +48,6 @@ READY_TIMEOUT = 60.0
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 CACHE_NAME = "mcp-tools.json"
 RESULT_CAP = 50_000  # characters of one tool result given to the model
-
-
-@dataclass(frozen=True, slots=True)
-class McpServerSpec:
-    """One configured server: ``command`` + ``args`` (stdio) or ``url`` (streamable HTTP)."""
-
-    name: str
-    transport: Transport
-    command: str = ""
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    timeout: float = 120.0  # seconds one tool call may take
-    source: str = ""
-
-    @property
-    def key(self) -> str:
-        """What identifies the server's tool list in the cache: what starts it (the values of
-        ``env`` and ``headers`` are left out: they may hold credentials)."""
-        what = [self.transport, self.command, *self.args, self.url, *sorted(self.env)]
-        return hashlib.sha256("\0".join(what).encode()).hexdigest()[:24]
-
-
-def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServerSpec], list[str]]:
-    """The servers of one table (``.mcp.json``'s ``mcpServers``, a config's ``[mcp_servers]``,
-    a plugin's), each name -> ``{command, args, env, cwd}`` or ``{type: "http", url, headers}``;
-    a problem naming ``source`` and the field for each server that cannot be used."""
-    specs: list[McpServerSpec] = []
-    problems: list[str] = []
-    if not isinstance(table, dict):
-        return [], [f"{source}: mcpServers: expected a table of servers"]
-    for name, conf in table.items():
-        where = f"{source}: mcpServers.{name}"
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
-            problems.append(f"{where}: a server name is letters, digits, _ and - (at most 40)")
-            continue
-        if not isinstance(conf, dict):
-            problems.append(f"{where}: expected a table")
-            continue
-        kind = conf.get("type") or ("http" if "url" in conf else "stdio")
-        if kind in ("http", "streamable-http", "streamable_http"):
-            url = conf.get("url")
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                problems.append(f"{where}.url: expected an http(s) URL")
-                continue
-            headers = conf.get("headers", {})
-            if not _str_map(headers):
-                problems.append(f"{where}.headers: expected a table of strings")
-                continue
-            specs.append(McpServerSpec(name, "http", url=url, headers=dict(headers), source=source))
-            continue
-        if kind != "stdio":
-            problems.append(f"{where}.type: {kind!r} is not supported (stdio or http)")
-            continue
-        command = conf.get("command")
-        args = conf.get("args", [])
-        env = conf.get("env", {})
-        if not isinstance(command, str) or not command.strip():
-            problems.append(f"{where}.command: expected the command that starts the server")
-            continue
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            problems.append(f"{where}.args: expected a list of strings")
-            continue
-        if not _str_map(env):
-            problems.append(f"{where}.env: expected a table of strings")
-            continue
-        cwd = conf.get("cwd")
-        timeout = conf.get("timeout", 120.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            problems.append(f"{where}.timeout: expected seconds above 0")
-            continue
-        specs.append(
-            McpServerSpec(
-                name,
-                "stdio",
-                command=os.path.expandvars(command),
-                args=tuple(os.path.expandvars(a) for a in args),
-                env={k: os.path.expandvars(v) for k, v in env.items()},
-                cwd=str(base / cwd) if isinstance(cwd, str) else str(base),
-                timeout=float(timeout),
-                source=source,
-            )
-        )
-    return specs, problems
-
-
-def _str_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-
-
-def tool_name(server: str, tool: str) -> str:
-    """``mcp__<server>__<tool>``, in the characters every API takes, at most 64 long."""
-    raw = f"mcp__{server}__{tool}"
-    return re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:64]
 
 
 @dataclass(frozen=True, slots=True)
