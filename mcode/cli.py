@@ -299,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--max-turns", type=_positive_int, help="model calls per prompt (no cap)")
     a.add_argument("--context-window", type=_positive_int, metavar="TOKENS")
+    g = sub.add_parser(
+        "plugins",
+        help="list, enable or disable plugins",
+        description="List the plugins this folder's sessions load (bundled, user, project),\n"
+        "or turn one on or off for every folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g.add_argument("action", choices=["list", "enable", "disable"])
+    g.add_argument("name", nargs="?", help="the plugin (enable, disable)")
+    g.add_argument("--cwd", type=_given("a folder"), help="the folder (default: the current one)")
 
     v = sub.add_parser(
         "serve",
@@ -486,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.acp import main as acp_main
 
         return acp_main(args)
+    if args.command == "plugins":
+        from mcode.plugin_host.cli import main as plugins_main
+
+        return plugins_main(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "lsp":

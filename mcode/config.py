@@ -360,6 +360,9 @@ def _read_file(path: Path, is_project: bool) -> dict[str, Any]:
             f"{path}: not valid TOML: {e}", hint="fix the line it names, or move the file away"
         ) from None
     out: dict[str, Any] = {}
+    # The plugin host's tables ([hooks], [mcp_servers], [plugins]) have shapes of their own
+    # (Claude Code's); mcode/plugin_host/sources.py reads and checks them.
+    doc = {k: v for k, v in doc.items() if k not in ("hooks", "mcp_servers", "plugins")}
     for key, value in _flatten(doc):
         where = _where(path, text, key)
         if key.startswith("providers."):

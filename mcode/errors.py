@@ -7,6 +7,7 @@
      +-- ToolError                  a tool refused or failed; goes back to the model as a tool error
      |    +-- PathEscapeError       a path leaves the workspace
      +-- LimitReached               max turns or budget hit              -> exit 3
+ +-- HookBlocked                a UserPromptSubmit hook refused the message
 
 Messages never contain secrets: providers scrub API keys before raising.
 """
@@ -77,3 +78,7 @@ class PathEscapeError(ToolError):
 
 class LimitReached(MCodeError):
     exit_code = 3
+
+
+class HookBlocked(MCodeError):
+    """A hook (``UserPromptSubmit``) refused the user's message; it never reached the model."""

@@ -87,6 +87,11 @@ TEAM_MERGE = "team.merge"
 TEAM_BUDGET = "team.budget"
 TEAM_STEER = "team.steer"
 TEAM_FINISHED = "team.finished"
+# Plugins, hooks and MCP (mcode/plugin_host/).
+PLUGINS_LOADED = "plugins.loaded"
+PLUGINS_RELOADED = "plugins.reloaded"
+HOOK_FINISHED = "hook.finished"
+MCP_SERVER = "mcp.server"
 
 # Events whose ``data["message"]`` is a conversation entry: replaying them in order rebuilds the
 # model's history exactly (this is how --resume works). A ``compaction`` event replaces the
@@ -102,7 +107,7 @@ Approvals = Literal["stdin", "denied", "editor"]
 PermissionModeName = Literal["read-only", "ask", "auto-edit", "full-auto"]
 Permission = Literal["read", "edit", "execute", "computer"]  # = mcode.tools.base.PermissionClass
 FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
-DecidedBy = Literal["user", "rule", "mode", "headless", "timeout", "cancel"]
+DecidedBy = Literal["user", "rule", "mode", "headless", "timeout", "cancel", "hook"]
 CompactionReason = Literal["auto", "overflow", "manual"]
 UsagePurpose = Literal["compaction"]
 TurnReason = Literal["completed", "max_turns", "cancelled", "error", "output_limit", "loop"]
@@ -144,6 +149,7 @@ ErrorKind = Literal[
     "limit",
     "output_limit",
     "leftover",
+    "plugin",
     # Any other mcode error that ends a turn is named by its class.
     "MCodeError",
     "UsageError",
@@ -155,6 +161,7 @@ ErrorKind = Literal[
     "GitError",
     "PlanError",
     "RoleError",
+    "HookBlocked",
 ]
 
 
@@ -402,7 +409,7 @@ class PermissionDecided(Payload):
     allowed: bool
     by: DecidedBy
     """user, rule, mode, headless, timeout: no answer within `approval_timeout`; cancel: the
-    turn was cancelled while asking"""
+    turn was cancelled while asking; hook: a PreToolUse hook allowed or blocked it"""
     reason: str
 
 
@@ -489,13 +496,16 @@ class Error(Payload):
     recoverable at the 5th, which ends the turn with reason `loop`; limit: the turn hit
     `--max-turns`; output_limit: the answer was cut at the model's output cap (recoverable when
     the text so far stands, else the turn ends with reason `output_limit`); leftover: on resume,
-    a command of the killed run, with `pid`, `command` and `killed`; a model API error that ended
+    a command of the killed run, with `pid`, `command` and `killed`; plugin: a plugin, hook or
+    MCP server problem that does not stop the session (a Stop hook that kept the turn going too
+    often); a model API error that ended
     the turn by its kind: rate_limit, overloaded, server, connection, timeout, truncated, auth,
     bad_request, context_overflow (a request did not fit even after one compaction), billing,
     content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
     running the local model in the check's child process); any other mcode error by its class:
     MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError,
-    ComputerUnavailable, GitError, PlanError, RoleError"""
+    ComputerUnavailable, GitError, PlanError, RoleError, HookBlocked (a
+    UserPromptSubmit hook refused the message)"""
     message: str
     hint: str
     """what to do"""
@@ -811,6 +821,94 @@ class TeamFinished(Payload):
     """completed, failed, budget, cancelled, no_plan"""
 
 
+# -- plugins, hooks and MCP (mcode/plugin_host/) ---------------------------------------------
+HookEventName = Literal[
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "Stop",
+    "SubagentStop",
+    "PreCompact",
+    "Notification",
+]
+HookOutcome = Literal["ok", "blocked", "failed", "timeout"]
+McpState = Literal["started", "failed", "restarting", "stopped"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class PluginsLoaded(Payload):
+    """Said once after `session.started`: what the plugins, hooks and MCP servers of this
+    session contribute, and every problem found loading them (a broken manifest, an unknown
+    front-matter key); the rest still loads."""
+
+    TYPE: ClassVar[str] = PLUGINS_LOADED
+    plugins: tuple[str, ...]
+    """the enabled plugins, by name"""
+    commands: tuple[str, ...]
+    """slash commands, without the slash"""
+    skills: tuple[str, ...]
+    roles: tuple[str, ...]
+    tools: tuple[str, ...]
+    """plugin and MCP tools offered after the built-in ones"""
+    mcp_servers: tuple[str, ...]
+    hooks: int
+    """how many hook commands are configured"""
+    problems: tuple[str, ...]
+    """each: the file, the field, what is wrong"""
+    ignored: tuple[str, ...] = ()
+    """what an untrusted folder brought and did not get to run: its plugins, hooks, MCP servers"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class PluginsReloaded(Payload):
+    """A watched file changed on disk during the session and what it holds was read again."""
+
+    TYPE: ClassVar[str] = PLUGINS_RELOADED
+    paths: tuple[str, ...]
+    """the files that changed"""
+    what: tuple[str, ...]
+    """what was reloaded: commands, skills, roles, hooks, agents_md, config"""
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class HookFinished(Payload):
+    """One hook command ran (Claude Code's hook events and I/O)."""
+
+    TYPE: ClassVar[str] = HOOK_FINISHED
+    hook_event: HookEventName
+    """SessionStart, UserPromptSubmit, PreToolUse, PostToolUse, Stop, SubagentStop, PreCompact,
+    Notification (Claude Code's names)"""
+    command: str
+    outcome: HookOutcome
+    """ok; blocked: it blocked what it was asked about (exit 2 or a JSON decision); failed: it
+    exited with another code or could not start, and the run went on; timeout: it ran past its
+    timeout and was killed, and the run went on"""
+    exit_code: int | None
+    duration: float
+    """seconds"""
+    message: str
+    """the reason it gave, or what went wrong (stderr, trimmed)"""
+    tool: str | None = field(default=None, metadata=OPTIONAL)
+    """PreToolUse and PostToolUse: the tool call's name"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class McpServer(Payload):
+    """An MCP server changed state: started (its tools listed), failed (it could not start or
+    it died; a call to its tools is answered as an error the model can read), restarting (after
+    a crash, with backoff), stopped (the session ended)."""
+
+    TYPE: ClassVar[str] = MCP_SERVER
+    server: str
+    state: McpState
+    """started, failed, restarting, stopped"""
+    message: str
+    tools: int = 0
+    """how many tools it offers"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Unknown(Payload):
     """The payload of an event read back that this version cannot type: a type it does not
@@ -864,6 +962,10 @@ PAYLOADS: dict[str, type[Payload]] = {
         TeamBudget,
         TeamSteer,
         TeamFinished,
+        PluginsLoaded,
+        PluginsReloaded,
+        HookFinished,
+        McpServer,
     )
 }
 ALL_TYPES = frozenset(PAYLOADS)

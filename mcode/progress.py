@@ -42,6 +42,10 @@ class Progress:
         match event.payload:
             case ev.Error(kind="leftover", message=message):
                 return f"mcode: {message}"  # something was killed on your behalf: always said
+            case ev.HookFinished(outcome="failed" | "timeout") as p:
+                return f"mcode: {_hook_line(p)}"  # a hook that did not work: never silent
+            case ev.PluginsLoaded(problems=problems) if problems:
+                return "\n".join(f"mcode: plugin problem: {x}" for x in problems)
             case ev.Retry() as retry:
                 if retry.attempt == 1:
                     self._waited = 0.0  # a new model call's first retry
@@ -84,6 +88,14 @@ def describe(event: Event) -> str | None:
             return f"  {_retry_line(retry)}"
         case ev.Error(kind=kind, message=message):
             return f"  {kind}: {message}"
+        case ev.HookFinished(outcome="failed" | "timeout" | "blocked") as p:
+            return f"  {_hook_line(p)}"
+        case ev.PluginsLoaded(problems=problems) if problems:
+            return "\n".join(f"mcode: plugin problem: {x}" for x in problems)
+        case ev.McpServer(state="failed" | "restarting") as p:
+            return f"  MCP server {p.server} {p.state}: {p.message}"
+        case ev.PluginsReloaded(what=what):
+            return f"mcode: reloaded {', '.join(what)}"
     return _team_line(event.payload)
 
 
@@ -116,6 +128,11 @@ def _team_line(payload: ev.Payload) -> str | None:
         case ev.TeamSteer(text=text, to=to):
             return f"team: steer {_short(text)!r} to {', '.join(to) or 'nobody running'}"
     return None
+
+
+def _hook_line(p: ev.HookFinished) -> str:
+    on = f" ({p.tool})" if p.tool else ""
+    return f"{p.hook_event} hook{on} {p.outcome}: {_short(p.message)} [{_short(p.command)}]"
 
 
 def _retry_line(retry: ev.Retry) -> str:

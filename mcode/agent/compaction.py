@@ -85,6 +85,8 @@ async def compact(
         tail_budget = min(tail_budget, before // 10)
     cut = _cut(history, budget.ratio, tail_budget)
     older, tail = history[:cut], history[cut:]
+    if conv.hooks is not None:  # PreCompact: the hook sees it before anything is summarised
+        await conv.hooks.before_compact(reason, instructions)
 
     ledger = Ledger.from_dict(conv.ledger.to_dict()) if conv.ledger else Ledger()
     # After a compaction the history starts with its ledger message: not a user request.

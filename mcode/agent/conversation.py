@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcode import events as ev
+from mcode.agent.hooks import TurnHooks
 from mcode.agent.images import ImagePruner
 from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
@@ -102,6 +103,8 @@ class Conversation:
         self.image_pruner: ImagePruner | None = None
         self._steers: list[str] = []
         self._compact_requests: list[CompactRequest] = []
+        # The user's hooks (mcode/agent/hooks.py; None: there are none), shared with children.
+        self.hooks: TurnHooks | None = None
 
     def use_provider(self, provider: Provider, thinking: bool | None) -> None:
         """Talk to ``provider`` from the next model call on, thinking as given (another model
@@ -158,6 +161,7 @@ class Conversation:
         )
         if self.image_pruner is not None:
             child.image_pruner = ImagePruner(self.image_pruner.keep, self.image_pruner.step)
+        child.hooks = self.hooks
         return child
 
     # -- what the user adds while a turn runs ------------------------------------------------

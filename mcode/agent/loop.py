@@ -28,7 +28,7 @@ from mcode.agent.conversation import Conversation, TurnOutcome
 from mcode.agent.host import Host
 from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.agent.model_call import call_model
-from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
+from mcode.errors import HookBlocked, LimitReached, MCodeError, ProviderError, ToolError
 from mcode.messages import Message, TextPart, ToolCall, user_message
 from mcode.providers.base import Completion
 from mcode.tools import READ_ONLY_SAFE
@@ -55,10 +55,13 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
     host.emit(ev.TurnStarted(resumed=message is None))
     conv.loop_guard.reset()
     _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
-    if message is not None:
-        _append(conv, host, message, ev.MessageUser(message=message))
     text = ""
+    stop_hooks = 0  # times a Stop hook kept this turn going
     try:
+        if message is not None and conv.hooks is not None:
+            message = await _prompt_hooks(conv, message)
+        if message is not None:
+            _append(conv, host, message, ev.MessageUser(message=message))
         if host.cancel_requested:  # cancelled before this task first ran (Session.cancel)
             raise asyncio.CancelledError
         # No cap unless the user set one: a runaway is the loop breaker's and the budgets' job.
@@ -76,6 +79,9 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
                 return _cut_off(conv, host, completion)
             await _requested_compaction(conv, host)  # asked for during the last step
             if conv.has_pending_steers:
+                continue
+            if conv.hooks is not None and await _stop_hooks(conv, host, text, stop_hooks):
+                stop_hooks += 1
                 continue
             host.emit(ev.TurnFinished(reason="completed"))
             return TurnOutcome("completed", text)
@@ -122,6 +128,51 @@ def _cut_off(conv: Conversation, host: Host, completion: Completion) -> TurnOutc
     _drop_steers(conv, host, "output_limit")
     host.emit(ev.TurnFinished(reason="output_limit"))
     return TurnOutcome("output_limit", text, e)
+
+
+async def _prompt_hooks(conv: Conversation, message: Message) -> Message:
+    """The user message as the UserPromptSubmit hooks let it through (with their context
+    added); a blocked one raises HookBlocked before it reaches the history."""
+    assert conv.hooks is not None
+    gate = await conv.hooks.before_prompt(message.text, agent=conv.agent_id)
+    if gate.block:
+        raise HookBlocked(
+            f"a UserPromptSubmit hook blocked the message: {gate.reason or 'no reason given'}",
+            hint="change the message, or the hook (see the hook.finished event)",
+        )
+    parts = message.parts
+    if gate.text is not None:
+        parts = (TextPart(gate.text), *(p for p in parts if not isinstance(p, TextPart)))
+    if gate.context:
+        parts = (*parts, TextPart(gate.context))
+    return message if parts == message.parts else dataclasses.replace(message, parts=parts)
+
+
+# Times one turn may be kept going by Stop hooks before it ends anyway (a hook that always
+# blocks would otherwise loop forever; Claude Code leaves that to stop_hook_active alone).
+MAX_STOP_HOOK_ROUNDS = 3
+
+
+async def _stop_hooks(conv: Conversation, host: Host, text: str, rounds: int) -> bool:
+    """Whether a Stop (SubagentStop) hook keeps the turn going: its reason becomes the next
+    user message, delivered like a steer."""
+    assert conv.hooks is not None
+    reason = await conv.hooks.on_stop(text, agent=conv.agent_id, again=rounds > 0)
+    if not reason:
+        return False
+    if rounds >= MAX_STOP_HOOK_ROUNDS:
+        host.emit(
+            ev.Error(
+                kind="plugin",
+                message=f"a stop hook asked to keep going a {rounds + 1}th time; the turn "
+                f"ends (at most {MAX_STOP_HOOK_ROUNDS} rounds): {reason}",
+                hint="make the hook look at stop_hook_active in its input",
+                recoverable=True,
+            )
+        )
+        return False
+    conv.add_steer(reason)
+    return True
 
 
 def _append(conv: Conversation, host: Host, message: Message, payload: ev.Payload) -> None:
@@ -295,9 +346,22 @@ async def _run_one(
             raise ToolError(f"there is no tool named {call.name!r}; the tools are: {names}")
         args = parse_arguments(call.arguments)
         validate_arguments(tool, args)
-        denied = await _denial(conv, host, call, tool, args)
-        if denied is not None:
-            return _denied_result(denied), time.monotonic() - started
+        gate = None
+        if conv.hooks is not None:
+            gate = await conv.hooks.before_tool(call.name, args, call.id, agent=conv.agent_id)
+            if gate.arguments is not None:
+                args = gate.arguments
+                validate_arguments(tool, args)
+            if gate.decision == "deny":
+                why = f"a PreToolUse hook blocked it: {gate.reason or 'no reason given'}"
+                blocked = _record_denial(conv, host, call, tool.subject(args), why, by="hook")
+                return _denied_result(blocked), time.monotonic() - started
+        if gate is not None and gate.decision == "allow":
+            _decided(conv, host, call, tool.subject(args), True, "hook", gate.reason or "allowed")
+        else:
+            denied = await _denial(conv, host, call, tool, args)
+            if denied is not None:
+                return _denied_result(denied), time.monotonic() - started
         host.emit(ev.ToolStarted(id=call.id, name=call.name))
 
         def emit_output(chunk: str) -> None:
@@ -315,6 +379,10 @@ async def _run_one(
             result = await _run_to_the_end(conv, host, call, tool.run(args, ctx), started)
         else:
             result = await tool.run(args, ctx)
+        if conv.hooks is not None:
+            feedback = await conv.hooks.after_tool(call.name, args, result, call.id)
+            if feedback:
+                result.content += f"\n\n{feedback}"
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as e:

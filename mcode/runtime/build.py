@@ -28,6 +28,10 @@ from mcode.tools.workspace import Workspace
 if TYPE_CHECKING:
     import httpx
 
+    from mcode.plugin_host import PluginHost
+    from mcode.plugin_host.roles import Role
+    from mcode.tools.base import Tool
+
 
 def open_session(
     settings: Settings,
@@ -110,6 +114,19 @@ def open_session(
                 "--virtual-display and [computer] enabled",
             )
         tools.append(_computer_tool(settings, store, session_id, child_env))
+
+    # Plugins, hooks and MCP servers (mcode/plugin_host/): their tools come after the built-in
+    # ones, so the request prefix of a session without them is what it always was.
+    plugins = _plugin_host(settings, child_env, store, resumed=history is not None)
+    if plugins is not None:
+        tools = _with_roles(tools, plugins.roles())
+        tools += plugins.tools()
+
+    def prompt() -> str:
+        base = system_prompt(settings.workspace, trusted=settings.trusted)
+        section = plugins.prompt_section() if plugins is not None else ""
+        return f"{base}\n\n{section}" if section else base
+
     main = Conversation(
         provider=provider,
         tools=tools,
@@ -122,7 +139,7 @@ def open_session(
             output_cap=settings.output_cap,
             env=child_env,
         ),
-        system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
+        system_prompt=prompt(),
         max_turns=settings.max_turns,
         thinking=settings.thinking,
         history=history,
@@ -140,6 +157,11 @@ def open_session(
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
+    if plugins is not None:
+        main.hooks = plugins.hooks
+        plugins.file_stamps = main.tool_context.file_stamps
+        plugins.refresh_prompt = lambda: setattr(main, "system_prompt", prompt())
+        plugins.attach(session)
     if store is not None:
         notes = store.path.parent / "running"
         if resume_id:
@@ -184,6 +206,33 @@ def _computer_tool(
         return open_computer(settings.computer, env=env, shots_dir=shots)
     except ComputerUnavailable as e:
         raise UsageError(e.message, hint=e.hint) from None
+
+
+def _plugin_host(
+    settings: Settings, env: dict[str, str], store: Store | None, *, resumed: bool
+) -> PluginHost | None:
+    """The session's plugins, hooks and MCP servers; None when there are none (and then
+    nothing of the plugin host beyond its discovery was imported)."""
+    from mcode.config import config_home
+    from mcode.plugin_host.probe import configured
+
+    data_dir = store.path.parent if store is not None else None
+    if not configured(settings.workspace, config_home(), Path.home(), data_dir):
+        return None
+    from mcode.plugin_host import PluginHost
+
+    host = PluginHost.open(settings, env=env, data_dir=data_dir, resumed=resumed)
+    return None if host.empty else host
+
+
+def _with_roles(tools: list[Tool], roles: list[Role]) -> list[Tool]:
+    """The tools with the task tool offering the plugins' roles too (in its place)."""
+    from mcode.tools.task import RoleSpec, TaskTool
+
+    if not roles:
+        return tools
+    specs = [RoleSpec(r.name, r.description, r.prompt, r.tools) for r in roles]
+    return [TaskTool(specs) if t.name == "task" else t for t in tools]
 
 
 def _leftover_event(left: Leftover) -> ev.Error:

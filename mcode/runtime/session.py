@@ -73,6 +73,11 @@ class Work(Protocol):
     def cancel(self) -> None: ...
 
 
+def _every_tool(job: AgentJob, name: str) -> bool:
+    """A job whose tools are ``("*",)`` gets every tool of its parent but ``task``."""
+    return job.tools == ("*",) and name != "task"
+
+
 def _cancel_if_running(task: asyncio.Task[Any]) -> None:
     if not task.done():
         task.cancel()
@@ -123,7 +128,7 @@ class _Seat:
         child = parent.child(
             agent_id,
             system_prompt=job.system_prompt,
-            tools=[t for t in parent.tools if t.name in job.tools],
+            tools=[t for t in parent.tools if t.name in job.tools or _every_tool(job, t.name)],
             max_turns=job.max_turns,
             shared_totals=True,
         )
@@ -206,6 +211,8 @@ class Session:
         self._queue = TurnQueue()
         self._compacting: asyncio.Task[bool] | None = None
         self._work: tuple[Work, asyncio.Task[Any]] | None = None
+        # Called by close(), after the providers: what else the session started (MCP servers).
+        self.on_close: list[Callable[[], None]] = []
 
     # -- what front ends read -----------------------------------------------------------------
     @property
@@ -604,12 +611,16 @@ class Session:
         self.emit(ev.Error(kind=kind, message=message, hint=hint, recoverable=True))
 
     async def close(self) -> None:
-        """Close the providers of every conversation (their connections)."""
+        """Close the providers of every conversation (their connections), then what else the
+        session started (``on_close``: MCP servers, the file watcher)."""
         closed: list[object] = []
         for conv in (self.main, *self.conversations.values()):
             if not any(p is conv.provider for p in closed):
                 closed.append(conv.provider)
                 await conv.provider.aclose()
+        closers, self.on_close = self.on_close, []
+        for closer in closers:
+            closer()
 
     def approve(self, request_id: str, allow: bool, reason: str = "") -> bool:
         """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a

@@ -71,7 +71,8 @@ Checkpointer = Callable[[Path, bytes | None, int | None, bytes | None], int]
 class AgentJob:
     """A self-contained job for a sub-agent (the ``task`` tool): a fresh conversation whose
     first user message is ``prompt``, with its own ``system_prompt``, only the parent's tools
-    named in ``tools``, and at most ``max_turns`` model calls."""
+    named in ``tools`` (``("*",)``: all of them but ``task``), and at most ``max_turns`` model
+    calls."""
 
     prompt: str
     system_prompt: str

@@ -9,6 +9,8 @@ and never gets ``task`` itself: sub-agents go one level deep.
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mcode.errors import ToolError
@@ -20,6 +22,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "explore": ("read", "grep", "glob", "ls"),
     "edit": ("read", "write", "edit", "grep", "glob", "ls", "bash"),
 }
+# A plugin role that names no tools gets every tool its parent has but task.
+ALL_TOOLS = ("*",)
 # Model calls a sub-agent may make before it must answer.
 MAX_TURNS = 25
 
@@ -31,6 +35,17 @@ repository root; use paths relative to it.
 Work on the task with your tools, then answer with what the main agent needs: your findings, \
 with file paths and line numbers where they help. Your final answer is all it sees, so make it \
 complete and short."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    """A role from outside (a plugin's agent file): its system prompt and its tools (None: the
+    parent's, less ``task``)."""
+
+    name: str
+    description: str
+    prompt: str
+    tools: tuple[str, ...] | None = None
 
 
 class TaskTool(Tool):
@@ -52,6 +67,17 @@ class TaskTool(Tool):
     }
     permission = "read"  # the sub-agent's own calls are checked one by one
 
+    def __init__(self, roles: list[RoleSpec] | None = None) -> None:
+        # Plugin roles (mcode/plugin_host/roles.py) join explore and edit; without any, the
+        # schema is the class's own, byte for byte.
+        self.roles = {r.name: r for r in roles or [] if r.name not in ROLES}
+        if self.roles:
+            listed = "; ".join(f"{r.name}: {r.description}" for r in self.roles.values())
+            self.description = f"{TaskTool.description} Other roles: {listed}"  # type: ignore[misc]
+            schema = copy.deepcopy(TaskTool.parameters)
+            schema["properties"]["role"]["enum"] = [*ROLES, *self.roles]
+            self.parameters = schema  # type: ignore[misc]
+
     def subject(self, args: dict[str, Any]) -> str:
         return str(args.get("description", ""))
 
@@ -62,7 +88,16 @@ class TaskTool(Tool):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ToolError("task needs a non-empty prompt saying the whole job")
         role = args.get("role", "explore")
-        job = AgentJob(prompt.strip(), SUBAGENT_PROMPT, ROLES[role], MAX_TURNS)
+        extra = self.roles.get(role) if isinstance(role, str) else None
+        if extra is not None:
+            tools = extra.tools if extra.tools is not None else ALL_TOOLS
+            job = AgentJob(prompt.strip(), extra.prompt, tools, MAX_TURNS)
+        elif role in ROLES:
+            job = AgentJob(prompt.strip(), SUBAGENT_PROMPT, ROLES[role], MAX_TURNS)
+        else:
+            raise ToolError(
+                f"there is no role {role!r}; the roles are: {', '.join([*ROLES, *self.roles])}"
+            )
         report = await ctx.spawn_agent(job)
         changed = list(report.changed_files)
         if report.reason != "completed":

@@ -1,0 +1,110 @@
+"""MCP server configuration: what starts each server, read from ``.mcp.json``'s
+``mcpServers``, a config file's ``[mcp_servers.NAME]`` or a plugin, and the names its tools get
+(``mcp__<server>__<tool>``). The servers themselves are ``mcp.py``'s."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Transport = Literal["stdio", "http"]
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerSpec:
+    """One configured server: ``command`` + ``args`` (stdio) or ``url`` (streamable HTTP)."""
+
+    name: str
+    transport: Transport
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 120.0  # seconds one tool call may take
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        """What identifies the server's tool list in the cache: what starts it (the values of
+        ``env`` and ``headers`` are left out: they may hold credentials)."""
+        what = [self.transport, self.command, *self.args, self.url, *sorted(self.env)]
+        return hashlib.sha256("\0".join(what).encode()).hexdigest()[:24]
+
+
+def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServerSpec], list[str]]:
+    """The servers of one table (``.mcp.json``'s ``mcpServers``, a config's ``[mcp_servers]``,
+    a plugin's), each name -> ``{command, args, env, cwd}`` or ``{type: "http", url, headers}``;
+    a problem naming ``source`` and the field for each server that cannot be used."""
+    specs: list[McpServerSpec] = []
+    problems: list[str] = []
+    if not isinstance(table, dict):
+        return [], [f"{source}: mcpServers: expected a table of servers"]
+    for name, conf in table.items():
+        where = f"{source}: mcpServers.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+            problems.append(f"{where}: a server name is letters, digits, _ and - (at most 40)")
+            continue
+        if not isinstance(conf, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        kind = conf.get("type") or ("http" if "url" in conf else "stdio")
+        if kind in ("http", "streamable-http", "streamable_http"):
+            url = conf.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                problems.append(f"{where}.url: expected an http(s) URL")
+                continue
+            headers = conf.get("headers", {})
+            if not _str_map(headers):
+                problems.append(f"{where}.headers: expected a table of strings")
+                continue
+            specs.append(McpServerSpec(name, "http", url=url, headers=dict(headers), source=source))
+            continue
+        if kind != "stdio":
+            problems.append(f"{where}.type: {kind!r} is not supported (stdio or http)")
+            continue
+        command = conf.get("command")
+        args = conf.get("args", [])
+        env = conf.get("env", {})
+        if not isinstance(command, str) or not command.strip():
+            problems.append(f"{where}.command: expected the command that starts the server")
+            continue
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            problems.append(f"{where}.args: expected a list of strings")
+            continue
+        if not _str_map(env):
+            problems.append(f"{where}.env: expected a table of strings")
+            continue
+        cwd = conf.get("cwd")
+        timeout = conf.get("timeout", 120.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            problems.append(f"{where}.timeout: expected seconds above 0")
+            continue
+        specs.append(
+            McpServerSpec(
+                name,
+                "stdio",
+                command=os.path.expandvars(command),
+                args=tuple(os.path.expandvars(a) for a in args),
+                env={k: os.path.expandvars(v) for k, v in env.items()},
+                cwd=str(base / cwd) if isinstance(cwd, str) else str(base),
+                timeout=float(timeout),
+                source=source,
+            )
+        )
+    return specs, problems
+
+
+def _str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def tool_name(server: str, tool: str) -> str:
+    """``mcp__<server>__<tool>``, in the characters every API takes, at most 64 long."""
+    raw = f"mcp__{server}__{tool}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:64]

@@ -1,0 +1,228 @@
+"""MCP servers through `mcode exec`: a real stdio server written with the `mcp` SDK (and one over
+streamable HTTP), its tools offered as mcp__<server>__<tool> after the built-in tools, called
+end to end, killed mid-session and recovered, resources read, started lazily once cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import clean_env, exec_args, make_repo, mcode, tool_messages, trust
+
+pytest.importorskip("mcp")
+
+SERVER = """\
+import os, sys
+from pathlib import Path
+from mcp.server.mcpserver import MCPServer
+
+log = Path(sys.argv[1])
+with log.open("a") as f:
+    f.write(f"{os.getpid()}\\n")  # one line per start
+server = MCPServer("demo")
+
+@server.tool()
+def add(a: int, b: int) -> str:
+    \"\"\"Add two integers.\"\"\"
+    return str(a + b)
+
+@server.tool()
+def whoami() -> str:
+    \"\"\"The server's process id.\"\"\"
+    return f"pid {os.getpid()}"
+
+@server.resource("notes://today")
+def today() -> str:
+    \"\"\"Today's notes.\"\"\"
+    return "buy milk"
+
+if len(sys.argv) > 2:
+    server.run("streamable-http", port=int(sys.argv[2]))
+else:
+    server.run("stdio")
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def env(home: Path) -> dict[str, str]:
+    return clean_env(home)
+
+
+@pytest.fixture
+def server_file(tmp_path: Path) -> Path:
+    path = tmp_path / "demo_server.py"
+    path.write_text(SERVER)
+    return path
+
+
+@pytest.fixture
+def starts(tmp_path: Path) -> Path:
+    return tmp_path / "starts.log"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, server_file: Path, starts: Path) -> Path:
+    mcp_json = {
+        "mcpServers": {"demo": {"command": sys.executable, "args": [str(server_file), str(starts)]}}
+    }
+    return make_repo(tmp_path / "repo", {".mcp.json": json.dumps(mcp_json), "a.txt": "a\n"})
+
+
+def pids(starts: Path) -> list[int]:
+    return [int(x) for x in starts.read_text().split()] if starts.exists() else []
+
+
+def call(id_: str, name: str, /, **arguments) -> dict:
+    return {"tool_calls": [{"id": id_, "name": name, "arguments": arguments}]}
+
+
+def of_type(run, type_: str) -> list[dict]:
+    return [e["data"] for e in run.events() if e["type"] == type_]
+
+
+def full_auto(server, *more: str) -> list[str]:
+    return exec_args(
+        server, "--output-format", "stream-json", "--permission-mode", "full-auto", *more
+    )
+
+
+def test_an_mcp_tool_is_called_end_to_end_then_the_server_dies_and_comes_back(
+    model_server, repo, env, starts
+):
+    trust(repo, env)
+
+    def kill_it(body: dict) -> dict:
+        os.kill(pids(starts)[-1], signal.SIGKILL)
+        time.sleep(0.3)
+        return call("c2", "mcp__demo__whoami")
+
+    server = model_server(
+        [
+            call("c1", "mcp__demo__add", a=2, b=3),
+            kill_it,  # killed between two calls, while the session runs
+            call("c3", "mcp__demo__whoami"),
+            {"text": "done"},
+        ]
+    )
+    run = mcode(*full_auto(server), "add", cwd=repo, env=env, timeout=120)
+    assert run.code == 0, run.stderr
+    names = [t["function"]["name"] for t in server.bodies[0]["tools"]]
+    builtins = ["read", "write", "edit", "grep", "glob", "ls", "bash", "todo", "task"]
+    assert names[: len(builtins)] == builtins  # the prefix the built-ins make stays first
+    assert {"mcp__demo__add", "mcp__demo__whoami", "mcp_resource"} <= set(names[len(builtins) :])
+    first, second, third = (tool_messages(server.bodies[i])[-1]["content"] for i in (1, 2, 3))
+    assert first == "5"
+    assert "the MCP server demo is not running" in second and "restarting" in second
+    started = pids(starts)
+    assert len(started) == 2  # restarted once
+    assert third == f"pid {started[-1]}"
+    states = [d["state"] for d in of_type(run, "mcp.server")]
+    assert states[0] == "started" and "restarting" in states and states.count("started") == 2
+
+
+def test_a_cached_server_is_not_started_until_its_tool_is_used(model_server, repo, env, starts):
+    trust(repo, env)
+    first = model_server([{"text": "hello"}])
+    run = mcode(*full_auto(first), "hi", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert len(pids(starts)) == 1  # never seen before: started to list its tools
+    again = model_server([{"text": "hello"}])
+    run = mcode(*full_auto(again), "hi", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert len(pids(starts)) == 1  # listed from the cache: not started
+    names = [t["function"]["name"] for t in again.bodies[0]["tools"]]
+    assert "mcp__demo__add" in names
+    used = model_server([call("c1", "mcp__demo__add", a=1, b=1), {"text": "2"}])
+    run = mcode(*full_auto(used), "add", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert tool_messages(used.bodies[1])[-1]["content"] == "2"
+    assert len(pids(starts)) == 2  # started on the first call
+
+
+def test_resources_are_listed_and_read_through_a_tool(model_server, repo, env):
+    trust(repo, env)
+    server = model_server(
+        [
+            call("c1", "mcp_resource", server="demo"),
+            call("c2", "mcp_resource", server="demo", uri="notes://today"),
+            {"text": "done"},
+        ]
+    )
+    run = mcode(*full_auto(server), "notes", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert "notes://today" in tool_messages(server.bodies[1])[-1]["content"]
+    assert tool_messages(server.bodies[2])[-1]["content"] == "buy milk"
+
+
+def test_an_untrusted_projects_mcp_json_starts_nothing(model_server, repo, env, starts):
+    server = model_server([{"text": "hello"}])
+    run = mcode(*full_auto(server), "hi", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert pids(starts) == []
+    assert not any(t["function"]["name"].startswith("mcp") for t in server.bodies[0]["tools"])
+    (loaded,) = of_type(run, "plugins.loaded")
+    assert any(".mcp.json" in i for i in loaded["ignored"])
+
+
+def test_a_server_that_cannot_start_is_an_event_and_the_run_goes_on(
+    model_server, tmp_path, env, home
+):
+    config = home / "config" / "mcode"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text('[mcp_servers.broken]\ncommand = "/nonexistent/server"\n')
+    repo = make_repo(tmp_path / "plain", {"a.txt": "a\n"})
+    server = model_server([{"text": "fine"}])
+    run = mcode(*full_auto(server), "hi", cwd=repo, env=env, timeout=90)
+    assert run.code == 0, run.stderr
+    (state, *_) = of_type(run, "mcp.server")
+    assert state["server"] == "broken" and state["state"] == "failed"
+    assert not any(t["function"]["name"].startswith("mcp__") for t in server.bodies[0]["tools"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_streamable_http_server_from_the_config(
+    model_server, tmp_path, env, home, server_file, starts
+):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(server_file), str(starts), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        config = home / "config" / "mcode"
+        config.mkdir(parents=True)
+        (config / "config.toml").write_text(
+            f'[mcp_servers.web]\ntype = "http"\nurl = "http://127.0.0.1:{port}/mcp"\n'
+        )
+        repo = make_repo(tmp_path / "plain", {"a.txt": "a\n"})
+        server = model_server([call("c1", "mcp__web__add", a=20, b=22), {"text": "42"}])
+        run = mcode(*full_auto(server), "add", cwd=repo, env=env, timeout=90)
+        assert run.code == 0, run.stderr
+        assert tool_messages(server.bodies[1])[-1]["content"] == "42"
+    finally:
+        proc.terminate()
+        proc.wait(10)
