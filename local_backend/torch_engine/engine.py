@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcode.errors import ConfigError, ProviderError
+from mcode.errors import ProviderError
 
 from ..chat_template import Segment
 from ..feed import Feed
@@ -86,9 +86,10 @@ class TorchEngine:
         model_id: str | None = None,
     ) -> None:
         self.model_path = Path(model_path)
-        # A GGUF carries its vocabulary; a safetensors folder needs a GGUF of the same model.
+        # A GGUF carries its vocabulary, a Hugging Face folder its tokenizer.json; a GGUF named
+        # here tokenizes instead.
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
-        self.model_id = model_id or self.model_path.stem
+        self.model_id = model_id or self.model_path.name.removesuffix(".gguf")
         self._n_ctx = n_ctx
         self.device = device
         self.attention = attention
@@ -138,15 +139,6 @@ class TorchEngine:
             from .tokenizer import Tokenizer
             from .weights import load_checkpoint
 
-            tok_path = self.tokenizer_path or (
-                self.model_path if self.model_path.is_file() else None
-            )
-            if tok_path is None:
-                raise ConfigError(
-                    f"{self.model_path} is a safetensors folder: the torch engine tokenizes with "
-                    "llama.cpp and needs a GGUF of the same model for its vocabulary",
-                    hint="pass tokenizer_path=<the model's .gguf>, or the model as a .gguf file",
-                )
             if self.threads:
                 torch.set_num_threads(self.threads)
             if self.device == "auto":
@@ -167,7 +159,14 @@ class TorchEngine:
                 device=self.device,
             )
             self.plan = AttentionPlan.parse(self.attention, cfg.n_layers, topk=self.topk)
-            self.tok = Tokenizer(tok_path)
+            if self.tokenizer_path is not None:
+                self.tok = Tokenizer(self.tokenizer_path)
+            elif self.model_path.is_dir():  # a Hugging Face folder: its tokenizer.json
+                from .hf_tokenizer import HFTokenizer
+
+                self.tok = HFTokenizer(self.model_path, cfg)
+            else:
+                self.tok = Tokenizer(self.model_path)
             self._thread = threading.Thread(target=self._loop, name="torch-engine", daemon=True)
             self._thread.start()
 
@@ -186,15 +185,17 @@ class TorchEngine:
 
     @property
     def chat_template(self) -> str | None:
-        return None  # ChatML, the chat layer's default
+        # A folder's tokenizer_config.json template; a GGUF's is ChatML, the chat layer's
+        # default (SmolLM2's own).
+        return getattr(self.tok, "template", None)
 
     @property
     def bos_text(self) -> str:
-        return ""
+        return str(getattr(self.tok, "bos_text", ""))
 
     @property
     def eos_text(self) -> str:
-        return "<|im_end|>"
+        return str(getattr(self.tok, "eos_text", "<|im_end|>"))
 
     def tokenize(self, segments: Sequence[Segment]) -> list[int]:
         self.load()
