@@ -30,11 +30,13 @@ _NEG_INF = float("-inf")
 def _gather(cache: torch.Tensor, page_table: torch.Tensor, n: int) -> torch.Tensor:
     """The first ``n`` pages of every sequence: ``[B, Hkv, n*page, D]`` fp32 (K/V cache
     ``[P, Hkv, page, D]``) or ``[B, n*page, d]`` (index-key cache ``[P, page, d]``)."""
-    blocks = cache[page_table[:, :n].long()].float()  # [B, n, Hkv, page, D] or [B, n, page, d]
     B = page_table.shape[0]
-    if cache.dim() == 4:
-        return blocks.permute(0, 2, 1, 3, 4).reshape(B, cache.shape[1], n * cache.shape[2], -1)
-    return blocks.reshape(B, n * cache.shape[1], -1)
+    # index_select, not cache[ids]: advanced indexing measured 10x slower for this gather.
+    blocks = cache.index_select(0, page_table[:, :n].reshape(-1).long())
+    if cache.dim() == 4:  # [B*n, Hkv, page, D] -> [B, Hkv, n*page, D]
+        blocks = blocks.view(B, n, *cache.shape[1:]).transpose(1, 2)
+        return blocks.reshape(B, cache.shape[1], n * cache.shape[2], -1).float()
+    return blocks.reshape(B, n * cache.shape[1], -1).float()
 
 
 def _softmax_av(
@@ -64,13 +66,20 @@ def dense_decode_torch(
     Hkv, page = k_cache.shape[1], k_cache.shape[2]
     G = Hq // Hkv
     scale = scale if scale is not None else 1.0 / math.sqrt(D)
-    n = max(1, -(-int(seqlens_k.max()) // page)) if B else 1
+    longest = int(seqlens_k.max()) if B else 0
+    n = max(1, -(-longest // page))
     k = _gather(k_cache, page_table, n)
     v = _gather(v_cache, page_table, n)
     qf = q.float().view(B, Hkv, G, D)
-    s = (qf @ k.transpose(-1, -2)) * scale  # [B, Hkv, G, n*page]
-    visible = torch.arange(n * page, device=q.device)[None, :] < seqlens_k.long()[:, None]
-    out, lse = _softmax_av(s, visible[:, None, :], v)
+    if B == 1:  # the CPU's usual step: cut to the length, and nothing needs a mask
+        k, v = k[:, :, :longest], v[:, :, :longest]
+    s = (qf @ k.transpose(-1, -2)) * scale  # [B, Hkv, G, L]
+    if B == 1:
+        lse = torch.logsumexp(s, dim=-1)
+        out = torch.softmax(s, dim=-1) @ v
+    else:
+        visible = torch.arange(n * page, device=q.device)[None, :] < seqlens_k.long()[:, None]
+        out, lse = _softmax_av(s, visible[:, None, :], v)
     return out.reshape(B, Hq, D).to(q.dtype), lse.reshape(B, Hq)
 
 
