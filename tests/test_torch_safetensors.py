@@ -192,3 +192,43 @@ def test_a_folder_is_refused_by_llama_cpp_and_a_folder_missing_a_file_says_which
     (broken / "config.json").write_text((folder / "config.json").read_text())
     err = _serve_fails(tmp_path, "--engine", "torch", "--model", str(broken))
     assert "*.safetensors" in err and "tokenizer.json" in err
+
+
+@pytest.mark.skipif(NO_LLAMA, reason="the steered first step is a tool call: needs llama_cpp")
+def test_mcode_exec_runs_a_folder_in_process_as_the_local_model(folder, tmp_path):
+    import re
+
+    from helpers import make_repo, mcode
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "# Weather\n"})
+    env = clean_env(
+        tmp_path / "home",
+        MCODE_LOCAL_ENGINE="torch",
+        MCODE_LOCAL_MODEL=str(folder),  # [local] model = "<folder>"
+        MCODE_LOCAL_CONTEXT="2048",
+        MCODE_LOCAL_MAX_OUTPUT_TOKENS="48",
+        MCODE_LOCAL_THREADS="1",
+    )
+    run = mcode(
+        "exec",
+        "--provider",
+        "local",
+        "--output-format",
+        "stream-json",
+        "Read README.md",
+        cwd=repo,
+        env=env,
+        timeout=280,
+    )
+    events = run.events()
+    started = events[0]["data"]
+    assert (started["provider"], started["model"]) == ("local", "tiny-llama")
+    # The first step is steered to a tool call, so the random model's output is held to the
+    # call grammar over the folder's vocabulary: it names a real tool (its arguments may run
+    # past the 48-token cap; a random model babbles inside a string).
+    first = next(e for e in events if e["type"] == "message.assistant")["data"]["message"]
+    text = "".join(p.get("text", "") for p in first["parts"])
+    calls = first.get("tool_calls") or []
+    named = calls[0]["name"] if calls else re.match(r'<tool_call>\{"name": "(\w+)"', text)[1]
+    assert named in {"read", "write", "edit", "grep", "glob", "ls", "bash", "todo", "task"}
+    assert next(e for e in events if e["type"] == "usage")["data"]["input_tokens"] > 0
