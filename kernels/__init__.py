@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "dense_attention",
+    "dense_decode",
     "msa_attention",
     "msa_decode",
     "msa_prefill",

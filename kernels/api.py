@@ -374,6 +374,13 @@ def dense_attention(
         out, lse = ref.dense_attention_ref(
             q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale
         )
+    elif max_seqlen_q == 1 and page_table.shape[0] == T:
+        # One query per sequence (a decode step): split-KV, so a long context is not one
+        # program's walk. Only when the caller says so: finding out would sync with the host.
+        from .split_kv import dense_decode_forward
+
+        q = q if q.stride(-1) == 1 else q.contiguous()
+        out, lse = dense_decode_forward(q, k_cache, v_cache, page_table, seqlens_k, scale)
     else:
         from .dense import dense_forward
 
@@ -388,4 +395,36 @@ def dense_attention(
             _max_seqlen_q(cu_seqlens_q, max_seqlen_q),
             scale,
         )
+    return (out, lse) if return_lse else out
+
+
+def dense_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    *,
+    softmax_scale: float | None = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Dense decode: ``q [B, Hq, D]``, one query per sequence (its last key, already in the
+    cache), over the paged cache. Triton's split-KV kernel (:mod:`.split_kv`, no host
+    sync, graph-capturable) or, on the CPU, a vectorised torch path (:mod:`.torch_decode`);
+    both equal :func:`dense_attention` with ``cu_seqlens_q = arange(B + 1)``. Returns ``out [B,
+    Hq, D]`` (and ``lse [B, Hq]`` fp32)."""
+    B, _, _ = _check_qkv(q, k_cache, v_cache)
+    page_table, _, seqlens_k = _check_meta(page_table, None, seqlens_k, B, q.device)
+    check(page_table.shape[0] == B, f"q has {B} rows; one query per sequence of page_table")
+    scale = _scale(softmax_scale, q.shape[2])
+    if use_triton(q, backend):
+        from .split_kv import dense_decode_forward
+
+        q = q if q.stride(-1) == 1 else q.contiguous()
+        out, lse = dense_decode_forward(q, k_cache, v_cache, page_table, seqlens_k, scale)
+    else:
+        from .torch_decode import dense_decode_torch
+
+        out, lse = dense_decode_torch(q, k_cache, v_cache, page_table, seqlens_k, scale)
     return (out, lse) if return_lse else out

@@ -11,7 +11,9 @@ in-process ``local`` provider:
   that tool.
 - :func:`generate` runs the engine and splits what it writes: :class:`TextPiece` for an answer,
   or :class:`CallStarted` then :class:`CallArguments` fragments for a call (the call's markup
-  never reaches the caller as text); the last item is a :class:`ChatResult`.
+  never reaches the caller as text); the last item is a :class:`ChatResult`. An answer's text
+  that may begin a stop string is held back until it is known not to (:mod:`.stops`); each
+  answer token's :class:`~.logprobs.TokenLogprob` comes before its text, when asked for.
 
 Which ``tool_choice`` to ask for when a caller leaves it open (pacing a small model) is the
 caller's policy, not this layer's.
@@ -37,6 +39,8 @@ from .grammar import (
     tool_name_so_far,
 )
 from .llama_engine import Generated, Sampling
+from .logprobs import TokenLogprob
+from .stops import find_stop, held_back
 
 # What closes a call's arguments (see grammar.format_tool_call): held back while streaming.
 _ARGS_SUFFIX_LEN = len("}</tool_call>")
@@ -74,7 +78,7 @@ class ChatResult:
         return "" if self.call or self.cut_call else self.generated.text
 
 
-ChatItem = TextPiece | CallStarted | CallArguments | ChatResult
+ChatItem = TextPiece | TokenLogprob | CallStarted | CallArguments | ChatResult
 
 
 def render(
@@ -120,6 +124,8 @@ def sampling_for(
     temperature: float,
     seed: int = 0,
     top_p: float = 0.95,
+    stop: tuple[str, ...] = (),
+    logprobs: int | None = None,
 ) -> Sampling:
     """How to sample under ``grammar`` (None: free text)."""
     return Sampling(
@@ -127,6 +133,8 @@ def sampling_for(
         temperature=temperature,
         seed=seed,
         top_p=top_p,
+        stop=stop,
+        logprobs=logprobs,
         grammar=grammar.gbnf if grammar else None,
         free_unless=TOOL_CALL_MARKER if grammar and grammar.allows_text else None,
     )
@@ -144,6 +152,9 @@ async def generate(
     call_text = ""
     name: str | None = None
     sent = 0  # argument characters handed out
+    answered = ""  # answer text handed out, and (below) the tail held back for stop strings
+    held = ""
+    early: list[TokenLogprob] = []  # log-probabilities before the branch is known
     result: Generated | None = None
     items = engine.stream(prompt, sampling)
     try:
@@ -151,14 +162,31 @@ async def generate(
             if isinstance(item, Generated):
                 result = item
                 break
+            if isinstance(item, TokenLogprob):
+                if is_call is None:
+                    early.append(item)
+                elif not is_call:
+                    yield item
+                continue
             if is_call is None:
                 head += item
                 if not head:
                     continue
                 is_call = head.startswith(TOOL_CALL_MARKER)
                 item = head
+                if not is_call:
+                    for lp in early:
+                        yield lp
+                early.clear()
             if not is_call:
+                if sampling.stop:
+                    held += item
+                    # A whole stop string (the engine ends here) or the start of one waits.
+                    at = find_stop(held, sampling.stop)
+                    cut = len(held) - held_back(held, sampling.stop) if at is None else at
+                    item, held = held[:cut], held[cut:]
                 if item:
+                    answered += item
                     yield TextPiece(item)
                 continue
             call_text += item
@@ -180,6 +208,9 @@ async def generate(
         raise ProviderError(
             "the local model stopped without finishing", kind="truncated", retryable=True
         )
+    if sampling.stop and not is_call and len(result.text) > len(answered):
+        # What was held back and is not part of a stop string (the engine cut the text there).
+        yield TextPiece(result.text[len(answered) :])
     call = parse_tool_call(result.text) if is_call else None
     if call is not None and len(call[1]) > sent:
         yield CallArguments(call[1][sent:])

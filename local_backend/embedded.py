@@ -59,7 +59,9 @@ def check_model_file(path: Path) -> Path:
     path = path.expanduser()
     if not path.is_file():
         raise ConfigError(
-            f"model file not found: {path}", hint="pass --model with the path of a .gguf file"
+            f"model file not found: {path}",
+            hint="pass --model with the path of a .gguf file (or, for --engine torch, of a "
+            "Hugging Face safetensors folder)",
         )
     with path.open("rb") as f:
         magic = f.read(4)
@@ -67,5 +69,28 @@ def check_model_file(path: Path) -> Path:
         raise ConfigError(
             f"{path} is not a GGUF model file",
             hint="llama.cpp runs .gguf files; convert the model or download a GGUF build of it",
+        )
+    return path.resolve()
+
+
+def check_model_folder(path: Path) -> Path:
+    """Resolve ``path`` and check that it is a Hugging Face model folder the torch engine reads
+    (``config.json``, ``*.safetensors``, ``tokenizer.json``); raise ConfigError naming what is
+    missing."""
+    path = path.expanduser()
+    missing = [
+        what
+        for what, present in (
+            ("config.json", (path / "config.json").is_file()),
+            ("*.safetensors", any(path.glob("*.safetensors"))),
+            ("tokenizer.json", (path / "tokenizer.json").is_file()),
+        )
+        if not present
+    ]
+    if missing:
+        raise ConfigError(
+            f"{path} is not a model folder the torch engine reads: no {', '.join(missing)}",
+            hint="pass a Hugging Face folder (config.json, *.safetensors, tokenizer.json, "
+            "tokenizer_config.json) or a .gguf file",
         )
     return path.resolve()

@@ -4,7 +4,9 @@ needs from a model runtime. llama.cpp (:mod:`.llama_engine`) and the torch engin
 
 An engine owns one model; callers admit requests to it in order (the server's FIFO queue).
 ``stream`` yields text pieces as they decode, then one :class:`Generated`; a consumer that
-stops iterating stops the generation.
+stops iterating stops the generation. With ``Sampling.logprobs`` set, each generated token's
+:class:`~.logprobs.TokenLogprob` comes just before its text (``supports_logprobs`` says the
+engine can); ``Sampling.stop`` strings end the generation where one appears (:mod:`.stops`).
 
 ``chat_template``, ``bos_text`` and ``eos_text`` (read after ``load``) let the chat layer render a
 conversation in the model's own format; ``supports_grammar`` says whether ``Sampling.grammar``
@@ -19,6 +21,7 @@ from typing import Protocol
 
 from .chat_template import Segment
 from .llama_engine import Generated, Sampling
+from .logprobs import TokenLogprob
 
 
 class Engine(Protocol):
@@ -39,7 +42,7 @@ class Engine(Protocol):
 
     def stream(
         self, prompt: Sequence[Segment], sampling: Sampling
-    ) -> AsyncIterator[str | Generated]: ...
+    ) -> AsyncIterator[str | TokenLogprob | Generated]: ...
 
     @property
     def chat_template(self) -> str | None: ...
@@ -51,4 +54,4 @@ class Engine(Protocol):
     def eos_text(self) -> str: ...
 
 
-__all__ = ["Engine", "Generated", "Sampling", "Segment"]
+__all__ = ["Engine", "Generated", "Sampling", "Segment", "TokenLogprob"]

@@ -35,7 +35,9 @@ from mcode.errors import ConfigError, ProviderError
 
 from .chat_template import Segment
 from .feed import Feed
+from .logprobs import TokenLogprob, token_logprob
 from .probe import ensure_runs
+from .stops import find_stop, may_be_call
 
 _REMEMBERED_OUTPUTS = 16
 
@@ -48,6 +50,10 @@ class Sampling:
     the only outputs the grammar constrains beyond their first character: once an output starts
     with anything else the grammar is dropped (it would accept every continuation anyway, and
     checking a grammar against the whole vocabulary every token halves the speed).
+
+    ``stop``: strings that end the answer where one first appears (cut from the text, finish
+    ``stop``; never checked inside a tool call). ``logprobs``: None, or how many top
+    alternatives to report with each generated token's log-probability (:mod:`.logprobs`).
     """
 
     max_tokens: int
@@ -60,12 +66,15 @@ class Sampling:
     repeat_last_n: int = 64
     grammar: str | None = None
     free_unless: str | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Generated:
-    """The end of one generation. ``finish_reason`` is ``stop`` (end-of-turn token) or ``length``
-    (``max_tokens`` reached); ``cached_tokens`` prompt tokens were reused from the KV cache."""
+    """The end of one generation. ``finish_reason`` is ``stop`` (end-of-turn token or a stop
+    string, cut from ``text``) or ``length`` (``max_tokens`` reached); ``cached_tokens`` prompt
+    tokens were reused from the KV cache."""
 
     text: str
     prompt_tokens: int
@@ -81,6 +90,7 @@ class LlamaEngine:
     ``model_id`` (default: the file's name less ``.gguf``) is the name it is served under."""
 
     supports_grammar = True
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -225,8 +235,9 @@ class LlamaEngine:
 
     async def stream(
         self, prompt: Sequence[Segment], sampling: Sampling
-    ) -> AsyncIterator[str | Generated]:
-        """Generate: text pieces as they decode, then one :class:`Generated`.
+    ) -> AsyncIterator[str | TokenLogprob | Generated]:
+        """Generate: text pieces as they decode (each token's :class:`TokenLogprob` first, if
+        ``sampling.logprobs`` asks), then one :class:`Generated`.
 
         Raises ProviderError(kind="context_overflow") if the prompt plus ``max_tokens`` does not
         fit in the window.
@@ -249,7 +260,7 @@ class LlamaEngine:
         prompt: list[Segment],
         sampling: Sampling,
         stop: threading.Event,
-        emit: Callable[[str | Generated | BaseException], None],
+        emit: Callable[[str | TokenLogprob | Generated | BaseException], None],
     ) -> None:
         try:
             with self._lock:
@@ -274,7 +285,7 @@ class LlamaEngine:
         prompt: list[Segment],
         sampling: Sampling,
         stop: threading.Event,
-        emit: Callable[[str | Generated | BaseException], None],
+        emit: Callable[[str | TokenLogprob | Generated | BaseException], None],
     ) -> Generated | None:
         import llama_cpp
 
@@ -307,10 +318,13 @@ class LlamaEngine:
         data = bytearray()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         finish = "length"
+        said = ""  # the text so far, for stop strings
+        cut: int | None = None
         try:
             while len(out) < sampling.max_tokens and len(tokens) + len(out) < self.n_ctx:
                 if stop.is_set():
                     return None
+                raw = self._logits() if sampling.logprobs is not None else None
                 token = llama_cpp.llama_sampler_sample(sampler, llm.ctx, -1)
                 # End of turn, or a control token such as <|im_start|> starting a fake turn.
                 if llama_cpp.llama_vocab_is_eog(vocab, token) or llama_cpp.llama_vocab_is_control(
@@ -321,22 +335,33 @@ class LlamaEngine:
                 out.append(token)
                 piece = llm.detokenize([token])
                 data += piece
+                if raw is not None:
+                    emit(token_logprob(raw, token, sampling.logprobs or 0, self._piece))
                 text = decoder.decode(piece)
                 if text:
                     emit(text)
                 if sampler is constrained and marker and data and not data.startswith(marker):
                     sampler = free
+                if sampling.stop and not may_be_call(data, marker):
+                    checked, said = len(said), said + text
+                    cut = find_stop(said, sampling.stop, checked)
+                    if cut is not None:
+                        finish = "stop"
+                        break
                 if len(out) < sampling.max_tokens:
                     llm.eval([token])
         finally:
             for chain in (free, constrained):
                 if chain is not None:
                     llama_cpp.llama_sampler_free(chain)
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            emit(tail)
-        text = data.decode("utf-8", "replace")
-        self._remember(text, out)
+        if cut is not None:
+            text = said[:cut]  # the last token's K/V are not in the cache: evaluated on demand
+        else:
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                emit(tail)
+            text = data.decode("utf-8", "replace")
+            self._remember(text, out)
         return Generated(
             text=text,
             prompt_tokens=len(tokens),
@@ -346,6 +371,18 @@ class LlamaEngine:
             prefill_seconds=prefilled - started,
             decode_seconds=time.perf_counter() - prefilled,
         )
+
+    def _logits(self) -> Any:
+        """The last position's logits, a copy (``[n_vocab]`` fp32)."""
+        import llama_cpp
+        import numpy as np
+
+        llm = self._require()
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
+
+    def _piece(self, token: int) -> bytes:
+        return bytes(self._require().detokenize([token], special=True))
 
     def _prefill(self, tokens: list[int], stop: threading.Event) -> int | None:
         """Evaluate ``tokens`` after the longest prefix already in the KV cache, in chunks so a

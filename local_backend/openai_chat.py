@@ -5,7 +5,8 @@ types; the response and stream chunks out.
      "tools": [{"type": "function", "function": {name, description, parameters}}],
      "tool_choice": "auto" | "none" | "required" | {"type": "function", "function": {"name"}},
      "stream", "stream_options": {"include_usage"}, "max_tokens" | "max_completion_tokens",
-     "temperature", "top_p", "seed", "n"}
+     "temperature", "top_p", "seed", "n", "stop": str | [str, ...] (up to 4),
+     "logprobs": bool, "top_logprobs": 0..20}
 
 Every rejection is a :class:`RequestError` carrying OpenAI's error fields (``message``, ``type``,
 ``param``, ``code``) and an HTTP status; a field this server does not know is ignored, as
@@ -23,6 +24,7 @@ from typing import Any
 from mcode.messages import ImagePart, Message, TextPart, ToolCall, ToolSpec
 
 from .llama_engine import Generated
+from .logprobs import TokenLogprob
 
 
 class RequestError(Exception):
@@ -68,6 +70,9 @@ class ChatRequest:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def parse_body(raw: bytes) -> ChatRequest:
@@ -113,7 +118,40 @@ def parse_body(raw: bytes) -> ChatRequest:
     if not _is_int(seed):
         raise RequestError(f"'seed' must be an integer, not {seed!r}", param="seed")
     req.seed = seed
+    req.stop = _stop(body.get("stop"))
+    req.logprobs = _bool(body, "logprobs")
+    top = body.get("top_logprobs")
+    if top is not None:
+        if not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise RequestError(
+                f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}, not {top!r}",
+                param="top_logprobs",
+            )
+        if not req.logprobs:
+            raise RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        req.top_logprobs = top
     return req
+
+
+MAX_STOPS = 4  # OpenAI's limits
+MAX_TOP_LOGPROBS = 20
+
+
+def _stop(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    stops = [raw] if isinstance(raw, str) else raw
+    if (
+        not isinstance(stops, list)
+        or not 1 <= len(stops) <= MAX_STOPS
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise RequestError(
+            f"'stop' must be a non-empty string or an array of 1 to {MAX_STOPS} non-empty "
+            f"strings, not {raw!r}",
+            param="stop",
+        )
+    return tuple(dict.fromkeys(stops))
 
 
 def _messages(raw: Any) -> tuple[str, list[Message]]:
@@ -306,11 +344,27 @@ def usage(result: Generated) -> dict[str, Any]:
     }
 
 
+def logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs`` object (None when the request did not ask)."""
+    if entries is None:
+        return None
+    return {"content": [e.wire() for e in entries], "refusal": None}
+
+
 def chunk(
-    id_: str, model: str, delta: dict[str, Any] | None, finish: str | None = None
+    id_: str,
+    model: str,
+    delta: dict[str, Any] | None,
+    finish: str | None = None,
+    *,
+    token_logprobs: list[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
-    """One ``chat.completion.chunk``; ``delta=None`` makes the usage-only chunk (no choices)."""
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    """One ``chat.completion.chunk``; ``delta=None`` makes the usage-only chunk (no choices);
+    ``token_logprobs`` the log-probabilities of the tokens in ``delta``."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+    if token_logprobs is not None:
+        choice["logprobs"] = logprobs(token_logprobs)
+    choices = [] if delta is None else [choice]
     return {
         "id": id_,
         "object": "chat.completion.chunk",

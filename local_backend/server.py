@@ -6,6 +6,9 @@
 - ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream`` true or false), ``GET /health``,
   ``GET /metrics`` (Prometheus text). With ``--api-key`` every ``/v1`` route wants
   ``Authorization: Bearer KEY`` (401 otherwise); ``/health`` and ``/metrics`` stay open.
+- ``stop`` strings are cut from the answer (streaming too: the chat layer holds back what may
+  begin one); ``logprobs`` / ``top_logprobs`` come in OpenAI's shape, streamed entries on the
+  chunk that carries their tokens' text.
 - Every request is checked before it queues: malformed JSON, an unknown model, bad parameters,
   tool schemas the grammar cannot express and a prompt longer than the window are 4xx in OpenAI's
   error shape, and cost the engine nothing.
@@ -50,7 +53,17 @@ from .chat import (
 )
 from .chat_template import Segment
 from .engine import Engine, Sampling
-from .openai_chat import ChatRequest, RequestError, call_id, chunk, completion_id, parse_body, usage
+from .logprobs import TokenLogprob
+from .openai_chat import (
+    ChatRequest,
+    RequestError,
+    call_id,
+    chunk,
+    completion_id,
+    logprobs,
+    parse_body,
+    usage,
+)
 
 
 @dataclass(slots=True)
@@ -190,6 +203,13 @@ def _check(engine: Engine, raw: bytes) -> _Job:
         raise RequestError(str(e), param="tools", code="invalid_tool_schema") from None
     if grammar is not None and not grammar.tool_names and not engine.supports_grammar:
         grammar = None  # tool_choice "none": an answer needs no constraint
+    if req.logprobs and not getattr(engine, "supports_logprobs", False):
+        raise RequestError(
+            f"the engine serving {engine.model_id} cannot report log-probabilities; "
+            "send the request without 'logprobs'",
+            param="logprobs",
+            code="logprobs_unsupported",
+        )
     if grammar is not None and not engine.supports_grammar:
         raise RequestError(
             f"the engine serving {engine.model_id} cannot constrain output to tool calls; "
@@ -213,6 +233,8 @@ def _check(engine: Engine, raw: bytes) -> _Job:
         temperature=req.temperature,
         seed=req.seed,
         top_p=req.top_p,
+        stop=req.stop,
+        logprobs=req.top_logprobs if req.logprobs else None,
     )
     return _Job(req, prompt, sampling)
 
@@ -278,12 +300,15 @@ async def _generation(
 
 async def _complete(engine: Engine, job: _Job, queue: asyncio.Lock, metrics: Metrics) -> Any:
     text: list[str] = []
+    lps: list[TokenLogprob] = []
     result: ChatResult | None = None
     try:
         async with aclosing(_run(engine, job, queue, metrics)) as items:
             async for item in items:
                 if isinstance(item, TextPiece):
                     text.append(item.text)
+                elif isinstance(item, TokenLogprob):
+                    lps.append(item)
                 elif isinstance(item, ChatResult):
                     result = item
     except ProviderError as e:
@@ -308,7 +333,14 @@ async def _complete(engine: Engine, job: _Job, queue: asyncio.Lock, metrics: Met
         "object": "chat.completion",
         "created": int(time.time()),
         "model": engine.model_id,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish,
+                "logprobs": logprobs(lps if job.request.logprobs and not result.call else None),
+            }
+        ],
         "usage": usage(result.generated),
     }
 
@@ -322,11 +354,17 @@ async def _sse(
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
     yield data(chunk(id_, model, {"role": "assistant", "content": ""}))
+    # Log-probabilities wait for the chunk that carries their tokens' text.
+    lps: list[TokenLogprob] | None = [] if job.request.logprobs else None
     try:
         async with aclosing(_run(engine, job, queue, metrics)) as items:
             async for item in items:
-                if isinstance(item, TextPiece):
-                    yield data(chunk(id_, model, {"content": item.text}))
+                if isinstance(item, TokenLogprob):
+                    if lps is not None:
+                        lps.append(item)
+                elif isinstance(item, TextPiece):
+                    yield data(chunk(id_, model, {"content": item.text}, token_logprobs=lps))
+                    lps = [] if lps is not None else None
                 elif isinstance(item, CallStarted):
                     start = {
                         "index": 0,
@@ -339,6 +377,8 @@ async def _sse(
                     more = {"index": 0, "function": {"arguments": item.text}}
                     yield data(chunk(id_, model, {"tool_calls": [more]}))
                 else:
+                    if lps:  # tokens whose text was a stop string: no text, still generated
+                        yield data(chunk(id_, model, {"content": ""}, token_logprobs=lps))
                     finish = item.generated.finish_reason
                     if item.call is not None:
                         finish = "tool_calls"

@@ -320,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
     v.add_argument("--engine", choices=["llama_cpp", "torch"], default="llama_cpp")
     v.add_argument(
-        "--model", default="default", help="a .gguf path, or 'default' (the embedded SmolLM2)"
+        "--model",
+        default="default",
+        help="a .gguf path, a Hugging Face safetensors folder (--engine torch), or 'default' "
+        "(the embedded SmolLM2)",
     )
     v.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
     v.add_argument(

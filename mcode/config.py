@@ -110,7 +110,7 @@ WIDENING_KEYS = (
     "permissions.allow_outside",
     "permissions.add_dirs",
     "local.model",
-    "model",  # only a .gguf path, which the local provider loads
+    "model",  # only a .gguf path or a model folder, which the local provider loads
     "computer.enabled",  # the mouse and keyboard of the user's screen
 )
 # Keys whose value is one of a fixed set, checked where the value is read (file:line, variable).
@@ -304,7 +304,7 @@ def _narrowing_only(
             rank = PERMISSION_MODES.index
             widens = known and rank(value) > rank(below)
         elif key == "model":
-            widens = value.endswith(".gguf")
+            widens = value.endswith(".gguf") or Path(value).expanduser().is_dir()
         elif key in WIDENING_KEYS:
             widens = bool(value)  # a non-empty list, allow_outside = true, any model file
         else:
@@ -546,11 +546,12 @@ def resolve_provider(values: dict[str, Any], env: dict[str, str]) -> tuple[str, 
 
 
 def _local_model_path(name: str, embedded: str) -> str | None:
-    """The GGUF a local ``--model`` names: None for the embedded model, else a path (checked,
-    magic bytes and all, when the engine is made). A bare name that is no file is refused."""
+    """The GGUF (or, for the torch engine, the model folder) a local ``--model`` names: None for
+    the embedded model, else a path (checked, magic bytes and all, when the engine is made). A
+    bare name that is no file is refused."""
     if name in (embedded, f"{embedded}.Q4_1"):
         return None
-    if Path(name).expanduser().is_file() or "/" in name or name.endswith(".gguf"):
+    if Path(name).expanduser().exists() or "/" in name or name.endswith(".gguf"):
         return name
     raise ConfigError(
         f"the local provider runs GGUF files: model {name!r} is neither the embedded model "

@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcode.errors import ConfigError, ProviderError
+from mcode.errors import ProviderError
 
 from ..chat_template import Segment
 from ..feed import Feed
 from ..llama_engine import Generated, Sampling
+from ..logprobs import TokenLogprob, token_logprob
+from ..stops import find_stop, may_be_call
 
 Emit = Callable[[Any], None]
 
@@ -56,6 +58,7 @@ class _Request:
     decoder: Any = None
     gen: Any = None
     grammar: Any = None  # a GrammarMask while the output is constrained
+    said: str = ""  # the answer's text so far, for stop strings
     started: float = 0.0
     prefilled: float = 0.0
 
@@ -69,6 +72,7 @@ class TorchEngine:
     when there is one), attention dense or MSA."""
 
     supports_grammar = True
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -86,9 +90,10 @@ class TorchEngine:
         model_id: str | None = None,
     ) -> None:
         self.model_path = Path(model_path)
-        # A GGUF carries its vocabulary; a safetensors folder needs a GGUF of the same model.
+        # A GGUF carries its vocabulary, a Hugging Face folder its tokenizer.json; a GGUF named
+        # here tokenizes instead.
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
-        self.model_id = model_id or self.model_path.stem
+        self.model_id = model_id or self.model_path.name.removesuffix(".gguf")
         self._n_ctx = n_ctx
         self.device = device
         self.attention = attention
@@ -138,15 +143,6 @@ class TorchEngine:
             from .tokenizer import Tokenizer
             from .weights import load_checkpoint
 
-            tok_path = self.tokenizer_path or (
-                self.model_path if self.model_path.is_file() else None
-            )
-            if tok_path is None:
-                raise ConfigError(
-                    f"{self.model_path} is a safetensors folder: the torch engine tokenizes with "
-                    "llama.cpp and needs a GGUF of the same model for its vocabulary",
-                    hint="pass tokenizer_path=<the model's .gguf>, or the model as a .gguf file",
-                )
             if self.threads:
                 torch.set_num_threads(self.threads)
             if self.device == "auto":
@@ -167,7 +163,14 @@ class TorchEngine:
                 device=self.device,
             )
             self.plan = AttentionPlan.parse(self.attention, cfg.n_layers, topk=self.topk)
-            self.tok = Tokenizer(tok_path)
+            if self.tokenizer_path is not None:
+                self.tok = Tokenizer(self.tokenizer_path)
+            elif self.model_path.is_dir():  # a Hugging Face folder: its tokenizer.json
+                from .hf_tokenizer import HFTokenizer
+
+                self.tok = HFTokenizer(self.model_path, cfg)
+            else:
+                self.tok = Tokenizer(self.model_path)
             self._thread = threading.Thread(target=self._loop, name="torch-engine", daemon=True)
             self._thread.start()
 
@@ -186,15 +189,17 @@ class TorchEngine:
 
     @property
     def chat_template(self) -> str | None:
-        return None  # ChatML, the chat layer's default
+        # A folder's tokenizer_config.json template; a GGUF's is ChatML, the chat layer's
+        # default (SmolLM2's own).
+        return getattr(self.tok, "template", None)
 
     @property
     def bos_text(self) -> str:
-        return ""
+        return str(getattr(self.tok, "bos_text", ""))
 
     @property
     def eos_text(self) -> str:
-        return "<|im_end|>"
+        return str(getattr(self.tok, "eos_text", "<|im_end|>"))
 
     def tokenize(self, segments: Sequence[Segment]) -> list[int]:
         self.load()
@@ -208,8 +213,9 @@ class TorchEngine:
 
     async def stream(
         self, prompt: Sequence[Segment], sampling: Sampling
-    ) -> AsyncIterator[str | Generated]:
-        """Text pieces as they decode, then one :class:`Generated`. Raises ProviderError
+    ) -> AsyncIterator[str | TokenLogprob | Generated]:
+        """Text pieces as they decode (each token's :class:`TokenLogprob` first, if
+        ``sampling.logprobs`` asks), then one :class:`Generated`. Raises ProviderError
         (``context_overflow``) when the prompt plus ``max_tokens`` does not fit the window."""
         await asyncio.to_thread(self.load)
         ids = self.tokenize(prompt)
@@ -348,39 +354,48 @@ class TorchEngine:
             token = choose(
                 row_logits, r.sampling, r.prompt + r.out, r.gen, constrained=r.grammar is not None
             )
-            self._accept(r, token, running)
+            self._accept(r, token, running, logits[row])
 
-    def _accept(self, r: _Request, token: int, running: list[_Request]) -> None:
+    def _accept(self, r: _Request, token: int, running: list[_Request], logits: Any = None) -> None:
         finish = None
+        cut: int | None = None
         if token in self.tok.stop_ids:
             finish = "stop"
         else:
             r.out.append(token)
             piece = self.tok.piece(token)
             r.data += piece
+            marker = (r.sampling.free_unless or "").encode("utf-8")
             if r.grammar is not None:
                 r.grammar.accept(token)
-                marker = (r.sampling.free_unless or "").encode("utf-8")
                 if marker and r.data and not r.data.startswith(marker):
                     # An answer, not a call: the grammar can reject nothing from here on.
                     r.grammar.close()
                     r.grammar = None
+            if r.sampling.logprobs is not None and logits is not None:
+                r.emit(token_logprob(logits.numpy(), token, r.sampling.logprobs, self.tok.piece))
             text = r.decoder.decode(piece)
             if text:
                 r.emit(text)
-            if len(r.out) >= r.sampling.max_tokens or len(r.prompt) + len(r.out) >= self.n_ctx:
+            if r.sampling.stop and not may_be_call(r.data, marker):
+                checked, r.said = len(r.said), r.said + text
+                cut = find_stop(r.said, r.sampling.stop, checked)
+            if cut is not None:
+                finish = "stop"
+            elif len(r.out) >= r.sampling.max_tokens or len(r.prompt) + len(r.out) >= self.n_ctx:
                 finish = "length"
         if finish is None:
             return
-        tail = r.decoder.decode(b"", final=True)
-        if tail:
-            r.emit(tail)
+        if cut is None:
+            tail = r.decoder.decode(b"", final=True)
+            if tail:
+                r.emit(tail)
         running.remove(r)
         self._drop(r)
         now = time.perf_counter()
         r.emit(
             Generated(
-                text=r.data.decode("utf-8", "replace"),
+                text=r.said[:cut] if cut is not None else r.data.decode("utf-8", "replace"),
                 prompt_tokens=len(r.prompt),
                 cached_tokens=r.cached,
                 completion_tokens=len(r.out),

@@ -6,6 +6,10 @@ layout of ``mcode.kernels`` (``cu_seqlens_q``, ``seqlens_k``, a page table). Eac
 its new K and V into the pages first, then attends over the cache, so prefill, chunked prefill,
 decode and a mix of them are one code path.
 
+A decode step (one new token per sequence) takes the kernels' decode paths: split-KV dense
+decode and MSA decode on CUDA, the batched torch paths of ``mcode.kernels.torch_decode`` on the
+CPU (the references' per-sequence loops were most of a CPU decode step).
+
 Attention per layer is ``dense`` or ``msa``. MSA scores 128-token blocks and attends to the
 top-k of them (plus the local block). SmolLM2 has no trained index heads, so its blocks are
 scored with the layer's own keys against the mean query of each GQA group (an index head per
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from mcode.kernels.torch_decode import msa_select_decode_torch, sparse_decode_torch
 
 from mcode import kernels
 
@@ -201,6 +206,15 @@ class LlamaModel:
             qc = q.to(kc.dtype)
             if i in plan.msa_layers:
                 attn = self._msa(i, qc, h, layer, batch, cache, plan)
+            elif batch.max_seqlen_q == 1:  # a decode step: split-KV on CUDA, batched on the CPU
+                attn = kernels.dense_decode(
+                    qc,
+                    kc,
+                    vc,
+                    batch.page_table,
+                    batch.seqlens_k,
+                    backend=plan.kernels_for(q),
+                )
             else:
                 attn = kernels.dense_attention(
                     qc,
@@ -239,7 +253,7 @@ class LlamaModel:
             idx = (h @ layer["index"].T).to(kc.dtype)
             iq = idx[:, : hkv * di].view(-1, hkv, di)
             ikc = cache.index_k[i]
-            ikc[batch.slot_pages, batch.slot_offsets] = idx[:, hkv * di :].to(ikc.dtype)
+            ikc[batch.slot_pages, batch.slot_offsets] = _index_keys(idx[:, hkv * di :], ikc.dtype)
             if batch.max_seqlen_q == 1 and q.is_cuda:
                 B = batch.seqlens_k.shape[0]
                 out = kernels.msa_decode(
@@ -255,6 +269,9 @@ class LlamaModel:
                 )
                 assert isinstance(out, torch.Tensor)
                 return out.view(q.shape)
+            if batch.max_seqlen_q == 1 and plan.kernels_for(q) == "torch":
+                sel = msa_select_decode_torch(iq, ikc, batch.page_table, batch.seqlens_k, plan.topk)
+                return sparse_decode_torch(q, kc, vc, sel, batch.page_table, batch.seqlens_k)[0]
             sel = kernels.msa_select(
                 iq,
                 ikc,
@@ -263,6 +280,12 @@ class LlamaModel:
                 max_seqlen_q=batch.max_seqlen_q,
                 backend=plan.kernels_for(q),
             )
+        elif batch.max_seqlen_q == 1 and plan.kernels_for(q) == "torch":
+            # A decode step on the CPU: every KV head's selection in one batched pass.
+            B, g = q.shape[0], q.shape[1] // hkv
+            mean_q = q.view(B, hkv, g, q.shape[2]).mean(2)
+            sel = msa_select_decode_torch(mean_q, kc, batch.page_table, batch.seqlens_k, plan.topk)
+            return sparse_decode_torch(q, kc, vc, sel, batch.page_table, batch.seqlens_k)[0]
         else:
             g = q.shape[1] // hkv
             sel = torch.cat(
@@ -281,3 +304,12 @@ class LlamaModel:
         out = kernels.msa_prefill(q, kc, vc, sel, *meta, backend=plan.kernels_for(q))
         assert isinstance(out, torch.Tensor)
         return out
+
+
+def _index_keys(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Index keys in the cache's dtype; into fp8 saturated at its largest finite value (a cast
+    would make an outlier NaN, and top-k ranks are kept by saturation, not by NaN)."""
+    if dtype.itemsize == 1 and dtype.is_floating_point:
+        big = torch.finfo(dtype).max
+        x = x.clamp(-big, big)
+    return x.to(dtype)

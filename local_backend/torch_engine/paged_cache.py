@@ -2,7 +2,8 @@
 
 Memory is one pool of pages of ``page`` tokens (128, the MSA block), laid out as
 ``mcode.kernels`` reads it: per layer ``[num_pages, Hkv, page, D]`` for K and for V (and
-``[num_pages, page, d_idx]`` for index keys when the model has trained index heads). A sequence
+``[num_pages, page, d_idx]`` for index keys when the model has trained index heads; fp8 on
+CUDA by default, :func:`default_index_dtype`). A sequence
 owns a list of pages, its page table row.
 
 Prefix caching works on *full* pages, as vLLM does: a full page is named by a hash of its tokens
@@ -54,6 +55,15 @@ class SeqPages:
     parent: bytes = b""
 
 
+def default_index_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """Index keys in fp8 (e4m3) on CUDA, else like K/V. They are most of the bytes an MSA
+    decode step reads (every block is scored, only the chosen ones attended), and top-k
+    selection keeps its choices at fp8 (local_backend/BENCH.md measures how often); on the CPU
+    the references would only convert them back."""
+    fp8 = getattr(torch, "float8_e4m3fn", None)
+    return fp8 if fp8 is not None and device.type == "cuda" else dtype
+
+
 class PagedKVCache:
     """A pool of KV pages for every layer, with reference counts and a prefix index."""
 
@@ -68,6 +78,7 @@ class PagedKVCache:
         index_dim: int | None = None,
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
+        index_dtype: torch.dtype | None = None,
     ) -> None:
         self.page = page
         self.num_pages = num_pages
@@ -75,7 +86,11 @@ class PagedKVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.index_k = (
-            torch.zeros((n_layers, num_pages, page, index_dim), dtype=dtype, device=device)
+            torch.zeros(
+                (n_layers, num_pages, page, index_dim),
+                dtype=index_dtype or default_index_dtype(dtype, torch.device(device)),
+                device=device,
+            )
             if index_dim
             else None
         )

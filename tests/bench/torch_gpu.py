@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--skip-prefill", action="store_true")
     args = ap.parse_args()
     dev = "cpu" if args.smoke else "cuda"
     if args.smoke:
@@ -130,6 +131,7 @@ def main() -> None:
         index_dim=di,
         dtype=torch.bfloat16,
         device=dev,
+        index_dtype=torch.bfloat16,  # the fp8 default is timed in its own table below
     )
     for t in (cache.k, cache.v, cache.index_k):
         assert t is not None
@@ -183,7 +185,7 @@ def main() -> None:
         "attn: dense SDPA | attn: msa | attn speedup vs SDPA |"
     )
     say("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n in contexts:
+    for n in [] if args.skip_prefill else contexts:
         batch = chunk_batch(n)
         reps = 3 if n <= 131072 else 1
         td = timed(lambda b=batch: model.forward(b, cache, dense), reps)
@@ -201,10 +203,11 @@ def main() -> None:
     )
     say()
     say(
-        "| B | N | dense stack (ms) | msa stack (ms) | speedup | attn: dense ours | "
-        "attn: dense SDPA | attn: msa | stack speedup, dense on SDPA | msa tok/s | how |"
+        "| B | N | dense stack (ms) | msa stack (ms) | speedup | attn: dense ours (split-KV) | "
+        "attn: dense, prefill kernel | attn: dense SDPA | attn: msa | "
+        "stack speedup, dense on SDPA | msa tok/s | how |"
     )
-    say("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    say("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     combos = [(1, n) for n in contexts] + [(b, n) for n in tput_ctx for b in batches if b > 1]
     if not args.smoke:
         combos.append((8, 1048576))
@@ -221,13 +224,15 @@ def main() -> None:
             hows.append(how)
             del fn
         ad, asd, am = attention_only(model, batch, cache, dense, msa, reps, n, 1, graph=True)
+        aold = prefill_kernel_decode(batch, cache, cfg, reps)
         fair = res["dense"] - ad + asd if asd == asd else float("nan")
         tps[("dense", b, n)] = b / res["dense"]
         tps[("msa", b, n)] = b / res["msa"]
         tps[("dense_sdpa", b, n)] = b / fair
         say(
             f"| {b} | {n} | {res['dense'] * 1e3:.3f} | {res['msa'] * 1e3:.3f} | "
-            f"{res['dense'] / res['msa']:.1f}x | {ad * 1e3:.3f} | {fmt(asd, 3)} | {am * 1e3:.3f} | "
+            f"{res['dense'] / res['msa']:.1f}x | {ad * 1e3:.3f} | {fmt(aold, 3)} | {fmt(asd, 3)} | "
+            f"{am * 1e3:.3f} | "
             f"{ratio(fair, res['msa'])} | {b / res['msa']:.0f} | {'/'.join(hows)} |"
         )
         fp8 = getattr(torch, "float8_e4m3fn", None)
@@ -259,12 +264,25 @@ def main() -> None:
         free()
     if fp8_rows:
         say()
-        say("## Decode with fp8 (e4m3) index keys: msa stack, and vs dense on SDPA")
+        say(
+            "## Decode with fp8 (e4m3) index keys (the default on CUDA): msa stack, and vs dense "
+            "on SDPA"
+        )
         say()
         say("| B | N | msa stack (ms) | stack speedup | attn: msa (ms) | attn speedup vs SDPA |")
         say("| ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in fp8_rows:
             say(r)
+    if dev == "cuda":
+        say()
+        say("## Block selection with fp8 index keys against bf16 (decode, top-16)")
+        say()
+        say("| N | B | keys | same block set | blocks in common | fp8's picks by bf16 score |")
+        say("| ---: | ---: | --- | ---: | ---: | --- |")
+        for n, b in ((131072, 8), (1048576, 8)):
+            for mode in ("random", "planted"):
+                say(selection_agreement(cache, cfg, di, topk, n, b, mode))
+        free()
     say()
     say("## Batched decode: tokens/s of batch B over batch 1 (same context)")
     say()
@@ -293,6 +311,68 @@ def ratio(a: float, b: float) -> str:
 def free() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def prefill_kernel_decode(batch, cache, cfg, reps):
+    """Seconds of a decode step's dense attention through the prefill kernel (what the dense
+    stack ran before the split-KV decode kernel), times the layer count; nan on the CPU."""
+    if not cache.k.is_cuda:
+        return float("nan")
+    from mcode.kernels.dense import dense_forward
+
+    T = batch.tokens.shape[0]
+    q = torch.randn(T, cfg.n_heads, cfg.head_dim, device=cache.k.device, dtype=cache.k.dtype)
+    meta = (batch.page_table, batch.cu_seqlens_q, batch.seqlens_k)
+    fn, _ = graphed(lambda: dense_forward(q, cache.k[0], cache.v[0], *meta, 1, cfg.head_dim**-0.5))
+    t = timed(fn, reps) * cfg.n_layers
+    del fn
+    return t
+
+
+def selection_agreement(cache, cfg, di, topk, n, b, mode):
+    """One table row: how often MSA's decode selection over fp8 (e4m3) index keys is the one
+    over the same keys in bf16. ``random``: unit-normal keys and queries (no structure: block
+    scores are maxima of 128 Gaussians, the hardest case for a rounding to keep order);
+    ``planted``: 15 blocks per sequence hold keys aligned with the query (signal half the
+    noise), as in a context where a few blocks matter."""
+    from mcode.kernels.select import block_scores
+
+    from mcode import kernels
+
+    need = -(-n // cache.page)
+    dev = cache.k.device
+    g = torch.Generator(device=dev).manual_seed(n + b)
+    iq = torch.randn(b, cfg.n_kv_heads, di, device=dev, generator=g).to(torch.bfloat16)
+    pt = torch.arange(b * need, device=dev, dtype=torch.int32).view(b, need)
+    cu = torch.arange(b + 1, device=dev, dtype=torch.int32)
+    lk = torch.full((b,), n, device=dev, dtype=torch.int32)
+    ik = torch.randn(b * need, cache.page, di, device=dev, generator=g)
+    if mode == "planted":
+        for s in range(b):
+            blocks = torch.randperm(need - 1, device=dev, generator=g)[:15]
+            direction = iq[s].float().mean(0)
+            ik[pt[s, blocks].long()] += 0.5 * direction / direction.norm() * di**0.5
+    ik16 = ik.to(torch.bfloat16)
+    big = torch.finfo(torch.float8_e4m3fn).max
+    ik8 = ik.clamp(-big, big).to(torch.float8_e4m3fn)
+    del ik
+    sel16 = kernels.msa_select(iq, ik16, pt, cu, lk, topk, max_seqlen_q=1)
+    sel8 = kernels.msa_select(iq, ik8, pt, cu, lk, topk, max_seqlen_q=1)
+    same = (torch.sort(sel16, -1).values == torch.sort(sel8, -1).values).all(-1)
+    common = (sel16[..., :, None] == sel8[..., None, :]).any(-1).float().mean(-1)
+    # The bf16 score rank (1 = best) of each non-local block fp8 chose.
+    sc = block_scores(iq, ik16, pt, cu, lk, 1).permute(1, 0, 2)  # [H, T, nb], local at -inf
+    order = torch.argsort(sc, dim=-1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(1, order.shape[-1] + 1, device=dev).expand_as(order))
+    picked = sel8[..., : topk - 1].long()
+    r = rank.gather(-1, picked.clamp(min=0))[picked >= 0]
+    within = (r <= topk - 1).float().mean().item()
+    return (
+        f"| {n} | {b} | {mode} | {same.float().mean().item():.1%} | "
+        f"{common.mean().item():.1%} | {within:.1%} in bf16's top-{topk - 1}; worst rank "
+        f"{int(r.max().item())} |"
+    )
 
 
 def attention_only(model, batch, cache, dense, msa, reps, n, lq, graph=False):
