@@ -15,7 +15,7 @@ Commands (``workspace/executeCommand``), each argument one JSON object:
     mcode.resume      {"session", "prompt"?}            continue a stored session
     mcode.steer       {"text", "session"?}              a requirement for the running task
     mcode.cancel      {"session"?} or nothing           cancel one task, or all
-    mcode.teamTask                                      an error until mcode has a team
+    mcode.teamTask    {"prompt", "uri"?}                an agent team (lsp/team.py); its summary
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ COMMANDS = (
     "mcode.cancel",
     "mcode.teamTask",
 )
-# JSON-RPC's server-error range: a command mcode knows but cannot run here.
-NOT_AVAILABLE = -32001
 # LSP's RequestFailed: the request was valid, the work failed (a model call, the store).
 REQUEST_FAILED = -32803
 
@@ -340,12 +338,15 @@ def _register(ls: McodeServer) -> None:
         return {"cancelled": ls.tasks.cancel(session, every=session is None)}
 
     @command("mcode.teamTask")
-    async def team_task(*args: Any) -> Any:
-        raise JsonRpcException(
-            "mcode.teamTask is not available: this mcode has no team yet",
-            code=NOT_AVAILABLE,
-            data={"hint": "run it as one agent with mcode.task"},
-        )
+    async def team_task(*args: Any) -> dict[str, Any]:
+        example = '{"prompt": "what the team builds", "uri": "file:///... (optional)"}'
+        obj = _one_object(args, "mcode.teamTask", example)
+        prompt = _text(obj, "prompt", "mcode.teamTask", example)
+        title = prompt.strip().splitlines()[0][:60]
+        uri = obj.get("uri")
+        if isinstance(uri, str):
+            prompt += f"\n\n(The user has {ls.rel(ls.path_of(uri))} open in the editor.)"
+        return await ls.tasks.run_team(prompt, title=title, request_id=ls.protocol.msg_id)
 
 
 def serve(flags: dict[str, Any], *, cwd: Path, tcp: int | None = None) -> int:

@@ -56,6 +56,8 @@ class Task:
     request_id: Any = None
     answer_path: Path | None = None
     changed: list[str] = field(default_factory=list)
+    # A team run (mcode.teamTask): its progress is the team's steps.
+    team: bool = False
 
 
 class Tasks:
@@ -174,6 +176,79 @@ class Tasks:
             "resume": f"mcode exec --resume {session.id[:12]}",
         }
 
+    async def run_team(self, prompt: str, *, title: str, request_id: Any = None) -> dict[str, Any]:
+        """Run an agent team for ``prompt`` in a stored Session to its end (lsp/team.py); the
+        summary: the team's reason and each task's status. Steers and cancels reach it through
+        the Session as for any task."""
+        from mcode.runtime.build import open_session
+        from mcode.team.setup import start_team
+
+        from .team import check_buffers
+
+        check_buffers(self.server)  # before anything is opened: a refusal leaves nothing
+        settings = self.settings()
+        session = open_session(settings, self.store, interactive=self.can_ask)
+        try:
+            job = await start_team(settings, session, prompt)
+        except BaseException:
+            await session.close()
+            raise
+        task = Task(session, title, f"mcode-{uuid.uuid4().hex[:12]}", request_id, team=True)
+        self.running[session.id] = task
+        session.subscribe(lambda event, _line: self._on_event(task, event))
+        try:
+            session.start(
+                cwd=str(settings.workspace),
+                provider_reason=settings.provider_reason,
+                permission_mode=settings.permission_mode,
+                resumed=False,
+                approvals="editor" if self.can_ask else "denied",
+                permission_note=mode_note(
+                    settings.permission_mode,
+                    can_ask=self.can_ask,
+                    timeout=settings.approval_timeout,
+                ),
+                trusted=settings.trusted,
+                project_ignored=tuple(settings.project_ignored),
+            )
+            info = session.model_info
+            self._log(
+                types.MessageType.Info,
+                f"session {session.id} started a team: {task.title} ({info.provider}/{info.model})",
+            )
+            await self._begin(task)
+            work = session.start_work(job.team, job.run())
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:  # the server shuts down: the team winds up first
+                session.cancel()
+                await session.wait_idle()
+                raise
+        finally:
+            self.running.pop(session.id, None)
+            outcome = job.outcome()
+            reason = job.result.reason if job.result is not None else outcome.reason
+            session.finish(
+                result=outcome.text if outcome.reason == "completed" else None,
+                exit_code=_EXIT.get(outcome.reason, 1),
+                reason=outcome.reason,
+            )
+            await session.close()
+            self._end(task, reason)
+        error = None if outcome.error is None else session.scrub(_said(outcome.error))
+        if error is not None:
+            self._log(types.MessageType.Error, error)
+        tasks = [dict(t) for t in job.result.tasks] if job.result is not None else []
+        self.say(f"mcode team ({task.title}): {reason}\n{outcome.text}".rstrip())
+        return {
+            "session": session.id,
+            "reason": reason,
+            "tasks": tasks,
+            "summary": outcome.text,
+            "error": error,
+            "resume": f"mcode exec --resume {session.id[:12]}",
+        }
+
     def find(self, session_id: str | None) -> Task:
         """The running task of ``session_id`` (a prefix will do), or the latest one."""
         if not self.running:
@@ -222,7 +297,12 @@ class Tasks:
             self._log(level, f"{p.name}: {p.summary}")
         elif isinstance(p, ev.Error):
             self._log(types.MessageType.Error, f"{p.message} ({p.hint})" if p.hint else p.message)
-        line = progress_line(event)
+        if task.team:
+            from .team import progress_line as team_line
+
+            line = team_line(event)
+        else:
+            line = progress_line(event)
         if line is not None and self.has_progress:
             self.server.work_done_progress.report(
                 task.token, types.WorkDoneProgressReport(message=line)

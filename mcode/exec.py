@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcode import events as ev
 from mcode.errors import MCodeError, UsageError
 from mcode.exec_input import ACCEPTED_LINES, BadLine, StdinLines, load_image, parse_line
 from mcode.messages import ImagePart, clean_text
@@ -288,38 +287,6 @@ def _screenshot(settings: Any, folder: Path) -> ImagePart:
         raise UsageError(e.message, hint=e.hint) from None
 
 
-def _team_outcome(
-    result: Any, last: TurnOutcome | None, error: MCodeError | None = None
-) -> TurnOutcome:
-    """A team run's end as a turn's: completed (every task passed), max_turns (a budget ran
-    out: exit 3), cancelled, else error (a task failed: exit 1). Its text lists the tasks."""
-    if error is not None:
-        return TurnOutcome("error", "", error)
-    if result is None:  # cancelled before the team said anything
-        return last or TurnOutcome("cancelled", "")
-    lines = [f"{t['id']}: {t['status']} ({t['rounds']} round(s))" for t in result.tasks]
-    text = "\n".join(lines) or "no tasks"
-    reasons: dict[str, ev.TurnReason] = {
-        "completed": "completed",
-        "budget": "max_turns",
-        "cancelled": "cancelled",
-    }
-    reason = reasons.get(result.reason, "error")
-    error = None
-    if reason == "error":
-        error = MCodeError(
-            f"the team run ended {result.reason}: "
-            + (
-                ", ".join(
-                    f"{t['id']} {t['status']}" for t in result.tasks if t["status"] != "passed"
-                )
-                or "no plan"
-            ),
-            hint="see the team.* events (--output-format stream-json) for each task's verdicts",
-        )
-    return TurnOutcome(reason, text, error)
-
-
 def _untrusted_note(ignored: list[str]) -> str:
     return (
         f"this folder is not trusted, so its {', '.join(ignored)} did not take effect "
@@ -526,7 +493,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 session.start_work(team.team, team.run())
             outcome = await driver.run(StdinLines(loop) if read_stdin else None)
             if team is not None:
-                outcome = _team_outcome(team.result, outcome, team.error)
+                outcome = team.outcome(outcome)
                 turn_ended(outcome)  # the tasks' outcomes are the answer (text: on stdout)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -75,7 +75,7 @@ def test_a_prompt_streams_its_answer_and_ends_the_turn(model_server, repo, env):
     assert {o.id for o in new.config_options} >= {"mode", "model"}
     # the slash commands came, after the session/new reply (Zed drops them before it)
     commands = ed.of(sid, "available_commands_update")
-    assert [c.name for c in commands[0].available_commands] == ["compact"]
+    assert [c.name for c in commands[0].available_commands] == ["compact", "team"]
     reply_at = ed.arrival(lambda m: "sessionId" in (m.get("result") or {}))
     commands_at = ed.arrival(
         lambda m: (

@@ -139,7 +139,7 @@ def test_commands_without_a_task_or_a_team_answer_json_rpc_errors(
         errors = []
         async with Editor(tmp_path / "home", repo, server) as ed:
             for name, args in [
-                ("mcode.teamTask", [{"prompt": "plan it"}]),
+                ("mcode.teamTask", [{"prompt": " "}]),
                 ("mcode.steer", [{"text": "faster"}]),
                 ("mcode.task", [{"prompt": ""}]),
                 ("mcode.task", ["not an object"]),
@@ -152,7 +152,7 @@ def test_commands_without_a_task_or_a_team_answer_json_rpc_errors(
         return errors
 
     team, steer, empty, wrong, resume, unknown = run(scenario())
-    assert team.code == -32001 and "no team" in team.message
+    assert team.code == -32602 and "mcode.teamTask needs a non-empty 'prompt'" in team.message
     assert steer.code == -32602 and "no mcode task is running" in steer.message
     assert empty.code == -32602 and "non-empty 'prompt'" in empty.message
     assert wrong.code == -32602 and "one JSON object" in wrong.message

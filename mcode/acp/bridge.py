@@ -4,6 +4,8 @@ The bridge drives the Session only through its verbs and hears it only through i
 
     session/prompt   -> Session.send(text, images, steer=False); the reply waits for the turn's
                         outcome and for every update before it to be written
+    "/team request"  -> an agent team as the Session's work (mcode/acp/team.py): its plan
+                        and each task's status as plan updates, its summary as a message
     session/cancel   -> Session.cancel            (the prompt then returns "cancelled")
     _mcode/steer     -> Session.send(text)        (while a prompt runs: a steer)
     permission.asked -> session/request_permission -> Session.approve
@@ -31,6 +33,7 @@ from acp import schema as s
 from mcode import events as ev
 from mcode.acp.files import ClientFiles
 from mcode.acp.prompt import user_content
+from mcode.acp.team import stop_reason
 from mcode.acp.updates import Update, Updates
 from mcode.config import Settings
 from mcode.errors import MCodeError
@@ -73,6 +76,12 @@ COMMANDS = [
         name="compact",
         description="Summarise older turns into the task ledger to free context",
         input=s.AvailableCommandInput(root=s.UnstructuredCommandInput(hint="what to keep")),
+    ),
+    s.AvailableCommand(
+        name="team",
+        description="An agent team: a planner, producers in their own git worktrees, "
+        "verifiers; accepted work is merged into your branch",
+        input=s.AvailableCommandInput(root=s.UnstructuredCommandInput(hint="what to build")),
     ),
 ]
 
@@ -215,6 +224,8 @@ class Bridge:
                 await self.session.compact(text.removeprefix("/compact").strip() or None)
             await self.flush()
             return s.PromptResponse(stop_reason="end_turn")
+        if (text == "/team" or text.startswith(("/team ", "/team\n"))) and not images:
+            return await self.team(text.removeprefix("/team").strip())
         turn = self.session.send(text, images, steer=False)
         assert turn is not None  # steer=False always queues a turn
         try:
@@ -235,6 +246,43 @@ class Bridge:
                 }
             )
         return s.PromptResponse(stop_reason=STOP_REASONS.get(outcome.reason, "end_turn"))
+
+    async def team(self, request: str) -> s.PromptResponse:
+        """Run an agent team for ``request`` as this session's work, to its end."""
+        from mcode.team.setup import start_team
+
+        if not request:
+            raise RequestError.invalid_params(
+                {"message": "/team needs a request", "hint": "/team what the team should build"}
+            )
+        if self.session.busy:
+            raise RequestError.invalid_params(
+                {
+                    "message": "a prompt is already running in this session",
+                    "hint": "wait for it, or cancel it, then start the team",
+                }
+            )
+        try:
+            job = await start_team(self.settings, self.session, request)
+        except MCodeError as e:  # not a clean git branch: nothing started
+            raise RequestError.invalid_params({"message": e.message, "hint": e.hint}) from None
+        work = self.session.start_work(job.team, job.run())
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:  # the connection is closing: the team winds up first
+            self.session.cancel()
+            await self.session.wait_idle()
+            raise
+        await self.flush()
+        outcome = job.outcome()
+        self.last_reason, self.last_text = outcome.reason, outcome.text
+        if job.error is not None:  # git failed under the run
+            raise RequestError.internal_error(
+                {"message": job.error.message, "hint": job.error.hint}
+            )
+        return s.PromptResponse(
+            stop_reason=stop_reason(job.result.reason if job.result is not None else None)
+        )
 
     def steer(self, text: str) -> None:
         if not text.strip():

@@ -13,6 +13,7 @@ client should be told about each::
                            plan               (when the call was the todo tool's list)
     error               -> agent_message_chunk (what went wrong and what to do)
     usage               -> usage_update       (context used / window; live only)
+    team.*              -> plan, agent_message_chunk (a /team run: mcode/acp/team.py)
 
 Replaying a stored session (``session/load``) reads the same events back, where deltas were
 never stored: there the completed messages speak instead (``message.user`` ->
@@ -33,6 +34,7 @@ from typing import Any
 from acp import schema as s
 
 from mcode import events as ev
+from mcode.acp.team import TeamView
 from mcode.events import Event
 
 Update = (
@@ -167,10 +169,13 @@ class Updates:
     workspace: Path
     replay: bool = False
     _calls: dict[str, _Call] = field(default_factory=dict)
+    team: TeamView = field(default_factory=TeamView)
 
     def of(self, event: Event) -> list[Update]:
         payload = event.payload
         main = event.agent is None
+        if main and event.type.startswith("team."):
+            return self.team.of(payload)
         match payload:
             case ev.TextDelta(text=text) if main and text:
                 return [_message(text)]
@@ -194,6 +199,8 @@ class Updates:
                     out.append(_message(message.text))
                 return out
             case ev.ToolRequested(id=call_id, name=name, arguments=raw):
+                if not main and self.team.running:  # a member, in its own worktree
+                    return [self._requested(call_id, name, raw, member=event.agent)]
                 return [self._requested(call_id, name, raw)]
             case ev.ToolStarted(id=call_id) if not self.replay:
                 return [_progress(call_id, status="in_progress")]
@@ -215,18 +222,21 @@ class Updates:
                 return [s.UsageUpdate(session_update="usage_update", used=used, size=size)]
         return []
 
-    def _requested(self, call_id: str, name: str, raw: str) -> s.ToolCallStart:
+    def _requested(
+        self, call_id: str, name: str, raw: str, *, member: str | None = None
+    ) -> s.ToolCallStart:
         args = arguments(raw)
-        content = diff(name, args, self.workspace)
+        # A team member's paths are its worktree's: no diff or location against the user's.
+        content = diff(name, args, self.workspace) if member is None else []
         self._calls[call_id] = _Call(name, args, content)
         return s.ToolCallStart(
             session_update="tool_call",
             tool_call_id=call_id,
-            title=title(name, args),
+            title=title(name, args) if member is None else f"{member}: {title(name, args)}",
             kind=KINDS.get(name, "other"),
             status="pending",
             content=content or None,
-            locations=locations(name, args, self.workspace) or None,
+            locations=(locations(name, args, self.workspace) if member is None else None) or None,
             raw_input=args,
         )
 

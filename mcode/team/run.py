@@ -20,6 +20,7 @@ rate limit, the task's and the team's budgets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -424,6 +425,12 @@ class Team:
             kind = cast(ev.ErrorKind, type(e).__name__)  # every error class is a kind
             self.session.report_error(kind, e.message, e.hint or "see git status")
             self._end(task, "failed", e.message)
+        finally:
+            if task.status == "cancelled" and path.exists():
+                # A cancelled task leaves no worktree behind (what it committed stays on its
+                # branch); a failed one keeps it, for the user to look at.
+                with contextlib.suppress(MCodeError):
+                    await asyncio.shield(self.git.remove_worktree(path))
 
     async def _turn(self, task: TaskState, conv: Conversation, text: str) -> TurnOutcome:
         task.agents.append(conv)

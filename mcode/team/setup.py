@@ -1,7 +1,18 @@
-"""From ``mcode exec --team`` to a ready :class:`~mcode.team.run.Team`: options, roles, git.
+"""From a front end to a ready :class:`~mcode.team.run.Team`: options, roles, git.
 
-``mcode exec --team 'request'`` starts a team run; ``mcode exec --resume ID`` continues one
-whose events show it unfinished (with or without ``--team``), from its stored plan.
+:func:`start_team` is the one way in, for every front end: settings, the Session the team runs
+in, the request and the options (:class:`~mcode.config.TeamSettings`: ``[team]`` in the config
+unless the caller says otherwise). It checks the repository (a clean branch, not detached) and
+gives a :class:`TeamJob` the caller runs as the session's work::
+
+    job = await start_team(settings, session, "make a and b")
+    session.start_work(job.team, job.run())   # steers and cancels now reach the team
+    ...                                       # (await it, or wait for session.wait_idle())
+    outcome = job.outcome()                    # the end as a turn's: reason, text, error
+
+``mcode exec --team 'request'`` (:func:`team_job`) starts a team run this way; ``mcode exec
+--resume ID`` continues one whose events show it unfinished (with or without ``--team``), from
+its stored plan. ``mcode lsp``'s ``mcode.teamTask`` and ``mcode acp``'s ``/team`` call it too.
 """
 
 from __future__ import annotations
@@ -11,7 +22,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcode.config import Settings, config_home, data_home
+from mcode import events as ev
+from mcode.agent.conversation import TurnOutcome
+from mcode.config import Settings, TeamSettings, config_home, data_home
 from mcode.errors import MCodeError, UsageError
 from mcode.providers.base import Provider
 from mcode.roles import Role, load_roles, role_dirs
@@ -22,7 +35,7 @@ from mcode.team.git import Git, GitError
 from mcode.team.run import Team, TeamOptions, TeamResult
 from mcode.team.state import TeamRecord, team_record
 
-__all__ = ["TeamJob", "team_job"]
+__all__ = ["TeamJob", "start_team", "team_job"]
 
 ROLE_NAMES = ("planner", "producer", "verifier")
 
@@ -44,6 +57,37 @@ class TeamJob:
         except MCodeError as e:
             self.error = e
         return self.result
+
+    def outcome(self, last: TurnOutcome | None = None) -> TurnOutcome:
+        """The run's end as a turn's: completed (every task passed), max_turns (a budget ran
+        out: exit 3), cancelled, else error (a task failed: exit 1). Its text lists the tasks.
+        ``last``: the main conversation's last outcome, for a run cancelled before it began."""
+        if self.error is not None:
+            return TurnOutcome("error", "", self.error)
+        result = self.result
+        if result is None:  # cancelled before the team said anything
+            return last or TurnOutcome("cancelled", "")
+        lines = [f"{t['id']}: {t['status']} ({t['rounds']} round(s))" for t in result.tasks]
+        text = "\n".join(lines) or "no tasks"
+        reasons: dict[str, ev.TurnReason] = {
+            "completed": "completed",
+            "budget": "max_turns",
+            "cancelled": "cancelled",
+        }
+        reason = reasons.get(result.reason, "error")
+        error = None
+        if reason == "error":
+            error = MCodeError(
+                f"the team run ended {result.reason}: "
+                + (
+                    ", ".join(
+                        f"{t['id']} {t['status']}" for t in result.tasks if t["status"] != "passed"
+                    )
+                    or "no plan"
+                ),
+                hint="see the team.* events (--output-format stream-json) for each task's verdicts",
+            )
+        return TurnOutcome(reason, text, error)
 
 
 async def team_job(
@@ -71,6 +115,27 @@ async def team_job(
         raise UsageError(
             "--team needs the task as the prompt", hint="mcode exec --team 'what to build'"
         )
+    job = await start_team(settings, session, request, record=record)
+    if record is not None:
+        job.steer = prompt
+    return job
+
+
+async def start_team(
+    settings: Settings,
+    session: Session,
+    request: str,
+    options: TeamSettings | None = None,
+    *,
+    record: TeamRecord | None = None,
+) -> TeamJob:
+    """A team for ``request`` in ``session``, ready to run (see the module docstring).
+    ``options``: parallel, rounds, rate limit and budgets (None: ``settings.team``, the flags
+    else ``[team]`` else the defaults). ``record``: the stored state of an unfinished run to
+    continue. Raises UsageError, with nothing started, where the workspace cannot take a team:
+    not a git repository, uncommitted changes to tracked files, a detached HEAD, a bad budget."""
+    if not request.strip():
+        raise UsageError("a team needs a request", hint="say what the team should build")
     try:
         git = await Git.open(settings.workspace)
     except GitError as e:  # not a repository: a flag that cannot apply here
@@ -94,8 +159,8 @@ async def team_job(
         if name in ROLE_NAMES
     }
     providers = _role_providers(settings, roles)
-    team = settings.team  # the flags, else [team] in the config, else the defaults
-    options = TeamOptions(
+    team = options or settings.team
+    options_ = TeamOptions(
         parallel=team.parallel,
         rounds=team.rounds,
         per_minute=team.rate_limit,
@@ -104,10 +169,7 @@ async def team_job(
         roles=roles,
         worktrees=data_home() / "worktrees",
     )
-    job = TeamJob(Team(session, git, options, providers=providers), request, record)
-    if record is not None:
-        job.steer = prompt
-    return job
+    return TeamJob(Team(session, git, options_, providers=providers), request, record)
 
 
 def _role_providers(settings: Settings, roles: dict[str, Role]) -> dict[str, Provider]:
