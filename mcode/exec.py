@@ -91,20 +91,6 @@ def _print(line: str) -> bool:
         return False
 
 
-def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "provider": args.provider,
-        "model": args.model,
-        "base_url": args.base_url,
-        "thinking": args.thinking,
-        "permission_mode": args.permission_mode,
-        "max_turns": args.max_turns,
-        "context_window": args.context_window,
-        "permissions.add_dirs": args.add_dir or None,
-        "approval_timeout": args.approval_timeout,
-    }
-
-
 def _read_prompt(args: argparse.Namespace) -> str | None:
     """The prompt, or None when there is none (an empty one counts as none)."""
     if args.input_format == "stream-json":
@@ -282,7 +268,7 @@ def _exit_code(outcome: TurnOutcome) -> int:
 
 
 async def _run(args: argparse.Namespace, report: _Report) -> int:
-    from mcode.config import data_home, load_settings
+    from mcode.config import data_home, flag_settings, load_settings
     from mcode.runtime.build import open_session
     from mcode.store import Store
 
@@ -303,7 +289,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             hint="give the prompt as an argument; with --input-format stream-json, send images "
             'as {"type":"user","text":"...","images":["file.png"]}',
         )
-    settings = load_settings(workspace, _flags(args))
+    settings = load_settings(workspace, flag_settings(args))
     if settings.project_ignored:  # said whatever the format: the user expected it to apply
         print(f"mcode: {_untrusted_note(settings.project_ignored)}", file=sys.stderr)
     # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.

@@ -1,0 +1,132 @@
+"""The conversation's plain blocks: the user's line, the answer (live, then finished), the
+model's thinking, and one-line notes (steers, compactions, turn ends, undo).
+
+A finished answer is a :class:`Static` holding a Rich ``Markdown`` parsed once: no widget tree
+per paragraph and no parser kept alive, so a long session costs a renderable per message, not
+a live Markdown document (the live one is :class:`LiveAnswer`, the single one streaming).
+"""
+
+from __future__ import annotations
+
+from rich.markdown import Markdown as RichMarkdown
+from rich.text import Text
+from textual.widgets import Collapsible, Markdown, Static
+from textual.widgets._markdown import MarkdownStream
+
+
+class UserBlock(Static):
+    DEFAULT_CSS = """
+    UserBlock {
+        margin: 1 0 0 0;
+        padding: 0 1;
+        border-left: thick $accent;
+        background: $boost;
+    }
+    """
+
+    def __init__(self, text: str, *, images: int = 0) -> None:
+        shown = Text(text)
+        if images:
+            shown.append(f"  [{images} image{'s' * (images != 1)}]", style="dim")
+        super().__init__(shown)
+        self.text = text
+
+
+class AnswerBlock(Static):
+    """A finished answer: pre-parsed Rich Markdown in a Static (cheap to keep by the thousand)."""
+
+    DEFAULT_CSS = """
+    AnswerBlock {
+        margin: 1 0 0 0;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(RichMarkdown(text, code_theme="monokai"))
+        self.text = text
+
+
+class LiveAnswer(Markdown):
+    """The answer being streamed, through Textual's :class:`MarkdownStream` (which joins
+    fragments that come faster than it can render)."""
+
+    DEFAULT_CSS = """
+    LiveAnswer {
+        margin: 1 0 0 0;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self._stream: MarkdownStream | None = None
+
+    async def add_fragment(self, fragment: str) -> None:
+        self.text += fragment
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self)
+        await self._stream.write(fragment)
+
+    async def stop(self) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+
+
+class ThinkingBlock(Collapsible):
+    """The model's reasoning, collapsed; its title says how much there is."""
+
+    DEFAULT_CSS = """
+    ThinkingBlock {
+        margin: 1 0 0 0;
+        border: none;
+        padding: 0;
+        color: $text-muted;
+    }
+    ThinkingBlock Static { color: $text-muted; }
+    """
+
+    def __init__(self, text: str = "", *, done: bool = False) -> None:
+        self._body = Static(Text(text))
+        super().__init__(self._body, title="", collapsed=True)
+        self.text = text
+        self.done = done
+        self._retitle()
+
+    def append(self, fragment: str) -> None:
+        self.text += fragment
+        self._body.update(Text(self.text))
+        self._retitle()
+
+    def finish(self) -> None:
+        self.done = True
+        self._retitle()
+
+    def _retitle(self) -> None:
+        words = len(self.text.split())
+        self.title = f"{'Thought' if self.done else 'Thinking…'} ({words} words)"
+
+
+class Note(Static):
+    """A one-line remark in the conversation (a steer, a compaction, why a turn ended)."""
+
+    DEFAULT_CSS = """
+    Note {
+        margin: 1 0 0 0;
+        padding: 0 1;
+        color: $text-muted;
+    }
+    Note.-warning { color: $warning; }
+    """
+
+    def __init__(self, text: str, *, warning: bool = False) -> None:
+        super().__init__(Text(text))
+        self.text = text
+        if warning:
+            self.add_class("-warning")
+
+    def say(self, text: str) -> None:
+        self.text = text
+        self.update(Text(text))
