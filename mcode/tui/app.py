@@ -44,10 +44,45 @@ from mcode.tui.transcript import Transcript
 _IMAGE_PATH = re.compile(r"(?:^|\s)(\S+\.(?:png|jpe?g|gif|webp))(?=\s|$)", re.IGNORECASE)
 
 
+# A resumed session's newest blocks are mounted at once, older ones this many at a time as
+# the view reaches its top: a layout costs per mounted widget, however cheap each one is.
+HISTORY_WINDOW = 150
+
+
 class ConversationView(VerticalScroll):
     DEFAULT_CSS = """
     ConversationView { height: 1fr; padding: 0 1; }
     """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.earlier: list[Widget] = []  # history blocks not mounted yet, oldest first
+        self._loading = False
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 and self.earlier and not self._loading:
+            self._loading = True
+            self.call_after_refresh(self.load_earlier)
+
+    async def load_earlier(self) -> None:
+        """Mount the next older history blocks above, keeping what was on screen in place."""
+        chunk, self.earlier = self.earlier[-HISTORY_WINDOW:], self.earlier[:-HISTORY_WINDOW]
+        anchor = self.children[0] if self.children else None
+        if chunk:
+            await self.mount_all(chunk, before=0)
+        if anchor is not None:
+            self.call_after_refresh(self._keep_in_view, anchor)
+        else:
+            self._loading = False
+
+    def _keep_in_view(self, anchor: Widget, tries: int = 20) -> None:
+        y = anchor.virtual_region.y
+        if (y == 0 or self.max_scroll_y < y) and tries:  # the blocks above are not laid out
+            self.set_timer(0.01, lambda: self._keep_in_view(anchor, tries - 1))
+            return
+        self.scroll_to(y=y, animate=False, immediate=True)
+        self._loading = False
 
 
 class QueueBar(Static):
@@ -78,6 +113,9 @@ class McodeApp(App[int]):
         Binding("ctrl+c", "interrupt_or_quit", "interrupt / quit", priority=True),
         Binding("ctrl+d", "quit", "quit", show=False),
         Binding("ctrl+y", "copy_answer", "copy the last answer", show=False),
+        # The conversation scrolls by page whatever has focus (the prompt, most of the time).
+        Binding("pageup", "page(-1)", "page up", show=False, priority=True),
+        Binding("pagedown", "page(1)", "page down", show=False, priority=True),
     ]
 
     def __init__(
@@ -179,8 +217,9 @@ class McodeApp(App[int]):
             lane = self._lane(lanes, event.agent, batch)
             await lane.show(event.payload)
         await self._finish_open_cards(lanes)
+        self.view.earlier = batch[:-HISTORY_WINDOW]
         if batch:
-            await self.view.mount_all(batch)
+            await self.view.mount_all(batch[-HISTORY_WINDOW:])
         self.view.scroll_end(animate=False, immediate=True)
 
     async def _finish_open_cards(self, lanes: dict[str | None, Lane]) -> None:
@@ -396,6 +435,12 @@ class McodeApp(App[int]):
             self.session.cancel()
         else:
             self.exit(0)
+
+    def action_page(self, direction: int) -> None:
+        if direction < 0:
+            self.view.scroll_page_up(animate=False)
+        else:
+            self.view.scroll_page_down(animate=False)
 
     async def action_quit(self) -> None:
         self.exit(0)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
+from textual.geometry import Size
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets._markdown import MarkdownStream
 
@@ -32,19 +35,42 @@ class UserBlock(Static):
         self.text = text
 
 
-class AnswerBlock(Static):
-    """A finished answer: pre-parsed Rich Markdown in a Static (cheap to keep by the thousand)."""
+class AnswerBlock(Widget):
+    """A finished answer: its Markdown rendered once per width into lines (strips) and drawn
+    from them, so a layout asks it for a number, not for another Markdown render (a Static
+    of Rich Markdown re-rendered it for every layout: seconds at a thousand messages)."""
 
     DEFAULT_CSS = """
     AnswerBlock {
+        height: auto;
         margin: 1 0 0 0;
         padding: 0 1;
     }
     """
 
     def __init__(self, text: str) -> None:
-        super().__init__(RichMarkdown(text, code_theme="monokai"))
+        super().__init__()
         self.text = text
+        self._width = -1
+        self._lines: list[Strip] = []
+
+    def _strips(self, width: int) -> list[Strip]:
+        if width != self._width:
+            console = self.app.console
+            options = console.options.update_width(max(1, width))
+            markdown = RichMarkdown(self.text, code_theme="monokai")
+            lines = console.render_lines(markdown, options, style=self.rich_style, pad=False)
+            self._lines = [Strip(line).simplify() for line in lines]
+            self._width = width
+        return self._lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._strips(width))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        lines = self._strips(width)
+        return lines[y].extend_cell_length(width) if y < len(lines) else Strip.blank(width)
 
 
 class LiveAnswer(Markdown):

@@ -198,7 +198,12 @@ async def _undo(app: McodeApp, args: str) -> None:
     if session_id:
         argv += ["--resume", session_id]
     done = await asyncio.to_thread(
-        subprocess.run, argv, capture_output=True, text=True, timeout=60, env=dict(os.environ)
+        subprocess.run,
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MCODE_DATA_DIR": str(store.path.parent)},  # this session's store
     )
     from mcode.store import Store
 
