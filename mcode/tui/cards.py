@@ -176,12 +176,13 @@ class ToolCard(Vertical, can_focus=True):
         header = Text()
         header.append(f"{mark} ", style=style)
         header.append(self.name_, style="bold")
-        header.append("  " + describe_call(self.name_, self.arguments))
+        described = describe_call(self.name_, self.arguments)
+        header.append("  " + described)
         if self.status == "asking":
             header.append("  waiting for your answer", style="yellow")
         if self.duration is not None:
             header.append(f"  {self.duration:.1f}s", style="dim")
-        if self.summary:
+        if self.summary and self.summary.strip() != described.strip():
             header.append(f"  {self.summary}", style="dim" if self.status == "ok" else "red")
         self._header.update(header)
         self._body.update(self._body_renderable())

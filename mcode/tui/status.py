@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.text import Text
@@ -27,6 +28,7 @@ class StatusState:
     output_tokens: int = 0
     cached_tokens: int = 0
     cost: float | None = None  # no price table is known for any provider yet
+    clock: Callable[[], float] = time.monotonic  # a snapshot test stops it
     started: float = field(default_factory=time.monotonic)
     turn_started: float | None = None
 
@@ -48,7 +50,7 @@ class StatusState:
             case ev.Compaction(tokens_after=after, window=window):
                 self.context_tokens, self.context_window = after, window
             case ev.TurnStarted():
-                self.turn_started = time.monotonic()
+                self.turn_started = self.clock()
             case ev.TurnFinished():
                 self.turn_started = None
             case _:
@@ -56,7 +58,7 @@ class StatusState:
         return True
 
     def render(self, now: float | None = None) -> Text:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         text = Text()
         text.append(self.model or "model?", style="bold")
         text.append(f" · thinking {self.thinking} · {self.mode}")
