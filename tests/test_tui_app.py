@@ -177,3 +177,53 @@ async def test_always_allow_writes_the_rule_and_answers_the_next_question(
 
     values = tomllib.loads(text)
     assert values["permissions"] == {"deny": ["bash(rm *)"], "allow": ["bash(git status*)"]}
+
+
+@pilot_test
+async def test_a_long_answer_streams_into_cheap_blocks_and_thinking_stays_folded(
+    model_server, repo, tmp_path
+):
+    paragraphs = [f"Paragraph {i}: " + "words " * 40 for i in range(60)]
+    paragraphs.insert(30, "```python\n" + "x = 1\n\n" * 30 + "```")  # blank lines inside a fence
+    answer = "\n\n".join(paragraphs)
+    server = model_server([{"thinking": "let me think about it", "text": answer}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "write a lot")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and not app.query("LiveAnswer"))
+        blocks = list(app.query(AnswerBlock))
+        assert len(blocks) > 1  # finished paragraphs left the live document as it grew
+        assert "".join(b.text for b in blocks) == answer  # nothing lost or doubled
+        assert not any(b.text.count("```") % 2 for b in blocks)  # never cut inside a fence
+        thinking = app.query_one("ThinkingBlock")
+        assert thinking.collapsed and thinking.text == "let me think about it"
+        assert "Thought" in thinking.title
+
+
+@pilot_test
+async def test_a_sub_agent_is_drawn_inside_its_task_card(model_server, repo, tmp_path):
+    task = {
+        "id": "t1",
+        "name": "task",
+        "arguments": {"description": "look around", "prompt": "list the files"},
+    }
+    server = model_server(
+        [
+            {"tool_calls": [task]},
+            {"tool_calls": [{"id": "l1", "name": "ls", "arguments": {"path": "."}}]},
+            {"text": "there is a.txt"},
+            {"text": "the helper found a.txt"},
+        ]
+    )
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "what is here?")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == 2)
+        card = next(c for c in app.query("ToolCard") if c.name_ == "task")
+        nested = list(card.lane.query("ToolCard"))
+        assert [c.name_ for c in nested] == ["ls"]
+        assert [a.text for a in card.lane.query(AnswerBlock)] == ["there is a.txt"]
+        top = [w for w in app.view.children if isinstance(w, AnswerBlock)]
+        assert [a.text for a in top] == ["the helper found a.txt"]

@@ -24,10 +24,12 @@ def repo(tmp_path: Path) -> Path:
 
 def _still(app: McodeApp) -> None:
     """Stop what changes from run to run: the clock in the status bar, tool durations, the
-    blinking cursors."""
-    for widget in app.screen.query("TextArea, Input"):
-        widget.cursor_blink = False
-    app.prompt.cursor_blink = False
+    cursors."""
+    # No cursor drawn at all: whether a blinking one is in its on phase, and whether the
+    # prompt behind a dialog still counts as focused, changes from run to run.
+    for screen in app.screen_stack:
+        for widget in screen.query("TextArea, Input"):
+            widget._pause_blink(visible=False)
     app.status.state.clock = lambda: 0.0
     app.status.state.started = 0.0
     if app.status.state.turn_started is not None:
@@ -50,7 +52,7 @@ def test_the_main_screen_after_an_answer(snap_compare, model_server, repo, tmp_p
         await pilot.press("enter")
         await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
         _still(app)
-        await pilot.pause()
+        await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -66,7 +68,7 @@ def test_a_tool_card_with_a_diff_and_command_output(snap_compare, model_server, 
         await pilot.press("enter")
         await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
         _still(app)
-        await pilot.pause()
+        await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -81,7 +83,8 @@ def test_the_approval_dialog(snap_compare, model_server, repo, tmp_path):
         await pilot.press("enter")
         await until(pilot, lambda: app.asking)
         await pilot.press("a")  # the rule field, filled with the suggested pattern
+        await pilot.pause(0.3)  # the prompt behind the dialog has taken its blur
         _still(app)
-        await pilot.pause()
+        await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -475,12 +475,12 @@ class McodeApp(App[int]):
 
     # -- what commands use ------------------------------------------------------------------
     def say(self, text: str) -> None:
-        self.lanes[None].mount(Note(text))
+        self.view.mount(Note(text))
 
     def show_error(self, error: MCodeError) -> None:
         from mcode.tui.cards import ErrorCard
 
-        self.lanes[None].mount(ErrorCard(error.message, error.hint or "", recoverable=True))
+        self.view.mount(ErrorCard(error.message, error.hint or "", recoverable=True))
 
     def send_prompt(self, text: str) -> None:
         self._send(text, (), follow_up=False)

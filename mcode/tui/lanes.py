@@ -17,8 +17,12 @@ from collections.abc import Callable
 from textual.widget import Widget
 
 from mcode import events as ev
-from mcode.tui.blocks import AnswerBlock, LiveAnswer, Note, ThinkingBlock, UserBlock
+from mcode.tui.blocks import AnswerBlock, LiveAnswer, Note, ThinkingBlock, UserBlock, split_point
 from mcode.tui.cards import ErrorCard, ToolCard
+
+# A live answer longer than this hands its finished paragraphs to a cheap block above it, so
+# the live Markdown document (re-laid-out on every update) stays about a screenful.
+LIVE_CHARS = 6000
 
 _ENDINGS = {
     "cancelled": "interrupted",
@@ -42,16 +46,20 @@ class Lane:
         self.agent = agent
         self.batch = batch
         self.answer: LiveAnswer | None = None
+        # Finished heads of the answer streaming now, already drawn as cheap blocks.
+        self.heads: list[AnswerBlock] = []
         self.thinking: ThinkingBlock | None = None
         self.cards: dict[str, ToolCard] = {}
         self.steers: list[Note] = []
         self._on_mount = on_mount
 
-    def mount(self, widget: Widget) -> None:
+    async def mount(self, widget: Widget) -> None:
+        # Awaited: a sub-agent's first event may come right after its task card is mounted,
+        # and its lane mounts into that card.
         if self.batch is not None:
             self.batch.append(widget)
         else:
-            self.container.mount(widget)
+            await self.container.mount(widget)
         if self._on_mount is not None:
             self._on_mount(widget)
 
@@ -64,28 +72,32 @@ class Lane:
         match payload:
             case ev.MessageUser(message=message):
                 images = sum(1 for p in message.parts if p.type == "image")
-                self.mount(UserBlock(message.text, images=images))
+                await self.mount(UserBlock(message.text, images=images))
             case ev.TextDelta(text=text):
                 if self.thinking is not None:
                     self.thinking.finish()
                 if self.answer is None:
                     self.answer = LiveAnswer()
-                    self.mount(self.answer)
-                await self.answer.add_fragment(text)
+                    await self.mount(self.answer)
+                self.answer.add_fragment(text)
+                if len(self.answer.text) > LIVE_CHARS:
+                    await self._split_answer()
             case ev.ThinkingDelta(text=text):
                 if self.thinking is None:
                     self.thinking = ThinkingBlock()
-                    self.mount(self.thinking)
+                    await self.mount(self.thinking)
                 self.thinking.append(text)
             case ev.MessageAssistant(message=message):
                 await self._finish_answer(message.text, message.thinking)
             case ev.Retry(attempt=attempt, reason=reason, wait=wait):
                 await self._void_answer()
-                self.mount(Note(f"retrying ({attempt}) in {wait:.1f}s: {reason}", warning=True))
+                await self.mount(
+                    Note(f"retrying ({attempt}) in {wait:.1f}s: {reason}", warning=True)
+                )
             case ev.ToolRequested(id=call_id, name=name, arguments=arguments):
                 card = ToolCard(call_id, name, arguments)
                 self.cards[call_id] = card
-                self.mount(card)
+                await self.mount(card)
             case ev.PermissionAsked(id=call_id):
                 if call_id in self.cards:
                     self.cards[call_id].asked()
@@ -104,29 +116,46 @@ class Lane:
             case ev.SteerReceived(text=text):
                 note = Note(f"↳ steer (at the next step): {text}")
                 self.steers.append(note)
-                self.mount(note)
+                await self.mount(note)
             case ev.SteerDelivered(text=text):
                 pending = next((n for n in self.steers if n.text.endswith(": " + text)), None)
                 if pending is not None:
                     self.steers.remove(pending)
                     pending.say(f"↳ steer delivered: {text}")
                 else:
-                    self.mount(Note(f"↳ steer delivered: {text}"))
+                    await self.mount(Note(f"↳ steer delivered: {text}"))
             case ev.Compaction(tokens_before=before, tokens_after=after, reason=reason):
-                self.mount(Note(f"context compacted ({reason}): {before:,} → {after:,} tokens"))
+                await self.mount(
+                    Note(f"context compacted ({reason}): {before:,} → {after:,} tokens")
+                )
             case ev.Error(message=message, hint=hint, recoverable=recoverable):
-                self.mount(ErrorCard(message, hint, recoverable=recoverable))
+                await self.mount(ErrorCard(message, hint, recoverable=recoverable))
             case ev.Undo(restored=restored, deleted=deleted, skipped=skipped):
                 parts = [f"{len(restored)} restored", f"{len(deleted)} deleted"]
                 if skipped:
                     parts.append(f"{len(skipped)} skipped")
-                self.mount(Note("undo: " + ", ".join(parts)))
+                await self.mount(Note("undo: " + ", ".join(parts)))
             case ev.TurnFinished(reason=reason):
                 await self._finish_answer(None, None)
                 if reason in _ENDINGS:
-                    self.mount(Note(f"turn {_ENDINGS[reason]}", warning=True))
+                    await self.mount(Note(f"turn {_ENDINGS[reason]}", warning=True))
             case _:
                 pass
+
+    async def _split_answer(self) -> None:
+        live = self.answer
+        assert live is not None
+        cut = split_point(live.text, LIVE_CHARS // 2)
+        if not cut:
+            return  # one long paragraph or code block: it stays live until it ends
+        head = AnswerBlock(live.text[:cut])
+        self.heads.append(head)
+        await self.container.mount(head, before=live)
+        await live.stop()
+        await live.remove()
+        self.answer = LiveAnswer()
+        await self.container.mount(self.answer)
+        self.answer.add_fragment(live.text[cut:])
 
     async def _finish_answer(self, text: str | None, thinking: str | None) -> None:
         """The streamed answer becomes a cheap block; ``text`` (the message's, None when the
@@ -134,17 +163,24 @@ class Lane:
         if self.thinking is not None:
             self.thinking.finish()
         elif thinking:
-            self.mount(ThinkingBlock(thinking, done=True))
+            await self.mount(ThinkingBlock(thinking, done=True))
         self.thinking = None
         live, self.answer = self.answer, None
+        heads, self.heads = self.heads, []
         final = text if text is not None else (live.text if live is not None else "")
+        shown = "".join(h.text for h in heads)
+        if heads and final.startswith(shown):
+            final = final[len(shown) :]  # the heads stand; the block below finishes them
+        elif heads:  # the message says otherwise than what streamed: it wins
+            for head in heads:
+                await head.remove()
         if live is not None:
             await live.stop()
             if final.strip():
                 await self.container.mount(AnswerBlock(final), before=live)
             await live.remove()
         elif final.strip():
-            self.mount(AnswerBlock(final))
+            await self.mount(AnswerBlock(final))
 
     async def _void_answer(self) -> None:
         """A retry: what the failed attempt streamed is void."""
