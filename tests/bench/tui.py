@@ -99,9 +99,10 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
                     await asyncio.sleep(0)  # a provider's stream yields between reads
             message = Message("assistant", (TextPart(text),))
             post(ev.MessageAssistant(message=message, finish_reason="stop"))
-            while not app.query(AnswerBlock):
+            # Shown: the finished answer's last block is mounted (every event before it is
+            # handled, the answer's earlier blocks mounted above it).
+            while not app.query(AnswerBlock) or app.lanes[None].answer is not None:
                 await asyncio.sleep(0.01)
-            await pilot.pause()
             elapsed = time.perf_counter() - t0
             await typing
             return elapsed, len(text) / 4 / elapsed, latencies
