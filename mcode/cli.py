@@ -10,9 +10,6 @@ from typing import Any
 
 from mcode import __version__
 
-# A first argument that names one of these runs it; anything else opens the TUI.
-SUBCOMMANDS = ("exec", "sessions", "undo", "trust", "serve")
-
 EXIT_CODES = """\
 exit codes:
   0    the task finished
@@ -233,7 +230,7 @@ def build_tui_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="mcode",
         description="Open the TUI on this folder (and submit PROMPT, if given). Subcommands: "
-        + ", ".join(SUBCOMMANDS)
+        + ", ".join(sorted(subcommands()))
         + " (mcode COMMAND --help).",
     )
     p.add_argument("--version", action="version", version=f"mcode {__version__}")
@@ -346,12 +343,20 @@ def _wants_json(argv: list[str]) -> bool:
     )
 
 
+def subcommands() -> set[str]:
+    """The subcommands' names, read from the parser (a subcommand added there is one here)."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def _opens_tui(argv: list[str]) -> bool:
     """Whether ``argv`` is for the TUI: anything but a subcommand first (``--version`` and
     ``--help`` alone keep the main parser, which lists the subcommands)."""
     if not argv:
         return True
-    return argv[0] not in SUBCOMMANDS and argv[0] not in ("--version", "-h", "--help")
+    return argv[0] not in subcommands() and argv[0] not in ("--version", "-h", "--help")
 
 
 def main(argv: list[str] | None = None) -> int:

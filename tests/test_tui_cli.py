@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from helpers import clean_env, make_repo, mcode
 
-from mcode.cli import _opens_tui
+from mcode.cli import _opens_tui, subcommands
 
 
 def test_a_first_argument_that_names_a_subcommand_runs_it_anything_else_opens_the_tui():
@@ -15,6 +15,9 @@ def test_a_first_argument_that_names_a_subcommand_runs_it_anything_else_opens_th
     assert _opens_tui(["--model", "exec"])  # a flag's value is not a subcommand
     for argv in (["exec", "hi"], ["sessions"], ["undo"], ["trust"], ["serve"], ["--version"]):
         assert not _opens_tui(argv)
+    # Every subcommand the parser has, also those added after the TUI (read, not listed).
+    assert {"exec", "sessions", "undo", "trust", "serve"} <= subcommands()
+    assert not any(_opens_tui([name]) for name in subcommands())
 
 
 def test_resuming_an_unknown_session_is_said_before_the_tui_opens(tmp_path):
