@@ -258,11 +258,42 @@ def _copy(app: McodeApp, args: str) -> None:
     app.say(f"copied {len(text)} characters")
 
 
-def _rewind(app: McodeApp, args: str) -> None:
+async def _rewind(app: McodeApp, args: str) -> None:
+    """Fork this session before an earlier user turn (picked, or ``/rewind N``) and carry on
+    in the fork, that turn's message back in the prompt; the files stay as they are."""
     if importlib.util.find_spec("mcode.runtime.fork") is None:
         app.say("/rewind is not available yet: it needs session forking (mcode/runtime/fork.py)")
         return
-    app.say("/rewind: session forking exists, but this TUI does not drive it yet")
+    import mcode.runtime.fork as fork
+
+    store = app.launcher.store
+    if store is None or not (app.started or app.session.history):
+        app.say("nothing to rewind: this session has no stored turn yet")
+        return
+    if not app.session.idle:
+        app.say("rewind works between turns: wait for this one, or Esc to stop it")
+        return
+    turns = fork.user_turns(store, app.session.id)
+    if not turns:
+        app.say("nothing to rewind: no user turn is stored")
+        return
+
+    async def picked(number: int | None) -> None:
+        if number is None:
+            return
+        made = fork.fork_session(store, app.session.id, number, cwd=str(app.workspace))
+        if await app.switch(resume_id=made.session_id):
+            app.prompt.set_text(turns[number - 1].text)
+            app.say(f"rewound to before turn {number} (a new session; the old one is kept)")
+
+    if args:
+        if not args.isdigit():
+            raise UsageError("/rewind takes a turn number", hint="/rewind alone shows them")
+        await picked(int(args))
+        return
+    from mcode.tui.pickers import TurnPicker
+
+    app.push_screen(TurnPicker([(t.number, t.text) for t in turns]), picked)
 
 
 async def _btw(app: McodeApp, args: str) -> None:

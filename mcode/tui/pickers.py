@@ -48,3 +48,34 @@ class SessionPicker(ModalScreen[str | None]):
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)
+
+
+class TurnPicker(ModalScreen[int | None]):
+    """``/rewind``: the session's user turns, newest first; the one picked is forked before."""
+
+    DEFAULT_CSS = SessionPicker.DEFAULT_CSS.replace("SessionPicker", "TurnPicker")
+    BINDINGS: ClassVar = [Binding("escape", "dismiss_none", "close", show=False)]
+
+    def __init__(self, turns: list[tuple[int, str]]) -> None:
+        super().__init__()
+        self.turns = turns
+
+    def compose(self) -> ComposeResult:
+        options = [
+            Option(
+                f"{n:>3}  {text.strip().splitlines()[0][:90] if text.strip() else ''}", id=str(n)
+            )
+            for n, text in reversed(self.turns)
+        ]
+        with Vertical():
+            yield Label("Rewind to before which turn? (Enter picks, Esc closes)")
+            yield OptionList(*options)
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    def on_option_list_option_selected(self, message: OptionList.OptionSelected) -> None:
+        self.dismiss(int(message.option.id or 0) or None)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
