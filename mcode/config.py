@@ -204,6 +204,12 @@ _FLAG_KEYS = {
     "max_turns": "max_turns",
     "context_window": "context_window",
     "approval_timeout": "approval_timeout",
+    # mcode exec's team flags (on main since the team merge; None here until then).
+    "parallel": "team.parallel",
+    "team_rounds": "team.rounds",
+    "rate_limit": "team.rate_limit",
+    "team_budget": "team.budget",
+    "task_budget": "team.task_budget",
 }
 
 
