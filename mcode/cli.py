@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mcode",
-        description="A coding agent that reads, edits and runs your repository.",
+        description="A coding agent that reads, edits and runs your repository. With no "
+        "COMMAND (or a prompt first), mcode opens the TUI: mcode [PROMPT] [--resume ID] ...",
     )
     parser.add_argument("--version", action="version", version=f"mcode {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -71,41 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text format: only the answer on stdout, and on stderr only errors and retries "
         "that have gone on a while",
     )
-    p.add_argument(
-        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
-    )
-    p.add_argument(
-        "--model",
-        type=_given("a model name"),
-        help="model name, or a .gguf path for --provider local",
-    )
-    p.add_argument(
-        "--base-url", type=_given("a URL"), help="API base URL, e.g. http://127.0.0.1:8080/v1"
-    )
-    p.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
-    p.add_argument(
-        "--permission-mode",
-        choices=["read-only", "ask", "auto-edit", "full-auto"],
-        help="what tools may do without asking; a headless run denies what would ask",
-    )
-    p.add_argument(
-        "--approval-timeout",
-        type=_positive_float,
-        metavar="SECONDS",
-        help="stream-json in and out: how long a permission.asked waits for its approve line "
-        "before the call is denied (default 300)",
-    )
-    p.add_argument(
-        "--max-turns",
-        type=_positive_int,
-        help="stop a task after this many model calls (default: no cap)",
-    )
-    p.add_argument(
-        "--context-window",
-        type=_positive_int,
-        metavar="TOKENS",
-        help="the model's context window (default: known per model; shown in session.started)",
-    )
+    add_session_flags(p, headless=True)
     p.add_argument(
         "--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)"
     )
@@ -144,21 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also allow tools to touch this folder",
     )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--continue",
-        dest="continue_",
-        action="store_true",
-        help="continue the most recent session in this folder; with no prompt, finish its "
-        "interrupted turn",
-    )
-    group.add_argument(
-        "--resume",
-        type=_given("a session id"),
-        metavar="ID",
-        help="continue the session with this id (a unique prefix will do; see mcode sessions); "
-        "with no prompt, finish its interrupted turn",
-    )
+    add_resume_flags(p, after="finish its interrupted turn")
     p.add_argument(
         "--fork-at",
         type=_positive_int,
@@ -170,9 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--undo-files",
         action="store_true",
         help="with --fork-at: also undo in the workspace the file changes of turns N and later",
-    )
-    p.add_argument(
-        "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
     )
     team = p.add_argument_group("agent team (see README: Agent team)")
     team.add_argument(
@@ -211,23 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("prompt", nargs="?", help="a first message to send")
     c.add_argument("--plain", action="store_true", help="the line-mode REPL, not the full screen")
-    c.add_argument(
-        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
-    )
-    c.add_argument("--model", type=_given("a model name"), help="model name, or a .gguf path")
-    c.add_argument("--base-url", type=_given("a URL"), help="API base URL")
-    c.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
-    c.add_argument(
-        "--permission-mode",
-        choices=["read-only", "ask", "auto-edit", "full-auto"],
-        help="what tools may do without asking (default: ask)",
-    )
-    again = c.add_mutually_exclusive_group()
-    again.add_argument(
-        "--continue", dest="continue_", action="store_true", help="the latest session here"
-    )
-    again.add_argument("--resume", type=_given("a session id"), metavar="ID")
-    c.add_argument("--cwd", type=_given("a folder"), help="the workspace (default: here)")
+    add_session_flags(c, headless=False)
+    add_resume_flags(c, after="show its history")
 
     s = sub.add_parser(
         "sessions",
@@ -365,6 +300,102 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_session_flags(p: argparse.ArgumentParser, *, headless: bool) -> None:
+    """The flags that shape a session (provider, model, thinking, permissions, limits), shared
+    by ``mcode exec`` and the TUI; :func:`mcode.config.flag_settings` reads them back."""
+    p.add_argument(
+        "--provider", choices=["openai", "anthropic", "minimax", "local", "vllm", "sglang"]
+    )
+    p.add_argument(
+        "--model",
+        type=_given("a model name"),
+        help="model name, or a .gguf path for --provider local",
+    )
+    p.add_argument(
+        "--base-url", type=_given("a URL"), help="API base URL, e.g. http://127.0.0.1:8080/v1"
+    )
+    p.add_argument("--thinking", choices=["on", "off"], help="model thinking, where switchable")
+    p.add_argument(
+        "--permission-mode",
+        choices=["read-only", "ask", "auto-edit", "full-auto"],
+        help="what tools may do without asking; a headless run denies what would ask"
+        if headless
+        else "what tools may do without asking (default ask: a dialog asks you)",
+    )
+    if headless:
+        p.add_argument(
+            "--approval-timeout",
+            type=_positive_float,
+            metavar="SECONDS",
+            help="stream-json in and out: how long a permission.asked waits for its approve "
+            "line before the call is denied (default 300)",
+        )
+    p.add_argument(
+        "--max-turns",
+        type=_positive_int,
+        help="stop a task after this many model calls (default: no cap)",
+    )
+    p.add_argument(
+        "--context-window",
+        type=_positive_int,
+        metavar="TOKENS",
+        help="the model's context window (default: known per model; shown in session.started)",
+    )
+
+
+def add_resume_flags(p: argparse.ArgumentParser, *, after: str) -> None:
+    """``--continue`` / ``--resume ID`` (one of them) and ``--cwd``; ``after``: what a
+    resume with no prompt does."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help=f"continue the most recent session in this folder; with no prompt, {after}",
+    )
+    group.add_argument(
+        "--resume",
+        type=_given("a session id"),
+        metavar="ID",
+        help="continue the session with this id (a unique prefix will do; see mcode sessions); "
+        f"with no prompt, {after}",
+    )
+    p.add_argument(
+        "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
+    )
+
+
+def build_tui_parser() -> argparse.ArgumentParser:
+    """``mcode [PROMPT]``: the TUI, when the first argument is not a subcommand."""
+    p = _Parser(
+        prog="mcode",
+        description="Open the TUI on this folder (and submit PROMPT, if given). Subcommands: "
+        + ", ".join(sorted(subcommands()))
+        + " (mcode COMMAND --help).",
+    )
+    p.add_argument("--version", action="version", version=f"mcode {__version__}")
+    p.add_argument("prompt", nargs="?", help="a first task to submit")
+    add_session_flags(p, headless=False)
+    p.add_argument(
+        "--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)"
+    )
+    p.add_argument(
+        "--add-dir",
+        action="append",
+        default=[],
+        type=_folder,
+        metavar="DIR",
+        help="also allow tools to touch this folder",
+    )
+    add_resume_flags(p, after="show its history")
+    p.add_argument(
+        "--inline",
+        action="store_true",
+        help="draw below the prompt instead of on the full screen (Textual's inline mode)",
+    )
+    return p
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -461,9 +492,30 @@ def _wants_json(argv: list[str]) -> bool:
     )
 
 
+def subcommands() -> set[str]:
+    """The subcommands' names, read from the parser (a subcommand added there is one here)."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def _opens_tui(argv: list[str]) -> bool:
+    """Whether ``argv`` is for the TUI: anything but a subcommand first (``--version`` and
+    ``--help`` alone keep the main parser, which lists the subcommands)."""
+    if not argv:
+        return True
+    return argv[0] not in subcommands() and argv[0] not in ("--version", "-h", "--help")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    if _opens_tui(argv):
+        args = build_tui_parser().parse_args(argv)
+        from mcode.tui import main as tui_main
+
+        return tui_main(args)
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
@@ -480,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return exec_main(args)
     if args.command == "chat":
+        if not args.plain:  # the full screen: the TUI, with the same flags
+            from mcode.tui import main as tui_main
+
+            return tui_main(build_tui_parser().parse_args(argv[argv.index("chat") + 1 :]))
         from mcode.repl.app import main as repl_main
 
         return repl_main(args)

@@ -228,6 +228,37 @@ def data_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "mcode"
 
 
+def flag_settings(args: Any) -> dict[str, Any]:
+    """The settings the command line's session flags give (``mcode exec``, the TUI; see
+    ``mcode.cli.add_session_flags``), as :func:`load_settings` takes them; a flag a command
+    does not have reads as not given."""
+    given = {name: getattr(args, name, None) for name in _FLAG_KEYS}
+    add_dirs = getattr(args, "add_dir", None)
+    return {
+        **{key: given[name] for name, key in _FLAG_KEYS.items()},
+        "permissions.add_dirs": add_dirs or None,
+    }
+
+
+# argparse's attribute -> the settings key it sets.
+_FLAG_KEYS = {
+    "provider": "provider",
+    "model": "model",
+    "base_url": "base_url",
+    "thinking": "thinking",
+    "permission_mode": "permission_mode",
+    "max_turns": "max_turns",
+    "context_window": "context_window",
+    "approval_timeout": "approval_timeout",
+    # mcode exec's team flags (on main since the team merge; None here until then).
+    "parallel": "team.parallel",
+    "team_rounds": "team.rounds",
+    "rate_limit": "team.rate_limit",
+    "team_budget": "team.budget",
+    "task_budget": "team.task_budget",
+}
+
+
 def load_settings(
     workspace: Path,
     flags: dict[str, Any] | None = None,

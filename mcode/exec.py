@@ -91,25 +91,6 @@ def _print(line: str) -> bool:
         return False
 
 
-def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "provider": args.provider,
-        "model": args.model,
-        "base_url": args.base_url,
-        "thinking": args.thinking,
-        "permission_mode": args.permission_mode,
-        "max_turns": args.max_turns,
-        "context_window": args.context_window,
-        "permissions.add_dirs": args.add_dir or None,
-        "approval_timeout": args.approval_timeout,
-        "team.parallel": getattr(args, "parallel", None),
-        "team.rounds": getattr(args, "team_rounds", None),
-        "team.rate_limit": getattr(args, "rate_limit", None),
-        "team.budget": getattr(args, "team_budget", None),
-        "team.task_budget": getattr(args, "task_budget", None),
-    }
-
-
 def _read_prompt(args: argparse.Namespace) -> str | None:
     """The prompt, or None when there is none (an empty one counts as none)."""
     if args.input_format == "stream-json":
@@ -338,7 +319,7 @@ def _fork(store: Any, args: argparse.Namespace, workspace: Path) -> str:
 
 
 async def _run(args: argparse.Namespace, report: _Report) -> int:
-    from mcode.config import data_home, load_settings
+    from mcode.config import data_home, flag_settings, load_settings
     from mcode.runtime.build import open_session
     from mcode.store import Store
 
@@ -368,7 +349,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 f"{flag} is for the --virtual-display, which was not given",
                 hint="add --virtual-display",
             )
-    settings = load_settings(workspace, _flags(args))
+    settings = load_settings(workspace, flag_settings(args))
     if args.allow_computer:
         settings.computer.enabled = True
         settings.allow.append("computer")

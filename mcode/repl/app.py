@@ -310,25 +310,15 @@ def main(args: argparse.Namespace) -> int:
         return 130
 
 
-def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "provider": args.provider,
-        "model": args.model,
-        "base_url": args.base_url,
-        "thinking": args.thinking,
-        "permission_mode": args.permission_mode,
-    }
-
-
 async def _run(args: argparse.Namespace) -> int:
-    from mcode.config import data_home, load_settings
+    from mcode.config import data_home, flag_settings, load_settings
     from mcode.runtime.build import open_session
     from mcode.store import Store
 
     workspace = Path(args.cwd or os.getcwd()).expanduser().resolve()
     if not workspace.is_dir():
         raise UsageError(f"--cwd {workspace}: no such folder")
-    settings = load_settings(workspace, _flags(args))
+    settings = load_settings(workspace, flag_settings(args))
     if settings.project_ignored:
         print(
             f"mcode: this folder is not trusted, so its {', '.join(settings.project_ignored)} "

@@ -1,0 +1,490 @@
+"""The app: the conversation above, the prompt below, the status bar at the bottom.
+
+Keys map to Session verbs and nothing else: Enter ``send`` (a steer while a turn runs, else a
+turn), Alt+Enter / Ctrl+T ``send(steer=False)`` (a follow-up turn, queued), Esc ``cancel``,
+the approval dialog ``approve``, ``/compact`` ``compact``. The queue is the Session's; the app
+only shows what waits in it, and puts back into the prompt what a cancel dropped, so nothing
+typed is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Static
+
+from mcode import events as ev
+from mcode.commands import CommandRegistry
+from mcode.errors import MCodeError
+from mcode.exec_input import load_image
+from mcode.messages import ImagePart
+from mcode.permissions import Permissions
+from mcode.runtime.session import Session, TurnOutcome
+from mcode.tui.adapter import SessionEvent, attach
+from mcode.tui.approval import ApprovalScreen, Verdict
+from mcode.tui.blocks import AnswerBlock, Note
+from mcode.tui.commands import builtin_commands
+from mcode.tui.completion import FileIndex
+from mcode.tui.history import PromptHistory
+from mcode.tui.lanes import Lane
+from mcode.tui.launch import Launcher
+from mcode.tui.prompt import Completions, PromptArea
+from mcode.tui.status import StatusBar
+from mcode.tui.transcript import Transcript
+
+_IMAGE_PATH = re.compile(r"(?:^|\s)(\S+\.(?:png|jpe?g|gif|webp))(?=\s|$)", re.IGNORECASE)
+
+
+# A resumed session's newest blocks are mounted at once, older ones this many at a time as
+# the view reaches its top: a layout costs per mounted widget, however cheap each one is.
+HISTORY_WINDOW = 150
+
+
+class ConversationView(VerticalScroll):
+    DEFAULT_CSS = """
+    ConversationView { height: 1fr; padding: 0 1; }
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.earlier: list[Widget] = []  # history blocks not mounted yet, oldest first
+        self._loading = False
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 and self.earlier and not self._loading:
+            self._loading = True
+            self.call_after_refresh(self.load_earlier)
+
+    async def load_earlier(self) -> None:
+        """Mount the next older history blocks above, keeping what was on screen in place."""
+        chunk, self.earlier = self.earlier[-HISTORY_WINDOW:], self.earlier[:-HISTORY_WINDOW]
+        anchor = self.children[0] if self.children else None
+        if chunk:
+            await self.mount_all(chunk, before=0)
+        if anchor is not None:
+            self.call_after_refresh(self._keep_in_view, anchor)
+        else:
+            self._loading = False
+
+    def _keep_in_view(self, anchor: Widget, tries: int = 20) -> None:
+        y = anchor.virtual_region.y
+        if (y == 0 or self.max_scroll_y < y) and tries:  # the blocks above are not laid out
+            self.set_timer(0.01, lambda: self._keep_in_view(anchor, tries - 1))
+            return
+        self.scroll_to(y=y, animate=False, immediate=True)
+        self._loading = False
+
+
+class QueueBar(Static):
+    DEFAULT_CSS = """
+    QueueBar { height: auto; display: none; padding: 0 1; color: $text-muted; }
+    QueueBar.-shown { display: block; }
+    """
+
+
+class _Asked:
+    """What an allow rule looks at of a tool, for a question the app answers itself."""
+
+    def __init__(self, asked: ev.PermissionAsked) -> None:
+        self.name = asked.name
+        self.permission = asked.permission
+        self._subject = asked.subject
+
+    def subject(self, args: dict[str, Any]) -> str:
+        return self._subject
+
+
+class McodeApp(App[int]):
+    TITLE = "mcode"
+    CSS = """
+    Screen { layout: vertical; }
+    """
+    BINDINGS: ClassVar = [
+        Binding("ctrl+c", "interrupt_or_quit", "interrupt / quit", priority=True),
+        Binding("ctrl+d", "quit", "quit", show=False),
+        Binding("ctrl+y", "copy_answer", "copy the last answer", show=False),
+        # The conversation scrolls by page whatever has focus (the prompt, most of the time).
+        Binding("pageup", "page(-1)", "page up", show=False, priority=True),
+        Binding("pagedown", "page(1)", "page down", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        *,
+        first: tuple[Session, Any] | None = None,
+        prompt: str | None = None,
+        images: tuple[ImagePart, ...] = (),
+        resumed: bool = False,
+    ) -> None:
+        super().__init__()
+        self.launcher = launcher
+        self.session, self.settings = first if first is not None else launcher.open()
+        self._first_prompt = prompt
+        self._first_images = images
+        self._resumed = resumed
+        self.started = False
+        self.transcript = Transcript()
+        self.commands: CommandRegistry = builtin_commands()
+        data = launcher.data_dir
+        self.history = PromptHistory(data / "prompt_history.jsonl" if data else None)
+        self.files = FileIndex(launcher.workspace)
+        self.lanes: dict[str | None, Lane] = {}
+        # Follow-ups waiting in the Session's queue: (text, its future).
+        self.queued: list[tuple[str, asyncio.Future[TurnOutcome | None]]] = []
+        # "Always allow" rules given in this run: they answer later questions at once.
+        self.always: list[str] = []
+        self.asking: dict[str, ApprovalScreen] = {}
+        # Images /image attached, sent with the next message.
+        self.pending_images: list[ImagePart] = []
+        self.last_outcome: TurnOutcome | None = None
+        self.session_id_shown: str | None = None
+
+    # -- layout -----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        # Kept, not queried: a query looks at the active screen, which may be a dialog.
+        completions = Completions()
+        self.view = ConversationView(id="conversation")
+        self.queue_bar = QueueBar(id="queue")
+        self.prompt = PromptArea(self.history, self.files, self.commands, completions)
+        self.status = StatusBar()
+        yield self.view
+        yield self.queue_bar
+        yield completions
+        yield self.prompt
+        yield self.status
+
+    async def on_mount(self) -> None:
+        self.view.anchor()
+        self._index_files()
+        await self._adopt(self.session, self.settings, history=self._resumed)
+        self.prompt.focus()
+        if self._first_prompt:
+            self._send(self._first_prompt, self._first_images, follow_up=False)
+
+    @work(thread=True, exclusive=True, group="index")
+    def _index_files(self) -> None:
+        self.files.load()
+
+    # -- sessions ---------------------------------------------------------------------------
+    async def _adopt(self, session: Session, settings: Any, *, history: bool) -> None:
+        """Make ``session`` the app's: its events come here, its history is drawn."""
+        self.session, self.settings = session, settings
+        self.started = False
+        self.lanes = {None: Lane(self.view, on_mount=self._mounted)}
+        attach(session, self)
+        info = session.model_info
+        state = self.status.state
+        state.model, state.provider = info.model, info.provider
+        state.context_window = info.context_window
+        state.mode = settings.permission_mode
+        if not info.thinking_switchable:
+            state.thinking = "unavailable"
+        else:
+            state.thinking = {None: "default", True: "on", False: "off"}[settings.thinking]
+        self.status.refresh_state()
+        self.session_id_shown = session.id[:12] if history else None
+        if history and self.launcher.store is not None:
+            await self._draw_history(session.id)
+
+    async def _draw_history(self, session_id: str) -> None:
+        """A resumed session's stored events, drawn as finished blocks in one mount."""
+        assert self.launcher.store is not None
+        batch: list[Widget] = []
+        lanes: dict[str | None, Lane] = {None: Lane(self.view, batch=batch)}
+        for raw in self.launcher.store.events(session_id):
+            event = ev.Event(
+                raw["type"],
+                raw["data"],
+                raw["seq"],
+                raw["session_id"],
+                raw.get("turn_id"),
+                raw["ts"],
+                raw.get("agent"),
+            )
+            self.transcript.take(event)
+            self.status.take(event.payload)
+            lane = self._lane(lanes, event.agent, batch)
+            await lane.show(event.payload)
+        await self._finish_open_cards(lanes)
+        self.view.earlier = batch[:-HISTORY_WINDOW]
+        if batch:
+            await self.view.mount_all(batch[-HISTORY_WINDOW:])
+        self.view.scroll_end(animate=False, immediate=True)
+
+    async def _finish_open_cards(self, lanes: dict[str | None, Lane]) -> None:
+        """A killed run's calls never finished: their cards say so, not "running"."""
+        for lane in lanes.values():
+            for card in lane.cards.values():
+                if card.status in ("requested", "asking", "running"):
+                    card.finished(False, "did not finish (the run stopped)", 0.0, "")
+            lane.cards.clear()
+            await lane.show(ev.TurnFinished(reason="completed"))
+
+    def _lane(
+        self, lanes: dict[str | None, Lane], agent: str | None, batch: list[Widget] | None = None
+    ) -> Lane:
+        lane = lanes.get(agent)
+        if lane is None:
+            card = lanes[None].running_task_card()
+            if card is not None:
+                card.lane.add_class("-used")
+                lane = Lane(card.lane, agent=agent, batch=None)
+            else:  # no task call to nest under: drawn in the main view
+                lane = Lane(self.view, agent=agent, batch=batch)
+            lanes[agent] = lane
+        return lane
+
+    def _mounted(self, widget: Widget) -> None:
+        pass
+
+    def start_session(self) -> None:
+        """``session.started``, once there is something to run (an opened and closed app
+        leaves no empty session behind)."""
+        if self.started:
+            return
+        self.started = True
+        s = self.settings
+        self.session.start(
+            cwd=str(self.launcher.workspace),
+            provider_reason=s.provider_reason,
+            permission_mode=s.permission_mode,
+            resumed=self._resumed or bool(self.session.history),
+        )
+        self.session_id_shown = self.session.id[:12]
+
+    async def switch(self, *, resume_id: str | None = None, **changes: Any) -> bool:
+        """Open another session (``resume_id``; None: a new one), or this one again with
+        changed settings (``permission_mode=...``); False, said in the view, when it cannot
+        be done now."""
+        if not self.session.idle:
+            self.say("that can be done between turns: wait for this one, or Esc to stop it")
+            return False
+        try:
+            session, settings = self.launcher.open(resume_id=resume_id, **changes)
+        except MCodeError as e:
+            self.show_error(e)
+            return False
+        old = self.session
+        await old.close()
+        other = session.id != old.id
+        if other:
+            await self.view.remove_children()
+            self.transcript = Transcript()
+            self.queued.clear()
+            self._show_queue()
+        await self._adopt(session, settings, history=other and resume_id is not None)
+        self._resumed = resume_id is not None
+        return True
+
+    async def adopt_quietly(self, session: Session, settings: Any) -> None:
+        """Carry on with ``session``, this one reopened (after ``/undo``): nothing redrawn."""
+        await self._adopt(session, settings, history=False)
+        self._resumed = True
+
+    # -- events -----------------------------------------------------------------------------
+    async def on_session_event(self, message: SessionEvent) -> None:
+        event = message.event
+        if event.session_id != self.session.id or not self.view.is_attached:
+            return  # a session this app has left, or the app is closing
+        payload = event.payload
+        self.transcript.take(event)
+        self.status.take(payload)
+        if isinstance(payload, ev.PermissionAsked):
+            self._ask(payload)
+        elif isinstance(payload, ev.PermissionDecided):
+            self._close_question(payload)
+        elif isinstance(payload, ev.TurnStarted) and event.agent is None and self.queued:
+            self._drop_queued(self.queued[0][0])
+        await self._lane(self.lanes, event.agent).show(payload)
+
+    def _ask(self, asked: ev.PermissionAsked) -> None:
+        if self.always:
+            check = Permissions("ask", allow=self.always).check(_Asked(asked), {})  # type: ignore[arg-type]
+            if check.action == "allow":
+                self.session.approve(asked.request_id, True, f"always allowed: {check.reason}")
+                return
+        screen = ApprovalScreen(asked, trusted=bool(self.settings.trusted))
+        self.asking[asked.request_id] = screen
+
+        def answered(verdict: Verdict | None) -> None:
+            self.asking.pop(asked.request_id, None)
+            if verdict is None:
+                return
+            if verdict.rule is not None:
+                self._keep_rule(verdict.rule)
+            self.session.approve(asked.request_id, verdict.allow, verdict.reason)
+            self.prompt.focus()
+
+        self.push_screen(screen, answered)
+
+    def _keep_rule(self, rule: str) -> None:
+        from mcode.config_write import add_allow_rule
+
+        try:
+            Permissions("ask", allow=[rule])
+            path = add_allow_rule(self.launcher.workspace, rule)
+        except MCodeError as e:
+            self.show_error(e)
+            return
+        self.always.append(rule)
+        self.say(f"always allowed: {rule} (saved to {path})")
+
+    def _close_question(self, decided: ev.PermissionDecided) -> None:
+        """A question the turn stopped waiting for (cancelled, timed out) closes its dialog."""
+        for request_id, screen in list(self.asking.items()):
+            if screen.asked.id == decided.id:
+                self.asking.pop(request_id)
+                if screen.is_active or screen in self.screen_stack:
+                    screen.dismiss(None)
+
+    # -- input ------------------------------------------------------------------------------
+    @on(PromptArea.Sent)
+    async def _sent(self, message: PromptArea.Sent) -> None:
+        text = message.text
+        if text.startswith("/") and not text.startswith("//"):
+            try:
+                await self.commands.run(self, text.strip())
+            except MCodeError as e:
+                self.show_error(e)
+            return
+        if text.startswith("//"):
+            text = text[1:]
+        images: list[ImagePart] = []
+        for path in _IMAGE_PATH.findall(text):
+            file = (self.launcher.workspace / path).expanduser()
+            if file.is_file():
+                try:
+                    images.append(load_image(str(file)))
+                except MCodeError as e:
+                    self.show_error(e)
+                    self.prompt.set_text(message.text)
+                    return
+        images = [*self.pending_images, *images]
+        self.pending_images.clear()
+        self._send(text, tuple(images), follow_up=message.follow_up)
+
+    def _send(self, text: str, images: tuple[ImagePart, ...], *, follow_up: bool) -> None:
+        if images and not self.session.model_info.supports_images:
+            self.say(f"the model {self.session.model_info.model} does not take images")
+            self.prompt.set_text(text)
+            return
+        self.start_session()
+        waits = self.session.busy or bool(self.queued)
+        future = self.session.send(text, images, steer=not follow_up)
+        if future is None:
+            return  # a steer: the steer.received event draws it
+        if waits:
+            self.queued.append((text, future))
+            self._show_queue()
+        future.add_done_callback(lambda f: self._turn_done(text, f))
+
+    def _turn_done(self, text: str, future: asyncio.Future[TurnOutcome | None]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            if isinstance(error, MCodeError):
+                self.show_error(error)
+            return
+        outcome = future.result()
+        if outcome is None:
+            # Dropped from the queue by a cancel: back into the prompt, nothing lost.
+            self._drop_queued(text)
+            current = self.prompt.text
+            self.prompt.set_text(text if not current.strip() else f"{current}\n{text}")
+            return
+        self.last_outcome = outcome
+
+    def _drop_queued(self, text: str) -> None:
+        for i, (queued, _) in enumerate(self.queued):
+            if queued == text:
+                del self.queued[i]
+                break
+        self._show_queue()
+
+    def _show_queue(self) -> None:
+        bar = self.queue_bar
+        if self.queued:
+            lines = Text()
+            for text, _ in self.queued:
+                lines.append(f"⏳ queued: {text.splitlines()[0][:100]}\n")
+            lines.rstrip()
+            bar.update(lines)
+            bar.add_class("-shown")
+        else:
+            bar.remove_class("-shown")
+
+    @on(PromptArea.Interrupt)
+    def _interrupt(self) -> None:
+        if not self.session.idle:
+            self.session.cancel()
+
+    def action_interrupt_or_quit(self) -> None:
+        if not self.session.idle:
+            self.session.cancel()
+        else:
+            self.exit(0)
+
+    def action_page(self, direction: int) -> None:
+        if direction < 0:
+            self.view.scroll_page_up(animate=False)
+        else:
+            self.view.scroll_page_down(animate=False)
+
+    async def action_quit(self) -> None:
+        self.exit(0)
+
+    def action_copy_answer(self) -> None:
+        answers = list(self.view.query(AnswerBlock))
+        if answers:
+            self.copy_to_clipboard(answers[-1].text)
+            self.notify("copied the last answer")
+
+    async def on_unmount(self) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        session = self.session
+        if not session.idle:
+            session.cancel()
+            try:
+                await asyncio.wait_for(session.wait_idle(), 10)
+            except TimeoutError:
+                pass
+        if self.started:
+            outcome = self.last_outcome
+            reason = outcome.reason if outcome is not None else "no_input"
+            answered = outcome is not None and outcome.reason == "completed"
+            session.finish(
+                result=outcome.text if answered and outcome else None,
+                exit_code=0,
+                reason=reason,
+            )
+        await session.close()
+
+    # -- what commands use ------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.view.mount(Note(text))
+
+    def show_error(self, error: MCodeError) -> None:
+        from mcode.tui.cards import ErrorCard
+
+        self.view.mount(ErrorCard(error.message, error.hint or "", recoverable=True))
+
+    def send_prompt(self, text: str) -> None:
+        self._send(text, (), follow_up=False)
+
+    @property
+    def workspace(self) -> Path:
+        return self.launcher.workspace

@@ -1,0 +1,312 @@
+"""The TUI's built-in slash commands, registered in a :class:`mcode.commands.CommandRegistry`
+(plugins add theirs to the same registry).
+
+Each handler takes the app and the text after the command's name. Commands that change how
+the session runs (``/model``, ``/thinking``, ``/mode``) resume the same session with the
+setting changed, between turns: the history, its id and its store stay; the next request goes
+out with the new setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from mcode.commands import Command, CommandRegistry
+from mcode.errors import MCodeError, UsageError
+
+if TYPE_CHECKING:
+    from mcode.tui.app import McodeApp
+
+MODES = ("read-only", "ask", "auto-edit", "full-auto")
+
+
+def builtin_commands() -> CommandRegistry:
+    registry = CommandRegistry()
+    for command in (
+        Command("help", "list the commands and keys", _help),
+        Command("model", "show the model, or continue on another", _model, "[NAME]"),
+        Command("thinking", "show or switch the model's thinking", _thinking, "[on|off]"),
+        Command("mode", "show or set the permission mode", _mode, "[" + "|".join(MODES) + "]"),
+        Command("plan", "plan read-only first, then ask to carry it out", _plan, "TASK"),
+        Command("clear", "start a new session (the old one stays stored)", _clear),
+        Command("compact", "compact the conversation into its ledger", _compact, "[FOCUS]"),
+        Command("sessions", "pick a stored session of this folder to resume", _sessions),
+        Command("resume", "resume a stored session", _resume, "ID"),
+        Command("undo", "restore the files the last turn changed", _undo),
+        Command("cost", "tokens used so far (and cost, where known)", _cost),
+        Command("image", "attach an image to the next message", _image, "PATH"),
+        Command(
+            "copy",
+            "copy the last answer (or its last code block) to the clipboard",
+            _copy,
+            "[code]",
+        ),
+        Command("rewind", "fork the session at an earlier turn", _rewind),
+        Command("btw", "ask a side question beside the running task", _btw, "QUESTION"),
+        Command("quit", "leave (the transcript stays in the terminal)", _quit),
+    ):
+        registry.add(command)
+    return registry
+
+
+KEYS = """keys: Enter send (steers a running turn) · Alt+Enter or Ctrl+T queue a follow-up ·
+Shift+Enter, Ctrl+J or \\ then Enter a new line · Esc interrupt · Up/Down history ·
+@ complete a path · / complete a command · Ctrl+Y copy the last answer · Ctrl+C interrupt,
+then quit · Enter on a tool card shows all its output"""
+
+
+def _help(app: McodeApp, args: str) -> None:
+    lines = [f"/{c.name}{' ' + c.args if c.args else ''}  {c.help}" for c in app.commands.all()]
+    app.say("\n".join([*lines, "", KEYS]))
+
+
+async def _model(app: McodeApp, args: str) -> None:
+    info = app.session.model_info
+    if not args:
+        app.say(f"model {info.model} ({info.provider}), window {info.context_window:,} tokens")
+        return
+    if await reconfigure(app, model=args):
+        app.say(f"now on {app.session.model_info.model}")
+
+
+async def _thinking(app: McodeApp, args: str) -> None:
+    if not args:
+        app.say(f"thinking: {app.status.state.thinking}")
+        return
+    if args not in ("on", "off"):
+        raise UsageError(f"/thinking takes on or off, not {args!r}")
+    if not app.session.model_info.thinking_switchable:
+        app.say(f"{app.session.model_info.model} has no thinking switch")
+        return
+    if await reconfigure(app, thinking=args):
+        app.say(f"thinking {args}")
+
+
+async def _mode(app: McodeApp, args: str) -> None:
+    if not args:
+        app.say(f"permission mode: {app.settings.permission_mode} (one of {', '.join(MODES)})")
+        return
+    if args not in MODES:
+        raise UsageError(f"unknown permission mode {args!r}", hint=f"one of {', '.join(MODES)}")
+    if await reconfigure(app, permission_mode=args):
+        app.say(f"permission mode {args}")
+
+
+async def reconfigure(app: McodeApp, **changes: str) -> bool:
+    """This session (resumed, if it has begun) with ``changes`` to its settings."""
+    keep = app.session.id if (app.started or app.session.history) else None
+    if not await app.switch(resume_id=keep, **changes):
+        return False
+    app.status.state.mode = app.settings.permission_mode
+    thinking = app.settings.thinking
+    if app.session.model_info.thinking_switchable:
+        app.status.state.thinking = {None: "default", True: "on", False: "off"}[thinking]
+    app.status.refresh_state()
+    return True
+
+
+async def _plan(app: McodeApp, args: str) -> None:
+    if not args:
+        raise UsageError("/plan needs the task", hint="/plan add a --json flag to the CLI")
+    before = app.settings.permission_mode
+    if not await reconfigure(app, permission_mode="read-only"):
+        return
+    app.say(f"planning read-only (mode was {before})")
+    app.start_session()
+    future = app.session.send(
+        f"Plan this task; do not change anything yet. Read what you need, then answer with a "
+        f"numbered plan.\n\nTask: {args}",
+        steer=False,
+    )
+    assert future is not None
+    outcome = await future
+    if outcome is None or outcome.reason != "completed":
+        await reconfigure(app, permission_mode=before)
+        return
+    from mcode.tui.confirm import ConfirmScreen
+
+    async def decided(go: bool | None) -> None:
+        await reconfigure(app, permission_mode=before)
+        if go:
+            app.send_prompt("Carry out the plan.")
+        else:
+            app.say(f"plan kept; permission mode back to {before}")
+
+    app.push_screen(ConfirmScreen(f"Carry out this plan (in mode {before})?"), decided)
+
+
+async def _clear(app: McodeApp, args: str) -> None:
+    if await app.switch():
+        app.say("new session")
+
+
+async def _compact(app: McodeApp, args: str) -> None:
+    app.start_session()
+    # Made or not, the session says so in its events (a compaction, or an error of kind
+    # compaction with why).
+    task = asyncio.ensure_future(app.session.compact(args or None))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+async def _resume(app: McodeApp, args: str) -> None:
+    if not args:
+        await _sessions(app, "")
+        return
+    await app.switch(resume_id=args)
+
+
+async def _sessions(app: McodeApp, args: str) -> None:
+    store = app.launcher.store
+    if store is None:
+        app.say("no session store")
+        return
+    rows = [r for r in store.sessions(cwd=str(app.workspace), limit=50) if r.id != app.session.id]
+    if not rows:
+        app.say("no other session in this folder")
+        return
+    from mcode.tui.pickers import SessionPicker
+
+    async def picked(session_id: str | None) -> None:
+        if session_id:
+            await app.switch(resume_id=session_id)
+
+    app.push_screen(SessionPicker(rows), picked)
+
+
+async def _undo(app: McodeApp, args: str) -> None:
+    """``mcode undo`` on this session, between turns. Undo is its own process over the store
+    (it claims the session), so the session is put down for it and resumed after: the undo
+    event is then in its history, and the model hears of it with the next message."""
+    if not app.session.idle:
+        app.say("undo works between turns: wait for this one, or Esc to stop it")
+        return
+    store = app.launcher.store
+    if store is None:
+        app.say("no session store, so nothing was checkpointed")
+        return
+    session_id = app.session.id if app.started or app.session.history else None
+    await app.session.close()
+    store.close()  # releases the claim
+    argv = [sys.executable, "-m", "mcode", "undo", "--cwd", str(app.workspace)]
+    if session_id:
+        argv += ["--resume", session_id]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MCODE_DATA_DIR": str(store.path.parent)},  # this session's store
+    )
+    from mcode.store import Store
+
+    app.launcher.store = Store(store.path)
+    app.say((done.stdout + done.stderr).strip() or "nothing to undo")
+    try:
+        session, settings = app.launcher.open(resume_id=session_id)
+    except MCodeError as e:
+        app.show_error(e)
+        return
+    await app.adopt_quietly(session, settings)
+
+
+def _cost(app: McodeApp, args: str) -> None:
+    t = app.session.totals
+    u = t.usage
+    app.say(
+        f"{t.model_calls} model calls, {t.tool_calls} tool calls; tokens in {u.input_tokens:,} "
+        f"(cached {u.cached_tokens:,}), out {u.output_tokens:,}; cost: no price is known for "
+        f"{app.session.model_info.provider}/{app.session.model_info.model}"
+    )
+
+
+def _image(app: McodeApp, args: str) -> None:
+    from mcode.exec_input import load_image
+
+    if not args:
+        raise UsageError("/image needs a file", hint="/image screenshot.png")
+    path = (app.workspace / os.path.expanduser(args)).resolve()
+    app.pending_images.append(load_image(str(path)))
+    app.say(f"attached {args}: it goes with your next message")
+
+
+_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def _copy(app: McodeApp, args: str) -> None:
+    from mcode.tui.blocks import AnswerBlock
+
+    answers = list(app.view.query(AnswerBlock))
+    if not answers:
+        app.say("no answer to copy yet")
+        return
+    text = answers[-1].text
+    if args == "code":
+        blocks = _CODE_BLOCK.findall(text)
+        if not blocks:
+            app.say("the last answer has no code block")
+            return
+        text = blocks[-1]
+    app.copy_to_clipboard(text)  # OSC 52: works over ssh and in tmux with set-clipboard on
+    app.say(f"copied {len(text)} characters")
+
+
+async def _rewind(app: McodeApp, args: str) -> None:
+    """Fork this session before an earlier user turn (picked, or ``/rewind N``) and carry on
+    in the fork, that turn's message back in the prompt; the files stay as they are."""
+    if importlib.util.find_spec("mcode.runtime.fork") is None:
+        app.say("/rewind is not available yet: it needs session forking (mcode/runtime/fork.py)")
+        return
+    import mcode.runtime.fork as fork
+
+    store = app.launcher.store
+    if store is None or not (app.started or app.session.history):
+        app.say("nothing to rewind: this session has no stored turn yet")
+        return
+    if not app.session.idle:
+        app.say("rewind works between turns: wait for this one, or Esc to stop it")
+        return
+    turns = fork.user_turns(store, app.session.id)
+    if not turns:
+        app.say("nothing to rewind: no user turn is stored")
+        return
+
+    async def picked(number: int | None) -> None:
+        if number is None:
+            return
+        made = fork.fork_session(store, app.session.id, number, cwd=str(app.workspace))
+        if await app.switch(resume_id=made.session_id):
+            app.prompt.set_text(turns[number - 1].text)
+            app.say(f"rewound to before turn {number} (a new session; the old one is kept)")
+
+    if args:
+        if not args.isdigit():
+            raise UsageError("/rewind takes a turn number", hint="/rewind alone shows them")
+        await picked(int(args))
+        return
+    from mcode.tui.pickers import TurnPicker
+
+    app.push_screen(TurnPicker([(t.number, t.text) for t in turns]), picked)
+
+
+async def _btw(app: McodeApp, args: str) -> None:
+    ask = getattr(app.session, "ask_aside", None)
+    if ask is None:
+        app.say("/btw is not available yet: it needs Session.ask_aside")
+        return
+    if not args:
+        raise UsageError("/btw needs a question")
+    started = time.monotonic()
+    answer = await ask(args)
+    app.say(f"btw ({time.monotonic() - started:.1f}s): {answer}")
+
+
+def _quit(app: McodeApp, args: str) -> None:
+    app.exit(0)

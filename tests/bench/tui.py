@@ -1,0 +1,170 @@
+"""TUI benchmark: start-up to the first frame, 1 MB of Markdown streamed in 64-character
+chunks, keystroke-to-screen latency while streaming, frame time scrolling a 1,000-message
+history. Headless (Textual's test driver), the app on a scripted model server, events fed as
+the Session's adapter posts them. Prints a table.
+
+    python tests/bench/tui.py [--mb 1.0]
+
+Targets (issue 13): first frame < 400 ms; >= 2,000 tokens/s (a token taken as 4 characters);
+keystroke < 50 ms while streaming; no frame over 100 ms at 1,000 messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
+
+from helpers import make_repo  # noqa: E402
+from model_server import ScriptedServer  # noqa: E402
+from test_tui_sessions import _store_long_session  # noqa: E402
+from tui_helpers import launcher  # noqa: E402
+
+CHUNK = 64
+
+
+def _markdown(size: int) -> str:
+    para = (
+        "Some **bold** words, `code`, and a [link](http://x). The quick brown fox jumps over "
+        "the lazy dog again and again.\n\n- a point\n- another point\n\n"
+        "```python\ndef f(x):\n    return x * 2\n```\n\n"
+    )
+    return (para * (size // len(para) + 1))[:size]
+
+
+async def _first_frame(root: Path) -> float:
+    t0 = time.perf_counter()
+    from mcode.tui.app import McodeApp
+
+    server = ScriptedServer([]).start()
+    try:
+        app = McodeApp(launcher(server, root, root / "home-ff"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            return time.perf_counter() - t0
+    finally:
+        server.stop()
+
+
+async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
+    """Seconds to show ``size`` characters streamed (until the finished answer is drawn),
+    and keystroke latencies measured meanwhile."""
+    from textual import events
+
+    from mcode import events as ev
+    from mcode.messages import Message, TextPart
+    from mcode.tui.adapter import SessionEvent
+    from mcode.tui.app import McodeApp
+    from mcode.tui.blocks import AnswerBlock
+
+    server = ScriptedServer([]).start()
+    text = _markdown(size)
+    try:
+        app = McodeApp(launcher(server, root, root / "home-st"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            sid = app.session.id
+            seq = iter(range(1, 10**9))
+
+            def post(payload: ev.Payload) -> None:
+                event = ev.Event.of(payload, next(seq), sid, "t", time.time())
+                app.post_message(SessionEvent(event))
+
+            latencies: list[float] = []
+
+            async def typist() -> None:
+                # A key as the terminal driver delivers it (pilot.press would wait for the
+                # whole screen to go idle, which a stream never lets it).
+                for ch in "abcdefghij" * 2:
+                    await asyncio.sleep(0.05)
+                    t = time.perf_counter()
+                    app.post_message(events.Key(ch, ch))
+                    while not app.prompt.text.endswith(ch):
+                        await asyncio.sleep(0.001)
+                    latencies.append(time.perf_counter() - t)
+
+            t0 = time.perf_counter()
+            typing = asyncio.ensure_future(typist())
+            post(ev.TurnStarted())
+            for i in range(0, len(text), CHUNK):
+                post(ev.TextDelta(text=text[i : i + CHUNK]))
+                if i % (CHUNK * 64) == 0:
+                    await asyncio.sleep(0)  # a provider's stream yields between reads
+            message = Message("assistant", (TextPart(text),))
+            post(ev.MessageAssistant(message=message, finish_reason="stop"))
+            # Shown: the finished answer's last block is mounted (every event before it is
+            # handled, the answer's earlier blocks mounted above it).
+            while not app.query(AnswerBlock) or app.lanes[None].answer is not None:
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - t0
+            await typing
+            return elapsed, len(text) / 4 / elapsed, latencies
+    finally:
+        server.stop()
+
+
+async def _scroll(root: Path, messages: int) -> tuple[float, list[float]]:
+    """Seconds to open a stored ``messages``-message session, and each page's frame time
+    scrolling up through what is mounted and back down."""
+    from mcode.tui.app import McodeApp
+
+    server = ScriptedServer([]).start()
+    try:
+        lnch = launcher(server, root, root / "home-sc")
+        sid = _store_long_session(lnch, messages)
+        t0 = time.perf_counter()
+        app = McodeApp(lnch, first=lnch.open(resume_id=sid), resumed=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            opened = time.perf_counter() - t0
+            frames = []
+            for direction in (-1, 1):
+                for _ in range(25):
+                    t = time.perf_counter()
+                    app.action_page(direction)
+                    await pilot.pause()
+                    frames.append(time.perf_counter() - t)
+            return opened, frames
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=float, default=1.0)
+    parser.add_argument("--messages", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_repo(Path(tmp) / "repo", {"a.txt": "a\n"})
+        first = asyncio.run(_first_frame(root))
+        elapsed, tps, keys = asyncio.run(_stream(root, int(args.mb * 1_000_000)))
+        opened, frames = asyncio.run(_scroll(root, args.messages))
+    rows = [
+        ("start-up to first frame (incl. imports)", f"{first * 1000:.0f} ms", "< 400 ms"),
+        (f"{args.mb:g} MB Markdown in {CHUNK}-char chunks", f"{elapsed:.2f} s", ""),
+        ("  throughput (4 chars = 1 token)", f"{tps:,.0f} tokens/s", ">= 2,000 tokens/s"),
+        (
+            "keystroke to screen while streaming, median",
+            f"{statistics.median(keys) * 1000:.0f} ms",
+            "< 50 ms",
+        ),
+        ("keystroke to screen while streaming, max", f"{max(keys) * 1000:.0f} ms", ""),
+        (f"open a {args.messages}-message session", f"{opened * 1000:.0f} ms", ""),
+        ("scroll frame (page), median", f"{statistics.median(frames) * 1000:.1f} ms", ""),
+        ("scroll frame (page), max", f"{max(frames) * 1000:.1f} ms", "<= 100 ms"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'result':>18}  target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:>18}  {target}")
+
+
+if __name__ == "__main__":
+    main()
