@@ -138,6 +138,16 @@ TODAY = [
     '"undone":["d7cb2a73"]}',
     '"type":"model.changed","data":{"provider":"anthropic","model":"claude-opus-4-1",'
     '"context_window":200000,"thinking":"on"}',
+    # Plugins, hooks and MCP (mcode/plugin_host): their lines as first written.
+    '"type":"plugins.loaded","data":{"plugins":["git"],"commands":["commit"],"skills":["lint"],'
+    '"roles":["review"],"tools":["mcp__fs__read"],"mcp_servers":["fs"],"hooks":2,"problems":[],'
+    '"ignored":[]}',
+    '"type":"plugins.reloaded","data":{"paths":[".mcode/commands/fix.md"],"what":["commands"],'
+    '"problems":[]}',
+    '"type":"hook.finished","data":{"hook_event":"PreToolUse","command":"./block-rm.sh",'
+    '"outcome":"blocked","exit_code":2,"duration":0.05,"message":"rm -rf is not allowed",'
+    '"tool":"bash"}',
+    '"type":"mcp.server","data":{"server":"fs","state":"started","message":"","tools":3}',
     '"type":"computer.action","data":{"id":"call_1","action":"left_click","size":"1280x720",'
     '"coordinate":[126,146],"screen":[189,219]}',
     '"type":"computer.action","data":{"id":"call_1","action":"screenshot","size":"1280x720",'
