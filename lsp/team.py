@@ -8,7 +8,7 @@ overwrite the merged file with them), so the team does not start while one is op
 names the files. Untracked files are not the team's concern (a merge does not touch them).
 
 Its progress is the team's steps, in the words ``mcode exec``'s text output uses
-(:func:`mcode.progress._team_line`): the plan, each round started, each verdict, each merge.
+(:func:`mcode.progress.team_line`): the plan, each round started, each verdict, each merge.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcode import events as ev
 from mcode.errors import UsageError
-from mcode.progress import _team_line
+from mcode.progress import team_line
 
 if TYPE_CHECKING:
     from mcode.events import Event
@@ -75,4 +75,4 @@ def progress_line(event: Event) -> str | None:
     p = event.payload
     if isinstance(p, ev.TeamFinished):
         return f"team: {p.reason}"
-    return _team_line(p)
+    return team_line(p)

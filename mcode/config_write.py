@@ -41,8 +41,8 @@ def add_allow_rule(workspace: Path, rule: str) -> Path:
     missing), keeping everything else in the file as it was; the file's path. A rule already
     there is not added twice. Raises ConfigError when the rule is not a valid rule or the file
     cannot be edited safely (nothing is written then)."""
-    from mcode.permissions import Rule
     from mcode.atomic import atomic_write
+    from mcode.permissions import Rule
 
     Rule.parse(rule)  # a bad rule fails here, before the file is touched
     path = project_config_path(workspace)

@@ -96,10 +96,10 @@ def describe(event: Event) -> str | None:
             return f"  MCP server {p.server} {p.state}: {p.message}"
         case ev.PluginsReloaded(what=what):
             return f"mcode: reloaded {', '.join(what)}"
-    return _team_line(event.payload)
+    return team_line(event.payload)
 
 
-def _team_line(payload: ev.Payload) -> str | None:
+def team_line(payload: ev.Payload) -> str | None:
     """A team run's steps (mcode/team), one line each."""
     match payload:
         case ev.TeamPlan(revision=revision, stages=stages):

@@ -26,7 +26,7 @@ from typing import Any
 from acp import schema as s
 
 from mcode import events as ev
-from mcode.progress import _team_line
+from mcode.progress import team_line
 
 __all__ = ["TeamView", "stop_reason"]
 
@@ -81,7 +81,7 @@ class TeamView:
             case ev.TeamTaskStarted(task_id=task_id, round=round_):
                 return self._set(task_id, "in_progress", f"round {round_}")
             case ev.TeamVerdict(task_id=task_id) | ev.TeamMerge(task_id=task_id):
-                line = _team_line(payload) or ""
+                line = team_line(payload) or ""
                 return self._set(task_id, None, line.removeprefix(f"team: {task_id}: "))
             case ev.TeamTaskFinished(task_id=task_id, status=status, reason=reason):
                 return self._set(task_id, "completed", f"{status}: {reason}")

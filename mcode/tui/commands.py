@@ -50,6 +50,7 @@ def builtin_commands() -> CommandRegistry:
         ),
         Command("rewind", "fork the session at an earlier turn", _rewind),
         Command("btw", "ask a side question beside the running task", _btw, "QUESTION"),
+        Command("team", "run an agent team on a task (plan, producers, verifiers)", _team, "TASK"),
         Command("quit", "leave (the transcript stays in the terminal)", _quit),
     ):
         registry.add(command)
@@ -306,6 +307,35 @@ async def _btw(app: McodeApp, args: str) -> None:
     started = time.monotonic()
     answer = await ask(args)
     app.say(f"btw ({time.monotonic() - started:.1f}s): {answer}")
+
+
+# The team runs the app has started, until each has said how it ended.
+_TEAMS: set[asyncio.Future[None]] = set()
+
+
+async def _team(app: McodeApp, args: str) -> None:
+    """Run an agent team (mcode/team) as the session's work: its steps show as notes, a steer
+    typed meanwhile reaches the planner and the running agents, Esc cancels it."""
+    from mcode.team.setup import start_team
+
+    if not args:
+        raise UsageError("/team needs a task", hint="/team add a --json flag to the CLI")
+    if not app.session.idle:
+        raise UsageError("a turn is running", hint="wait for it, or Esc, then /team")
+    job = await start_team(app.settings, app.session, args)  # refuses a dirty tree, says why
+    app.start_session()
+    work = app.session.start_work(job.team, job.run())
+
+    async def report() -> None:
+        await asyncio.wait({work})
+        outcome = job.outcome()
+        app.say(f"team {outcome.reason}:\n{outcome.text}")
+        if outcome.error is not None:
+            app.show_error(outcome.error)
+
+    task = asyncio.ensure_future(report())
+    _TEAMS.add(task)
+    task.add_done_callback(_TEAMS.discard)
 
 
 def _quit(app: McodeApp, args: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from textual.widget import Widget
 
 from mcode import events as ev
+from mcode.progress import team_line
 from mcode.tui.blocks import AnswerBlock, LiveAnswer, Note, ThinkingBlock, UserBlock, split_point
 from mcode.tui.cards import ErrorCard, ToolCard
 
@@ -140,7 +141,9 @@ class Lane:
                 if reason in _ENDINGS:
                     await self.mount(Note(f"turn {_ENDINGS[reason]}", warning=True))
             case _:
-                pass
+                line = team_line(payload)  # a team run's steps (/team), one note each
+                if line is not None:
+                    await self.mount(Note(line))
 
     async def _split_answer(self) -> None:
         live = self.answer
