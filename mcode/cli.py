@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what tools may do without asking; a headless run denies what would ask",
     )
     p.add_argument(
+        "--sandbox",
+        choices=["read-only", "workspace-write", "danger-full-access"],
+        help="what commands may touch: read-only, workspace-write (default: the workspace and "
+        "--add-dir folders writable, no network) or danger-full-access (no sandbox)",
+    )
+    p.add_argument(
         "--approval-timeout",
         type=_positive_float,
         metavar="SECONDS",
@@ -147,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cwd", type=_given("a folder"), help="the workspace (default: the current folder)"
     )
+
+    d = sub.add_parser(
+        "doctor",
+        help="check what works here: sandbox, ripgrep, git, display, models, config, store",
+        description="Check each part mcode needs and say ok, warn or fail, with what to do. "
+        "Exit 0 when nothing failed, 1 otherwise.",
+    )
+    d.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    d.add_argument("--cwd", type=_given("a folder"), help="the folder (default: the current one)")
 
     s = sub.add_parser(
         "sessions",
@@ -341,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         return undo_main(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "doctor":
+        from mcode.doctor import main as doctor_main
+
+        return doctor_main(args)
     parser.print_help()
     return 0
 

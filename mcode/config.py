@@ -44,6 +44,9 @@ from mcode.providers.presets import (
 )
 
 PERMISSION_MODES = ("read-only", "ask", "auto-edit", "full-auto")
+# What commands may touch (mcode/tools/sandbox.py), narrowest first; independent of the above.
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+DEFAULT_SANDBOX = "workspace-write"
 
 # dotted key -> expected type ("str", "int", "float", "bool", "list", "thinking")
 _KEYS: dict[str, str] = {
@@ -75,6 +78,8 @@ _KEYS: dict[str, str] = {
     "tools.bash_timeout": "float",
     "tools.output_cap": "int",
     "tools.pass_env": "list",
+    "sandbox.mode": "str",
+    "sandbox.network": "bool",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
 # endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
@@ -107,12 +112,14 @@ _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "provider": ("provider", tuple(PRESETS)),
     "permission_mode": ("permission mode", PERMISSION_MODES),
     "local.engine": ("local engine", ("llama_cpp", "torch")),  # local_backend/engines.py
+    "sandbox.mode": ("sandbox mode", SANDBOX_MODES),  # mcode/tools/sandbox.py
 }
 # MCODE_ variables that are not config keys. A new one is registered here, or every run that
 # sets it stops with "unknown environment variable".
 ENV_ONLY: dict[str, str] = {
     "MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)",
     "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
+    "MCODE_BWRAP": "the bubblewrap binary of the sandbox (a path or a name on PATH)",
 }
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {"network.max_retries", "network.backoff_base", "network.backoff_max"}
@@ -162,6 +169,9 @@ class Settings:
     trusted: bool = False
     # What an untrusted workspace asked for and did not get: widening keys, "AGENTS.md".
     project_ignored: list[str] = field(default_factory=list)
+    # What the commands tools start may touch (mcode/tools/sandbox.py).
+    sandbox_mode: str = DEFAULT_SANDBOX
+    sandbox_network: bool = False
 
     @property
     def secrets(self) -> list[str]:
@@ -206,6 +216,9 @@ def load_settings(
             file_values = _read_file(path, is_project)
             if is_project and not trusted:
                 file_values, held = _narrowing_only(file_values, values)
+            if is_project:  # trusted or not: files in the repository are the model's to write
+                file_values, held_sandbox = _sandbox_narrowing_only(file_values, values)
+                held += held_sandbox
             values.update(file_values)
             sources.append(str(path))
     explicit: set[str] = set()  # keys set by the environment or a flag, not by a file
@@ -267,6 +280,27 @@ def _narrowing_only(
             dropped.append(key)
         else:
             kept[key] = value
+    return kept, dropped
+
+
+def _sandbox_narrowing_only(
+    project: dict[str, Any], before: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """A project file's values without sandbox keys that widen it, and the keys dropped. Even a
+    trusted folder's file may only narrow the sandbox: the model writes files in the workspace,
+    and a sandbox it could lift by writing one would be none."""
+    kept = dict(project)
+    dropped: list[str] = []
+    mode = project.get("sandbox.mode")
+    if mode in SANDBOX_MODES:
+        below = before.get("sandbox.mode", DEFAULT_SANDBOX)
+        rank = SANDBOX_MODES.index
+        if below in SANDBOX_MODES and rank(mode) > rank(below):
+            dropped.append("sandbox.mode")
+            del kept["sandbox.mode"]
+    if project.get("sandbox.network") and not before.get("sandbox.network", False):
+        dropped.append("sandbox.network")
+        del kept["sandbox.network"]
     return kept, dropped
 
 
@@ -618,4 +652,6 @@ def _build(
         pass_env=list(values.get("tools.pass_env", [])),
         sources=sources,
         approval_timeout=values.get("approval_timeout", 300.0),
+        sandbox_mode=values.get("sandbox.mode", DEFAULT_SANDBOX),
+        sandbox_network=bool(values.get("sandbox.network", False)),
     )

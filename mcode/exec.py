@@ -102,6 +102,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "context_window": args.context_window,
         "permissions.add_dirs": args.add_dir or None,
         "approval_timeout": args.approval_timeout,
+        "sandbox.mode": args.sandbox,
     }
 
 
@@ -331,7 +332,14 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         )
     settings = load_settings(workspace, _flags(args))
     if settings.project_ignored:  # said whatever the format: the user expected it to apply
-        print(f"mcode: {_untrusted_note(settings.project_ignored)}", file=sys.stderr)
+        note = _untrusted_note(settings.project_ignored)
+        if settings.trusted:  # only the sandbox keys, which no project file may widen
+            note = (
+                f"the project config's {', '.join(settings.project_ignored)} did not take "
+                "effect: a file in the repository may narrow the sandbox, never widen it (set "
+                "it in your user config or with --sandbox)"
+            )
+        print(f"mcode: {note}", file=sys.stderr)
     # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
     read_stdin = streaming and sys.stdin is not None
     # Asking needs someone who sees permission.asked and can answer on stdin.

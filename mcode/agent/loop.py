@@ -28,7 +28,7 @@ from mcode.agent.conversation import Conversation, TurnOutcome
 from mcode.agent.host import Host
 from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.agent.model_call import call_model
-from mcode.errors import LimitReached, MCodeError, ProviderError, ToolError
+from mcode.errors import LimitReached, MCodeError, ProviderError, SandboxError, ToolError
 from mcode.messages import Message, TextPart, ToolCall, user_message
 from mcode.providers.base import Completion
 from mcode.tools import READ_ONLY_SAFE
@@ -102,6 +102,8 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
     except MCodeError as e:
         # A provider's error by its kind, any other by its class (both listed in ErrorKind).
         kind = cast(ev.ErrorKind, e.kind if isinstance(e, ProviderError) else type(e).__name__)
+        if isinstance(e, SandboxError):
+            kind = "sandbox"
         host.emit(ev.Error(kind=kind, message=e.message, hint=e.hint, recoverable=False))
         _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
         _drop_steers(conv, host, "error")
@@ -233,14 +235,14 @@ async def _run_calls(
                     *(_run_one(conv, host, c, cut_off=last and c is group[-1]) for c in group)
                 )
             )
-        stop = None
+        stop: MCodeError | None = None  # a LoopStopped, or a result's fatal error
         for call, (result, duration) in zip(group, results, strict=True):
             acted = any(t.name == call.name and t.permission != "read" for t in conv.tools)
             seen = conv.loop_guard.observe(call, result, acted=acted)
             _finish(conv, host, call, seen.result, duration)
             if seen.warning is not None:
                 host.emit(seen.warning)
-            stop = stop or seen.stop
+            stop = stop or seen.stop or result.fatal
         if stop is not None:
             raise stop  # the calls not yet run are answered by run_turn
         i = j
@@ -321,6 +323,8 @@ async def _run_one(
 
 
 def _error_result(call: ToolCall, e: Exception) -> ToolResult:
+    if isinstance(e, SandboxError):  # the model hears why, then the turn ends
+        return ToolResult(content=f"Error: {e}", summary=e.message, is_error=True, fatal=e)
     if isinstance(e, ToolError):
         return ToolResult(content=f"Error: {e}", summary=e.message, is_error=True)
     # A bug in a tool must not end the run; the model hears about it.

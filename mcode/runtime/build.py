@@ -22,6 +22,7 @@ from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
 from mcode.tools.child_env import child_environment
+from mcode.tools.sandbox import policy_for, problem
 from mcode.tools.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def open_session(
                 secrets=settings.secrets,
                 pass_env=settings.pass_env,
             ),
+            sandbox=policy_for(settings),
         ),
         system_prompt=system_prompt(settings.workspace, trusted=settings.trusted),
         max_turns=settings.max_turns,
@@ -145,6 +147,13 @@ def open_session(
                 main.add_steer(steer)
             session.interrupted = _interrupted(own, main)
             main.ledger = _ledger(own)
+    sandbox = main.tool_context.sandbox
+    failure = problem(sandbox) if sandbox is not None else None
+    if failure is not None:
+        # Said once at the start; every command the model tries then fails with the same error.
+        session.start_notes.append(
+            ev.Error(kind="sandbox", message=failure.message, hint=failure.hint, recoverable=True)
+        )
     return session
 
 

@@ -14,11 +14,14 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mcode.errors import ToolError
+from mcode.errors import MCodeError, ToolError
 from mcode.messages import ImagePart, ToolSpec
 from mcode.tools.child_env import child_environment
+
+if TYPE_CHECKING:
+    from mcode.tools.sandbox import SandboxPolicy
 
 PermissionClass = Literal["read", "edit", "execute", "computer"]
 
@@ -35,6 +38,8 @@ class ToolResult:
     images: list[ImagePart] = field(default_factory=list)
     changed_files: list[str] = field(default_factory=list)
     checkpoints: dict[str, int] = field(default_factory=dict)
+    # An error that ends the turn once this result is recorded (the sandbox could not start).
+    fatal: MCodeError | None = None
 
 
 @dataclass(slots=True)
@@ -111,6 +116,9 @@ class ToolContext:
     record_command: CommandRecorder | None = None
     # Set per call by the agent loop from its host: None where no sub-agent may start.
     spawn_agent: SpawnAgent | None = None
+    # What the processes tools start may touch (mcode/tools/sandbox.py); set by open_session
+    # from the user's settings, never from a tool call. None: unsandboxed (in-process tests).
+    sandbox: SandboxPolicy | None = None
 
 
 class Tool:

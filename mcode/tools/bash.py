@@ -10,7 +10,10 @@ SIGKILL after a grace period; when mcode dies (``kill -9`` included) the supervi
 noted by ``ctx.record_command`` (so ``--resume`` after a crash can report and kill what is
 left), before the command passes its gate and runs.
 A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
-this; nothing short of cgroups catches it.
+this; nothing short of cgroups catches it — except inside the sandbox
+(:mod:`mcode.tools.sandbox`), where ``bash`` runs under bubblewrap in its own PID namespace:
+bwrap leads the group, the gate works through it (bwrap passes stdin on), and when the
+namespace's first process dies the kernel kills everything else in it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, ClassVar
 from mcode.errors import ToolError
 from mcode.tools import supervisor
 from mcode.tools.base import Tool, ToolContext, ToolResult
+from mcode.tools.sandbox import SandboxPolicy, sandboxed_argv
 from mcode.tools.supervisor import group_alive
 
 MAX_TIMEOUT = 600.0
@@ -34,9 +38,11 @@ KILL_GRACE = 2.0
 DRAIN_GRACE = 0.5
 
 
-def command_argv(command: str) -> list[str]:
-    """How to start ``command``: bash, waiting at the supervisor's gate until mcode says go."""
-    return ["bash", "-c", supervisor.GATE + command]
+def command_argv(command: str, sandbox: SandboxPolicy | None = None) -> list[str]:
+    """How to start ``command``: bash, waiting at the supervisor's gate until mcode says go,
+    inside the session's sandbox. Raises SandboxError when the sandbox cannot start."""
+    argv = ["bash", "-c", supervisor.GATE + command]
+    return argv if sandbox is None else sandboxed_argv(argv, sandbox)
 
 
 class OutputBuffer:
@@ -122,10 +128,11 @@ class BashTool(Tool):
         if timeout <= 0:
             raise ToolError("timeout must be a positive number of seconds")
         timeout = min(timeout, MAX_TIMEOUT)
+        argv = command_argv(command, ctx.sandbox)  # before anything starts: may refuse
         gate, go = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *command_argv(command),
+                *argv,
                 cwd=ctx.workspace.root,
                 env=ctx.env,
                 stdin=gate,
