@@ -13,9 +13,10 @@ from mcode import __version__
 EXIT_CODES = """\
 exit codes:
   0    the task finished
-  1    an error ended it (the model API failed after retries, the store failed)
+  1    an error ended it (the model API failed after retries, the store failed, the sandbox
+       could not start)
   2    usage error (bad flags, a bad config file)
-  3    a limit was reached (--max-turns)
+  3    a limit was reached (--max-turns, --max-time, --max-tokens, --max-cost)
   4    the task finished, but a tool call it needed was denied (permission mode or a rule)
   130  interrupted (Ctrl-C, SIGTERM, stream-json's stdout closed, or the last turn was
        cancelled by {"type":"cancel"})
@@ -105,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-turns",
         type=_positive_int,
         help="stop a task after this many model calls (default: no cap)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop the run after this much wall time (what runs is stopped as a cancel stops "
+        "it); exit 3",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="stop the run once its model calls used N tokens (input + output); exit 3",
+    )
+    p.add_argument(
+        "--max-cost",
+        type=_positive_float,
+        metavar="USD",
+        help="stop the run once it cost this much at the model's list price (known models "
+        "only); exit 3",
     )
     p.add_argument(
         "--context-window",

@@ -80,6 +80,9 @@ _KEYS: dict[str, str] = {
     "tools.pass_env": "list",
     "sandbox.mode": "str",
     "sandbox.network": "bool",
+    "budget.max_time": "float",
+    "budget.max_tokens": "int",
+    "budget.max_cost": "float",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
 # endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
@@ -172,6 +175,10 @@ class Settings:
     # What the commands tools start may touch (mcode/tools/sandbox.py).
     sandbox_mode: str = DEFAULT_SANDBOX
     sandbox_network: bool = False
+    # Run limits (mcode/agent/run_limits.py): seconds, input+output tokens, USD; None: none.
+    max_time: float | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
 
     @property
     def secrets(self) -> list[str]:
@@ -654,4 +661,7 @@ def _build(
         approval_timeout=values.get("approval_timeout", 300.0),
         sandbox_mode=values.get("sandbox.mode", DEFAULT_SANDBOX),
         sandbox_network=bool(values.get("sandbox.network", False)),
+        max_time=values.get("budget.max_time"),
+        max_tokens=values.get("budget.max_tokens"),
+        max_cost=values.get("budget.max_cost"),
     )

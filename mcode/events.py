@@ -143,6 +143,7 @@ ErrorKind = Literal[
     "ToolError",
     "PathEscapeError",
     "SandboxError",  # named "sandbox" when it ends a turn; listed as every class is
+    "BudgetReached",  # named "budget" when it ends a turn
     "StoreError",
 ]
 
@@ -485,7 +486,8 @@ class Error(Payload):
     bad_request, context_overflow (a request did not fit even after one compaction), billing,
     content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
     running the local model in the check's child process); any other mcode error by its class:
-    MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, SandboxError, StoreError"""
+    MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, SandboxError, BudgetReached,
+    StoreError"""
     message: str
     hint: str
     """what to do"""

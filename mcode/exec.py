@@ -103,6 +103,9 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "permissions.add_dirs": args.add_dir or None,
         "approval_timeout": args.approval_timeout,
         "sandbox.mode": args.sandbox,
+        "budget.max_time": args.max_time,
+        "budget.max_tokens": args.max_tokens,
+        "budget.max_cost": args.max_cost,
     }
 
 
@@ -277,6 +280,7 @@ def _exit_code(outcome: TurnOutcome) -> int:
         "max_turns": EXIT_LIMIT,
         "loop": EXIT_LIMIT,  # the model kept sending one failing call (agent/loop_guard.py)
         "output_limit": EXIT_LIMIT,  # the answer was cut at the model's output cap
+        "budget": EXIT_LIMIT,  # --max-time, --max-tokens or --max-cost
         "cancelled": EXIT_INTERRUPTED,
         "error": EXIT_ERROR,
     }[outcome.reason]

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.ledger import Ledger
+from mcode.agent.run_limits import RunLimits
 from mcode.atomic import sweep_temp_files
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
+from mcode.providers.prices import price_of
 from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
 from mcode.runtime.undo import undo_note
@@ -119,6 +121,7 @@ def open_session(
         history=history,
         # The embedded model (in-process or served) cannot pace its own tool calls.
         tool_steps=settings.local.tool_steps if settings.provider == "local" else 0,
+        run_limits=_run_limits(settings, provider.info.model),
     )
     session = Session(
         main,
@@ -155,6 +158,25 @@ def open_session(
             ev.Error(kind="sandbox", message=failure.message, hint=failure.hint, recoverable=True)
         )
     return session
+
+
+def _run_limits(settings: Settings, model: str) -> RunLimits | None:
+    """The run's limits from --max-time / --max-tokens / --max-cost, or None. A cost limit
+    for a model whose price is not known is a usage error: it could not be kept."""
+    from mcode.errors import UsageError
+
+    limits = RunLimits(settings.max_time, settings.max_tokens, settings.max_cost)
+    if not limits.any:
+        return None
+    if settings.max_cost is not None:
+        limits.price = price_of(model)
+        if limits.price is None:
+            raise UsageError(
+                f"--max-cost needs the model's price, and the price of {model!r} is not known",
+                hint="limit tokens instead (--max-tokens N), or see mcode/providers/prices.py "
+                "for the models whose prices are known",
+            )
+    return limits
 
 
 def _leftover_event(left: Leftover) -> ev.Error:
@@ -196,6 +218,7 @@ def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None
         "max_turns": "it reached the max-turns limit",
         "loop": "it was stopped for repeating a failing tool call",
         "output_limit": "its answer was cut at the model's output cap",
+        "budget": "it reached a run limit (--max-time, --max-tokens or --max-cost)",
     }.get(finished["data"]["reason"])
 
 
