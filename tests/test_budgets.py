@@ -135,3 +135,18 @@ def test_a_turn_stopped_by_a_budget_continues_with_continue(model_server: Any, w
     assert run.code == 0, run.stderr
     assert run.stdout.strip() == "finished"
     assert (repo / "two.txt").exists()
+
+
+def test_prices_match_dated_names_and_nothing_else() -> None:
+    from mcode.messages import Usage
+    from mcode.providers.prices import PRICES, price_of
+
+    assert price_of("claude-sonnet-4-5-20250929") is PRICES["claude-sonnet-4-5"]
+    assert price_of("claude-sonnet-4-20250514") is PRICES["claude-sonnet-4"]
+    assert price_of("MiniMaxAI/MiniMax-M2") is PRICES["MiniMax-M2"]
+    assert price_of("MiniMax-M2.7-highspeed") is None  # not its base model's price
+    assert price_of("gpt-4.1-mini") is PRICES["gpt-4.1-mini"]
+    assert price_of("my-model") is None
+    # Cached input at its own rate: 1M in (400k cached) + 100k out on gpt-4.1.
+    usage = Usage(input_tokens=1_000_000, output_tokens=100_000, cached_tokens=400_000)
+    assert PRICES["gpt-4.1"].cost(usage) == pytest.approx(0.6 * 2 + 0.4 * 0.5 + 0.1 * 8)
