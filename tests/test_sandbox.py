@@ -75,6 +75,8 @@ def test_a_command_writes_the_workspace_and_nothing_else(
         "hook": "echo 'touch /tmp/pwned' > .git/hooks/pre-commit; chmod +x .git/hooks/pre-commit",
         "gitconfig": "git config core.hooksPath /tmp/evil",
         "config": f"echo 'permission_mode = \"full-auto\"' >> {home}/config/mcode/config.toml",
+        # A trusted folder's next session would obey a project config the model wrote.
+        "project": "mkdir -p .mcode && echo 'permission_mode = \"full-auto\"' > .mcode/config.toml",
         # Root inside without --cap-drop could mount a writable / of its own.
         "nested": f"bwrap --bind / / -- touch {outside}",
         "remount": "mount -o remount,rw / && touch /etc/mcode-escaped",
@@ -94,10 +96,13 @@ def test_a_command_writes_the_workspace_and_nothing_else(
     results = _results(run.events())
     assert results["inside"] == {"ok": True, "text": "made\n"}
     assert (repo / "made.txt").read_text() == "made\n"
-    for name in ("outside", "hook", "gitconfig", "config", "nested", "remount", "unshare"):
+    for name in ("outside", "hook", "gitconfig", "config", "project", "nested", "remount"):
         assert not results[name]["ok"], (name, results[name])
     assert "Read-only file system" in results["outside"]["text"]
     assert "Read-only file system" in results["hook"]["text"]
+    assert "Read-only file system" in results["project"]["text"]
+    assert not (repo / ".mcode" / "config.toml").exists()
+    assert not results["unshare"]["ok"]
     # (Under /tmp here, which is private inside: the user's real config is not even seen.)
     assert "config.toml" in results["config"]["text"]
     assert not outside.exists()
@@ -268,3 +273,24 @@ def test_a_sandboxed_command_dies_with_mcode(model_server: Any, setup: Any) -> N
     before = tick.read_text()
     time.sleep(0.5)
     assert tick.read_text() == before  # nothing writes it any more
+
+
+def test_the_gate_holds_inside_bwrap(tmp_path: Path) -> None:
+    """The supervisor's gate works through bwrap: a command whose go never comes (mcode died
+    before registering it) runs nothing; with the go, it runs."""
+    from mcode.tools.bash import command_argv
+    from mcode.tools.sandbox import SandboxPolicy
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    policy = SandboxPolicy("workspace-write", writable=(ws,))
+    for go, ran in ((b"", False), (b"\n", True)):
+        marker = ws / f"ran-{int(ran)}"
+        argv = command_argv(f"touch {marker}", policy)
+        assert argv[0].endswith("bwrap")
+        proc = subprocess.Popen(argv, cwd=ws, stdin=subprocess.PIPE, start_new_session=True)
+        assert proc.stdin is not None
+        proc.stdin.write(go)
+        proc.stdin.close()  # end of file: what the gate reads when mcode is gone
+        proc.wait(timeout=30)
+        assert marker.exists() == ran

@@ -126,8 +126,10 @@ def policy_for(settings: Settings, env: Mapping[str, str] | None = None) -> Sand
 
 def _protected(candidates: list[Path], writable: tuple[Path, ...], mode: str) -> list[Path]:
     """The candidates that lie inside a writable folder (elsewhere the root is read-only
-    anyway). A missing hooks or config folder is created first, so that the model cannot create
-    it; a missing ``.git/config`` (no repository yet) has nothing to protect."""
+    anyway). A missing hooks, ``.mcode`` or config folder is created first (empty; git does not
+    track empty folders), so that the model cannot create it and write a config that a trusted
+    folder's next session would obey; a missing ``.git/config`` (no repository yet) has nothing
+    to protect."""
     out: list[Path] = []
     if mode != "workspace-write":
         return out
@@ -135,7 +137,7 @@ def _protected(candidates: list[Path], writable: tuple[Path, ...], mode: str) ->
         path = Path(os.path.abspath(path))
         if not any(path == r or path.is_relative_to(r) for r in writable):
             continue
-        if not path.exists() and path.name in ("hooks", "mcode") and path.parent.is_dir():
+        if not path.exists() and path.name in ("hooks", "mcode", ".mcode") and path.parent.is_dir():
             try:
                 path.mkdir()
             except OSError:
