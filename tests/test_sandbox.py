@@ -294,3 +294,32 @@ def test_the_gate_holds_inside_bwrap(tmp_path: Path) -> None:
         proc.stdin.close()  # end of file: what the gate reads when mcode is gone
         proc.wait(timeout=30)
         assert marker.exists() == ran
+
+
+def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path: Path) -> None:
+    """A cancel that lands inside the start: asyncio alone would kill bwrap and wait for pipes
+    its children hold at the gate, for ever (an `mcode exec | head -1` hung so)."""
+    import asyncio
+
+    from mcode.tools import bash
+    from mcode.tools.base import ToolContext
+    from mcode.tools.bash import BashTool
+    from mcode.tools.sandbox import SandboxPolicy
+    from mcode.tools.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    ctx = ToolContext(workspace=Workspace(ws), sandbox=SandboxPolicy(writable=(ws,)))
+
+    async def go(delay: float) -> None:
+        task = asyncio.ensure_future(BashTool().run({"command": "touch ran"}, ctx))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20)
+        while bash._abandoned:  # the cancelled start winds up: its process exits at the gate
+            await asyncio.sleep(0.01)
+
+    for delay in (0, 0, 0.001, 0.002, 0.005):
+        asyncio.run(asyncio.wait_for(go(delay), 30))
+    assert not (ws / "ran").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
 import signal
 from collections import deque
@@ -130,8 +131,8 @@ class BashTool(Tool):
         timeout = min(timeout, MAX_TIMEOUT)
         argv = command_argv(command, ctx.sandbox)  # before anything starts: may refuse
         gate, go = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 *argv,
                 cwd=ctx.workspace.root,
                 env=ctx.env,
@@ -140,13 +141,21 @@ class BashTool(Tool):
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        except BaseException as e:  # cancelled too: a bash at the gate then reads nothing, exits
-            os.close(go)
-            if isinstance(e, OSError):
-                raise ToolError(f"cannot start bash: {e.strerror}") from None
+        )
+        try:
+            # Shielded: asyncio's own clean-up of a start cancelled midway kills only the first
+            # process (bwrap, in the sandbox) and then waits for its pipes, which the sandbox's
+            # children still hold at the gate, waiting for a go that never comes: a deadlock.
+            proc = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            os.close(go)  # the command reads end-of-file at the gate: it runs nothing, exits
+            _abandon(spawn, gate)
             raise
-        finally:
+        except OSError as e:
+            os.close(go)
             os.close(gate)
+            raise ToolError(f"cannot start bash: {e.strerror}") from None
+        os.close(gate)
         pgid = proc.pid  # start_new_session: the child leads its own session and group
         # bash waits at the gate: nothing of the command runs until it dies with mcode and
         # has its note; a crash before the go leaves bash an empty read, and it exits.
@@ -233,6 +242,32 @@ class BashTool(Tool):
                     ctx.emit_output(piece)
             if not chunk:
                 return
+
+
+# Starts cancelled midway, kept until their process is gone (a task nobody holds may be
+# collected while it runs).
+_abandoned: set[asyncio.Task[None]] = set()
+
+
+def _abandon(spawn: asyncio.Future[asyncio.subprocess.Process], gate: int) -> None:
+    """Let a cancelled start finish, close mcode's copy of the gate's read end once the child
+    has its own, and reap the process (it exits at the gate, having run nothing)."""
+
+    async def wind_up() -> None:
+        try:
+            # Shielded again: a cancel of this (asyncio.run's shutdown) must not reach the start.
+            proc = await asyncio.shield(spawn)
+        except BaseException:
+            return
+        finally:
+            if spawn.done():
+                os.close(gate)  # else the start still needs it; the process ends with mcode
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(proc.wait(), timeout=30)
+
+    task = asyncio.ensure_future(wind_up())
+    _abandoned.add(task)
+    task.add_done_callback(_abandoned.discard)
 
 
 def _open_gate(go: int) -> None:
