@@ -61,6 +61,15 @@ def ensure_runs(model_path: Path, *, extra_bufts: bool, data_dir: Path | None) -
         )
 
 
+def cached_verdict(model_path: Path, data_dir: Path) -> str | None:
+    """The kept verdict for ``model_path`` on this machine (``ok`` or ``signal N``), for either
+    load parameter, without running anything; None when none is kept (``mcode doctor``)."""
+    checks = _read(data_dir / CHECKS_FILE)
+    verdicts = [checks.get(_key(model_path, extra)) for extra in (False, True)]
+    crashed = [v for v in verdicts if v and v.startswith("signal ")]
+    return crashed[0] if crashed else next((v for v in verdicts if v), None)
+
+
 def _probe(model_path: Path, extra_bufts: bool) -> str | None:
     """``ok``, ``signal N``, or None when the child failed for another reason."""
     cmd = [sys.executable, "-m", "mcode.local_backend.probe", str(model_path)]

@@ -13,9 +13,10 @@ from mcode import __version__
 EXIT_CODES = """\
 exit codes:
   0    the task finished
-  1    an error ended it (the model API failed after retries, the store failed)
+  1    an error ended it (the model API failed after retries, the store failed, the sandbox
+       could not start)
   2    usage error (bad flags, a bad config file)
-  3    a limit was reached (--max-turns)
+  3    a limit was reached (--max-turns, --max-time, --max-tokens, --max-cost)
   4    the task finished, but a tool call it needed was denied (permission mode or a rule)
   130  interrupted (Ctrl-C, SIGTERM, stream-json's stdout closed, or the last turn was
        cancelled by {"type":"cancel"})
@@ -73,6 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
         "that have gone on a while",
     )
     add_session_flags(p, headless=True)
+    p.add_argument(
+        "--sandbox",
+        choices=["read-only", "workspace-write", "danger-full-access"],
+        help="what commands may touch: read-only, workspace-write (default: the workspace and "
+        "--add-dir folders writable, no network) or danger-full-access (no sandbox)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop the run after this much wall time (what runs is stopped as a cancel stops "
+        "it); exit 3",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="stop the run once its model calls used N tokens (input + output); exit 3",
+    )
+    p.add_argument(
+        "--max-cost",
+        type=_positive_float,
+        metavar="USD",
+        help="stop the run once it cost this much at the model's list price (known models "
+        "only); exit 3",
+    )
     p.add_argument(
         "--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)"
     )
@@ -163,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plain", action="store_true", help="the line-mode REPL, not the full screen")
     add_session_flags(c, headless=False)
     add_resume_flags(c, after="show its history")
+
+    d = sub.add_parser(
+        "doctor",
+        help="check what works here: sandbox, ripgrep, git, display, models, config, store",
+        description="Check each part mcode needs and say ok, warn or fail, with what to do. "
+        "Exit 0 when nothing failed, 1 otherwise.",
+    )
+    d.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    d.add_argument("--cwd", type=_given("a folder"), help="the folder (default: the current one)")
 
     s = sub.add_parser(
         "sessions",
@@ -565,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         from mcode.lsp import main as lsp_main
 
         return lsp_main(args)
+    if args.command == "doctor":
+        from mcode.doctor import main as doctor_main
+
+        return doctor_main(args)
     parser.print_help()
     return 0
 

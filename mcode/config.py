@@ -44,6 +44,9 @@ from mcode.providers.presets import (
 )
 
 PERMISSION_MODES = ("read-only", "ask", "auto-edit", "full-auto")
+# What commands may touch (mcode/tools/sandbox.py), narrowest first; independent of the above.
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+DEFAULT_SANDBOX = "workspace-write"
 
 # dotted key -> expected type ("str", "int", "float", "bool", "list", "thinking")
 _KEYS: dict[str, str] = {
@@ -85,6 +88,11 @@ _KEYS: dict[str, str] = {
     "team.rate_limit": "int",
     "team.budget": "str",
     "team.task_budget": "str",
+    "sandbox.mode": "str",
+    "sandbox.network": "bool",
+    "budget.max_time": "float",
+    "budget.max_tokens": "int",
+    "budget.max_cost": "float",
 }
 # Per-provider settings: [providers.<name>] ... (region and api pick one of the preset's
 # endpoints; reasoning_replay is how thinking goes back on Chat Completions, think_in_prompt
@@ -119,12 +127,14 @@ _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "permission_mode": ("permission mode", PERMISSION_MODES),
     "local.engine": ("local engine", ("llama_cpp", "torch")),  # local_backend/engines.py
     "computer.image_format": ("screenshot format", ("png", "jpeg")),
+    "sandbox.mode": ("sandbox mode", SANDBOX_MODES),  # mcode/tools/sandbox.py
 }
 # MCODE_ variables that are not config keys. A new one is registered here, or every run that
 # sets it stops with "unknown environment variable".
 ENV_ONLY: dict[str, str] = {
     "MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)",
     "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
+    "MCODE_BWRAP": "the bubblewrap binary of the sandbox (a path or a name on PATH)",
 }
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {
@@ -208,6 +218,13 @@ class Settings:
     # What an untrusted workspace asked for and did not get: widening keys, "AGENTS.md".
     project_ignored: list[str] = field(default_factory=list)
     computer: ComputerSettings = field(default_factory=ComputerSettings)
+    # What the commands tools start may touch (mcode/tools/sandbox.py).
+    sandbox_mode: str = DEFAULT_SANDBOX
+    sandbox_network: bool = False
+    # Run limits (mcode/agent/run_limits.py): seconds, input+output tokens, USD; None: none.
+    max_time: float | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
 
     @property
     def secrets(self) -> list[str]:
@@ -256,6 +273,11 @@ _FLAG_KEYS = {
     "rate_limit": "team.rate_limit",
     "team_budget": "team.budget",
     "task_budget": "team.task_budget",
+    # mcode exec's sandbox and run limits.
+    "sandbox": "sandbox.mode",
+    "max_time": "budget.max_time",
+    "max_tokens": "budget.max_tokens",
+    "max_cost": "budget.max_cost",
 }
 
 
@@ -283,6 +305,9 @@ def load_settings(
             file_values = _read_file(path, is_project)
             if is_project and not trusted:
                 file_values, held = _narrowing_only(file_values, values)
+            if is_project:  # trusted or not: files in the repository are the model's to write
+                file_values, held_sandbox = _sandbox_narrowing_only(file_values, values)
+                held += held_sandbox
             values.update(file_values)
             sources.append(str(path))
     explicit: set[str] = set()  # keys set by the environment or a flag, not by a file
@@ -344,6 +369,27 @@ def _narrowing_only(
             dropped.append(key)
         else:
             kept[key] = value
+    return kept, dropped
+
+
+def _sandbox_narrowing_only(
+    project: dict[str, Any], before: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """A project file's values without sandbox keys that widen it, and the keys dropped. Even a
+    trusted folder's file may only narrow the sandbox: the model writes files in the workspace,
+    and a sandbox it could lift by writing one would be none."""
+    kept = dict(project)
+    dropped: list[str] = []
+    mode = project.get("sandbox.mode")
+    if mode in SANDBOX_MODES:
+        below = before.get("sandbox.mode", DEFAULT_SANDBOX)
+        rank = SANDBOX_MODES.index
+        if below in SANDBOX_MODES and rank(mode) > rank(below):
+            dropped.append("sandbox.mode")
+            del kept["sandbox.mode"]
+    if project.get("sandbox.network") and not before.get("sandbox.network", False):
+        dropped.append("sandbox.network")
+        del kept["sandbox.network"]
     return kept, dropped
 
 
@@ -714,4 +760,9 @@ def _build(
             image_format=values.get("computer.image_format", "png"),
             monitor=values.get("computer.monitor", 1),
         ),
+        sandbox_mode=values.get("sandbox.mode", DEFAULT_SANDBOX),
+        sandbox_network=bool(values.get("sandbox.network", False)),
+        max_time=values.get("budget.max_time"),
+        max_tokens=values.get("budget.max_tokens"),
+        max_cost=values.get("budget.max_cost"),
     )

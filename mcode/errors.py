@@ -6,6 +6,8 @@
      +-- ProviderError              the model API failed (.kind, .retryable, .retry_after)
      +-- ToolError                  a tool refused or failed; goes back to the model as a tool error
      |    +-- PathEscapeError       a path leaves the workspace
+     |    +-- SandboxError          the OS sandbox cannot start: the command was not run, and
+     |                              the turn ends (exit 1) once the model has its result
      +-- LimitReached               max turns or budget hit              -> exit 3
  +-- HookBlocked                a UserPromptSubmit hook refused the message
 
@@ -74,6 +76,12 @@ class ToolError(MCodeError):
 
 class PathEscapeError(ToolError):
     pass
+
+
+class SandboxError(ToolError):
+    """The sandbox (mcode/tools/sandbox.py) cannot start, so the command was not run. Unlike
+    other tool errors it ends the turn: the model cannot fix it, and a run whose commands did
+    not run must not look like one that worked."""
 
 
 class LimitReached(MCodeError):

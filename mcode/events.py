@@ -110,7 +110,9 @@ FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
 DecidedBy = Literal["user", "rule", "mode", "headless", "timeout", "cancel", "hook"]
 CompactionReason = Literal["auto", "overflow", "manual"]
 UsagePurpose = Literal["compaction"]
-TurnReason = Literal["completed", "max_turns", "cancelled", "error", "output_limit", "loop"]
+TurnReason = Literal[
+    "completed", "max_turns", "cancelled", "error", "output_limit", "loop", "budget"
+]
 SessionReason = Literal[TurnReason, "no_input"]
 # ProviderError.kind (mcode/errors.py); the retryable ones are also a retry's kind.
 ProviderErrorKind = Literal[
@@ -150,12 +152,18 @@ ErrorKind = Literal[
     "output_limit",
     "leftover",
     "plugin",
+    # sandbox: the bubblewrap sandbox cannot start, so commands are refused (mcode/tools/sandbox.py)
+    "sandbox",
+    # budget: a --max-time / --max-tokens / --max-cost limit of the run was hit
+    "budget",
     # Any other mcode error that ends a turn is named by its class.
     "MCodeError",
     "UsageError",
     "ConfigError",
     "ToolError",
     "PathEscapeError",
+    "SandboxError",  # named "sandbox" when it ends a turn; listed as every class is
+    "BudgetReached",  # named "budget" when it ends a turn
     "StoreError",
     "ComputerUnavailable",
     "GitError",
@@ -498,14 +506,16 @@ class Error(Payload):
     the text so far stands, else the turn ends with reason `output_limit`); leftover: on resume,
     a command of the killed run, with `pid`, `command` and `killed`; plugin: a plugin, hook or
     MCP server problem that does not stop the session (a Stop hook that kept the turn going too
-    often); a model API error that ended
+    often); sandbox: the sandbox cannot start (at session start; every command is then
+    refused); budget: a run limit (`--max-time`, `--max-tokens`, `--max-cost`) was reached and the
+    turn ends with reason `budget`; a model API error that ended
     the turn by its kind: rate_limit, overloaded, server, connection, timeout, truncated, auth,
     bad_request, context_overflow (a request did not fit even after one compaction), billing,
     content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
     running the local model in the check's child process); any other mcode error by its class:
     MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError,
     ComputerUnavailable, GitError, PlanError, RoleError, HookBlocked (a
-    UserPromptSubmit hook refused the message)"""
+    UserPromptSubmit hook refused the message), SandboxError, BudgetReached"""
     message: str
     hint: str
     """what to do"""
@@ -524,7 +534,8 @@ class TurnFinished(Payload):
     """completed, max_turns, cancelled, error, output_limit: the answer was cut at the model's
     output cap (an `error` of kind `output_limit` before it), loop: the model sent the same
     failing tool call (same tool, same arguments in any key order) 5 times in the turn, and an
-    `error` event of kind `loop` before this one names the call"""
+    `error` event of kind `loop` before this one names the call, budget: a run limit was hit
+    (an `error` of kind `budget` before it says which)"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
@@ -534,7 +545,7 @@ class SessionFinished(Payload):
     """the answer; null when the last turn did not complete (an answer cut at the output cap
     keeps what was written)"""
     reason: SessionReason
-    """the last turn's: completed, max_turns, cancelled, error, output_limit, loop; no_input
+    """the last turn's: completed, max_turns, cancelled, error, output_limit, loop, budget; no_input
     when stdin ended before any message"""
     exit_code: int
     usage: messages.Usage

@@ -287,6 +287,7 @@ def _exit_code(outcome: TurnOutcome) -> int:
         "max_turns": EXIT_LIMIT,
         "loop": EXIT_LIMIT,  # the model kept sending one failing call (agent/loop_guard.py)
         "output_limit": EXIT_LIMIT,  # the answer was cut at the model's output cap
+        "budget": EXIT_LIMIT,  # --max-time, --max-tokens or --max-cost
         "cancelled": EXIT_INTERRUPTED,
         "error": EXIT_ERROR,
     }[outcome.reason]
@@ -356,7 +357,14 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
     if args.virtual_display:
         settings.computer.enabled = True
     if settings.project_ignored:  # said whatever the format: the user expected it to apply
-        print(f"mcode: {_untrusted_note(settings.project_ignored)}", file=sys.stderr)
+        note = _untrusted_note(settings.project_ignored)
+        if settings.trusted:  # only the sandbox keys, which no project file may widen
+            note = (
+                f"the project config's {', '.join(settings.project_ignored)} did not take "
+                "effect: a file in the repository may narrow the sandbox, never widen it (set "
+                "it in your user config or with --sandbox)"
+            )
+        print(f"mcode: {note}", file=sys.stderr)
     # sys.stdin is None when standard input was closed at start (cron, CI): nothing to read.
     read_stdin = streaming and sys.stdin is not None
     # Asking needs someone who sees permission.asked and can answer on stdin.

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,21 +197,45 @@ class Live:
 def sleeper(pid_file: Path, then: str = "") -> str:
     """A bash command that sleeps 300 s in the background, writes the sleep's pid to
     ``pid_file``, waits for it, then runs ``then``: a cancel that kills the command's process
-    group leaves :func:`gone` true at once; one that waits for it would take five minutes."""
-    return f"sleep 300 & echo $! > {pid_file}; wait{'; ' + then if then else ''}"
+    group leaves :func:`gone` true at once; one that waits for it would take five minutes.
+    The sleep's argument is unique to ``pid_file`` (``300.NNNNNN`` seconds), so that
+    :func:`gone` finds it from outside the sandbox's PID namespace, where ``$!`` means nothing."""
+    return f"sleep {_sleep_arg(pid_file)} & echo $! > {pid_file}; wait{'; ' + then if then else ''}"
+
+
+def _sleep_arg(pid_file: Path) -> str:
+    return f"300.{zlib.crc32(str(pid_file).encode()) % 1_000_000:06d}"
+
+
+def _sleepers(pid_file: Path) -> list[int]:
+    """The pids (as this process sees them) of the sleeps :func:`sleeper` started for it."""
+    want = f"sleep\0{_sleep_arg(pid_file)}\0".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{name}/cmdline").read_bytes() == want:
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
 
 
 def gone(pid_file: Path, seconds: float = 5.0) -> bool:
-    """Whether the process whose pid ``pid_file`` holds has ended (a zombie counts as ended),
-    waiting up to ``seconds`` for its reaper."""
-    pid = int(pid_file.read_text())
+    """Whether the sleep of :func:`sleeper` whose pid ``pid_file`` holds has ended (a zombie
+    counts as ended), waiting up to ``seconds`` for its reaper."""
+    int(pid_file.read_text())  # it was started
     deadline = time.monotonic() + seconds
     while True:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return True
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        alive = False
+        for pid in _sleepers(pid_file):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                continue
+            alive = alive or stat.rsplit(")", 1)[1].split()[0] != "Z"
+        if not alive:
             return True
         if time.monotonic() > deadline:
             return False

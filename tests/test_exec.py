@@ -422,7 +422,7 @@ def test_api_key_never_reaches_text_or_json_output_or_stderr(model_server, repo,
 def test_interrupt_mid_tool_exits_130_and_records_the_cancel(
     model_server, repo, env, tmp_path, sig
 ):
-    pid = tmp_path / "sleep.pid"
+    pid = repo / "sleep.pid"  # in the workspace: inside the sandbox /tmp is private
     server = model_server(
         [
             {"tool_calls": [{"id": "c1", "name": "bash", "arguments": {"command": sleeper(pid)}}]},

@@ -189,7 +189,7 @@ def test_steer_during_a_model_call_is_delivered_in_the_next_request(model_server
 
 
 def test_cancel_mid_tool_stops_the_turn_and_the_run_goes_on_until_eof(model_server, live, tmp_path):
-    pid = tmp_path / "sleep.pid"
+    pid = tmp_path / "repo" / "sleep.pid"  # in the workspace: inside the sandbox /tmp is private
     server = model_server([bash("c1", sleeper(pid)), {"text": "never"}])
     run = live(stdin_args(server))
     run.send(user("run it"))

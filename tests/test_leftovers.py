@@ -79,7 +79,9 @@ def wait_for(check, what: str) -> None:
 
 def start_command(server, repo: Path, env: dict[str, str], names: list[str]):
     """``mcode exec`` (stream-json) running a command with a background job, a foreground
-    sleep and a grandchild; returns once all three run: (the process, session id, pgid)."""
+    sleep and a grandchild; returns once all three run: (the process, session id, pgid).
+    Unsandboxed: inside the sandbox bwrap's --die-with-parent takes the command down with mcode
+    even when the supervisor is gone, so no crash could leave work for resume to find."""
     first, second, third = names
     command = f"sleep {first} & bash -c 'sleep {third}; true' & echo started; sleep {second}"
     server.push(
@@ -92,6 +94,8 @@ def start_command(server, repo: Path, env: dict[str, str], names: list[str]):
             "-m",
             "mcode",
             *exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto"),
+            "--sandbox",
+            "danger-full-access",
             "run it",
         ],
         cwd=repo,

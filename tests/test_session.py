@@ -99,8 +99,8 @@ def test_steer_after_the_final_answer_still_reaches_the_model(model_server, repo
 
 
 def test_cancel_mid_tool_kills_it_and_leaves_history_consistent(model_server, repo, tmp_path):
-    marker = tmp_path / "marker"
-    pid_file = tmp_path / "sleep.pid"
+    marker = repo / "marker"  # in the workspace: inside the sandbox /tmp is private
+    pid_file = repo / "sleep.pid"
     server = model_server(
         [
             {
@@ -312,7 +312,7 @@ def test_a_subscriber_cancelling_as_the_turn_ends_gets_an_outcome(model_server, 
 
 
 def test_a_subscriber_cancelling_mid_tool_stops_the_turn_promptly(model_server, repo, tmp_path):
-    pid_file = tmp_path / "sleep.pid"
+    pid_file = repo / "sleep.pid"  # in the workspace: inside the sandbox /tmp is private
     server = model_server([_bash_call("c1", sleeper(pid_file)), {"text": "never sent"}])
     session, events = _session(server, repo, tmp_path, interactive=False)
     session.subscribe(lambda event, line: event.type == "tool.started" and session.cancel())

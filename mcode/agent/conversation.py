@@ -23,6 +23,7 @@ from mcode.agent.hooks import TurnHooks
 from mcode.agent.images import ImagePruner
 from mcode.agent.ledger import Ledger
 from mcode.agent.loop_guard import LoopGuard
+from mcode.agent.run_limits import RunLimits
 from mcode.agent.tokens import TokenBudget
 from mcode.errors import MCodeError
 from mcode.messages import Message, Usage
@@ -72,6 +73,7 @@ class Conversation:
         agent_id: str | None = None,
         totals: Totals | None = None,
         tool_steps: int = 0,
+        run_limits: RunLimits | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.provider = provider
@@ -80,6 +82,9 @@ class Conversation:
         self.permissions = permissions
         self.system_prompt = system_prompt
         self.max_turns = max_turns
+        # Wall time, tokens and cost of the whole run (mcode/agent/run_limits.py), shared with
+        # the sub-agents it starts; None: none.
+        self.run_limits = run_limits
         self.thinking = thinking
         # Tool pacing for a small model (mcode/agent/pacing.py); 0: the model decides.
         self.tool_steps = tool_steps
@@ -158,6 +163,7 @@ class Conversation:
             thinking=self.thinking if thinking is None else thinking,
             agent_id=agent_id,
             totals=self.totals if shared_totals else None,
+            run_limits=self.run_limits,
         )
         if self.image_pruner is not None:
             child.image_pruner = ImagePruner(self.image_pruner.keep, self.image_pruner.step)

@@ -15,11 +15,12 @@ Invariants the rest of mcode relies on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, cast
 
 from mcode import events as ev
@@ -28,13 +29,25 @@ from mcode.agent.conversation import Conversation, TurnOutcome
 from mcode.agent.host import Host
 from mcode.agent.loop_guard import NOT_RUN_RESULT, LoopStopped
 from mcode.agent.model_call import call_model
-from mcode.errors import HookBlocked, LimitReached, MCodeError, ProviderError, ToolError
+from mcode.agent.run_limits import BudgetReached
+from mcode.errors import (
+    HookBlocked,
+    LimitReached,
+    MCodeError,
+    ProviderError,
+    SandboxError,
+    ToolError,
+)
 from mcode.messages import Message, TextPart, ToolCall, user_message
 from mcode.providers.base import Completion
 from mcode.tools import READ_ONLY_SAFE
 from mcode.tools.base import Tool, ToolResult, parse_arguments, validate_arguments
 
 CANCELLED_RESULT = "The user cancelled this tool call before it finished."
+BUDGET_RESULT = (
+    "This tool call was stopped or not run: the run reached a limit the user set "
+    "(--max-time, --max-tokens or --max-cost)."
+)
 # A call that an error ended, or that a resumed session's process died in (kill -9, a crash).
 INTERRUPTED_RESULT = (
     "This tool call did not finish: mcode stopped before it returned, so it may have partly run."
@@ -67,11 +80,15 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
         # No cap unless the user set one: a runaway is the loop breaker's and the budgets' job.
         for _ in itertools.count() if conv.max_turns is None else range(conv.max_turns):
             _deliver_steers(conv, host)
-            completion = await _step(conv, host)
+            _check_run_limits(conv)
+            async with _within_time(conv):
+                completion = await _step(conv, host)
             text = completion.message.text
             if completion.message.tool_calls:
+                _check_run_limits(conv)  # the calls are answered "not run" when it raises
                 cut_off = completion.finish_reason == "length"
-                await _run_calls(conv, host, completion.message.tool_calls, cut_off=cut_off)
+                async with _within_time(conv):
+                    await _run_calls(conv, host, completion.message.tool_calls, cut_off=cut_off)
                 continue
             if completion.finish_reason == "length":
                 # Cut at the output cap: not a finished task. What the model wrote stays (in
@@ -94,6 +111,12 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
         _drop_steers(conv, host, "cancelled")
         host.emit(ev.TurnFinished(reason="cancelled"))
         return TurnOutcome("cancelled", text)
+    except BudgetReached as e:  # a run limit: --max-time, --max-tokens, --max-cost
+        _close_open_calls(conv, host, BUDGET_RESULT, "stopped at a run limit")
+        host.emit(ev.Error(kind="budget", message=e.message, hint=e.hint, recoverable=False))
+        _drop_steers(conv, host, "budget")
+        host.emit(ev.TurnFinished(reason="budget"))
+        return TurnOutcome("budget", text, e)
     except LimitReached as e:
         host.emit(ev.Error(kind="limit", message=e.message, hint=e.hint, recoverable=True))
         _drop_steers(conv, host, "max_turns")
@@ -108,11 +131,36 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
     except MCodeError as e:
         # A provider's error by its kind, any other by its class (both listed in ErrorKind).
         kind = cast(ev.ErrorKind, e.kind if isinstance(e, ProviderError) else type(e).__name__)
+        if isinstance(e, SandboxError):
+            kind = "sandbox"
         host.emit(ev.Error(kind=kind, message=e.message, hint=e.hint, recoverable=False))
         _close_open_calls(conv, host, INTERRUPTED_RESULT, "did not finish")
         _drop_steers(conv, host, "error")
         host.emit(ev.TurnFinished(reason="error"))
         return TurnOutcome("error", text, e)
+
+
+def _check_run_limits(conv: Conversation) -> None:
+    if conv.run_limits is not None:
+        conv.run_limits.check(conv.totals.usage)
+
+
+@contextlib.asynccontextmanager
+async def _within_time(conv: Conversation) -> AsyncIterator[None]:
+    """Cancel what runs inside at the run's wall-time limit, and raise BudgetReached then.
+    Tools wind up as on a user's cancel: an edit finishes its write, a command is killed."""
+    left = conv.run_limits.time_left() if conv.run_limits is not None else None
+    if left is None:
+        yield
+        return
+    deadline = asyncio.timeout(left)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError:
+        if deadline.expired() and conv.run_limits is not None:
+            raise conv.run_limits.out_of_time() from None
+        raise
 
 
 def _cut_off(conv: Conversation, host: Host, completion: Completion) -> TurnOutcome:
@@ -284,14 +332,14 @@ async def _run_calls(
                     *(_run_one(conv, host, c, cut_off=last and c is group[-1]) for c in group)
                 )
             )
-        stop = None
+        stop: MCodeError | None = None  # a LoopStopped, or a result's fatal error
         for call, (result, duration) in zip(group, results, strict=True):
             acted = any(t.name == call.name and t.permission != "read" for t in conv.tools)
             seen = conv.loop_guard.observe(call, result, acted=acted)
             _finish(conv, host, call, seen.result, duration)
             if seen.warning is not None:
                 host.emit(seen.warning)
-            stop = stop or seen.stop
+            stop = stop or seen.stop or result.fatal
         if stop is not None:
             raise stop  # the calls not yet run are answered by run_turn
         i = j
@@ -391,6 +439,8 @@ async def _run_one(
 
 
 def _error_result(call: ToolCall, e: Exception) -> ToolResult:
+    if isinstance(e, SandboxError):  # the model hears why, then the turn ends
+        return ToolResult(content=f"Error: {e}", summary=e.message, is_error=True, fatal=e)
     if isinstance(e, ToolError):
         return ToolResult(content=f"Error: {e}", summary=e.message, is_error=True)
     # A bug in a tool must not end the run; the model hears about it.

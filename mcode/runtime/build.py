@@ -12,10 +12,12 @@ from mcode import events as ev
 from mcode.agent.conversation import Conversation
 from mcode.agent.images import ImagePruner
 from mcode.agent.ledger import Ledger
+from mcode.agent.run_limits import RunLimits
 from mcode.atomic import sweep_temp_files
 from mcode.config import Settings
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
+from mcode.providers.prices import price_of
 from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
 from mcode.runtime.undo import undo_note
@@ -23,6 +25,7 @@ from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import Tool, ToolContext
 from mcode.tools.child_env import child_environment
+from mcode.tools.sandbox import policy_for, problem
 from mcode.tools.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -138,6 +141,7 @@ def open_session(
             bash_timeout=settings.bash_timeout,
             output_cap=settings.output_cap,
             env=child_env,
+            sandbox=policy_for(settings),
         ),
         system_prompt=prompt(),
         max_turns=settings.max_turns,
@@ -145,6 +149,7 @@ def open_session(
         history=history,
         # The embedded model (in-process or served) cannot pace its own tool calls.
         tool_steps=settings.local.tool_steps if settings.provider == "local" else 0,
+        run_limits=_run_limits(settings, provider.info.model),
     )
     if settings.computer.enabled:
         main.image_pruner = ImagePruner(settings.computer.keep_screenshots)
@@ -180,6 +185,13 @@ def open_session(
                 main.add_steer(steer)
             session.interrupted = _interrupted(own, main)
             main.ledger = _ledger(own)
+    sandbox = main.tool_context.sandbox
+    failure = problem(sandbox) if sandbox is not None else None
+    if failure is not None:
+        # Said once at the start; every command the model tries then fails with the same error.
+        session.start_notes.append(
+            ev.Error(kind="sandbox", message=failure.message, hint=failure.hint, recoverable=True)
+        )
     return session
 
 
@@ -235,6 +247,25 @@ def _with_roles(tools: list[Tool], roles: list[Role]) -> list[Tool]:
     return [TaskTool(specs) if t.name == "task" else t for t in tools]
 
 
+def _run_limits(settings: Settings, model: str) -> RunLimits | None:
+    """The run's limits from --max-time / --max-tokens / --max-cost, or None. A cost limit
+    for a model whose price is not known is a usage error: it could not be kept."""
+    from mcode.errors import UsageError
+
+    limits = RunLimits(settings.max_time, settings.max_tokens, settings.max_cost)
+    if not limits.any:
+        return None
+    if settings.max_cost is not None:
+        limits.price = price_of(model)
+        if limits.price is None:
+            raise UsageError(
+                f"--max-cost needs the model's price, and the price of {model!r} is not known",
+                hint="limit tokens instead (--max-tokens N), or see mcode/providers/prices.py "
+                "for the models whose prices are known",
+            )
+    return limits
+
+
 def _leftover_event(left: Leftover) -> ev.Error:
     return ev.Error(
         kind="leftover",
@@ -274,6 +305,7 @@ def _interrupted(events: list[dict[str, Any]], main: Conversation) -> str | None
         "max_turns": "it reached the max-turns limit",
         "loop": "it was stopped for repeating a failing tool call",
         "output_limit": "its answer was cut at the model's output cap",
+        "budget": "it reached a run limit (--max-time, --max-tokens or --max-cost)",
     }.get(finished["data"]["reason"])
 
 

@@ -14,12 +14,15 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mcode.errors import ToolError
+from mcode.errors import MCodeError, ToolError
 from mcode.events import Payload
 from mcode.messages import ImagePart, ToolSpec
 from mcode.tools.child_env import child_environment
+
+if TYPE_CHECKING:
+    from mcode.tools.sandbox import SandboxPolicy
 
 PermissionClass = Literal["read", "edit", "execute", "computer"]
 
@@ -40,6 +43,8 @@ class ToolResult:
     # A command's exit status (bash), None for other tools and for a command that timed out,
     # was cancelled or died by a signal: what a team verifier's cited evidence is checked by.
     exit_code: int | None = None
+    # An error that ends the turn once this result is recorded (the sandbox could not start).
+    fatal: MCodeError | None = None
 
 
 @dataclass(slots=True)
@@ -135,6 +140,9 @@ class ToolContext:
     # own (the computer tool's computer.action) in the session's stream.
     call_id: str = ""
     emit_event: Callable[[Payload], None] = lambda payload: None
+    # What the processes tools start may touch (mcode/tools/sandbox.py); set by open_session
+    # from the user's settings, never from a tool call. None: unsandboxed (in-process tests).
+    sandbox: SandboxPolicy | None = None
 
 
 class Tool:

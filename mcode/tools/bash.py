@@ -10,13 +10,17 @@ SIGKILL after a grace period; when mcode dies (``kill -9`` included) the supervi
 noted by ``ctx.record_command`` (so ``--resume`` after a crash can report and kill what is
 left), before the command passes its gate and runs.
 A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
-this; nothing short of cgroups catches it.
+this; nothing short of cgroups catches it — except inside the sandbox
+(:mod:`mcode.tools.sandbox`), where ``bash`` runs under bubblewrap in its own PID namespace:
+bwrap leads the group, the gate works through it (bwrap passes stdin on), and when the
+namespace's first process dies the kernel kills everything else in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
 import signal
 from collections import deque
@@ -25,6 +29,7 @@ from typing import Any, ClassVar
 from mcode.errors import ToolError
 from mcode.tools import supervisor
 from mcode.tools.base import Tool, ToolContext, ToolResult
+from mcode.tools.sandbox import SandboxPolicy, sandboxed_argv
 from mcode.tools.supervisor import group_alive
 
 MAX_TIMEOUT = 600.0
@@ -34,9 +39,11 @@ KILL_GRACE = 2.0
 DRAIN_GRACE = 0.5
 
 
-def command_argv(command: str) -> list[str]:
-    """How to start ``command``: bash, waiting at the supervisor's gate until mcode says go."""
-    return ["bash", "-c", supervisor.GATE + command]
+def command_argv(command: str, sandbox: SandboxPolicy | None = None) -> list[str]:
+    """How to start ``command``: bash, waiting at the supervisor's gate until mcode says go,
+    inside the session's sandbox. Raises SandboxError when the sandbox cannot start."""
+    argv = ["bash", "-c", supervisor.GATE + command]
+    return argv if sandbox is None else sandboxed_argv(argv, sandbox)
 
 
 class OutputBuffer:
@@ -122,10 +129,11 @@ class BashTool(Tool):
         if timeout <= 0:
             raise ToolError("timeout must be a positive number of seconds")
         timeout = min(timeout, MAX_TIMEOUT)
+        argv = command_argv(command, ctx.sandbox)  # before anything starts: may refuse
         gate, go = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *command_argv(command),
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *argv,
                 cwd=ctx.workspace.root,
                 env=ctx.env,
                 stdin=gate,
@@ -133,13 +141,21 @@ class BashTool(Tool):
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        except BaseException as e:  # cancelled too: a bash at the gate then reads nothing, exits
-            os.close(go)
-            if isinstance(e, OSError):
-                raise ToolError(f"cannot start bash: {e.strerror}") from None
+        )
+        try:
+            # Shielded: asyncio's own clean-up of a start cancelled midway kills only the first
+            # process (bwrap, in the sandbox) and then waits for its pipes, which the sandbox's
+            # children still hold at the gate, waiting for a go that never comes: a deadlock.
+            proc = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            os.close(go)  # the command reads end-of-file at the gate: it runs nothing, exits
+            _abandon(spawn, gate)
             raise
-        finally:
+        except OSError as e:
+            os.close(go)
             os.close(gate)
+            raise ToolError(f"cannot start bash: {e.strerror}") from None
+        os.close(gate)
         pgid = proc.pid  # start_new_session: the child leads its own session and group
         # bash waits at the gate: nothing of the command runs until it dies with mcode and
         # has its note; a crash before the go leaves bash an empty read, and it exits.
@@ -231,6 +247,32 @@ class BashTool(Tool):
                     ctx.emit_output(piece)
             if not chunk:
                 return
+
+
+# Starts cancelled midway, kept until their process is gone (a task nobody holds may be
+# collected while it runs).
+_abandoned: set[asyncio.Task[None]] = set()
+
+
+def _abandon(spawn: asyncio.Future[asyncio.subprocess.Process], gate: int) -> None:
+    """Let a cancelled start finish, close mcode's copy of the gate's read end once the child
+    has its own, and reap the process (it exits at the gate, having run nothing)."""
+
+    async def wind_up() -> None:
+        try:
+            # Shielded again: a cancel of this (asyncio.run's shutdown) must not reach the start.
+            proc = await asyncio.shield(spawn)
+        except BaseException:
+            return
+        finally:
+            if spawn.done():
+                os.close(gate)  # else the start still needs it; the process ends with mcode
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(proc.wait(), timeout=30)
+
+    task = asyncio.ensure_future(wind_up())
+    _abandoned.add(task)
+    task.add_done_callback(_abandoned.discard)
 
 
 def _open_gate(go: int) -> None:
