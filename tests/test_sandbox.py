@@ -56,8 +56,8 @@ def setup(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
 
 @pytest.fixture
 def outside() -> Any:
-    """A path outside the workspace and off /tmp (which is private inside the sandbox: a write
-    there works, and is gone when the command ends)."""
+    """A path outside the workspace and off /tmp (which workspace-write leaves writable, as
+    Codex does)."""
     path = Path("/var/tmp") / f"mcode-sandbox-{uuid.uuid4().hex}"
     yield path
     path.unlink(missing_ok=True)
@@ -103,7 +103,7 @@ def test_a_command_writes_the_workspace_and_nothing_else(
     assert "Read-only file system" in results["project"]["text"]
     assert not (repo / ".mcode" / "config.toml").exists()
     assert not results["unshare"]["ok"]
-    # (Under /tmp here, which is private inside: the user's real config is not even seen.)
+    # (Under /tmp here: re-bound read-only inside, as mcode's config is wherever it lives.)
     assert "config.toml" in results["config"]["text"]
     assert not outside.exists()
     assert not (repo / ".git" / "hooks" / "pre-commit").exists()

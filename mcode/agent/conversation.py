@@ -144,12 +144,16 @@ class Conversation:
         ``provider`` / ``thinking``: another model or thinking setting (a team role's)."""
         tool_context, permissions = self.tool_context, self.permissions
         if workspace is not None:
+            sandbox = tool_context.sandbox
+            if sandbox is not None:  # its commands may write in its own tree, not the parent's
+                sandbox = sandbox.moved_to(workspace.root, tool_context.workspace.root)
             tool_context = dataclasses.replace(
                 tool_context,
                 workspace=workspace,
                 cancel=asyncio.Event(),
                 file_stamps={},
                 todos=[],
+                sandbox=sandbox,
             )
             permissions = copy.copy(permissions)
             permissions.workspace = workspace

@@ -1,7 +1,7 @@
 """The OS sandbox: every process mcode starts for the model runs inside bubblewrap.
 
     bwrap --ro-bind / /                       the whole machine, read-only
-          --dev /dev --proc /proc --tmpfs /tmp   fresh devices, processes, a private /tmp
+          --dev /dev --proc /proc --bind /tmp /tmp   fresh devices and processes; /tmp shared
           --bind WS WS  (and each --add-dir)     the workspace writable (workspace-write)
           --ro-bind WS/.git/hooks ...            then re-bound read-only on top of it:
           --ro-bind WS/.git/config ...             git hooks and config, mcode's config dir
@@ -10,8 +10,9 @@
           -- bash -c COMMAND
 
 Three modes, independent of the permission mode (which decides whether a call runs at all;
-this decides what a call that runs can touch): ``read-only`` (nothing writable but the private
-/tmp), ``workspace-write`` (the default where the sandbox works, as in Codex) and
+this decides what a call that runs can touch): ``read-only`` (nothing writable but a private,
+empty /tmp), ``workspace-write`` (the default: the workspace, ``--add-dir`` folders and /tmp, as
+in Codex) and
 ``danger-full-access`` (no sandbox; the user's explicit choice). ``[sandbox] network = true``
 lets commands reach the network.
 
@@ -35,6 +36,7 @@ The bwrap binary is ``MCODE_BWRAP`` (a path or a name on PATH; tests point it at
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -50,6 +52,8 @@ from mcode.errors import SandboxError
 
 if TYPE_CHECKING:
     from mcode.config import Settings
+
+TMP = Path("/tmp")
 
 __all__ = [
     "DEFAULT_MODE",
@@ -87,20 +91,28 @@ class SandboxPolicy:
 
     def flags(self) -> list[str]:
         """bwrap's options for this policy (everything before ``--``)."""
-        out = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        if self.mode == "workspace-write":
-            # After the /tmp tmpfs: a workspace under /tmp is bound back on top of it.
-            for root in self.writable:
-                out += ["--bind", str(root), str(root)]
-            for path in self.protected:
-                out += ["--ro-bind", str(path), str(path)]
-        else:  # read-only: the workspace is on the read-only root; under /tmp, bind it back
-            for root in self.writable:
-                out += ["--ro-bind", str(root), str(root)]
+        out = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        writable = self.mode == "workspace-write"
+        if not (writable and TMP in self.writable):
+            out += ["--tmpfs", "/tmp"]  # read-only: a private, empty /tmp
+        # Binds in order of depth, so a folder inside another is mounted over it: a protected
+        # .git/hooks over its writable workspace, and a team producer's worktree (writable)
+        # over mcode's protected data folder that holds it. At one depth, writable first.
+        binds = [(root, "--bind" if writable else "--ro-bind") for root in self.writable]
+        binds += [(path, "--ro-bind") for path in self.protected] if writable else []
+        for path, how in sorted(binds, key=lambda b: (len(b[0].parts), b[1] == "--ro-bind")):
+            if path != TMP or writable:
+                out += [how, str(path), str(path)]
         if not self.network:
             out.append("--unshare-net")
         out += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL"]
         return out
+
+    def moved_to(self, root: Path, old: Path) -> SandboxPolicy:
+        """This policy for a conversation working in ``root`` instead of ``old`` (a team
+        producer in its git worktree): ``root`` writable in place of ``old``."""
+        rest = tuple(w for w in self.writable if w != old.resolve())
+        return dataclasses.replace(self, writable=(root.resolve(), *rest))
 
 
 def policy_for(settings: Settings, env: Mapping[str, str] | None = None) -> SandboxPolicy:
@@ -110,6 +122,11 @@ def policy_for(settings: Settings, env: Mapping[str, str] | None = None) -> Sand
     env = os.environ if env is None else env
     roots = [settings.workspace.resolve()]
     roots += [Path(d).expanduser().resolve() for d in settings.add_dirs]
+    if settings.sandbox_mode == "workspace-write":
+        # /tmp stays writable and shared, as in Codex's workspace-write: build tools, test
+        # runners, X11 and ssh-agent sockets live there. What mcode protects under it (its
+        # config and data folders, when they are there) is re-bound read-only all the same.
+        roots.append(TMP)
     writable = tuple(dict.fromkeys(roots))
     candidates = [config_home(env), data_home(env)]
     for root in writable:
