@@ -150,7 +150,10 @@ TRANSIENT: dict[str, dict[str, Any]] = {
         "status": 200,
         "body": {"error": {"message": "upstream unavailable", "type": "server_error"}},
     },
-    "an error event inside the stream": {"text": "partial", "error_in_stream": True},
+    "an overloaded error inside a 200 stream": {
+        "text": "partial",
+        "error_in_stream": {"message": "Server overloaded, retry", "type": "overloaded_error"},
+    },
     "stream stalls past the idle timeout": {"text": "slow " * 10, "stall_after": 2, "stall": 3},
 }
 
@@ -170,6 +173,25 @@ def test_a_transient_model_api_fault_is_retried_and_the_run_completes(
     assert (repo / "notes.txt").read_text() == NOTES
     check_nothing_lost(repo, home, events)
     record(fault, f"retried ({retries[0]['reason'][:60]}), run completed, exit 0")
+
+
+def test_a_final_error_inside_the_stream_stops_with_the_servers_message_and_resumes(
+    model_server, repo, home
+):
+    bad = {"error_in_stream": {"message": "tools[0] is invalid", "type": "invalid_request_error"}}
+    server = model_server([WRITE, bad])
+    code, events, err = run_task(server, repo, home)
+    assert code == 1 and len(server.requests) == 2  # not retried: the same request fails again
+    error = of_type(events, "error")[-1]
+    assert "tools[0] is invalid" in error["message"] and "tools[0] is invalid" in err
+    assert of_type(events, "session.finished")[0]["reason"] == "error"
+    stored = check_nothing_lost(repo, home, events)
+    assert (repo / "notes.txt").read_text() == NOTES
+    check_resumes(model_server, repo, home, stored[0]["session_id"])
+    record(
+        "a final error inside a 200 stream",
+        "error event with the server's message, exit 1; resumed",
+    )
 
 
 # -- the model's tool call is broken ------------------------------------------------------------
