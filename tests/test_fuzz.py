@@ -28,6 +28,7 @@ from mcode.errors import ToolError
 from mcode.exec_input import BadLine, InputMessage, parse_line
 from mcode.providers.openai_stream import ThinkSplitter
 from mcode.providers.sse import SSEParser, SSETooLarge
+from mcode.secrets import StreamRedactor, redact
 from mcode.tools.base import parse_arguments
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
@@ -246,3 +247,23 @@ def test_any_stdin_line_is_a_message_or_a_bad_line_saying_why(line):
         return
     assert isinstance(message, InputMessage)
     record("stream-json stdin (exec_input.parse_line)", EXAMPLES)
+
+
+# -- redacting streamed text ----------------------------------------------------------------------
+
+SECRET = "sk-fuzz-0123456789abcdef"
+
+
+@fuzz
+@given(
+    parts=st.lists(st.sampled_from([SECRET, SECRET[:9], "sk-", "a", " ", "é", "\n"]), max_size=12),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_a_key_split_across_streamed_pieces_is_still_redacted(parts, cuts):
+    text = "".join(parts)
+    points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
+    stream = StreamRedactor([SECRET])
+    shown = [stream.feed(text[a:b]) for a, b in itertools.pairwise(points)] + [stream.flush()]
+    assert "".join(shown) == redact(text, [SECRET])
+    assert not any(SECRET[:12] in piece for piece in shown)
+    record("streamed-text redaction (secrets.StreamRedactor)", EXAMPLES)

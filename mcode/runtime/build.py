@@ -21,7 +21,7 @@ from mcode.runtime.undo import undo_note
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import ToolContext
-from mcode.tools.child_env import child_environment
+from mcode.tools.child_env import child_environment, environment_secrets
 from mcode.tools.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -122,7 +122,9 @@ def open_session(
         main,
         store=store,
         interactive=interactive,
-        secrets=settings.secrets,
+        # Its own key, and every credential in its environment (a .env the model reads may
+        # hold the same token): redacted from every event line and the store.
+        secrets=[*settings.secrets, *environment_secrets(os.environ)],
         session_id=session_id,
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
