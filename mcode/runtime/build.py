@@ -124,7 +124,7 @@ def open_session(
         interactive=interactive,
         # Its own key, and every credential in its environment (a .env the model reads may
         # hold the same token): redacted from every event line and the store.
-        secrets=[*settings.secrets, *environment_secrets(os.environ)],
+        secrets=[*settings.secrets, *environment_secrets(os.environ, settings.pass_env)],
         session_id=session_id,
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,

@@ -57,14 +57,19 @@ def looks_secret(name: str) -> bool:
 _MIN_SECRET = 12
 
 
-def environment_secrets(base: Mapping[str, str]) -> list[str]:
-    """The values of ``base``'s variables whose names look secret: the session redacts them from
-    every event like its own API key. A command never sees them (:func:`child_environment`), but
-    a file the model reads can hold the same token (a ``.env``), and so can a command's output."""
+def environment_secrets(base: Mapping[str, str], pass_env: Iterable[str] = ()) -> list[str]:
+    """The values of ``base``'s variables whose names look secret, but those ``pass_env`` lets
+    through (the user wants them seen): the session redacts them from every event like its own
+    API key. A command never sees them (:func:`child_environment`), but a file the model reads
+    can hold the same token (a ``.env``)."""
+    patterns = list(pass_env)
     return [
         value
         for name, value in base.items()
-        if looks_secret(name) and len(value) >= _MIN_SECRET and not any(c.isspace() for c in value)
+        if looks_secret(name)
+        and len(value) >= _MIN_SECRET
+        and not any(c.isspace() for c in value)
+        and not any(fnmatch.fnmatchcase(name, p) for p in patterns)
     ]
 
 
