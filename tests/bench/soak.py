@@ -83,7 +83,7 @@ def is_summary_request(body: dict[str, Any]) -> bool:
 
 def content_for(i: int) -> str:
     """What step ``i``'s write puts in its file: growing with the run."""
-    return "".join(f"report {i} line {n} schema 7\n" for n in range(5 + i // 8))
+    return "".join(f"report {i} line {n} schema 7\n" for n in range(5 + min(i // 8, 40)))
 
 
 class Model:
@@ -118,7 +118,7 @@ class Model:
                 return {"text": "The reports are complete.", "usage": usage}
             i = self.issued = self.issued + 1
             if i % 3 == 1:
-                lines = 10 + i // 4  # growing output
+                lines = 10 + min(i // 4, 150)  # growing output, each step within the window
                 call = {
                     "name": "bash",
                     "arguments": {"command": f"seq {i * 100000} {i * 100000 + lines}"},
