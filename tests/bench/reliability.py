@@ -92,7 +92,7 @@ def render(rows: list[dict[str, Any]], commands: list[str], code: int) -> str:
         "## Secrets (tests/test_secrets_leak.py)",
         "",
         "A planted key (the config's `api_key_env` variable), a second credential, and a `.env`",
-        "the model reads and prints: neither appears in",
+        "the model reads and prints: none of them appears in",
         "",
     ]
     out += [f"- {r['where']}" for r in rows if r["table"] == "secrets"]
@@ -100,16 +100,22 @@ def render(rows: list[dict[str, Any]], commands: list[str], code: int) -> str:
         "",
         "## Soak (tests/bench/soak.py)",
         "",
+        "Targets: 2,000 calls complete, 20 kill points resumed, RSS growth < 50 MB, mcode CPU",
+        "< 5 ms a call, no lost constraint. RSS growth is per process (each kill restarts it),",
+        "from its 10th call to its last; CPU is the mcode process's own, children excluded,",
+        "median over the runs. The short row is tests/test_soak.py's (CI).",
+        "",
         "| calls | kills | window | completed | compactions | runs | RSS growth MB | peak RSS MB"
-        " | mcode CPU ms/call | wall s | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | mcode CPU ms/call | wall s | load | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["table"] == "soak":
             out.append(
                 f"| {r['calls']} | {r['kills']} | {r['window']} | {r['completed']} | "
                 f"{r['compactions']} | {r['runs']} | {r['rss_growth_mb']} | {r['rss_peak_mb']} | "
-                f"{r['cpu_ms_per_call']} | {r['wall_s']} | {r['verdict']} |"
+                f"{r['cpu_ms_per_call']} | {r['wall_s']} | {r.get('load', 'about 7 (uptime)')} | "
+                f"{r['verdict']} |"
             )
     out += ["", "## Known gaps", ""] + [f"- {g}" for g in KNOWN_GAPS]
     return "\n".join(out) + "\n"
@@ -119,27 +125,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--soak-rows", nargs="*", default=[])
     parser.add_argument("--fuzz-examples", type=int, default=None)
+    parser.add_argument("--save", help="also keep the tests' rows in this file")
+    parser.add_argument("--render-only", help="render from rows kept with --save, run nothing")
     opts = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows_file = Path(tmp) / "rows.jsonl"
-        env = dict(os.environ, MCODE_RELIABILITY_ROWS=str(rows_file))
-        if opts.fuzz_examples:
-            env["FUZZ_EXAMPLES"] = str(opts.fuzz_examples)
-        pytest = [sys.executable, "-m", "pytest", *TESTS, "-q", "-p", "no:cacheprovider"]
-        code = subprocess.run(pytest, cwd=ROOT, env=env).returncode
-        text = rows_file.read_text() if rows_file.exists() else ""
+    fuzz = f"FUZZ_EXAMPLES={opts.fuzz_examples} " if opts.fuzz_examples else ""
+    if opts.render_only:
+        text = Path(opts.render_only).read_text()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows_file = Path(tmp) / "rows.jsonl"
+            env = dict(os.environ, MCODE_RELIABILITY_ROWS=str(rows_file))
+            if opts.fuzz_examples:
+                env["FUZZ_EXAMPLES"] = str(opts.fuzz_examples)
+            pytest = [sys.executable, "-m", "pytest", *TESTS, "-q", "-p", "no:cacheprovider"]
+            code = subprocess.run(pytest, cwd=ROOT, env=env).returncode
+            text = rows_file.read_text() if rows_file.exists() else ""
+        command = f"{fuzz}python tests/bench/reliability.py"
+        text += json.dumps({"table": "run", "code": code, "command": command}) + "\n"
+        if opts.save:
+            Path(opts.save).write_text(text)
     for path in opts.soak_rows:
         text += Path(path).read_text()
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    fuzz = f"FUZZ_EXAMPLES={opts.fuzz_examples} " if opts.fuzz_examples else ""
-    commands = [
-        f"{fuzz}python tests/bench/reliability.py"
-        + "".join(f" --soak-rows {p}" for p in opts.soak_rows)
-    ]
+    run = next(r for r in rows if r["table"] == "run")
+    commands = [run["command"]]
     commands += [f"nice python tests/bench/soak.py --rows {p}" for p in opts.soak_rows]
-    (ROOT / "RELIABILITY.md").write_text(render(rows, commands, code))
-    print(f"RELIABILITY.md: {len(rows)} rows, pytest exit {code}")
-    return code
+    (ROOT / "RELIABILITY.md").write_text(render(rows, commands, run["code"]))
+    print(f"RELIABILITY.md: {len(rows)} rows, pytest exit {run['code']}")
+    return int(run["code"])
 
 
 if __name__ == "__main__":

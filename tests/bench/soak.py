@@ -334,6 +334,7 @@ def rows_of(result: Result, seconds: float) -> list[dict[str, Any]]:
             "rss_peak_mb": round(result.rss_peak_mb, 1),
             "cpu_ms_per_call": round(result.cpu_ms_per_call, 2),
             "wall_s": round(seconds, 1),
+            "load": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy it was
             "verdict": verdict,
         }
     ]
