@@ -15,6 +15,7 @@ This module is on the ground floor: it imports nothing from mcode.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
@@ -24,6 +25,11 @@ from pathlib import Path
 # N bytes kills the process (SIGKILL) once N of them are on disk, so a crash lands inside a
 # write. Nothing else reads it; unset, it costs one lookup per write.
 FAULT_KILL_IN_WRITE = "MCODE_FAULT_KILL_IN_WRITE"
+
+# Another, for the fault matrix (tests/test_faults.py): with this set to ``files``, every write
+# puts half its bytes on disk and then fails as a full disk does (ENOSPC). The store reads the
+# same variable for its own fault (``store:N``, mcode/store.py).
+FAULT_DISK_FULL = "MCODE_FAULT_DISK_FULL"
 
 TEMP_SUFFIX = ".mcode-tmp"
 
@@ -61,6 +67,9 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None, *, sync: bool
             if fault and len(data) > int(fault):
                 os.write(fd, view[: int(fault)])
                 os.kill(os.getpid(), signal.SIGKILL)
+            if os.environ.get(FAULT_DISK_FULL) == "files":
+                os.write(fd, view[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
             while view:
                 written = os.write(fd, view)
                 view = view[written:]

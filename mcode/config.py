@@ -135,6 +135,7 @@ ENV_ONLY: dict[str, str] = {
     "MCODE_DATA_DIR": "the data folder (sessions.db, checkpoints)",
     "MCODE_FAULT_KILL_IN_WRITE": "crash tests: kill the process inside a file write",
     "MCODE_BWRAP": "the bubblewrap binary of the sandbox (a path or a name on PATH)",
+    "MCODE_FAULT_DISK_FULL": "fault tests: 'files' or 'store:N' fail writes as a full disk does",
 }
 # Numbers that may be 0 (no retries, no backoff); every other number must be above 0.
 _ZERO_OK = {

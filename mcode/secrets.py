@@ -74,3 +74,33 @@ def _runs(text: str, secret: str) -> list[tuple[int, int]]:
         spans.append((i, i + n))
         i = text.find(secret[:_PIECE], i + n)
     return spans
+
+
+class StreamRedactor:
+    """:func:`redact` for text that arrives in pieces (an answer's deltas, a command's output),
+    where a key may be split across two pieces and neither holds it whole.
+
+    :meth:`feed` returns the piece redacted, minus any tail that could be the start of a secret;
+    that tail is held back and put in front of the next piece. :meth:`flush` releases it when
+    the stream ends: a tail that never became a whole secret is ordinary text."""
+
+    __slots__ = ("_held", "_secrets")
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = redact(self._held + piece, self._secrets)
+        keep = 0
+        for secret in self._secrets:
+            for n in range(min(len(secret) - 1, len(text)), keep, -1):
+                if text.endswith(secret[:n]):
+                    keep = n
+                    break
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held

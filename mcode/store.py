@@ -137,6 +137,11 @@ class Store:
         self.path = path
         self._lock_fd: int | None = None
         self._touched: dict[str, float] = {}  # session id -> the updated_at last written
+        # The fault matrix's full disk (tests/test_faults.py): with MCODE_FAULT_DISK_FULL set to
+        # ``store:N``, the N-th event this store writes and every later one fail as SQLite does
+        # when the disk is full. Read once here, so unset it costs nothing per event.
+        fault = os.environ.get("MCODE_FAULT_DISK_FULL", "")
+        self._full_after = int(fault[6:]) if fault.startswith("store:") else None
         try:
             # Private to the user: the store holds transcripts and, in checkpoints, files as they
             # were byte for byte (a .env among them), which cannot be redacted and still restored.
@@ -266,6 +271,10 @@ class Store:
                         "INSERT OR IGNORE INTO sessions VALUES (?,?,?,?,?,?,?)",
                         (sid, event.ts, event.ts, d["cwd"], d["provider"], d["model"], ""),
                     )
+                if self._full_after is not None:
+                    self._full_after -= 1
+                    if self._full_after <= 0:
+                        raise sqlite3.OperationalError("database or disk is full")
                 self._db.execute(
                     "INSERT INTO events VALUES (?,?,?,?,?,?)",
                     (sid, event.seq, event.ts, event.type, event.turn_id, body),

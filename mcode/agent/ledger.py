@@ -46,6 +46,7 @@ MODEL_SECTIONS: dict[str, str] = {
 SUMMARY_ASK = "The conversation is about to be compacted"
 
 MAX_READ = 30
+FIT_FILES = 10  # files changed and read a ledger keeps when it must shrink to fit the window
 MAX_COMMANDS = 25
 MAX_FAILURES = 15
 MAX_REQUEST_CHARS = 8_000  # per request; a pasted log keeps its head and tail
@@ -141,8 +142,10 @@ class Ledger:
         """The ledger as the user message that heads the compacted history, at most
         ``max_chars`` long (a small window must not be filled by its own ledger). To fit, it
         gives up, in this order: old commands and failures, the model's sections (clipped),
-        the oldest later requests (counted in a note: the goal and the newest stay verbatim),
-        and last the goal's middle."""
+        all but the newest files changed and read (git and the disk still know them), the
+        oldest later requests (counted in a note: the goal and the newest stay verbatim), and
+        last the goal's middle. The user's words go last: a long run changes hundreds of files,
+        and that list must not push out a requirement the user gave (tests/bench/soak.py)."""
         text = self._render(self.requests, self.commands, self.failures, self.sections)
         if max_chars is None or len(text) <= max_chars:
             return text
@@ -150,11 +153,16 @@ class Ledger:
         sections = {k: _clip(v, 600) for k, v in self.sections.items()}
         requests = list(self.requests)
         text = self._render(requests, commands, failures, sections)
+        if len(text) > max_chars:
+            files = dict(list(self.files.items())[-FIT_FILES:])
+            text = self._render(requests, commands, failures, sections, 0, files)
+        else:
+            files = self.files
         dropped = 0
         while len(text) > max_chars and requests:
             requests.pop(0)
             dropped += 1
-            text = self._render(requests, commands, failures, sections, dropped)
+            text = self._render(requests, commands, failures, sections, dropped, files)
         if len(text) > max_chars:
             text = _clip(text, max_chars)
         return text
@@ -166,7 +174,10 @@ class Ledger:
         failures: list[str],
         sections: dict[str, str],
         dropped: int = 0,
+        files: dict[str, str] | None = None,
     ) -> str:
+        files = self.files if files is None else files
+        read = self.read if files is self.files else self.read[-FIT_FILES:]
         out = [LEDGER_HEADER, "", "## Goal (the user's words)", self.goal or "(none recorded)"]
         if requests or dropped:
             out += ["", "## Later requests and amendments (the user's words, in order)"]
@@ -177,12 +188,16 @@ class Ledger:
             body = sections.get(name)
             if body:
                 out += ["", f"## {name}", body]
-        if self.files:
+        if files:
             out += ["", "## Files changed"]
-            out += [f"- {path} ({how})" for path, how in self.files.items()]
-        if self.read:
+            if len(files) < len(self.files):
+                out.append(
+                    f"[{len(self.files) - len(files)} earlier files left out: see git status]"
+                )
+            out += [f"- {path} ({how})" for path, how in files.items()]
+        if read:
             out += ["", "## Files read (their content is gone from the context: read again)"]
-            out.append(", ".join(self.read))
+            out.append(", ".join(read))
         if commands:
             out += ["", "## Commands run (latest last)"]
             out += [f"- {c}" for c in commands]

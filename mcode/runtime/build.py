@@ -24,7 +24,7 @@ from mcode.runtime.undo import undo_note
 from mcode.store import Store, StoreError, history_of
 from mcode.tools import default_tools
 from mcode.tools.base import Tool, ToolContext
-from mcode.tools.child_env import child_environment
+from mcode.tools.child_env import child_environment, environment_secrets
 from mcode.tools.sandbox import policy_for, problem
 from mcode.tools.workspace import Workspace
 
@@ -157,7 +157,9 @@ def open_session(
         main,
         store=store,
         interactive=interactive,
-        secrets=settings.secrets,
+        # Its own key, and every credential in its environment (a .env the model reads may
+        # hold the same token): redacted from every event line and the store.
+        secrets=[*settings.secrets, *environment_secrets(os.environ, settings.pass_env)],
         session_id=session_id,
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -41,7 +42,7 @@ from mcode.messages import ImagePart, Message, user_message
 from mcode.permissions import Answer, PermissionMode, Rule, split_command
 from mcode.providers.base import ModelInfo, Provider
 from mcode.runtime.turns import Queued, TurnQueue
-from mcode.secrets import redact
+from mcode.secrets import StreamRedactor, redact
 from mcode.store import Store, StoreError
 from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
 
@@ -170,6 +171,9 @@ class _Seat:
         )
 
 
+_STREAMED = (ev.TextDelta, ev.ThinkingDelta, ev.ToolOutput)
+
+
 class Session:
     def __init__(
         self,
@@ -195,6 +199,10 @@ class Session:
         self.approval_timeout = approval_timeout
         self._seq = last_seq
         self._secrets = [s for s in (secrets or []) if s]
+        # Streamed pieces (deltas, command output) per conversation and stream, each redacted
+        # as one text: a key split across two deltas is held back until it is whole.
+        self._streams: dict[tuple[str | None, str, str], StreamRedactor] = {}
+        self._releasing = False
         self._listeners: list[Listener] = []
         # Events waiting for the subscribers: an event emitted from inside a subscriber (a
         # steer) is handed out after the one being handed out, so every subscriber sees seq order.
@@ -250,6 +258,15 @@ class Session:
         """Record and publish an event of conversation ``of`` (None: the main one):
         ``emit(ev.TurnFinished(reason="completed"))``."""
         conv = self.main if of is None else of
+        if self._secrets and not self._releasing:
+            if isinstance(payload, _STREAMED):
+                key = (conv.agent_id, payload.TYPE, getattr(payload, "id", ""))
+                stream = self._streams.get(key) or self._streams.setdefault(
+                    key, StreamRedactor(self._secrets)
+                )
+                payload = dataclasses.replace(payload, text=stream.feed(payload.text))
+            elif self._streams:
+                self._flush_streams(conv)
         self._seq += 1
         event = Event.of(payload, self._seq, self.id, conv.turn_id, time.time(), conv.agent_id)
         raw = event.to_json()
@@ -279,6 +296,25 @@ class Session:
         if failure is not None:
             raise failure
         return event
+
+    def _flush_streams(self, conv: Conversation) -> None:
+        """A conversation's stream ended (its next event is not a piece of it): what its
+        redactors held back was no key after all and goes out as a last piece."""
+        for key in [k for k in self._streams if k[0] == conv.agent_id]:
+            held = self._streams.pop(key).flush()
+            if held:
+                piece: ev.Payload = (
+                    ev.ToolOutput(id=key[2], text=held)
+                    if key[1] == ev.TOOL_OUTPUT
+                    else ev.TextDelta(text=held)
+                    if key[1] == ev.TEXT_DELTA
+                    else ev.ThinkingDelta(text=held)
+                )
+                self._releasing = True  # already redacted: emit it as it is
+                try:
+                    self.emit(piece, of=conv)
+                finally:
+                    self._releasing = False
 
     def _deliver(self, listener: Listener, event: Event, line: str) -> None:
         try:

@@ -177,6 +177,13 @@ def parse_arguments(raw: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         value = _repair(text)
+        if value is None and e.msg.startswith("Unterminated string"):
+            # Cut off mid-value (the output limit, a dropped stream). Closing the string would
+            # "repair" it into a call that writes half a file and reports success.
+            raise ToolError(
+                f"the arguments end inside a string at character {e.pos}: they look cut off",
+                hint="send the whole call again; split a long file into several smaller edits",
+            ) from None
         if value is None:
             raise ToolError(
                 f"the arguments are not valid JSON ({e.msg} at character {e.pos})",
@@ -192,13 +199,14 @@ def parse_arguments(raw: str) -> dict[str, Any]:
 
 def _repair(text: str) -> Any:
     # Common model slips: an extra closing brace or prose after the object, or a missing
-    # final brace. raw_decode takes the first complete value and ignores the rest.
+    # final brace. raw_decode takes the first complete value and ignores the rest. A string
+    # left open is never closed here: that is a cut-off value, not a slip (parse_arguments).
     try:
         value, _ = json.JSONDecoder().raw_decode(text)
         return value
     except json.JSONDecodeError:
         pass
-    for suffix in ("}", '"}', "}}"):
+    for suffix in ("}", "}}"):
         try:
             return json.loads(text + suffix)
         except json.JSONDecodeError:

@@ -24,7 +24,7 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["child_environment", "looks_secret"]
+__all__ = ["child_environment", "environment_secrets", "looks_secret"]
 
 _SECRET_SEGMENTS = frozenset(
     {
@@ -50,6 +50,27 @@ def looks_secret(name: str) -> bool:
     if any(s in _SECRET_SEGMENTS for s in segments):
         return True
     return len(segments) > 1 and segments[-1] == "PWD"
+
+
+# A credential's value shorter than this is not redacted from events: "true" or "1" in a
+# SOME_TOKEN_ENABLED variable would otherwise blank out ordinary words everywhere.
+_MIN_SECRET = 12
+
+
+def environment_secrets(base: Mapping[str, str], pass_env: Iterable[str] = ()) -> list[str]:
+    """The values of ``base``'s variables whose names look secret, but those ``pass_env`` lets
+    through (the user wants them seen): the session redacts them from every event like its own
+    API key. A command never sees them (:func:`child_environment`), but a file the model reads
+    can hold the same token (a ``.env``)."""
+    patterns = list(pass_env)
+    return [
+        value
+        for name, value in base.items()
+        if looks_secret(name)
+        and len(value) >= _MIN_SECRET
+        and not any(c.isspace() for c in value)
+        and not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    ]
 
 
 def child_environment(
