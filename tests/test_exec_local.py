@@ -114,7 +114,10 @@ def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp
         env=clean_env(tmp_path / "home"),
         timeout=300,
     )
-    assert run.code in (0, 4), run.stderr
+    # How long a 135M model's answer runs is its own (greedy decoding differs across CPUs'
+    # SIMD paths: on some it rambles to the 1024-token output cap, exit 3). What is mcode's is
+    # that the conversation was compacted, every request fitted, and the model answered.
+    assert run.code in (0, 3, 4), run.stderr
     events = run.events()
     assert events[0]["data"]["context_window"] == 2048
     compactions = [e["data"] for e in events if e["type"] == "compaction"]
@@ -122,9 +125,13 @@ def test_the_embedded_model_compacts_a_conversation_that_outgrows_its_window(tmp
     assert compactions[0]["tokens_before"] > 2048 - 512 >= compactions[0]["tokens_after"]
     ledger = compactions[0]["message"]["parts"][0]["text"]
     assert "What is this project? Read README.md first." in ledger
-    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["completed"]
+    finished = [e["data"]["reason"] for e in events if e["type"] == "turn.finished"]
+    assert finished in (["completed"], ["output_limit"])
+    answer = [e for e in events if e["type"] == "message.assistant"][-1]["data"]["message"]
+    assert answer["parts"] and answer["parts"][0]["text"].strip()  # it answered after compacting
     # Every request the model answered fitted: the engine would have refused one that did not.
-    assert not [e for e in events if e["type"] == "error" and not e["data"]["recoverable"]]
+    fatal = [e for e in events if e["type"] == "error" and not e["data"]["recoverable"]]
+    assert [e["data"]["kind"] for e in fatal] in ([], ["output_limit"])
 
 
 def test_a_native_crash_in_the_engine_is_a_clear_error_not_a_segfault(tmp_path):
