@@ -281,7 +281,7 @@ class Tmux:
         ).stdout
 
     def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "main")
+        return self("capture-pane", "-p", "-J", "-t", "main")  # -J: wrapped lines joined
 
     def wait_for(self, needle: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
