@@ -130,14 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="start CMD inside the --virtual-display",
     )
-    p.add_argument(
-        "--add-dir",
-        action="append",
-        default=[],
-        type=_folder,
-        metavar="DIR",
-        help="also allow tools to touch this folder",
-    )
     add_resume_flags(p, after="finish its interrupted turn")
     p.add_argument(
         "--fork-at",
@@ -377,6 +369,14 @@ def add_session_flags(p: argparse.ArgumentParser, *, headless: bool) -> None:
         metavar="TOKENS",
         help="the model's context window (default: known per model; shown in session.started)",
     )
+    p.add_argument(
+        "--add-dir",
+        action="append",
+        default=[],
+        type=_folder,
+        metavar="DIR",
+        help="also allow tools to touch this folder",
+    )
 
 
 def add_resume_flags(p: argparse.ArgumentParser, *, after: str) -> None:
@@ -414,14 +414,6 @@ def build_tui_parser() -> argparse.ArgumentParser:
     add_session_flags(p, headless=False)
     p.add_argument(
         "--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)"
-    )
-    p.add_argument(
-        "--add-dir",
-        action="append",
-        default=[],
-        type=_folder,
-        metavar="DIR",
-        help="also allow tools to touch this folder",
     )
     add_resume_flags(p, after="show its history")
     p.add_argument(
