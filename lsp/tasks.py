@@ -127,20 +127,7 @@ class Tasks:
         session.subscribe(lambda event, _line: self._on_event(task, event))
         outcome: TurnOutcome | None = None
         try:
-            session.start(
-                cwd=str(settings.workspace),
-                provider_reason=settings.provider_reason,
-                permission_mode=settings.permission_mode,
-                resumed=resume_id is not None,
-                approvals="editor" if self.can_ask else "denied",
-                permission_note=mode_note(
-                    settings.permission_mode,
-                    can_ask=self.can_ask,
-                    timeout=settings.approval_timeout,
-                ),
-                trusted=settings.trusted,
-                project_ignored=tuple(settings.project_ignored),
-            )
+            self._start(session, settings, resumed=resume_id is not None)
             info = session.model_info
             self._log(
                 types.MessageType.Info,
@@ -176,6 +163,21 @@ class Tasks:
             "resume": f"mcode exec --resume {session.id[:12]}",
         }
 
+    def _start(self, session: Session, settings: Settings, *, resumed: bool) -> None:
+        """``session.started`` for a task of this server (approvals by the editor, if it can)."""
+        session.start(
+            cwd=str(settings.workspace),
+            provider_reason=settings.provider_reason,
+            permission_mode=settings.permission_mode,
+            resumed=resumed,
+            approvals="editor" if self.can_ask else "denied",
+            permission_note=mode_note(
+                settings.permission_mode, can_ask=self.can_ask, timeout=settings.approval_timeout
+            ),
+            trusted=settings.trusted,
+            project_ignored=tuple(settings.project_ignored),
+        )
+
     async def run_team(self, prompt: str, *, title: str, request_id: Any = None) -> dict[str, Any]:
         """Run an agent team for ``prompt`` in a stored Session to its end (lsp/team.py); the
         summary: the team's reason and each task's status. Steers and cancels reach it through
@@ -197,20 +199,7 @@ class Tasks:
         self.running[session.id] = task
         session.subscribe(lambda event, _line: self._on_event(task, event))
         try:
-            session.start(
-                cwd=str(settings.workspace),
-                provider_reason=settings.provider_reason,
-                permission_mode=settings.permission_mode,
-                resumed=False,
-                approvals="editor" if self.can_ask else "denied",
-                permission_note=mode_note(
-                    settings.permission_mode,
-                    can_ask=self.can_ask,
-                    timeout=settings.approval_timeout,
-                ),
-                trusted=settings.trusted,
-                project_ignored=tuple(settings.project_ignored),
-            )
+            self._start(session, settings, resumed=False)
             info = session.model_info
             self._log(
                 types.MessageType.Info,
