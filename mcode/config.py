@@ -341,6 +341,50 @@ def load_settings(
     return settings
 
 
+# Claude Code's model aliases, as its agent files write them: Anthropic's models.
+CLAUDE_ALIASES = {
+    "sonnet": "claude-sonnet-4-5",
+    "opus": "claude-opus-4-1",
+    "haiku": "claude-haiku-4-5",
+}
+
+
+def model_settings(settings: Settings, model: str) -> Settings | None:
+    """The settings for another model in ``settings``' session (an agent role's ``model``), or
+    None where that is the session's own. ``MODEL`` runs on the session's provider;
+    ``PRESET:MODEL`` (``anthropic:claude-opus-4-1``) on that provider, its key, URL and window
+    resolved as for a session of its own (environment and config files; not the session's
+    flags, which are for its own provider). Claude Code's aliases (``sonnet``, ``opus``,
+    ``haiku``) are Anthropic's models on the anthropic provider, and the session's model on any
+    other (a Claude agent file brought to another provider keeps working). ConfigError when the
+    other provider cannot be used (its key is not set)."""
+    preset, sep, name = model.partition(":")
+    if sep and preset in PRESETS and name:
+        if preset != settings.provider:
+            other = load_settings(settings.workspace, {"provider": preset, "model": name})
+            return dataclasses.replace(
+                settings,
+                provider=other.provider,
+                provider_reason=f"an agent role's model {model!r}",
+                preset=other.preset,
+                model=other.model,
+                base_url=other.base_url,
+                api_key=other.api_key,
+                api_key_env=other.api_key_env,
+                thinking=other.thinking,
+                max_output_tokens=other.max_output_tokens,
+                thinking_budget=other.thinking_budget,
+                context_window=other.context_window,
+                local=other.local,
+            )
+        model = name
+    if model.lower() in CLAUDE_ALIASES:
+        if settings.preset.name != "anthropic":
+            return None
+        model = CLAUDE_ALIASES[model.lower()]
+    return None if model == settings.model else dataclasses.replace(settings, model=model)
+
+
 def _narrowing_only(
     project: dict[str, Any], before: dict[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:

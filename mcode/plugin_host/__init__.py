@@ -6,7 +6,7 @@ into a session.
     discovery.py  plugin folders, bundled < user < trusted project, and which are on
     manifest.py   mcode-plugin.toml and .claude-plugin/plugin.json
     commands.py   slash commands (Markdown templates)    skills.py   SKILL.md and the skill tool
-    roles.py      agent roles for task and the team      markdown.py front matter
+                  (front matter: mcode/frontmatter.py; a plugin's agents/*.md: mcode/roles.py)
     hooks.py      Claude Code's hook events and I/O, run as commands
     mcp.py        MCP servers through the official SDK: tools mcp__<server>__<tool>, resources
     mcp_config.py what starts each MCP server (.mcp.json, [mcp_servers], a plugin)

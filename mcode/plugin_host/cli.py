@@ -49,7 +49,7 @@ def _list(contents: Contents) -> int:
             for what, cs in (
                 ("commands", [c for c in contents.commands if c.plugin == plugin.name]),
                 ("skills", [s for s in contents.skills if s.plugin == plugin.name]),
-                ("roles", [r for r in contents.roles if r.plugin == plugin.name]),
+                ("roles", [r for r in contents.roles if r.origin == f"plugin {plugin.name}"]),
             )
             if cs
         ]

@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcode.plugin_host.markdown import read_document
+from mcode.frontmatter import read_document
 
 COMMAND_KEYS = (
     "description",

@@ -29,9 +29,9 @@ from mcode.plugin_host.hooks import HookCommand, HookRunner, parse_hooks
 from mcode.plugin_host.mcp import McpHub, McpServerSpec, parse_mcp_servers
 from mcode.plugin_host.probe import entry_point_refs
 from mcode.plugin_host.pytools import load_entry_points, load_tool_refs
-from mcode.plugin_host.roles import Role, load_roles
 from mcode.plugin_host.skills import Skill, SkillTool, load_skills, prompt_section
 from mcode.plugin_host.sources import Found, gather
+from mcode.roles import Role, RoleError, RoleSource, load_roles
 
 if TYPE_CHECKING:
     from mcode.config import Settings
@@ -84,9 +84,9 @@ def read_contents(
             out.skills += skills
             out.problems += problems
         for folder in plugin.agents:
-            roles, problems = load_roles(folder, plugin.name)
-            out.roles += roles
-            out.problems += problems
+            errors: list[RoleError] = []
+            out.roles += load_roles([RoleSource(folder, f"plugin {plugin.name}")], errors).values()
+            out.problems += [e.message for e in errors]
         if plugin.hooks is not None:
             hooks, problems = parse_hooks(plugin.hooks, str(plugin.manifest), plugin.root)
             out.hooks += hooks

@@ -4,7 +4,7 @@
     web/
       mcode-plugin.toml      name = "web", description, version, enabled = false, tools = [...]
       commands/*.md          slash commands          (mcode/plugin_host/commands.py)
-      agents/*.md            agent roles             (mcode/plugin_host/roles.py)
+      agents/*.md            agent roles             (mcode/roles.py)
       skills/*/SKILL.md      skills                  (mcode/plugin_host/skills.py)
       hooks/hooks.json       hooks, Claude Code's shape, or [hooks] in the manifest
       .mcp.json              MCP servers, or [mcp_servers.NAME] in the manifest

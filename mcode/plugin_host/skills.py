@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcode.errors import ToolError
-from mcode.plugin_host.markdown import read_document
+from mcode.frontmatter import read_document
 from mcode.tools.base import Tool, ToolContext, ToolResult
 
 SKILL_KEYS = ("name", "description", "license", "allowed-tools", "metadata", "version")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     import httpx
 
     from mcode.plugin_host import PluginHost
-    from mcode.plugin_host.roles import Role
+    from mcode.providers.base import Provider
+    from mcode.roles import RoleError
     from mcode.tools.base import Tool
 
 
@@ -121,8 +123,9 @@ def open_session(
     # Plugins, hooks and MCP servers (mcode/plugin_host/): their tools come after the built-in
     # ones, so the request prefix of a session without them is what it always was.
     plugins = _plugin_host(settings, child_env, store, resumed=history is not None)
+    role_errors: list[RoleError] = []
+    tools = _with_roles(tools, settings, plugins, role_errors)
     if plugins is not None:
-        tools = _with_roles(tools, plugins.roles())
         tools += plugins.tools()
 
     def prompt() -> str:
@@ -164,6 +167,12 @@ def open_session(
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
+    session.models = _role_models(settings, transport)
+    # A role file that is not one is said at the start; the session runs without that role.
+    session.start_notes += [
+        ev.Error(kind="RoleError", message=e.message, hint=e.hint, recoverable=True)
+        for e in role_errors
+    ]
     if plugins is not None:
         main.hooks = plugins.hooks
         plugins.file_stamps = main.tool_context.file_stamps
@@ -239,14 +248,46 @@ def _plugin_host(
     return None if host.empty else host
 
 
-def _with_roles(tools: list[Tool], roles: list[Role]) -> list[Tool]:
-    """The tools with the task tool offering the plugins' roles too (in its place)."""
-    from mcode.tools.task import RoleSpec, TaskTool
+def _with_roles(
+    tools: list[Tool], settings: Settings, plugins: PluginHost | None, errors: list[RoleError]
+) -> list[Tool]:
+    """The tools with the task tool (in its place) offering the agent roles too: the plugins',
+    then the user's, then a trusted project's, a later one replacing an earlier one's of the
+    same name (mcode/roles.py); a role file that is not one goes to ``errors``."""
+    from mcode.config import config_home
+    from mcode.roles import load_roles, role_dirs
+    from mcode.tools.task import TaskTool
 
+    if not any(t.name == "task" for t in tools):
+        return tools
+    roles = {r.name: r for r in plugins.roles()} if plugins is not None else {}
+    dirs = role_dirs(settings.workspace, config_home(), Path.home(), trusted=settings.trusted)
+    roles.update(load_roles(dirs, errors))
     if not roles:
         return tools
-    specs = [RoleSpec(r.name, r.description, r.prompt, r.tools) for r in roles]
-    return [TaskTool(specs) if t.name == "task" else t for t in tools]
+    return [TaskTool(list(roles.values())) if t.name == "task" else t for t in tools]
+
+
+def _role_models(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> Callable[[str], Provider | None]:
+    """A sub-agent role's model -> its provider (None: the session's own), each made once and
+    shared by the sub-agents on it (the session closes it with them)."""
+    from mcode.config import model_settings
+    from mcode.providers.factory import make_provider
+
+    made: dict[tuple[str, str], Provider] = {}
+
+    def provider_for(model: str) -> Provider | None:
+        other = model_settings(settings, model)
+        if other is None:
+            return None
+        key = (other.provider, other.model)
+        if key not in made:
+            made[key] = make_provider(other, transport=transport)
+        return made[key]
+
+    return provider_for
 
 
 def _run_limits(settings: Settings, model: str) -> RunLimits | None:

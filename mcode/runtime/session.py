@@ -36,7 +36,7 @@ from mcode.agent.compaction import compact
 from mcode.agent.conversation import Conversation, Totals, TurnOutcome
 from mcode.agent.loop import run_turn
 from mcode.agent.model_call import complete_once
-from mcode.errors import MCodeError
+from mcode.errors import MCodeError, ToolError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
 from mcode.permissions import Answer, PermissionMode, Rule, split_command
@@ -49,6 +49,9 @@ from mcode.tools.base import AgentJob, AgentReport, Checkpointer, SpawnAgent
 __all__ = ["Session", "TurnOutcome"]
 
 Listener = Callable[[Event, str], None]
+# A model named by an agent role -> its provider (None: the session's own); MCodeError when it
+# cannot be had (another provider whose key is not set).
+ModelResolver = Callable[[str], Provider | None]
 
 
 def _thinking_name(info: ModelInfo, thinking: bool | None) -> ev.Thinking:
@@ -132,6 +135,8 @@ class _Seat:
             tools=[t for t in parent.tools if t.name in job.tools or _every_tool(job, t.name)],
             max_turns=job.max_turns,
             shared_totals=True,
+            provider=self._provider_for(job.model),
+            thinking=job.thinking,
         )
         self.session.add(child, depth=self.depth + 1)
         seat = self.session.host(child)
@@ -144,6 +149,23 @@ class _Seat:
             hint = outcome.error.hint
             error = outcome.error.message + (f" ({hint})" if hint else "")
         return AgentReport(agent_id, outcome.reason, outcome.text, tuple(seat.changed_files), error)
+
+    def _provider_for(self, model: str | None) -> Provider | None:
+        """The provider of a job's ``model`` (None: the parent's). One that cannot be had is an
+        error event and this call's ToolError: the parent goes on without the sub-agent."""
+        if model is None or model == self.conversation.provider.info.model:
+            return None
+        try:
+            if self.session.models is None:
+                raise MCodeError(
+                    f"this session cannot start another model ({model!r})",
+                    hint="leave model out of the role to run it on the session's model",
+                )
+            return self.session.models(model)
+        except MCodeError as e:
+            message = f"the sub-agent's model {model!r} cannot be used: {e.message}"
+            self.emit(ev.Error(kind="RoleError", message=message, hint=e.hint, recoverable=True))
+            raise ToolError(message, hint=e.hint) from None
 
     def expect_approval(self, request_id: str) -> asyncio.Future[Answer]:
         return self.session.expect_approval(request_id)
@@ -221,6 +243,8 @@ class Session:
         self._work: tuple[Work, asyncio.Task[Any]] | None = None
         # Called by close(), after the providers: what else the session started (MCP servers).
         self.on_close: list[Callable[[], None]] = []
+        # Another model for a sub-agent whose role names one (set by open_session).
+        self.models: ModelResolver | None = None
 
     # -- what front ends read -----------------------------------------------------------------
     @property

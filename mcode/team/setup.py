@@ -18,7 +18,6 @@ its stored plan. ``mcode lsp``'s ``mcode.teamTask`` and ``mcode acp``'s ``/team`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,11 +173,12 @@ async def start_team(
 
 def _role_providers(settings: Settings, roles: dict[str, Role]) -> dict[str, Provider]:
     """A provider per role that names another model than the session's."""
+    from mcode.config import model_settings
     from mcode.providers.factory import make_provider
 
     made: dict[str, Provider] = {}
     for name, role in roles.items():
-        model = role.model
-        if model and model != settings.model:
-            made[name] = make_provider(dataclasses.replace(settings, model=model))
+        other = model_settings(settings, role.model) if role.model else None
+        if other is not None:
+            made[name] = make_provider(other)
     return made

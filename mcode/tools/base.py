@@ -77,12 +77,15 @@ class AgentJob:
     """A self-contained job for a sub-agent (the ``task`` tool): a fresh conversation whose
     first user message is ``prompt``, with its own ``system_prompt``, only the parent's tools
     named in ``tools`` (``("*",)``: all of them but ``task``), and at most ``max_turns`` model
-    calls."""
+    calls; on ``model`` (an agent role's: ``MODEL`` or ``PRESET:MODEL``, None: the parent's)
+    with ``thinking`` (None: the parent's setting)."""
 
     prompt: str
     system_prompt: str
     tools: tuple[str, ...]
     max_turns: int
+    model: str | None = None
+    thinking: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

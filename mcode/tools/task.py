@@ -5,16 +5,22 @@ context whose first user message is the job's prompt, its own system prompt, the
 role and a cap on its model calls. Its answer (and the files it changed) is this call's
 result; its events are tagged with its agent id. It works within the parent's permission mode
 and never gets ``task`` itself: sub-agents go one level deep.
+
+Two roles are built in (explore, edit); agent roles (mcode/roles.py: a plugin's, the user's, a
+trusted project's) join them, each bringing its instructions as the system prompt, its tools
+and its model. A role cannot take a built-in role's name.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mcode.errors import ToolError
 from mcode.tools.base import AgentJob, Tool, ToolContext, ToolResult
+
+if TYPE_CHECKING:
+    from mcode.roles import Role
 
 # What each role may use. explore (the default) only looks; edit may also change files and
 # run commands, still within the session's permission mode.
@@ -22,7 +28,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "explore": ("read", "grep", "glob", "ls"),
     "edit": ("read", "write", "edit", "grep", "glob", "ls", "bash"),
 }
-# A plugin role that names no tools gets every tool its parent has but task.
+# An agent role that names no tools gets every tool its parent has but task.
 ALL_TOOLS = ("*",)
 # Model calls a sub-agent may make before it must answer.
 MAX_TURNS = 25
@@ -35,17 +41,6 @@ repository root; use paths relative to it.
 Work on the task with your tools, then answer with what the main agent needs: your findings, \
 with file paths and line numbers where they help. Your final answer is all it sees, so make it \
 complete and short."""
-
-
-@dataclass(frozen=True, slots=True)
-class RoleSpec:
-    """A role from outside (a plugin's agent file): its system prompt and its tools (None: the
-    parent's, less ``task``)."""
-
-    name: str
-    description: str
-    prompt: str
-    tools: tuple[str, ...] | None = None
 
 
 class TaskTool(Tool):
@@ -67,9 +62,9 @@ class TaskTool(Tool):
     }
     permission = "read"  # the sub-agent's own calls are checked one by one
 
-    def __init__(self, roles: list[RoleSpec] | None = None) -> None:
-        # Plugin roles (mcode/plugin_host/roles.py) join explore and edit; without any, the
-        # schema is the class's own, byte for byte.
+    def __init__(self, roles: list[Role] | None = None) -> None:
+        # Agent roles join explore and edit; without any, the schema is the class's own, byte
+        # for byte (the request prefix of a session without roles stays as it was).
         self.roles = {r.name: r for r in roles or [] if r.name not in ROLES}
         if self.roles:
             listed = "; ".join(f"{r.name}: {r.description}" for r in self.roles.values())
@@ -90,8 +85,17 @@ class TaskTool(Tool):
         role = args.get("role", "explore")
         extra = self.roles.get(role) if isinstance(role, str) else None
         if extra is not None:
-            tools = extra.tools if extra.tools is not None else ALL_TOOLS
-            job = AgentJob(prompt.strip(), extra.prompt, tools, MAX_TURNS)
+            tools = (
+                ALL_TOOLS if extra.tools is None else tuple(t for t in extra.tools if t != "task")
+            )
+            job = AgentJob(
+                prompt.strip(),
+                extra.instructions or SUBAGENT_PROMPT,  # a role that only picks a model
+                tools,
+                MAX_TURNS,
+                model=extra.model,
+                thinking=extra.thinking,
+            )
         elif role in ROLES:
             job = AgentJob(prompt.strip(), SUBAGENT_PROMPT, ROLES[role], MAX_TURNS)
         else:
@@ -101,8 +105,9 @@ class TaskTool(Tool):
         report = await ctx.spawn_agent(job)
         changed = list(report.changed_files)
         if report.reason != "completed":
+            on = f" (on {job.model})" if job.model else ""
             raise ToolError(
-                f"the sub-agent {report.agent_id} stopped ({report.reason}): "
+                f"the sub-agent {report.agent_id}{on} stopped ({report.reason}): "
                 f"{report.error or 'no answer'}"
                 + (f"; it had changed {', '.join(changed)}" if changed else ""),
                 hint="do the job yourself, or delegate a smaller one",
