@@ -270,3 +270,59 @@ def test_a_key_split_across_streamed_pieces_is_still_redacted(parts, cuts):
     assert "".join(shown) == redact(text, [SECRET])
     assert not any(SECRET[:12] in piece for piece in shown)
     record("streamed-text redaction (secrets.StreamRedactor)", EXAMPLES)
+
+
+# -- agent role files (front matter) --------------------------------------------------------------
+
+ROLE_LINES = st.one_of(
+    st.sampled_from(
+        [
+            "name: checker",
+            "description: checks a claim",
+            "model: inherit",
+            "model: anthropic:claude-opus-4-1",
+            "thinking: on",
+            "thinking: maybe",
+            "tools: Read, Grep, Bash(git *)",
+            "tools: [read, 'grep']",
+            "tools:",
+            "  - read",
+            "- Teleport",
+            "description: |",
+            "  a block",
+            " bad: [",
+            "name: [a, b]",
+            "colour: red",
+            "# a comment",
+            "",
+            "no colon here",
+            "key: 'quoted # not a comment' # a comment",
+            "&anchor: *alias",
+        ]
+    ),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30),
+)
+ROLE_FILES = st.builds(
+    lambda lines, closed, body: "\n".join(["---", *lines, *(["---"] if closed else []), body]),
+    st.lists(ROLE_LINES, max_size=8),
+    st.booleans(),
+    st.text(max_size=40),
+)
+
+
+@fuzz
+@given(text=ROLE_FILES)
+def test_any_role_file_is_a_role_or_is_refused_naming_the_file(text):
+    from mcode.roles import Role, RoleError, load_role
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "checker.md"
+        path.write_text(text, encoding="utf-8")
+        try:
+            loaded = load_role(path)
+        except RoleError as e:
+            assert e.message.startswith(f"{path}:"), e.message
+            return
+        assert isinstance(loaded, Role) and loaded.name
+        assert loaded.tools is None or all(isinstance(t, str) for t in loaded.tools)
+    record("agent role files (roles.py, frontmatter.py)", EXAMPLES)
