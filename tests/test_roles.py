@@ -202,9 +202,15 @@ def test_a_role_on_another_provider_is_sent_there_with_that_providers_key(
     (user_agents / "checker.md").write_text(
         role("checker", "You are the checker.", model="anthropic:claude-opus-4-1")
     )
-    server = model_server([delegate("checker"), {"text": "yes"}, {"text": "It is 1.2."}])
-    key = "sk-ant-role-key-0123456789abcdef"
-    env = clean_env(home, ANTHROPIC_API_KEY=key, ANTHROPIC_BASE_URL=server.anthropic_base_url)
+    key = "role-key-0123456789abcdef"
+    # Its key in a variable whose name does not look secret: still redacted once it is used.
+    (home / "config" / "mcode" / "config.toml").write_text(
+        '[providers.anthropic]\napi_key_env = "ROLE_ANTHROPIC"\n'
+    )
+    server = model_server(
+        [delegate("checker"), {"text": f"yes (I was sent {key})"}, {"text": "It is 1.2."}]
+    )
+    env = clean_env(home, ROLE_ANTHROPIC=key, ANTHROPIC_BASE_URL=server.anthropic_base_url)
     run = mcode(*exec_args(server, "--output-format", "stream-json"), "check", cwd=repo, env=env)
     assert run.code == 0, run.stderr
     parent, child, parent_again = server.requests
@@ -212,7 +218,7 @@ def test_a_role_on_another_provider_is_sent_there_with_that_providers_key(
     assert child.path.endswith("/v1/messages") and child.body["model"] == "claude-opus-4-1"
     assert child.headers["x-api-key"] == key and "authorization" not in parent.headers
     assert child.body["system"][0]["text"] == "You are the checker."
-    assert key not in run.stdout
+    assert key not in run.stdout and "yes (I was sent [REDACTED])" in run.stdout
 
 
 def test_a_roles_model_that_cannot_be_had_is_an_error_event_and_the_parent_goes_on(

@@ -167,7 +167,7 @@ def open_session(
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
-    session.models = _role_models(settings, transport)
+    session.models = _role_models(settings, transport, session.add_secret)
     # A role file that is not one is said at the start; the session runs without that role.
     session.start_notes += [
         ev.Error(kind="RoleError", message=e.message, hint=e.hint, recoverable=True)
@@ -269,10 +269,13 @@ def _with_roles(
 
 
 def _role_models(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    add_secret: Callable[[str], None],
 ) -> Callable[[str], Provider | None]:
     """A sub-agent role's model -> its provider (None: the session's own), each made once and
-    shared by the sub-agents on it (the session closes it with them)."""
+    shared by the sub-agents on it (the session closes it with them). Another provider's key
+    is redacted like the session's own (its variable may not look like a secret's)."""
     from mcode.config import model_settings
     from mcode.providers.factory import make_provider
 
@@ -285,6 +288,8 @@ def _role_models(
         key = (other.provider, other.model)
         if key not in made:
             made[key] = make_provider(other, transport=transport)
+            if other.api_key:
+                add_secret(other.api_key)
         return made[key]
 
     return provider_for

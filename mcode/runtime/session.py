@@ -360,6 +360,12 @@ class Session:
                 )
             )
 
+    def add_secret(self, value: str) -> None:
+        """Redact ``value`` too from here on (the key of another provider, which a sub-agent's
+        role brought in). Streams already under way keep what they had."""
+        if value and value not in self._secrets:
+            self._secrets.append(value)
+
     def scrub(self, text: str) -> str:
         """``text`` with every key this session holds replaced by ``[REDACTED]``."""
         return redact(text, self._secrets)
