@@ -207,13 +207,25 @@ def test_a_role_on_another_provider_is_sent_there_with_that_providers_key(
     (home / "config" / "mcode" / "config.toml").write_text(
         '[providers.anthropic]\napi_key_env = "ROLE_ANTHROPIC"\n'
     )
+    echo = {"command": "echo key=[$ROLE_ANTHROPIC]"}
     server = model_server(
-        [delegate("checker"), {"text": f"yes (I was sent {key})"}, {"text": "It is 1.2."}]
+        [
+            delegate("checker"),
+            {"tool_calls": [{"id": "s1", "name": "bash", "arguments": echo}]},
+            {"text": f"yes (I was sent {key})"},
+            {"text": "It is 1.2."},
+        ]
     )
     env = clean_env(home, ROLE_ANTHROPIC=key, ANTHROPIC_BASE_URL=server.anthropic_base_url)
-    run = mcode(*exec_args(server, "--output-format", "stream-json"), "check", cwd=repo, env=env)
+    flags = ["--output-format", "stream-json", "--permission-mode", "full-auto"]
+    run = mcode(*exec_args(server, *flags), "check", cwd=repo, env=env)
     assert run.code == 0, run.stderr
-    parent, child, parent_again = server.requests
+    parent, child, child_again, parent_again = server.requests
+    # The sub-agent's command did not see the key's variable.
+    results = [
+        b for m in child_again.body["messages"] for b in m["content"] if b["type"] == "tool_result"
+    ]
+    assert "key=[]" in json.dumps(results)
     assert parent.path == parent_again.path == "/v1/chat/completions"
     assert child.path.endswith("/v1/messages") and child.body["model"] == "claude-opus-4-1"
     assert child.headers["x-api-key"] == key and "authorization" not in parent.headers

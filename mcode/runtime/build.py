@@ -167,7 +167,7 @@ def open_session(
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
     )
-    session.models = _role_models(settings, transport, session.add_secret)
+    session.models = _role_models(settings, transport, session.add_secret, child_env)
     # A role file that is not one is said at the start; the session runs without that role.
     session.start_notes += [
         ev.Error(kind="RoleError", message=e.message, hint=e.hint, recoverable=True)
@@ -272,10 +272,13 @@ def _role_models(
     settings: Settings,
     transport: httpx.AsyncBaseTransport | None,
     add_secret: Callable[[str], None],
+    child_env: dict[str, str],
 ) -> Callable[[str], Provider | None]:
     """A sub-agent role's model -> its provider (None: the session's own), each made once and
     shared by the sub-agents on it (the session closes it with them). Another provider's key
-    is redacted like the session's own (its variable may not look like a secret's)."""
+    is kept as the session's own is (its variable may not look like a secret's): redacted
+    from the events, and its variable taken out of the commands' environment (the one dict
+    every conversation's ToolContext holds)."""
     from mcode.config import model_settings
     from mcode.providers.factory import make_provider
 
@@ -290,6 +293,8 @@ def _role_models(
             made[key] = make_provider(other, transport=transport)
             if other.api_key:
                 add_secret(other.api_key)
+            if other.api_key_env:
+                child_env.pop(other.api_key_env, None)
         return made[key]
 
     return provider_for
