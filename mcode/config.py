@@ -357,7 +357,22 @@ def model_settings(settings: Settings, model: str) -> Settings | None:
     flags, which are for its own provider). Claude Code's aliases (``sonnet``, ``opus``,
     ``haiku``) are Anthropic's models on the anthropic provider, and the session's model on any
     other (a Claude agent file brought to another provider keeps working). ConfigError when the
-    other provider cannot be used (its key is not set)."""
+    other provider cannot be used (its key is not set), and under ``--max-cost`` for a model
+    priced otherwise than the session's: the run's cost is kept at one price, never guessed."""
+    chosen = _model_settings(settings, model)
+    if chosen is not None and settings.max_cost is not None:
+        from mcode.providers.prices import price_of
+
+        if price_of(chosen.model) != price_of(settings.model):
+            raise ConfigError(
+                f"--max-cost keeps the run's cost at {settings.model}'s price, and "
+                f"{chosen.model} is priced otherwise (or its price is not known)",
+                hint="limit tokens instead (--max-tokens N), or leave model out of the role",
+            )
+    return chosen
+
+
+def _model_settings(settings: Settings, model: str) -> Settings | None:
     preset, sep, name = model.partition(":")
     if sep and preset in PRESETS and name:
         if preset != settings.provider:

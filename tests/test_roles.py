@@ -267,3 +267,19 @@ def test_a_model_the_server_refuses_fails_the_sub_agent_naming_it(
     assert result["content"].startswith("Error: the sub-agent task-")
     assert "(on no-such-model) stopped (error)" in result["content"]
     assert "model no-such-model not found" in result["content"]
+
+
+def test_under_max_cost_a_role_on_a_model_priced_otherwise_is_refused(
+    model_server, repo, env, user_agents
+):
+    # The run's cost is kept at the session model's price: a sub-agent on another price could
+    # not be counted right, so it does not start, and the parent goes on.
+    (user_agents / "checker.md").write_text(role("checker", "Check.", model="gpt-4o"))
+    server = model_server([delegate("checker"), {"text": "Checked it myself."}])
+    flags = ["--output-format", "stream-json", "--model", "gpt-4.1", "--max-cost", "5"]
+    run = mcode(*exec_args(server, *flags), "check", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    assert [b["model"] for b in server.bodies] == ["gpt-4.1", "gpt-4.1"]
+    (error,) = [e["data"] for e in run.events() if e["type"] == "error"]
+    assert "--max-cost" in error["message"] and "gpt-4o" in error["message"]
+    assert "--max-tokens" in error["hint"]
