@@ -4,6 +4,13 @@ llama.cpp opened with ``vocab_only=True`` reads only the vocabulary (no weights,
 the torch engine tokenizes exactly as the llama.cpp engine does: same ids for the same prompt,
 which the correctness check and the prefix cache across engines rely on. Markup segments may
 hold control tokens; content never does.
+
+A Hugging Face folder has the other reader, :mod:`.hf_tokenizer` (its ``tokenizer.json``
+through the ``tokenizers`` package): each format is tokenized exactly only by its own
+implementation (llama.cpp's pre-tokenizer is not the folder's, nor the other way round), so
+the two stay apart behind one surface (``encode``, ``tokenize``, ``piece``, ``decoder``,
+``grammar``, ``stop_ids``, ``close``). The agent's token *estimates* are neither: they are
+mcode/agent/tokens.py's, with no vocabulary at all.
 """
 
 from __future__ import annotations
