@@ -14,12 +14,15 @@
     _mcode/steer          Session.send while a prompt runs (ACP has no steering of its own)
 
 Sessions are mcode sessions like any other: stored as they go, listed by ``mcode sessions``,
-resumed by ``mcode exec --resume`` or another editor's ``session/load``. Bad parameters get
+resumed by ``mcode exec --resume`` or another editor's ``session/load`` — also while this agent
+runs, as the store's claim on a session is held only while a prompt writes to it
+(``Bridge.claimed``). Bad parameters get
 JSON-RPC errors with a message and a hint in ``data``; nothing a client sends ends the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,8 @@ class McodeAgent:
             session = open_session(settings, self.store, interactive=True, resume_id=resume_id)
         except MCodeError as e:
             raise _failed(e) from None
+        # open_session claimed it (and read it under the claim); its prompts claim it again.
+        self.store.release(session.id)
         bridge = Bridge(
             self.conn, session, settings, resumed=resume_id is not None, client_fs=self.client_fs
         )
@@ -236,6 +241,11 @@ class McodeAgent:
             if found.id != session_id:
                 raise _bad(f"no session {session_id!r}", "send a whole id from session/list")
             bridge = self._open(settings, session_id)
+        else:
+            # Open here already: read what another process stored of it since (the replay
+            # below shows it whole). Not while that process runs it: its next prompt will.
+            with contextlib.suppress(RequestError), bridge.claimed(show=False):
+                pass
         await bridge.replay(self.store.events(session_id))
         return s.LoadSessionResponse(
             modes=self._modes(bridge), config_options=self._options(bridge)
@@ -297,7 +307,8 @@ class McodeAgent:
             if value != session.model_info.model:
                 settings = self._settings(str(bridge.settings.workspace), model=value)
                 try:
-                    await switch_model(session, settings)
+                    with bridge.claimed():  # model.changed is stored
+                        await switch_model(session, settings)
                 except MCodeError as e:
                     raise _failed(e) from None
                 bridge.settings = settings

@@ -238,6 +238,18 @@ class Session:
         """The main conversation's provider and model (name, window, image input, ...)."""
         return self.main.provider.info
 
+    @property
+    def last_seq(self) -> int:
+        """The number of the last event of this session: written here, or read on resume."""
+        return self._seq
+
+    def continue_from(self, last_seq: int) -> None:
+        """Number the next event after ``last_seq``: another process ran this session while this
+        one held no claim on it (:func:`mcode.runtime.build.catch_up`). Only between turns."""
+        if self.busy:
+            raise MCodeError("a session cannot be renumbered while it runs")
+        self._seq = last_seq
+
     def add(self, conversation: Conversation, *, depth: int = 0) -> None:
         """Host another conversation (a team member; ``depth`` 1: a sub-agent) in this session."""
         agent = conversation.agent_id
