@@ -11,6 +11,10 @@ opened by :func:`mcode.runtime.build.open_session` and stored like any other, so
     permission.asked         -> window/showMessageRequest (Allow / Deny) -> Session.approve
     the turn's answer        -> window/showMessage, and the command's result
 
+A task holds the store's claim on its session (``Store.claim``) from its start to its end and
+gives it up then, so ``mcode exec --resume`` or the TUI can continue the session while the server
+runs; ``mcode.resume`` opens it again from the store, with whatever was added elsewhere.
+
 A client without ``window.showMessage`` in its capabilities cannot answer a question: its
 sessions are headless (what would ask is denied, as in ``mcode exec``). One that does not answer
 is denied after ``approval_timeout`` seconds by the Session's own timer, so a task never hangs
@@ -116,7 +120,7 @@ class Tasks:
         settings = self.settings(thinking)
         session = open_session(settings, self.store, interactive=self.can_ask, resume_id=resume_id)
         if prompt is None and session.interrupted is None:
-            await session.close()
+            await self._close(session)
             raise UsageError(
                 f"session {session.id[:12]} has nothing to continue: its last turn finished",
                 hint='give a prompt: [{"session": "ID", "prompt": "what to do next"}]',
@@ -146,7 +150,7 @@ class Tasks:
                 else None
             )
             session.finish(result=answer, exit_code=_EXIT.get(reason, 1), reason=reason)
-            await session.close()
+            await self._close(session)
             self._end(task, reason)
         assert outcome is not None
         error = None if outcome.error is None else session.scrub(_said(outcome.error))
@@ -162,6 +166,13 @@ class Tasks:
             "changed_files": list(task.changed),
             "resume": f"mcode exec --resume {session.id[:12]}",
         }
+
+    async def _close(self, session: Session) -> None:
+        """Close a task's session and give up its claim: it can be resumed elsewhere now."""
+        try:
+            await session.close()
+        finally:
+            self.store.release(session.id)
 
     def _start(self, session: Session, settings: Settings, *, resumed: bool) -> None:
         """``session.started`` for a task of this server (approvals by the editor, if it can)."""
@@ -193,7 +204,7 @@ class Tasks:
         try:
             job = await start_team(settings, session, prompt)
         except BaseException:
-            await session.close()
+            await self._close(session)
             raise
         task = Task(session, title, f"mcode-{uuid.uuid4().hex[:12]}", request_id, team=True)
         self.running[session.id] = task
@@ -222,7 +233,7 @@ class Tasks:
                 exit_code=_EXIT.get(outcome.reason, 1),
                 reason=outcome.reason,
             )
-            await session.close()
+            await self._close(session)
             self._end(task, reason)
         error = None if outcome.error is None else session.scrub(_said(outcome.error))
         if error is not None:
