@@ -122,6 +122,7 @@ class McodeAgent:
             self.conn, session, settings, resumed=resume_id is not None, client_fs=self.client_fs
         )
         self.bridges[session.id] = bridge
+        session.warm_up()  # the provider's client, off the loop, while the user types
         return bridge
 
     def _modes(self, bridge: Bridge) -> s.SessionModeState:

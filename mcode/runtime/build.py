@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -220,6 +221,21 @@ def catch_up(session: Session, store: Store) -> list[dict[str, Any]]:
     _resume_state(session, events)
     session.continue_from(events[-1]["seq"])
     return [e for e in events if e["seq"] > mine]
+
+
+def preload() -> None:
+    """Import and make what a process's first model request would otherwise wait for: httpx
+    loads its transport (httpcore) and anyio its asyncio backend only then, and the shared TLS
+    context loads the CA bundle (together 0.3-0.8 s on a busy machine; BENCH.md). For a server
+    that starts before its first prompt (``mcode acp``, ``mcode lsp``), in a thread of its own.
+    Failures are left for that request to report."""
+    with contextlib.suppress(Exception):
+        import anyio._backends._asyncio  # noqa: F401
+        import httpcore  # noqa: F401
+
+        from mcode.providers.http import tls_context
+
+        tls_context()
 
 
 async def switch_model(session: Session, settings: Settings) -> None:
