@@ -58,9 +58,21 @@ def test_a_loaded_session_replays_its_history_and_goes_on(model_server, repo, en
             loaded = await ed.conn.load_session(cwd=str(repo), session_id=sid, mcp_servers=[])
             replayed = list(ed.updates)  # everything before the load's reply
             reply = await ed.prompt(sid, "and now?")
-            return listed, loaded, replayed, reply
+            return listed, loaded, replayed, reply, ed
 
-    listed, loaded, replayed, reply = run(scenario())
+    listed, loaded, replayed, reply, ed = run(scenario())
+    # the loaded session's slash commands came too, after the load's reply
+    (commands,) = ed.of(sid, "available_commands_update")
+    assert [c.name for c in commands.available_commands] == ["compact", "team"]
+    reply_at = ed.arrival(lambda m: "modes" in (m.get("result") or {}))
+    commands_at = ed.arrival(
+        lambda m: (
+            m.get("params", {}).get("update", {}).get("sessionUpdate")
+            == "available_commands_update"
+        )
+    )
+    assert reply_at < commands_at
+    replayed = [(i, u) for i, u in replayed if u.session_update != "available_commands_update"]
     (info,) = listed.sessions
     assert (info.session_id, info.cwd, info.title) == (sid, str(repo), "what is in a.txt?")
     assert loaded.modes.current_mode_id == "ask"

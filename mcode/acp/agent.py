@@ -5,7 +5,8 @@
     session/new           load_settings(cwd) + open_session -> a Bridge; modes (the permission
                           modes) and config options (mode, thinking, model) in the reply; the
                           slash commands right after it (Zed drops updates sent before)
-    session/load          open_session(resume_id=...) and the stored history replayed
+    session/load          open_session(resume_id=...) and the stored history replayed; the
+                          slash commands after its reply too
     session/list          the store's sessions (of a folder), newest first, 50 a page
     session/prompt        Bridge.prompt         session/cancel   Session.cancel
     session/set_mode      Session.set_permission_mode
@@ -83,12 +84,19 @@ class McodeAgent:
     def on_connect(self, conn: Any) -> None:
         self.conn = conn
 
-    def on_reply(self, method: str, message: dict[str, Any]) -> None:
-        """A reply was written (mcode/acp/wire.py)."""
-        if method == "session/new" and isinstance(message.get("result"), dict):
-            bridge = self.bridges.get(message["result"].get("sessionId", ""))
-            if bridge is not None:
-                bridge.send_commands()
+    def on_reply(self, method: str, params: dict[str, Any], message: dict[str, Any]) -> None:
+        """The reply to a request was written (mcode/acp/wire.py): after a session/new or
+        session/load that succeeded, the session's slash commands."""
+        result = message.get("result")
+        if method == "session/new" and isinstance(result, dict):
+            session_id = result.get("sessionId", "")
+        elif method == "session/load" and "error" not in message:
+            session_id = params.get("sessionId", "")
+        else:
+            return
+        bridge = self.bridges.get(session_id) if isinstance(session_id, str) else None
+        if bridge is not None:
+            bridge.send_commands()
 
     # -- helpers ------------------------------------------------------------------------------
     def _bridge(self, session_id: str) -> Bridge:
