@@ -24,6 +24,7 @@ JSON-RPC errors with a message and a hint in ``data``; nothing a client sends en
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from mcode.errors import MCodeError
 from mcode.runtime.build import open_session, switch_model
 from mcode.store import Store
 
+log = logging.getLogger(__name__)
 PAGE = 50
 MODES = [
     ("read-only", "Read only", "Reads and searches; edits and commands are refused"),
@@ -57,6 +59,18 @@ def model_choices(settings: Settings, current: str) -> list[str]:
     family = default.split("-")[0] + "-" if default else None
     known = [m for m in MODELS if family is not None and m.startswith(family)]
     return list(dict.fromkeys([current, *([default] if default else []), *known]))
+
+
+def _unused_mcp(servers: list[Any] | None) -> None:
+    """Say on stderr (the editor's agent log) that the MCP servers a client sent with
+    session/new or session/load are not started: mcode's come from its own config."""
+    if servers:
+        names = ", ".join(str(getattr(server, "name", "?")) for server in servers)
+        log.warning(
+            "mcode acp: the editor's MCP servers (%s) are not started; mcode starts those of "
+            ".mcp.json and [mcp_servers] in .mcode/config.toml (see `mcode plugins`)",
+            names,
+        )
 
 
 def _bad(message: str, hint: str) -> RequestError:
@@ -228,6 +242,7 @@ class McodeAgent:
         **kwargs: Any,
     ) -> s.NewSessionResponse:
         bridge = self._open(self._settings(cwd), None)
+        _unused_mcp(mcp_servers)
         return s.NewSessionResponse(
             session_id=bridge.id, modes=self._modes(bridge), config_options=self._options(bridge)
         )
@@ -255,6 +270,7 @@ class McodeAgent:
             # below shows it whole). Not while that process runs it: its next prompt will.
             with contextlib.suppress(RequestError), bridge.claimed(show=False):
                 pass
+        _unused_mcp(mcp_servers)
         await bridge.replay(self.store.events(session_id))
         return s.LoadSessionResponse(
             modes=self._modes(bridge), config_options=self._options(bridge)
