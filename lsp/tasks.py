@@ -122,8 +122,23 @@ class Tasks:
         when the caller turns it into something else, as review does into diagnostics)."""
         from mcode.runtime.build import open_session
 
+        if resume_id is not None and any(sid.startswith(resume_id) for sid in self.running):
+            # This process holds its claim already, so the store would not stop a second
+            # Session of it here, and the two would number their events alike.
+            raise UsageError(
+                f"session {resume_id[:12]} is running a task in this editor",
+                hint="steer it (mcode.steer), or wait for it to finish and resume it then",
+            )
         settings = self.settings(thinking)
-        session = open_session(settings, self.store, interactive=self.can_ask, resume_id=resume_id)
+        try:
+            session = open_session(
+                settings, self.store, interactive=self.can_ask, resume_id=resume_id
+            )
+        except MCodeError:
+            if resume_id is not None:  # it may have claimed the session before it failed
+                with contextlib.suppress(MCodeError):
+                    self.store.release(self.store.find(resume_id).id)
+            raise
         if prompt is None and session.interrupted is None:
             await self._close(session)
             raise UsageError(

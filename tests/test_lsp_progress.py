@@ -245,3 +245,30 @@ def test_progress_goes_to_the_work_done_token_the_command_came_with(
     # the cancel on the editor's token stopped the task
     assert isinstance(end, types.WorkDoneProgressEnd) and end.message == "cancelled"
     assert summary["reason"] == "cancelled" and gone(pid)
+
+
+def test_resuming_the_session_of_a_running_task_is_refused(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    pid = tmp_path / "sleep.pid"
+    server = model_server([_bash(sleeper(pid)), {"text": "not reached"}])
+
+    async def scenario() -> tuple[JsonRpcException, Any, str]:
+        async with Editor(tmp_path / "home", repo, server, "--permission-mode", "full-auto") as ed:
+            running = asyncio.ensure_future(ed.command("mcode.task", {"prompt": "sleep a while"}))
+            await _until(lambda: pid.exists())
+            (begin, *_) = next(iter(ed.client.progress_reports.values()))
+            sid = begin.message.removeprefix("session ")
+            with pytest.raises(JsonRpcException) as refused:
+                await ed.command("mcode.resume", {"session": sid, "prompt": "again"})
+            await ed.command("mcode.cancel", {})
+            return refused.value, await asyncio.wait_for(running, 20), sid
+
+    refused, summary, sid = run(scenario())
+    assert refused.code == -32602 and "is running a task in this editor" in refused.message
+    assert summary["reason"] == "cancelled" and summary["session"].startswith(sid)
+    # one run of the session in the store: the refused resume wrote nothing
+    stored = stored_events(tmp_path / "home", summary["session"])
+    assert [e["type"] for e in stored].count("session.started") == 1
+    assert len(server.requests) == 1

@@ -137,6 +137,8 @@ class McodeAgent:
         try:
             session = open_session(settings, self.store, interactive=True, resume_id=resume_id)
         except MCodeError as e:
+            if resume_id is not None:  # it may have claimed the session before it failed
+                self.store.release(resume_id)
             raise _failed(e) from None
         # open_session claimed it (and read it under the claim); its prompts claim it again.
         self.store.release(session.id)
