@@ -13,6 +13,11 @@ each case the LSP specification names, and the server goes on:
 
 Notifications get no answer by definition: one before ``initialize`` (other than ``exit``) is
 dropped, as the specification says, and one that cannot be read is logged.
+
+It also keeps the ``workDoneToken`` a client sends with ``workspace/executeCommand``, by request
+id until the request is answered (``work_done_token``): the task's progress is reported on it,
+as the client asked, instead of on a token the server creates (pygls hands a command only its
+arguments).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class StrictProtocol(LanguageServerProtocol):
         super().__init__(server, converter)
         self.initialized = False
         self.on_cancel: Callable[[Any], None] | None = None
+        self._work_done_tokens: dict[Any, int | str] = {}
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
@@ -105,7 +111,19 @@ class StrictProtocol(LanguageServerProtocol):
             return
         if method == types.INITIALIZE and is_request:
             self.initialized = True
+        if method == types.WORKSPACE_EXECUTE_COMMAND and is_request:
+            token = getattr(message.params, "work_done_token", None)
+            if token is not None:
+                self._work_done_tokens[msg_id] = token
         super().handle_message(message)
+
+    def work_done_token(self, msg_id: Any) -> int | str | None:
+        """The ``workDoneToken`` of request ``msg_id`` (an executeCommand), if it sent one."""
+        return self._work_done_tokens.get(msg_id)
+
+    def _send_response(self, msg_id: Any, *args: Any, **kwargs: Any) -> None:
+        self._work_done_tokens.pop(msg_id, None)  # answered: its token is done with
+        super()._send_response(msg_id, *args, **kwargs)
 
     def _handle_cancel_notification(self, msg_id: Any) -> None:
         super()._handle_cancel_notification(msg_id)

@@ -351,7 +351,13 @@ def _register(ls: McodeServer) -> None:
 
 def serve(flags: dict[str, Any], *, cwd: Path, tcp: int | None = None) -> int:
     """Serve one editor on stdio (or ``tcp``'s port on 127.0.0.1) until it exits."""
+    import threading
+
+    from mcode.runtime.build import preload
+
     server = McodeServer(flags, cwd)
+    # What the first task's model request would wait for, while the editor is still opening.
+    threading.Thread(target=preload, name="mcode-lsp-preload", daemon=True).start()
     if tcp is not None:
         server.start_tcp("127.0.0.1", tcp)
     else:

@@ -6,10 +6,16 @@ opened by :func:`mcode.runtime.build.open_session` and stored like any other, so
 ``submit``, ``send`` (steer), ``cancel`` and ``approve``, and maps the events it subscribes to:
 
     turn.started, tool.started, tool.finished, file.changed, retry
-                             -> $/progress report (begin and end around the task)
+                             -> $/progress report (begin and end around the task), on the
+                                workDoneToken the command came with, else on one the server
+                                creates (window/workDoneProgress/create)
     tool.finished, error     -> window/logMessage
     permission.asked         -> window/showMessageRequest (Allow / Deny) -> Session.approve
     the turn's answer        -> window/showMessage, and the command's result
+
+A task holds the store's claim on its session (``Store.claim``) from its start to its end and
+gives it up then, so ``mcode exec --resume`` or the TUI can continue the session while the server
+runs; ``mcode.resume`` opens it again from the store, with whatever was added elsewhere.
 
 A client without ``window.showMessage`` in its capabilities cannot answer a question: its
 sessions are headless (what would ask is denied, as in ``mcode exec``). One that does not answer
@@ -52,8 +58,11 @@ class Task:
 
     session: Session
     title: str
-    token: str
+    token: int | str
     request_id: Any = None
+    # The token is the client's (sent with the command): it exists already and is reported on
+    # even by a client that did not say window.workDoneProgress.
+    client_token: bool = False
     answer_path: Path | None = None
     changed: list[str] = field(default_factory=list)
     # A team run (mcode.teamTask): its progress is the team's steps.
@@ -113,16 +122,31 @@ class Tasks:
         when the caller turns it into something else, as review does into diagnostics)."""
         from mcode.runtime.build import open_session
 
+        if resume_id is not None and any(sid.startswith(resume_id) for sid in self.running):
+            # This process holds its claim already, so the store would not stop a second
+            # Session of it here, and the two would number their events alike.
+            raise UsageError(
+                f"session {resume_id[:12]} is running a task in this editor",
+                hint="steer it (mcode.steer), or wait for it to finish and resume it then",
+            )
         settings = self.settings(thinking)
-        session = open_session(settings, self.store, interactive=self.can_ask, resume_id=resume_id)
+        try:
+            session = open_session(
+                settings, self.store, interactive=self.can_ask, resume_id=resume_id
+            )
+        except MCodeError:
+            if resume_id is not None:  # it may have claimed the session before it failed
+                with contextlib.suppress(MCodeError):
+                    self.store.release(self.store.find(resume_id).id)
+            raise
         if prompt is None and session.interrupted is None:
-            await session.close()
+            await self._close(session)
             raise UsageError(
                 f"session {session.id[:12]} has nothing to continue: its last turn finished",
                 hint='give a prompt: [{"session": "ID", "prompt": "what to do next"}]',
             )
         self.files.attach(session.main.tool_context)
-        task = Task(session, title, f"mcode-{uuid.uuid4().hex[:12]}", request_id)
+        task = self._task(session, title, request_id)
         self.running[session.id] = task
         session.subscribe(lambda event, _line: self._on_event(task, event))
         outcome: TurnOutcome | None = None
@@ -146,7 +170,7 @@ class Tasks:
                 else None
             )
             session.finish(result=answer, exit_code=_EXIT.get(reason, 1), reason=reason)
-            await session.close()
+            await self._close(session)
             self._end(task, reason)
         assert outcome is not None
         error = None if outcome.error is None else session.scrub(_said(outcome.error))
@@ -162,6 +186,20 @@ class Tasks:
             "changed_files": list(task.changed),
             "resume": f"mcode exec --resume {session.id[:12]}",
         }
+
+    def _task(self, session: Session, title: str, request_id: Any, *, team: bool = False) -> Task:
+        """A task of ``session``, its progress on the command's workDoneToken if it sent one."""
+        token = self.server.protocol.work_done_token(request_id)
+        if token is not None:
+            return Task(session, title, token, request_id, team=team, client_token=True)
+        return Task(session, title, f"mcode-{uuid.uuid4().hex[:12]}", request_id, team=team)
+
+    async def _close(self, session: Session) -> None:
+        """Close a task's session and give up its claim: it can be resumed elsewhere now."""
+        try:
+            await session.close()
+        finally:
+            self.store.release(session.id)
 
     def _start(self, session: Session, settings: Settings, *, resumed: bool) -> None:
         """``session.started`` for a task of this server (approvals by the editor, if it can)."""
@@ -193,9 +231,9 @@ class Tasks:
         try:
             job = await start_team(settings, session, prompt)
         except BaseException:
-            await session.close()
+            await self._close(session)
             raise
-        task = Task(session, title, f"mcode-{uuid.uuid4().hex[:12]}", request_id, team=True)
+        task = self._task(session, title, request_id, team=True)
         self.running[session.id] = task
         session.subscribe(lambda event, _line: self._on_event(task, event))
         try:
@@ -222,7 +260,7 @@ class Tasks:
                 exit_code=_EXIT.get(outcome.reason, 1),
                 reason=outcome.reason,
             )
-            await session.close()
+            await self._close(session)
             self._end(task, reason)
         error = None if outcome.error is None else session.scrub(_said(outcome.error))
         if error is not None:
@@ -263,7 +301,7 @@ class Tasks:
 
     def cancel_token(self, token: Any) -> None:
         for task in list(self.running.values()):
-            if task.token == str(token):
+            if task.token == token:
                 task.session.cancel()
 
     def cancel_request(self, request_id: Any) -> None:
@@ -292,7 +330,7 @@ class Tasks:
             line = team_line(event)
         else:
             line = progress_line(event)
-        if line is not None and self.has_progress:
+        if line is not None and self._reports(task):
             self.server.work_done_progress.report(
                 task.token, types.WorkDoneProgressReport(message=line)
             )
@@ -312,11 +350,16 @@ class Tasks:
         allowed = choice is not None and choice.title == "Allow"
         task.session.approve(asked.request_id, allowed, "" if allowed else "denied in the editor")
 
+    def _reports(self, task: Task) -> bool:
+        """Whether ``task``'s progress goes to the client."""
+        return task.client_token or self.has_progress
+
     async def _begin(self, task: Task) -> None:
-        if not self.has_progress:
+        if not self._reports(task):
             return
-        with contextlib.suppress(Exception):  # a client that refuses still gets the reports
-            await self.server.work_done_progress.create_async(task.token)
+        if not task.client_token:
+            with contextlib.suppress(Exception):  # a client that refuses still gets the reports
+                await self.server.work_done_progress.create_async(task.token)
         self.server.work_done_progress.begin(
             task.token,
             types.WorkDoneProgressBegin(
@@ -327,10 +370,12 @@ class Tasks:
         )
 
     def _end(self, task: Task, reason: str) -> None:
-        if self.has_progress:
+        if self._reports(task):
             self.server.work_done_progress.end(
                 task.token, types.WorkDoneProgressEnd(message=reason)
             )
+            # pygls keeps a future per token it has seen: ended, the token may be used again.
+            self.server.work_done_progress.tokens.pop(task.token, None)
 
     async def _show_answer(self, task: Task, answer: str) -> None:
         if len(answer) <= MESSAGE_MAX or not self._can_show_document():

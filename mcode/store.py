@@ -234,8 +234,7 @@ class Store:
             if self._lock_fd is None:
                 lock_path = self.path.with_name(self.path.name + ".lock")
                 self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            offset = int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:6], "big")
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _claim_byte(session_id))
         except (BlockingIOError, PermissionError):
             raise StoreError(
                 f"session {session_id[:12]} is in use by another mcode process",
@@ -246,6 +245,14 @@ class Store:
                 f"cannot lock session {session_id[:12]} in {self.path.parent}: {e.strerror}",
                 hint="check the disk and permissions, or set MCODE_DATA_DIR to another folder",
             ) from None
+
+    def release(self, session_id: str) -> None:
+        """Give up this process's claim of ``session_id``: another process may run it now (an
+        editor server between prompts, so that ``mcode exec --resume`` can continue the
+        session). Nothing happens when it is not held. A process that claims it again must
+        read what was stored meanwhile before it writes (the numbering goes on from there)."""
+        if self._lock_fd is not None:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, _claim_byte(session_id))
 
     def write(self, event: Event, body: str) -> None:
         """Persist one event (``body`` is its JSON, already scrubbed of secrets), committed on
@@ -470,6 +477,11 @@ class Store:
     def history(self, session_id: str) -> list[Message]:
         """The conversation as the model saw it, rebuilt from the stored events."""
         return history_of(self.events(session_id))
+
+
+def _claim_byte(session_id: str) -> int:
+    """The byte of ``sessions.db.lock`` that stands for ``session_id``'s claim."""
+    return int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:6], "big")
 
 
 def history_of(events: list[dict[str, Any]], agent: str | None = None) -> list[Message]:

@@ -58,9 +58,21 @@ def test_a_loaded_session_replays_its_history_and_goes_on(model_server, repo, en
             loaded = await ed.conn.load_session(cwd=str(repo), session_id=sid, mcp_servers=[])
             replayed = list(ed.updates)  # everything before the load's reply
             reply = await ed.prompt(sid, "and now?")
-            return listed, loaded, replayed, reply
+            return listed, loaded, replayed, reply, ed
 
-    listed, loaded, replayed, reply = run(scenario())
+    listed, loaded, replayed, reply, ed = run(scenario())
+    # the loaded session's slash commands came too, after the load's reply
+    (commands,) = ed.of(sid, "available_commands_update")
+    assert [c.name for c in commands.available_commands] == ["compact", "team"]
+    reply_at = ed.arrival(lambda m: "modes" in (m.get("result") or {}))
+    commands_at = ed.arrival(
+        lambda m: (
+            m.get("params", {}).get("update", {}).get("sessionUpdate")
+            == "available_commands_update"
+        )
+    )
+    assert reply_at < commands_at
+    replayed = [(i, u) for i, u in replayed if u.session_update != "available_commands_update"]
     (info,) = listed.sessions
     assert (info.session_id, info.cwd, info.title) == (sid, str(repo), "what is in a.txt?")
     assert loaded.modes.current_mode_id == "ask"
@@ -93,6 +105,59 @@ def test_an_editor_session_resumes_in_mcode_exec(model_server, repo, env):
     assert done.stdout.strip() == "ok"
     contents = [m.get("content") for m in server.bodies[2]["messages"]]
     assert "what is in a.txt?" in contents and contents[-1] == "go on"
+
+
+def test_an_idle_editor_session_resumes_in_exec_while_the_agent_runs(model_server, repo, env):
+    server = model_server([{"text": "one"}, {"text": "from exec", "delay": 1.5}, {"text": "three"}])
+    resume = exec_args(server, "--resume")
+
+    async def scenario() -> tuple[Any, ...]:
+        async with editor(server, cwd=repo, env=env) as ed:
+            sid = await ed.new(repo)
+            assert (await ed.prompt(sid, "first")).stop_reason == "end_turn"
+            # The editor's session is idle: the terminal continues it while the agent runs.
+            terminal = asyncio.ensure_future(
+                asyncio.to_thread(mcode, *resume, sid, "from the terminal", cwd=repo, env=env)
+            )
+            while len(server.requests) < 2 and not terminal.done():  # exec is in its turn
+                await asyncio.sleep(0.02)
+            with pytest.raises(acp.RequestError) as busy:
+                await ed.prompt(sid, "too soon")
+            done = await terminal
+            seen = len(ed.updates)
+            reply = await ed.prompt(sid, "and now?")
+            return sid, done, busy.value, reply, [u for _, u in ed.updates[seen:]]
+
+    sid, done, busy, reply, after = run(scenario())
+    assert done.code == 0, done.stderr
+    assert done.stdout.strip() == "from exec"
+    assert "in use by another mcode process" in busy.data["message"] and busy.data["hint"]
+    assert reply.stop_reason == "end_turn"
+    # The editor's next request carries the terminal's turn: its history was read again.
+    contents = [m.get("content") for m in server.bodies[2]["messages"] if m["role"] != "system"]
+    assert contents == ["first", "one", "from the terminal", "from exec", "and now?"]
+    # and the client was shown that turn before the new prompt's answer
+    chunks = [(u.session_update, u.content.text) for u in after if hasattr(u, "content")]
+    assert chunks == [
+        ("user_message_chunk", "from the terminal"),
+        ("agent_message_chunk", "from exec"),
+        ("agent_message_chunk", "three"),
+    ]
+    # One numbering across the three runs (no number taken twice), in the order they ran:
+    # the editor's first prompt, the terminal's run, the editor again (resumed), which the
+    # agent's exit ends.
+    stored = stored_events(Path(env["HOME"]), sid)
+    seqs = [e["seq"] for e in stored]
+    assert seqs == sorted(set(seqs))
+    runs = [(e["type"], e["data"].get("resumed")) for e in stored if e["type"].startswith("sess")]
+    assert runs == [
+        ("session.started", False),
+        ("session.started", True),
+        ("session.finished", None),
+        ("session.started", True),
+        ("session.finished", None),
+    ]
+    assert stored[-1]["data"]["result"] == "three"
 
 
 def test_loading_an_unknown_session_is_an_invalid_params_error(model_server, repo, env):

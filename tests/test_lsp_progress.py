@@ -199,3 +199,76 @@ def test_a_question_nobody_answers_is_denied_after_the_approval_timeout(
     assert len(ed.questions) == 1
     result = server.requests[1].body["messages"][-1]["content"]
     assert "no answer came within 0.5 s" in result
+
+
+@pytest.mark.parametrize("token", ["editor-7", 7])
+def test_progress_goes_to_the_work_done_token_the_command_came_with(
+    tmp_path: Path, model_server: Any, token: int | str
+) -> None:
+    import warnings
+
+    from pytest_lsp import LspSpecificationWarning
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    pid = tmp_path / "sleep.pid"
+    server = model_server([_bash(sleeper(pid)), {"text": "not reached"}])
+    # A client that made the token itself need not offer window.workDoneProgress at all.
+    caps = editor_capabilities(progress=False)
+
+    async def scenario() -> tuple[Any, Editor]:
+        async with Editor(
+            tmp_path / "home", repo, server, "--permission-mode", "full-auto", capabilities=caps
+        ) as ed:
+            ed.client.progress_reports[token] = []  # the editor's own token, made before
+            params = types.ExecuteCommandParams(
+                command="mcode.task",
+                arguments=[{"prompt": "sleep a while"}],
+                work_done_token=token,
+            )
+            running = asyncio.ensure_future(ed.client.workspace_execute_command_async(params))
+            await _until(lambda: "bash…" in ed.progress_messages() and pid.exists())
+            ed.client.window_work_done_progress_cancel(
+                types.WorkDoneProgressCancelParams(token=token)
+            )
+            return await asyncio.wait_for(running, 20), ed
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        summary, ed = run(scenario())
+    # No window/workDoneProgress/create came (pytest-lsp warns of a duplicate token), nor a
+    # report on a token the editor did not know.
+    assert [w for w in warned if issubclass(w.category, LspSpecificationWarning)] == []
+    assert list(ed.client.progress_reports) == [token]
+    begin, *middle, end = ed.client.progress_reports[token]
+    assert isinstance(begin, types.WorkDoneProgressBegin) and begin.cancellable
+    assert [r.message for r in middle][:2] == ["working", "bash…"]
+    # the cancel on the editor's token stopped the task
+    assert isinstance(end, types.WorkDoneProgressEnd) and end.message == "cancelled"
+    assert summary["reason"] == "cancelled" and gone(pid)
+
+
+def test_resuming_the_session_of_a_running_task_is_refused(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    pid = tmp_path / "sleep.pid"
+    server = model_server([_bash(sleeper(pid)), {"text": "not reached"}])
+
+    async def scenario() -> tuple[JsonRpcException, Any, str]:
+        async with Editor(tmp_path / "home", repo, server, "--permission-mode", "full-auto") as ed:
+            running = asyncio.ensure_future(ed.command("mcode.task", {"prompt": "sleep a while"}))
+            await _until(lambda: pid.exists())
+            (begin, *_) = next(iter(ed.client.progress_reports.values()))
+            sid = begin.message.removeprefix("session ")
+            with pytest.raises(JsonRpcException) as refused:
+                await ed.command("mcode.resume", {"session": sid, "prompt": "again"})
+            await ed.command("mcode.cancel", {})
+            return refused.value, await asyncio.wait_for(running, 20), sid
+
+    refused, summary, sid = run(scenario())
+    assert refused.code == -32602 and "is running a task in this editor" in refused.message
+    assert summary["reason"] == "cancelled" and summary["session"].startswith(sid)
+    # one run of the session in the store: the refused resume wrote nothing
+    stored = stored_events(tmp_path / "home", summary["session"])
+    assert [e["type"] for e in stored].count("session.started") == 1
+    assert len(server.requests) == 1

@@ -7,6 +7,7 @@ answer, and the session in the store (resumable with ``mcode exec --resume``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,40 @@ def test_a_client_that_cannot_apply_edits_gets_them_on_disk(
     assert summary["reason"] == "completed" and summary["changed_files"] == ["calc.py"]
     assert ed.edits == []  # never asked to apply what it cannot
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+
+
+def test_a_finished_task_resumes_in_exec_while_the_server_runs_and_the_editor_sees_it(
+    tmp_path: Path, model_server: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    server = model_server([{"text": "one"}, {"text": "from exec"}, {"text": "three"}])
+    home = tmp_path / "home"
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        async with Editor(home, repo, server) as ed:
+            first = await ed.command("mcode.task", {"prompt": "first"})
+            # The task ended: its session is free to continue in a terminal meanwhile.
+            resume = exec_args(server, "--resume", first["session"][:12], "from the terminal")
+            done = await asyncio.to_thread(mcode, *resume, cwd=repo, env=clean_env(home))
+            again = await ed.command(
+                "mcode.resume", {"session": first["session"][:12], "prompt": "and now?"}
+            )
+            return first, done, again
+
+    first, done, again = run(scenario())
+    assert done.code == 0, done.stderr
+    assert done.stdout.strip() == "from exec"
+    assert again["session"] == first["session"] and again["answer"] == "three"
+    # The editor's next request carries the terminal's turn.
+    history = [m for m in server.requests[2].body["messages"] if m["role"] != "system"]
+    assert [m["content"].splitlines()[0] for m in history] == [
+        "first",
+        "one",
+        "from the terminal",
+        "from exec",
+        "and now?",
+    ]
+    stored = stored_events(home, first["session"])
+    seqs = [e["seq"] for e in stored]
+    assert seqs == sorted(set(seqs))
+    assert [e["type"] for e in stored].count("session.finished") == 3

@@ -1016,3 +1016,35 @@ def test_a_whole_answer_past_the_size_cap_is_refused(
     server = model_server([{"text": "w" * 50_000}])
     err, _ = fail(server, stream=False)
     assert err.kind == "protocol" and not err.retryable and "over 10000 bytes" in err.message
+
+
+# ------------------------------------------------------------------ the client made ahead
+
+
+def test_a_warmed_provider_answers_on_the_client_it_made_and_shares_one_tls_context(
+    model_server: StartServer,
+) -> None:
+    """Session.warm_up (an editor's session/new) makes the provider's client in a thread; the
+    first call then uses it, and every client of the process shares one TLS context."""
+    from mcode.providers.http import tls_context
+
+    server = model_server([{"text": "warm"}, {"text": "cold"}])
+    warmed, cold = provider(server), provider(server)
+
+    async def go() -> tuple[Any, Any, list[ModelEvent]]:
+        await warmed.warm()
+        made = warmed._http._client
+        events = [e async for e in warmed.stream(request())]
+        used = warmed._http._client
+        await warmed.warm()  # made already: nothing new
+        assert warmed._http._client is used
+        await warmed.aclose()
+        return made, used, events
+
+    made, used, events = asyncio.run(go())
+    assert made is not None and used is made
+    assert of(completed(events), Completion)[0].message.text == "warm"
+    # a client made on first use, as before, answers the same and holds the same TLS context
+    assert of(completed(stream_all(cold, request())), Completion)[0].message.text == "cold"
+    pool = made._transport._pool  # httpx's transport -> httpcore's pool
+    assert pool._ssl_context is tls_context()

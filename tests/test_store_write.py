@@ -34,3 +34,41 @@ def test_each_event_is_committed_and_updated_at_is_throttled(tmp_path: Path) -> 
     assert not store._db.in_transaction
     reader.close()
     store.close()
+
+
+def test_a_released_claim_can_be_taken_by_another_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "sessions.db"
+    store = Store(path)
+    store.claim("s1")
+    store.claim("s2")
+    other = (
+        "import sys; from mcode.store import Store, StoreError\n"
+        "store = Store(__import__('pathlib').Path(sys.argv[1]))\n"
+        "for sid in sys.argv[2:]:\n"
+        "    try:\n"
+        "        store.claim(sid); print(sid, 'claimed')\n"
+        "    except StoreError as e:\n"
+        "        print(sid, e.message)\n"
+    )
+
+    def try_claims() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", other, str(path), "s1", "s2"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.splitlines()
+
+    assert try_claims() == [
+        "s1 session s1 is in use by another mcode process",
+        "s2 session s2 is in use by another mcode process",
+    ]
+    store.release("s1")  # one session let go; the other stays claimed
+    assert try_claims() == ["s1 claimed", "s2 session s2 is in use by another mcode process"]
+    store.release("never-claimed")  # nothing to give up: nothing happens
+    store.claim("s1")  # and this process can take it back once the other has gone
+    store.close()

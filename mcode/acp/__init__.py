@@ -38,26 +38,19 @@ def flags(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _preload() -> None:
-    """Import what the first model request would (httpx loads its transport, httpcore, and
-    anyio its asyncio backend only then): an editor starts the agent when its panel opens,
-    and the user's first prompt should not wait for imports (0.3-0.8 s on a busy machine;
-    BENCH.md)."""
-    with contextlib.suppress(Exception):
-        import anyio._backends._asyncio  # noqa: F401
-        import httpcore  # noqa: F401
-
-
 async def serve(args: argparse.Namespace) -> int:
     from acp.agent.connection import AgentSideConnection
 
     from mcode.acp.agent import McodeAgent
     from mcode.acp.wire import open_stdio
     from mcode.config import check_environment, data_home
+    from mcode.runtime.build import preload
     from mcode.store import Store
 
     check_environment(os.environ)
-    threading.Thread(target=_preload, name="mcode-acp-preload", daemon=True).start()
+    # An editor starts the agent when its panel opens: the imports of the first request are
+    # done while the user is still typing the first prompt.
+    threading.Thread(target=preload, name="mcode-acp-preload", daemon=True).start()
     store = Store(data_home() / "sessions.db")
     agent = McodeAgent(store, flags(args))
     wire = await open_stdio(agent.on_reply)

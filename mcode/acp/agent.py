@@ -5,7 +5,8 @@
     session/new           load_settings(cwd) + open_session -> a Bridge; modes (the permission
                           modes) and config options (mode, thinking, model) in the reply; the
                           slash commands right after it (Zed drops updates sent before)
-    session/load          open_session(resume_id=...) and the stored history replayed
+    session/load          open_session(resume_id=...) and the stored history replayed; the
+                          slash commands after its reply too
     session/list          the store's sessions (of a folder), newest first, 50 a page
     session/prompt        Bridge.prompt         session/cancel   Session.cancel
     session/set_mode      Session.set_permission_mode
@@ -14,12 +15,16 @@
     _mcode/steer          Session.send while a prompt runs (ACP has no steering of its own)
 
 Sessions are mcode sessions like any other: stored as they go, listed by ``mcode sessions``,
-resumed by ``mcode exec --resume`` or another editor's ``session/load``. Bad parameters get
+resumed by ``mcode exec --resume`` or another editor's ``session/load`` — also while this agent
+runs, as the store's claim on a session is held only while a prompt writes to it
+(``Bridge.claimed``). Bad parameters get
 JSON-RPC errors with a message and a hint in ``data``; nothing a client sends ends the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,7 @@ from mcode.errors import MCodeError
 from mcode.runtime.build import open_session, switch_model
 from mcode.store import Store
 
+log = logging.getLogger(__name__)
 PAGE = 50
 MODES = [
     ("read-only", "Read only", "Reads and searches; edits and commands are refused"),
@@ -53,6 +59,18 @@ def model_choices(settings: Settings, current: str) -> list[str]:
     family = default.split("-")[0] + "-" if default else None
     known = [m for m in MODELS if family is not None and m.startswith(family)]
     return list(dict.fromkeys([current, *([default] if default else []), *known]))
+
+
+def _unused_mcp(servers: list[Any] | None) -> None:
+    """Say on stderr (the editor's agent log) that the MCP servers a client sent with
+    session/new or session/load are not started: mcode's come from its own config."""
+    if servers:
+        names = ", ".join(str(getattr(server, "name", "?")) for server in servers)
+        log.warning(
+            "mcode acp: the editor's MCP servers (%s) are not started; mcode starts those of "
+            ".mcp.json and [mcp_servers] in .mcode/config.toml (see `mcode plugins`)",
+            names,
+        )
 
 
 def _bad(message: str, hint: str) -> RequestError:
@@ -80,12 +98,19 @@ class McodeAgent:
     def on_connect(self, conn: Any) -> None:
         self.conn = conn
 
-    def on_reply(self, method: str, message: dict[str, Any]) -> None:
-        """A reply was written (mcode/acp/wire.py)."""
-        if method == "session/new" and isinstance(message.get("result"), dict):
-            bridge = self.bridges.get(message["result"].get("sessionId", ""))
-            if bridge is not None:
-                bridge.send_commands()
+    def on_reply(self, method: str, params: dict[str, Any], message: dict[str, Any]) -> None:
+        """The reply to a request was written (mcode/acp/wire.py): after a session/new or
+        session/load that succeeded, the session's slash commands."""
+        result = message.get("result")
+        if method == "session/new" and isinstance(result, dict):
+            session_id = result.get("sessionId", "")
+        elif method == "session/load" and "error" not in message:
+            session_id = params.get("sessionId", "")
+        else:
+            return
+        bridge = self.bridges.get(session_id) if isinstance(session_id, str) else None
+        if bridge is not None:
+            bridge.send_commands()
 
     # -- helpers ------------------------------------------------------------------------------
     def _bridge(self, session_id: str) -> Bridge:
@@ -112,11 +137,16 @@ class McodeAgent:
         try:
             session = open_session(settings, self.store, interactive=True, resume_id=resume_id)
         except MCodeError as e:
+            if resume_id is not None:  # it may have claimed the session before it failed
+                self.store.release(resume_id)
             raise _failed(e) from None
+        # open_session claimed it (and read it under the claim); its prompts claim it again.
+        self.store.release(session.id)
         bridge = Bridge(
             self.conn, session, settings, resumed=resume_id is not None, client_fs=self.client_fs
         )
         self.bridges[session.id] = bridge
+        session.warm_up()  # the provider's client, off the loop, while the user types
         return bridge
 
     def _modes(self, bridge: Bridge) -> s.SessionModeState:
@@ -214,6 +244,7 @@ class McodeAgent:
         **kwargs: Any,
     ) -> s.NewSessionResponse:
         bridge = self._open(self._settings(cwd), None)
+        _unused_mcp(mcp_servers)
         return s.NewSessionResponse(
             session_id=bridge.id, modes=self._modes(bridge), config_options=self._options(bridge)
         )
@@ -236,6 +267,12 @@ class McodeAgent:
             if found.id != session_id:
                 raise _bad(f"no session {session_id!r}", "send a whole id from session/list")
             bridge = self._open(settings, session_id)
+        else:
+            # Open here already: read what another process stored of it since (the replay
+            # below shows it whole). Not while that process runs it: its next prompt will.
+            with contextlib.suppress(RequestError), bridge.claimed(show=False):
+                pass
+        _unused_mcp(mcp_servers)
         await bridge.replay(self.store.events(session_id))
         return s.LoadSessionResponse(
             modes=self._modes(bridge), config_options=self._options(bridge)
@@ -297,7 +334,8 @@ class McodeAgent:
             if value != session.model_info.model:
                 settings = self._settings(str(bridge.settings.workspace), model=value)
                 try:
-                    await switch_model(session, settings)
+                    with bridge.claimed():  # model.changed is stored
+                        await switch_model(session, settings)
                 except MCodeError as e:
                     raise _failed(e) from None
                 bridge.settings = settings

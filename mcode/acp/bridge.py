@@ -12,6 +12,13 @@ The bridge drives the Session only through its verbs and hears it only through i
                         ("always" also allows the same calls for the rest of the session)
     every event      -> Updates (mcode/acp/updates.py) -> session/update, in event order
 
+The store's claim on the session (``Store.claim``: one writer per session) is held only while
+something writes to it, a prompt above all (``claimed``): between prompts ``mcode exec --resume``
+or the TUI may continue the session. The next prompt claims it again and, if another run moved
+it on meanwhile, reads the newer history first (``catch_up``) and shows that run's turns to
+the client as replayed updates; while the other run still holds it, the prompt is refused with
+an error saying so. Event numbers never collide.
+
 Updates go out through one queue and one sender task, so they reach the client in the order
 the events happened even though an event is heard synchronously (inside ``emit``) and sending
 is asynchronous. The client's file system, where it offers one, is the tools' through
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, Final
 
 from acp import RequestError
@@ -38,7 +46,9 @@ from mcode.acp.updates import Update, Updates
 from mcode.config import Settings
 from mcode.errors import MCodeError
 from mcode.events import Event
+from mcode.runtime.build import catch_up
 from mcode.runtime.session import Session
+from mcode.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +119,7 @@ class Bridge:
         self._outbox: asyncio.Queue[Update | s.AvailableCommandsUpdate] = asyncio.Queue()
         self._sender = asyncio.ensure_future(self._send_updates())
         self._asks: dict[str, asyncio.Task[None]] = {}
+        self._holds = 0  # the prompts (and other writers) now inside ``claimed``
         context = session.main.tool_context
         files = ClientFiles(conn, session.id, asyncio.get_running_loop())
         if client_fs is not None and client_fs.read_text_file:
@@ -162,6 +173,10 @@ class Bridge:
 
     async def replay(self, events: list[dict[str, Any]]) -> None:
         """Send the stored history as updates (session/load), before the load's reply."""
+        self._queue_replay(events)
+        await self.flush()
+
+    def _queue_replay(self, events: list[dict[str, Any]]) -> None:
         replay = Updates(self.settings.workspace, replay=True)
         for d in events:
             event = Event(
@@ -170,7 +185,44 @@ class Bridge:
             )  # fmt: skip
             for update in replay.of(event):
                 self._outbox.put_nowait(update)
-        await self.flush()
+
+    # -- the store's claim --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def claimed(self, *, show: bool = True) -> Iterator[None]:
+        """Hold the session's claim for what runs inside (a prompt, a model switch), caught up
+        with what another process stored of it meanwhile (``show``: its turns go to the client
+        as replayed updates). RequestError while another process holds it. Released when the
+        last holder leaves and nothing runs, so an idle session can be resumed elsewhere."""
+        store = self.session.store
+        if store is not None and self._holds == 0:
+            try:
+                store.claim(self.id)
+            except StoreError as e:
+                raise RequestError.internal_error(
+                    {
+                        "message": f"{e.message} (mcode exec or the TUI is running it now)",
+                        "hint": "prompt again once that run has finished, or stop it",
+                    }
+                ) from None
+            moved_on = catch_up(self.session, store)
+            if moved_on:
+                # Another run (with its own session.started and session.finished) came in
+                # between: what this process writes next is a run of its own again.
+                self.started, self.resumed = False, True
+                self.last_reason, self.last_text = None, ""
+                if show:
+                    self._queue_replay(moved_on)
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._release()
+
+    def _release(self) -> None:
+        store = self.session.store
+        if store is not None and self._holds == 0 and self.session.idle:
+            store.release(self.id)
 
     # -- permissions --------------------------------------------------------------------------
     async def _ask(self, asked: ev.PermissionAsked) -> None:
@@ -218,6 +270,10 @@ class Bridge:
         text, images = user_content(
             blocks, self.settings.workspace, model=info.model, takes_images=info.supports_images
         )
+        with self.claimed():
+            return await self._prompt(text, images)
+
+    async def _prompt(self, text: str, images: tuple[Any, ...]) -> s.PromptResponse:
         self.start()
         if text.startswith("/compact") and not images:
             with contextlib.suppress(asyncio.CancelledError):
@@ -304,12 +360,26 @@ class Bridge:
         await self.session.wait_idle()
         for task in list(self._asks.values()):
             task.cancel()
-        if self.started:
+        if self.started and self._still_ours():
             reason: ev.SessionReason = self.last_reason or "no_input"
             self.session.finish(
                 result=self.last_text if reason == "completed" else None,
                 exit_code=EXIT_CODES.get(reason, 1),
                 reason=reason,
             )
+        self._release()
         self._sender.cancel()
         await self.session.close()
+
+    def _still_ours(self) -> bool:
+        """Whether this process may end the session's run: it holds the claim (or can take
+        it) and no other run has stored anything since this one's last event. When another
+        has, its own session.finished says how the session ended; a second would be stale."""
+        store = self.session.store
+        if store is None:
+            return True
+        try:
+            store.claim(self.id)
+        except StoreError:
+            return False
+        return store.last_seq(self.id) <= self.session.last_seq

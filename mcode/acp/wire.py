@@ -6,8 +6,9 @@ is JSON but not an object (``[1]``, ``"x"``) or carries an id that cannot be one
 connection and answers each of those itself, as JSON-RPC says (parse error -32700, invalid
 request -32600, with the offending id where there is one), so nothing a client sends can stop
 ``mcode acp``. It also tells the agent when the reply to a request has been written
-(``on_reply``): Zed drops a session's updates that arrive before the ``session/new`` reply,
-so the available commands are sent only after it.
+(``on_reply``, with the request's method and params): Zed drops a session's updates that
+arrive before the ``session/new`` reply, so the available commands are sent only after it (and
+after a ``session/load`` reply, for the session loaded).
 
 stdout is the wire alone: :func:`open_stdio` moves the real stdout to a private descriptor
 and points descriptor 1 at stderr, so a stray print (or a child process that inherits it)
@@ -27,7 +28,8 @@ from typing import Any
 # Messages a client may send at once (an image prompt); longer lines are refused, not read.
 LINE_LIMIT = 50 * 1024 * 1024
 
-Reply = Callable[[str, dict[str, Any]], None]
+# on_reply(method, the request's params, the reply)
+Reply = Callable[[str, dict[str, Any], dict[str, Any]], None]
 
 
 def _valid_id(value: Any) -> bool:
@@ -44,7 +46,8 @@ class StdioWire:
         self._reader = reader
         self._writer = writer
         self._on_reply = on_reply
-        self._methods: dict[str | int, str] = {}  # the method of each request not answered yet
+        # The method and params of each request not answered yet.
+        self._requests: dict[str | int, tuple[str, dict[str, Any]]] = {}
         self._lock = asyncio.Lock()
 
     async def receive(self) -> dict[str, Any] | None:
@@ -79,7 +82,8 @@ class StdioWire:
                     )
                 continue
             if method is not None and message.get("id") is not None:
-                self._methods[message["id"]] = method
+                params = message.get("params")
+                self._requests[message["id"]] = (method, params if isinstance(params, dict) else {})
             return message
 
     async def _skip_long_line(self, consumed: int) -> None:
@@ -107,9 +111,9 @@ class StdioWire:
             self._writer.write(data)
             await self._writer.drain()
         if "method" not in message and message.get("id") is not None:
-            method = self._methods.pop(message["id"], None)
-            if method is not None:
-                self._on_reply(method, message)
+            request = self._requests.pop(message["id"], None)
+            if request is not None:
+                self._on_reply(request[0], request[1], message)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

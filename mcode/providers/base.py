@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from mcode.messages import Message, ToolSpec, Usage
 
@@ -99,3 +99,11 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Warms(Protocol):
+    """A provider that can make ahead of its first call what that call would make (its HTTP
+    client): ``Session.warm_up``, for a front end that opens a session before its first prompt."""
+
+    async def warm(self) -> None: ...

@@ -17,6 +17,8 @@ import contextlib
 import errno
 import ipaddress
 import json
+import ssl
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -96,12 +98,29 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+_tls_lock = threading.Lock()
+_tls: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context for model APIs, made on first use as httpx makes its
+    default one (certifi's CA bundle; ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when set). Loading
+    the bundle takes 50-250 ms, which each new client (every task of an editor server, every
+    session) paid again; a context can be shared by clients and threads."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx.create_ssl_context()
+        return _tls
+
+
 class HttpClient:
     """A lazily created ``httpx.AsyncClient`` reused across calls (connection reuse).
 
     ``transport`` replaces httpx's network transport (tests may pass one; the default talks to
     the network). ``secrets`` are scrubbed from every error message. Close with :meth:`aclose`.
-    The client belongs to the event loop that first used it.
+    The client belongs to the event loop that first used it; :meth:`warm` makes it ahead of the
+    first request, off the loop.
     """
 
     def __init__(
@@ -118,14 +137,32 @@ class HttpClient:
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
-            n = self.network
-            # read/write are None on purpose: the deadlines below replace them (httpx's read
-            # timeout would also cut the wait for headers at the idle gap, not the first-event one).
-            timeout = httpx.Timeout(
-                connect=n.connect_timeout, read=None, write=None, pool=n.connect_timeout
-            )
-            self._client = httpx.AsyncClient(transport=self._transport, timeout=timeout)
+            self._client = self._new_client()
         return self._client
+
+    def _new_client(self) -> httpx.AsyncClient:
+        n = self.network
+        # read/write are None on purpose: the deadlines below replace them (httpx's read
+        # timeout would also cut the wait for headers at the idle gap, not the first-event one).
+        timeout = httpx.Timeout(
+            connect=n.connect_timeout, read=None, write=None, pool=n.connect_timeout
+        )
+        if self._transport is not None:
+            return httpx.AsyncClient(transport=self._transport, timeout=timeout)
+        return httpx.AsyncClient(verify=tls_context(), timeout=timeout)
+
+    async def warm(self) -> None:
+        """Make the client now, in a thread: the first one of a process costs 100-400 ms (the
+        imports of its transport and TLS, the CA bundle loaded), which the first request would
+        otherwise wait for on the event loop. A request that comes meanwhile makes its own
+        client; this one is then closed unused. (Making a client binds it to no loop yet.)"""
+        if self._client is not None:
+            return
+        client = await asyncio.to_thread(self._new_client)
+        if self._client is None:
+            self._client = client
+        else:
+            await client.aclose()
 
     async def aclose(self) -> None:
         """Close pooled connections. The next request opens a new client."""

@@ -39,6 +39,7 @@ from mcode.providers.base import (
     Provider,
     TextDelta,
     ToolCallStarted,
+    Warms,
 )
 
 DEFAULT_TEMPERATURE = 0.2
@@ -172,6 +173,10 @@ class ServedLocalProvider:
             # model rambling past its output cap.
             request = dataclasses.replace(request, temperature=DEFAULT_TEMPERATURE)
         return self.inner.stream(request)
+
+    async def warm(self) -> None:
+        if isinstance(self.inner, Warms):
+            await self.inner.warm()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

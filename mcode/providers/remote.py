@@ -104,6 +104,9 @@ class RemoteProvider:
             async for event in events:
                 yield event
 
+    async def warm(self) -> None:
+        await self._http.warm()
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

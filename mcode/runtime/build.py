@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -187,15 +188,7 @@ def open_session(
                 sweep_temp_files(path)
         main.tool_context.record_command = CommandNotes(notes, session.id)
         if resume_id:
-            main.pending_note = undo_note(events)
-            # The main conversation's own events: a sub-agent's turns and compactions (tagged
-            # with its agent id) are not the session's.
-            own = [e for e in events if e.get("agent") is None]
-            for steer in _undelivered_steers(own):
-                # Already recorded as steer.received: delivered at the next step, not said again.
-                main.add_steer(steer)
-            session.interrupted = _interrupted(own, main)
-            main.ledger = _ledger(own)
+            _resume_state(session, events)
     sandbox = main.tool_context.sandbox
     failure = problem(sandbox) if sandbox is not None else None
     if failure is not None:
@@ -204,6 +197,54 @@ def open_session(
             ev.Error(kind="sandbox", message=failure.message, hint=failure.hint, recoverable=True)
         )
     return session
+
+
+def _resume_state(session: Session, events: list[dict[str, Any]]) -> None:
+    """What a resumed session carries over from its stored ``events`` besides the history: the
+    note of an undo since, the steers its last turn never delivered, why that turn should be
+    continued, the task ledger."""
+    main = session.main
+    main.pending_note = undo_note(events)
+    # The main conversation's own events: a sub-agent's turns and compactions (tagged with its
+    # agent id) are not the session's.
+    own = [e for e in events if e.get("agent") is None]
+    for steer in _undelivered_steers(own):
+        # Already recorded as steer.received: delivered at the next step, not said again.
+        main.add_steer(steer)
+    session.interrupted = _interrupted(own, main)
+    main.ledger = _ledger(own)
+
+
+def catch_up(session: Session, store: Store) -> list[dict[str, Any]]:
+    """Bring ``session``, which this process holds open between prompts without its claim (an
+    editor server), up to what the store holds of it: when another process ran it meanwhile
+    (``mcode exec --resume``, the TUI, an undo), its history, ledger and numbering are read
+    again, so the next turn sends the newer conversation and numbers its events after the
+    other run's. The events the other run stored (none: it had not moved on). Call while
+    holding the claim, between turns."""
+    mine = session.last_seq
+    if store.last_seq(session.id) <= mine:
+        return []
+    events = store.events(session.id)
+    session.main.history = history_of(events)
+    _resume_state(session, events)
+    session.continue_from(events[-1]["seq"])
+    return [e for e in events if e["seq"] > mine]
+
+
+def preload() -> None:
+    """Import and make what a process's first model request would otherwise wait for: httpx
+    loads its transport (httpcore) and anyio its asyncio backend only then, and the shared TLS
+    context loads the CA bundle (together 0.3-0.8 s on a busy machine; BENCH.md). For a server
+    that starts before its first prompt (``mcode acp``, ``mcode lsp``), in a thread of its own.
+    Failures are left for that request to report."""
+    with contextlib.suppress(Exception):
+        import anyio._backends._asyncio  # noqa: F401
+        import httpcore  # noqa: F401
+
+        from mcode.providers.http import tls_context
+
+        tls_context()
 
 
 async def switch_model(session: Session, settings: Settings) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -40,7 +41,7 @@ from mcode.errors import MCodeError, ToolError
 from mcode.events import Event
 from mcode.messages import ImagePart, Message, user_message
 from mcode.permissions import Answer, PermissionMode, Rule, split_command
-from mcode.providers.base import ModelInfo, Provider
+from mcode.providers.base import ModelInfo, Provider, Warms
 from mcode.runtime.turns import Queued, TurnQueue
 from mcode.secrets import StreamRedactor, redact
 from mcode.store import Store, StoreError
@@ -245,6 +246,7 @@ class Session:
         self.on_close: list[Callable[[], None]] = []
         # Another model for a sub-agent whose role names one (set by open_session).
         self.models: ModelResolver | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     # -- what front ends read -----------------------------------------------------------------
     @property
@@ -261,6 +263,18 @@ class Session:
     def model_info(self) -> ModelInfo:
         """The main conversation's provider and model (name, window, image input, ...)."""
         return self.main.provider.info
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the last event of this session: written here, or read on resume."""
+        return self._seq
+
+    def continue_from(self, last_seq: int) -> None:
+        """Number the next event after ``last_seq``: another process ran this session while this
+        one held no claim on it (:func:`mcode.runtime.build.catch_up`). Only between turns."""
+        if self.busy:
+            raise MCodeError("a session cannot be renumbered while it runs")
+        self._seq = last_seq
 
     def add(self, conversation: Conversation, *, depth: int = 0) -> None:
         """Host another conversation (a team member; ``depth`` 1: a sub-agent) in this session."""
@@ -676,9 +690,25 @@ class Session:
         session goes on."""
         self.emit(ev.Error(kind=kind, message=message, hint=hint, recoverable=True))
 
+    def warm_up(self) -> None:
+        """Make now, in the background, what the main conversation's first model call would
+        make (the provider's HTTP client and TLS context: 100-400 ms on a process's first), so
+        the first prompt does not wait for it. For a front end that opens a session before its
+        first prompt arrives (an editor's ``session/new``); the call itself returns at once."""
+        provider = self.main.provider
+        if isinstance(provider, Warms) and self._warming is None:
+            self._warming = asyncio.ensure_future(provider.warm())
+            # A failure is the first call's to report (it makes the client again and fails
+            # with a clear error); retrieved here so that it is not logged as unhandled.
+            self._warming.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def close(self) -> None:
         """Close the providers of every conversation (their connections), then what else the
         session started (``on_close``: MCP servers, the file watcher)."""
+        if self._warming is not None:
+            # Its client would be made after the close, and never closed.
+            with contextlib.suppress(Exception):
+                await self._warming
         closed: list[object] = []
         for conv in (self.main, *self.conversations.values()):
             if not any(p is conv.provider for p in closed):

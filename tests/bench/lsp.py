@@ -11,7 +11,8 @@ Rows:
   window, as a user's pauses are, so none waits on it.
 - code action to first progress: from the editor sending ``workspace/executeCommand``
   (``mcode.codeAction`` Explain) to the first ``$/progress`` report (``begin`` too), each a new
-  stored session: settings, store, open_session, session.started, progress create.
+  stored session: settings, store, open_session, session.started, progress create; and to
+  its model request (the provider's HTTP client made for that session besides).
 
 The server runs as the editor runs it, a subprocess on stdio; the client is pygls's. Both
 clocks are this process's (the scripted server runs in a thread here). Prints a Markdown table.
@@ -111,9 +112,10 @@ async def bench(completions: int, actions: int, repo: Path, env: dict[str, str])
         from_model.append(done - received)
 
     lines = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
-    first_report, first_begin = [], []
+    first_report, first_begin, action_to_model = [], [], []
     for _ in range(actions):
         progress.clear()
+        seen = len(server.requests)
         started = time.monotonic()
         summary = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(
@@ -124,6 +126,7 @@ async def bench(completions: int, actions: int, repo: Path, env: dict[str, str])
         assert summary["reason"] == "completed", summary
         first_begin.append(next(t for t, kind in progress if kind == "begin") - started)
         first_report.append(next(t for t, kind in progress if kind == "report") - started)
+        action_to_model.append(server.requests[seen].received_at - started)
 
     await client.shutdown_async(None)
     client.exit(None)
@@ -137,6 +140,7 @@ async def bench(completions: int, actions: int, repo: Path, env: dict[str, str])
         f"| inline: model request -> answer in the editor | {_ms(from_model)} |",
         f"| code action -> progress begin ({actions}) | {_ms(first_begin)} |",
         f"| code action -> first progress report | {_ms(first_report)} |",
+        f"| code action -> its model request | {_ms(action_to_model)} |",
     ]
 
 
