@@ -183,6 +183,10 @@ class McodeApp(App[int]):
         self.started = False
         self.lanes = {None: Lane(self.view, on_mount=self._mounted)}
         attach(session, self)
+        self.session_id_shown = session.id[:12] if history else None
+        if history and self.launcher.store is not None:
+            await self._draw_history(session.id)
+        # After the history: its session.started events say how it ran then, not now.
         info = session.model_info
         state = self.status.state
         state.model, state.provider = info.model, info.provider
@@ -193,9 +197,6 @@ class McodeApp(App[int]):
         else:
             state.thinking = {None: "default", True: "on", False: "off"}[settings.thinking]
         self.status.refresh_state()
-        self.session_id_shown = session.id[:12] if history else None
-        if history and self.launcher.store is not None:
-            await self._draw_history(session.id)
 
     async def _draw_history(self, session_id: str) -> None:
         """A resumed session's stored events, drawn as finished blocks in one mount."""
@@ -283,6 +284,7 @@ class McodeApp(App[int]):
             self.transcript = Transcript()
             self.queued.clear()
             self._show_queue()
+            self.status.state.new_session()
         await self._adopt(session, settings, history=other and resume_id is not None)
         self._resumed = resume_id is not None
         return True

@@ -103,14 +103,7 @@ async def _mode(app: McodeApp, args: str) -> None:
 async def reconfigure(app: McodeApp, **changes: str) -> bool:
     """This session (resumed, if it has begun) with ``changes`` to its settings."""
     keep = app.session.id if (app.started or app.session.history) else None
-    if not await app.switch(resume_id=keep, **changes):
-        return False
-    app.status.state.mode = app.settings.permission_mode
-    thinking = app.settings.thinking
-    if app.session.model_info.thinking_switchable:
-        app.status.state.thinking = {None: "default", True: "on", False: "off"}[thinking]
-    app.status.refresh_state()
-    return True
+    return await app.switch(resume_id=keep, **changes)  # the status bar shows the new settings
 
 
 async def _plan(app: McodeApp, args: str) -> None:
@@ -219,13 +212,7 @@ async def _undo(app: McodeApp, args: str) -> None:
 
 
 def _cost(app: McodeApp, args: str) -> None:
-    t = app.session.totals
-    u = t.usage
-    app.say(
-        f"{t.model_calls} model calls, {t.tool_calls} tool calls; tokens in {u.input_tokens:,} "
-        f"(cached {u.cached_tokens:,}), out {u.output_tokens:,}; cost: no price is known for "
-        f"{app.session.model_info.provider}/{app.session.model_info.model}"
-    )
+    app.say(app.status.state.usage_text())  # the status bar's numbers, in words
 
 
 def _image(app: McodeApp, args: str) -> None:

@@ -1,0 +1,217 @@
+"""The TUI's slash commands, completion and history driven by Textual's Pilot against the
+scripted model server: each test types what a user types and checks what the user would, on
+the screen and in the next request the model receives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import make_repo
+from tui_helpers import launcher, pilot_test, screen_text, type_text, until
+
+from mcode.tui.app import McodeApp
+from mcode.tui.blocks import AnswerBlock, UserBlock
+
+SIZE = (100, 32)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"a.txt": "alpha\n", "src/main.py": "print(1)\n"})
+
+
+async def ask(pilot: Any, app: McodeApp, text: str, answers: int) -> None:
+    """Type ``text``, send it, and wait until the app shows ``answers`` answers, idle."""
+    await type_text(pilot, text)
+    await pilot.press("enter")
+    await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == answers)
+
+
+async def command(pilot: Any, app: McodeApp, line: str, shows: str) -> None:
+    """Type the command ``line``, send it, and wait until the conversation shows ``shows``."""
+    await type_text(pilot, line)
+    await pilot.press("escape")  # close the completion list the / opened
+    await pilot.press("enter")
+    await until(pilot, lambda: shows in screen_text(app))
+
+
+def status(app: McodeApp) -> str:
+    return app.status.state.render(now=0.0).plain
+
+
+def history(body: dict[str, Any]) -> list[str]:
+    """The request's conversation as its texts, system prompt left out."""
+    return [str(m.get("content")) for m in body["messages"] if m["role"] != "system"]
+
+
+@pilot_test
+async def test_model_switches_the_next_request_and_the_status_bar(model_server, repo, tmp_path):
+    server = model_server([{"text": "one"}, {"text": "two"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, app, "first", 1)
+        assert status(app).startswith("m ·")
+        await command(pilot, app, "/model other-model", "now on other-model")
+        assert status(app).startswith("other-model ·")
+        await ask(pilot, app, "second", 2)
+        session_id = app.session.id
+    assert [b["model"] for b in server.bodies] == ["m", "other-model"]
+    # The same session, continued: the history is kept.
+    assert history(server.bodies[1]) == ["first", "one", "second"]
+    assert session_id == app.session.id
+
+
+def _write(path: str, content: str, call_id: str = "w1") -> dict[str, Any]:
+    call = {"id": call_id, "name": "write", "arguments": {"path": path, "content": content}}
+    return {"tool_calls": [call]}
+
+
+@pilot_test
+async def test_thinking_off_goes_out_in_the_next_request(model_server, repo, tmp_path):
+    from mcode.store import Store
+    from mcode.tui.launch import Launcher
+
+    server = model_server([{"text": "one"}, {"text": "two"}])
+    home = tmp_path / "home"
+    env = {"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home), "ANTHROPIC_API_KEY": "k"}
+    flags = {
+        "provider": "anthropic",
+        "base_url": server.anthropic_base_url,
+        "model": "claude-sonnet-4-5",
+        "thinking": "on",
+        "permission_mode": "ask",
+    }
+    lnch = Launcher(repo, Store(home / "sessions.db"), flags, env=env, data_dir=home / "data")
+    app = McodeApp(lnch)
+    async with app.run_test(size=SIZE) as pilot:
+        assert "thinking on" in status(app)
+        await ask(pilot, app, "first", 1)
+        await command(pilot, app, "/thinking off", "thinking off")
+        assert "thinking off" in status(app)
+        await ask(pilot, app, "second", 2)
+    assert server.bodies[0]["thinking"]["type"] == "enabled"
+    assert server.bodies[1]["thinking"] == {"type": "disabled"}
+
+
+@pilot_test
+async def test_thinking_says_when_the_model_has_no_switch(model_server, repo, tmp_path):
+    server = model_server([{"text": "one"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "thinking unavailable" in status(app)
+        await command(pilot, app, "/thinking off", "m has no thinking switch")
+        await command(pilot, app, "/thinking maybe", "/thinking takes on or off")
+        await ask(pilot, app, "hi", 1)
+    assert "thinking" not in server.bodies[0]
+
+
+@pilot_test
+async def test_mode_changes_what_gets_asked(model_server, repo, tmp_path):
+    server = model_server(
+        [
+            _write("one.txt", "1\n"),
+            {"text": "wrote one"},
+            _write("two.txt", "2\n", "w2"),
+            {"text": "wrote two"},
+        ]
+    )
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="ask"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "write one")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.asking)  # ask mode: the write waits for a yes
+        await pilot.press("y")
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await command(pilot, app, "/mode auto-edit", "permission mode auto-edit")
+        assert "· auto-edit ·" in status(app)
+        await type_text(pilot, "write two")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == 2)
+        assert not app.asking
+        await command(pilot, app, "/mode sideways", "unknown permission mode 'sideways'")
+    assert (repo / "two.txt").read_text() == "2\n"  # written without a question
+
+
+@pilot_test
+async def test_clear_starts_a_session_without_the_earlier_history(model_server, repo, tmp_path):
+    usage = {"prompt_tokens": 5000, "completion_tokens": 100}
+    server = model_server([{"text": "one", "usage": usage}, {"text": "two"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, app, "first", 1)
+        first_id = app.session.id
+        assert "in 5.0k" in status(app)
+        await command(pilot, app, "/clear", "new session")
+        assert not app.query(UserBlock)  # the old conversation left the screen
+        assert "in 0 out 0" in status(app)  # and its tokens the status bar
+        await type_text(pilot, "second")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        assert app.session.id != first_id
+    assert history(server.bodies[1]) == ["second"]
+    # The old session stays stored.
+    assert app.launcher.store is not None
+    assert any(s.id == first_id for s in app.launcher.store.sessions(limit=10))
+
+
+USAGE = {"prompt_tokens": 10_000, "completion_tokens": 1_000, "cached_tokens": 4_000}
+
+
+@pilot_test
+async def test_the_status_bar_and_cost_count_each_call_at_its_models_price(
+    model_server, repo, tmp_path
+):
+    server = model_server([{"text": f"answer {i}", "usage": USAGE} for i in range(3)])
+    home = tmp_path / "home"
+    app = McodeApp(launcher(server, repo, home, model="gpt-4o"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "$0.00" in status(app)  # a priced model: the cost is shown from the start
+        await ask(pilot, app, "first", 1)
+        # gpt-4o: 6,000 fresh input at $2.5/M, 4,000 cached at $1.25/M, 1,000 out at $10/M.
+        assert "in 10.0k out 1.0k cached 4.0k · $0.03 ·" in status(app)
+        await command(pilot, app, "/model gpt-4o-mini", "now on gpt-4o-mini")
+        await ask(pilot, app, "second", 2)
+        assert app.status.state.cost == pytest.approx(0.03 + 0.0018)  # each at its own price
+        assert "in 20.0k out 2.0k cached 8.0k · $0.03 ·" in status(app)
+        await command(
+            pilot,
+            app,
+            "/cost",
+            "2 model calls; tokens in 20,000 (cached 8,000), out 2,000; cost $0.03",
+        )
+        session_id = app.session.id
+    app.launcher.store.close()
+
+    # Resumed, the stored calls are counted again, each at its model's price.
+    again = launcher(server, repo, home, model="gpt-4o-mini")
+    app = McodeApp(again, first=again.open(resume_id=session_id), resumed=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.status.state.cost == pytest.approx(0.0318)
+        assert status(app).startswith("gpt-4o-mini ·")
+        # A call to a model without a price: the cost is unknown from then on, not guessed.
+        await command(pilot, app, "/model m", "now on m")
+        await ask(pilot, app, "third", 3)
+        assert "in 30.0k out 3.0k cached 12.0k ·" in status(app)
+        assert "$" not in status(app)
+        await command(
+            pilot, app, "/cost", "cost unknown: 1 of them went to a model without a price"
+        )
+
+
+@pilot_test
+async def test_no_cost_is_shown_for_a_model_without_a_price(model_server, repo, tmp_path):
+    server = model_server([{"text": "one", "usage": USAGE}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, app, "first", 1)
+        assert "in 10.0k out 1.0k cached 4.0k" in status(app)
+        assert "$" not in status(app)
+        await command(
+            pilot,
+            app,
+            "/cost",
+            "1 model call; tokens in 10,000 (cached 4,000), out 1,000; cost unknown: no price is known for openai/m",
+        )
