@@ -32,8 +32,7 @@ async def ask(pilot: Any, app: McodeApp, text: str, answers: int) -> None:
 async def command(pilot: Any, app: McodeApp, line: str, shows: str) -> None:
     """Type the command ``line``, send it, and wait until the conversation shows ``shows``."""
     await type_text(pilot, line)
-    await pilot.press("escape")  # close the completion list the / opened
-    await pilot.press("enter")
+    await pilot.press("enter")  # a command typed out in full is sent, not completed
     await until(pilot, lambda: shows in screen_text(app))
 
 
@@ -215,3 +214,116 @@ async def test_no_cost_is_shown_for_a_model_without_a_price(model_server, repo, 
             "/cost",
             "1 model call; tokens in 10,000 (cached 4,000), out 1,000; cost unknown: no price is known for openai/m",
         )
+
+
+@pilot_test
+async def test_plan_runs_read_only_then_carries_the_plan_out_when_confirmed(
+    model_server, repo, tmp_path
+):
+    server = model_server(
+        [
+            _write("early.txt", "too soon\n"),  # the planning turn tries to change something
+            {"text": "1. write plan.txt", "chunk_size": 4, "stall_after": 2, "stall": 0.5},
+            _write("plan.txt", "done\n", "w2"),
+            {"text": "carried out"},
+        ]
+    )
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/plan make plan.txt")
+        await pilot.press("enter")
+        # The plan streams while it is made: the app is not held up waiting for it.
+        await until(pilot, lambda: app.query("LiveAnswer"))
+        assert "· read-only ·" in status(app)
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        assert "1. write plan.txt" in screen_text(app)
+        assert not (repo / "early.txt").exists()  # read-only: the write was refused
+        assert app.query("ToolCard").first().status == "denied"
+        await pilot.press("y")
+        await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == 2)
+        assert "· full-auto ·" in status(app)
+    assert (repo / "plan.txt").read_text() == "done\n"
+    assert "make plan.txt" in server.bodies[0]["messages"][-1]["content"]
+    assert server.bodies[2]["messages"][-1]["content"] == "Carry out the plan."
+    # The carrying out continues the planning conversation: the plan is in its history.
+    assert "1. write plan.txt" in history(server.bodies[2])
+
+
+@pilot_test
+async def test_plan_declined_keeps_the_plan_and_the_mode(model_server, repo, tmp_path):
+    server = model_server([{"text": "1. do nothing rash"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="auto-edit"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/plan tidy up")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await pilot.press("n")
+        await until(
+            pilot, lambda: "plan kept; permission mode back to auto-edit" in screen_text(app)
+        )
+        assert "· auto-edit ·" in status(app)
+    assert len(server.bodies) == 1
+
+
+@pilot_test
+async def test_rewind_forks_before_the_picked_turn(model_server, repo, tmp_path):
+    server = model_server([{"text": f"answer {i}"} for i in (1, 2, 3)])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, app, "turn one", 1)
+        await ask(pilot, app, "turn two", 2)
+        source = app.session.id
+        await type_text(pilot, "/rewind")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "TurnPicker")
+        options = app.screen.query_one("OptionList")
+        labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert [label.split()[0] for label in labels] == ["2", "1"]  # newest first
+        assert "turn two" in labels[0]
+        await pilot.press("enter")  # the highlighted one: before turn 2
+        await until(pilot, lambda: "rewound to before turn 2" in screen_text(app))
+        assert app.session.id != source
+        # The fork shows turn 1 only, and turn 2's message is back in the prompt to edit.
+        assert [u.text for u in app.query(UserBlock)] == ["turn one"]
+        assert app.prompt.text == "turn two"
+        app.prompt.set_text("turn two, again")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == 2)
+    assert history(server.bodies[2]) == ["turn one", "answer 1", "turn two, again"]
+    # The source is kept as it was.
+    assert len([e for e in app.launcher.store.events(source) if e["type"] == "message.user"]) == 2
+
+
+@pilot_test
+async def test_esc_stops_a_plan_and_the_mode_comes_back(model_server, repo, tmp_path):
+    server = model_server([{"text": "1. never", "chunk_size": 2, "stall_after": 2, "stall": 30}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="auto-edit"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/plan tidy up")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.query("LiveAnswer"))
+        await pilot.press("escape")
+        await until(pilot, lambda: app.session.idle and "interrupted" in screen_text(app))
+        await until(pilot, lambda: "· auto-edit ·" in status(app))
+        assert app.screen.__class__.__name__ != "ConfirmScreen"
+
+
+@pilot_test
+async def test_btw_answers_beside_a_running_turn(model_server, repo, tmp_path):
+    server = model_server(
+        [
+            {"text": "the long answer", "chunk_size": 2, "stall_after": 2, "stall": 5},
+            {"text": "seq -n does nothing"},
+        ]
+    )
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "long task")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.query("LiveAnswer"))
+        await type_text(pilot, "/btw what is seq -n")
+        await pilot.press("enter")
+        await until(pilot, lambda: "seq -n does nothing" in screen_text(app))
+        assert not app.session.idle, screen_text(app)  # answered while the turn still runs
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        assert "the long answer" in [a.text for a in app.query(AnswerBlock)]

@@ -22,6 +22,7 @@ from mcode.commands import Command, CommandRegistry
 from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
+    from mcode.runtime.session import TurnOutcome
     from mcode.tui.app import McodeApp
 
 MODES = ("read-only", "ask", "auto-edit", "full-auto")
@@ -107,6 +108,9 @@ async def reconfigure(app: McodeApp, **changes: str) -> bool:
 
 
 async def _plan(app: McodeApp, args: str) -> None:
+    """Plan in read-only mode, then ask whether to carry the plan out in the mode it was in.
+    The planning turn is waited for in a worker, not here: a command runs in the app's
+    message handler, and while it waits nothing is drawn and Esc is not heard."""
     if not args:
         raise UsageError("/plan needs the task", hint="/plan add a --json flag to the CLI")
     before = app.settings.permission_mode
@@ -119,15 +123,28 @@ async def _plan(app: McodeApp, args: str) -> None:
         f"numbered plan.\n\nTask: {args}",
         steer=False,
     )
-    assert future is not None
-    outcome = await future
+    assert future is not None  # the session was idle: a turn, not a steer
+    app.run_worker(_after_plan(app, future, before), group="plan")
+
+
+async def _after_plan(
+    app: McodeApp, future: asyncio.Future[TurnOutcome | None], before: str
+) -> None:
+    try:
+        outcome = await future
+    except MCodeError as e:
+        app.show_error(e)
+        outcome = None
+    await app.session.wait_idle()  # the turn has finished its events; switching needs that
     if outcome is None or outcome.reason != "completed":
-        await reconfigure(app, permission_mode=before)
+        if await reconfigure(app, permission_mode=before):
+            app.say(f"no plan made; permission mode back to {before}")
         return
     from mcode.tui.confirm import ConfirmScreen
 
     async def decided(go: bool | None) -> None:
-        await reconfigure(app, permission_mode=before)
+        if not await reconfigure(app, permission_mode=before):
+            return
         if go:
             app.send_prompt("Carry out the plan.")
         else:
@@ -291,9 +308,18 @@ async def _btw(app: McodeApp, args: str) -> None:
         return
     if not args:
         raise UsageError("/btw needs a question")
-    started = time.monotonic()
-    answer = await ask(args)
-    app.say(f"btw ({time.monotonic() - started:.1f}s): {answer}")
+
+    async def answer() -> None:
+        started = time.monotonic()
+        try:
+            text = await ask(args)
+        except MCodeError as e:
+            app.show_error(e)
+            return
+        app.say(f"btw ({time.monotonic() - started:.1f}s): {text}")
+
+    # Answered in a worker, as /plan's turn is waited for: the running task stays drawn.
+    app.run_worker(answer(), group="btw")
 
 
 # The team runs the app has started, until each has said how it ended.
