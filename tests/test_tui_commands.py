@@ -327,3 +327,144 @@ async def test_btw_answers_beside_a_running_turn(model_server, repo, tmp_path):
         assert not app.session.idle, screen_text(app)  # answered while the turn still runs
         await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
         assert "the long answer" in [a.text for a in app.query(AnswerBlock)]
+
+
+@pilot_test
+async def test_sessions_picker_lists_the_stored_sessions_and_opens_the_chosen_one(
+    model_server, repo, tmp_path
+):
+    server = model_server([{"text": "about alpha"}, {"text": "about beta"}, {"text": "more"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, app, "alpha question", 1)
+        alpha = app.session.id
+        await command(pilot, app, "/clear", "new session")
+        await ask(pilot, app, "beta question", 1)
+        await type_text(pilot, "/sessions")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "SessionPicker")
+        options = app.screen.query_one("OptionList")
+        labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert len(labels) == 1 and alpha[:12] in labels[0]  # the one shown is left out
+        assert "alpha question" in labels[0]
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.id == alpha)
+        await until(pilot, lambda: [u.text for u in app.query(UserBlock)] == ["alpha question"])
+        assert [a.text for a in app.query(AnswerBlock)] == ["about alpha"]
+        await ask(pilot, app, "and more", 2)
+    assert history(server.bodies[2]) == ["alpha question", "about alpha", "and more"]
+
+
+@pilot_test
+async def test_at_completes_files_of_the_git_repository(model_server, repo, tmp_path):
+    (repo / "src" / "util.py").write_text("")  # untracked, not ignored: offered too
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "out.py").write_text("")  # ignored: not offered
+    server = model_server([{"text": "read it"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files.ready)
+        await type_text(pilot, "look at @src/")
+        completions = app.query_one("#completions")
+        await until(pilot, lambda: completions.shown)
+        offered = [completions.get_option_at_index(i).id for i in range(completions.option_count)]
+        assert offered == ["@src/main.py ", "@src/util.py "]
+        await pilot.press("down", "tab")
+        assert app.prompt.text == "look at @src/util.py "
+        assert not completions.shown
+        await type_text(pilot, "@bui")
+        await until(pilot, lambda: not completions.shown)  # nothing matches an ignored path
+        await type_text(pilot, " /")  # a / after the start is a path, not a command
+        assert not completions.shown
+
+
+@pilot_test
+async def test_slash_completes_commands_and_enter_takes_one(model_server, repo, tmp_path):
+    server = model_server([])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/co")
+        completions = app.query_one("#completions")
+        await until(pilot, lambda: completions.shown)
+        offered = [completions.get_option_at_index(i).id for i in range(completions.option_count)]
+        assert offered == ["/compact ", "/copy ", "/cost "]
+        await pilot.press("down", "down", "enter")
+        assert app.prompt.text == "/cost "
+        await pilot.press("enter")
+        await until(pilot, lambda: "0 model calls" in screen_text(app))
+
+
+@pilot_test
+async def test_up_brings_back_a_line_typed_in_an_earlier_run(model_server, repo, tmp_path):
+    server = model_server([{"text": "one"}, {"text": "two"}])
+    home = tmp_path / "home"
+    app = McodeApp(launcher(server, repo, home))
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, app, "from the first run", 1)
+        await ask(pilot, app, "and its second line", 2)
+    app.launcher.store.close()
+
+    app = McodeApp(launcher(server, repo, home))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "draft")
+        await pilot.press("up")
+        assert app.prompt.text == "and its second line"
+        await pilot.press("up")
+        assert app.prompt.text == "from the first run"
+        await pilot.press("up")  # the oldest: it stays
+        assert app.prompt.text == "from the first run"
+        await pilot.press("down", "down")
+        assert app.prompt.text == "draft"  # what was being typed is not lost
+
+
+def _ranked_plainly(paths: list[str], query: str, limit: int) -> list[str]:
+    """The ranking FileIndex.match promises, written the slow, obvious way."""
+    q = query.lower()
+    ranked = []
+    for path in paths:
+        low = path.lower()
+        if q not in low or low == q:
+            continue
+        name = low.rstrip("/").rsplit("/", 1)[-1]
+        rank = 0 if name.startswith(q) else 1 if low.startswith(q) else 2
+        ranked.append((rank, len(path), path))
+    return [p for _, _, p in sorted(ranked)[:limit]]
+
+
+def test_file_matching_ranks_as_promised_while_typing_and_deleting(tmp_path):
+    import random
+
+    from mcode.tui import completion
+
+    rng = random.Random(7)
+    words = ["src", "Main", "test", "util", "io", "a", "readme", "s", "x_y"]
+    files = sorted(
+        {
+            "/".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+            + rng.choice([".py", ".md", ""])
+            for _ in range(3000)
+        }
+    )
+    repo = make_repo(
+        tmp_path / "r", {f: "" for f in files if not any(f.startswith(g + "/") for g in files)}
+    )
+    index = completion.FileIndex(repo)
+    paths = index.load()
+    typed = "src/main/ut"
+    queries = [typed[:i] for i in range(len(typed) + 1)] + [
+        typed[:i] for i in range(len(typed), -1, -1)
+    ]
+    queries += ["S", "MAIN", "io/", "a.md", "zzz", "x_y/s"]
+    for q in queries:
+        assert index.match(q) == _ranked_plainly(paths, q, completion.SHOWN), q
+    assert "src/" not in index.match("src/")  # the folder as typed is not offered again
+
+
+def test_a_name_starting_with_the_query_comes_before_a_path_starting_with_it(tmp_path):
+    from mcode.tui.completion import FileIndex
+
+    repo = make_repo(tmp_path / "r", {"src/util.py": "", "lib/src.py": "", "lib/a_src": ""})
+    index = FileIndex(repo)
+    index.load()
+    assert index.match("src") == ["src/", "lib/src.py", "src/util.py", "lib/a_src"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -166,15 +166,11 @@ class McodeApp(App[int]):
 
     async def on_mount(self) -> None:
         self.view.anchor()
-        self._index_files()
+        self.files.refresh()  # read in a thread: @ offers nothing until it is in
         await self._adopt(self.session, self.settings, history=self._resumed)
         self.prompt.focus()
         if self._first_prompt:
             self._send(self._first_prompt, self._first_images, follow_up=False)
-
-    @work(thread=True, exclusive=True, group="index")
-    def _index_files(self) -> None:
-        self.files.load()
 
     # -- sessions ---------------------------------------------------------------------------
     async def _adopt(self, session: Session, settings: Any, *, history: bool) -> None:

@@ -176,7 +176,11 @@ class PromptArea(TextArea):
         word_start = max(line.rfind(" "), line.rfind("\t"), line.rfind("\n")) + 1
         word = line[word_start:]
         if word.startswith("@") and self.files is not None:
+            if word == "@":
+                self.files.refresh()  # files made since the last @ are offered from now on
+            # A folder is completed without the space, so that its files are offered next.
             paths = self.files.match(word[1:])
-            self.completions.offer([(f"@{p} ", p) for p in paths], word_start)
+            items = [(f"@{p}" if p.endswith("/") else f"@{p} ", p) for p in paths]
+            self.completions.offer(items, word_start)
             return
         self.completions.hide()
