@@ -90,7 +90,7 @@ def _start(tmp_path: Path, server, *flags: str, **env_extra: str) -> Tmux:
 def _answer_and_quit(tmux: Tmux) -> tuple[str, bool]:
     """Ask, read the answer, quit: the screen as it was with the answer (escape codes kept)
     and whether it was the alternate screen."""
-    tmux.wait_for("thinking")  # the status bar is drawn: the app is up
+    tmux.wait_for(" · ctx ")  # the status bar is drawn: the app is up
     tmux("send-keys", "-t", "t", "-l", "what is the answer")
     tmux("send-keys", "-t", "t", "Enter")
     tmux.wait_for("The answer is 42")

@@ -23,7 +23,11 @@ from mcode.providers.prices import price_of
 
 
 def _k(n: int) -> str:
-    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+    """A token count in few characters: 950, 1.2k, 128k, 1.5M."""
+    for size, unit in ((1_000_000, "M"), (1000, "k")):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + unit
+    return str(n)
 
 
 def usd(amount: float) -> str:
@@ -118,7 +122,11 @@ class StatusState:
         now = self.clock() if now is None else now
         text = Text()
         text.append(self.model or "model?", style="bold")
-        text.append(f" · thinking {self.thinking} · {self.mode}")
+        # The bar is one line: what a model cannot switch is not shown (no "thinking
+        # unavailable"), so that the cost and the clock fit in 100 columns.
+        if self.thinking != "unavailable":
+            text.append(f" · thinking {self.thinking}")
+        text.append(f" · {self.mode}")
         if self.context_window:
             used = self.context_tokens or 0
             pct = 100 * used / self.context_window
