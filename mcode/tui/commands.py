@@ -10,7 +10,6 @@ out with the new setting.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import subprocess
@@ -266,9 +265,6 @@ def _copy(app: McodeApp, args: str) -> None:
 async def _rewind(app: McodeApp, args: str) -> None:
     """Fork this session before an earlier user turn (picked, or ``/rewind N``) and carry on
     in the fork, that turn's message back in the prompt; the files stay as they are."""
-    if importlib.util.find_spec("mcode.runtime.fork") is None:
-        app.say("/rewind is not available yet: it needs session forking (mcode/runtime/fork.py)")
-        return
     import mcode.runtime.fork as fork
 
     store = app.launcher.store
@@ -302,17 +298,13 @@ async def _rewind(app: McodeApp, args: str) -> None:
 
 
 async def _btw(app: McodeApp, args: str) -> None:
-    ask = getattr(app.session, "ask_aside", None)
-    if ask is None:
-        app.say("/btw is not available yet: it needs Session.ask_aside")
-        return
     if not args:
         raise UsageError("/btw needs a question")
 
     async def answer() -> None:
         started = time.monotonic()
         try:
-            text = await ask(args)
+            text = await app.session.ask_aside(args)
         except MCodeError as e:
             app.show_error(e)
             return
