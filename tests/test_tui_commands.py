@@ -468,3 +468,34 @@ def test_a_name_starting_with_the_query_comes_before_a_path_starting_with_it(tmp
     index = FileIndex(repo)
     index.load()
     assert index.match("src") == ["src/", "lib/src.py", "src/util.py", "lib/a_src"]
+
+
+def test_a_model_changed_by_an_editor_prices_the_calls_after_it_at_its_own_price():
+    from mcode import events as ev
+    from mcode.messages import Usage
+    from mcode.tui.status import StatusState
+
+    def call(state: StatusState) -> None:
+        tokens = Usage(input_tokens=10_000, output_tokens=1_000, cached_tokens=4_000)
+        state.take(ev.Usage.of(tokens, total=tokens))
+
+    state = StatusState(model="gpt-4o", provider="openai")
+    call(state)
+    state.take(
+        ev.ModelChanged(
+            provider="openai", model="gpt-4o-mini", context_window=1, thinking="unavailable"
+        )
+    )
+    call(state)
+    assert state.cost == pytest.approx(0.03 + 0.0018)
+    state.take(
+        ev.ModelChanged(provider="openai", model="m", context_window=1, thinking="unavailable")
+    )
+    call(state)
+    assert state.cost is None and "$" not in state.render(now=0).plain
+    state.new_session()
+    state.model = "gpt-4o"
+    call(state)
+    assert state.cost == pytest.approx(0.03)
+    state.other_models = True  # /team with roles on models of their own
+    assert state.cost is None and "a team ran roles" in state.usage_text()

@@ -328,6 +328,9 @@ async def _team(app: McodeApp, args: str) -> None:
     if not app.session.idle:
         raise UsageError("a turn is running", hint="wait for it, or Esc, then /team")
     job = await start_team(app.settings, app.session, args)  # refuses a dirty tree, says why
+    if job.team.providers:  # roles on other models: the bar cannot price their calls
+        app.status.state.other_models = True
+        app.status.refresh_state()
     app.start_session()
     work = app.session.start_work(job.team, job.run())
 

@@ -50,6 +50,9 @@ class StatusState:
     spent: float = 0.0
     """USD, of the calls whose model has a price"""
     unpriced_calls: int = 0
+    other_models: bool = False
+    """a team ran roles on models of their own: their calls' usage events do not say which,
+    so what they cost is not known here"""
     clock: Callable[[], float] = time.monotonic  # a snapshot test stops it
     started: float = field(default_factory=time.monotonic)
     turn_started: float | None = None
@@ -61,6 +64,9 @@ class StatusState:
                 self.model, self.provider = s.model, s.provider
                 self.thinking, self.mode = s.thinking, s.permission_mode
                 self.context_window = s.context_window
+            case ev.ModelChanged() as m:  # an editor's model picker (mcode acp)
+                self.model, self.provider = m.model, m.provider
+                self.thinking, self.context_window = m.thinking, m.context_window
             case ev.Usage(context_tokens=ctx, context_window=window) as call:
                 self.input_tokens += call.input_tokens
                 self.output_tokens += call.output_tokens
@@ -89,7 +95,9 @@ class StatusState:
     @property
     def cost(self) -> float | None:
         """USD so far; None when a call's model had no price, or this model has none."""
-        if self.unpriced_calls or (not self.model_calls and price_of(self.model) is None):
+        if self.unpriced_calls or self.other_models:
+            return None
+        if not self.model_calls and price_of(self.model) is None:
             return None
         return self.spent
 
@@ -98,6 +106,7 @@ class StatusState:
         self.input_tokens = self.output_tokens = self.cached_tokens = 0
         self.model_calls = self.unpriced_calls = 0
         self.spent = 0.0
+        self.other_models = False
         self.context_tokens = None
 
     def usage_text(self) -> str:
@@ -105,6 +114,8 @@ class StatusState:
         cost = self.cost
         if cost is not None:
             known = f"cost {usd(cost)}"
+        elif self.other_models:
+            known = "cost unknown: a team ran roles on models of their own"
         elif self.unpriced_calls in (0, self.model_calls):
             known = f"cost unknown: no price is known for {self.provider}/{self.model}"
         else:
