@@ -289,6 +289,8 @@ async def test_rewind_forks_before_the_picked_turn(model_server, repo, tmp_path)
         app.prompt.set_text("turn two, again")
         await pilot.press("enter")
         await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == 2)
+        await command(pilot, app, "/rewind 7", "/rewind 7: this session has 2 user turns")
+        await command(pilot, app, "/rewind two", "/rewind takes a turn number")
     assert history(server.bodies[2]) == ["turn one", "answer 1", "turn two, again"]
     # The source is kept as it was.
     assert len([e for e in app.launcher.store.events(source) if e["type"] == "message.user"]) == 2

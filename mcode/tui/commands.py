@@ -282,7 +282,11 @@ async def _rewind(app: McodeApp, args: str) -> None:
     async def picked(number: int | None) -> None:
         if number is None:
             return
-        made = fork.fork_session(store, app.session.id, number, cwd=str(app.workspace))
+        try:
+            made = fork.fork_session(store, app.session.id, number, cwd=str(app.workspace))
+        except MCodeError as e:  # said in the view: a picker's callback has no caller to tell
+            app.show_error(e)
+            return
         if await app.switch(resume_id=made.session_id):
             app.prompt.set_text(turns[number - 1].text)
             app.say(f"rewound to before turn {number} (a new session; the old one is kept)")
@@ -290,6 +294,12 @@ async def _rewind(app: McodeApp, args: str) -> None:
     if args:
         if not args.isdigit():
             raise UsageError("/rewind takes a turn number", hint="/rewind alone shows them")
+        if not 1 <= int(args) <= len(turns):
+            have = f"{len(turns)} user turn{'s' * (len(turns) != 1)}"
+            raise UsageError(
+                f"/rewind {args}: this session has {have}",
+                hint=f"give a turn from 1 to {len(turns)}, or /rewind alone to pick one",
+            )
         await picked(int(args))
         return
     from mcode.tui.pickers import TurnPicker
