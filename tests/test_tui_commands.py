@@ -314,8 +314,8 @@ async def test_esc_stops_a_plan_and_the_mode_comes_back(model_server, repo, tmp_
 async def test_btw_answers_beside_a_running_turn(model_server, repo, tmp_path):
     server = model_server(
         [
-            {"text": "the long answer", "chunk_size": 2, "stall_after": 2, "stall": 5},
-            {"text": "seq -n does nothing"},
+            {"text": "the long answer", "chunk_size": 2, "stall_after": 2, "stall": 60},
+            {"text": "seq -n does nothing", "delay": 8},
         ]
     )
     app = McodeApp(launcher(server, repo, tmp_path / "home"))
@@ -325,10 +325,16 @@ async def test_btw_answers_beside_a_running_turn(model_server, repo, tmp_path):
         await until(pilot, lambda: app.query("LiveAnswer"))
         await type_text(pilot, "/btw what is seq -n")
         await pilot.press("enter")
-        await until(pilot, lambda: "seq -n does nothing" in screen_text(app))
-        assert not app.session.idle, screen_text(app)  # answered while the turn still runs
-        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
-        assert "the long answer" in [a.text for a in app.query(AnswerBlock)]
+        await type_text(pilot, "typed meanwhile")  # the app takes keys while the aside waits
+        assert app.prompt.text == "typed meanwhile" and "btw (" not in screen_text(app)
+        await until(pilot, lambda: "btw (" in screen_text(app))
+        assert "seq -n does nothing" in screen_text(app)
+        assert app.session.running  # answered while the turn still runs
+        await pilot.press("escape")
+        await until(pilot, lambda: app.session.idle)
+    aside = server.bodies[1]["messages"]
+    assert aside[-1]["content"] == "what is seq -n"
+    assert history(server.bodies[0]) == ["long task"]
 
 
 @pilot_test
