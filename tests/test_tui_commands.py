@@ -223,7 +223,7 @@ async def test_plan_runs_read_only_then_carries_the_plan_out_when_confirmed(
     server = model_server(
         [
             _write("early.txt", "too soon\n"),  # the planning turn tries to change something
-            {"text": "1. write plan.txt", "chunk_size": 4, "stall_after": 2, "stall": 0.5},
+            {"text": "1. write plan.txt", "chunk_size": 4, "stall_after": 2, "stall": 2},
             _write("plan.txt", "done\n", "w2"),
             {"text": "carried out"},
         ]
