@@ -507,3 +507,22 @@ def test_a_model_changed_by_an_editor_prices_the_calls_after_it_at_its_own_price
     assert state.cost == pytest.approx(0.03)
     state.other_models = True  # /team with roles on models of their own
     assert state.cost is None and "a team ran roles" in state.usage_text()
+
+
+def test_a_file_made_later_is_offered_once_the_list_is_read_again(tmp_path):
+    from mcode.tui.completion import FileIndex
+
+    repo = make_repo(tmp_path / "r", {"old.py": ""})
+    index = FileIndex(repo)
+    assert index.match("py") == []  # not read yet: nothing, and no wait for git
+    index.refresh()
+    index._reading.join(10)
+    assert index.match("py") == ["old.py"]
+    (repo / "made_later.py").write_text("")
+    index.refresh(older_than=10)  # read a moment ago: kept
+    assert index._reading is not None
+    index._reading.join(10)
+    assert index.match("made") == []
+    index.refresh()
+    index._reading.join(10)
+    assert index.match("made") == ["made_later.py"]

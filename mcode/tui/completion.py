@@ -3,9 +3,9 @@
 The file list is read from git (``git ls-files``: tracked and untracked-but-not-ignored
 files), or from ``rg --files`` outside a repository, in a thread, and kept: a key press
 filters that list and never touches the disk, so a 100k-file repository stays quick. Folders
-are derived from the files' paths. The list is read again in the background each time an
-``@`` word is begun (:meth:`FileIndex.refresh`), so files made since are offered; until the
-new list is in, the old one answers.
+are derived from the files' paths. The list is read again in the background when an ``@``
+word is begun and the last read is over :data:`STALE` seconds old (:meth:`FileIndex.refresh`),
+so files made since are offered; until the new list is in, the old one answers.
 
 A key press costs no Python loop over the list: the paths are kept lower-cased and sorted
 shortest first, and :meth:`FileIndex.match` filters them with C-level iterators (``map``,
@@ -20,11 +20,15 @@ import operator
 import shutil
 import subprocess
 import threading
+import time
 from itertools import compress, filterfalse, islice, repeat
 from pathlib import Path
 
 MAX_FILES = 200_000
 SHOWN = 12
+# Seconds a read of the list is good for: a read of 100k paths costs ~0.6 s of a thread that
+# shares the interpreter with the app, so words begun in quick succession share one.
+STALE = 10.0
 
 
 class _Paths:
@@ -85,6 +89,7 @@ class FileIndex:
         self._index: _Paths | None = None
         self._lock = threading.Lock()  # one read at a time
         self._reading: threading.Thread | None = None
+        self._read_at = 0.0
 
     @property
     def ready(self) -> bool:
@@ -98,9 +103,12 @@ class FileIndex:
         assert self._index is not None
         return self._index.paths
 
-    def refresh(self) -> None:
-        """Read the list again in a thread (one at a time); the old one answers meanwhile."""
+    def refresh(self, older_than: float = 0.0) -> None:
+        """Read the list again in a thread (one at a time) if the last read is more than
+        ``older_than`` seconds old; the old list answers meanwhile."""
         if self._reading is not None and self._reading.is_alive():
+            return
+        if self._index is not None and time.monotonic() - self._read_at < older_than:
             return
         self._reading = threading.Thread(target=self._read, name="mcode-file-index", daemon=True)
         self._reading.start()
@@ -108,6 +116,7 @@ class FileIndex:
     def _read(self) -> None:
         with self._lock:
             self._index = _Paths(_list(self.root))
+            self._read_at = time.monotonic()
 
     def match(self, query: str, limit: int = SHOWN) -> list[str]:
         """The best ``limit`` paths containing ``query`` (case-insensitive; see
