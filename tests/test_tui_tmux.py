@@ -70,7 +70,7 @@ def test_mcode_answers_in_tmux_and_leaves_its_transcript_after_quitting(model_se
     )
     try:
         tmux("set-option", "-t", "t", "remain-on-exit", "on")
-        tmux.wait_for("thinking")  # the status bar is drawn: the app is up
+        tmux.wait_for(" · ctx ")  # the status bar is drawn: the app is up
         tmux("send-keys", "-t", "t", "-l", "what is the answer")
         tmux("send-keys", "-t", "t", "Enter")
         tmux.wait_for("The answer is 42")  # Markdown rendered: the bold marks are gone

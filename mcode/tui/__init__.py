@@ -9,7 +9,7 @@
     mcode/tui/approval.py   the permission dialog: allow once / always (a rule) / deny with reason
     mcode/tui/prompt.py     the input: multi-line, history across sessions, @ and / completion
     mcode/tui/commands.py   the built-in slash commands, in a mcode.commands registry
-    mcode/tui/status.py     model, thinking, mode, context use, tokens, elapsed
+    mcode/tui/status.py     model, thinking, mode, context use, tokens and cost, elapsed
     mcode/tui/transcript.py the session as plain text, for the terminal's scrollback on exit
 
 The app never calls the model or a tool: it calls ``send`` (Enter: steers a running turn,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -166,15 +166,11 @@ class McodeApp(App[int]):
 
     async def on_mount(self) -> None:
         self.view.anchor()
-        self._index_files()
+        self.files.refresh()  # read in a thread: @ offers nothing until it is in
         await self._adopt(self.session, self.settings, history=self._resumed)
         self.prompt.focus()
         if self._first_prompt:
             self._send(self._first_prompt, self._first_images, follow_up=False)
-
-    @work(thread=True, exclusive=True, group="index")
-    def _index_files(self) -> None:
-        self.files.load()
 
     # -- sessions ---------------------------------------------------------------------------
     async def _adopt(self, session: Session, settings: Any, *, history: bool) -> None:
@@ -183,6 +179,10 @@ class McodeApp(App[int]):
         self.started = False
         self.lanes = {None: Lane(self.view, on_mount=self._mounted)}
         attach(session, self)
+        self.session_id_shown = session.id[:12] if history else None
+        if history and self.launcher.store is not None:
+            await self._draw_history(session.id)
+        # After the history: its session.started events say how it ran then, not now.
         info = session.model_info
         state = self.status.state
         state.model, state.provider = info.model, info.provider
@@ -193,9 +193,6 @@ class McodeApp(App[int]):
         else:
             state.thinking = {None: "default", True: "on", False: "off"}[settings.thinking]
         self.status.refresh_state()
-        self.session_id_shown = session.id[:12] if history else None
-        if history and self.launcher.store is not None:
-            await self._draw_history(session.id)
 
     async def _draw_history(self, session_id: str) -> None:
         """A resumed session's stored events, drawn as finished blocks in one mount."""
@@ -283,6 +280,7 @@ class McodeApp(App[int]):
             self.transcript = Transcript()
             self.queued.clear()
             self._show_queue()
+            self.status.state.new_session()
         await self._adopt(session, settings, history=other and resume_id is not None)
         self._resumed = resume_id is not None
         return True

@@ -10,7 +10,6 @@ out with the new setting.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import subprocess
@@ -22,6 +21,7 @@ from mcode.commands import Command, CommandRegistry
 from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
+    from mcode.runtime.session import TurnOutcome
     from mcode.tui.app import McodeApp
 
 MODES = ("read-only", "ask", "auto-edit", "full-auto")
@@ -103,17 +103,13 @@ async def _mode(app: McodeApp, args: str) -> None:
 async def reconfigure(app: McodeApp, **changes: str) -> bool:
     """This session (resumed, if it has begun) with ``changes`` to its settings."""
     keep = app.session.id if (app.started or app.session.history) else None
-    if not await app.switch(resume_id=keep, **changes):
-        return False
-    app.status.state.mode = app.settings.permission_mode
-    thinking = app.settings.thinking
-    if app.session.model_info.thinking_switchable:
-        app.status.state.thinking = {None: "default", True: "on", False: "off"}[thinking]
-    app.status.refresh_state()
-    return True
+    return await app.switch(resume_id=keep, **changes)  # the status bar shows the new settings
 
 
 async def _plan(app: McodeApp, args: str) -> None:
+    """Plan in read-only mode, then ask whether to carry the plan out in the mode it was in.
+    The planning turn is waited for in a worker, not here: a command runs in the app's
+    message handler, and while it waits nothing is drawn and Esc is not heard."""
     if not args:
         raise UsageError("/plan needs the task", hint="/plan add a --json flag to the CLI")
     before = app.settings.permission_mode
@@ -126,15 +122,28 @@ async def _plan(app: McodeApp, args: str) -> None:
         f"numbered plan.\n\nTask: {args}",
         steer=False,
     )
-    assert future is not None
-    outcome = await future
+    assert future is not None  # the session was idle: a turn, not a steer
+    app.run_worker(_after_plan(app, future, before), group="plan")
+
+
+async def _after_plan(
+    app: McodeApp, future: asyncio.Future[TurnOutcome | None], before: str
+) -> None:
+    try:
+        outcome = await future
+    except MCodeError as e:
+        app.show_error(e)
+        outcome = None
+    await app.session.wait_idle()  # the turn has finished its events; switching needs that
     if outcome is None or outcome.reason != "completed":
-        await reconfigure(app, permission_mode=before)
+        if await reconfigure(app, permission_mode=before):
+            app.say(f"no plan made; permission mode back to {before}")
         return
     from mcode.tui.confirm import ConfirmScreen
 
     async def decided(go: bool | None) -> None:
-        await reconfigure(app, permission_mode=before)
+        if not await reconfigure(app, permission_mode=before):
+            return
         if go:
             app.send_prompt("Carry out the plan.")
         else:
@@ -219,13 +228,7 @@ async def _undo(app: McodeApp, args: str) -> None:
 
 
 def _cost(app: McodeApp, args: str) -> None:
-    t = app.session.totals
-    u = t.usage
-    app.say(
-        f"{t.model_calls} model calls, {t.tool_calls} tool calls; tokens in {u.input_tokens:,} "
-        f"(cached {u.cached_tokens:,}), out {u.output_tokens:,}; cost: no price is known for "
-        f"{app.session.model_info.provider}/{app.session.model_info.model}"
-    )
+    app.say(app.status.state.usage_text())  # the status bar's numbers, in words
 
 
 def _image(app: McodeApp, args: str) -> None:
@@ -262,9 +265,6 @@ def _copy(app: McodeApp, args: str) -> None:
 async def _rewind(app: McodeApp, args: str) -> None:
     """Fork this session before an earlier user turn (picked, or ``/rewind N``) and carry on
     in the fork, that turn's message back in the prompt; the files stay as they are."""
-    if importlib.util.find_spec("mcode.runtime.fork") is None:
-        app.say("/rewind is not available yet: it needs session forking (mcode/runtime/fork.py)")
-        return
     import mcode.runtime.fork as fork
 
     store = app.launcher.store
@@ -282,7 +282,11 @@ async def _rewind(app: McodeApp, args: str) -> None:
     async def picked(number: int | None) -> None:
         if number is None:
             return
-        made = fork.fork_session(store, app.session.id, number, cwd=str(app.workspace))
+        try:
+            made = fork.fork_session(store, app.session.id, number, cwd=str(app.workspace))
+        except MCodeError as e:  # said in the view: a picker's callback has no caller to tell
+            app.show_error(e)
+            return
         if await app.switch(resume_id=made.session_id):
             app.prompt.set_text(turns[number - 1].text)
             app.say(f"rewound to before turn {number} (a new session; the old one is kept)")
@@ -290,6 +294,12 @@ async def _rewind(app: McodeApp, args: str) -> None:
     if args:
         if not args.isdigit():
             raise UsageError("/rewind takes a turn number", hint="/rewind alone shows them")
+        if not 1 <= int(args) <= len(turns):
+            have = f"{len(turns)} user turn{'s' * (len(turns) != 1)}"
+            raise UsageError(
+                f"/rewind {args}: this session has {have}",
+                hint=f"give a turn from 1 to {len(turns)}, or /rewind alone to pick one",
+            )
         await picked(int(args))
         return
     from mcode.tui.pickers import TurnPicker
@@ -298,15 +308,20 @@ async def _rewind(app: McodeApp, args: str) -> None:
 
 
 async def _btw(app: McodeApp, args: str) -> None:
-    ask = getattr(app.session, "ask_aside", None)
-    if ask is None:
-        app.say("/btw is not available yet: it needs Session.ask_aside")
-        return
     if not args:
         raise UsageError("/btw needs a question")
-    started = time.monotonic()
-    answer = await ask(args)
-    app.say(f"btw ({time.monotonic() - started:.1f}s): {answer}")
+
+    async def answer() -> None:
+        started = time.monotonic()
+        try:
+            text = await app.session.ask_aside(args)
+        except MCodeError as e:
+            app.show_error(e)
+            return
+        app.say(f"btw ({time.monotonic() - started:.1f}s): {text}")
+
+    # Answered in a worker, as /plan's turn is waited for: the running task stays drawn.
+    app.run_worker(answer(), group="btw")
 
 
 # The team runs the app has started, until each has said how it ended.
@@ -323,6 +338,9 @@ async def _team(app: McodeApp, args: str) -> None:
     if not app.session.idle:
         raise UsageError("a turn is running", hint="wait for it, or Esc, then /team")
     job = await start_team(app.settings, app.session, args)  # refuses a dirty tree, says why
+    if job.team.providers:  # roles on other models: the bar cannot price their calls
+        app.status.state.other_models = True
+        app.status.refresh_state()
     app.start_session()
     work = app.session.start_work(job.team, job.run())
 

@@ -15,7 +15,7 @@ from textual.widgets import OptionList, TextArea
 from textual.widgets.option_list import Option
 
 from mcode.commands import CommandRegistry
-from mcode.tui.completion import FileIndex
+from mcode.tui.completion import STALE, FileIndex
 from mcode.tui.history import PromptHistory
 
 
@@ -176,7 +176,11 @@ class PromptArea(TextArea):
         word_start = max(line.rfind(" "), line.rfind("\t"), line.rfind("\n")) + 1
         word = line[word_start:]
         if word.startswith("@") and self.files is not None:
+            if word == "@":
+                self.files.refresh(STALE)  # files made since are offered from now on
+            # A folder is completed without the space, so that its files are offered next.
             paths = self.files.match(word[1:])
-            self.completions.offer([(f"@{p} ", p) for p in paths], word_start)
+            items = [(f"@{p}" if p.endswith("/") else f"@{p} ", p) for p in paths]
+            self.completions.offer(items, word_start)
             return
         self.completions.hide()
