@@ -18,7 +18,8 @@ checkpoints from worker threads while the event loop writes other conversations'
 SQLite refuses to COMMIT while a statement of the same connection is still stepping (another
 thread's SELECT half-read, an INSERT ... RETURNING not yet reset). So every method that touches
 the connection holds the store's lock from its first statement to its last, and every read
-fetches all its rows before it lets go: no cursor outlives the call that opened it.
+has all its rows (or has closed its cursor) before it lets go: no cursor outlives the call
+that opened it.
 """
 
 from __future__ import annotations
@@ -490,11 +491,16 @@ class Store:
         return SessionInfo(*rows[0])
 
     def events(self, session_id: str) -> list[dict[str, Any]]:
-        with self._lock:  # rows fetched under the lock, parsed after it
-            rows = self._db.execute(
+        # Parsed row by row, so a long session's JSON text is never all in memory beside
+        # what it parses to; the cursor is exhausted (or closed) before the lock is let go.
+        with self._lock:
+            cursor = self._db.execute(
                 "SELECT body FROM events WHERE session_id=? ORDER BY seq", (session_id,)
-            ).fetchall()
-        return [json.loads(body) for (body,) in rows]
+            )
+            try:
+                return [json.loads(body) for (body,) in cursor]
+            finally:
+                cursor.close()
 
     @_serialised
     def last_seq(self, session_id: str) -> int:
