@@ -12,6 +12,14 @@ the hash of what mcode wrote last. Like events, each checkpoint is committed bef
 changes the file, so no edit is ever on disk without its before-image in the store.
 
 Schema changes are migrations keyed by ``PRAGMA user_version``; a migration may add, never drop.
+
+One connection serves every thread of the process, one at a time: the file tools save their
+checkpoints from worker threads while the event loop writes other conversations' events, and
+SQLite refuses to COMMIT while a statement of the same connection is still stepping (another
+thread's SELECT half-read, an INSERT ... RETURNING not yet reset). So every method that touches
+the connection holds the store's lock from its first statement to its last, and every read
+has all its rows (or has closed its cursor) before it lets go: no cursor outlives the call
+that opened it.
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from mcode.errors import MCodeError
 from mcode.events import (
@@ -127,6 +138,24 @@ class StoreError(MCodeError):
     pass
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialised(
+    method: Callable[Concatenate[Store, _P], _R],
+) -> Callable[Concatenate[Store, _P], _R]:
+    """Run ``method`` holding the store's lock (re-entrant: :meth:`Store.append` writes
+    through :meth:`Store.write`)."""
+
+    @wraps(method)
+    def locked(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 # A session's updated_at is written with these events, and otherwise at most this often.
 TOUCH_EVERY = 1.0
 _TOUCH_TYPES = frozenset({SESSION_STARTED, TURN_STARTED, TURN_FINISHED, SESSION_FINISHED})
@@ -136,6 +165,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_fd: int | None = None
+        self._lock = threading.RLock()  # the connection's, for every thread (module docstring)
         self._touched: dict[str, float] = {}  # session id -> the updated_at last written
         # The fault matrix's full disk (tests/test_faults.py): with MCODE_FAULT_DISK_FULL set to
         # ``store:N``, the N-th event this store writes and every later one fail as SQLite does
@@ -216,6 +246,7 @@ class Store:
     def _version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    @_serialised
     def close(self) -> None:
         self._db.close()
         if self._lock_fd is not None:
@@ -254,6 +285,7 @@ class Store:
         if self._lock_fd is not None:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, _claim_byte(session_id))
 
+    @_serialised
     def write(self, event: Event, body: str) -> None:
         """Persist one event (``body`` is its JSON, already scrubbed of secrets), committed on
         return (one commit; inside :meth:`append`'s transaction, with it).
@@ -302,6 +334,7 @@ class Store:
                 hint="check free disk space; the run stops so that nothing goes unrecorded",
             ) from None
 
+    @_serialised
     def append(self, session_id: str, payload: Payload, turn_id: str | None = None) -> Event:
         """Add an event to a stored session from outside its run (``mcode undo``), numbered
         after the last stored one. The write lock is held from reading the last seq to the
@@ -324,6 +357,7 @@ class Store:
             ) from None
         return event
 
+    @_serialised
     def write_fork(self, events: list[tuple[Event, str]], source: str, turn_ids: list[str]) -> None:
         """Persist a fork in one transaction, all of it or nothing: its ``events`` (each with
         its JSON, already scrubbed; a ``session.started`` first) and a copy of the checkpoints
@@ -358,6 +392,7 @@ class Store:
                 hint="check free disk space and that no other program holds the database",
             ) from None
 
+    @_serialised
     def checkpoint(
         self,
         session_id: str,
@@ -374,7 +409,7 @@ class Store:
         of what is about to be written (the previous one becomes ``prior_sha256``). Committed
         on return, like an event."""
         try:
-            row = self._db.execute(
+            rows = self._db.execute(
                 "INSERT INTO checkpoints (session_id, turn_id, path, abs_path, existed, before, "
                 "before_mode, after_sha256, ts) VALUES (?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (session_id, turn_id, abs_path) "
@@ -391,25 +426,24 @@ class Store:
                     after_sha256,
                     now(),
                 ),
-            ).fetchone()
+            ).fetchall()  # to its end: a RETURNING statement stays open past its row
         except sqlite3.Error as e:
             raise StoreError(
                 f"could not save the checkpoint of {path} in session {session_id}: {e}",
                 hint="check free disk space and that no other program holds the database",
             ) from None
-        return int(row[0])
+        return int(rows[0][0])
 
+    @_serialised
     def checkpointed(self, session_id: str) -> list[tuple[str, str]]:
         """``(turn_id, path)`` of every checkpoint of a session, oldest first: which turns
         changed which files, without loading the saved contents."""
-        return [
-            (str(t), str(p))
-            for t, p in self._db.execute(
-                "SELECT turn_id, path FROM checkpoints WHERE session_id=? ORDER BY id",
-                (session_id,),
-            )
-        ]
+        rows = self._db.execute(
+            "SELECT turn_id, path FROM checkpoints WHERE session_id=? ORDER BY id", (session_id,)
+        ).fetchall()
+        return [(str(t), str(p)) for t, p in rows]
 
+    @_serialised
     def checkpoints(self, session_id: str, turn_id: str | None = None) -> list[Checkpoint]:
         """The checkpoints of a session (or of one of its turns), oldest first."""
         sql = "SELECT * FROM checkpoints WHERE session_id=?"
@@ -423,6 +457,7 @@ class Store:
             for (i, sid, tid, p, ap, ex, b, m, h, ts, prior) in rows
         ]
 
+    @_serialised
     def set_title(self, session_id: str, title: str) -> None:
         try:
             self._db.execute(
@@ -434,6 +469,7 @@ class Store:
                 hint="check free disk space and that no other program holds the database",
             ) from None
 
+    @_serialised
     def sessions(self, cwd: str | None = None, limit: int = 50) -> list[SessionInfo]:
         sql = "SELECT * FROM sessions"
         args: tuple[Any, ...] = ()
@@ -441,8 +477,9 @@ class Store:
             sql += " WHERE cwd=?"
             args = (cwd,)
         sql += " ORDER BY updated_at DESC LIMIT ?"
-        return [SessionInfo(*row) for row in self._db.execute(sql, (*args, limit))]
+        return [SessionInfo(*row) for row in self._db.execute(sql, (*args, limit)).fetchall()]
 
+    @_serialised
     def find(self, prefix: str) -> SessionInfo:
         """The session whose id is ``prefix`` or starts with it (ids are hex, so a prefix is
         compared literally: ``_`` and ``%`` are not wildcards)."""
@@ -461,13 +498,18 @@ class Store:
         return SessionInfo(*rows[0])
 
     def events(self, session_id: str) -> list[dict[str, Any]]:
-        return [
-            json.loads(body)
-            for (body,) in self._db.execute(
+        # Parsed row by row, so a long session's JSON text is never all in memory beside
+        # what it parses to; the cursor is exhausted (or closed) before the lock is let go.
+        with self._lock:
+            cursor = self._db.execute(
                 "SELECT body FROM events WHERE session_id=? ORDER BY seq", (session_id,)
             )
-        ]
+            try:
+                return [json.loads(body) for (body,) in cursor]
+            finally:
+                cursor.close()
 
+    @_serialised
     def last_seq(self, session_id: str) -> int:
         row = self._db.execute(
             "SELECT MAX(seq) FROM events WHERE session_id=?", (session_id,)

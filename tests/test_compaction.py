@@ -415,3 +415,28 @@ def test_killed_right_after_a_compaction_resumes_from_the_ledger(
     assert len(tail) >= len(after)
     assert [m["role"] for m in tail[: len(after)]] == [e["data"]["message"]["role"] for e in after]
     assert all(m["role"] == "tool" and "did not finish" in text_of(m) for m in tail[len(after) :])
+
+
+def test_a_ledger_round_trips_through_its_dict_with_every_field_and_no_shared_lists() -> None:
+    """What a compaction event stores and a resume reads back: every field (one added to the
+    dataclass must not be left out of the dict), and copies (editing the conversation's ledger
+    afterwards must not change an event already emitted)."""
+    import dataclasses
+
+    from mcode.agent.ledger import Ledger
+
+    ledger = Ledger(
+        goal="Build it. Constraint: no vendor/.",
+        requests=["Requirement R1: tag batch 1."],
+        files={"out/a.txt": "created"},
+        read=["README.md"],
+        commands=["$ make -> ok"],
+        failures=["read(x): no such file"],
+        sections={"Progress": "- half done"},
+    )
+    d = ledger.to_dict()
+    assert set(d) == {f.name for f in dataclasses.fields(Ledger)}
+    assert Ledger.from_dict(d) == ledger
+    ledger.requests.append("Requirement R2")
+    ledger.files["out/b.txt"] = "created"
+    assert d["requests"] == ["Requirement R1: tag batch 1."] and "out/b.txt" not in d["files"]

@@ -131,3 +131,29 @@ def _pgid(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat[stat.rfind(b")") + 2 :].split()[2])
+
+
+def test_group_alive_sees_a_live_member_and_not_a_zombie_or_an_empty_group() -> None:
+    """The group check after every bash call: a background job left running keeps the group
+    alive after its leader exits; a leader not yet reaped (a zombie, as a sandboxed command's
+    bwrap is left after every call) does not; a group with nobody left is gone."""
+    zombie = subprocess.Popen(["true"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while alive(zombie.pid):  # exited, and not reaped: only its zombie holds the group
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(zombie.pid, 0)  # the kernel still counts the group, so the check must look closer
+    assert not supervisor.group_alive(zombie.pid)
+    zombie.wait()
+    assert not supervisor.group_alive(zombie.pid)
+
+    leader = group("sleep 30 & echo $! ; exit 0")
+    leader.wait()  # the leader is reaped; its background job is the group
+    try:
+        assert supervisor.group_alive(leader.pid)
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while supervisor.group_alive(leader.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

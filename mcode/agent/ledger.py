@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from mcode.messages import Message
@@ -64,7 +64,17 @@ class Ledger:
     sections: dict[str, str] = field(default_factory=dict)  # the model's, by heading
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow copies, not dataclasses.asdict: asdict deep-copies every string of a ledger
+        # that lists every file a long run wrote, twice per compaction (the soak's profile).
+        return {
+            "goal": self.goal,
+            "requests": list(self.requests),
+            "files": dict(self.files),
+            "read": list(self.read),
+            "commands": list(self.commands),
+            "failures": list(self.failures),
+            "sections": dict(self.sections),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Ledger:

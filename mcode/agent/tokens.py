@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mcode.messages import ImagePart, Message, TextPart, ThinkingPart, ToolSpec, Usage
 from mcode.providers.base import ModelRequest
@@ -82,12 +83,24 @@ def estimate_message(message: Message, ratio: float) -> float:
 
 
 def estimate_tools(tools: Sequence[ToolSpec], ratio: float) -> float:
-    return sum(
-        estimate_text(
-            json.dumps([t.name, t.description, t.parameters], separators=(",", ":")), ratio
-        )
-        for t in tools
-    )
+    return sum(estimate_text(_spec_text(t), ratio) for t in tools)
+
+
+# Each tool's spec as estimated, serialised once: a request's specs are built afresh from the
+# same tools every step, and dumping a dozen JSON schemas was ~70 us of every estimate. Keyed
+# by the schema dict's identity (a tool's is built once, a class attribute for the built-ins),
+# which the entry holds on to, so the id cannot be reused by another dict.
+_SPEC_TEXT: dict[tuple[str, str, int], tuple[dict[str, Any], str]] = {}
+
+
+def _spec_text(t: ToolSpec) -> str:
+    key = (t.name, t.description, id(t.parameters))
+    hit = _SPEC_TEXT.get(key)
+    if hit is not None and hit[0] is t.parameters:
+        return hit[1]
+    text = json.dumps([t.name, t.description, t.parameters], separators=(",", ":"))
+    _SPEC_TEXT[key] = (t.parameters, text)
+    return text
 
 
 Counter = Callable[[ModelRequest], "int | None"]

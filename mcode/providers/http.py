@@ -134,6 +134,7 @@ class HttpClient:
         self._transport = transport
         self.secrets = tuple(s for s in secrets if s)
         self._client: httpx.AsyncClient | None = None
+        self._urls: dict[str, httpx.URL] = {}  # each URL posted to, parsed
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -193,7 +194,14 @@ class HttpClient:
         closed when the block exits.
         """
         try:
-            request = self._get_client().build_request("POST", url, content=body, headers=headers)
+            # Parsed once: httpx parses a str URL afresh for every request (~35 us of its
+            # ~80 us build_request, measured).
+            target = self._urls.get(url)
+            if target is None:
+                target = self._urls[url] = httpx.URL(url)
+            request = self._get_client().build_request(
+                "POST", target, content=body, headers=headers
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
             raise self.error(f"invalid model API URL {url!r}: {e}", "connection", False) from None
         try:

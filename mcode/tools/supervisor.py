@@ -63,13 +63,19 @@ def group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     # killpg(0) also succeeds for zombies waiting to be reaped by their new parent; on Linux,
-    # look closer so a lazy reaper does not cost us the whole grace period.
+    # look closer so a lazy reaper does not cost us the whole grace period. That is the common
+    # case, not a corner: a sandboxed command's bwrap is left a zombie of init's after every
+    # call. getpgid is one system call per process, where reading each /proc/PID/stat is
+    # three and a parse (~3 ms of mcode's CPU a bash call with ~120 processes on the machine);
+    # only the group's own members are read.
     try:
-        pids = [name for name in os.listdir(_PROC) if name.isdigit()]
+        pids = [int(name) for name in os.listdir(_PROC) if name.isdigit()]
     except OSError:
         return True
     for pid in pids:
         try:
+            if os.getpgid(pid) != pgid:
+                continue
             with open(f"{_PROC}/{pid}/stat", "rb") as f:
                 stat = f.read()
         except OSError:

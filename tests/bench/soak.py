@@ -4,6 +4,7 @@ version runs in CI as tests/test_soak.py).
 
     python tests/bench/soak.py                      # the target: 2,000 calls, 20 kills
     python tests/bench/soak.py --calls 150 --kills 3 [--window 6000] [--seed 18] [--rows FILE]
+    python tests/bench/soak.py --calls 300 --kills 0 --profile soak.prof   # where the CPU goes
 
 A scripted model (tests/model_server.py, in this process) drives ``mcode exec`` (the real one, a
 subprocess, full-auto, stream-json in and out): bash calls printing more lines as the run goes
@@ -67,6 +68,19 @@ SUMMARY = (
     "## Open items\n- keep going until the reports are complete"
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# ``python -c CPU_PROFILE FILE ARGS``: ``mcode ARGS`` under cProfile timed by the process's CPU
+# clock, not the wall clock ``-m cProfile`` uses: on a busy machine a wall profile charges
+# mcode for every wait (a fork waiting for exec, a pipe write waking its reader).
+CPU_PROFILE = """
+import cProfile, runpy, sys, time
+out = sys.argv[1]
+sys.argv = ["mcode", *sys.argv[2:]]
+profile = cProfile.Profile(time.process_time)
+try:
+    profile.runcall(runpy.run_module, "mcode", run_name="__main__", alter_sys=True)
+finally:
+    profile.dump_stats(out)
+"""
 
 
 def text_of(message: dict[str, Any]) -> str:
@@ -154,10 +168,18 @@ def proc_sample(pid: int) -> tuple[int, float]:
 
 
 def run_once(
-    args: list[str], stdin: str, repo: Path, env: dict[str, str], kill_after: int | None
+    args: list[str],
+    stdin: str,
+    repo: Path,
+    env: dict[str, str],
+    kill_after: int | None,
+    profile: str | None = None,
 ) -> Run:
+    python = [sys.executable, "-m", "mcode"]
+    if profile:
+        python = [sys.executable, "-c", CPU_PROFILE, str(Path(profile).resolve())]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mcode", *args],
+        [*python, *args],
         cwd=repo,
         env=env,
         stdin=subprocess.PIPE,
@@ -216,7 +238,11 @@ class Result:
             self.failures.append(what)
 
 
-def soak(calls: int, kills: int, window: int, seed: int, root: Path) -> Result:
+def soak(
+    calls: int, kills: int, window: int, seed: int, root: Path, profile: str | None = None
+) -> Result:
+    """The soak; ``profile`` (a file) runs mcode under cProfile (one run: a kill -9 would
+    leave no profile, so it needs ``kills`` 0)."""
     rng = random.Random(seed)
     result = Result(calls, kills, window)
     repo = make_repo(
@@ -257,7 +283,7 @@ def soak(calls: int, kills: int, window: int, seed: int, root: Path) -> Result:
             stdin = "".join(json.dumps(line) + "\n" for line in lines)
             left = max(1, calls - model.issued)
             kill_after = rng.randint(1, max(1, 2 * left // (kills + 1 - k))) if k < kills else None
-            run = run_once(args, stdin, repo, env, kill_after)
+            run = run_once(args, stdin, repo, env, kill_after, profile)
             result.runs += 1
             if not session_id and run.printed:
                 session_id = run.printed[0]["session_id"]
@@ -347,10 +373,13 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--rows", help="append the result as a JSON line (RELIABILITY.md)")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile mcode into FILE (--kills 0)")
     opts = parser.parse_args()
+    if opts.profile and opts.kills:
+        parser.error("--profile needs --kills 0: a process killed with -9 writes no profile")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        result = soak(opts.calls, opts.kills, opts.window, opts.seed, Path(tmp))
+        result = soak(opts.calls, opts.kills, opts.window, opts.seed, Path(tmp), opts.profile)
         seconds = time.monotonic() - t0
     (row,) = rows_of(result, seconds)
     width = max(len(k) for k in row)
