@@ -60,7 +60,7 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
 
     from mcode import events as ev
     from mcode.messages import Message, TextPart
-    from mcode.tui.adapter import SessionEvent
+    from mcode.tui.adapter import Poster
     from mcode.tui.app import McodeApp
     from mcode.tui.blocks import AnswerBlock
 
@@ -72,10 +72,10 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
             await pilot.pause()
             sid = app.session.id
             seq = iter(range(1, 10**9))
+            poster = Poster(app)  # what the Session's subscriber is: a burst becomes one message
 
             def post(payload: ev.Payload) -> None:
-                event = ev.Event.of(payload, next(seq), sid, "t", time.time())
-                app.post_message(SessionEvent(event))
+                poster(ev.Event.of(payload, next(seq), sid, "t", time.time()))
 
             latencies: list[float] = []
 
@@ -103,19 +103,38 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
             # handled, the answer's earlier blocks mounted above it).
             while not app.query(AnswerBlock) or app.lanes[None].answer is not None:
                 await asyncio.sleep(0.01)
+            await pilot.pause()  # and drawn: a screen update after it
             elapsed = time.perf_counter() - t0
+            block = app.query(AnswerBlock).last()
+            assert block.text == text and block._lines[-1] is not None  # its end was rendered
             await typing
             return elapsed, len(text) / 4 / elapsed, latencies
     finally:
         server.stop()
 
 
-async def _scroll(root: Path, messages: int) -> tuple[float, list[float]]:
-    """Seconds to open a stored ``messages``-message session, and each page's frame time
-    scrolling up through what is mounted and back down."""
+async def _scroll(root: Path, messages: int) -> tuple[float, list[float], list[float]]:
+    """Seconds to open a stored ``messages``-message session; scrolling up a page at a time
+    through what is mounted (older blocks mount as the top is reached) and back down, each
+    page's wall time and its longest screen update (layout and render: the frame).
+
+    The wall time includes ``pilot.pause()``, which queues a callback on every mounted widget
+    and waits for all of them: test-driver work that grows with the widget count, not a frame.
+    The frame is timed inside Textual's own screen update (``Screen._on_timer_update``)."""
+    from textual.screen import Screen
+
     from mcode.tui.app import McodeApp
 
+    updates: list[float] = []
+    update = Screen._on_timer_update
+
+    def timed(screen: Screen) -> None:  # type: ignore[type-arg]
+        t = time.perf_counter()
+        update(screen)
+        updates.append(time.perf_counter() - t)
+
     server = ScriptedServer([]).start()
+    Screen._on_timer_update = timed  # type: ignore[method-assign]
     try:
         lnch = launcher(server, root, root / "home-sc")
         sid = _store_long_session(lnch, messages)
@@ -124,15 +143,18 @@ async def _scroll(root: Path, messages: int) -> tuple[float, list[float]]:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             opened = time.perf_counter() - t0
-            frames = []
+            walls, frames = [], []
             for direction in (-1, 1):
                 for _ in range(25):
+                    updates.clear()
                     t = time.perf_counter()
                     app.action_page(direction)
                     await pilot.pause()
-                    frames.append(time.perf_counter() - t)
-            return opened, frames
+                    walls.append(time.perf_counter() - t)
+                    frames.append(max(updates, default=0.0))
+            return opened, walls, frames
     finally:
+        Screen._on_timer_update = update  # type: ignore[method-assign]
         server.stop()
 
 
@@ -145,7 +167,7 @@ def main() -> None:
         root = make_repo(Path(tmp) / "repo", {"a.txt": "a\n"})
         first = asyncio.run(_first_frame(root))
         elapsed, tps, keys = asyncio.run(_stream(root, int(args.mb * 1_000_000)))
-        opened, frames = asyncio.run(_scroll(root, args.messages))
+        opened, walls, frames = asyncio.run(_scroll(root, args.messages))
     rows = [
         ("start-up to first frame (incl. imports)", f"{first * 1000:.0f} ms", "< 400 ms"),
         (f"{args.mb:g} MB Markdown in {CHUNK}-char chunks", f"{elapsed:.2f} s", ""),
@@ -157,8 +179,14 @@ def main() -> None:
         ),
         ("keystroke to screen while streaming, max", f"{max(keys) * 1000:.0f} ms", ""),
         (f"open a {args.messages}-message session", f"{opened * 1000:.0f} ms", ""),
-        ("scroll frame (page), median", f"{statistics.median(frames) * 1000:.1f} ms", ""),
-        ("scroll frame (page), max", f"{max(frames) * 1000:.1f} ms", "<= 100 ms"),
+        (
+            "scroll a page, wall incl. pilot.pause, median",
+            f"{statistics.median(walls) * 1000:.1f} ms",
+            "",
+        ),
+        ("scroll a page, wall incl. pilot.pause, max", f"{max(walls) * 1000:.1f} ms", ""),
+        ("scroll frame (screen update), median", f"{statistics.median(frames) * 1000:.1f} ms", ""),
+        ("scroll frame (screen update), max", f"{max(frames) * 1000:.1f} ms", "<= 100 ms"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>18}  target")
