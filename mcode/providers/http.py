@@ -18,10 +18,8 @@ import errno
 import ipaddress
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
-
-import httpx
 
 from mcode.errors import ProviderError
 from mcode.providers.backoff import parse_retry_after
@@ -29,6 +27,11 @@ from mcode.providers.classify import classify_status, error_message_from_body, h
 from mcode.providers.network import NetworkSettings
 from mcode.providers.sse import SSEEvent, SSEParser, SSETooLarge
 from mcode.secrets import scrub
+
+# httpx is imported by the methods that use it, with the first request, not with this module:
+# it is ~100 ms of the TUI's start before its first frame (tests/bench/tui.py).
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpClient", "bare_url", "provider_secrets"]
 
@@ -117,6 +120,8 @@ class HttpClient:
         self._client: httpx.AsyncClient | None = None
 
     def _get_client(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._client is None:
             n = self.network
             # read/write are None on purpose: the deadlines below replace them (httpx's read
@@ -155,6 +160,8 @@ class HttpClient:
         status is read (up to 64 KB) and raised as a classified ProviderError. The response is
         closed when the block exits.
         """
+        import httpx
+
         try:
             request = self._get_client().build_request("POST", url, content=body, headers=headers)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
@@ -226,6 +233,8 @@ class HttpClient:
         )
 
     async def _read_capped(self, response: httpx.Response, limit: int) -> bytes:
+        import httpx
+
         parts: list[bytes] = []
         size = 0
         try:
@@ -240,6 +249,8 @@ class HttpClient:
         return b"".join(parts)[:limit]
 
     async def _drain(self, chunks: AsyncIterator[bytes]) -> None:
+        import httpx
+
         try:
             async with asyncio.timeout(min(1.0, self.network.idle_timeout)):
                 async for _ in chunks:
@@ -254,6 +265,8 @@ class HttpClient:
 
     async def read_json(self, response: httpx.Response, *, deadline: float) -> Any:
         """Read the whole body by ``deadline`` and parse it as JSON (protocol error if not)."""
+        import httpx
+
         try:
             async with asyncio.timeout_at(deadline):
                 raw = await self._read_whole(response)
@@ -310,6 +323,8 @@ class HttpClient:
         ``until_event`` (e.g. ``"message_stop"``) the rest of the body is read for at most a
         second and dropped: a fully read response lets httpx reuse the connection.
         """
+        import httpx
+
         idle = self.network.idle_timeout
         parser = SSEParser()
         chunks = response.aiter_bytes().__aiter__()

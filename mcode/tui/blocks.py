@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 
-from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
 from textual.geometry import Region, Size
 from textual.strip import Strip
@@ -71,6 +70,10 @@ class MarkdownLines(Widget):
         self._starts: list[int] = []
 
     def _render_markdown(self, text: str, width: int) -> list[Strip]:
+        # Imported with the first answer drawn, not before the first frame: Rich's Markdown
+        # brings markdown-it and Pygments (~50 ms here).
+        from rich.markdown import Markdown as RichMarkdown
+
         console = self.app.console
         options = console.options.update_width(max(1, width))
         markdown = RichMarkdown(text, code_theme="monokai")
@@ -128,8 +131,11 @@ class MarkdownLines(Widget):
         grown = self._draw(crop.y, crop.bottom)
         if self.parts and self._starts[-1] + self._heights[-1] != height:
             self.refresh(layout=True)
-            view = next((w for w in self.ancestors if w.allow_vertical_scroll), None)
-            if grown and isinstance(view, Widget):
+            scrolls = (
+                w for w in self.ancestors if isinstance(w, Widget) and w.allow_vertical_scroll
+            )
+            view = next(scrolls, None)
+            if grown and view is not None:
                 self.call_after_refresh(_scroll_by, view, grown)
         return super().render_lines(crop)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,16 +40,42 @@ def _markdown(size: int) -> str:
     return (para * (size // len(para) + 1))[:size]
 
 
-async def _first_frame(root: Path) -> float:
-    t0 = time.perf_counter()
-    from mcode.tui.app import McodeApp
+# A fresh process doing what ``mcode`` does before its first frame (mcode/tui/launch.py: the
+# store, the first session opened, the app), headless; it prints seconds since ``t0``.
+_FIRST_FRAME = """
+import asyncio, sys, time
+from pathlib import Path
+t0, root, url = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+from mcode.store import Store
+from mcode.tui.launch import Launcher
+home = root / "home-ff"
+flags = {"provider": "openai", "base_url": url, "model": "m", "permission_mode": "ask"}
+env = {"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home)}
+launcher = Launcher(root, Store(home / "sessions.db"), flags, env=env, data_dir=home / "data")
+first = launcher.open()
+from mcode.tui.app import McodeApp
+async def main():
+    async with McodeApp(launcher, first=first).run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        print(time.time() - t0)
+asyncio.run(main())
+"""
 
+
+def _first_frame(root: Path, runs: int = 5) -> float:
+    """Median seconds from starting a process to its first frame (imports included)."""
     server = ScriptedServer([]).start()
     try:
-        app = McodeApp(launcher(server, root, root / "home-ff"))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause()
-            return time.perf_counter() - t0
+        times = []
+        for _ in range(runs + 1):  # the first run writes the bytecode caches: not timed
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_FRAME, repr(time.time()), str(root), server.base_url],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+        return statistics.median(times[1:])
     finally:
         server.stop()
 
@@ -172,11 +199,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_repo(Path(tmp) / "repo", {"a.txt": "a\n"})
-        first = asyncio.run(_first_frame(root))
+        first = _first_frame(root)
         elapsed, tps, keys = asyncio.run(_stream(root, int(args.mb * 1_000_000)))
         opened, walls, frames = asyncio.run(_scroll(root, args.messages))
     rows = [
-        ("start-up to first frame (incl. imports)", f"{first * 1000:.0f} ms", "< 400 ms"),
+        (
+            "start-up to first frame, fresh process, median of 5",
+            f"{first * 1000:.0f} ms",
+            "< 400 ms",
+        ),
         (f"{args.mb:g} MB Markdown in {CHUNK}-char chunks", f"{elapsed:.2f} s", ""),
         ("  throughput (4 chars = 1 token)", f"{tps:,.0f} tokens/s", ">= 2,000 tokens/s"),
         (
