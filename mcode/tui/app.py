@@ -178,6 +178,7 @@ class McodeApp(App[int]):
     async def on_mount(self) -> None:
         self.view.anchor()
         self._index_files()
+        self.call_after_refresh(self._warm_imports)
         await self._adopt(self.session, self.settings, history=self._resumed)
         self.prompt.focus()
         if self._first_prompt:
@@ -186,6 +187,14 @@ class McodeApp(App[int]):
     @work(thread=True, exclusive=True, group="index")
     def _index_files(self) -> None:
         self.files.load()
+
+    @work(thread=True, exclusive=True, group="warm")
+    def _warm_imports(self) -> None:
+        """What the first frame is drawn without, imported once it is up: Rich's Markdown (for
+        the first answer: ~50 ms, else it lands on a keystroke while the answer streams) and
+        httpx (for the first request)."""
+        import httpx  # noqa: F401
+        import rich.markdown  # noqa: F401
 
     # -- sessions ---------------------------------------------------------------------------
     async def _adopt(self, session: Session, settings: Any, *, history: bool) -> None:
