@@ -255,7 +255,7 @@ async def test_a_burst_of_deltas_arrives_whole_in_order_and_a_key_does_not_wait_
                 posted.append(message)
             return post(message)
 
-        app.post_message = spy  # type: ignore[method-assign]
+        app.post_message = spy
         app.start_session()
         session = app.session
         session.emit(ev.TurnStarted())

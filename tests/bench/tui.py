@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
@@ -45,6 +46,7 @@ def _markdown(size: int) -> str:
 _FIRST_FRAME = """
 import asyncio, sys, time
 from pathlib import Path
+from typing import Any
 t0, root, url = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 from mcode.store import Store
 from mcode.tui.launch import Launcher
@@ -162,13 +164,13 @@ async def _scroll(root: Path, messages: int) -> tuple[float, list[float], list[f
     updates: list[float] = []
     update = Screen._on_timer_update
 
-    def timed(screen: Screen) -> None:  # type: ignore[type-arg]
+    def timed(screen: Screen[Any]) -> None:
         t = time.perf_counter()
         update(screen)
         updates.append(time.perf_counter() - t)
 
     server = ScriptedServer([]).start()
-    Screen._on_timer_update = timed  # type: ignore[method-assign]
+    Screen._on_timer_update = timed  # type: ignore[method-assign,assignment]
     try:
         lnch = launcher(server, root, root / "home-sc")
         sid = _store_long_session(lnch, messages)
