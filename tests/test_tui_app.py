@@ -3,10 +3,13 @@ requests out, against the scripted model server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import make_repo
+from textual.geometry import Region
 from tui_helpers import launcher, pilot_test, screen_text, type_text, until
 
 from mcode.tui.app import McodeApp
@@ -192,10 +195,13 @@ async def test_a_long_answer_streams_into_cheap_blocks_and_thinking_stays_folded
         await type_text(pilot, "write a lot")
         await pilot.press("enter")
         await until(pilot, lambda: app.session.idle and not app.query("LiveAnswer"))
-        blocks = list(app.query(AnswerBlock))
-        assert len(blocks) > 1  # finished paragraphs left the live document as it grew
-        assert "".join(b.text for b in blocks) == answer  # nothing lost or doubled
-        assert not any(b.text.count("```") % 2 for b in blocks)  # never cut inside a fence
+        (block,) = app.query(AnswerBlock)  # one widget, however long the answer
+        assert len(block.parts) > 1  # finished paragraphs left the live tail as it grew
+        assert "".join(block.parts) == answer  # nothing lost or doubled
+        assert not any(p.count("```") % 2 for p in block.parts)  # never cut inside a fence
+        whole = block.render_lines(Region(0, 0, block.size.width, block.size.height))
+        drawn = "\n".join(line.text for line in whole)  # every part, rendered
+        assert drawn.index("Paragraph 0:") < drawn.index("x = 1") < drawn.index("Paragraph 59:")
         thinking = app.query_one("ThinkingBlock")
         assert thinking.collapsed and thinking.text == "let me think about it"
         assert "Thought" in thinking.title
@@ -227,3 +233,49 @@ async def test_a_sub_agent_is_drawn_inside_its_task_card(model_server, repo, tmp
         assert [a.text for a in card.lane.query(AnswerBlock)] == ["there is a.txt"]
         top = [w for w in app.view.children if isinstance(w, AnswerBlock)]
         assert [a.text for a in top] == ["the helper found a.txt"]
+
+
+@pilot_test
+async def test_a_burst_of_deltas_arrives_whole_in_order_and_a_key_does_not_wait_for_it(
+    model_server, repo, tmp_path
+):
+    from textual import events
+
+    from mcode import events as ev
+    from mcode.tui.adapter import SessionEvent
+
+    app = McodeApp(launcher(model_server([]), repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        posted: list[SessionEvent] = []
+        post = app.post_message
+
+        def spy(message: Any) -> bool:
+            if isinstance(message, SessionEvent):
+                posted.append(message)
+            return post(message)
+
+        app.post_message = spy
+        app.start_session()
+        session = app.session
+        session.emit(ev.TurnStarted())
+        deltas = [f"<{i:04d}>" + ("\n\n" if i % 7 == 0 else " ") for i in range(5000)]
+        key_seen_at = None
+        for i, delta in enumerate(deltas):
+            if i == 2500:  # a key pressed in the middle of the burst
+                app.post_message(events.Key("x", "x"))
+            session.emit(ev.TextDelta(text=delta))
+            if i % 50 == 49:  # a provider's stream yields to the loop between reads
+                await asyncio.sleep(0)
+                if key_seen_at is None and app.prompt.text == "x":
+                    key_seen_at = i
+        answer = app.lanes[None].answer
+        assert answer is not None
+        whole = "".join(deltas)
+        # Drawn: every delta, in order, none twice, in what the live answer renders.
+        await until(pilot, lambda: "".join(answer.parts) == whole)
+        assert key_seen_at is not None and key_seen_at < len(deltas) - 1
+        kinds = [m.event.type for m in posted]
+        started = kinds.index(ev.TURN_STARTED)  # the turn's start stays before its text
+        assert set(kinds[started + 1 :]) == {ev.TEXT_DELTA}
+        assert len(posted) < len(deltas) / 10  # a burst is one message, not one per delta

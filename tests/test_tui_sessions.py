@@ -80,6 +80,10 @@ async def test_a_thousand_message_history_loads_as_cheap_blocks_and_scrolls(
         assert 0 < shown <= HISTORY_WINDOW  # the newest first; the rest waits above
         assert "question 499" in screen_text(app)
         assert not app.query(LiveAnswer)  # no live Markdown document for old messages
+        # Only what the screen shows was rendered; the rest of what is mounted waits, its
+        # height an estimate (a page of Markdown per frame, not a history's worth).
+        drawn = [a for a in app.query(AnswerBlock) if any(a._lines)]
+        assert 0 < len(drawn) <= SIZE[1] // 8 + 1 < len(app.query(AnswerBlock))
         await until(pilot, lambda: view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y)
         for _ in range(3):
             await pilot.press("pageup")

@@ -9,10 +9,8 @@ sends, retries and times out (shared with the OpenAI provider: :mod:`mcode.provi
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from mcode.errors import ProviderError
 from mcode.providers.anthropic_request import AnthropicRequestBuilder
@@ -24,6 +22,9 @@ from mcode.providers.options import AnthropicOptions
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
 from mcode.secrets import scrub
+
+if TYPE_CHECKING:  # httpx is imported with the first request (mcode/providers/http.py)
+    import httpx
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicOptions", "AnthropicProvider", "messages_url"]
 

@@ -20,10 +20,8 @@ import json
 import ssl
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
-
-import httpx
 
 from mcode.errors import ProviderError
 from mcode.providers.backoff import parse_retry_after
@@ -31,6 +29,11 @@ from mcode.providers.classify import classify_status, error_message_from_body, h
 from mcode.providers.network import NetworkSettings
 from mcode.providers.sse import SSEEvent, SSEParser, SSETooLarge
 from mcode.secrets import scrub
+
+# httpx is imported by the methods that use it, with the first request, not with this module:
+# it is ~100 ms of the TUI's start before its first frame (tests/bench/tui.py).
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpClient", "bare_url", "provider_secrets"]
 
@@ -137,6 +140,8 @@ class HttpClient:
         self._urls: dict[str, httpx.URL] = {}  # each URL posted to, parsed
 
     def _get_client(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._client is None:
             self._client = self._new_client()
         return self._client
@@ -193,6 +198,8 @@ class HttpClient:
         status is read (up to 64 KB) and raised as a classified ProviderError. The response is
         closed when the block exits.
         """
+        import httpx
+
         try:
             # Parsed once: httpx parses a str URL afresh for every request (~35 us of its
             # ~80 us build_request, measured).
@@ -271,6 +278,8 @@ class HttpClient:
         )
 
     async def _read_capped(self, response: httpx.Response, limit: int) -> bytes:
+        import httpx
+
         parts: list[bytes] = []
         size = 0
         try:
@@ -285,6 +294,8 @@ class HttpClient:
         return b"".join(parts)[:limit]
 
     async def _drain(self, chunks: AsyncIterator[bytes]) -> None:
+        import httpx
+
         try:
             async with asyncio.timeout(min(1.0, self.network.idle_timeout)):
                 async for _ in chunks:
@@ -299,6 +310,8 @@ class HttpClient:
 
     async def read_json(self, response: httpx.Response, *, deadline: float) -> Any:
         """Read the whole body by ``deadline`` and parse it as JSON (protocol error if not)."""
+        import httpx
+
         try:
             async with asyncio.timeout_at(deadline):
                 raw = await self._read_whole(response)
@@ -355,6 +368,8 @@ class HttpClient:
         ``until_event`` (e.g. ``"message_stop"``) the rest of the body is read for at most a
         second and dropped: a fully read response lets httpx reuse the connection.
         """
+        import httpx
+
         idle = self.network.idle_timeout
         parser = SSEParser()
         chunks = response.aiter_bytes().__aiter__()

@@ -8,9 +8,7 @@ retries and times out (see :mod:`mcode.providers.retry`).
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mcode.errors import ProviderError
 from mcode.providers.base import ModelInfo, ModelRequest
@@ -22,6 +20,9 @@ from mcode.providers.options import OpenAIOptions
 from mcode.providers.presets import endpoint_url
 from mcode.providers.remote import RemoteProvider
 from mcode.secrets import scrub
+
+if TYPE_CHECKING:  # httpx is imported with the first request (mcode/providers/http.py)
+    import httpx
 
 __all__ = ["OpenAIOptions", "OpenAIProvider"]
 

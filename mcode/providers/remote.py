@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, ClassVar, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mcode import __version__
 from mcode.errors import ProviderError
@@ -24,6 +22,9 @@ from mcode.providers.http import HttpClient, provider_secrets
 from mcode.providers.leaked import LeakGuard
 from mcode.providers.network import NetworkSettings
 from mcode.providers.retry import retrying
+
+if TYPE_CHECKING:  # httpx is imported with the first request (mcode/providers/http.py)
+    import httpx
 
 __all__ = ["Assembler", "RemoteProvider"]
 

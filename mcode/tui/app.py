@@ -10,12 +10,13 @@ typed is lost.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -45,8 +46,17 @@ _IMAGE_PATH = re.compile(r"(?:^|\s)(\S+\.(?:png|jpe?g|gif|webp))(?=\s|$)", re.IG
 
 
 # A resumed session's newest blocks are mounted at once, older ones this many at a time as
-# the view reaches its top: a layout costs per mounted widget, however cheap each one is.
-HISTORY_WINDOW = 150
+# the view reaches its top: a layout costs per mounted widget, however cheap each one is, and
+# the first layout of a newly mounted chunk is one frame (150 at a time: ~50 ms here).
+HISTORY_WINDOW = 60
+
+
+def _settle_heap() -> None:
+    """Move what is alive now (the app, a history's blocks) out of the garbage collector's
+    sight. They live as long as the view does, and a full collection walking a thousand
+    messages' objects took 70-125 ms: a stalled frame now and then while scrolling. A view
+    whose blocks are dropped (another session) unfreezes first, so they can be collected."""
+    gc.freeze()
 
 
 class ConversationView(VerticalScroll):
@@ -71,6 +81,7 @@ class ConversationView(VerticalScroll):
         anchor = self.children[0] if self.children else None
         if chunk:
             await self.mount_all(chunk, before=0)
+            _settle_heap()
         if anchor is not None:
             self.call_after_refresh(self._keep_in_view, anchor)
         else:
@@ -167,10 +178,19 @@ class McodeApp(App[int]):
     async def on_mount(self) -> None:
         self.view.anchor()
         self.files.refresh()  # read in a thread: @ offers nothing until it is in
+        self.call_after_refresh(self._warm_imports)
         await self._adopt(self.session, self.settings, history=self._resumed)
         self.prompt.focus()
         if self._first_prompt:
             self._send(self._first_prompt, self._first_images, follow_up=False)
+
+    @work(thread=True, exclusive=True, group="warm")
+    def _warm_imports(self) -> None:
+        """What the first frame is drawn without, imported once it is up: Rich's Markdown (for
+        the first answer: ~50 ms, else it lands on a keystroke while the answer streams) and
+        httpx (for the first request)."""
+        import httpx  # noqa: F401
+        import rich.markdown  # noqa: F401
 
     # -- sessions ---------------------------------------------------------------------------
     async def _adopt(self, session: Session, settings: Any, *, history: bool) -> None:
@@ -217,6 +237,7 @@ class McodeApp(App[int]):
         self.view.earlier = batch[:-HISTORY_WINDOW]
         if batch:
             await self.view.mount_all(batch[-HISTORY_WINDOW:])
+        _settle_heap()
         self.view.scroll_end(animate=False, immediate=True)
 
     async def _finish_open_cards(self, lanes: dict[str | None, Lane]) -> None:
@@ -276,6 +297,7 @@ class McodeApp(App[int]):
         await old.close()
         other = session.id != old.id
         if other:
+            gc.unfreeze()  # the old session's blocks are garbage from here on
             await self.view.remove_children()
             self.transcript = Transcript()
             self.queued.clear()

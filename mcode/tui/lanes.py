@@ -18,12 +18,8 @@ from textual.widget import Widget
 
 from mcode import events as ev
 from mcode.progress import team_line
-from mcode.tui.blocks import AnswerBlock, LiveAnswer, Note, ThinkingBlock, UserBlock, split_point
+from mcode.tui.blocks import AnswerBlock, LiveAnswer, Note, ThinkingBlock, UserBlock
 from mcode.tui.cards import ErrorCard, ToolCard
-
-# A live answer longer than this hands its finished paragraphs to a cheap block above it, so
-# the live Markdown document (re-laid-out on every update) stays about a screenful.
-LIVE_CHARS = 6000
 
 _ENDINGS = {
     "cancelled": "interrupted",
@@ -47,8 +43,6 @@ class Lane:
         self.agent = agent
         self.batch = batch
         self.answer: LiveAnswer | None = None
-        # Finished heads of the answer streaming now, already drawn as cheap blocks.
-        self.heads: list[AnswerBlock] = []
         self.thinking: ThinkingBlock | None = None
         self.cards: dict[str, ToolCard] = {}
         self.steers: list[Note] = []
@@ -81,8 +75,6 @@ class Lane:
                     self.answer = LiveAnswer()
                     await self.mount(self.answer)
                 self.answer.add_fragment(text)
-                if len(self.answer.text) > LIVE_CHARS:
-                    await self._split_answer()
             case ev.ThinkingDelta(text=text):
                 if self.thinking is None:
                     self.thinking = ThinkingBlock()
@@ -145,21 +137,6 @@ class Lane:
                 if line is not None:
                     await self.mount(Note(line))
 
-    async def _split_answer(self) -> None:
-        live = self.answer
-        assert live is not None
-        cut = split_point(live.text, LIVE_CHARS // 2)
-        if not cut:
-            return  # one long paragraph or code block: it stays live until it ends
-        head = AnswerBlock(live.text[:cut])
-        self.heads.append(head)
-        await self.container.mount(head, before=live)
-        await live.stop()
-        await live.remove()
-        self.answer = LiveAnswer()
-        await self.container.mount(self.answer)
-        self.answer.add_fragment(live.text[cut:])
-
     async def _finish_answer(self, text: str | None, thinking: str | None) -> None:
         """The streamed answer becomes a cheap block; ``text`` (the message's, None when the
         turn ended without one) wins over what was streamed."""
@@ -169,27 +146,24 @@ class Lane:
             await self.mount(ThinkingBlock(thinking, done=True))
         self.thinking = None
         live, self.answer = self.answer, None
-        heads, self.heads = self.heads, []
         final = text if text is not None else (live.text if live is not None else "")
-        shown = "".join(h.text for h in heads)
-        if heads and final.startswith(shown):
-            final = final[len(shown) :]  # the heads stand; the block below finishes them
-        elif heads:  # the message says otherwise than what streamed: it wins
-            for head in heads:
-                await head.remove()
-        if live is not None:
-            await live.stop()
+        if live is None:
             if final.strip():
-                await self.container.mount(AnswerBlock(final), before=live)
-            await live.remove()
-        elif final.strip():
-            await self.mount(AnswerBlock(final))
+                await self.mount(AnswerBlock(final))
+            return
+        shown = "".join(live.done)
+        if final.startswith(shown):  # the finished parts stand; the block adds what follows
+            block = live.finish(final[len(shown) :])
+        else:  # the message says otherwise than what streamed: it wins
+            live.finish("")
+            block = AnswerBlock(final if final.strip() else "")
+        if block.parts:
+            await self.container.mount(block, before=live)
+        await live.remove()
 
     async def _void_answer(self) -> None:
         """A retry: what the failed attempt streamed is void."""
         for widget in (self.answer, self.thinking):
             if widget is not None:
-                if isinstance(widget, LiveAnswer):
-                    await widget.stop()
                 await widget.remove()
         self.answer = self.thinking = None

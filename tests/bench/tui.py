@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
@@ -39,16 +41,43 @@ def _markdown(size: int) -> str:
     return (para * (size // len(para) + 1))[:size]
 
 
-async def _first_frame(root: Path) -> float:
-    t0 = time.perf_counter()
-    from mcode.tui.app import McodeApp
+# A fresh process doing what ``mcode`` does before its first frame (mcode/tui/launch.py: the
+# store, the first session opened, the app), headless; it prints seconds since ``t0``.
+_FIRST_FRAME = """
+import asyncio, sys, time
+from pathlib import Path
+from typing import Any
+t0, root, url = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+from mcode.store import Store
+from mcode.tui.launch import Launcher
+home = root / "home-ff"
+flags = {"provider": "openai", "base_url": url, "model": "m", "permission_mode": "ask"}
+env = {"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home)}
+launcher = Launcher(root, Store(home / "sessions.db"), flags, env=env, data_dir=home / "data")
+first = launcher.open()
+from mcode.tui.app import McodeApp
+async def main():
+    async with McodeApp(launcher, first=first).run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        print(time.time() - t0)
+asyncio.run(main())
+"""
 
+
+def _first_frame(root: Path, runs: int = 5) -> float:
+    """Median seconds from starting a process to its first frame (imports included)."""
     server = ScriptedServer([]).start()
     try:
-        app = McodeApp(launcher(server, root, root / "home-ff"))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause()
-            return time.perf_counter() - t0
+        times = []
+        for _ in range(runs + 1):  # the first run writes the bytecode caches: not timed
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_FRAME, repr(time.time()), str(root), server.base_url],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+        return statistics.median(times[1:])
     finally:
         server.stop()
 
@@ -60,7 +89,7 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
 
     from mcode import events as ev
     from mcode.messages import Message, TextPart
-    from mcode.tui.adapter import SessionEvent
+    from mcode.tui.adapter import Poster
     from mcode.tui.app import McodeApp
     from mcode.tui.blocks import AnswerBlock
 
@@ -72,21 +101,27 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
             await pilot.pause()
             sid = app.session.id
             seq = iter(range(1, 10**9))
+            poster = Poster(app)  # what the Session's subscriber is: a burst becomes one message
 
             def post(payload: ev.Payload) -> None:
-                event = ev.Event.of(payload, next(seq), sid, "t", time.time())
-                app.post_message(SessionEvent(event))
+                poster(ev.Event.of(payload, next(seq), sid, "t", time.time()))
 
             latencies: list[float] = []
 
+            streaming = True
+
             async def typist() -> None:
                 # A key as the terminal driver delivers it (pilot.press would wait for the
-                # whole screen to go idle, which a stream never lets it).
-                for ch in "abcdefghij" * 2:
-                    await asyncio.sleep(0.05)
+                # whole screen to go idle, which a stream never lets it), every 20 ms for as
+                # long as the answer streams; the last one may land just after it.
+                typed = ""
+                while streaming:
+                    await asyncio.sleep(0.02)
+                    ch = "abcdefghij"[len(typed) % 10]
+                    typed += ch
                     t = time.perf_counter()
                     app.post_message(events.Key(ch, ch))
-                    while not app.prompt.text.endswith(ch):
+                    while app.prompt.text != typed:
                         await asyncio.sleep(0.001)
                     latencies.append(time.perf_counter() - t)
 
@@ -103,19 +138,39 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
             # handled, the answer's earlier blocks mounted above it).
             while not app.query(AnswerBlock) or app.lanes[None].answer is not None:
                 await asyncio.sleep(0.01)
+            await pilot.pause()  # and drawn: a screen update after it
             elapsed = time.perf_counter() - t0
+            streaming = False
+            block = app.query(AnswerBlock).last()
+            assert block.text == text and block._lines[-1] is not None  # its end was rendered
             await typing
             return elapsed, len(text) / 4 / elapsed, latencies
     finally:
         server.stop()
 
 
-async def _scroll(root: Path, messages: int) -> tuple[float, list[float]]:
-    """Seconds to open a stored ``messages``-message session, and each page's frame time
-    scrolling up through what is mounted and back down."""
+async def _scroll(root: Path, messages: int) -> tuple[float, list[float], list[float]]:
+    """Seconds to open a stored ``messages``-message session; scrolling up a page at a time
+    through what is mounted (older blocks mount as the top is reached) and back down, each
+    page's wall time and its longest screen update (layout and render: the frame).
+
+    The wall time includes ``pilot.pause()``, which queues a callback on every mounted widget
+    and waits for all of them: test-driver work that grows with the widget count, not a frame.
+    The frame is timed inside Textual's own screen update (``Screen._on_timer_update``)."""
+    from textual.screen import Screen
+
     from mcode.tui.app import McodeApp
 
+    updates: list[float] = []
+    update = Screen._on_timer_update
+
+    def timed(screen: Screen[Any]) -> None:
+        t = time.perf_counter()
+        update(screen)
+        updates.append(time.perf_counter() - t)
+
     server = ScriptedServer([]).start()
+    Screen._on_timer_update = timed  # type: ignore[method-assign,assignment]
     try:
         lnch = launcher(server, root, root / "home-sc")
         sid = _store_long_session(lnch, messages)
@@ -124,15 +179,18 @@ async def _scroll(root: Path, messages: int) -> tuple[float, list[float]]:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             opened = time.perf_counter() - t0
-            frames = []
+            walls, frames = [], []
             for direction in (-1, 1):
                 for _ in range(25):
+                    updates.clear()
                     t = time.perf_counter()
                     app.action_page(direction)
                     await pilot.pause()
-                    frames.append(time.perf_counter() - t)
-            return opened, frames
+                    walls.append(time.perf_counter() - t)
+                    frames.append(max(updates, default=0.0))
+            return opened, walls, frames
     finally:
+        Screen._on_timer_update = update  # type: ignore[method-assign]
         server.stop()
 
 
@@ -143,22 +201,32 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_repo(Path(tmp) / "repo", {"a.txt": "a\n"})
-        first = asyncio.run(_first_frame(root))
+        first = _first_frame(root)
         elapsed, tps, keys = asyncio.run(_stream(root, int(args.mb * 1_000_000)))
-        opened, frames = asyncio.run(_scroll(root, args.messages))
+        opened, walls, frames = asyncio.run(_scroll(root, args.messages))
     rows = [
-        ("start-up to first frame (incl. imports)", f"{first * 1000:.0f} ms", "< 400 ms"),
+        (
+            "start-up to first frame, fresh process, median of 5",
+            f"{first * 1000:.0f} ms",
+            "< 400 ms",
+        ),
         (f"{args.mb:g} MB Markdown in {CHUNK}-char chunks", f"{elapsed:.2f} s", ""),
         ("  throughput (4 chars = 1 token)", f"{tps:,.0f} tokens/s", ">= 2,000 tokens/s"),
         (
-            "keystroke to screen while streaming, median",
+            f"keystroke to screen while streaming ({len(keys)} keys), median",
             f"{statistics.median(keys) * 1000:.0f} ms",
             "< 50 ms",
         ),
         ("keystroke to screen while streaming, max", f"{max(keys) * 1000:.0f} ms", ""),
         (f"open a {args.messages}-message session", f"{opened * 1000:.0f} ms", ""),
-        ("scroll frame (page), median", f"{statistics.median(frames) * 1000:.1f} ms", ""),
-        ("scroll frame (page), max", f"{max(frames) * 1000:.1f} ms", "<= 100 ms"),
+        (
+            "scroll a page, wall incl. pilot.pause, median",
+            f"{statistics.median(walls) * 1000:.1f} ms",
+            "",
+        ),
+        ("scroll a page, wall incl. pilot.pause, max", f"{max(walls) * 1000:.1f} ms", ""),
+        ("scroll frame (screen update), median", f"{statistics.median(frames) * 1000:.1f} ms", ""),
+        ("scroll frame (screen update), max", f"{max(frames) * 1000:.1f} ms", "<= 100 ms"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>18}  target")
