@@ -110,6 +110,8 @@ def tls_context() -> ssl.SSLContext:
     default one (certifi's CA bundle; ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when set). Loading
     the bundle takes 50-250 ms, which each new client (every task of an editor server, every
     session) paid again; a context can be shared by clients and threads."""
+    import httpx
+
     global _tls
     with _tls_lock:
         if _tls is None:
@@ -140,13 +142,13 @@ class HttpClient:
         self._urls: dict[str, httpx.URL] = {}  # each URL posted to, parsed
 
     def _get_client(self) -> httpx.AsyncClient:
-        import httpx
-
         if self._client is None:
             self._client = self._new_client()
         return self._client
 
     def _new_client(self) -> httpx.AsyncClient:
+        import httpx
+
         n = self.network
         # read/write are None on purpose: the deadlines below replace them (httpx's read
         # timeout would also cut the wait for headers at the idle gap, not the first-event one).
