@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ from .probe import ensure_runs
 from .stops import find_stop, may_be_call
 
 _REMEMBERED_OUTPUTS = 16
+# DRY's sequence breakers (llama.cpp's defaults): a repeat is not followed across them.
+_DRY_BREAKERS = [b"\n", b":", b'"', b"*"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,14 @@ class Sampling:
     the only outputs the grammar constrains beyond their first character: once an output starts
     with anything else the grammar is dropped (it would accept every continuation anyway, and
     checking a grammar against the whole vocabulary every token halves the speed).
+
+    ``dry_*``: the DRY sampler (p-e-w's "don't repeat yourself", llama.cpp's
+    ``llama_sampler_init_dry``), on by default for free text: it penalises a token that would
+    extend a sequence the answer already holds by more than ``dry_allowed_length`` tokens,
+    growing with the length of the repeat. The short-range repeat penalty cannot stop a small
+    model repeating whole sentences (SmolLM2-135M looped on the README's main command until
+    the output cap, exit 3); DRY ends that. ``dry_multiplier=0`` turns it off. Never under a
+    grammar: JSON repeats its keys and braces by design. The torch engine has no DRY.
 
     ``stop``: strings that end the answer where one first appears (cut from the text, finish
     ``stop``; never checked inside a tool call). ``logprobs``: None, or how many top
@@ -64,6 +75,10 @@ class Sampling:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
+    dry_multiplier: float = 0.8
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_last_n: int = 1024
     grammar: str | None = None
     free_unless: str | None = None
     stop: tuple[str, ...] = ()
@@ -434,6 +449,20 @@ class LlamaEngine:
             add(
                 llama_cpp.llama_sampler_init_penalties(
                     llm.n_vocab(), sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0
+                )
+            )
+        if grammar is None and sampling.dry_multiplier > 0:
+            vocab = llama_cpp.llama_model_get_vocab(llm.model)
+            breakers = (ctypes.c_char_p * len(_DRY_BREAKERS))(*_DRY_BREAKERS)
+            add(
+                llama_cpp.llama_sampler_init_dry(
+                    vocab,
+                    sampling.dry_multiplier,
+                    sampling.dry_base,
+                    sampling.dry_allowed_length,
+                    sampling.dry_last_n,
+                    breakers,
+                    len(_DRY_BREAKERS),
                 )
             )
         add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))

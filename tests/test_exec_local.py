@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 from helpers import clean_env, make_repo, mcode
@@ -54,6 +55,38 @@ def test_no_key_runs_a_tool_using_turn_on_the_embedded_model(tmp_path):
     usage = events[-1]["data"]["usage"]
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert usage["cached_tokens"] > 0  # the second call reused the first call's prompt cache
+
+
+def test_the_readme_main_command_answers_and_ends_without_looping(tmp_path):
+    """The README's main command, as a new user types it, in a copy of this repository's README
+    and top-level folders: the embedded model reads, answers and stops (exit 0). A 135M model
+    sampled with only a short-range repeat penalty falls into a loop here (the same sentence
+    again and again until the 1024-token output cap, exit 3); the DRY sampler (llama_engine)
+    penalises extending a sequence the answer already holds, which is what ends it."""
+    root = Path(__file__).resolve().parent.parent
+    files = {"README.md": (root / "README.md").read_text()}
+    # (not "mcode": the test runs `python -m mcode`, which would import that folder)
+    for folder in ("lsp", "kernels", "local_backend", "plugins", "docs"):
+        files[f"{folder}/__init__.py"] = ""
+    repo = make_repo(tmp_path / "repo", files)
+    run = mcode(
+        "exec",
+        "--output-format",
+        "stream-json",
+        "What does this repository do? Read README.md and list the folders.",
+        cwd=repo,
+        env=clean_env(tmp_path / "home"),
+        timeout=300,
+    )
+    assert run.code == 0, run.stderr
+    events = run.events()
+    answer = [e for e in events if e["type"] == "message.assistant"][-1]["data"]["message"]
+    text = "".join(p.get("text", "") for p in answer["parts"])
+    lines = [line.strip() for line in text.splitlines() if len(line.strip()) > 20]
+    assert lines, "the model gave no answer"
+    repeated = {line for line in lines if lines.count(line) >= 3}
+    assert not repeated, f"the answer loops: {sorted(repeated)[:2]}"
+    assert [e["data"]["reason"] for e in events if e["type"] == "turn.finished"] == ["completed"]
 
 
 def test_missing_gguf_is_a_clear_error(tmp_path):
