@@ -323,3 +323,39 @@ def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path
     for delay in (0, 0, 0.001, 0.002, 0.005):
         asyncio.run(asyncio.wait_for(go(delay), 30))
     assert not (ws / "ran").exists()
+
+
+@pytest.mark.parametrize("reporter", ["perl", "python"])
+def test_a_signal_death_inside_bwrap_reads_as_the_signal(
+    tmp_path: Path, reporter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bwrap exits 139 both for a child killed by SIGSEGV and for one that ran ``exit 139``;
+    the model is told which, sandboxed as unsandboxed, with either reporter."""
+    import asyncio
+
+    from mcode.tools import bash
+    from mcode.tools.base import ToolContext
+    from mcode.tools.bash import BashTool
+    from mcode.tools.sandbox import SandboxPolicy
+    from mcode.tools.workspace import Workspace
+
+    if reporter == "perl":
+        if shutil.which("perl") is None:
+            pytest.skip("no perl here")
+        assert bash.reporter()[0] == shutil.which("perl")
+    else:
+        python = (sys.executable, "-I", "-S", "-c", bash.PYTHON_REPORTER)
+        monkeypatch.setattr(bash, "reporter", lambda: python)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    said = {}
+    for sandbox in (SandboxPolicy(writable=(ws,)), None):
+        for command in ("echo before; kill -SEGV $$", "exit 139", "kill -KILL $$", "exit 3"):
+            ctx = ToolContext(workspace=Workspace(ws), sandbox=sandbox)  # its Event: one loop
+            result = asyncio.run(BashTool().run({"command": command}, ctx))
+            said[sandbox is not None, command] = (result.content, result.exit_code)
+    for sandboxed in (True, False):
+        assert said[sandboxed, "echo before; kill -SEGV $$"] == ("before\nkilled by SIGSEGV", None)
+        assert said[sandboxed, "exit 139"] == ("exit code 139", 139)
+        assert said[sandboxed, "kill -KILL $$"] == ("killed by SIGKILL", None)
+        assert said[sandboxed, "exit 3"] == ("exit code 3", 3)
