@@ -359,3 +359,42 @@ def test_a_signal_death_inside_bwrap_reads_as_the_signal(
         assert said[sandboxed, "exit 139"] == ("exit code 139", 139)
         assert said[sandboxed, "kill -KILL $$"] == ("killed by SIGKILL", None)
         assert said[sandboxed, "exit 3"] == ("exit code 3", 3)
+
+
+def test_hooks_write_the_workspace_but_nothing_outside_even_in_a_read_only_session(
+    model_server: Any, setup: Any, outside: Path
+) -> None:
+    """Hooks run sandboxed at least workspace-write: a formatter hook may rewrite the
+    workspace's files (even when the session is read-only), a hook that writes elsewhere
+    fails; with a sandbox that cannot start the hook does not run at all, and says why."""
+    home, repo, env = setup
+    # (exit 1: a failed redirection is sh's exit 2, which would block the prompt)
+    hooks = [f"echo formatted > {repo}/formatted.txt", f"echo x > {outside} || exit 1"]
+    entries = ", ".join(f'{{ type = "command", command = {json.dumps(c)} }}' for c in hooks)
+    (home / "config" / "mcode" / "config.toml").write_text(
+        f"[[hooks.UserPromptSubmit]]\nhooks = [{entries}]\n"
+    )
+    server = model_server([{"text": "done"}])
+    args = exec_args(server, "--output-format", "stream-json", "--sandbox", "read-only")
+    run = mcode(*args, "go", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    finished = {
+        e["data"]["command"]: e["data"] for e in run.events() if e["type"] == "hook.finished"
+    }
+    assert finished[hooks[0]]["outcome"] == "ok", finished
+    assert (repo / "formatted.txt").read_text() == "formatted\n"
+    assert finished[hooks[1]]["outcome"] == "failed"
+    assert "Read-only file system" in finished[hooks[1]]["message"]
+    assert not outside.exists()
+
+    (repo / "formatted.txt").unlink()
+    env["MCODE_BWRAP"] = str(home / "no-such-bwrap")
+    server = model_server([{"text": "done"}])
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "go", cwd=repo, env=env)
+    finished = {
+        e["data"]["command"]: e["data"] for e in run.events() if e["type"] == "hook.finished"
+    }
+    assert finished[hooks[0]]["outcome"] == "failed"
+    assert "the sandbox cannot start" in finished[hooks[0]]["message"]
+    assert "danger-full-access" in finished[hooks[0]]["message"]  # the hint comes along
+    assert not (repo / "formatted.txt").exists() and not outside.exists()
