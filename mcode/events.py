@@ -64,6 +64,7 @@ TOOL_FINISHED = "tool.finished"
 FILE_CHANGED = "file.changed"
 UNDO = "undo"
 STEER_RECEIVED = "steer.received"
+MESSAGE_QUEUED = "message.queued"
 STEER_DELIVERED = "steer.delivered"
 RETRY = "retry"
 COMPACTION = "compaction"
@@ -481,6 +482,17 @@ class SteerReceived(Payload):
     """A steer arrived; the turn gets it at its next step boundary."""
 
     TYPE: ClassVar[str] = STEER_RECEIVED
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class MessageQueued(Payload):
+    """A user message given with ``mcode exec --resume ID "..."``, recorded the moment the run
+    has it, before its turn (and that turn's UserPromptSubmit hooks) records it as
+    ``message.user``: a run killed in between leaves it here, and the next ``--resume`` runs it,
+    once."""
+
+    TYPE: ClassVar[str] = MESSAGE_QUEUED
     text: str
 
 
@@ -956,6 +968,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         Undo,
         SteerReceived,
         SteerDelivered,
+        MessageQueued,
         Error,
         TurnFinished,
         SessionFinished,

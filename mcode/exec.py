@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcode import events as ev
 from mcode.errors import MCodeError, UsageError
 from mcode.exec_input import ACCEPTED_LINES, BadLine, StdinLines, load_image, parse_line
 from mcode.messages import ImagePart, clean_text
@@ -417,11 +418,14 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
 
             team = await team_job(args, settings, session, store, prompt)
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
+        # A resumed run first runs what a killed one was given and never began (message.queued).
         first: list[str | None] = []
         if team is not None:
             pass  # the team run is the work: its request is the prompt, or the stored one
-        elif prompt is not None:
-            first.append(prompt)
+        elif prompt is not None or session.queued:
+            first += session.queued
+            if prompt is not None:
+                first.append(prompt)
         elif session.interrupted is not None:
             first.append(None)
         elif not streaming:
@@ -475,8 +479,14 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, driver.stop)
         try:
-            for text in first:
-                driver.send(text, images)
+            for i, text in enumerate(first):
+                new = i >= len(session.queued)
+                if new and resuming and text is not None:
+                    # In the store before anything can run (its hooks, its turn): a kill from
+                    # here on leaves it for the next --resume, which runs it once.
+                    driver.start()
+                    session.emit(ev.MessageQueued(text=text))
+                driver.send(text, images if new else ())
             if team is not None:
                 driver.start()
                 session.start_work(team.team, team.run())

@@ -177,6 +177,8 @@ TODAY = [
     '"type":"team.steer","data":{"text":"also b","to":["planner","producer:a"],"replan":true}',
     '"type":"team.finished","data":{"tasks":[{"id":"a","status":"passed","rounds":1}],'
     '"reason":"completed"}',
+    # A message given with --resume, recorded before its turn (mcode/exec.py): as first written.
+    '"type":"message.queued","data":{"text":"Also add a README line."}',
 ]
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, exec_args, gone, make_repo, mcode, sleeper, stored_events
+from helpers import Live, clean_env, exec_args, gone, make_repo, mcode, sleeper, stored_events
 
 from mcode.events import TRANSIENT_TYPES
 
@@ -341,4 +341,78 @@ def test_sigterm_and_sigint_at_a_random_point_then_resume_completes(
         f"{sig} at event {at} of a run",
         f"exit {code}, {finished[0]['reason'] if finished else 'no finish'}; store whole; "
         f"resumed with {len(body['messages'])} messages",
+    )
+
+
+def test_a_message_given_with_resume_survives_a_kill_9_and_runs_once(
+    model_server, repo, home, tmp_path
+):
+    """``mcode exec --resume ID "new message"`` records the message before anything runs: a
+    kill -9 while its UserPromptSubmit hook still runs (the message is not yet in the
+    history) leaves it in the store, and the next ``--resume`` runs it, exactly once."""
+    env = clean_env(home)
+    # Slow the first time only: the window between receiving the message and recording it.
+    marker = tmp_path / "hook-ran"
+    hook = f"if [ ! -e {marker} ]; then touch {marker}; sleep 60; fi"
+    config = home / "config" / "mcode"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text(
+        f'[[hooks.UserPromptSubmit]]\nhooks = [{{ type = "command", command = {json.dumps(hook)} }}]\n'
+    )
+    # Run 1: killed inside a tool call, the turn unfinished.
+    calls = [{"id": "s1", "name": "bash", "arguments": {"command": "sleep 60"}}]
+    server = model_server([{"tool_calls": calls}])
+    marker.touch()  # its own prompt hook does not sleep
+    first = Live(
+        exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto")
+        + [TASK],
+        cwd=repo,
+        env=env,
+    )
+    try:
+        first.until("tool.started", timeout=60)
+    finally:
+        first.kill()
+    session_id = first.events[0]["session_id"]
+    marker.unlink()
+
+    # Run 2: resumed with a new message, killed while the hook holds it.
+    server = model_server([{"text": "never asked"}])
+    args = exec_args(server, "--resume", session_id, "--output-format", "stream-json")
+    second = Live(
+        [*args, "--permission-mode", "full-auto", "Also add a README line."], cwd=repo, env=env
+    )
+    try:
+        queued = second.until("message.queued", timeout=60)
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, second.stderr
+            time.sleep(0.02)
+        time.sleep(0.2)  # the hook sleeps: nothing recorded the message as message.user yet
+    finally:
+        second.kill()
+    assert queued["data"]["text"] == "Also add a README line."
+    assert "message.user" not in second.types() and not server.requests
+
+    # Run 3: the plain --resume runs it; the model gets it once, after the first task.
+    server = model_server([{"text": "README line added."}])
+    run = mcode(
+        *exec_args(server, "--resume", session_id, "--output-format", "json"), cwd=repo, env=env
+    )
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["result"] == "README line added."
+    (request,) = server.requests
+    users = [m["content"] for m in request["body"]["messages"] if m["role"] == "user"]
+    assert users[0] == TASK
+    assert sum("Also add a README line." in u for u in users) == 1, users
+    assert "Also add a README line." in users[-1]
+
+    # Run 4: nothing is left to run (it does not come back a second time).
+    server = model_server([])
+    run = mcode(*exec_args(server, "--resume", session_id), cwd=repo, env=env)
+    assert run.code == 2 and "nothing to continue" in run.stderr, run.stderr
+    assert not server.requests
+    record(
+        "kill -9 after `--resume ID MESSAGE` received it, before its turn recorded it",
+        "message.queued in the store; the next --resume ran it once",
     )

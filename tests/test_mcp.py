@@ -38,6 +38,22 @@ def whoami() -> str:
     \"\"\"The server's process id.\"\"\"
     return f"pid {os.getpid()}"
 
+@server.tool()
+def write(path: str) -> str:
+    \"\"\"Write a file.\"\"\"
+    try:
+        Path(path).expanduser().write_text("x\\n")
+    except OSError as e:
+        return f"refused: {e}"
+    return "wrote"
+
+@server.tool()
+def connect(port: int) -> str:
+    \"\"\"Open a TCP connection to 127.0.0.1:port.\"\"\"
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        return "connected"
+
 @server.resource("notes://today")
 def today() -> str:
     \"\"\"Today's notes.\"\"\"
@@ -81,7 +97,23 @@ def repo(tmp_path: Path, server_file: Path, starts: Path) -> Path:
 
 
 def pids(starts: Path) -> list[int]:
+    """The pids the server's starts wrote: as the server saw them, inside the sandbox's PID
+    namespace (so never to be signalled from here; see :func:`server_processes`)."""
     return [int(x) for x in starts.read_text().split()] if starts.exists() else []
+
+
+def server_processes(server_file: Path) -> list[int]:
+    """The pids (as this process sees them) of the running Python servers of ``server_file``:
+    found by command line, not by the pid the server wrote from inside the sandbox."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == sys.executable.encode() and str(server_file).encode() in argv:
+            found.append(int(name))
+    return found
 
 
 def call(id_: str, name: str, /, **arguments) -> dict:
@@ -99,12 +131,13 @@ def full_auto(server, *more: str) -> list[str]:
 
 
 def test_an_mcp_tool_is_called_end_to_end_then_the_server_dies_and_comes_back(
-    model_server, repo, env, starts
+    model_server, repo, env, starts, server_file
 ):
     trust(repo, env)
 
     def kill_it(body: dict) -> dict:
-        os.kill(pids(starts)[-1], signal.SIGKILL)
+        (pid,) = server_processes(server_file)
+        os.kill(pid, signal.SIGKILL)
         time.sleep(0.3)
         return call("c2", "mcp__demo__whoami")
 
@@ -121,7 +154,8 @@ def test_an_mcp_tool_is_called_end_to_end_then_the_server_dies_and_comes_back(
     names = [t["function"]["name"] for t in server.bodies[0]["tools"]]
     builtins = ["read", "write", "edit", "grep", "glob", "ls", "bash", "todo", "task"]
     assert names[: len(builtins)] == builtins  # the prefix the built-ins make stays first
-    assert {"mcp__demo__add", "mcp__demo__whoami", "mcp_resource"} <= set(names[len(builtins) :])
+    mine = {"mcp__demo__add", "mcp__demo__whoami", "mcp__demo__write", "mcp_resource"}
+    assert mine <= set(names[len(builtins) :])
     first, second, third = (tool_messages(server.bodies[i])[-1]["content"] for i in (1, 2, 3))
     assert first == "5"
     assert "the MCP server demo is not running" in second and "restarting" in second
@@ -226,3 +260,53 @@ def test_a_streamable_http_server_from_the_config(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _no_sandbox() -> str:
+    """Why bwrap cannot run here ("" when it can)."""
+    from mcode.tools.sandbox import SandboxPolicy, problem
+
+    failure = problem(SandboxPolicy(writable=(Path("/tmp"),)))
+    return "" if failure is None else failure.message
+
+
+@pytest.mark.skipif(bool(_no_sandbox()), reason=_no_sandbox() or "bwrap works")
+def test_a_stdio_server_runs_in_the_sandbox_with_the_network_on(model_server, tmp_path, repo):
+    """A stdio server writes the workspace, not ``~`` (here off /tmp, which workspace-write
+    leaves writable); it reaches the network all the same, while bash does not."""
+    home = Path("/var/tmp") / f"mcode-home-{os.getpid()}-{tmp_path.name}"
+    home.mkdir()
+    try:
+        env = clean_env(home)
+        trust(repo, env)
+        server = model_server([])
+        port = server.port
+        server.push(
+            call("c1", "mcp__demo__write", path="~/.bashrc"),
+            call("c2", "mcp__demo__write", path=str(repo / "made.txt")),
+            call("c3", "mcp__demo__connect", port=port),
+            call("c4", "bash", command=f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+            {"text": "done"},
+        )
+        run = mcode(*full_auto(server), "try", cwd=repo, env=env, timeout=120)
+        assert run.code == 0, run.stderr
+        said = [tool_messages(server.bodies[i])[-1]["content"] for i in (1, 2, 3, 4)]
+        assert said[0].startswith("refused:") and "Read-only file system" in said[0]
+        assert not (home / ".bashrc").exists()
+        assert said[1] == "wrote" and (repo / "made.txt").read_text() == "x\n"
+        assert said[2] == "connected"
+        assert "connected" not in said[3]  # the model's own commands stay off the network
+
+        # A sandbox that cannot start: the server is "failed" with the reason, never started.
+        env["MCODE_BWRAP"] = str(home / "no-such-bwrap")
+        started = len(pids(repo.parent / "starts.log"))
+        server = model_server([call("c1", "mcp__demo__whoami"), {"text": "done"}])
+        run = mcode(*full_auto(server), "who", cwd=repo, env=env, timeout=120)
+        states = [d for d in of_type(run, "mcp.server") if d["server"] == "demo"]
+        assert states and states[0]["state"] == "failed", states
+        assert "the sandbox cannot start" in states[0]["message"]
+        assert len(pids(repo.parent / "starts.log")) == started
+    finally:
+        for path in sorted(home.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        home.rmdir()

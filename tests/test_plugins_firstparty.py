@@ -7,6 +7,7 @@ by an installed package's entry point."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -257,3 +258,35 @@ def test_an_installed_packages_entry_point_tool_is_offered(model_server, repo, e
     run = mcode(*exec_args(server, "--output-format", "json"), "shout", cwd=repo, env=env)
     assert run.code == 0, run.stderr
     assert result(server, 1) == "HI"
+
+
+def _no_sandbox() -> str:
+    """Why bwrap cannot run here ("" when it can)."""
+    from mcode.tools.sandbox import SandboxPolicy, problem
+
+    failure = problem(SandboxPolicy(writable=(Path("/tmp"),)))
+    return "" if failure is None else failure.message
+
+
+@pytest.mark.skipif(bool(_no_sandbox()), reason=_no_sandbox() or "bwrap works")
+@pytest.mark.parametrize("mode", ["workspace-write", "read-only"])
+def test_the_pytest_tool_runs_the_tests_in_the_sandbox(model_server, repo, env, mode, tmp_path):
+    """The project's tests are code the model may have written: they run sandboxed, and the
+    tool still reads their report (a read-only sandbox's /tmp is private)."""
+    outside = Path("/var/tmp") / f"mcode-pytest-{os.getpid()}-{tmp_path.name}"
+    (repo / "test_escape.py").write_text(
+        "from pathlib import Path\n\n\ndef test_escape():\n"
+        f"    Path({str(outside)!r}).write_text('x')\n"
+    )
+    enable("python", repo, env)
+    server = model_server([call("c1", "pytest"), {"text": "done"}])
+    try:
+        run = mcode(*full_auto(server, "--sandbox", mode), "test", cwd=repo, env=env, timeout=180)
+        assert run.code == 0, run.stderr
+        report = result(server, 1)
+        assert report.startswith("1 passed, 2 failed, 0 errors"), report
+        assert "FAILED test_escape.py::test_escape" in report
+        assert "Read-only file system" in report
+        assert not outside.exists()
+    finally:
+        outside.unlink(missing_ok=True)

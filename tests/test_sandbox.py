@@ -323,3 +323,78 @@ def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path
     for delay in (0, 0, 0.001, 0.002, 0.005):
         asyncio.run(asyncio.wait_for(go(delay), 30))
     assert not (ws / "ran").exists()
+
+
+@pytest.mark.parametrize("reporter", ["perl", "python"])
+def test_a_signal_death_inside_bwrap_reads_as_the_signal(
+    tmp_path: Path, reporter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bwrap exits 139 both for a child killed by SIGSEGV and for one that ran ``exit 139``;
+    the model is told which, sandboxed as unsandboxed, with either reporter."""
+    import asyncio
+
+    from mcode.tools import bash
+    from mcode.tools.base import ToolContext
+    from mcode.tools.bash import BashTool
+    from mcode.tools.sandbox import SandboxPolicy
+    from mcode.tools.workspace import Workspace
+
+    if reporter == "perl":
+        if shutil.which("perl") is None:
+            pytest.skip("no perl here")
+        assert bash.reporter()[0] == shutil.which("perl")
+    else:
+        python = (sys.executable, "-I", "-S", "-c", bash.PYTHON_REPORTER)
+        monkeypatch.setattr(bash, "reporter", lambda: python)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    said = {}
+    for sandbox in (SandboxPolicy(writable=(ws,)), None):
+        for command in ("echo before; kill -SEGV $$", "exit 139", "kill -KILL $$", "exit 3"):
+            ctx = ToolContext(workspace=Workspace(ws), sandbox=sandbox)  # its Event: one loop
+            result = asyncio.run(BashTool().run({"command": command}, ctx))
+            said[sandbox is not None, command] = (result.content, result.exit_code)
+    for sandboxed in (True, False):
+        assert said[sandboxed, "echo before; kill -SEGV $$"] == ("before\nkilled by SIGSEGV", None)
+        assert said[sandboxed, "exit 139"] == ("exit code 139", 139)
+        assert said[sandboxed, "kill -KILL $$"] == ("killed by SIGKILL", None)
+        assert said[sandboxed, "exit 3"] == ("exit code 3", 3)
+
+
+def test_hooks_write_the_workspace_but_nothing_outside_even_in_a_read_only_session(
+    model_server: Any, setup: Any, outside: Path
+) -> None:
+    """Hooks run sandboxed at least workspace-write: a formatter hook may rewrite the
+    workspace's files (even when the session is read-only), a hook that writes elsewhere
+    fails; with a sandbox that cannot start the hook does not run at all, and says why."""
+    home, repo, env = setup
+    # (exit 1: a failed redirection is sh's exit 2, which would block the prompt)
+    hooks = [f"echo formatted > {repo}/formatted.txt", f"echo x > {outside} || exit 1"]
+    entries = ", ".join(f'{{ type = "command", command = {json.dumps(c)} }}' for c in hooks)
+    (home / "config" / "mcode" / "config.toml").write_text(
+        f"[[hooks.UserPromptSubmit]]\nhooks = [{entries}]\n"
+    )
+    server = model_server([{"text": "done"}])
+    args = exec_args(server, "--output-format", "stream-json", "--sandbox", "read-only")
+    run = mcode(*args, "go", cwd=repo, env=env)
+    assert run.code == 0, run.stderr
+    finished = {
+        e["data"]["command"]: e["data"] for e in run.events() if e["type"] == "hook.finished"
+    }
+    assert finished[hooks[0]]["outcome"] == "ok", finished
+    assert (repo / "formatted.txt").read_text() == "formatted\n"
+    assert finished[hooks[1]]["outcome"] == "failed"
+    assert "Read-only file system" in finished[hooks[1]]["message"]
+    assert not outside.exists()
+
+    (repo / "formatted.txt").unlink()
+    env["MCODE_BWRAP"] = str(home / "no-such-bwrap")
+    server = model_server([{"text": "done"}])
+    run = mcode(*exec_args(server, "--output-format", "stream-json"), "go", cwd=repo, env=env)
+    finished = {
+        e["data"]["command"]: e["data"] for e in run.events() if e["type"] == "hook.finished"
+    }
+    assert finished[hooks[0]]["outcome"] == "failed"
+    assert "the sandbox cannot start" in finished[hooks[0]]["message"]
+    assert "danger-full-access" in finished[hooks[0]]["message"]  # the hint comes along
+    assert not (repo / "formatted.txt").exists() and not outside.exists()

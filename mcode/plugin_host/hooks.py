@@ -24,7 +24,11 @@ and ``Bash``, ``edit`` and ``Edit``, ``mcp__server__tool`` alike), and ``tool_in
 ``file_path`` (absolute) beside mcode's ``path``, so a Claude Code hook works unchanged.
 Matching hooks of one event run in parallel; the same command twice runs once. Every hook
 starts in the workspace with the scrubbed child environment (``mcode/tools/child_env.py``)
-plus ``CLAUDE_PROJECT_DIR`` and, for a plugin's hooks, ``CLAUDE_PLUGIN_ROOT``.
+plus ``CLAUDE_PROJECT_DIR`` and, for a plugin's hooks, ``CLAUDE_PLUGIN_ROOT``, inside the OS
+sandbox (``mcode/tools/sandbox.py``) at least ``workspace-write``: a hook may format the
+workspace's files but not write outside it, whatever a plugin's hook command says. A sandbox
+that cannot start fails that hook (a ``hook.finished`` event with the reason); it never runs
+unsandboxed.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ from typing import Any, Literal
 
 from mcode import events as ev
 from mcode.agent.hooks import PromptGate, ToolGate
+from mcode.errors import SandboxError
 from mcode.tools.base import ToolResult
+from mcode.tools.sandbox import SandboxPolicy, sandboxed_argv
 
 HookEvent = ev.HookEventName
 HOOK_EVENTS: tuple[str, ...] = (
@@ -197,10 +203,12 @@ class HookRunner:
         env: dict[str, str],
         permission_mode: str = "ask",
         resumed: bool = False,
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.hooks = list(hooks)
         self.workspace = workspace
         self.env = env
+        self.sandbox = sandbox
         self.permission_mode = permission_mode
         self.session_id = ""
         self.emit: Emit = lambda payload: None
@@ -336,11 +344,16 @@ class HookRunner:
         if hook.plugin_root is not None:
             env["CLAUDE_PLUGIN_ROOT"] = str(hook.plugin_root)
         started = time.monotonic()
+        argv = ["/bin/sh", "-c", hook.command]
+        try:
+            if self.sandbox is not None:
+                argv = sandboxed_argv(argv, self.sandbox)
+        except SandboxError as e:
+            said = f"not run: {e.message}" + (f" (hint: {e.hint})" if e.hint else "")
+            return HookRun(hook, "failed", None, "", "", 0.0, message=said)
         try:
             proc = await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                hook.command,
+                *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

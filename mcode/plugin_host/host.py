@@ -26,12 +26,13 @@ from mcode.agent.hooks import PromptGate, ToolGate
 from mcode.plugin_host.commands import Command, command_table, expand, load_commands
 from mcode.plugin_host.discovery import Discovered, discover
 from mcode.plugin_host.hooks import HookCommand, HookRunner, parse_hooks
-from mcode.plugin_host.mcp import McpHub, McpServerSpec, parse_mcp_servers
+from mcode.plugin_host.mcp import McpHub, McpServerSpec, mcp_policy, parse_mcp_servers
 from mcode.plugin_host.probe import entry_point_refs
 from mcode.plugin_host.pytools import load_entry_points, load_tool_refs
 from mcode.plugin_host.skills import Skill, SkillTool, load_skills, prompt_section
 from mcode.plugin_host.sources import Found, gather
 from mcode.roles import Role, RoleError, RoleSource, load_roles
+from mcode.tools.sandbox import SandboxPolicy, policy_for
 
 if TYPE_CHECKING:
     from mcode.config import Settings
@@ -142,6 +143,8 @@ class PluginHost:
         data_dir: Path | None,
         permission_mode: str,
         resumed: bool,
+        sandbox: SandboxPolicy | None = None,
+        hook_sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.contents = contents
         self.workspace = workspace
@@ -154,10 +157,16 @@ class PluginHost:
             env=env,
             permission_mode=permission_mode,
             resumed=resumed,
+            sandbox=hook_sandbox,
         )
         self.commands = command_table(contents.commands)
         self.hub = (
-            McpHub(contents.servers, env, None if data_dir is None else data_dir / "mcp-tools.json")
+            McpHub(
+                contents.servers,
+                env,
+                None if data_dir is None else data_dir / "mcp-tools.json",
+                sandbox=None if sandbox is None else mcp_policy(sandbox),
+            )
             if contents.servers
             else None
         )
@@ -202,6 +211,8 @@ class PluginHost:
             data_dir=data_dir,
             permission_mode=settings.permission_mode,
             resumed=resumed,
+            sandbox=policy_for(settings),
+            hook_sandbox=policy_for(settings, at_least="workspace-write"),
         )
 
     @property

@@ -20,6 +20,14 @@ A dead server never ends a turn: a call to it is answered as a tool error the mo
 the background, so a later call finds it up again. Its state changes are ``mcp.server`` events.
 Servers start with the scrubbed child environment plus the ``env`` their config names; a stdio
 server's stderr goes to ``<data dir>/mcp-logs/<server>.log``.
+
+A stdio server runs inside the OS sandbox (``mcode/tools/sandbox.py``) with the session's
+files policy: in ``workspace-write`` it writes the workspace and /tmp, not ``~`` (so not the
+user's shell profile or ssh keys). Its network is always on (:func:`mcp_policy`): most servers
+exist to reach a service (an issue tracker, docs, a search API), the user configured it by name,
+and Codex and Claude Code leave MCP servers' network alone too; ``[sandbox] network`` governs
+the model's own commands. A sandbox that cannot start is that server's ``failed`` state with
+the reason, never an unsandboxed start. An HTTP server is not a process of mcode's.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -36,9 +45,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcode import events as ev
-from mcode.errors import ToolError
+from mcode.errors import SandboxError, ToolError
 from mcode.plugin_host.mcp_config import McpServerSpec, parse_mcp_servers, tool_name
 from mcode.tools.base import Tool, ToolContext, ToolResult
+from mcode.tools.sandbox import SandboxPolicy, sandboxed_argv
 
 __all__ = ["McpHub", "McpResourceTool", "McpServerSpec", "McpTool", "parse_mcp_servers"]
 # How long the first listing of a new server's tools may take while the session opens.
@@ -116,9 +126,17 @@ class McpHub:
     is anyio; a server's ``Client`` is entered and left by the one task that owns it).
     ``emit`` is called on the session's loop with ``mcp.server`` payloads."""
 
-    def __init__(self, specs: list[McpServerSpec], env: dict[str, str], cache: Path | None) -> None:
+    def __init__(
+        self,
+        specs: list[McpServerSpec],
+        env: dict[str, str],
+        cache: Path | None,
+        *,
+        sandbox: SandboxPolicy | None = None,
+    ) -> None:
         self.specs = {s.name: s for s in specs}
         self.env = env
+        self.sandbox = sandbox
         self.cache_path = cache
         self.log_dir = None if cache is None else cache.parent / "mcp-logs"
         self.emit: Callable[[ev.Payload], Any] = lambda payload: None
@@ -242,6 +260,11 @@ class McpHub:
             self._write_cache(cache)
 
 
+def mcp_policy(session: SandboxPolicy) -> SandboxPolicy:
+    """The sandbox of a stdio MCP server: the session's files policy, the network on."""
+    return dataclasses.replace(session, network=True)
+
+
 class _Server:
     """One server on the hub's loop: ``_run`` holds its client open and reconnects after a
     crash; callers wait for ``_up`` (bounded) and get a readable error when it is down."""
@@ -256,6 +279,7 @@ class _Server:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.last_error = ""
+        self._refused = False  # the sandbox cannot start: it never runs this session
         self._log: Any = None  # the server's stderr, kept in <data dir>/mcp-logs/NAME.log
 
     def _start(self) -> None:
@@ -294,6 +318,11 @@ class _Server:
                     await self._down.wait()
             except asyncio.CancelledError:
                 raise
+            except SandboxError as e:
+                # No retry: the sandbox's verdict is the same every time (problem() is checked
+                # once per process), and the server must not start without it.
+                self.last_error = f"{e.message} (hint: {e.hint})" if e.hint else e.message
+                self._refused = True
             except BaseException as e:  # the SDK raises exception groups from its task groups
                 self.last_error = _reason(e)
             finally:
@@ -303,6 +332,9 @@ class _Server:
                 break
             if not self._listed.done():
                 self._listed.set_exception(ToolError(self.last_error))
+            if self._refused:
+                self.hub._say(self.spec.name, "failed", self.last_error)
+                return
             wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
             attempt += 1
             # restarting: it ran and died; failed: it never came up (retried all the same).
@@ -322,9 +354,13 @@ class _Server:
             return Client(_http_transport(spec))
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
+        argv = [spec.command, *spec.args]
+        if self.hub.sandbox is not None:
+            # Raises SandboxError when the sandbox cannot start: _run says so as "failed".
+            argv = sandboxed_argv(argv, self.hub.sandbox)
         params = StdioServerParameters(
-            command=spec.command,
-            args=list(spec.args),
+            command=argv[0],
+            args=argv[1:],
             env={**self.hub.env, **spec.env},
             cwd=spec.cwd,
         )
@@ -349,9 +385,11 @@ class _Server:
 
     async def _ready(self) -> Any:
         self._start()
-        if self.client is None:
+        if self.client is None and not self._refused:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._up.wait(), READY_TIMEOUT)
+        if self._refused:
+            raise ToolError(f"the MCP server {self.spec.name} was not started: {self.last_error}")
         if self.client is None:
             raise ToolError(
                 f"the MCP server {self.spec.name} is not running: "

@@ -212,6 +212,7 @@ def _resume_state(session: Session, events: list[dict[str, Any]]) -> None:
         # Already recorded as steer.received: delivered at the next step, not said again.
         main.add_steer(steer)
     session.interrupted = _interrupted(own, main)
+    session.queued = _queued(own)
     main.ledger = _ledger(own)
 
 
@@ -436,6 +437,26 @@ def _ledger(events: list[dict[str, Any]]) -> Ledger | None:
 
     last = next((e for e in reversed(events) if e["type"] == ev.COMPACTION), None)
     return None if last is None else Ledger.from_dict(last["data"]["ledger"])
+
+
+def _queued(events: list[dict[str, Any]]) -> list[str]:
+    """The ``message.queued`` messages no turn took: a new turn (not a resumed one) takes the
+    first one waiting, and it is taken once that turn records its ``message.user`` or ends (a
+    UserPromptSubmit hook that blocked it dropped it on purpose). A kill before either leaves it
+    waiting."""
+    from mcode import events as ev
+
+    waiting: list[str] = []
+    taking = False
+    for e in events:
+        if e["type"] == ev.MESSAGE_QUEUED:
+            waiting.append(e["data"]["text"])
+        elif e["type"] == ev.TURN_STARTED:
+            taking = bool(waiting) and not e["data"].get("resumed")
+        elif e["type"] in (ev.MESSAGE_USER, ev.TURN_FINISHED) and taking:
+            waiting.pop(0)
+            taking = False
+    return waiting
 
 
 def _undelivered_steers(events: list[dict[str, Any]]) -> list[str]:

@@ -236,6 +236,9 @@ class Session:
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
+        # Set by open_session on resume: the messages a killed run was given with --resume and
+        # never began (``message.queued`` without its ``message.user``), to run first, in order.
+        self.queued: list[str] = []
         # Error events said right after session.started: on resume, what the
         # killed run left running (mcode/runtime/leftovers.py).
         self.start_notes: list[ev.Error] = []

@@ -14,6 +14,13 @@ this; nothing short of cgroups catches it — except inside the sandbox
 (:mod:`mcode.tools.sandbox`), where ``bash`` runs under bubblewrap in its own PID namespace:
 bwrap leads the group, the gate works through it (bwrap passes stdin on), and when the
 namespace's first process dies the kernel kills everything else in it.
+
+A command killed by a signal reads "killed by SIGSEGV", sandboxed or not. bwrap alone cannot
+say so: it exits 128+N both for a child killed by signal N and for one that chose ``exit
+128+N`` (``kill -SEGV $$`` and ``exit 139`` both come back as 139, as from Codex's Linux
+sandbox). So inside the sandbox bash runs under a reporter (:func:`reporter`), a few lines of
+perl that wait for it and write its raw status to a pipe mcode holds; bwrap's exit code is read
+only when the reporter left nothing (it was killed itself: a timeout or a cancel).
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import os
+import shutil
 import signal
+import sys
 from collections import deque
 from typing import Any, ClassVar
 
@@ -39,11 +49,70 @@ KILL_GRACE = 2.0
 DRAIN_GRACE = 0.5
 
 
-def command_argv(command: str, sandbox: SandboxPolicy | None = None) -> list[str]:
+# The reporter: run the rest of its argv as a child and write how it ended ("exit N" or
+# "signal N") to the fd it is given first. The child does not get that fd (a background job
+# holding it would keep mcode reading). perl where there is one (Debian and Ubuntu always have
+# it): it starts in a few milliseconds, where even an isolated Python without site takes
+# ~25 ms (BENCH.md); that Python where there is no perl.
+PERL_REPORTER = (
+    "open(S,'>&=',shift)or exit 126;my$p=fork;defined$p or exit 126;"
+    "if(!$p){close S;exec{$ARGV[0]}@ARGV;exit 127}"
+    "waitpid($p,0);my$s=$?;my$n=$s&127;"
+    'if($n){syswrite S,"signal $n";exit 128+$n}'
+    "syswrite S,'exit '.($s>>8);exit $s>>8"
+)
+PYTHON_REPORTER = (
+    "import os,sys\n"
+    "fd=int(sys.argv[1])\n"
+    "pid=os.fork()\n"
+    "if pid==0:\n"
+    " os.close(fd)\n"
+    " try:os.execvp(sys.argv[2],sys.argv[2:])\n"
+    " finally:os._exit(127)\n"
+    "_,st=os.waitpid(pid,0)\n"
+    "sig=os.WIFSIGNALED(st)\n"
+    "n=os.WTERMSIG(st) if sig else os.waitstatus_to_exitcode(st)\n"
+    "os.write(fd,(('signal %d' if sig else 'exit %d')%n).encode())\n"
+    "os._exit(128+n if sig else n)\n"
+)
+
+
+@functools.cache
+def reporter() -> tuple[str, ...]:
+    """The reporter's command line, up to the fd (the root is the same inside the sandbox)."""
+    perl = shutil.which("perl")
+    if perl is not None:
+        return (perl, "-e", PERL_REPORTER, "--")
+    return (sys.executable, "-I", "-S", "-c", PYTHON_REPORTER)
+
+
+def command_argv(
+    command: str, sandbox: SandboxPolicy | None = None, status_fd: int | None = None
+) -> list[str]:
     """How to start ``command``: bash, waiting at the supervisor's gate until mcode says go,
-    inside the session's sandbox. Raises SandboxError when the sandbox cannot start."""
+    inside the session's sandbox (under :func:`reporter` writing to ``status_fd``, when
+    given). Raises SandboxError when the sandbox cannot start."""
     argv = ["bash", "-c", supervisor.GATE + command]
-    return argv if sandbox is None else sandboxed_argv(argv, sandbox)
+    if sandbox is None or not sandbox.active:
+        return argv
+    if status_fd is not None:
+        argv = [*reporter(), str(status_fd), *argv]
+    return sandboxed_argv(argv, sandbox)
+
+
+def _reported(fd: int) -> int | None:
+    """The return code (negative: killed by that signal) the reporter wrote to ``fd``, or None
+    when it wrote nothing. Closes ``fd``."""
+    try:
+        os.set_blocking(fd, False)
+        said = os.read(fd, 64).decode("ascii", "replace").split()
+    except OSError:
+        said = []
+    finally:
+        os.close(fd)
+    if len(said) != 2 or not said[1].isdigit():
+        return None
+    return -int(said[1]) if said[0] == "signal" else int(said[1])
 
 
 class OutputBuffer:
@@ -129,7 +198,16 @@ class BashTool(Tool):
         if timeout <= 0:
             raise ToolError("timeout must be a positive number of seconds")
         timeout = min(timeout, MAX_TIMEOUT)
-        argv = command_argv(command, ctx.sandbox)  # before anything starts: may refuse
+        sandboxed = ctx.sandbox is not None and ctx.sandbox.active
+        heard, told = os.pipe() if sandboxed else (-1, -1)
+        try:
+            # Before anything starts: may refuse.
+            argv = command_argv(command, ctx.sandbox, told if sandboxed else None)
+        except BaseException:
+            if sandboxed:
+                os.close(heard)
+                os.close(told)
+            raise
         gate, go = os.pipe()
         spawn = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
@@ -140,6 +218,7 @@ class BashTool(Tool):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=(told,) if sandboxed else (),
             )
         )
         try:
@@ -149,13 +228,16 @@ class BashTool(Tool):
             proc = await asyncio.shield(spawn)
         except asyncio.CancelledError:
             os.close(go)  # the command reads end-of-file at the gate: it runs nothing, exits
-            _abandon(spawn, gate)
+            _abandon(spawn, gate, *((heard, told) if sandboxed else ()))
             raise
         except OSError as e:
-            os.close(go)
-            os.close(gate)
+            for fd in (go, gate, *((heard, told) if sandboxed else ())):
+                os.close(fd)
             raise ToolError(f"cannot start bash: {e.strerror}") from None
         os.close(gate)
+        if sandboxed:
+            os.close(told)  # the reporter has its own; end-of-file once it is gone
+        reported: int | None = None
         pgid = proc.pid  # start_new_session: the child leads its own session and group
         # bash waits at the gate: nothing of the command runs until it dies with mcode and
         # has its note; a crash before the go leaves bash an empty read, and it exits.
@@ -195,6 +277,10 @@ class BashTool(Tool):
             if forget is not None:
                 forget()
             supervisor.release(pgid)
+            if sandboxed:
+                reported = _reported(heard)
+        if outcome == "exit" and reported is not None:
+            code = reported  # bwrap's 128+N would not tell a signal from an exit code
         output = out.text()
         shown = command if len(command) <= 80 else command[:77] + "..."
         if outcome == "timeout":
@@ -254,9 +340,10 @@ class BashTool(Tool):
 _abandoned: set[asyncio.Task[None]] = set()
 
 
-def _abandon(spawn: asyncio.Future[asyncio.subprocess.Process], gate: int) -> None:
-    """Let a cancelled start finish, close mcode's copy of the gate's read end once the child
-    has its own, and reap the process (it exits at the gate, having run nothing)."""
+def _abandon(spawn: asyncio.Future[asyncio.subprocess.Process], *fds: int) -> None:
+    """Let a cancelled start finish, close mcode's copies of the gate's read end (and the
+    reporter's pipe) once the child has its own, and reap the process (it exits at the gate,
+    having run nothing)."""
 
     async def wind_up() -> None:
         try:
@@ -266,7 +353,8 @@ def _abandon(spawn: asyncio.Future[asyncio.subprocess.Process], gate: int) -> No
             return
         finally:
             if spawn.done():
-                os.close(gate)  # else the start still needs it; the process ends with mcode
+                for fd in fds:  # else the start still needs them; the process ends with mcode
+                    os.close(fd)
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(proc.wait(), timeout=30)
 

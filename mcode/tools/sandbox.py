@@ -29,8 +29,13 @@ policy, per process); if that fails, :func:`sandboxed_argv` raises :class:`Sandb
 the command does not run, and ``open_session`` says so as an ``error`` event. Never a silent
 fallback to running unsandboxed.
 
-Everything that executes code (hooks, MCP stdio servers, team workers) wraps its argv with
-:func:`sandboxed_argv`; the policy is built once by :func:`policy_for` from the Settings.
+Everything that executes code wraps its argv with :func:`sandboxed_argv`; the policy is built
+once by :func:`policy_for` from the Settings:
+
+    bash, the pytest tool      the session's policy
+    hooks                      at least workspace-write (formatter hooks rewrite files)
+    MCP stdio servers          the session's files policy, network always on (see mcp.py)
+    team workers               mcode/team/
 The bwrap binary is ``MCODE_BWRAP`` (a path or a name on PATH; tests point it at a missing one).
 """
 
@@ -115,11 +120,20 @@ class SandboxPolicy:
         return dataclasses.replace(self, writable=(root.resolve(), *rest))
 
 
-def policy_for(settings: Settings, env: Mapping[str, str] | None = None) -> SandboxPolicy:
-    """The sandbox of a session with these settings (the same for every process it starts)."""
+def policy_for(
+    settings: Settings, env: Mapping[str, str] | None = None, *, at_least: str | None = None
+) -> SandboxPolicy:
+    """The sandbox of a session with these settings (the same for every process it starts).
+    ``at_least`` widens a narrower mode to it: hooks run ``workspace-write`` even in a
+    read-only session (a formatter hook rewrites files), never beyond what the user chose
+    when that is wider (``danger-full-access`` stays unsandboxed)."""
     from mcode.config import config_home, data_home
 
     env = os.environ if env is None else env
+    if at_least is not None and SANDBOX_MODES.index(settings.sandbox_mode) < SANDBOX_MODES.index(
+        at_least
+    ):
+        settings = dataclasses.replace(settings, sandbox_mode=at_least)
     roots = [settings.workspace.resolve()]
     roots += [Path(d).expanduser().resolve() for d in settings.add_dirs]
     if settings.sandbox_mode == "workspace-write":
@@ -205,9 +219,14 @@ def problem(policy: SandboxPolicy) -> SandboxError | None:
     return None
 
 
-def sandboxed_argv(argv: Sequence[str], policy: SandboxPolicy) -> list[str]:
+def sandboxed_argv(
+    argv: Sequence[str], policy: SandboxPolicy, *, scratch: Sequence[Path] = ()
+) -> list[str]:
     """``argv`` to run inside the sandbox (unchanged under ``danger-full-access``). Raises
-    :class:`SandboxError` when the sandbox cannot start: the caller must not run anything."""
+    :class:`SandboxError` when the sandbox cannot start: the caller must not run anything.
+    ``scratch`` are folders of mcode's own that the process must write in every mode (the
+    pytest tool's report folder: a read-only sandbox's /tmp is private, so mcode would never
+    see the report); they are bound last, over everything."""
     if not policy.active:
         return list(argv)
     failure = problem(policy)
@@ -215,7 +234,8 @@ def sandboxed_argv(argv: Sequence[str], policy: SandboxPolicy) -> list[str]:
         raise SandboxError(failure.message, hint=failure.hint)
     binary = _binary(policy)
     assert binary is not None  # problem() checked it
-    return [binary, *policy.flags(), "--", *argv]
+    binds = [arg for path in scratch for arg in ("--bind", str(path), str(path))]
+    return [binary, *policy.flags(), *binds, "--", *argv]
 
 
 def describe(policy: SandboxPolicy) -> str:

@@ -5,6 +5,11 @@ temporary file, and answers with one line of counts and, per failing or erroring
 id, file and line, and the assertion message (the traceback's last lines, capped). The model
 reads what failed and where without scrolling through pytest's output, and the result's
 ``summary`` says the counts for people.
+
+pytest runs the project's code, so it runs like bash: inside the session's OS sandbox
+(``mcode/tools/sandbox.py``) with the scrubbed environment; the report's temporary folder is
+bound writable over it (a read-only sandbox's /tmp is private). A sandbox that cannot start is
+the tool's error; the tests do not run.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, ClassVar
 
 from mcode.errors import ToolError
 from mcode.tools.base import Tool, ToolContext, ToolResult
+from mcode.tools.sandbox import sandboxed_argv
 
 TIMEOUT = 600.0  # seconds
 DETAIL_CAP = 1_500  # characters of one failure's message and traceback tail
@@ -74,6 +80,8 @@ class PytestTool(Tool):
             report = Path(tmp) / "report.xml"
             argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
             argv += [f"--junitxml={report}", *(["-k", args["k"]] if args.get("k") else []), *paths]
+            if ctx.sandbox is not None:  # raises SandboxError (a ToolError) before anything runs
+                argv = sandboxed_argv(argv, ctx.sandbox, scratch=[Path(tmp)])
             code, output = await _run(argv, root, ctx, timeout)
             if not report.exists():
                 tail = output[-OUTPUT_TAIL:]

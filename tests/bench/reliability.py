@@ -31,9 +31,9 @@ TESTS = [
 ]
 
 KNOWN_GAPS = [
-    "A user message given to `mcode exec --resume` while the interrupted turn is resumed waits "
-    "in memory behind that turn; a kill before the turn ends loses it (a steer is stored on "
-    "receipt and survives). The soak gives its later requirements as steers for this reason.",
+    "A message given with `mcode exec --resume ID` is stored on receipt (`message.queued`) and "
+    "survives a kill, but only its text: images given with it (`--image`, `--screenshot`) are "
+    "not stored until its turn records it.",
     'A cut-off number in tool arguments (`{"n": 12` of `123`) is still repaired by closing '
     "the object; a cut-off string is refused.",
     "Streamed pieces of parallel tool calls are redacted per call; a key split across a piece "

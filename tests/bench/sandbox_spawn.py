@@ -4,7 +4,9 @@
 
 Rows: the tool as shipped with the default sandbox (``workspace-write``: bwrap with a read-only
 root, the workspace bound writable, ``.git/hooks`` and ``.git/config`` re-bound read-only, new
-PID, IPC and network namespaces); ``read-only``; and no sandbox (``danger-full-access``). Each
+PID, IPC and network namespaces); the same without the signal reporter (bash straight under
+bwrap, as before the reporter: the baseline of what it costs); ``read-only``; and no sandbox
+(``danger-full-access``). Each
 call is ``BashTool.run({"command": "true"})`` end to end in a temp git repository, interleaved
 (every order in turn) so load hits every row alike; the sandbox's one-time probe is taken
 before timing. Prints a Markdown table: median and worst of N calls.
@@ -21,16 +23,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from mcode.tools import bash
 from mcode.tools.base import ToolContext
 from mcode.tools.bash import BashTool
 from mcode.tools.sandbox import SandboxPolicy, problem
 from mcode.tools.workspace import Workspace
 
+SHIPPED = bash.command_argv
+NO_REPORTER = "workspace-write, no signal reporter (baseline)"
 
-async def one_call(tool: BashTool, ctx: ToolContext) -> float:
+
+def without_reporter(
+    command: str, sandbox: SandboxPolicy | None = None, status_fd: int | None = None
+) -> list[str]:
+    return SHIPPED(command, sandbox)
+
+
+async def one_call(tool: BashTool, ctx: ToolContext, reporter: bool) -> float:
+    bash.command_argv = SHIPPED if reporter else without_reporter
     started = time.perf_counter()
     result = await tool.run({"command": "true"}, ctx)
     elapsed = time.perf_counter() - started
+    bash.command_argv = SHIPPED
     assert not result.is_error, result.content
     return elapsed
 
@@ -45,6 +59,7 @@ async def main(runs: int) -> None:
             "workspace-write (default)": SandboxPolicy(
                 "workspace-write", writable=(root,), protected=protected
             ),
+            NO_REPORTER: SandboxPolicy("workspace-write", writable=(root,), protected=protected),
             "read-only": SandboxPolicy("read-only", writable=(root,)),
             "danger-full-access (no sandbox)": None,
         }
@@ -57,7 +72,7 @@ async def main(runs: int) -> None:
         while min(len(t) for t in times.values()) < runs:
             for name in next(orders):
                 ctx = ToolContext(workspace=Workspace(root), sandbox=rows[name])
-                times[name].append(await one_call(tool, ctx))
+                times[name].append(await one_call(tool, ctx, name != NO_REPORTER))
     print("| bash tool, `true` | calls | median (ms) | worst (ms) |")
     print("| --- | ---: | ---: | ---: |")
     for name, samples in times.items():
