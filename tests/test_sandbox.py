@@ -298,7 +298,9 @@ def test_the_gate_holds_inside_bwrap(tmp_path: Path) -> None:
 
 def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path: Path) -> None:
     """A cancel that lands inside the start: asyncio alone would kill bwrap and wait for pipes
-    its children hold at the gate, for ever (an `mcode exec | head -1` hung so)."""
+    its children hold at the gate, for ever (an `mcode exec | head -1` hung so). The command
+    sleeps before it leaves its mark: a cancel a few milliseconds in may land after the gate
+    opened (then the command has started, and cancelling kills it), but never lets it finish."""
     import asyncio
 
     from mcode.tools import bash
@@ -312,7 +314,7 @@ def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path
     ctx = ToolContext(workspace=Workspace(ws), sandbox=SandboxPolicy(writable=(ws,)))
 
     async def go(delay: float) -> None:
-        task = asyncio.ensure_future(BashTool().run({"command": "touch ran"}, ctx))
+        task = asyncio.ensure_future(BashTool().run({"command": "sleep 1; touch ran"}, ctx))
         await asyncio.sleep(delay)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -322,6 +324,7 @@ def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path
 
     for delay in (0, 0, 0.001, 0.002, 0.005):
         asyncio.run(asyncio.wait_for(go(delay), 30))
+    time.sleep(1.5)  # a command the cancel missed would have left its mark by now
     assert not (ws / "ran").exists()
 
 
