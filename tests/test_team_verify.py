@@ -3,11 +3,19 @@ passes; a PASS that mcode cannot back with what it saw is refused."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mcode.team.checks import run_checks
+from mcode.team.plan import Check
+from mcode.tools.sandbox import SandboxError, SandboxPolicy
 from tests.helpers import clean_env, exec_args, make_repo, mcode
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
@@ -138,3 +146,74 @@ def test_a_pass_mcode_cannot_back_is_refused_and_the_task_fails(
     finished = of(events, "team.task.finished")[-1]["data"]
     assert (finished["status"], finished["rounds"]) == ("failed", 1)
     assert of(events, "session.finished")[-1]["data"]["exit_code"] == 1
+
+
+# --- The sandbox: checks write only in their worktree, the verifier writes nothing ---------
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A folder outside the worktree and outside /tmp (which workspace-write shares, and
+    where pytest keeps the test repository)."""
+    base = Path("/var/tmp")
+    if not base.is_dir() or base.resolve().is_relative_to("/tmp") or not os.access(base, os.W_OK):
+        pytest.skip("needs a writable /var/tmp apart from /tmp")
+    folder = Path(tempfile.mkdtemp(prefix="mcode-test-", dir=base))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_acceptance_check_may_write_in_its_worktree_but_nowhere_else(
+    repo: Path, env: dict[str, str], outside: Path
+) -> None:
+    # Both checks pass unsandboxed; in the sandbox the second cannot write outside.
+    inside = "echo built > built.txt && python test_add.py"
+    outside_check = f"echo escaped > {outside / 'escaped.txt'}"
+    model = TeamModel(
+        planner=planner_giving(
+            plan(task("add", "write add.py", [(inside, 0), (outside_check, 0)]))
+        ),
+        producer=_fixed_producer,
+        verifier=verifier_running("python test_add.py"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        run = mcode(*exec_args(server, *TEAM, "--team-rounds", "1", "write add"), cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 1, run.stderr
+    (verdict,) = [e["data"] for e in of(events, "team.verdict")]
+    first, second = verdict["checks"]
+    assert first["passed"] is True, first
+    assert second["passed"] is False
+    assert "Read-only file system" in second["why"]
+    assert not (outside / "escaped.txt").exists()
+    assert verdict["accepted"] is False
+    assert not (repo / "add.py").exists()
+
+
+def test_a_verifier_command_that_writes_is_refused_by_the_sandbox(
+    repo: Path, env: dict[str, str]
+) -> None:
+    # Unsandboxed this prints "tampered" and exits 0: a PASS the checks would back.
+    model = TeamModel(
+        planner=planner_giving(plan(ADD_TASK)),
+        producer=_fixed_producer,
+        verifier=verifier_running("echo tampered > add.py && cat add.py"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        run = mcode(*exec_args(server, *TEAM, "--team-rounds", "1", "write add"), cwd=repo, env=env)
+    events = run.events()
+    assert run.code == 1, run.stderr
+    (verdict,) = [e["data"] for e in of(events, "team.verdict")]
+    assert verdict["verdict"] == "FAIL"
+    assert "Read-only file system" in verdict["findings"][0]
+    assert verdict["checks"][0]["passed"] is True  # the producer's add.py is untouched
+
+
+def test_checks_whose_sandbox_cannot_start_raise_and_run_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    policy = SandboxPolicy(writable=(tmp_path,), bwrap=str(tmp_path / "no-bwrap"))
+    with pytest.raises(SandboxError) as raised:
+        asyncio.run(run_checks((Check(f"touch {marker}"),), tmp_path, dict(os.environ), policy))
+    assert "the sandbox cannot start" in raised.value.message
+    assert "bubblewrap" in (raised.value.hint or "")
+    assert not marker.exists()

@@ -3,6 +3,11 @@
 The verifier's word is not enough (verdict.py): before a PASS is accepted, mcode runs each
 check of the plan (``bash -c COMMAND`` in the worktree, the tools' environment, a timeout) and
 compares the exit code and, when the plan asks for it, the output (stdout and stderr together).
+
+A check is a command like any other, so it runs in the OS sandbox (mcode/tools/sandbox.py)
+with the producer's policy: the task's worktree writable, the user's tree and everything else
+read-only. A check that writes outside its worktree fails; a sandbox that cannot start raises
+SandboxError before anything runs (the task fails with that error), never an unsandboxed run.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 
 from mcode.events import CheckRun
 from mcode.team.plan import Check
+from mcode.tools.sandbox import SandboxPolicy, sandboxed_argv
 
 __all__ = ["run_checks"]
 
@@ -21,16 +27,25 @@ CHECK_TIMEOUT = 300.0
 
 
 async def run_checks(
-    checks: tuple[Check, ...], cwd: Path, env: dict[str, str], timeout: float = CHECK_TIMEOUT
+    checks: tuple[Check, ...],
+    cwd: Path,
+    env: dict[str, str],
+    sandbox: SandboxPolicy | None,
+    timeout: float = CHECK_TIMEOUT,
 ) -> list[CheckRun]:
-    return [await _run(check, cwd, env, timeout) for check in checks]
+    """Each check's result, in order. ``sandbox``: the task's policy (None only in-process,
+    where no session sandbox exists). Raises SandboxError when the sandbox cannot start."""
+    return [await _run(check, cwd, env, sandbox, timeout) for check in checks]
 
 
-async def _run(check: Check, cwd: Path, env: dict[str, str], timeout: float) -> CheckRun:
+async def _run(
+    check: Check, cwd: Path, env: dict[str, str], sandbox: SandboxPolicy | None, timeout: float
+) -> CheckRun:
+    argv = ["bash", "-c", check.command]
+    if sandbox is not None:
+        argv = sandboxed_argv(argv, sandbox)  # before anything starts: may refuse
     proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        check.command,
+        *argv,
         cwd=cwd,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,

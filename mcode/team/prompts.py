@@ -47,7 +47,9 @@ VERIFIER = """\
 You are the VERIFIER of an mcode agent team. A producer says it finished a task in this \
 git worktree (the current directory). Your job is to break the result: read the change \
 (git show, git diff HEAD~1), run the task's checks and the tests, try the cases the producer \
-may have missed. Do not fix anything. Then call verdict once: PASS only if you could not \
+may have missed. Do not fix anything: in the sandbox your bash is read-only (a write fails with \
+"Read-only file system"; only a private /tmp is writable, so point caches and build output \
+there). Then call verdict once: PASS only if you could not \
 break it, citing as evidence the commands you ran with bash exactly as you ran them, with \
 their exit codes and output as bash returned them (mcode compares them with what it \
 recorded); FAIL or PARTIAL with findings the producer can act on."""

@@ -40,7 +40,7 @@ from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimite
 from mcode.team.git import Git
 from mcode.team.plan import Plan, PlanTool
 from mcode.team.state import TeamRecord
-from mcode.team.verdict import RecordingBash, VerdictTool, judge
+from mcode.team.verdict import RecordingBash, VerdictTool, judge, read_only
 from mcode.tools.base import Tool
 from mcode.tools.workspace import Workspace
 
@@ -464,8 +464,13 @@ class Team:
             [task.budget, self.budget],
             workspace,
         )
+        # The checks run with the producer's sandbox (its worktree writable); the verifier's
+        # own commands read-only: it judges the work, it must not change what it judges.
+        context = verifier.tool_context
+        producing = context.sandbox
+        context.sandbox = read_only(producing)
         outcome = await self._turn(task, verifier, prompts.verifier_request(spec, answer))
-        checks = await run_checks(spec.checks, workspace.root, verifier.tool_context.env)
+        checks = await run_checks(spec.checks, workspace.root, context.env, producing)
         verdict = verdict_tool.verdict
         passed = all(c["passed"] for c in checks)
         refused = judge(verdict, bash.runs, passed)

@@ -12,10 +12,15 @@ only when it is backed by what mcode itself saw in this verification (:func:`jud
 - every acceptance check of the task passed when mcode ran it (``checks.py``).
 
 Anything else is refused, with the reason, and the task is treated as not accepted.
+
+The verifier's commands run in the OS sandbox read-only (:func:`read_only`): it may run the
+tests, not change the work it judges (a write fails with "Read-only file system"; its /tmp
+is private and empty). The acceptance checks run with the producer's policy instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,8 +28,17 @@ from mcode.errors import ToolError
 from mcode.events import Evidence
 from mcode.tools.base import Tool, ToolContext, ToolResult
 from mcode.tools.bash import BashTool
+from mcode.tools.sandbox import SandboxPolicy
 
-__all__ = ["VERDICT_SCHEMA", "CommandRun", "RecordingBash", "Verdict", "VerdictTool", "judge"]
+__all__ = [
+    "VERDICT_SCHEMA",
+    "CommandRun",
+    "RecordingBash",
+    "Verdict",
+    "VerdictTool",
+    "judge",
+    "read_only",
+]
 
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -70,6 +84,14 @@ class Verdict:
     verdict: str
     evidence: tuple[Evidence, ...]
     findings: tuple[str, ...]
+
+
+def read_only(policy: SandboxPolicy | None) -> SandboxPolicy | None:
+    """The verifier's sandbox: the producer's, with nothing writable. Under
+    ``danger-full-access`` (the user's explicit choice of no sandbox) it stays as it is."""
+    if policy is None or not policy.active:
+        return policy
+    return dataclasses.replace(policy, mode="read-only")
 
 
 class RecordingBash(BashTool):
