@@ -170,6 +170,7 @@ ErrorKind = Literal[
     "GitError",
     "PlanError",
     "RoleError",
+    "FrontMatterError",
     "HookBlocked",
 ]
 
@@ -526,8 +527,9 @@ class Error(Payload):
     content_filter, protocol, malformed_tool_call, engine_crash (llama.cpp crashed loading or
     running the local model in the check's child process); any other mcode error by its class:
     MCodeError, UsageError, ConfigError, ToolError, PathEscapeError, StoreError,
-    ComputerUnavailable, GitError, PlanError, RoleError, HookBlocked (a
-    UserPromptSubmit hook refused the message), SandboxError, BudgetReached"""
+    ComputerUnavailable, GitError, PlanError, RoleError, FrontMatterError (a Markdown file's
+    front matter could not be read), HookBlocked (a UserPromptSubmit hook refused the message),
+    SandboxError, BudgetReached"""
     message: str
     hint: str
     """what to do"""

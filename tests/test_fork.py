@@ -109,16 +109,22 @@ def test_a_fork_starts_from_the_history_before_turn_n_and_leaves_the_source(
     # Files are not rewound without --undo-files.
     assert (repo / "notes.txt").read_text() == "two\n" and (repo / "extra.txt").exists()
 
-    # The source is byte for byte as it was; the fork holds its events before turn 2's
-    # turn.started (only the session id differs), then session.forked, then its own run.
+    # The source is byte for byte as it was; the fork holds its events before turn 2 (its
+    # turn.started, and the message.queued its --resume message was stored as just before it:
+    # only the session id differs), then session.forked, then its own run.
     assert bodies(home, sid) == before
     forked = bodies(home, fork_id)
     cut = next(i for i, b in enumerate(before) if f'"turn_id":"{turns[1]}"' in b)
+    assert '"type":"message.queued","data":{"text":"turn two"}' in before[cut - 1]
+    cut -= 1
     assert forked[:cut] == [b.replace(sid, fork_id) for b in before[:cut]]
     events = stored_events(home, fork_id)
     assert events[cut]["type"] == "session.forked"
     assert events[cut]["data"] == {"source": sid, "at_turn": 2, "turn_id": turns[1], "undone": []}
-    assert [e["type"] for e in events[cut + 1 :]][:2] == ["session.started", "turn.started"]
+    # Its own run: the new message stored on receipt, then its turn.
+    assert [e["type"] for e in events[cut + 1 :]][:3] == [
+        "session.started", "message.queued", "turn.started"
+    ]  # fmt: skip
 
     # Resumed, the fork goes on from its own history; the source still has both turns.
     again = model_server([{"text": "and more"}])

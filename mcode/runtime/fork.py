@@ -6,8 +6,8 @@ to the next one: the model calls and tool calls it caused, the steers sent into 
 continued without a new message after a kill (``--resume`` with no prompt), a sub-agent's
 work. :func:`user_turns` lists them with their text, for a picker (``/rewind``).
 
-:func:`fork_session` copies the stored events before user turn N's ``turn.started`` into a new
-session (byte for byte but for the session id: same folder, provider, model and title), with the
+:func:`fork_session` copies the stored events before user turn N (its ``turn.started``, and the
+``message.queued`` its message was stored as) into a new session (byte for byte but for the session id: same folder, provider, model and title), with the
 checkpoints of those turns (``mcode undo`` in the fork can undo what it inherited), then
 writes a ``session.forked`` event saying where it came from. Resuming the fork rebuilds the
 history the model had before turn N, as ``--resume`` always does (a compaction before turn N
@@ -103,6 +103,11 @@ def fork_session(
     turn = turns[at_turn - 1]
     # Where turn N begins: its first event (its turn.started).
     cut = min(e["seq"] for e in events if e.get("turn_id") == turn.turn_id)
+    # The message turn N was given with --resume is stored just before it (message.queued): it
+    # is turn N's, so the fork leaves it out, or the fork's first run would send it again.
+    by_seq = {e["seq"]: e for e in events}
+    while cut - 1 in by_seq and by_seq[cut - 1]["type"] == ev.MESSAGE_QUEUED:
+        cut -= 1
     if events[0]["type"] != ev.SESSION_STARTED:
         raise StoreError(
             f"session {info.id[:12]} has no session.started event to fork from",
