@@ -7,12 +7,12 @@ continued without a new message after a kill (``--resume`` with no prompt), a su
 work. :func:`user_turns` lists them with their text, for a picker (``/rewind``).
 
 :func:`fork_session` copies the stored events before user turn N (its ``turn.started``, and the
-``message.queued`` its message was stored as) into a new session (byte for byte but for the session id: same folder, provider, model and title), with the
-checkpoints of those turns (``mcode undo`` in the fork can undo what it inherited), then
-writes a ``session.forked`` event saying where it came from. Resuming the fork rebuilds the
-history the model had before turn N, as ``--resume`` always does (a compaction before turn N
-included); the next message replaces turn N. The source session is not changed: its events
-and history stay as they were.
+``message.queued`` its message was stored as) into a new session (byte for byte but for the
+session id: same folder, provider, model and title), with the checkpoints of those turns
+(``mcode undo`` in the fork can undo what it inherited), then writes a ``session.forked`` event
+saying where it came from. Resuming the fork rebuilds the history the model had before turn N,
+as ``--resume`` always does (a compaction before turn N included); the next message replaces
+turn N. The source session is not changed: its events and history stay as they were.
 
 Files are not rewound: the workspace keeps what turns >= N wrote, unless ``undo_files`` asks
 for it. Then the checkpoints of those turns are undone in the workspace, newest turn first,
