@@ -330,6 +330,10 @@ async def test_btw_answers_beside_a_running_turn(model_server, repo, tmp_path):
         await until(pilot, lambda: "btw (" in screen_text(app))
         assert "seq -n does nothing" in screen_text(app)
         assert app.session.running  # answered while the turn still runs
+        # Said once, as the btw note: the side question and its answer are not drawn as turns
+        # of the main conversation (nor inside the running turn's cards).
+        assert [u.text for u in app.query(UserBlock)] == ["long task"]
+        assert screen_text(app).count("seq -n does nothing") == 1
         await pilot.press("escape")
         await until(pilot, lambda: app.session.idle)
     aside = server.bodies[1]["messages"]

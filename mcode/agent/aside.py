@@ -31,6 +31,10 @@ from mcode.agent.model_call import call_model
 from mcode.errors import MCodeError, ProviderError
 from mcode.messages import Message
 
+# The agent ids of side conversations begin so: front ends that show the aside's answer
+# themselves (the TUI's btw note) leave its events out of the main view.
+ASIDE_PREFIX = "aside-"
+
 
 def settled(history: list[Message]) -> list[Message]:
     """The longest head of ``history`` in which every tool call has its result: while a main

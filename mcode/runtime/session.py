@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from mcode import events as ev
-from mcode.agent.aside import answer_aside, settled
+from mcode.agent.aside import ASIDE_PREFIX, answer_aside, settled
 from mcode.agent.compaction import compact
 from mcode.agent.conversation import Conversation, Totals, TurnOutcome
 from mcode.agent.loop import run_turn
@@ -646,7 +646,7 @@ class Session:
         MCodeError when it fails or is cancelled (Session.cancel stops it too); cancelling the
         caller stops only the aside."""
         main = self.main
-        agent = f"aside-{uuid.uuid4().hex[:8]}"
+        agent = f"{ASIDE_PREFIX}{uuid.uuid4().hex[:8]}"
         aside = main.child(
             agent,
             system_prompt=main.system_prompt,

@@ -24,6 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from mcode import events as ev
+from mcode.agent.aside import ASIDE_PREFIX
 from mcode.commands import CommandRegistry
 from mcode.errors import MCodeError
 from mcode.exec_input import load_image
@@ -231,6 +232,8 @@ class McodeApp(App[int]):
             )
             self.transcript.take(event)
             self.status.take(event.payload)
+            if _is_aside(event.agent):
+                continue
             lane = self._lane(lanes, event.agent, batch)
             await lane.show(event.payload)
         await self._finish_open_cards(lanes)
@@ -326,6 +329,8 @@ class McodeApp(App[int]):
             self._close_question(payload)
         elif isinstance(payload, ev.TurnStarted) and event.agent is None and self.queued:
             self._drop_queued(self.queued[0][0])
+        if _is_aside(event.agent):
+            return  # /btw says its answer as a note; the aside is not a turn of this view
         await self._lane(self.lanes, event.agent).show(payload)
 
     def _ask(self, asked: ev.PermissionAsked) -> None:
@@ -508,3 +513,7 @@ class McodeApp(App[int]):
     @property
     def workspace(self) -> Path:
         return self.launcher.workspace
+
+
+def _is_aside(agent: str | None) -> bool:
+    return agent is not None and agent.startswith(ASIDE_PREFIX)
