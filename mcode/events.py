@@ -798,7 +798,8 @@ class TeamTaskFinished(Payload):
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TeamMerge(Payload):
     """Accepted work merged into the user's branch, in dependency order; a conflict is
-    aborted (the user's tree as it was) and the task's branch is left for the user."""
+    aborted (the user's tree as it was) and the task's branch is left for the user; a resolver
+    then tries (`team.resolve.*`), and a second one says whether its resolution merged."""
 
     TYPE: ClassVar[str] = TEAM_MERGE
     task_id: str

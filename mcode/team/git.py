@@ -4,6 +4,8 @@ Every producer works in its own worktree (``git worktree add -b BRANCH PATH BASE
 the user's tree, so two agents never share files. Accepted work is merged into the user's
 branch with ``git merge --no-ff``; a merge that stops on a conflict is aborted at once, so the
 user's tree is never left half-merged, and the task's branch stays for the user to look at.
+A resolver (resolve.py) then gets :meth:`Git.start_resolution`: its own worktree where the
+conflict is left in the files, on a branch of its own, never in the user's tree.
 Merges into the user's tree run one at a time (:attr:`Git.lock`); worktrees are made,
 committed in and removed concurrently, as each has its own admin folder, index and branch.
 """
