@@ -92,6 +92,11 @@ def test_a_resolved_conflict_that_passes_the_checks_is_merged(
     ]
     assert all(c["passed"] for c in finished["checks"])
     assert ("resolver", loser) in model.calls
+    # Its own events carry its agent id: the read of the conflict, the write of the resolution.
+    tools = [
+        e["data"]["name"] for e in of(events, "tool.finished") if e.get("agent") == started["agent"]
+    ]
+    assert tools == ["read", "write"]
     # The user's branch holds the resolved text, committed, nothing left in progress.
     assert (repo / "same.txt").read_text() == BOTH
     assert git(repo, "show", "HEAD:same.txt") == BOTH

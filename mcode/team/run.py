@@ -530,7 +530,9 @@ class Team:
             return True
         await self.git.remove_worktree(path)  # the branch stays, for the user
         reason = f"merge conflict, branch {branch} left as it is"
-        self._end(task, "failed", reason + (f" (resolver: {why})" if why else ""))
+        # Stopped while a resolver worked: accepted, not merged, so a resume merges it again.
+        status: Status = "cancelled" if why and self.stopping is not None else "failed"
+        self._end(task, status, reason + (f" (resolver: {why})" if why else ""))
         return False
 
     def _merge_event(self, task_id: str, branch: str, result: MergeResult) -> None:
