@@ -4,12 +4,15 @@ result only when no marker is left and the acceptance checks pass there."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mcode.team.resolve import markers_left
+from mcode.team.git import Git
+from mcode.team.resolve import markers_left, settle
 from tests.helpers import clean_env, exec_args, make_repo, mcode
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
@@ -147,3 +150,48 @@ def test_markers_left_names_only_files_with_a_conflicts_markers(tmp_path: Path) 
     (tmp_path / "clean.txt").write_text("x\ny\n")
     names = ("open.txt", "heading.rst", "clean.txt", "deleted.txt")
     assert markers_left(tmp_path, names) == ["open.txt"]
+
+
+def _conflicted(tmp_path: Path) -> tuple[Path, str]:
+    """A repository whose branch ``task`` and ``master`` change line 1 of same.txt."""
+    repo = make_repo(tmp_path / "repo", {"same.txt": "base\n"})
+    git(repo, "switch", "-q", "-c", "task")
+    (repo / "same.txt").write_text("by task\n")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "task")
+    git(repo, "switch", "-q", "master")
+    (repo / "same.txt").write_text("by master\n")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "master")
+    return repo, git(repo, "rev-parse", "HEAD").strip()
+
+
+@pytest.mark.parametrize(
+    "undo", [None, "git merge --abort", "git merge --abort && git switch -q -c elsewhere"]
+)
+def test_settle_merges_only_a_resolution_that_holds_the_target(
+    tmp_path: Path, undo: str | None
+) -> None:
+    repo, target = _conflicted(tmp_path)
+    wt = tmp_path / "resolve"
+
+    async def main() -> str:
+        g = await Git.open(repo)
+        assert await g.start_resolution(wt, "mcode/resolve/x/task", "task", target)
+        assert await g.unmerged(wt) == ["same.txt"]
+        assert "<<<<<<<" in (wt / "same.txt").read_text()  # the conflict is in the file
+        (wt / "same.txt").write_text("by task and master\n")
+        if undo is not None:  # what a resolver's bash could do behind mcode's back
+            subprocess.run(undo, shell=True, cwd=wt, check=True, capture_output=True)
+        why, _ = await settle(
+            g, wt, "mcode/resolve/x/task", target, ("same.txt",), (), {}, None, "m"
+        )
+        return why
+
+    why = asyncio.run(main())
+    if undo is None:
+        assert why == ""
+        parents = git(wt, "rev-list", "--parents", "-n1", "HEAD").split()
+        assert parents[2:] == [target]  # a merge commit: the task's side, then the target
+        assert git(wt, "show", "HEAD:same.txt") == "by task and master\n"
+    else:
+        assert why, "a resolution without the target merged must not pass"
+    assert git(repo, "rev-parse", "HEAD").strip() == target  # the user's branch untouched
