@@ -110,7 +110,7 @@ def test_a_resolved_conflict_that_passes_the_checks_is_merged(
     assert len(git(repo, "worktree", "list").splitlines()) == 1
     statuses = {t["id"]: t["status"] for t in of(events, "team.finished")[-1]["data"]["tasks"]}
     assert statuses == {"one": "passed", "two": "passed"}
-    assert "conflict resolved" in of(events, "team.task.finished")[-1]["data"]["reason"]
+    assert "merge conflict resolved" in of(events, "team.task.finished")[-1]["data"]["reason"]
 
 
 @pytest.mark.parametrize(

@@ -514,19 +514,18 @@ class Team:
         spec = task.spec
         result = await self.git.merge(branch, f"mcode team: {spec.id}: {spec.title}")
         self._merge_event(spec.id, branch, result)
-        how, why = "verified and merged", ""
-        if not result.ok and result.conflicts:
+        resolved, why = False, ""
+        if not result.ok and result.conflicts:  # a resolver may try, a bounded number of times
             for attempt in range(1, self.options.resolve_attempts + 1):
                 why = await self._resolve(task, branch, attempt)
-                if not why:
-                    how = "verified; the merge conflict resolved, checked and merged"
+                resolved = not why
+                if resolved or self.stopping is not None:
                     break
-                if self.stopping is not None:
-                    break
-        if result.ok or how != "verified and merged":
+        if result.ok or resolved:
             task.merged = True
             await self.git.remove_worktree(path, branch)
-            self._end(task, "passed", how)
+            how = "the merge conflict resolved, checked and merged" if resolved else "merged"
+            self._end(task, "passed", f"verified and {how}")
             return True
         await self.git.remove_worktree(path)  # the branch stays, for the user
         reason = f"merge conflict, branch {branch} left as it is"
