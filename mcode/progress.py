@@ -123,7 +123,9 @@ def team_line(payload: ev.Payload) -> str | None:
         case ev.TeamResolveStarted(task_id=task_id, agent=agent, conflicts=conflicts):
             return f"team: {task_id}: resolving the conflict in {', '.join(conflicts)} ({agent})"
         case ev.TeamResolveFinished(task_id=task_id, outcome=outcome, reason=reason):
-            return f"team: {task_id}: conflict {outcome}" + (f": {reason}" if reason else "")
+            if outcome == "resolved":
+                return f"team: {task_id}: conflict resolved, checked and merged"
+            return f"team: {task_id}: the resolver failed: {reason}"
         case ev.TeamTaskFinished(task_id=task_id, status=status, reason=reason):
             return f"team: {task_id}: {status} ({reason})"
         case ev.TeamBudget(scope=scope, task_id=task_id, limit=limit, allowed=allowed):
