@@ -85,6 +85,8 @@ TEAM_TASK_STARTED = "team.task.started"
 TEAM_VERDICT = "team.verdict"
 TEAM_TASK_FINISHED = "team.task.finished"
 TEAM_MERGE = "team.merge"
+TEAM_RESOLVE_STARTED = "team.resolve.started"
+TEAM_RESOLVE_FINISHED = "team.resolve.finished"
 TEAM_BUDGET = "team.budget"
 TEAM_STEER = "team.steer"
 TEAM_FINISHED = "team.finished"
@@ -638,6 +640,7 @@ VerdictName = Literal["PASS", "FAIL", "PARTIAL"]
 BudgetScope = Literal["task", "team"]
 BudgetLimit = Literal["turns", "tokens", "seconds"]
 PlanReason = Literal["initial", "steer"]
+ResolveOutcome = Literal["resolved", "failed"]
 
 
 class PlanCheck(TypedDict):
@@ -797,7 +800,8 @@ class TeamTaskFinished(Payload):
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TeamMerge(Payload):
     """Accepted work merged into the user's branch, in dependency order; a conflict is
-    aborted (the user's tree as it was) and the task's branch is left for the user."""
+    aborted (the user's tree as it was) and the task's branch is left for the user; a resolver
+    then tries (`team.resolve.*`), and a second one says whether its resolution merged."""
 
     TYPE: ClassVar[str] = TEAM_MERGE
     task_id: str
@@ -808,6 +812,42 @@ class TeamMerge(Payload):
     conflicts: tuple[str, ...]
     """paths git could not merge"""
     message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamResolveStarted(Payload):
+    """A task's merge conflicted (the `team.merge` before says where): a resolver agent works
+    in its own worktree, on a branch from the task's with the user's branch merged into it and
+    the conflict left in the files."""
+
+    TYPE: ClassVar[str] = TEAM_RESOLVE_STARTED
+    task_id: str
+    agent: str
+    """the resolver's agent id (its events carry it)"""
+    branch: str
+    """the resolver's branch"""
+    worktree: str
+    conflicts: tuple[str, ...]
+    """the paths in conflict, as the resolver is told"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamResolveFinished(Payload):
+    """The resolver's result as mcode judged it: resolved only when no conflict marker is
+    left, the resolution is committed with the user's branch in it, the acceptance checks
+    passed in its worktree and it merged cleanly (a `team.merge` before this one); otherwise
+    failed, the user's branch as it was and the task's branch kept."""
+
+    TYPE: ClassVar[str] = TEAM_RESOLVE_FINISHED
+    task_id: str
+    agent: str
+    outcome: ResolveOutcome
+    """resolved, failed"""
+    reason: str
+    """why it failed; empty when resolved"""
+    checks: tuple[CheckRun, ...]
+    """the acceptance checks (the task's and the merged tasks') as mcode ran them in the
+    resolver's worktree; empty when it failed before them"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
@@ -985,6 +1025,8 @@ PAYLOADS: dict[str, type[Payload]] = {
         TeamVerdict,
         TeamTaskFinished,
         TeamMerge,
+        TeamResolveStarted,
+        TeamResolveFinished,
         TeamBudget,
         TeamSteer,
         TeamFinished,

@@ -120,6 +120,12 @@ def team_line(payload: ev.Payload) -> str | None:
             return (
                 f"team: {task_id}: merge conflict in {', '.join(conflicts) or '?'}; {branch} kept"
             )
+        case ev.TeamResolveStarted(task_id=task_id, agent=agent, conflicts=conflicts):
+            return f"team: {task_id}: resolving the conflict in {', '.join(conflicts)} ({agent})"
+        case ev.TeamResolveFinished(task_id=task_id, outcome=outcome, reason=reason):
+            if outcome == "resolved":
+                return f"team: {task_id}: conflict resolved, checked and merged"
+            return f"team: {task_id}: the resolver failed: {reason}"
         case ev.TeamTaskFinished(task_id=task_id, status=status, reason=reason):
             return f"team: {task_id}: {status} ({reason})"
         case ev.TeamBudget(scope=scope, task_id=task_id, limit=limit, allowed=allowed):

@@ -121,14 +121,21 @@ Role = Callable[[Req], dict[str, Any]]
 class TeamModel:
     """The step callable; ``calls`` lists (role, task id) per request, in arrival order."""
 
-    def __init__(self, *, planner: Role, producer: Role, verifier: Role) -> None:
-        self.roles = {"PLANNER": planner, "PRODUCER": producer, "VERIFIER": verifier}
+    def __init__(
+        self, *, planner: Role, producer: Role, verifier: Role, resolver: Role | None = None
+    ) -> None:
+        self.roles = {
+            "PLANNER": planner,
+            "PRODUCER": producer,
+            "VERIFIER": verifier,
+            "RESOLVER": resolver or (lambda req: say("I leave the conflict as it is")),
+        }
         self.calls: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         system = next((_text(m) for m in body.get("messages", []) if m.get("role") == "system"), "")
-        match = re.match(r"You are (?:the|a) (PLANNER|PRODUCER|VERIFIER)\b", system)
+        match = re.match(r"You are (?:the|a) (PLANNER|PRODUCER|VERIFIER|RESOLVER)\b", system)
         if match is None:
             return say("not a team request")
         role = match.group(1)

@@ -172,6 +172,12 @@ TODAY = [
     '"reason":"verified and merged"}',
     '"type":"team.merge","data":{"task_id":"a","branch":"mcode/team/677bb4f9/a","ok":true,'
     '"commit":"5b2d","conflicts":[],"message":"merged"}',
+    '"type":"team.resolve.started","data":{"task_id":"b","agent":"resolver:b",'
+    '"branch":"mcode/resolve/677bb4f9/b","worktree":"/d/worktrees/677bb4f9/.resolve/b",'
+    '"conflicts":["a.txt"]}',
+    '"type":"team.resolve.finished","data":{"task_id":"b","agent":"resolver:b",'
+    '"outcome":"resolved","reason":"","checks":[{"command":"test -f a.txt","exit_code":0,'
+    '"passed":true,"why":""}]}',
     '"type":"team.budget","data":{"scope":"team","task_id":null,"limit":"turns","allowed":4,'
     '"used":4}',
     '"type":"team.steer","data":{"text":"also b","to":["planner","producer:a"],"replan":true}',

@@ -80,7 +80,12 @@ class TeamView:
                 return [self._plan()]
             case ev.TeamTaskStarted(task_id=task_id, round=round_):
                 return self._set(task_id, "in_progress", f"round {round_}")
-            case ev.TeamVerdict(task_id=task_id) | ev.TeamMerge(task_id=task_id):
+            case (
+                ev.TeamVerdict(task_id=task_id)
+                | ev.TeamMerge(task_id=task_id)
+                | ev.TeamResolveStarted(task_id=task_id)
+                | ev.TeamResolveFinished(task_id=task_id)
+            ):
                 line = team_line(payload) or ""
                 return self._set(task_id, None, line.removeprefix(f"team: {task_id}: "))
             case ev.TeamTaskFinished(task_id=task_id, status=status, reason=reason):

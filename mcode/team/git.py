@@ -4,6 +4,8 @@ Every producer works in its own worktree (``git worktree add -b BRANCH PATH BASE
 the user's tree, so two agents never share files. Accepted work is merged into the user's
 branch with ``git merge --no-ff``; a merge that stops on a conflict is aborted at once, so the
 user's tree is never left half-merged, and the task's branch stays for the user to look at.
+A resolver (resolve.py) then gets :meth:`Git.start_resolution`: its own worktree where the
+conflict is left in the files, on a branch of its own, never in the user's tree.
 Merges into the user's tree run one at a time (:attr:`Git.lock`); worktrees are made,
 committed in and removed concurrently, as each has its own admin folder, index and branch.
 """
@@ -129,6 +131,44 @@ class Git:
             if left:
                 why += f"; the tree still shows changes to {', '.join(left)}"
             return MergeResult(False, "", conflicts, why)
+
+    async def start_resolution(self, path: Path, branch: str, base: str, target: str) -> bool:
+        """A worktree at ``path`` on ``branch`` (new, from ``base``: the task's branch) with
+        ``target`` merged into it and not committed, so a conflict stays in the files for a
+        resolver; False when git could not even begin that merge."""
+        await self.add_worktree(path, branch, base)
+        merge = ("merge", "--no-ff", "--no-commit", target)
+        code, _ = await run_git(path, *merge, env=self.commit_env)  # git asks who, even so
+        if code == 0:
+            return True
+        # 1 with a conflict; anything else that left no merge in progress is a failure.
+        merging, _ = await run_git(path, "rev-parse", "-q", "--verify", "MERGE_HEAD")
+        return merging == 0
+
+    async def commit_resolution(self, worktree: Path, message: str) -> None:
+        """Commit what a resolver left in ``worktree``: the merge it was given (a merge commit
+        even when the result is the task's side alone), or its edits if it ended that merge."""
+        await self._ok(worktree, "add", "-A")
+        code, _ = await run_git(worktree, "rev-parse", "-q", "--verify", "MERGE_HEAD")
+        if code != 0:
+            await self.commit_all(worktree, message)
+            return
+        commit = ("commit", "-q", "--no-verify", "-m", message)
+        await self._ok(worktree, *commit, env=self.commit_env)
+
+    async def unmerged(self, where: Path) -> list[str]:
+        """The paths git still holds in conflict in ``where``'s index."""
+        _, out = await run_git(where, "diff", "--name-only", "--diff-filter=U")
+        return out.split()
+
+    async def contains(self, where: Path, commit: str) -> bool:
+        """Whether ``where``'s HEAD has ``commit`` in its history."""
+        code, _ = await run_git(where, "merge-base", "--is-ancestor", commit, "HEAD")
+        return code == 0
+
+    async def current_branch(self, where: Path) -> str:
+        code, out = await run_git(where, "symbolic-ref", "--short", "-q", "HEAD")
+        return out.strip() if code == 0 else ""
 
     async def abort_merge(self) -> bool:
         """Abort a merge in progress (a killed run's, or a conflict's); True if there was one."""

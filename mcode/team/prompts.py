@@ -1,10 +1,11 @@
-"""What each team role is told: the planner, a producer, a verifier.
+"""What each team role is told: the planner, a producer, a verifier, a resolver.
 
 Each role's system prompt names the role in its first line (``You are the PLANNER`` ...), so
 a log, a test's scripted model or a proxy can tell the requests apart. A role file
-(mcode/roles.py: ``planner.md``, ``producer.md``, ``verifier.md``) replaces the instructions
-that follow that line. Producers get their own task's id, title and instructions; the whole
-plan comes after, as context only.
+(mcode/roles.py: ``planner.md``, ``producer.md``, ``verifier.md``, ``resolver.md``) replaces
+the instructions that follow that line. Producers get their own task's id, title and
+instructions; the whole plan comes after, as context only. A resolver gets the conflicting
+task's, the files in conflict and the merged tasks it conflicts with.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from mcode.team.plan import Plan, TaskSpec
 __all__ = [
     "PLANNER",
     "PRODUCER",
+    "RESOLVER",
     "VERIFIER",
     "planner_request",
     "producer_request",
     "replan_request",
+    "resolver_request",
     "revision_request",
     "verifier_request",
 ]
@@ -53,6 +56,17 @@ there). Then call verdict once: PASS only if you could not \
 break it, citing as evidence the commands you ran with bash exactly as you ran them, with \
 their exit codes and output as bash returned them (mcode compares them with what it \
 recorded); FAIL or PARTIAL with findings the producer can act on."""
+
+
+RESOLVER = """\
+You are the RESOLVER of an mcode agent team. A task's accepted work conflicts with the \
+user's branch, which other tasks' work reached first. In this git worktree (the current \
+directory; use paths relative to it) the user's branch is merged into the task's branch and \
+the conflicts are left in the files, between <<<<<<< and >>>>>>> markers. Edit each \
+conflicting file so that it keeps what every task was for, and remove every marker. Do not \
+commit, abort the merge or switch branches: mcode commits your result, then runs the \
+acceptance checks of the task and of the merged tasks, and merges only if they pass. \
+Answer briefly: how you resolved each file."""
 
 
 def _task_text(spec: TaskSpec) -> str:
@@ -111,4 +125,16 @@ def verifier_request(spec: TaskSpec, producer_answer: str) -> str:
     return (
         f"The task:\n\n{_task_text(spec)}\n\nThe producer's answer:\n{producer_answer or '(none)'}"
         "\n\nTry to break it, then call verdict."
+    )
+
+
+def resolver_request(spec: TaskSpec, conflicts: list[str], merged: list[TaskSpec]) -> str:
+    files = "\n".join(f"- {path}" for path in conflicts) or "- (git named none; check git status)"
+    others = "\n".join(f"- {t.id}: {t.title}: {t.instructions}" for t in merged)
+    return (
+        f"The task whose work conflicts:\n\n{_task_text(spec)}\n\n"
+        f"The files in conflict:\n{files}\n\n"
+        f"The tasks already merged into the user's branch (their work is the other side):\n"
+        f"{others or '- (none from this run: the user changed the branch)'}\n\n"
+        "Resolve the conflicts, then answer."
     )

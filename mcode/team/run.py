@@ -5,6 +5,9 @@
                    producer turn (team.task.started) -> commit -> verifier turn + acceptance
                    checks (team.verdict) -> FAIL: findings back to the producer, up to `rounds`
                    PASS accepted -> merge into the user's branch (team.merge) -> team.task.finished
+                   a conflict -> a resolver in its own worktree (team.resolve.started), mcode's
+                   checks of its result (resolve.py) -> a clean merge, or the conflict
+                   reported (team.resolve.finished)
         a steer:   receipt (team.steer) -> the running agents get it at their next step, and the
                    planner re-plans what has not started (team.plan + team.replan); nothing is
                    started while it does
@@ -37,8 +40,9 @@ from mcode.team.board import Status, TaskState, final_status, revise
 from mcode.team.checks import run_checks
 from mcode.team.confine import confinement
 from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
-from mcode.team.git import Git
+from mcode.team.git import Git, MergeResult
 from mcode.team.plan import Plan, PlanTool
+from mcode.team.resolve import settle
 from mcode.team.state import TeamRecord
 from mcode.team.verdict import RecordingBash, VerdictTool, judge, read_only
 from mcode.tools.base import Tool
@@ -66,6 +70,8 @@ class TeamOptions:
     roles: dict[str, Role] = field(default_factory=dict)
     # Where the producers' worktrees go (one folder per task under it).
     worktrees: Path = Path(".")
+    # Resolver attempts per merge conflict; 0 reports a conflict at once.
+    resolve_attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,9 +513,31 @@ class Team:
     async def _merge(self, task: TaskState, branch: str, path: Path) -> bool:
         spec = task.spec
         result = await self.git.merge(branch, f"mcode team: {spec.id}: {spec.title}")
+        self._merge_event(spec.id, branch, result)
+        resolved, why = False, ""
+        if not result.ok and result.conflicts:  # a resolver may try, a bounded number of times
+            for attempt in range(1, self.options.resolve_attempts + 1):
+                why = await self._resolve(task, branch, attempt)
+                resolved = not why
+                if resolved or self.stopping is not None:
+                    break
+        if result.ok or resolved:
+            task.merged = True
+            await self.git.remove_worktree(path, branch)
+            how = "the merge conflict resolved, checked and merged" if resolved else "merged"
+            self._end(task, "passed", f"verified and {how}")
+            return True
+        await self.git.remove_worktree(path)  # the branch stays, for the user
+        reason = f"merge conflict, branch {branch} left as it is"
+        # Stopped while a resolver worked: accepted, not merged, so a resume merges it again.
+        status: Status = "cancelled" if why and self.stopping is not None else "failed"
+        self._end(task, status, reason + (f" (resolver: {why})" if why else ""))
+        return False
+
+    def _merge_event(self, task_id: str, branch: str, result: MergeResult) -> None:
         self.session.emit(
             ev.TeamMerge(
-                task_id=spec.id,
+                task_id=task_id,
                 branch=branch,
                 ok=result.ok,
                 commit=result.commit,
@@ -517,14 +545,94 @@ class Team:
                 message=result.message,
             )
         )
-        if result.ok:
-            task.merged = True
-            await self.git.remove_worktree(path, branch)
-            self._end(task, "passed", "verified and merged")
-        else:
-            await self.git.remove_worktree(path)  # the branch stays, for the user
-            self._end(task, "failed", f"merge conflict, branch {branch} left as it is")
-        return result.ok
+
+    async def _resolve(self, task: TaskState, branch: str, attempt: int) -> str:
+        """One resolver attempt for ``task``'s conflicting ``branch`` (resolve.py draws it):
+        "" when its resolution was checked and merged into the user's branch, else why not.
+        Its worktree and branch go either way; the task's branch is not touched."""
+        spec = task.spec
+        session8 = self.session.id[:8]
+        # Names no task can take: task ids start with a letter or digit, and refs under
+        # mcode/resolve/ never meet the producers' under mcode/team/.
+        path = self.options.worktrees / session8 / ".resolve" / spec.id
+        own = f"mcode/resolve/{session8}/{spec.id}"
+        agent = self._agent_id(f"resolver:{spec.id}" + (f".{attempt}" if attempt > 1 else ""))
+        if task.budget is None:  # accepted by a killed run, merged on resume
+            task.budget = Budget(self.options.task_limits, spec.id, self._budget_hit)
+        target = await self.git.head()
+        if not await self.git.start_resolution(path, own, branch, target):
+            await self.git.remove_worktree(path, own)
+            return "git could not start the merge in the resolver's worktree"
+        why: str | None = None  # until it is known: an interruption says so
+        runs: list[ev.CheckRun] = []
+        try:
+            conflicts = tuple(await self.git.unmerged(path))
+            self.session.emit(
+                ev.TeamResolveStarted(
+                    task_id=spec.id,
+                    agent=agent,
+                    branch=own,
+                    worktree=str(path),
+                    conflicts=conflicts,
+                )
+            )
+            resolver = self._member(
+                agent,
+                "resolver",
+                prompts.RESOLVER,
+                [t for t in self.session.main.tools if t.name in PRODUCER_TOOLS],
+                [task.budget, self.budget],
+                self._workspace(path),
+            )
+            problem = confinement(resolver, path, self.git.root)
+            if problem:
+                why = f"refused: {problem}"
+                return why
+            merged = [t.spec for t in self.tasks.values() if t.merged and t is not task]
+            request = prompts.resolver_request(spec, list(conflicts), merged)
+            outcome = await self._turn(task, resolver, request)
+            if outcome.reason != "completed":
+                detail = outcome.error.message if outcome.error else outcome.reason
+                why = f"the resolver's turn ended ({outcome.reason}): {detail}"
+                return why
+            context = resolver.tool_context
+            checks = spec.checks + tuple(c for t in merged for c in t.checks)
+            why, runs = await settle(
+                self.git,
+                path,
+                own,
+                target,
+                conflicts,
+                checks,
+                context.env,
+                context.sandbox,
+                f"{spec.id}: resolve the conflict with {self._base_branch}",
+            )
+            if not why:
+                result = await self.git.merge(
+                    own, f"mcode team: {spec.id}: {spec.title} (conflict resolved)"
+                )
+                self._merge_event(spec.id, own, result)
+                if not result.ok:
+                    why = f"the resolution did not merge cleanly: {result.message}"
+            return why
+        except MCodeError as e:  # git under it failed (a commit, a locked ref)
+            why = e.message
+            return why
+        finally:
+            if why is None:
+                why = f"it was stopped ({self.stopping or 'cancelled'})"
+            self.session.emit(
+                ev.TeamResolveFinished(
+                    task_id=spec.id,
+                    agent=agent,
+                    outcome="failed" if why else "resolved",
+                    reason=why,
+                    checks=tuple(runs),
+                )
+            )
+            with contextlib.suppress(MCodeError):
+                await asyncio.shield(self.git.remove_worktree(path, own))
 
     def _end(self, task: TaskState, status: Status, reason: str) -> None:
         task.status, task.reason = status, reason
