@@ -1,6 +1,9 @@
 """A team run: plan, then producers and verifiers on ready tasks, then merges, to the end.
 
-    request --planner--> plan (team.plan) --scheduler-->  ready tasks, at most `parallel` at once
+    request --planner--> plan (team.plan) --gate--> --scheduler--> ready tasks, `parallel` at once
+        the gate:  where the front end can answer (ask_plan), team.plan.asked waits for approve,
+                   reject (the run ends, nothing started) or an edit (checked like the
+                   planner's plan; a valid one is the plan, team.plan reason edit)
         per task:  worktree + branch (team.worktree; refused unless the tools stay inside it)
                    producer turn (team.task.started) -> commit -> verifier turn + acceptance
                    checks (team.verdict) -> FAIL: findings back to the producer, up to `rounds`
@@ -21,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from mcode import events as ev
 from mcode.agent.conversation import Conversation, TurnOutcome
@@ -38,7 +42,7 @@ from mcode.team.checks import run_checks
 from mcode.team.confine import confinement
 from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
 from mcode.team.git import Git
-from mcode.team.plan import Plan, PlanTool
+from mcode.team.plan import PLAN_SCHEMA, Plan, PlanError, PlanTool, parse_plan
 from mcode.team.state import TeamRecord
 from mcode.team.verdict import RecordingBash, VerdictTool, judge, read_only
 from mcode.tools.base import Tool
@@ -66,12 +70,15 @@ class TeamOptions:
     roles: dict[str, Role] = field(default_factory=dict)
     # Where the producers' worktrees go (one folder per task under it).
     worktrees: Path = Path(".")
+    # Whether the front end answers the plan gate (else the plan is carried out at once).
+    ask_plan: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TeamResult:
     tasks: tuple[ev.TaskSummary, ...]
-    reason: str  # completed, failed, budget, cancelled, no_plan
+    reason: str  # completed, failed, budget, cancelled, no_plan, rejected
+    why: str = ""  # rejected: the user's reason (or what stood in for one: a timeout)
 
     @property
     def ok(self) -> bool:
@@ -172,6 +179,11 @@ class Team:
                 plan = await self._first_plan(request)
                 if plan is None:
                     return self._finish("no_plan" if self.stopping is None else self.stopping)
+            # A plan made now is asked about; so is a stored one the killed run was asking about.
+            if record is None or record.plan is None or record.plan_asked:
+                rejected = await self._plan_gate()
+                if rejected is not None:
+                    return self._finish(self.stopping or "rejected", rejected)
             await self._schedule()
         finally:
             for provider in self.providers.values():
@@ -185,7 +197,7 @@ class Team:
             return "failed"
         return "completed"
 
-    def _finish(self, reason: str) -> TeamResult:
+    def _finish(self, reason: str, why: str = "") -> TeamResult:
         for task in self.tasks.values():
             if task.status in ("pending", "running"):
                 task.status, task.reason = "cancelled", f"the run stopped ({reason})"
@@ -195,7 +207,7 @@ class Team:
             for t in (self.tasks[i] for i in self._order())
         )
         self.session.emit(ev.TeamFinished(tasks=summary, reason=reason))
-        return TeamResult(summary, reason)
+        return TeamResult(summary, reason, why)
 
     def _order(self) -> list[str]:
         order = self.plan.order() if self.plan is not None else []
@@ -254,6 +266,73 @@ class Team:
         self.tasks = {task_id: TaskState(spec) for task_id, spec in plan.tasks.items()}
         self.session.emit(ev.TeamPlan(revision=1, reason="initial", stages=plan.stage_dicts()))
         return plan
+
+    # -- the plan gate -------------------------------------------------------------------------
+    async def _plan_gate(self) -> str | None:
+        """Ask the front end about the plan before any task starts; None: carry it out, else
+        why it was rejected (the run ends). Answered as a permission question is (the same
+        ``approve``, timeout and end of input), except that no answer rejects: a plan nobody
+        looked at does not get to change the repository. An edit is checked as the planner's
+        plan is; an invalid one is said as an ``input`` error and the gate asks again."""
+        if not self.options.ask_plan:
+            return None
+        asked = 0
+        while True:
+            asked += 1
+            request_id = f"plan-{self.generation}.{asked}"
+            if not self.session.interactive:  # the input ended: nobody can answer any more
+                return self._plan_decided(
+                    request_id, False, "headless", "the input ended before the plan was answered"
+                )
+            future = self.session.expect_approval(request_id, edits=True)
+            self.session.emit(
+                ev.TeamPlanAsked(
+                    request_id=request_id,
+                    revision=self.revision,
+                    timeout=self.session.approval_timeout,
+                )
+            )
+            while not future.done() and self.stopping is None:
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                waiting: set[asyncio.Future[Any]] = {future, waker}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+            if not future.done():  # cancelled (or the team budget) while it waited
+                future.cancel()
+                return self._plan_decided(request_id, False, "cancel", "the run was stopped")
+            answer = future.result()
+            if answer.edit is None:
+                why = answer.reason or ("approved" if answer.allowed else "no reason given")
+                return self._plan_decided(request_id, answer.allowed, answer.by, why)
+            try:
+                edited = parse_plan(answer.edit)
+            except PlanError as e:
+                self.session.report_error(
+                    "input",
+                    f"the edited plan ({request_id}) was not accepted: "
+                    + e.message.removeprefix("the plan was not accepted: "),
+                    "answer the next team.plan.asked with a corrected plan (the schema: "
+                    + json.dumps(PLAN_SCHEMA, separators=(",", ":"))
+                    + "), or allow or deny the plan as it is",
+                )
+                continue
+            self._plan_decided(request_id, True, answer.by, answer.reason, edited=True)
+            self.plan, self.revision = edited, self.revision + 1
+            self.tasks = {task_id: TaskState(spec) for task_id, spec in edited.tasks.items()}
+            self.session.emit(
+                ev.TeamPlan(revision=self.revision, reason="edit", stages=edited.stage_dicts())
+            )
+            return None
+
+    def _plan_decided(
+        self, request_id: str, allowed: bool, by: ev.DecidedBy, why: str, *, edited: bool = False
+    ) -> str | None:
+        decision: ev.PlanDecision = "edited" if edited else "approved" if allowed else "rejected"
+        self.session.emit(
+            ev.TeamPlanDecided(request_id=request_id, decision=decision, by=by, reason=why)
+        )
+        return None if allowed else why
 
     async def _replan_all(self) -> None:
         try:

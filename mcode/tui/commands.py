@@ -22,6 +22,7 @@ from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
     from mcode.runtime.session import TurnOutcome
+    from mcode.team.plan import Plan
     from mcode.tui.app import McodeApp
 
 MODES = ("read-only", "ask", "auto-edit", "full-auto")
@@ -329,20 +330,31 @@ _TEAMS: set[asyncio.Future[None]] = set()
 
 
 async def _team(app: McodeApp, args: str) -> None:
-    """Run an agent team (mcode/team) as the session's work: its steps show as notes, a steer
-    typed meanwhile reaches the planner and the running agents, Esc cancels it."""
+    """Run an agent team (mcode/team) as the session's work: its steps show as notes, the
+    plan is shown and asked about (approve or reject) before any task starts, a steer typed
+    meanwhile reaches the planner and the running agents, Esc cancels it."""
+    from mcode import events as ev
     from mcode.team.setup import start_team
 
     if not args:
         raise UsageError("/team needs a task", hint="/team add a --json flag to the CLI")
     if not app.session.idle:
         raise UsageError("a turn is running", hint="wait for it, or Esc, then /team")
-    job = await start_team(app.settings, app.session, args)  # refuses a dirty tree, says why
+    # Refuses a dirty tree, says why.
+    job = await start_team(app.settings, app.session, args, ask_plan=True)
     if job.team.providers:  # roles on other models: the bar cannot price their calls
         app.status.state.other_models = True
         app.status.refresh_state()
+    session = app.session
+
+    def listen(event: ev.Event, line: str) -> None:
+        # The session's listeners stay for its life: a later session's question is not ours.
+        if event.session_id == session.id and isinstance(event.payload, ev.TeamPlanAsked):
+            _ask_plan(app, event.payload.request_id, job.team.plan)
+
+    session.subscribe(listen)
     app.start_session()
-    work = app.session.start_work(job.team, job.run())
+    work = session.start_work(job.team, job.run())
 
     async def report() -> None:
         await asyncio.wait({work})
@@ -354,6 +366,31 @@ async def _team(app: McodeApp, args: str) -> None:
     task = asyncio.ensure_future(report())
     _TEAMS.add(task)
     task.add_done_callback(_TEAMS.discard)
+
+
+def _ask_plan(app: McodeApp, request_id: str, plan: Plan | None) -> None:
+    """The plan gate: the plan just made, and carry it out or not (a rejection ends the run
+    with nothing started; editing it is for ``mcode exec``'s stream-json edit line)."""
+    from rich.markup import escape
+
+    from mcode.tui.confirm import ConfirmScreen
+
+    lines = []
+    stages, tasks = (plan.stages, plan.tasks) if plan is not None else ((), {})
+    for name, ids in stages:
+        lines.append(f"{name}:")
+        for task_id in ids:
+            spec = tasks[task_id]
+            after = f" (after {', '.join(spec.depends_on)})" if spec.depends_on else ""
+            lines.append(f"  {task_id}: {spec.title}{after}")
+    shown = escape("\n".join(lines))
+
+    def decided(go: bool | None) -> None:
+        reason = "" if go else "rejected in the TUI"
+        app.session.approve(request_id, bool(go), reason)  # False: answered or timed out
+        app.prompt.focus()
+
+    app.push_screen(ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?"), decided)
 
 
 def _quit(app: McodeApp, args: str) -> None:
