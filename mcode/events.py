@@ -639,6 +639,7 @@ BudgetScope = Literal["task", "team"]
 BudgetLimit = Literal["turns", "tokens", "seconds"]
 PlanReason = Literal["initial", "steer", "edit"]
 PlanDecision = Literal["approved", "rejected", "edited"]
+PlanDecidedBy = Literal["user", "timeout", "headless", "cancel"]
 
 
 class PlanCheck(TypedDict):
@@ -732,8 +733,9 @@ class TeamPlanDecided(Payload):
     request_id: str
     decision: PlanDecision
     """approved, rejected, edited (a `team.plan` with reason edit follows: the plan that runs)"""
-    by: DecidedBy
-    """user, timeout: no answer within `approval_timeout`, headless: the input ended first"""
+    by: PlanDecidedBy
+    """user, timeout: no answer within `approval_timeout`, headless: the input ended first,
+    cancel: the run was cancelled while it asked"""
     reason: str
 
 

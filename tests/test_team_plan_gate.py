@@ -8,6 +8,7 @@ Real git, a real mcode process, the scripted model server answering per role
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,38 @@ def test_a_plain_team_run_is_not_asked(repo: Path, env: dict[str, str]) -> None:
     events = run.events()
     assert not of(events, "team.plan.asked") and not of(events, "team.plan.decided")
     assert producers(model) == {"a", "b"}
+
+
+def test_a_steer_at_the_gate_is_re_planned_once_the_plan_is_approved(
+    repo: Path, env: dict[str, str]
+) -> None:
+    model = TeamModel(
+        planner=planner_giving(
+            plan(task("a", "write a.txt")),
+            plan(task("a", "write a.txt"), task("c", "write c.txt")),
+        ),
+        producer=writer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        live = Live(exec_args(server, *LIVE, "write a"), cwd=repo, env=env)
+        try:
+            asked = live.until("team.plan.asked", timeout=60)
+            live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+            assert live.until("team.steer", timeout=30)["data"]["replan"] is True
+            time.sleep(1.5)  # time for a re-plan to reach the server, were it started now
+            planner_calls = len(model.calls)
+            live.send(answer(asked["data"]["request_id"], "allow"))
+            live.until("team.finished", timeout=90)
+            live.close()
+            code = live.wait(timeout=60)
+        finally:
+            live.kill()
+    events = live.events
+    assert code == 0, live.stderr
+    # The planner was not asked to re-plan while the gate waited: only after the answer.
+    assert planner_calls == 2
+    types = [e["type"] for e in events]
+    assert types.index("team.plan.decided") < types.index("team.replan")
+    assert of(events, "team.replan")[0]["data"]["added"] == ["c"]
+    assert (repo / "a.txt").exists() and (repo / "c.txt").exists()

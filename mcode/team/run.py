@@ -114,6 +114,7 @@ class Team:
         self._base_branch = ""
         self._request = ""
         self._early: list[str] = []  # steers that came before the planner's first turn ran
+        self._gating = False  # the plan gate waits for its answer
 
     # -- the verbs the session forwards --------------------------------------------------------
     def steer(self, text: str) -> None:
@@ -137,9 +138,15 @@ class Team:
         self.session.emit(ev.TeamSteer(text=text, to=tuple(to), replan=replan))
         if replan:
             self._replans.append(text)
-            if self._replanning is None or self._replanning.done():
-                self._replanning = asyncio.ensure_future(self._replan_all())
-            self._wake.set()
+            # At the plan gate it waits for the answer: an edit would replace the plan under
+            # the re-plan, and a rejection makes it moot.
+            if not self._gating:
+                self._start_replans()
+
+    def _start_replans(self) -> None:
+        if self._replans and (self._replanning is None or self._replanning.done()):
+            self._replanning = asyncio.ensure_future(self._replan_all())
+        self._wake.set()
 
     def cancel(self) -> None:
         """Stop: the session cancels the running turns; nothing new starts."""
@@ -167,23 +174,30 @@ class Team:
                 resumed=record is not None,
             )
         )
+        # A plan made now is asked about; so is a stored one the killed run was asking about.
+        # Re-plans wait for the answer (see steer).
+        self._gating = self.options.ask_plan and (
+            record is None or record.plan is None or record.plan_asked
+        )
         try:
             if record is not None and record.plan is not None:
                 self._adopt(record)
-                if record.steers:  # re-plans the killed run owed: made before anything starts
-                    self._replans.extend(record.steers)
-                    self._replanning = asyncio.ensure_future(self._replan_all())
+                # Re-plans the killed run owed: made before anything starts.
+                self._replans.extend(record.steers)
                 if steer:
                     self.steer(steer)
             else:
                 plan = await self._first_plan(request)
                 if plan is None:
                     return self._finish("no_plan" if self.stopping is None else self.stopping)
-            # A plan made now is asked about; so is a stored one the killed run was asking about.
-            if record is None or record.plan is None or record.plan_asked:
-                rejected = await self._plan_gate()
+            if self._gating:
+                try:
+                    rejected = await self._plan_gate()
+                finally:
+                    self._gating = False
                 if rejected is not None:
                     return self._finish(self.stopping or "rejected", rejected)
+            self._start_replans()
             await self._schedule()
         finally:
             for provider in self.providers.values():
@@ -274,8 +288,6 @@ class Team:
         ``approve``, timeout and end of input), except that no answer rejects: a plan nobody
         looked at does not get to change the repository. An edit is checked as the planner's
         plan is; an invalid one is said as an ``input`` error and the gate asks again."""
-        if not self.options.ask_plan:
-            return None
         asked = 0
         while True:
             asked += 1
@@ -304,7 +316,8 @@ class Team:
             answer = future.result()
             if answer.edit is None:
                 why = answer.reason or ("approved" if answer.allowed else "no reason given")
-                return self._plan_decided(request_id, answer.allowed, answer.by, why)
+                by = cast(ev.PlanDecidedBy, answer.by)  # user, timeout or headless here
+                return self._plan_decided(request_id, answer.allowed, by, why)
             try:
                 edited = parse_plan(answer.edit)
             except PlanError as e:
@@ -317,7 +330,7 @@ class Team:
                     + "), or allow or deny the plan as it is",
                 )
                 continue
-            self._plan_decided(request_id, True, answer.by, answer.reason, edited=True)
+            self._plan_decided(request_id, True, "user", answer.reason, edited=True)
             self.plan, self.revision = edited, self.revision + 1
             self.tasks = {task_id: TaskState(spec) for task_id, spec in edited.tasks.items()}
             self.session.emit(
@@ -326,7 +339,13 @@ class Team:
             return None
 
     def _plan_decided(
-        self, request_id: str, allowed: bool, by: ev.DecidedBy, why: str, *, edited: bool = False
+        self,
+        request_id: str,
+        allowed: bool,
+        by: ev.PlanDecidedBy,
+        why: str,
+        *,
+        edited: bool = False,
     ) -> str | None:
         decision: ev.PlanDecision = "edited" if edited else "approved" if allowed else "rejected"
         self.session.emit(
