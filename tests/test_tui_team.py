@@ -79,6 +79,30 @@ async def test_slash_team_plan_rejected_starts_nothing(tmp_path: Path) -> None:
 
 
 @pilot_test
+async def test_slash_team_plan_unanswered_in_time_is_rejected_and_its_dialog_closed(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
+    model = TeamModel(
+        planner=planner_giving(plan(task("a", "write a.txt", [("test -f a.txt", 0)]))),
+        producer=_producer,
+        verifier=verifier_running("cat a.txt"),
+    )
+    with ScriptedServer([model] * 30) as server:
+        given = launcher(server, repo, tmp_path / "home", mode="full-auto", approval_timeout=1)
+        app = McodeApp(given)
+        async with app.run_test(size=(100, 32)) as pilot:
+            await type_text(pilot, "/team write a.txt")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+            await until(pilot, lambda: "the plan was rejected" in screen_text(app), timeout=30)
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+            shown = screen_text(app)
+    assert "team: plan rejected (by timeout): no answer came within 1 s" in shown
+    assert [role for role, _ in model.calls] == ["planner", "planner"]
+
+
+@pilot_test
 async def test_slash_team_on_a_dirty_tree_says_why_and_starts_nothing(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
     (repo / "README.md").write_text("changed, not committed\n")

@@ -21,6 +21,8 @@ from mcode.commands import Command, CommandRegistry
 from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
+    from textual.screen import ModalScreen
+
     from mcode.runtime.session import TurnOutcome
     from mcode.team.plan import Plan
     from mcode.tui.app import McodeApp
@@ -346,11 +348,20 @@ async def _team(app: McodeApp, args: str) -> None:
         app.status.state.other_models = True
         app.status.refresh_state()
     session = app.session
+    asking: dict[str, ModalScreen[bool]] = {}  # the plan gate's open dialog, by request id
 
     def listen(event: ev.Event, line: str) -> None:
         # The session's listeners stay for its life: a later session's question is not ours.
-        if event.session_id == session.id and isinstance(event.payload, ev.TeamPlanAsked):
-            _ask_plan(app, event.payload.request_id, job.team.plan)
+        if event.session_id != session.id:
+            return
+        match event.payload:
+            case ev.TeamPlanAsked(request_id=request_id):
+                asking[request_id] = _ask_plan(app, request_id, job.team.plan, asking)
+            case ev.TeamPlanDecided(request_id=request_id):
+                # Decided without the dialog (the approval timeout, a cancel): it goes too.
+                screen = asking.pop(request_id, None)
+                if screen is not None and screen is app.screen:
+                    screen.dismiss(None)
 
     session.subscribe(listen)
     app.start_session()
@@ -368,7 +379,9 @@ async def _team(app: McodeApp, args: str) -> None:
     task.add_done_callback(_TEAMS.discard)
 
 
-def _ask_plan(app: McodeApp, request_id: str, plan: Plan | None) -> None:
+def _ask_plan(
+    app: McodeApp, request_id: str, plan: Plan | None, asking: dict[str, ModalScreen[bool]]
+) -> ModalScreen[bool]:
     """The plan gate: the plan just made, and carry it out or not (a rejection ends the run
     with nothing started; editing it is for ``mcode exec``'s stream-json edit line)."""
     from rich.markup import escape
@@ -386,11 +399,15 @@ def _ask_plan(app: McodeApp, request_id: str, plan: Plan | None) -> None:
     shown = escape("\n".join(lines))
 
     def decided(go: bool | None) -> None:
+        if asking.pop(request_id, None) is None:
+            return  # decided already (timed out): the dialog was closed for it
         reason = "" if go else "rejected in the TUI"
-        app.session.approve(request_id, bool(go), reason)  # False: answered or timed out
+        app.session.approve(request_id, bool(go), reason)
         app.prompt.focus()
 
-    app.push_screen(ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?"), decided)
+    screen = ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?")
+    app.push_screen(screen, decided)
+    return screen
 
 
 def _quit(app: McodeApp, args: str) -> None:
