@@ -79,6 +79,8 @@ COMPUTER_ACTION = "computer.action"
 # The agent team (mcode/team): every change of a team run, tagged with the agent it concerns.
 TEAM_STARTED = "team.started"
 TEAM_PLAN = "team.plan"
+TEAM_PLAN_ASKED = "team.plan.asked"
+TEAM_PLAN_DECIDED = "team.plan.decided"
 TEAM_REPLAN = "team.replan"
 TEAM_WORKTREE = "team.worktree"
 TEAM_TASK_STARTED = "team.task.started"
@@ -639,7 +641,9 @@ TaskStatus = Literal["passed", "failed", "partial", "cancelled"]
 VerdictName = Literal["PASS", "FAIL", "PARTIAL"]
 BudgetScope = Literal["task", "team"]
 BudgetLimit = Literal["turns", "tokens", "seconds"]
-PlanReason = Literal["initial", "steer"]
+PlanReason = Literal["initial", "steer", "edit"]
+PlanDecision = Literal["approved", "rejected", "edited"]
+PlanDecidedBy = Literal["user", "timeout", "headless", "cancel"]
 ResolveOutcome = Literal["resolved", "failed"]
 
 
@@ -706,9 +710,38 @@ class TeamPlan(Payload):
     revision: int
     """1 for the first plan, +1 per re-plan"""
     reason: PlanReason
-    """initial, or steer: a requirement added mid-run"""
+    """initial, steer: a requirement added mid-run, edit: the user's edit at the plan gate"""
     stages: tuple[PlanStage, ...]
     """`name`, `tasks[]` of `id`, `title`, `instructions`, `depends_on`, `checks[]`"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamPlanAsked(Payload):
+    """The plan gate: no task starts until the plan just shown is answered, with an `approve`
+    line (`allow`, `deny` with a reason, or `edit` with a whole `plan`) or the TUI's dialog.
+    Asked only where someone can answer (stream-json in and out, the TUI); an invalid edit is
+    an `input` error and the gate asks again."""
+
+    TYPE: ClassVar[str] = TEAM_PLAN_ASKED
+    request_id: str
+    revision: int
+    """the `team.plan` revision asked about"""
+    timeout: float | None
+    """seconds until no answer rejects it (`approval_timeout`); null: it waits"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+class TeamPlanDecided(Payload):
+    """How the plan gate was answered; rejected: no task started, the run ends (exit 1)."""
+
+    TYPE: ClassVar[str] = TEAM_PLAN_DECIDED
+    request_id: str
+    decision: PlanDecision
+    """approved, rejected, edited (a `team.plan` with reason edit follows: the plan that runs)"""
+    by: PlanDecidedBy
+    """user, timeout: no answer within `approval_timeout`, headless: the input ended first,
+    cancel: the run was cancelled while it asked"""
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
@@ -883,7 +916,7 @@ class TeamFinished(Payload):
     tasks: tuple[TaskSummary, ...]
     """`id`, `status`, `rounds`, in plan order"""
     reason: str
-    """completed, failed, budget, cancelled, no_plan"""
+    """completed, failed, budget, cancelled, no_plan, rejected (at the plan gate)"""
 
 
 # -- plugins, hooks and MCP (mcode/plugin_host/) ---------------------------------------------
@@ -1019,6 +1052,8 @@ PAYLOADS: dict[str, type[Payload]] = {
         ComputerAction,
         TeamStarted,
         TeamPlan,
+        TeamPlanAsked,
+        TeamPlanDecided,
         TeamReplan,
         TeamWorktree,
         TeamTaskStarted,

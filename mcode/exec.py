@@ -233,12 +233,21 @@ class _Driver:
             # nothing: a cancel that crosses the turn's end is a race, not a mistake.
             self.session.cancel()
         elif message.type == "approve":
-            if not self.session.approve(message.request_id, message.allow, message.text):
+            try:
+                answered = self.session.approve(
+                    message.request_id, message.allow, message.text, message.plan
+                )
+            except MCodeError as e:
+                where = f"standard input line {self._line_no} was skipped: "
+                self.session.report_error("input", where + e.message, e.hint or ACCEPTED_LINES)
+                return
+            if not answered:
                 self.session.report_error(
                     "input",
-                    f"standard input line {self._line_no}: no permission question "
-                    f"{message.request_id!r} is waiting (answered, timed out, or never asked)",
-                    "answer the request_id of a permission.asked event, once, before it times out",
+                    f"standard input line {self._line_no}: no question {message.request_id!r} "
+                    "is waiting (answered, timed out, or never asked)",
+                    "answer the request_id of a permission.asked or team.plan.asked event, "
+                    "once, before it times out",
                 )
         else:  # a steer reaches the running turn, else it starts one; a user message queues
             self.send(message.text, message.images, steer=message.type == "steer")
@@ -416,7 +425,8 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         if getattr(args, "team", False) or resuming:
             from mcode.team.setup import team_job
 
-            team = await team_job(args, settings, session, store, prompt)
+            # The plan gate asks whoever can answer a permission question, the same way.
+            team = await team_job(args, settings, session, store, prompt, ask_plan=can_ask)
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
         # A resumed run first runs what a killed one was given and never began (message.queued).
         first: list[str | None] = []

@@ -91,7 +91,8 @@ ACCEPTED_LINES = (
     'send one JSON object per line: {"type":"user","text":"..."} (optionally with '
     '"images":["file.png"]), {"type":"steer","text":"..."}, {"type":"cancel"}, '
     '{"type":"compact"} (optionally with "instructions":"...") or '
-    '{"type":"approve","request_id":"...","decision":"allow"|"deny"} (optionally with "reason")'
+    '{"type":"approve","request_id":"...","decision":"allow"|"deny"} (optionally with "reason"; '
+    'a team.plan.asked also takes "decision":"edit" with "plan": the whole plan object)'
 )
 
 
@@ -107,8 +108,9 @@ class InputMessage:
     # A compact's instructions (what the summary should focus on), an approve's reason.
     text: str = ""
     images: tuple[ImagePart, ...] = ()
-    request_id: str = ""  # approve: the permission.asked it answers
+    request_id: str = ""  # approve: the permission.asked (or team.plan.asked) it answers
     allow: bool = False  # approve: its decision
+    plan: Any = None  # approve with decision edit: the whole plan that replaces the asked one
 
 
 def parse_line(line: str) -> InputMessage:
@@ -147,12 +149,23 @@ def _approve(obj: dict[str, Any]) -> InputMessage:
     request_id, decision, reason = obj.get("request_id"), obj.get("decision"), obj.get("reason", "")
     if not isinstance(request_id, str) or not request_id:
         raise BadLine('an approve needs "request_id", the one its permission.asked event carries')
-    if decision not in ("allow", "deny"):
-        raise BadLine(f'an approve\'s "decision" must be "allow" or "deny", not {decision!r}')
+    if decision not in ("allow", "deny", "edit"):
+        raise BadLine(
+            f'an approve\'s "decision" must be "allow", "deny" or "edit", not {decision!r}'
+        )
     if not isinstance(reason, str):
         raise BadLine('an approve\'s "reason" must be a string')
+    plan = obj.get("plan")
+    if (decision == "edit") != (plan is not None):
+        raise BadLine('"plan" goes with "decision": "edit", and an edit needs it')
+    if plan is not None and not isinstance(plan, dict):
+        raise BadLine('an edit\'s "plan" must be a JSON object: {"stages": [...]}')
     return InputMessage(
-        "approve", clean_text(reason.strip()), request_id=request_id, allow=decision == "allow"
+        "approve",
+        clean_text(reason.strip()),
+        request_id=request_id,
+        allow=decision == "allow",
+        plan=plan,
     )
 
 

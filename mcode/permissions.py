@@ -82,12 +82,14 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """How an asked call was answered. ``by``: user (an approve), timeout (no answer came in
-    time), headless (nobody can answer any more: the front end's input ended)."""
+    """How an asked call (or a team's plan gate) was answered. ``by``: user (an approve),
+    timeout (no answer came in time), headless (nobody can answer any more: the front end's
+    input ended). ``edit``: the plan gate only, the whole plan JSON the user answered with."""
 
     allowed: bool
     reason: str = ""
     by: DecidedBy = "user"
+    edit: Any = None
 
 
 def mode_note(mode: PermissionMode | str, *, can_ask: bool, timeout: float | None) -> str | None:

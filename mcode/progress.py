@@ -106,6 +106,11 @@ def team_line(payload: ev.Payload) -> str | None:
             ids = [t["id"] for stage in stages for t in stage["tasks"]]
             what = "plan" if revision == 1 else f"plan revision {revision}"
             return f"team: {what}: {len(ids)} task(s): {', '.join(ids)}"
+        case ev.TeamPlanAsked(request_id=request_id):
+            return f"team: waiting for the plan to be approved, rejected or edited ({request_id})"
+        case ev.TeamPlanDecided(decision=decision, by=by, reason=reason):
+            said = f": {_short(reason)}" if reason and reason != decision else ""
+            return f"team: plan {decision} (by {by}){said}"
         case ev.TeamWorktree(confined=False, task_id=task_id, reason=reason):
             return f"team: {task_id}: refused: {reason}"
         case ev.TeamTaskStarted(task_id=task_id, round=round_, agent=agent):

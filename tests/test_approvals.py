@@ -150,4 +150,4 @@ def test_a_malformed_approve_line_is_skipped_with_an_error(model_server, repo, e
     run = mcode(*asking(server), cwd=repo, env=env, stdin=bad + "\n" + user("hi") + "\n")
     assert run.code == 0, run.stderr
     error = next(e["data"] for e in run.events() if e["type"] == "error")
-    assert error["kind"] == "input" and '"allow" or "deny"' in error["message"]
+    assert error["kind"] == "input" and '"allow", "deny" or "edit"' in error["message"]

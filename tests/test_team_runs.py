@@ -39,6 +39,14 @@ def until_agent(live: Live, kind: str, agent: str, timeout: float = 60) -> dict[
         live.until(kind, n=n, timeout=max(0.1, deadline - time.monotonic()))
 
 
+def approve_plan(live: Live) -> None:
+    """Answer the plan gate (stream-json in and out asks before any task starts): carry on."""
+    asked = live.until("team.plan.asked", timeout=60)["data"]
+    live.send(
+        json.dumps({"type": "approve", "request_id": asked["request_id"], "decision": "allow"})
+    )
+
+
 def writer(req: Req) -> dict[str, Any]:
     """A producer that writes ``<task id>.txt`` and answers."""
     if req.after_user == 0:
@@ -242,6 +250,7 @@ def test_a_requirement_added_mid_run_changes_the_plan_and_the_result(
             exec_args(server, *TEAM, "--input-format", "stream-json", "write a"), cwd=repo, env=env
         )
         try:
+            approve_plan(live)
             until_agent(live, "tool.started", "producer:a")  # a's producer is at work
             live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
             receipt = live.until("team.steer", timeout=30)["data"]
@@ -298,6 +307,7 @@ def test_a_steer_that_invalidates_an_accepted_task_reopens_it(
             env=env,
         )
         try:
+            approve_plan(live)
             live.until("team.merge", timeout=60)  # a is accepted and merged; b still works
             live.send(json.dumps({"type": "steer", "text": "a.txt must say A2"}))
             live.until("team.replan", timeout=30)
@@ -339,6 +349,7 @@ def test_a_cancel_line_stops_the_team_and_leaves_the_tree_clean(
             exec_args(server, *TEAM, "--input-format", "stream-json", "go"), cwd=repo, env=env
         )
         try:
+            approve_plan(live)
             until_agent(live, "tool.started", "producer:a")
             live.send(json.dumps({"type": "cancel"}))
             live.until("team.finished", timeout=30)
@@ -377,6 +388,7 @@ def test_a_re_plan_the_killed_run_owed_is_made_on_resume(
             exec_args(server, *TEAM, "--input-format", "stream-json", "write a"), cwd=repo, env=env
         )
         try:
+            approve_plan(live)
             until_agent(live, "tool.started", "producer:a")
             live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
             live.until("team.steer", timeout=30)

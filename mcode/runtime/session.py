@@ -233,6 +233,7 @@ class Session:
         self._dispatching = False
         self._failed_listeners: list[Listener] = []
         self._approvals: dict[str, asyncio.Future[Answer]] = {}
+        self._editable: set[str] = set()  # the waiting questions that take an edit
         # Set by open_session on resume: why the last turn should be continued (killed,
         # cancelled, an error, max turns), or None when it finished.
         self.interrupted: str | None = None
@@ -721,10 +722,17 @@ class Session:
         for closer in closers:
             closer()
 
-    def approve(self, request_id: str, allow: bool, reason: str = "") -> bool:
-        """Answer ``permission.asked`` ``request_id`` (``reason`` reaches the model with a
-        denial). False when no such question waits: answered, timed out, or never asked."""
-        return self._answer(request_id, Answer(allow, reason, "user"))
+    def approve(self, request_id: str, allow: bool, reason: str = "", edit: Any = None) -> bool:
+        """Answer ``permission.asked`` (or ``team.plan.asked``) ``request_id`` (``reason``
+        reaches the model with a denial). ``edit``: a plan gate's answer with a whole new plan
+        (its JSON value), which the team checks. False when no such question waits: answered,
+        timed out, or never asked. MCodeError for an edit of a question that takes none."""
+        if edit is not None and request_id in self._approvals and request_id not in self._editable:
+            raise MCodeError(
+                f"{request_id!r} is a permission question, which takes allow or deny",
+                hint='only a team.plan.asked takes "decision": "edit" with a "plan"',
+            )
+        return self._answer(request_id, Answer(allow or edit is not None, reason, "user", edit))
 
     @property
     def permission_mode(self) -> str:
@@ -791,13 +799,16 @@ class Session:
         future.set_result(answer)
         return True
 
-    def expect_approval(self, request_id: str) -> asyncio.Future[Answer]:
+    def expect_approval(self, request_id: str, *, edits: bool = False) -> asyncio.Future[Answer]:
         """A future that ``approve(request_id, ...)`` resolves. Register it before emitting
         ``permission.asked``: a front end may answer from inside the event callback. After
-        ``approval_timeout`` seconds it resolves to a denial by ``timeout``."""
+        ``approval_timeout`` seconds it resolves to a denial by ``timeout``. ``edits``: the
+        answer may carry an edit (a team's plan gate)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         self._approvals[request_id] = future
+        if edits:
+            self._editable.add(request_id)
         timer = None
         if self.approval_timeout is not None:
             why = f"no answer came within {self.approval_timeout:g} s"
@@ -808,6 +819,7 @@ class Session:
         def forget(_: object) -> None:
             # Also when the turn is cancelled while it waits: a late approve then finds nothing.
             self._approvals.pop(request_id, None)
+            self._editable.discard(request_id)
             if timer is not None:
                 timer.cancel()
 

@@ -1,6 +1,9 @@
 """A team run: plan, then producers and verifiers on ready tasks, then merges, to the end.
 
-    request --planner--> plan (team.plan) --scheduler-->  ready tasks, at most `parallel` at once
+    request --planner--> plan (team.plan) --gate--> --scheduler--> ready tasks, `parallel` at once
+        the gate:  where the front end can answer (ask_plan), team.plan.asked waits for approve,
+                   reject (the run ends, nothing started) or an edit (checked like the
+                   planner's plan; a valid one is the plan, team.plan reason edit)
         per task:  worktree + branch (team.worktree; refused unless the tools stay inside it)
                    producer turn (team.task.started) -> commit -> verifier turn + acceptance
                    checks (team.verdict) -> FAIL: findings back to the producer, up to `rounds`
@@ -24,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from mcode import events as ev
 from mcode.agent.conversation import Conversation, TurnOutcome
@@ -41,7 +45,7 @@ from mcode.team.checks import run_checks
 from mcode.team.confine import confinement
 from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
 from mcode.team.git import Git, MergeResult
-from mcode.team.plan import Plan, PlanTool
+from mcode.team.plan import PLAN_SCHEMA, Plan, PlanError, PlanTool, parse_plan
 from mcode.team.resolve import settle
 from mcode.team.state import TeamRecord
 from mcode.team.verdict import RecordingBash, VerdictTool, judge, read_only
@@ -72,12 +76,15 @@ class TeamOptions:
     worktrees: Path = Path(".")
     # Resolver attempts per merge conflict; 0 reports a conflict at once.
     resolve_attempts: int = 1
+    # Whether the front end answers the plan gate (else the plan is carried out at once).
+    ask_plan: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TeamResult:
     tasks: tuple[ev.TaskSummary, ...]
-    reason: str  # completed, failed, budget, cancelled, no_plan
+    reason: str  # completed, failed, budget, cancelled, no_plan, rejected
+    why: str = ""  # rejected: the user's reason (or what stood in for one: a timeout)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +120,7 @@ class Team:
         self._base_branch = ""
         self._request = ""
         self._early: list[str] = []  # steers that came before the planner's first turn ran
+        self._gating = False  # the plan gate waits for its answer
 
     # -- the verbs the session forwards --------------------------------------------------------
     def steer(self, text: str) -> None:
@@ -136,9 +144,15 @@ class Team:
         self.session.emit(ev.TeamSteer(text=text, to=tuple(to), replan=replan))
         if replan:
             self._replans.append(text)
-            if self._replanning is None or self._replanning.done():
-                self._replanning = asyncio.ensure_future(self._replan_all())
-            self._wake.set()
+            # At the plan gate it waits for the answer: an edit would replace the plan under
+            # the re-plan, and a rejection makes it moot.
+            if not self._gating:
+                self._start_replans()
+
+    def _start_replans(self) -> None:
+        if self._replans and (self._replanning is None or self._replanning.done()):
+            self._replanning = asyncio.ensure_future(self._replan_all())
+        self._wake.set()
 
     def cancel(self) -> None:
         """Stop: the session cancels the running turns; nothing new starts."""
@@ -166,18 +180,30 @@ class Team:
                 resumed=record is not None,
             )
         )
+        # A plan made now is asked about; so is a stored one the killed run was asking about.
+        # Re-plans wait for the answer (see steer).
+        self._gating = self.options.ask_plan and (
+            record is None or record.plan is None or record.plan_asked
+        )
         try:
             if record is not None and record.plan is not None:
                 self._adopt(record)
-                if record.steers:  # re-plans the killed run owed: made before anything starts
-                    self._replans.extend(record.steers)
-                    self._replanning = asyncio.ensure_future(self._replan_all())
+                # Re-plans the killed run owed: made before anything starts.
+                self._replans.extend(record.steers)
                 if steer:
                     self.steer(steer)
             else:
                 plan = await self._first_plan(request)
                 if plan is None:
                     return self._finish("no_plan" if self.stopping is None else self.stopping)
+            if self._gating:
+                try:
+                    rejected = await self._plan_gate()
+                finally:
+                    self._gating = False
+                if rejected is not None:
+                    return self._finish(self.stopping or "rejected", rejected)
+            self._start_replans()
             await self._schedule()
         finally:
             for provider in self.providers.values():
@@ -191,7 +217,7 @@ class Team:
             return "failed"
         return "completed"
 
-    def _finish(self, reason: str) -> TeamResult:
+    def _finish(self, reason: str, why: str = "") -> TeamResult:
         for task in self.tasks.values():
             if task.status in ("pending", "running"):
                 task.status, task.reason = "cancelled", f"the run stopped ({reason})"
@@ -201,7 +227,7 @@ class Team:
             for t in (self.tasks[i] for i in self._order())
         )
         self.session.emit(ev.TeamFinished(tasks=summary, reason=reason))
-        return TeamResult(summary, reason)
+        return TeamResult(summary, reason, why)
 
     def _order(self) -> list[str]:
         order = self.plan.order() if self.plan is not None else []
@@ -260,6 +286,78 @@ class Team:
         self.tasks = {task_id: TaskState(spec) for task_id, spec in plan.tasks.items()}
         self.session.emit(ev.TeamPlan(revision=1, reason="initial", stages=plan.stage_dicts()))
         return plan
+
+    # -- the plan gate -------------------------------------------------------------------------
+    async def _plan_gate(self) -> str | None:
+        """Ask the front end about the plan before any task starts; None: carry it out, else
+        why it was rejected (the run ends). Answered as a permission question is (the same
+        ``approve``, timeout and end of input), except that no answer rejects: a plan nobody
+        looked at does not get to change the repository. An edit is checked as the planner's
+        plan is; an invalid one is said as an ``input`` error and the gate asks again."""
+        asked = 0
+        while True:
+            asked += 1
+            request_id = f"plan-{self.generation}.{asked}"
+            if not self.session.interactive:  # the input ended: nobody can answer any more
+                return self._plan_decided(
+                    request_id, False, "headless", "the input ended before the plan was answered"
+                )
+            future = self.session.expect_approval(request_id, edits=True)
+            self.session.emit(
+                ev.TeamPlanAsked(
+                    request_id=request_id,
+                    revision=self.revision,
+                    timeout=self.session.approval_timeout,
+                )
+            )
+            while not future.done() and self.stopping is None:
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                waiting: set[asyncio.Future[Any]] = {future, waker}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+            if not future.done():  # cancelled (or the team budget) while it waited
+                future.cancel()
+                return self._plan_decided(request_id, False, "cancel", "the run was stopped")
+            answer = future.result()
+            if answer.edit is None:
+                why = answer.reason or ("approved" if answer.allowed else "no reason given")
+                by = cast(ev.PlanDecidedBy, answer.by)  # user, timeout or headless here
+                return self._plan_decided(request_id, answer.allowed, by, why)
+            try:
+                edited = parse_plan(answer.edit)
+            except PlanError as e:
+                self.session.report_error(
+                    "input",
+                    f"the edited plan ({request_id}) was not accepted: "
+                    + e.message.removeprefix("the plan was not accepted: "),
+                    "answer the next team.plan.asked with a corrected plan (the schema: "
+                    + json.dumps(PLAN_SCHEMA, separators=(",", ":"))
+                    + "), or allow or deny the plan as it is",
+                )
+                continue
+            self._plan_decided(request_id, True, "user", answer.reason, edited=True)
+            self.plan, self.revision = edited, self.revision + 1
+            self.tasks = {task_id: TaskState(spec) for task_id, spec in edited.tasks.items()}
+            self.session.emit(
+                ev.TeamPlan(revision=self.revision, reason="edit", stages=edited.stage_dicts())
+            )
+            return None
+
+    def _plan_decided(
+        self,
+        request_id: str,
+        allowed: bool,
+        by: ev.PlanDecidedBy,
+        why: str,
+        *,
+        edited: bool = False,
+    ) -> str | None:
+        decision: ev.PlanDecision = "edited" if edited else "approved" if allowed else "rejected"
+        self.session.emit(
+            ev.TeamPlanDecided(request_id=request_id, decision=decision, by=by, reason=why)
+        )
+        return None if allowed else why
 
     async def _replan_all(self) -> None:
         try:

@@ -68,6 +68,15 @@ class TeamJob:
             return last or TurnOutcome("cancelled", "")
         lines = [f"{t['id']}: {t['status']} ({t['rounds']} round(s))" for t in result.tasks]
         text = "\n".join(lines) or "no tasks"
+        if result.reason == "rejected":
+            return TurnOutcome(
+                "error",
+                text,
+                MCodeError(
+                    f"the plan was rejected: {result.why}; no task was started",
+                    hint="run the team again, with a request that says what the plan missed",
+                ),
+            )
         reasons: dict[str, ev.TurnReason] = {
             "completed": "completed",
             "budget": "max_turns",
@@ -95,8 +104,11 @@ async def team_job(
     session: Session,
     store: Store,
     prompt: str | None,
+    *,
+    ask_plan: bool = False,
 ) -> TeamJob | None:
-    """The team run this exec is for, or None (not a team run)."""
+    """The team run this exec is for, or None (not a team run). ``ask_plan``: the plan gate
+    asks (stream-json in and out), else the plan is carried out at once."""
     record = None
     if args.resume or args.continue_:
         record = team_record(store.events(session.id))
@@ -114,7 +126,7 @@ async def team_job(
         raise UsageError(
             "--team needs the task as the prompt", hint="mcode exec --team 'what to build'"
         )
-    job = await start_team(settings, session, request, record=record)
+    job = await start_team(settings, session, request, record=record, ask_plan=ask_plan)
     if record is not None:
         job.steer = prompt
     return job
@@ -127,11 +139,14 @@ async def start_team(
     options: TeamSettings | None = None,
     *,
     record: TeamRecord | None = None,
+    ask_plan: bool = False,
 ) -> TeamJob:
     """A team for ``request`` in ``session``, ready to run (see the module docstring).
     ``options``: parallel, rounds, rate limit and budgets (None: ``settings.team``, the flags
     else ``[team]`` else the defaults). ``record``: the stored state of an unfinished run to
-    continue. Raises UsageError, with nothing started, where the workspace cannot take a team:
+    continue. ``ask_plan``: the front end answers the plan gate (``team.plan.asked``: approve,
+    reject or edit the plan before any task starts); False: the plan is carried out at once.
+    Raises UsageError, with nothing started, where the workspace cannot take a team:
     not a git repository, uncommitted changes to tracked files, a detached HEAD, a bad budget."""
     if not request.strip():
         raise UsageError("a team needs a request", hint="say what the team should build")
@@ -167,6 +182,7 @@ async def start_team(
         task_limits=Limits.parse(team.task_budget, "--task-budget"),
         roles=roles,
         worktrees=data_home() / "worktrees",
+        ask_plan=ask_plan,
     )
     return TeamJob(Team(session, git, options_, providers=providers), request, record)
 

@@ -1,7 +1,8 @@
 """A team run's state rebuilt from its stored events, for ``mcode exec --resume``.
 
 The events are the record (nothing else is written): the request and generation from
-``team.started``, the plan from the last ``team.plan``, and per task what was settled —
+``team.started``, the plan from the last ``team.plan`` (and whether the plan gate was still
+waiting for its answer: it asks again), and per task what was settled —
 merged (``team.merge`` ok; a task is accepted only once its work is in the user's branch),
 accepted but not yet merged (a ``team.verdict`` accepted, the run killed before the merge:
 resumed by merging its branch, not by redoing it), and the rounds it had. A ``team.replan``
@@ -32,6 +33,8 @@ class TeamRecord:
     rounds: dict[str, int] = field(default_factory=dict)
     # Steers the planner was asked to re-plan for and had not answered (no team.replan yet).
     steers: list[str] = field(default_factory=list)
+    # The plan gate asked and had no answer (a team.plan.asked without its team.plan.decided).
+    plan_asked: bool = False
 
 
 def team_record(events: list[dict[str, Any]]) -> TeamRecord | None:
@@ -50,6 +53,8 @@ def team_record(events: list[dict[str, Any]]) -> TeamRecord | None:
         if kind == ev.TEAM_PLAN:
             record.plan = parse_plan({"stages": data["stages"]})
             record.revision = data["revision"]
+        elif kind in (ev.TEAM_PLAN_ASKED, ev.TEAM_PLAN_DECIDED):
+            record.plan_asked = kind == ev.TEAM_PLAN_ASKED
         elif kind == ev.TEAM_STEER and data["replan"]:
             record.steers.append(data["text"])
         elif kind == ev.TEAM_REPLAN:

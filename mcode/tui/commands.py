@@ -21,7 +21,10 @@ from mcode.commands import Command, CommandRegistry
 from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
+    from textual.screen import ModalScreen
+
     from mcode.runtime.session import TurnOutcome
+    from mcode.team.plan import Plan
     from mcode.tui.app import McodeApp
 
 MODES = ("read-only", "ask", "auto-edit", "full-auto")
@@ -329,20 +332,40 @@ _TEAMS: set[asyncio.Future[None]] = set()
 
 
 async def _team(app: McodeApp, args: str) -> None:
-    """Run an agent team (mcode/team) as the session's work: its steps show as notes, a steer
-    typed meanwhile reaches the planner and the running agents, Esc cancels it."""
+    """Run an agent team (mcode/team) as the session's work: its steps show as notes, the
+    plan is shown and asked about (approve or reject) before any task starts, a steer typed
+    meanwhile reaches the planner and the running agents, Esc cancels it."""
+    from mcode import events as ev
     from mcode.team.setup import start_team
 
     if not args:
         raise UsageError("/team needs a task", hint="/team add a --json flag to the CLI")
     if not app.session.idle:
         raise UsageError("a turn is running", hint="wait for it, or Esc, then /team")
-    job = await start_team(app.settings, app.session, args)  # refuses a dirty tree, says why
+    # Refuses a dirty tree, says why.
+    job = await start_team(app.settings, app.session, args, ask_plan=True)
     if job.team.providers:  # roles on other models: the bar cannot price their calls
         app.status.state.other_models = True
         app.status.refresh_state()
+    session = app.session
+    asking: dict[str, ModalScreen[bool]] = {}  # the plan gate's open dialog, by request id
+
+    def listen(event: ev.Event, line: str) -> None:
+        # The session's listeners stay for its life: a later session's question is not ours.
+        if event.session_id != session.id:
+            return
+        match event.payload:
+            case ev.TeamPlanAsked(request_id=request_id):
+                asking[request_id] = _ask_plan(app, request_id, job.team.plan, asking)
+            case ev.TeamPlanDecided(request_id=request_id):
+                # Decided without the dialog (the approval timeout, a cancel): it goes too.
+                screen = asking.pop(request_id, None)
+                if screen is not None and screen is app.screen:
+                    screen.dismiss(None)
+
+    session.subscribe(listen)
     app.start_session()
-    work = app.session.start_work(job.team, job.run())
+    work = session.start_work(job.team, job.run())
 
     async def report() -> None:
         await asyncio.wait({work})
@@ -354,6 +377,37 @@ async def _team(app: McodeApp, args: str) -> None:
     task = asyncio.ensure_future(report())
     _TEAMS.add(task)
     task.add_done_callback(_TEAMS.discard)
+
+
+def _ask_plan(
+    app: McodeApp, request_id: str, plan: Plan | None, asking: dict[str, ModalScreen[bool]]
+) -> ModalScreen[bool]:
+    """The plan gate: the plan just made, and carry it out or not (a rejection ends the run
+    with nothing started; editing it is for ``mcode exec``'s stream-json edit line)."""
+    from rich.markup import escape
+
+    from mcode.tui.confirm import ConfirmScreen
+
+    lines = []
+    stages, tasks = (plan.stages, plan.tasks) if plan is not None else ((), {})
+    for name, ids in stages:
+        lines.append(f"{name}:")
+        for task_id in ids:
+            spec = tasks[task_id]
+            after = f" (after {', '.join(spec.depends_on)})" if spec.depends_on else ""
+            lines.append(f"  {task_id}: {spec.title}{after}")
+    shown = escape("\n".join(lines))
+
+    def decided(go: bool | None) -> None:
+        if asking.pop(request_id, None) is None:
+            return  # decided already (timed out): the dialog was closed for it
+        reason = "" if go else "rejected in the TUI"
+        app.session.approve(request_id, bool(go), reason)
+        app.prompt.focus()
+
+    screen = ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?")
+    app.push_screen(screen, decided)
+    return screen
 
 
 def _quit(app: McodeApp, args: str) -> None:
