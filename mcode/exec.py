@@ -396,6 +396,7 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
     store = Store(data_home() / "sessions.db")
     started = time.monotonic()
     display = None
+    loop: asyncio.AbstractEventLoop | None = None  # once set, its signal handlers are mcode's
     try:
         resume_id = args.resume
         continue_last = args.continue_
@@ -505,8 +506,6 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
                 outcome = team.outcome(outcome)
                 turn_ended(outcome)  # the tasks' outcomes are the answer (text: on stdout)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
             await session.close()
 
         if outcome is None:  # input ended before any message
@@ -527,6 +526,12 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         answer = outcome.text if outcome.reason in _ANSWERED else None
         session.finish(result=answer, exit_code=code, reason=outcome.reason)
     finally:
+        # Removed only now: a SIGTERM or SIGINT while the session closes (providers, servers)
+        # or before session.finished is written asks the driver to stop (nothing is left to
+        # stop), where the default action would kill the run before its end was recorded.
+        if loop is not None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
         store.close()
         if display is not None:
             display.stop()

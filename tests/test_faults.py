@@ -330,11 +330,16 @@ def test_sigterm_and_sigint_at_a_random_point_then_resume_completes(
     assert proc.stderr is not None
     err = proc.stderr.read()
     finished = of_type(printed, "session.finished")
-    if len(printed) >= at and code != 0:
+    # A signal may land after the run's work ended: it is then recorded as completed (a signal
+    # while the session closes is caught, so session.finished is still written), and only one
+    # in the last instant before exit can still end the process by the signal's default.
+    done_first = bool(finished) and finished[0]["reason"] == "completed"
+    if len(printed) >= at and code != 0 and not (done_first and code in (-2, -15)):
         # Stopped: it says so, in the exit code and in its last event, and not with a traceback.
         assert code in (130, 143, 1, -2, -15), (code, err)
         assert "Traceback" not in err, err
         assert finished and finished[0]["reason"] in ("cancelled", "interrupted", "error"), printed
+    assert finished, f"no session.finished (exit {code}): {err[-500:]}"
     check_nothing_lost(repo, home, printed)
     body = check_resumes(model_server, repo, home, printed[0]["session_id"])
     record(
