@@ -322,7 +322,9 @@ def test_a_cancel_while_bwrap_starts_neither_hangs_nor_runs_the_command(tmp_path
         while bash._abandoned:  # the cancelled start winds up: its process exits at the gate
             await asyncio.sleep(0.01)
 
-    for delay in (0, 0, 0.001, 0.002, 0.005):
+    # 2-20 ms in is where bwrap is still setting the sandbox up: a SIGTERM then killed bwrap
+    # alone and the command ran on (CI caught it); each delay twice, as the window is narrow.
+    for delay in (0, 0, 0.001, 0.002, 0.002, 0.005, 0.005, 0.01, 0.01, 0.02, 0.02):
         asyncio.run(asyncio.wait_for(go(delay), 30))
     time.sleep(1.5)  # a command the cancel missed would have left its mark by now
     assert not (ws / "ran").exists()

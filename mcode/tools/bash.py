@@ -34,6 +34,7 @@ import shutil
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from mcode.errors import ToolError
@@ -158,9 +159,21 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is still running after ``grace`` s.
-    If this wait is itself cancelled, SIGKILL goes out at once."""
+async def kill_group(
+    pgid: int, grace: float = KILL_GRACE, leader_gone: Callable[[], bool] | None = None
+) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is still running after ``grace`` s, or
+    as soon as ``leader_gone()`` says the group has lost the leader it cannot live without.
+    If this wait is itself cancelled, SIGKILL goes out at once.
+
+    The sandbox's group needs ``leader_gone``: a SIGTERM that lands while bwrap sets the
+    sandbox up kills bwrap but reaches nothing of the command. The namespace's first process
+    ignores it (the kernel drops a default-handled signal to a PID namespace's init) and the
+    reporter and bash it starts next were not there to get it, while ``--die-with-parent``
+    was not armed yet. Left alone, the command ran through the grace period after a cancel
+    (tests/test_sandbox.py caught a ``sleep 1; touch`` finishing). Once bwrap is gone the
+    sandbox was meant to be dead anyway (with ``--die-with-parent`` it is SIGKILLed at once),
+    so whatever is left gets SIGKILL without waiting."""
     if not group_alive(pgid):
         return
     _signal_group(pgid, signal.SIGTERM)
@@ -171,6 +184,8 @@ async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
             await asyncio.sleep(0.05)
             if not group_alive(pgid):
                 return
+            if leader_gone is not None and leader_gone():
+                break
     finally:
         if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
@@ -239,6 +254,8 @@ class BashTool(Tool):
             os.close(told)  # the reporter has its own; end-of-file once it is gone
         reported: int | None = None
         pgid = proc.pid  # start_new_session: the child leads its own session and group
+        # In the sandbox the leader is bwrap, and nothing inside should outlive it.
+        bwrap_gone = (lambda: proc.returncode is not None) if sandboxed else None
         # bash waits at the gate: nothing of the command runs until it dies with mcode and
         # has its note; a crash before the go leaves bash an empty read, and it exits.
         supervisor.watch(pgid)
@@ -261,7 +278,7 @@ class BashTool(Tool):
                 await asyncio.wait({reader}, timeout=DRAIN_GRACE)
             else:
                 outcome = "cancel" if cancelled in done else "timeout"
-            await kill_group(pgid)
+            await kill_group(pgid, leader_gone=bwrap_gone)
             # The pipe closes once every holder is dead; a process that escaped the group may
             # keep it open, so don't wait for it for ever.
             await asyncio.wait({reader}, timeout=1.0)
@@ -269,7 +286,11 @@ class BashTool(Tool):
                 await asyncio.wait({exited}, timeout=5.0)
             code = proc.returncode
         except asyncio.CancelledError:
-            await kill_group(pgid)
+            await kill_group(pgid, leader_gone=bwrap_gone)
+            # Reaped, and its pipe seen closed, by this loop: a transport left open is closed
+            # by the garbage collector after asyncio.run has closed the loop ("Event loop is
+            # closed" from BaseSubprocessTransport.__del__).
+            await asyncio.wait({waiter}, timeout=1.0)
             raise
         finally:
             for task in helpers:
