@@ -499,6 +499,8 @@ class MessageQueued(Payload):
 
     TYPE: ClassVar[str] = MESSAGE_QUEUED
     text: str
+    images: tuple[messages.ImagePart, ...] | None = field(default=None, metadata=OPTIONAL)
+    """the images given with it (``--image``, ``--screenshot``); None (left out) when none"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
@@ -1078,6 +1080,14 @@ def _usage_from(d: dict[str, Any]) -> messages.Usage:
     return messages.Usage(**{k: d[k] for k in messages.Usage.__dataclass_fields__ if k in d})
 
 
+def _images_to_data(images: tuple[messages.ImagePart, ...]) -> list[dict[str, Any]]:
+    return [messages.part_to_dict(image) for image in images]
+
+
+def _images_from_data(data: list[dict[str, Any]]) -> tuple[messages.Part, ...]:
+    return tuple(messages.part_from_dict(d) for d in data)
+
+
 def _codec(annotation: str) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
     """How a field annotated ``annotation`` is written to JSON data and read back (None: as it
     is). The annotation as written: this module's are strings (``from __future__ import
@@ -1087,6 +1097,8 @@ def _codec(annotation: str) -> tuple[Callable[[Any], Any] | None, Callable[[Any]
         return Message.to_dict, Message.from_dict
     if first == "messages.Usage":
         return messages.Usage.to_dict, _usage_from
+    if first == "tuple[messages.ImagePart, ...]":
+        return _images_to_data, _images_from_data
     if first.startswith("tuple["):
         return list, tuple
     return None, None

@@ -430,15 +430,15 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
             team = await team_job(args, settings, session, store, prompt, ask_plan=can_ask)
         # The prompt, or None to continue the interrupted turn; [] when stdin brings the first.
         # A resumed run first runs what a killed one was given and never began (message.queued).
-        first: list[str | None] = []
+        first: list[tuple[str | None, tuple[ImagePart, ...]]] = []
         if team is not None:
             pass  # the team run is the work: its request is the prompt, or the stored one
         elif prompt is not None or session.queued:
             first += session.queued
             if prompt is not None:
-                first.append(prompt)
+                first.append((prompt, images))
         elif session.interrupted is not None:
-            first.append(None)
+            first.append((None, ()))
         elif not streaming:
             raise UsageError(
                 f"no prompt given, and the last turn of session {session.id[:12]} finished, "
@@ -490,14 +490,15 @@ async def _run(args: argparse.Namespace, report: _Report) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, driver.stop)
         try:
-            for i, text in enumerate(first):
+            for i, (text, attached) in enumerate(first):
                 new = i >= len(session.queued)
                 if new and resuming and text is not None:
                     # In the store before anything can run (its hooks, its turn): a kill from
-                    # here on leaves it for the next --resume, which runs it once.
+                    # here on leaves it, and its images, for the next --resume, which runs it
+                    # once.
                     driver.start()
-                    session.emit(ev.MessageQueued(text=text))
-                driver.send(text, images if new else ())
+                    session.emit(ev.MessageQueued(text=text, images=attached or None))
+                driver.send(text, attached)
             if team is not None:
                 driver.start()
                 session.start_work(team.team, team.run())

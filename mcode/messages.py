@@ -100,7 +100,7 @@ class Message:
         return "".join(p.text for p in self.parts if isinstance(p, ThinkingPart))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"role": self.role, "parts": [_part_to_dict(p) for p in self.parts]}
+        d: dict[str, Any] = {"role": self.role, "parts": [part_to_dict(p) for p in self.parts]}
         if self.tool_calls:
             d["tool_calls"] = [
                 {"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls
@@ -117,7 +117,7 @@ class Message:
     def from_dict(cls, d: dict[str, Any]) -> Message:
         return cls(
             role=d["role"],
-            parts=tuple(_part_from_dict(p) for p in d.get("parts", ())),
+            parts=tuple(part_from_dict(p) for p in d.get("parts", ())),
             tool_calls=tuple(
                 ToolCall(c["id"], c["name"], c["arguments"]) for c in d.get("tool_calls", ())
             ),
@@ -131,7 +131,7 @@ def user_message(text: str, images: tuple[ImagePart, ...] = ()) -> Message:
     return Message(role="user", parts=(TextPart(text), *images))
 
 
-def _part_to_dict(p: Part) -> dict[str, Any]:
+def part_to_dict(p: Part) -> dict[str, Any]:
     if isinstance(p, TextPart):
         return {"type": "text", "text": p.text}
     if isinstance(p, ImagePart):
@@ -146,7 +146,7 @@ def _part_to_dict(p: Part) -> dict[str, Any]:
     return d
 
 
-def _part_from_dict(d: dict[str, Any]) -> Part:
+def part_from_dict(d: dict[str, Any]) -> Part:
     t = d["type"]
     if t == "text":
         return TextPart(d["text"])

@@ -352,9 +352,10 @@ def test_sigterm_and_sigint_at_a_random_point_then_resume_completes(
 def test_a_message_given_with_resume_survives_a_kill_9_and_runs_once(
     model_server, repo, home, tmp_path
 ):
-    """``mcode exec --resume ID "new message"`` records the message before anything runs: a
-    kill -9 while its UserPromptSubmit hook still runs (the message is not yet in the
-    history) leaves it in the store, and the next ``--resume`` runs it, exactly once."""
+    """``mcode exec --resume ID "new message" --image shot.png`` records the message, image
+    included, before anything runs: a kill -9 while its UserPromptSubmit hook still runs (the
+    message is not yet in the history) leaves it in the store, and the next ``--resume`` runs
+    it, with its image, exactly once."""
     env = clean_env(home)
     # Slow the first time only: the window between receiving the message and recording it.
     marker = tmp_path / "hook-ran"
@@ -381,9 +382,13 @@ def test_a_message_given_with_resume_survives_a_kill_9_and_runs_once(
     session_id = first.events[0]["session_id"]
     marker.unlink()
 
-    # Run 2: resumed with a new message, killed while the hook holds it.
+    # Run 2: resumed with a new message and an image, killed while the hook holds it.
+    png = tmp_path / "shot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     server = model_server([{"text": "never asked"}])
-    args = exec_args(server, "--resume", session_id, "--output-format", "stream-json")
+    args = exec_args(
+        server, "--resume", session_id, "--output-format", "stream-json", "--image", str(png)
+    )
     second = Live(
         [*args, "--permission-mode", "full-auto", "Also add a README line."], cwd=repo, env=env
     )
@@ -409,8 +414,12 @@ def test_a_message_given_with_resume_survives_a_kill_9_and_runs_once(
     (request,) = server.requests
     users = [m["content"] for m in request["body"]["messages"] if m["role"] == "user"]
     assert users[0] == TASK
-    assert sum("Also add a README line." in u for u in users) == 1, users
-    assert "Also add a README line." in users[-1]
+    assert sum("Also add a README line." in str(u) for u in users) == 1, users
+    assert "Also add a README line." in str(users[-1])
+    # The image came back with it: the last user message is its text and the stored image.
+    assert isinstance(users[-1], list), users[-1]
+    (image,) = [part for part in users[-1] if part["type"] == "image_url"]
+    assert image["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
 
     # Run 4: nothing is left to run (it does not come back a second time).
     server = model_server([])

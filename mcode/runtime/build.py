@@ -17,6 +17,7 @@ from mcode.agent.ledger import Ledger
 from mcode.agent.run_limits import RunLimits
 from mcode.atomic import sweep_temp_files
 from mcode.config import Settings
+from mcode.messages import ImagePart
 from mcode.permissions import PermissionMode, Permissions
 from mcode.prompts import system_prompt
 from mcode.providers.prices import price_of
@@ -439,18 +440,19 @@ def _ledger(events: list[dict[str, Any]]) -> Ledger | None:
     return None if last is None else Ledger.from_dict(last["data"]["ledger"])
 
 
-def _queued(events: list[dict[str, Any]]) -> list[str]:
+def _queued(events: list[dict[str, Any]]) -> list[tuple[str, tuple[ImagePart, ...]]]:
     """The ``message.queued`` messages no turn took: a new turn (not a resumed one) takes the
     first one waiting, and it is taken once that turn records its ``message.user`` or ends (a
     UserPromptSubmit hook that blocked it dropped it on purpose). A kill before either leaves it
     waiting."""
     from mcode import events as ev
 
-    waiting: list[str] = []
+    waiting: list[tuple[str, tuple[ImagePart, ...]]] = []
     taking = False
     for e in events:
         if e["type"] == ev.MESSAGE_QUEUED:
-            waiting.append(e["data"]["text"])
+            queued = ev.MessageQueued.from_data(e["data"])
+            waiting.append((queued.text, queued.images or ()))
         elif e["type"] == ev.TURN_STARTED:
             taking = bool(waiting) and not e["data"].get("resumed")
         elif e["type"] in (ev.MESSAGE_USER, ev.TURN_FINISHED) and taking:

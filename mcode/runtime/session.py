@@ -239,7 +239,7 @@ class Session:
         self.interrupted: str | None = None
         # Set by open_session on resume: the messages a killed run was given with --resume and
         # never began (``message.queued`` without its ``message.user``), to run first, in order.
-        self.queued: list[str] = []
+        self.queued: list[tuple[str, tuple[ImagePart, ...]]] = []  # text, images
         # Error events said right after session.started: on resume, what the
         # killed run left running (mcode/runtime/leftovers.py).
         self.start_notes: list[ev.Error] = []
