@@ -376,8 +376,19 @@ def _abandon(spawn: asyncio.Future[asyncio.subprocess.Process], *fds: int) -> No
             if spawn.done():
                 for fd in fds:  # else the start still needs them; the process ends with mcode
                     os.close(fd)
-        with contextlib.suppress(BaseException):
+        # It exits at the gate within milliseconds. Waited for even through a cancel (asyncio.run
+        # shutting down as the turn that abandoned it ends): reaped by the loop that started it,
+        # its transport is not left for the garbage collector to close after the loop has
+        # ("Event loop is closed" from BaseSubprocessTransport.__del__).
+        # (A fresh wait after the cancel: asyncio.run cancels every task it finds at once, a
+        # wait begun before included.)
+        try:
             await asyncio.wait_for(proc.wait(), timeout=30)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(proc.wait(), timeout=2)
+        except BaseException:
+            pass
 
     task = asyncio.ensure_future(wind_up())
     _abandoned.add(task)
