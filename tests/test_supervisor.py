@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,6 +89,35 @@ def test_a_group_that_ignores_sigterm_gets_sigkill() -> None:
     finally:
         stubborn.kill()
         stubborn.wait()
+
+
+@pytest.mark.parametrize("bound", [True, False])
+def test_a_bound_group_dies_with_its_leader_without_the_grace(tmp_path: Path, bound: bool) -> None:
+    """A sandboxed command's group is registered bound: once its leader (bwrap) is gone, the
+    rest gets SIGKILL at once. What it guards against: a SIGTERM that reaches bwrap while it
+    still sets the sandbox up kills bwrap alone, and the command inside, not yet started when
+    the signal went out, would run on through the grace. Here the leader dies of the SIGTERM
+    and a member that ignores it would leave its mark 1.5 s later, inside the 2 s grace:
+    bound, it never does; unbound, the grace lets it (so the test can tell them apart)."""
+    lifeline = subprocess.Popen(
+        [sys.executable, "-I", "-S", supervisor.__file__], stdin=subprocess.PIPE
+    )
+    assert lifeline.stdin is not None
+    marker = tmp_path / "ran"
+    command = group(f"(trap '' TERM; sleep 1.5; touch {marker}) & wait")
+    try:
+        time.sleep(0.2)  # the member has set its trap
+        start = supervisor.start_time(command.pid)
+        line = f"+{command.pid} {start}{' bound' if bound else ''}\n"
+        lifeline.stdin.write(line.encode())
+        lifeline.stdin.close()  # mcode died
+        assert command.wait(timeout=10) == -signal.SIGTERM  # the leader
+        assert lifeline.wait(timeout=10) == 0  # after the group is gone, grace or not
+        assert marker.exists() == (not bound)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(command.pid, signal.SIGKILL)
+        command.wait()
 
 
 def test_the_gate_runs_nothing_when_mcode_dies_before_the_go(tmp_path: Path) -> None:

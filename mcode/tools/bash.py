@@ -258,7 +258,7 @@ class BashTool(Tool):
         bwrap_gone = (lambda: proc.returncode is not None) if sandboxed else None
         # bash waits at the gate: nothing of the command runs until it dies with mcode and
         # has its note; a crash before the go leaves bash an empty read, and it exits.
-        supervisor.watch(pgid)
+        supervisor.watch(pgid, bound=sandboxed)
         forget = ctx.record_command(pgid, command) if ctx.record_command else None
         _open_gate(go)
         out = OutputBuffer(ctx.output_cap)

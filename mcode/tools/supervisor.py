@@ -3,7 +3,7 @@
     mcode ──▶ bash -c COMMAND   (leads its own session and process group; mcode waits on it)
       │ │            └──▶ its children, background jobs, grandchildren …
       │ └─ lifeline (a pipe; only mcode holds the write end) ─▶ supervisor (this file, run by path)
-      └─ "+PGID START" when a command starts, "-PGID" once its group is gone
+      └─ "+PGID START [bound]" when a command starts, "-PGID" once its group is gone
 
 A command started directly would outlive a ``kill -9`` of mcode: it runs in its own process
 group (so cancelling can kill all of it), and nothing tells it that its parent is gone. The
@@ -11,7 +11,10 @@ supervisor is told: it blocks reading the lifeline, and a pipe reads end-of-file
 holder of its write end is gone — mcode dies of anything, ``SIGKILL`` included, and the kernel
 closes it. Then every group still registered gets SIGTERM, up to :data:`GRACE` seconds, and
 SIGKILL. No polling, no timer, and no process per command: a bash call costs what a direct
-``bash -c`` costs (tests/bench/bash_spawn.py, BENCH.md).
+``bash -c`` costs (tests/bench/bash_spawn.py, BENCH.md). A group registered ``bound`` (a
+sandboxed command: bwrap leads it) gets SIGKILL as soon as its leader is gone, without the
+grace: nothing in a sandbox outlives bwrap on purpose, and a SIGTERM that reaches bwrap while
+it still sets the sandbox up kills bwrap alone (mcode.tools.bash.kill_group says why).
 
 mcode stays the command's parent, so exit statuses and signal deaths read as bash's own. The
 one gap of a watcher outside the command — the moment between starting it and registering it —
@@ -35,6 +38,8 @@ import time
 from typing import Any
 
 GRACE = 2.0
+# A registered group: its leader's start time (None: unknown) and whether it is bound to it.
+Registered = tuple[int | None, bool]
 # Prefixed to every command, on its first line so line numbers in bash's messages stay the
 # user's: wait for mcode's go (end-of-file: mcode died, run nothing), then stdin is /dev/null.
 GATE = "read -r _ || exit 1; exec </dev/null; "
@@ -96,14 +101,27 @@ def _ours(pgid: int, start: int | None) -> bool:
     return now is None or now == start  # leader gone: its id is still the group's
 
 
-def _take_down(groups: dict[int, int | None]) -> None:
+def _leader_gone(pgid: int) -> bool:
+    """Whether the group's leader has ended (gone, or a zombie nobody has reaped yet)."""
+    try:
+        with open(f"{_PROC}/{pgid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2 :].split()[:1] == [b"Z"]
+
+
+def _take_down(groups: dict[int, Registered]) -> None:
     """mcode is gone: stop its commands the way mcode would have, then everything left."""
-    targets = [pgid for pgid, start in groups.items() if _ours(pgid, start)]
+    targets = {pgid: bound for pgid, (start, bound) in groups.items() if _ours(pgid, start)}
     for pgid in targets:
         _signal(pgid, 15)  # SIGTERM (the C module _signal has the numbers; signal imports enum)
     deadline = time.monotonic() + GRACE
     while time.monotonic() < deadline and any(group_alive(pgid) for pgid in targets):
         time.sleep(0.05)
+        for pgid, bound in targets.items():
+            if bound and _leader_gone(pgid):
+                _signal(pgid, 9)  # SIGKILL: a sandbox without its bwrap
     for pgid in targets:
         _signal(pgid, 9)  # SIGKILL
 
@@ -122,7 +140,7 @@ def main() -> None:
         os.nice(19)
     except OSError:
         pass
-    groups: dict[int, int | None] = {}
+    groups: dict[int, Registered] = {}
     pending = b""
     while True:
         chunk = os.read(0, 4096)
@@ -133,7 +151,8 @@ def main() -> None:
         for line in lines:
             op, _, rest = line.partition(b" ")
             if op.startswith(b"+"):
-                groups[int(op[1:])] = int(rest) if rest else None
+                start, _, flag = rest.partition(b" ")
+                groups[int(op[1:])] = (int(start) if start else None, flag == b"bound")
             elif op.startswith(b"-"):
                 groups.pop(int(op[1:]), None)
     if groups:
@@ -144,14 +163,20 @@ def main() -> None:
 
 _proc: Any = None  # the running supervisor (a subprocess.Popen), started on first use
 _owner = 0  # the pid that started it: a forked child must start its own
-_live: dict[int, int | None] = {}  # what it has been told is running
+_live: dict[int, Registered] = {}  # what it has been told is running
 
 
-def watch(pgid: int) -> None:
+def watch(pgid: int, *, bound: bool = False) -> None:
     """Register a command's process group (its leader is waiting at the :data:`GATE`), so that
-    it dies with mcode. Never raises: without a supervisor a command still dies on cancel."""
-    start = _live[pgid] = start_time(pgid)
-    _send(f"+{pgid} {'' if start is None else start}\n".encode())
+    it dies with mcode; ``bound``: nothing of it may outlive its leader (bwrap). Never raises:
+    without a supervisor a command still dies on cancel."""
+    _live[pgid] = (start_time(pgid), bound)
+    _send(_registration(pgid, _live[pgid]))
+
+
+def _registration(pgid: int, registered: Registered) -> bytes:
+    start, bound = registered
+    return f"+{pgid} {'' if start is None else start}{' bound' if bound else ''}\n".encode()
 
 
 def release(pgid: int) -> None:
@@ -167,10 +192,7 @@ def _send(line: bytes) -> None:
         if _proc is None or _owner != os.getpid() or _proc.poll() is not None:
             if not _start():
                 return
-            line = b"".join(
-                f"+{pgid} {'' if start is None else start}\n".encode()
-                for pgid, start in _live.items()
-            )
+            line = b"".join(_registration(pgid, registered) for pgid, registered in _live.items())
             if not line:
                 return
         try:
