@@ -15,6 +15,7 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
+from helpers import clean_env  # noqa: E402
 from model_server import ScriptedServer, Step  # noqa: E402
 
 
@@ -32,6 +33,18 @@ def model_server() -> Iterator[Callable[..., ScriptedServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A user's home for tests that run mcode as a process (clean_env points XDG there)."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def env(home: Path) -> dict[str, str]:
+    """mcode's environment for such a process: no keys, nothing of the machine's user."""
+    return clean_env(home)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -27,11 +27,6 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", {"README.md": "# demo\n", "a.txt": "alpha\n"})
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
 def run_exec(
     server: Any, wire: str, repo: Path, home: Path, *args: str, prompt: str = "Do it."
 ) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode
+from helpers import exec_args, make_repo, mcode
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 20
@@ -27,16 +27,6 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 20
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", {"README.md": "# calc\n", "calc.py": "x = 1\n"})
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
 
 
 def no_sessions(repo: Path, env: dict[str, str]) -> bool:

@@ -58,11 +58,6 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", {"README.md": "# r\n"})
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
 def run_task(server: Any, repo: Path, home: Path, *extra: str, **env: str) -> tuple[int, list, str]:
     args = exec_args(server, "--output-format", "stream-json", "--permission-mode", "full-auto")
     run = mcode(*args, *extra, TASK, cwd=repo, env=clean_env(home, **env), timeout=90)

@@ -9,22 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode, stored_events
+from helpers import exec_args, make_repo, mcode, stored_events
 
 from mcode.runtime.fork import fork_session, user_turns
 from mcode.store import Store
 
 FLAGS = ("--output-format", "stream-json", "--permission-mode", "full-auto")
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
 
 
 @pytest.fixture

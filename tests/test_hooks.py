@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Live, clean_env, exec_args, make_repo, mcode, tool_messages, trust
+from helpers import Live, exec_args, make_repo, mcode, tool_messages, trust
 
 # Reads the hook input, appends it to hooks.log (one JSON line per call), then acts.
 RECORDER = """\
@@ -27,16 +27,6 @@ if "rm -rf" in cmd:
     print("rm -rf is not allowed here; delete files one by one", file=sys.stderr)
     sys.exit(2)
 """
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
 
 
 @pytest.fixture

@@ -67,16 +67,6 @@ else:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
-
-
-@pytest.fixture
 def server_file(tmp_path: Path) -> Path:
     path = tmp_path / "demo_server.py"
     path.write_text(SERVER)

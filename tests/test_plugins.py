@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Live, clean_env, exec_args, make_repo, mcode, tool_messages, trust
+from helpers import Live, exec_args, make_repo, mcode, tool_messages, trust
 
 GREET = """\
 ---
@@ -63,16 +63,6 @@ def claude_plugin(root: Path, log_dir: Path) -> Path:
         json.dumps({"hooks": {"PreToolUse": [{"matcher": "Read|Grep", "hooks": [hook]}]}})
     )
     return root
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
 
 
 @pytest.fixture

@@ -15,17 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode, tool_messages
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
+from helpers import exec_args, make_repo, mcode, tool_messages
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode, start_until, stored_events
+from helpers import exec_args, make_repo, mcode, start_until, stored_events
 
 from mcode.errors import ToolError
 from mcode.events import Event, Undo
@@ -228,16 +228,6 @@ def repo(tmp_path: Path) -> Path:
     (root / "calc.py").write_bytes(CALC)
     (root / "calc.py").chmod(0o750)
     return root
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home: Path) -> dict[str, str]:
-    return clean_env(home)
 
 
 def call(cid: str, name: str, **args: Any) -> dict[str, Any]:
