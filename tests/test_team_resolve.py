@@ -195,3 +195,20 @@ def test_settle_merges_only_a_resolution_that_holds_the_target(
     else:
         assert why, "a resolution without the target merged must not pass"
     assert git(repo, "rev-parse", "HEAD").strip() == target  # the user's branch untouched
+
+
+def test_resolve_attempts_0_in_the_config_reports_the_conflict_without_a_resolver(
+    repo: Path, env: dict[str, str]
+) -> None:
+    config = Path(env["XDG_CONFIG_HOME"]) / "mcode" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[team]\nresolve_attempts = 0\n")
+    run, model = run_team(repo, env, resolver_writing(BOTH))
+    events = run.events()
+    assert run.code == 1, run.stderr
+    assert [m["data"]["ok"] for m in of(events, "team.merge")] == [True, False]
+    assert of(events, "team.resolve.started") == []
+    assert not any(role == "resolver" for role, _ in model.calls)
+    loser = of(events, "team.merge")[1]["data"]["task_id"]
+    statuses = {t["id"]: t["status"] for t in of(events, "team.finished")[-1]["data"]["tasks"]}
+    assert statuses[loser] == "failed"
