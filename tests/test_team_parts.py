@@ -18,6 +18,7 @@ from mcode.runtime.build import open_session
 from mcode.store import Store
 from mcode.team.confine import confinement
 from mcode.team.gate import RateLimiter
+from mcode.team.git import task_place
 from mcode.team.plan import PlanError, parse_plan
 from mcode.tools.workspace import Workspace
 from tests.helpers import clean_env, exec_args, make_repo, mcode, trust
@@ -311,3 +312,15 @@ def test_every_member_follows_the_projects_agents_md(repo: Path, tmp_path: Path)
     assert run.code == 0, run.stderr
     assert len(systems) == 3  # planner, producer, verifier
     assert all("Use tabs, never spaces." in s for s in systems)
+
+
+def test_a_tasks_producer_and_resolver_places_never_meet() -> None:
+    # A task may be called "resolve": its producer's place still differs from any resolver's.
+    base = Path("/data/worktrees")
+    for task_id in ("a", "resolve"):
+        path, branch = task_place(base, "0123456789abcdef", task_id)
+        assert (path, branch) == (base / "01234567" / task_id, f"mcode/team/01234567/{task_id}")
+    assert task_place(base, "0123456789abcdef", "a", resolver=True) == (
+        base / "01234567" / ".resolve" / "a",
+        "mcode/resolve/01234567/a",
+    )

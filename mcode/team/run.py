@@ -44,7 +44,7 @@ from mcode.team.board import Status, TaskState, final_status, revise
 from mcode.team.checks import run_checks
 from mcode.team.confine import confinement
 from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
-from mcode.team.git import Git, MergeResult
+from mcode.team.git import Git, MergeResult, task_place
 from mcode.team.plan import PLAN_SCHEMA, Plan, PlanError, PlanTool, parse_plan
 from mcode.team.resolve import settle
 from mcode.team.state import TeamRecord
@@ -449,9 +449,7 @@ class Team:
     # -- one task -----------------------------------------------------------------------------
     async def _run_task(self, task: TaskState) -> None:
         spec = task.spec
-        session8 = self.session.id[:8]
-        path = self.options.worktrees / session8 / spec.id
-        branch = f"mcode/team/{session8}/{spec.id}"
+        path, branch = task_place(self.options.worktrees, self.session.id, spec.id)
         if task.accepted_branch:
             task.accepted_branch = False
             if await self._merge(task, branch, path):
@@ -649,11 +647,7 @@ class Team:
         "" when its resolution was checked and merged into the user's branch, else why not.
         Its worktree and branch go either way; the task's branch is not touched."""
         spec = task.spec
-        session8 = self.session.id[:8]
-        # Names no task can take: task ids start with a letter or digit, and refs under
-        # mcode/resolve/ never meet the producers' under mcode/team/.
-        path = self.options.worktrees / session8 / ".resolve" / spec.id
-        own = f"mcode/resolve/{session8}/{spec.id}"
+        path, own = task_place(self.options.worktrees, self.session.id, spec.id, resolver=True)
         agent = self._agent_id(f"resolver:{spec.id}" + (f".{attempt}" if attempt > 1 else ""))
         if task.budget is None:  # accepted by a killed run, merged on resume
             task.budget = Budget(self.options.task_limits, spec.id, self._budget_hit)
