@@ -110,6 +110,7 @@ def test_a_rejected_plan_starts_nothing_and_says_why(repo: Path, env: dict[str, 
         "decision": "rejected",
         "by": "user",
         "reason": "b is not wanted",
+        "steer": None,
     }
     assert of(events, "team.finished")[0]["data"]["reason"] == "rejected"
     assert of(events, "session.finished")[0]["data"]["exit_code"] == 1
@@ -257,6 +258,9 @@ def test_a_steer_at_the_gate_is_re_planned_once_the_plan_is_approved(
             time.sleep(1.5)  # time for a re-plan to reach the server, were it started now
             planner_calls = len(model.calls)
             live.send(answer(asked["data"]["request_id"], "allow"))
+            replan = live.until("team.plan.asked", n=2, timeout=60)["data"]
+            assert replan["steer"] == "also write c.txt"
+            live.send(answer(replan["request_id"], "allow"))
             live.until("team.finished", timeout=90)
             live.close()
             code = live.wait(timeout=60)
@@ -270,3 +274,95 @@ def test_a_steer_at_the_gate_is_re_planned_once_the_plan_is_approved(
     assert types.index("team.plan.decided") < types.index("team.replan")
     assert of(events, "team.replan")[0]["data"]["added"] == ["c"]
     assert (repo / "a.txt").exists() and (repo / "c.txt").exists()
+
+
+def test_a_steers_re_plan_is_asked_while_the_running_task_goes_on_and_a_no_keeps_the_plan(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.step == 0:  # a works until the test lets it go
+            wait = f"for i in $(seq 600); do [ -e {go} ] && break; sleep 0.05; done"
+            return call("bash", {"command": wait})
+        if req.step == 1:
+            return call("write", {"path": f"{req.task_id}.txt", "content": "written\n"})
+        return say("done")
+
+    model = TeamModel(
+        planner=planner_giving(
+            plan(task("a", "write a.txt")),
+            plan(task("a", "write a.txt"), task("c", "write c.txt")),
+        ),
+        producer=producer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        live = Live(exec_args(server, *LIVE, "write a"), cwd=repo, env=env)
+        try:
+            first = live.until("team.plan.asked", timeout=60)["data"]
+            live.send(answer(first["request_id"], "allow"))
+            live.until("tool.started", timeout=60)  # a's producer is at work
+            live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+            asked = live.until("team.plan.asked", n=2, timeout=60)["data"]
+            shown = of(live.events, "team.plan")[-1]["data"]
+            # The running task goes on while the re-plan waits: a is verified and merged.
+            go.touch()
+            live.until("team.merge", timeout=60)
+            assert "team.replan" not in live.types() and producers(model) == {"a"}
+            live.send(answer(asked["request_id"], "deny", reason="not now"))
+            live.until("team.finished", timeout=90)
+            live.close()
+            code = live.wait(timeout=60)
+        finally:
+            live.kill()
+    events = live.events
+    assert code == 0, live.stderr
+    assert asked["steer"] == "also write c.txt" and first["steer"] is None
+    assert asked["revision"] == shown["revision"] == 2 and shown["reason"] == "steer"
+    assert [t["id"] for stage in shown["stages"] for t in stage["tasks"]] == ["a", "c"]
+    decided = of(events, "team.plan.decided")[-1]["data"]
+    assert decided["decision"] == "rejected" and decided["steer"] == "also write c.txt"
+    assert "not now" in decided["reason"] and "stays as it was (revision 1)" in decided["reason"]
+    # The old plan held: no re-plan applied, c never started, the run completed with a alone.
+    assert of(events, "team.replan") == [] and producers(model) == {"a"}
+    assert not (repo / "c.txt").exists() and (repo / "a.txt").exists()
+    done = of(events, "team.finished")[-1]["data"]
+    assert done["reason"] == "completed" and [t["id"] for t in done["tasks"]] == ["a"]
+
+
+def test_a_re_plan_edited_at_the_gate_is_the_plan_that_runs(
+    repo: Path, env: dict[str, str]
+) -> None:
+    model = TeamModel(
+        planner=planner_giving(
+            plan(task("a", "write a.txt")),
+            plan(task("a", "write a.txt"), task("c", "write c.txt")),
+        ),
+        producer=writer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        live = Live(exec_args(server, *LIVE, "write a"), cwd=repo, env=env)
+        try:
+            first = live.until("team.plan.asked", timeout=60)["data"]
+            # Steered at the gate: the re-plan comes after the answer, and is asked about.
+            live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+            live.until("team.steer", timeout=30)
+            live.send(answer(first["request_id"], "allow"))
+            asked = live.until("team.plan.asked", n=2, timeout=60)["data"]
+            edit = plan(task("a", "write a.txt"), task("d", "write d.txt instead"))
+            live.send(answer(asked["request_id"], "edit", plan=edit))
+            live.until("team.finished", timeout=90)
+            live.close()
+            code = live.wait(timeout=60)
+        finally:
+            live.kill()
+    events = live.events
+    assert code == 0, live.stderr
+    assert of(events, "team.plan.decided")[-1]["data"]["decision"] == "edited"
+    last = of(events, "team.plan")[-1]["data"]
+    assert last["reason"] == "edit" and last["revision"] == 3
+    (replan,) = [e["data"] for e in of(events, "team.replan")]
+    assert replan["added"] == ["d"] and replan["revision"] == 3
+    assert (repo / "d.txt").exists() and not (repo / "c.txt").exists()

@@ -39,9 +39,10 @@ def until_agent(live: Live, kind: str, agent: str, timeout: float = 60) -> dict[
         live.until(kind, n=n, timeout=max(0.1, deadline - time.monotonic()))
 
 
-def approve_plan(live: Live) -> None:
-    """Answer the plan gate (stream-json in and out asks before any task starts): carry on."""
-    asked = live.until("team.plan.asked", timeout=60)["data"]
+def approve_plan(live: Live, n: int = 1) -> None:
+    """Answer the plan gate's ``n``-th question (stream-json in and out asks before any task
+    starts, and again about each steer's re-plan): carry on."""
+    asked = live.until("team.plan.asked", n=n, timeout=60)["data"]
     live.send(
         json.dumps({"type": "approve", "request_id": asked["request_id"], "decision": "allow"})
     )
@@ -254,6 +255,7 @@ def test_a_requirement_added_mid_run_changes_the_plan_and_the_result(
             until_agent(live, "tool.started", "producer:a")  # a's producer is at work
             live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
             receipt = live.until("team.steer", timeout=30)["data"]
+            approve_plan(live, n=2)  # the re-plan is asked about as the first plan was
             live.until("team.replan", timeout=30)
             go.touch()
             live.close()
@@ -310,6 +312,7 @@ def test_a_steer_that_invalidates_an_accepted_task_reopens_it(
             approve_plan(live)
             live.until("team.merge", timeout=60)  # a is accepted and merged; b still works
             live.send(json.dumps({"type": "steer", "text": "a.txt must say A2"}))
+            approve_plan(live, n=2)
             live.until("team.replan", timeout=30)
             live.until("team.merge", n=2, timeout=60)  # a again
             go.touch()
