@@ -13,10 +13,14 @@ import pytest
 
 from mcode.team.git import Git
 from mcode.team.resolve import markers_left, settle
-from tests.helpers import clean_env, exec_args, make_repo, mcode
+from tests import team_support
+from tests.helpers import exec_args, make_repo, mcode
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
-from tests.test_team_runs import TEAM, git, of
+from tests.team_support import TEAM, git, of
+
+repo, env = team_support.repo, team_support.env
+
 
 BOTH = "by one\nby two\n"
 
@@ -49,16 +53,6 @@ def resolver_writing(content: str | None) -> Any:
         return say("resolved")
 
     return resolver
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
 
 
 def run_team(repo: Path, env: dict[str, str], resolver: Any) -> tuple[Any, TeamModel]:
