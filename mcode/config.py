@@ -88,6 +88,7 @@ _KEYS: dict[str, str] = {
     "team.rate_limit": "int",
     "team.budget": "str",
     "team.task_budget": "str",
+    "team.resolve_attempts": "int",
     "sandbox.mode": "str",
     "sandbox.network": "bool",
     "budget.max_time": "float",
@@ -144,19 +145,26 @@ _ZERO_OK = {
     "network.backoff_max",
     "computer.settle_delay",
     "computer.monitor",  # 0: all monitors as one image
+    "team.resolve_attempts",  # 0: a merge conflict is reported at once
 }
+# Keys whose value is a budget (``turns=N,tokens=N,seconds=S``), read by read_limits.
+_LIMIT_KEYS = ("team.budget", "team.task_budget")
+LIMIT_NAMES = ("turns", "tokens", "seconds")
 
 
 @dataclass(slots=True)
 class TeamSettings:
     """``[team]`` (mcode exec --team): producers at once, verifications per task, model calls
-    a minute for the whole team, and the budgets (``turns=N,tokens=N,seconds=S``)."""
+    a minute for the whole team, the budgets (``turns=N,tokens=N,seconds=S``) and resolver
+    attempts per merge conflict. (The plan gate waits ``approval_timeout``, as a permission
+    question does.)"""
 
     parallel: int = 2
     rounds: int = 3
     rate_limit: int = 200
     budget: str | None = None
     task_budget: str | None = None
+    resolve_attempts: int = 1
 
 
 @dataclass(slots=True)
@@ -626,9 +634,34 @@ def _check_type(value: Any, kind: str, where: str) -> Any:
     return float(value) if kind == "float" else value
 
 
+def read_limits(text: str) -> dict[str, int | float]:
+    """A budget's limits: ``turns=40,tokens=200000,seconds=600`` (any of them, each above 0).
+    ValueError (its argument the part that cannot be read) otherwise."""
+    values: dict[str, int | float] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        try:
+            if not sep or key not in LIMIT_NAMES:
+                raise ValueError
+            values[key] = float(value) if key == "seconds" else int(value)
+            if not values[key] > 0 or not math.isfinite(values[key]):
+                raise ValueError
+        except ValueError:
+            raise ValueError(part.strip()) from None
+    return values
+
+
 def _check_range(key: str, value: Any, where: str) -> Any:
     """``value`` if it is in range for ``key``: numbers are finite and above 0 (0 allowed for
-    the keys in _ZERO_OK)."""
+    the keys in _ZERO_OK); a budget's limits are readable (read_limits)."""
+    if key in _LIMIT_KEYS and value:
+        try:
+            read_limits(value)
+        except ValueError as e:
+            raise ConfigError(
+                f"{where}: cannot read {e.args[0]!r} in {value!r}",
+                hint="write turns=N,tokens=N,seconds=S (any of them, each above 0)",
+            ) from None
     if _KEYS.get(key) not in ("int", "float"):
         return value
     zero_ok = key in _ZERO_OK
@@ -776,6 +809,7 @@ def _build(
         rate_limit=values.get("team.rate_limit", 200),
         budget=values.get("team.budget"),
         task_budget=values.get("team.task_budget"),
+        resolve_attempts=values.get("team.resolve_attempts", 1),
     )
     for key in ("max_turns", "context_window", "local.context", "tools.output_cap"):
         if key in values and values[key] <= 0:

@@ -706,7 +706,8 @@ class TeamStarted(Payload):
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TeamPlan(Payload):
     """The plan, as the planner's `plan` tool call gave it (the README's plan schema), shown
-    before work starts; again after each re-plan."""
+    before work starts; again after each re-plan (with the plan gate, reason steer: shown to be
+    asked about, in force once its `team.replan` follows)."""
 
     TYPE: ClassVar[str] = TEAM_PLAN
     revision: int
@@ -730,11 +731,15 @@ class TeamPlanAsked(Payload):
     """the `team.plan` revision asked about"""
     timeout: float | None
     """seconds until no answer rejects it (`approval_timeout`); null: it waits"""
+    steer: str | None
+    """the requirement a re-plan is for (a steer's: the running tasks go on while it is asked,
+    none starts); null: the plan before any task started"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TeamPlanDecided(Payload):
-    """How the plan gate was answered; rejected: no task started, the run ends (exit 1)."""
+    """How the plan gate was answered; the first plan rejected: no task started, the run ends
+    (exit 1); a re-plan rejected: the plan stays as it was."""
 
     TYPE: ClassVar[str] = TEAM_PLAN_DECIDED
     request_id: str
@@ -744,6 +749,9 @@ class TeamPlanDecided(Payload):
     """user, timeout: no answer within `approval_timeout`, headless: the input ended first,
     cancel: the run was cancelled while it asked"""
     reason: str
+    steer: str | None
+    """the requirement a re-plan was for (rejected: the plan in force stays, the run goes on;
+    approved or edited: a `team.replan` follows); null: the first plan"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)

@@ -106,8 +106,9 @@ def team_line(payload: ev.Payload) -> str | None:
             ids = [t["id"] for stage in stages for t in stage["tasks"]]
             what = "plan" if revision == 1 else f"plan revision {revision}"
             return f"team: {what}: {len(ids)} task(s): {', '.join(ids)}"
-        case ev.TeamPlanAsked(request_id=request_id):
-            return f"team: waiting for the plan to be approved, rejected or edited ({request_id})"
+        case ev.TeamPlanAsked(request_id=request_id, steer=steer):
+            what = "the plan" if steer is None else f"the re-plan for {_short(steer)!r}"
+            return f"team: waiting for {what} to be approved, rejected or edited ({request_id})"
         case ev.TeamPlanDecided(decision=decision, by=by, reason=reason):
             said = f": {_short(reason)}" if reason and reason != decision else ""
             return f"team: plan {decision} (by {by}){said}"

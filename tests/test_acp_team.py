@@ -6,33 +6,21 @@ team's end, and a cancel mid-run."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import acp
 import pytest
+import team_support
 from acp_client import editor
-from helpers import clean_env, gone, make_repo, sleeper, stored_events
+from helpers import clean_env, gone, sleeper, stored_events
 from team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
+from team_support import git
+
+repo, env = team_support.repo, team_support.env
+
 
 FULL_AUTO = ("--permission-mode", "full-auto")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
 
 
 def run(scenario: Any) -> Any:

@@ -365,3 +365,40 @@ def test_a_remote_provider_without_its_key_is_a_clear_error_up_front(ws, tmp_pat
         ws, {"provider": "openai", "base_url": "http://127.0.0.1:8000/v1"}, env=env_for(tmp_path)
     )
     assert s.api_key is None
+
+
+def test_team_limits_come_from_the_config_with_their_defaults(ws, tmp_path):
+    assert load_settings(ws, env=env_for(tmp_path)).team.resolve_attempts == 1
+    write(
+        ws / ".mcode" / "config.toml",
+        "[team]\nparallel = 4\nrounds = 1\nrate_limit = 30\nresolve_attempts = 0\n"
+        'budget = "turns=40,seconds=600"\ntask_budget = "tokens=9000"\n',
+    )
+    team = load_settings(ws, env=env_for(tmp_path)).team
+    assert (team.parallel, team.rounds, team.rate_limit, team.resolve_attempts) == (4, 1, 30, 0)
+    assert (team.budget, team.task_budget) == ("turns=40,seconds=600", "tokens=9000")
+    env = env_for(tmp_path, MCODE_TEAM_RESOLVE_ATTEMPTS="3")
+    assert load_settings(ws, env=env).team.resolve_attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("resolve_attempts = -1", "0 or more"),
+        ('resolve_attempts = "twice"', "an integer"),
+        ("parallel = 0", "above 0"),
+        ("rounds = -3", "above 0"),
+        ("rate_limit = 2.5", "an integer"),
+        ('budget = "turns=ten"', "'turns=ten'"),
+        ('task_budget = "seconds=-5,turns=3"', "'seconds=-5'"),
+        ('budget = "calls=3"', "'calls=3'"),
+    ],
+)
+def test_bad_team_values_name_the_file_line_key_and_what_is_allowed(ws, tmp_path, line, says):
+    cfg = write(tmp_path / "cfg" / "mcode" / "config.toml", f"[team]\n{line}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(ws, env=env_for(tmp_path))
+    key = "team." + line.split(" =")[0]
+    assert f"{cfg}:2" in str(e.value) and key in str(e.value) and says in str(e.value), e.value
+    if "budget" in key:
+        assert "turns=N,tokens=N,seconds=S" in (e.value.hint or "")

@@ -172,9 +172,10 @@ TODAY = [
     '"reason":"verified and merged"}',
     '"type":"team.merge","data":{"task_id":"a","branch":"mcode/team/677bb4f9/a","ok":true,'
     '"commit":"5b2d","conflicts":[],"message":"merged"}',
-    '"type":"team.plan.asked","data":{"request_id":"plan-1","revision":1,"timeout":300.0}',
+    '"type":"team.plan.asked","data":{"request_id":"plan-1","revision":1,"timeout":300.0,'
+    '"steer":null}',
     '"type":"team.plan.decided","data":{"request_id":"plan-1","decision":"rejected","by":"user",'
-    '"reason":"too broad"}',
+    '"reason":"too broad","steer":null}',
     '"type":"team.resolve.started","data":{"task_id":"b","agent":"resolver:b",'
     '"branch":"mcode/resolve/677bb4f9/b","worktree":"/d/worktrees/677bb4f9/.resolve/b",'
     '"conflicts":["a.txt"]}',

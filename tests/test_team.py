@@ -6,13 +6,11 @@ Real git, a real mcode process, the scripted model server answering per role
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.helpers import clean_env, exec_args, make_repo, mcode
+from tests import team_support
+from tests.helpers import exec_args, make_repo, mcode
 from tests.model_server import ScriptedServer
 from tests.team_model import (
     Req,
@@ -24,28 +22,9 @@ from tests.team_model import (
     task,
     verifier_running,
 )
+from tests.team_support import TEAM, git, of
 
-TEAM = ("--team", "--permission-mode", "full-auto", "--output-format", "stream-json")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == kind]
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
+repo, env = team_support.repo, team_support.env
 
 
 def test_two_producers_overlap_in_separate_worktrees_and_both_merge(

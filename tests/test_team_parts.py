@@ -18,7 +18,9 @@ from mcode.runtime.build import open_session
 from mcode.store import Store
 from mcode.team.confine import confinement
 from mcode.team.gate import RateLimiter
+from mcode.team.git import task_place
 from mcode.team.plan import PlanError, parse_plan
+from mcode.team.state import team_record
 from mcode.tools.workspace import Workspace
 from tests.helpers import clean_env, exec_args, make_repo, mcode, trust
 from tests.model_server import ScriptedServer
@@ -311,3 +313,47 @@ def test_every_member_follows_the_projects_agents_md(repo: Path, tmp_path: Path)
     assert run.code == 0, run.stderr
     assert len(systems) == 3  # planner, producer, verifier
     assert all("Use tabs, never spaces." in s for s in systems)
+
+
+def test_a_tasks_producer_and_resolver_places_never_meet() -> None:
+    # A task may be called "resolve": its producer's place still differs from any resolver's.
+    base = Path("/data/worktrees")
+    for task_id in ("a", "resolve"):
+        path, branch = task_place(base, "0123456789abcdef", task_id)
+        assert (path, branch) == (base / "01234567" / task_id, f"mcode/team/01234567/{task_id}")
+    assert task_place(base, "0123456789abcdef", "a", resolver=True) == (
+        base / "01234567" / ".resolve" / "a",
+        "mcode/resolve/01234567/a",
+    )
+
+
+def test_a_resumed_run_keeps_the_plan_in_force_not_a_re_plan_still_asked_or_rejected() -> None:
+    def e(kind: str, **data: Any) -> dict[str, Any]:
+        return {"type": kind, "data": data}
+
+    one = plan(task("a", "write a.txt"))
+    two = plan(task("a", "write a.txt"), task("c", "write c.txt"))
+    asked = {"revision": 2, "timeout": 300.0, "steer": "also c"}
+    events = [
+        e("team.started", task="write a"),
+        e("team.plan", revision=1, reason="initial", stages=one["stages"]),
+        e("team.plan.asked", request_id="plan-1.1", revision=1, timeout=300.0, steer=None),
+        e("team.plan.decided", request_id="plan-1.1", decision="approved", steer=None),
+        e("team.steer", text="also c", to=["planner"], replan=True),
+        e("team.plan", revision=2, reason="steer", stages=two["stages"]),
+        e("team.plan.asked", request_id="plan-1.2", **asked),
+    ]
+    record = team_record(events)
+    assert record is not None and record.plan is not None
+    # Killed while the re-plan was asked: the first plan holds, the steer is re-planned.
+    assert list(record.plan.tasks) == ["a"] and record.in_force == 1 and not record.plan_asked
+    assert record.steers == ["also c"] and record.revision == 2
+    rejected = e("team.plan.decided", request_id="plan-1.2", decision="rejected", steer="also c")
+    record = team_record([*events, rejected])
+    assert record is not None and record.plan is not None
+    assert list(record.plan.tasks) == ["a"] and record.steers == []  # answered: not again
+    approved = e("team.plan.decided", request_id="plan-1.2", decision="approved", steer="also c")
+    replan = e("team.replan", revision=2, steer="also c", reopened=[])
+    record = team_record([*events, approved, replan])
+    assert record is not None and record.plan is not None
+    assert list(record.plan.tasks) == ["a", "c"] and record.in_force == 2

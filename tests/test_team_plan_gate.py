@@ -14,27 +14,23 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Live, clean_env, exec_args, make_repo, mcode
+from tests import team_support
+from tests.helpers import exec_args, mcode
 from tests.model_server import ScriptedServer
-from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
+from tests.team_model import (
+    Req,
+    Role,
+    TeamModel,
+    call,
+    plan,
+    planner_giving,
+    say,
+    task,
+    verifier_running,
+)
+from tests.team_support import TEAM, answer, live_team, of, until_agent, writer
 
-TEAM = ("--team", "--permission-mode", "full-auto", "--output-format", "stream-json")
-LIVE = (*TEAM, "--input-format", "stream-json")
-
-
-def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == kind]
-
-
-def writer(req: Req) -> dict[str, Any]:
-    """A producer that writes ``<task id>.txt`` and answers."""
-    if req.after_user == 0:
-        return call("write", {"path": f"{req.task_id}.txt", "content": f"{req.task_id}\n"})
-    return say("done")
-
-
-def answer(request_id: str, decision: str, **more: Any) -> str:
-    return json.dumps({"type": "approve", "request_id": request_id, "decision": decision, **more})
+repo, env = team_support.repo, team_support.env
 
 
 def two_tasks() -> TeamModel:
@@ -50,34 +46,31 @@ def two_tasks() -> TeamModel:
     )
 
 
+def a_then_c(producer: Role) -> TeamModel:
+    """A planner that plans a, then a and c when a steer asks for c."""
+    return TeamModel(
+        planner=planner_giving(
+            plan(task("a", "write a.txt")),
+            plan(task("a", "write a.txt"), task("c", "write c.txt")),
+        ),
+        producer=producer,
+        verifier=verifier_running("ls"),
+    )
+
+
 def producers(model: TeamModel) -> set[str | None]:
     return {task_id for role, task_id in model.calls if role == "producer"}
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
-
-
 def test_nothing_starts_until_the_plan_is_approved(repo: Path, env: dict[str, str]) -> None:
     model = two_tasks()
-    with ScriptedServer([model] * 40) as server:
-        live = Live(exec_args(server, *LIVE, "write a and b"), cwd=repo, env=env)
-        try:
-            asked = live.until("team.plan.asked", timeout=60)
-            assert "team.task.started" not in live.types() and producers(model) == set()
-            live.send(answer(asked["data"]["request_id"], "allow"))
-            live.until("team.finished", timeout=90)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
-    events = live.events
+    with live_team(repo, env, model, "write a and b") as (live, ran):
+        asked = live.until("team.plan.asked", timeout=60)
+        assert "team.task.started" not in live.types() and producers(model) == set()
+        live.send(answer(asked["data"]["request_id"], "allow"))
+        live.until("team.finished", timeout=90)
+    code = ran.code
+    events = ran.events
     assert code == 0, live.stderr
     assert asked["data"]["revision"] == 1 and asked["data"]["timeout"] == 300
     decided = of(events, "team.plan.decided")[0]["data"]
@@ -92,17 +85,12 @@ def test_nothing_starts_until_the_plan_is_approved(repo: Path, env: dict[str, st
 
 def test_a_rejected_plan_starts_nothing_and_says_why(repo: Path, env: dict[str, str]) -> None:
     model = two_tasks()
-    with ScriptedServer([model] * 10) as server:
-        live = Live(exec_args(server, *LIVE, "write a and b"), cwd=repo, env=env)
-        try:
-            asked = live.until("team.plan.asked", timeout=60)
-            live.send(answer(asked["data"]["request_id"], "deny", reason="b is not wanted"))
-            live.until("team.finished", timeout=30)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
-    events = live.events
+    with live_team(repo, env, model, "write a and b", steps=10) as (live, ran):
+        asked = live.until("team.plan.asked", timeout=60)
+        live.send(answer(asked["data"]["request_id"], "deny", reason="b is not wanted"))
+        live.until("team.finished", timeout=30)
+    code = ran.code
+    events = ran.events
     assert code == 1, live.stderr
     decided = of(events, "team.plan.decided")[0]["data"]
     assert decided == {
@@ -110,6 +98,7 @@ def test_a_rejected_plan_starts_nothing_and_says_why(repo: Path, env: dict[str, 
         "decision": "rejected",
         "by": "user",
         "reason": "b is not wanted",
+        "steer": None,
     }
     assert of(events, "team.finished")[0]["data"]["reason"] == "rejected"
     assert of(events, "session.finished")[0]["data"]["exit_code"] == 1
@@ -122,17 +111,12 @@ def test_a_rejected_plan_starts_nothing_and_says_why(repo: Path, env: dict[str, 
 def test_an_edited_plan_is_the_one_that_runs(repo: Path, env: dict[str, str]) -> None:
     model = two_tasks()
     only_b = plan(task("b", "write b.txt", [("test -f b.txt", 0)], title="just b"))
-    with ScriptedServer([model] * 40) as server:
-        live = Live(exec_args(server, *LIVE, "write a and b"), cwd=repo, env=env)
-        try:
-            asked = live.until("team.plan.asked", timeout=60)
-            live.send(answer(asked["data"]["request_id"], "edit", plan=only_b))
-            live.until("team.finished", timeout=90)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
-    events = live.events
+    with live_team(repo, env, model, "write a and b") as (live, ran):
+        asked = live.until("team.plan.asked", timeout=60)
+        live.send(answer(asked["data"]["request_id"], "edit", plan=only_b))
+        live.until("team.finished", timeout=90)
+    code = ran.code
+    events = ran.events
     assert code == 0, live.stderr
     assert of(events, "team.plan.decided")[0]["data"]["decision"] == "edited"
     plans = [e["data"] for e in of(events, "team.plan")]
@@ -152,23 +136,18 @@ def test_an_invalid_edit_is_answered_with_the_schema_error_and_asked_again(
 ) -> None:
     model = two_tasks()
     circle = plan(task("a", "x", depends_on=("b",)), task("b", "y", depends_on=("a",)))
-    with ScriptedServer([model] * 40) as server:
-        live = Live(exec_args(server, *LIVE, "write a and b"), cwd=repo, env=env)
-        try:
-            first = live.until("team.plan.asked", timeout=60)["data"]["request_id"]
-            live.send(answer(first, "edit", plan=circle))
-            error = live.until("error", timeout=30)["data"]
-            second = live.until("team.plan.asked", n=2, timeout=30)["data"]["request_id"]
-            assert producers(model) == set()  # still nothing started
-            live.send(answer(first, "allow"))  # the old question is gone: said, not taken
-            live.until("error", n=2, timeout=30)
-            live.send(answer(second, "allow"))
-            live.until("team.finished", timeout=90)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
-    events = live.events
+    with live_team(repo, env, model, "write a and b") as (live, ran):
+        first = live.until("team.plan.asked", timeout=60)["data"]["request_id"]
+        live.send(answer(first, "edit", plan=circle))
+        error = live.until("error", timeout=30)["data"]
+        second = live.until("team.plan.asked", n=2, timeout=30)["data"]["request_id"]
+        assert producers(model) == set()  # still nothing started
+        live.send(answer(first, "allow"))  # the old question is gone: said, not taken
+        live.until("error", n=2, timeout=30)
+        live.send(answer(second, "allow"))
+        live.until("team.finished", timeout=90)
+    code = ran.code
+    events = ran.events
     assert code == 0, live.stderr
     assert error["kind"] == "input" and error["recoverable"] is True
     assert "the dependencies go in a circle: a -> b -> a" in error["message"]
@@ -183,16 +162,12 @@ def test_an_invalid_edit_is_answered_with_the_schema_error_and_asked_again(
 
 def test_no_answer_in_time_rejects_the_plan(repo: Path, env: dict[str, str]) -> None:
     model = two_tasks()
-    with ScriptedServer([model] * 10) as server:
-        live = Live(
-            exec_args(server, *LIVE, "--approval-timeout", "1", "write a and b"), cwd=repo, env=env
-        )
-        try:
-            live.until("team.finished", timeout=60)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
+    with live_team(repo, env, model, "--approval-timeout", "1", "write a and b", steps=10) as (
+        live,
+        ran,
+    ):
+        live.until("team.finished", timeout=60)
+    code = ran.code
     assert code == 1, live.stderr
     decided = of(live.events, "team.plan.decided")[0]["data"]
     assert decided["decision"] == "rejected" and decided["by"] == "timeout"
@@ -202,14 +177,9 @@ def test_no_answer_in_time_rejects_the_plan(repo: Path, env: dict[str, str]) -> 
 
 def test_the_input_ending_at_the_gate_rejects_the_plan(repo: Path, env: dict[str, str]) -> None:
     model = two_tasks()
-    with ScriptedServer([model] * 10) as server:
-        live = Live(exec_args(server, *LIVE, "write a and b"), cwd=repo, env=env)
-        try:
-            live.until("team.plan.asked", timeout=60)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
+    with live_team(repo, env, model, "write a and b", steps=10) as (live, ran):
+        live.until("team.plan.asked", timeout=60)
+    code = ran.code
     assert code == 1, live.stderr
     decided = of(live.events, "team.plan.decided")[0]["data"]
     assert decided["decision"] == "rejected" and decided["by"] == "headless"
@@ -240,29 +210,20 @@ def test_a_plain_team_run_is_not_asked(repo: Path, env: dict[str, str]) -> None:
 def test_a_steer_at_the_gate_is_re_planned_once_the_plan_is_approved(
     repo: Path, env: dict[str, str]
 ) -> None:
-    model = TeamModel(
-        planner=planner_giving(
-            plan(task("a", "write a.txt")),
-            plan(task("a", "write a.txt"), task("c", "write c.txt")),
-        ),
-        producer=writer,
-        verifier=verifier_running("ls"),
-    )
-    with ScriptedServer([model] * 40) as server:
-        live = Live(exec_args(server, *LIVE, "write a"), cwd=repo, env=env)
-        try:
-            asked = live.until("team.plan.asked", timeout=60)
-            live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
-            assert live.until("team.steer", timeout=30)["data"]["replan"] is True
-            time.sleep(1.5)  # time for a re-plan to reach the server, were it started now
-            planner_calls = len(model.calls)
-            live.send(answer(asked["data"]["request_id"], "allow"))
-            live.until("team.finished", timeout=90)
-            live.close()
-            code = live.wait(timeout=60)
-        finally:
-            live.kill()
-    events = live.events
+    model = a_then_c(writer)
+    with live_team(repo, env, model, "write a") as (live, ran):
+        asked = live.until("team.plan.asked", timeout=60)
+        live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+        assert live.until("team.steer", timeout=30)["data"]["replan"] is True
+        time.sleep(1.5)  # time for a re-plan to reach the server, were it started now
+        planner_calls = len(model.calls)
+        live.send(answer(asked["data"]["request_id"], "allow"))
+        replan = live.until("team.plan.asked", n=2, timeout=60)["data"]
+        assert replan["steer"] == "also write c.txt"
+        live.send(answer(replan["request_id"], "allow"))
+        live.until("team.finished", timeout=90)
+    code = ran.code
+    events = ran.events
     assert code == 0, live.stderr
     # The planner was not asked to re-plan while the gate waited: only after the answer.
     assert planner_calls == 2
@@ -270,3 +231,71 @@ def test_a_steer_at_the_gate_is_re_planned_once_the_plan_is_approved(
     assert types.index("team.plan.decided") < types.index("team.replan")
     assert of(events, "team.replan")[0]["data"]["added"] == ["c"]
     assert (repo / "a.txt").exists() and (repo / "c.txt").exists()
+
+
+def test_a_steers_re_plan_is_asked_while_the_running_task_goes_on_and_a_no_keeps_the_plan(
+    repo: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.step == 0:  # a works until the test lets it go
+            wait = f"for i in $(seq 600); do [ -e {go} ] && break; sleep 0.05; done"
+            return call("bash", {"command": wait})
+        if req.step == 1:
+            return call("write", {"path": f"{req.task_id}.txt", "content": "written\n"})
+        return say("done")
+
+    model = a_then_c(producer)
+    with live_team(repo, env, model, "write a") as (live, ran):
+        first = live.until("team.plan.asked", timeout=60)["data"]
+        live.send(answer(first["request_id"], "allow"))
+        until_agent(live, "tool.started", "producer:a")  # a's producer is at work
+        live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+        asked = live.until("team.plan.asked", n=2, timeout=60)["data"]
+        shown = of(live.events, "team.plan")[-1]["data"]
+        # The running task goes on while the re-plan waits: a is verified and merged.
+        go.touch()
+        live.until("team.merge", timeout=60)
+        assert "team.replan" not in live.types() and producers(model) == {"a"}
+        live.send(answer(asked["request_id"], "deny", reason="not now"))
+        live.until("team.finished", timeout=90)
+    code = ran.code
+    events = ran.events
+    assert code == 0, live.stderr
+    assert asked["steer"] == "also write c.txt" and first["steer"] is None
+    assert asked["revision"] == shown["revision"] == 2 and shown["reason"] == "steer"
+    assert [t["id"] for stage in shown["stages"] for t in stage["tasks"]] == ["a", "c"]
+    decided = of(events, "team.plan.decided")[-1]["data"]
+    assert decided["decision"] == "rejected" and decided["steer"] == "also write c.txt"
+    assert "not now" in decided["reason"] and "stays as it was (revision 1)" in decided["reason"]
+    # The old plan held: no re-plan applied, c never started, the run completed with a alone.
+    assert of(events, "team.replan") == [] and producers(model) == {"a"}
+    assert not (repo / "c.txt").exists() and (repo / "a.txt").exists()
+    done = of(events, "team.finished")[-1]["data"]
+    assert done["reason"] == "completed" and [t["id"] for t in done["tasks"]] == ["a"]
+
+
+def test_a_re_plan_edited_at_the_gate_is_the_plan_that_runs(
+    repo: Path, env: dict[str, str]
+) -> None:
+    model = a_then_c(writer)
+    with live_team(repo, env, model, "write a") as (live, ran):
+        first = live.until("team.plan.asked", timeout=60)["data"]
+        # Steered at the gate: the re-plan comes after the answer, and is asked about.
+        live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
+        live.until("team.steer", timeout=30)
+        live.send(answer(first["request_id"], "allow"))
+        asked = live.until("team.plan.asked", n=2, timeout=60)["data"]
+        edit = plan(task("a", "write a.txt"), task("d", "write d.txt instead"))
+        live.send(answer(asked["request_id"], "edit", plan=edit))
+        live.until("team.finished", timeout=90)
+    code = ran.code
+    events = ran.events
+    assert code == 0, live.stderr
+    assert of(events, "team.plan.decided")[-1]["data"]["decision"] == "edited"
+    last = of(events, "team.plan")[-1]["data"]
+    assert last["reason"] == "edit" and last["revision"] == 3
+    (replan,) = [e["data"] for e in of(events, "team.replan")]
+    assert replan["added"] == ["d"] and replan["revision"] == 3
+    assert (repo / "d.txt").exists() and not (repo / "c.txt").exists()

@@ -13,10 +13,14 @@ import pytest
 
 from mcode.team.git import Git
 from mcode.team.resolve import markers_left, settle
-from tests.helpers import clean_env, exec_args, make_repo, mcode
+from tests import team_support
+from tests.helpers import exec_args, make_repo, mcode
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
-from tests.test_team_runs import TEAM, git, of
+from tests.team_support import TEAM, git, of
+
+repo, env = team_support.repo, team_support.env
+
 
 BOTH = "by one\nby two\n"
 
@@ -49,16 +53,6 @@ def resolver_writing(content: str | None) -> Any:
         return say("resolved")
 
     return resolver
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
 
 
 def run_team(repo: Path, env: dict[str, str], resolver: Any) -> tuple[Any, TeamModel]:
@@ -195,3 +189,20 @@ def test_settle_merges_only_a_resolution_that_holds_the_target(
     else:
         assert why, "a resolution without the target merged must not pass"
     assert git(repo, "rev-parse", "HEAD").strip() == target  # the user's branch untouched
+
+
+def test_resolve_attempts_0_in_the_config_reports_the_conflict_without_a_resolver(
+    repo: Path, env: dict[str, str]
+) -> None:
+    config = Path(env["XDG_CONFIG_HOME"]) / "mcode" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[team]\nresolve_attempts = 0\n")
+    run, model = run_team(repo, env, resolver_writing(BOTH))
+    events = run.events()
+    assert run.code == 1, run.stderr
+    assert [m["data"]["ok"] for m in of(events, "team.merge")] == [True, False]
+    assert of(events, "team.resolve.started") == []
+    assert not any(role == "resolver" for role, _ in model.calls)
+    loser = of(events, "team.merge")[1]["data"]["task_id"]
+    statuses = {t["id"]: t["status"] for t in of(events, "team.finished")[-1]["data"]["tasks"]}
+    assert statuses[loser] == "failed"

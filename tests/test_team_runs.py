@@ -4,64 +4,26 @@ kill -9 and --resume, a requirement added mid-run."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import Live, clean_env, exec_args, make_repo, mcode, stored_events
+from tests import team_support
+from tests.helpers import Live, exec_args, mcode, stored_events
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
+from tests.team_support import TEAM, answer, git, of, until_agent, writer
 
-TEAM = ("--team", "--permission-mode", "full-auto", "--output-format", "stream-json")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
+repo, env = team_support.repo, team_support.env
 
 
-def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == kind]
-
-
-def until_agent(live: Live, kind: str, agent: str, timeout: float = 60) -> dict[str, Any]:
-    """Read ``live``'s events until one of ``kind`` from conversation ``agent``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for e in live.events:
-            if e["type"] == kind and e.get("agent") == agent:
-                return e
-        n = sum(e["type"] == kind for e in live.events) + 1
-        live.until(kind, n=n, timeout=max(0.1, deadline - time.monotonic()))
-
-
-def approve_plan(live: Live) -> None:
-    """Answer the plan gate (stream-json in and out asks before any task starts): carry on."""
-    asked = live.until("team.plan.asked", timeout=60)["data"]
-    live.send(
-        json.dumps({"type": "approve", "request_id": asked["request_id"], "decision": "allow"})
-    )
-
-
-def writer(req: Req) -> dict[str, Any]:
-    """A producer that writes ``<task id>.txt`` and answers."""
-    if req.after_user == 0:
-        return call("write", {"path": f"{req.task_id}.txt", "content": f"{req.task_id}\n"})
-    return say("done")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"README.md": "demo\n"})
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
+def approve_plan(live: Live, n: int = 1) -> None:
+    """Answer the plan gate's ``n``-th question (stream-json in and out asks before any task
+    starts, and again about each steer's re-plan): carry on."""
+    asked = live.until("team.plan.asked", n=n, timeout=60)["data"]
+    live.send(answer(asked["request_id"], "allow"))
 
 
 def test_a_merge_conflict_is_aborted_and_reported_with_the_branch_left(
@@ -254,6 +216,7 @@ def test_a_requirement_added_mid_run_changes_the_plan_and_the_result(
             until_agent(live, "tool.started", "producer:a")  # a's producer is at work
             live.send(json.dumps({"type": "steer", "text": "also write c.txt"}))
             receipt = live.until("team.steer", timeout=30)["data"]
+            approve_plan(live, n=2)  # the re-plan is asked about as the first plan was
             live.until("team.replan", timeout=30)
             go.touch()
             live.close()
@@ -310,6 +273,7 @@ def test_a_steer_that_invalidates_an_accepted_task_reopens_it(
             approve_plan(live)
             live.until("team.merge", timeout=60)  # a is accepted and merged; b still works
             live.send(json.dumps({"type": "steer", "text": "a.txt must say A2"}))
+            approve_plan(live, n=2)
             live.until("team.replan", timeout=30)
             live.until("team.merge", n=2, timeout=60)  # a again
             go.touch()

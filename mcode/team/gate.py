@@ -60,26 +60,21 @@ class Limits:
 
     @classmethod
     def parse(cls, text: str | None, flag: str) -> Limits:
-        """``turns=40,tokens=200000,seconds=600`` (any of them)."""
+        """``turns=40,tokens=200000,seconds=600`` (any of them; the grammar is
+        :func:`mcode.config.read_limits`'s). ``flag``: what gave it, for the error."""
+        from mcode.config import read_limits
         from mcode.errors import UsageError
 
         if not text:
             return cls()
-        values: dict[str, Any] = {}
-        for part in text.split(","):
-            key, sep, value = part.strip().partition("=")
-            try:
-                if not sep or key not in ("turns", "tokens", "seconds"):
-                    raise ValueError
-                values[key] = float(value) if key == "seconds" else int(value)
-                if values[key] <= 0:
-                    raise ValueError
-            except ValueError:
-                raise UsageError(
-                    f"{flag} {text!r}: cannot read {part.strip()!r}",
-                    hint=f"write {flag} turns=N,tokens=N,seconds=S (any of them, each > 0)",
-                ) from None
-        return cls(**values)
+        try:
+            values = read_limits(text)
+        except ValueError as e:
+            raise UsageError(
+                f"{flag} {text!r}: cannot read {e.args[0]!r}",
+                hint=f"write {flag} turns=N,tokens=N,seconds=S (any of them, each > 0)",
+            ) from None
+        return cls(**values)  # type: ignore[arg-type]
 
 
 class BudgetHit(LimitReached):

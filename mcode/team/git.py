@@ -19,10 +19,25 @@ from pathlib import Path
 
 from mcode.errors import MCodeError
 
-__all__ = ["Git", "GitError", "MergeResult"]
+__all__ = ["Git", "GitError", "MergeResult", "task_place"]
 
 # Who commits a producer's work when the repository has no identity configured.
 _IDENTITY = {"GIT_AUTHOR_NAME": "mcode team", "GIT_AUTHOR_EMAIL": "mcode@localhost"}
+
+
+def task_place(
+    worktrees: Path, session_id: str, task_id: str, *, resolver: bool = False
+) -> tuple[Path, str]:
+    """Where a task's work goes: its worktree under ``worktrees`` and its branch, both named by
+    the session (its first 8 characters) and the task. A producer's are
+    ``<worktrees>/<session>/<task>`` on ``mcode/team/<session>/<task>``; a resolver's
+    (``resolver``) ``<worktrees>/<session>/.resolve/<task>`` on ``mcode/resolve/<session>/<task>``:
+    names no task can take, since task ids start with a letter or digit, and refs under
+    mcode/resolve/ never meet the producers' under mcode/team/."""
+    session8 = session_id[:8]
+    if resolver:
+        return worktrees / session8 / ".resolve" / task_id, f"mcode/resolve/{session8}/{task_id}"
+    return worktrees / session8 / task_id, f"mcode/team/{session8}/{task_id}"
 
 
 class GitError(MCodeError):

@@ -13,7 +13,9 @@
                    reported (team.resolve.finished)
         a steer:   receipt (team.steer) -> the running agents get it at their next step, and the
                    planner re-plans what has not started (team.plan + team.replan); nothing is
-                   started while it does
+                   started while it does. With the gate, the re-plan is asked about first
+                   (team.plan.asked with the steer; running tasks go on): a rejection keeps
+                   the plan in force
     team.finished: every task's status and rounds
 
 Every member is a Conversation of the Session (``Session.add``; its events carry its agent id),
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,7 +46,7 @@ from mcode.team.board import Status, TaskState, final_status, revise
 from mcode.team.checks import run_checks
 from mcode.team.confine import confinement
 from mcode.team.gate import Budget, BudgetHit, GatedProvider, Limits, RateLimiter
-from mcode.team.git import Git, MergeResult
+from mcode.team.git import Git, MergeResult, task_place
 from mcode.team.plan import PLAN_SCHEMA, Plan, PlanError, PlanTool, parse_plan
 from mcode.team.resolve import settle
 from mcode.team.state import TeamRecord
@@ -120,7 +122,16 @@ class Team:
         self._base_branch = ""
         self._request = ""
         self._early: list[str] = []  # steers that came before the planner's first turn ran
-        self._gating = False  # the plan gate waits for its answer
+        self._gating = False  # the plan gate waits for its answer (the first plan's)
+        self._halt = asyncio.Event()  # set when stopping is: the gate stops waiting
+        self._proposed: Plan | None = None  # a re-plan the gate asks about, not yet in force
+        self._in_force = 0  # the revision of the plan in force
+        self._asks = 0  # plan gate questions so far (their request ids count them)
+
+    @property
+    def asked_plan(self) -> Plan | None:
+        """The plan the gate asks about now: a re-plan not yet in force, else the plan."""
+        return self._proposed or self.plan
 
     # -- the verbs the session forwards --------------------------------------------------------
     def steer(self, text: str) -> None:
@@ -157,6 +168,7 @@ class Team:
     def cancel(self) -> None:
         """Stop: the session cancels the running turns; nothing new starts."""
         self.stopping = self.stopping or "cancelled"
+        self._halt.set()
         self._wake.set()
 
     # -- the run ------------------------------------------------------------------------------
@@ -198,11 +210,20 @@ class Team:
                     return self._finish("no_plan" if self.stopping is None else self.stopping)
             if self._gating:
                 try:
-                    rejected = await self._plan_gate()
+                    rejected, edited = await self._plan_gate()
                 finally:
                     self._gating = False
                 if rejected is not None:
                     return self._finish(self.stopping or "rejected", rejected)
+                if edited is not None:
+                    self.plan, self.revision = edited, self.revision + 1
+                    self._in_force = self.revision
+                    self.tasks = {i: TaskState(spec) for i, spec in edited.tasks.items()}
+                    self.session.emit(
+                        ev.TeamPlan(
+                            revision=self.revision, reason="edit", stages=edited.stage_dicts()
+                        )
+                    )
             self._start_replans()
             await self._schedule()
         finally:
@@ -236,6 +257,7 @@ class Team:
     def _adopt(self, record: TeamRecord) -> None:
         assert record.plan is not None
         self.plan, self.revision = record.plan, record.revision
+        self._in_force = record.in_force
         for task_id, spec in record.plan.tasks.items():
             task = TaskState(spec, rounds=record.rounds.get(task_id, 0))
             if task_id in record.merged:
@@ -283,47 +305,50 @@ class Team:
         if plan is None:
             return None
         self.plan, self.revision = plan, 1
+        self._in_force = 1
         self.tasks = {task_id: TaskState(spec) for task_id, spec in plan.tasks.items()}
         self.session.emit(ev.TeamPlan(revision=1, reason="initial", stages=plan.stage_dicts()))
         return plan
 
     # -- the plan gate -------------------------------------------------------------------------
-    async def _plan_gate(self) -> str | None:
-        """Ask the front end about the plan before any task starts; None: carry it out, else
-        why it was rejected (the run ends). Answered as a permission question is (the same
+    async def _plan_gate(self, steer: str | None = None) -> tuple[str | None, Plan | None]:
+        """Ask the front end about the plan just shown (``steer``: a re-plan for it, asked
+        while the running tasks go on); (None, None): carry it out, (None, plan): the user's
+        edit, else (why it was rejected, None). Answered as a permission question is (the same
         ``approve``, timeout and end of input), except that no answer rejects: a plan nobody
         looked at does not get to change the repository. An edit is checked as the planner's
         plan is; an invalid one is said as an ``input`` error and the gate asks again."""
-        asked = 0
         while True:
-            asked += 1
-            request_id = f"plan-{self.generation}.{asked}"
+            self._asks += 1
+            request_id = f"plan-{self.generation}.{self._asks}"
             if not self.session.interactive:  # the input ended: nobody can answer any more
-                return self._plan_decided(
-                    request_id, False, "headless", "the input ended before the plan was answered"
-                )
+                why = "the input ended before the plan was answered"
+                return self._plan_decided(request_id, False, "headless", why, steer), None
             future = self.session.expect_approval(request_id, edits=True)
             self.session.emit(
                 ev.TeamPlanAsked(
                     request_id=request_id,
                     revision=self.revision,
                     timeout=self.session.approval_timeout,
+                    steer=steer,
                 )
             )
+            # Its own wait: the scheduler's _wake goes on waking it for the running tasks.
             while not future.done() and self.stopping is None:
-                self._wake.clear()
-                waker = asyncio.ensure_future(self._wake.wait())
-                waiting: set[asyncio.Future[Any]] = {future, waker}
+                self._halt.clear()
+                stop = asyncio.ensure_future(self._halt.wait())
+                waiting: set[asyncio.Future[Any]] = {future, stop}
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                waker.cancel()
+                stop.cancel()
             if not future.done():  # cancelled (or the team budget) while it waited
                 future.cancel()
-                return self._plan_decided(request_id, False, "cancel", "the run was stopped")
+                why = "the run was stopped"
+                return self._plan_decided(request_id, False, "cancel", why, steer), None
             answer = future.result()
             if answer.edit is None:
                 why = answer.reason or ("approved" if answer.allowed else "no reason given")
                 by = cast(ev.PlanDecidedBy, answer.by)  # user, timeout or headless here
-                return self._plan_decided(request_id, answer.allowed, by, why)
+                return self._plan_decided(request_id, answer.allowed, by, why, steer), None
             try:
                 edited = parse_plan(answer.edit)
             except PlanError as e:
@@ -336,13 +361,8 @@ class Team:
                     + "), or allow or deny the plan as it is",
                 )
                 continue
-            self._plan_decided(request_id, True, "user", answer.reason, edited=True)
-            self.plan, self.revision = edited, self.revision + 1
-            self.tasks = {task_id: TaskState(spec) for task_id, spec in edited.tasks.items()}
-            self.session.emit(
-                ev.TeamPlan(revision=self.revision, reason="edit", stages=edited.stage_dicts())
-            )
-            return None
+            self._plan_decided(request_id, True, "user", answer.reason, steer, edited=True)
+            return None, edited
 
     def _plan_decided(
         self,
@@ -350,12 +370,17 @@ class Team:
         allowed: bool,
         by: ev.PlanDecidedBy,
         why: str,
+        steer: str | None,
         *,
         edited: bool = False,
     ) -> str | None:
         decision: ev.PlanDecision = "edited" if edited else "approved" if allowed else "rejected"
+        if steer is not None and not allowed:  # the user sees which plan now holds
+            why += f"; the plan stays as it was (revision {self._in_force})"
         self.session.emit(
-            ev.TeamPlanDecided(request_id=request_id, decision=decision, by=by, reason=why)
+            ev.TeamPlanDecided(
+                request_id=request_id, decision=decision, by=by, reason=why, steer=steer
+            )
         )
         return None if allowed else why
 
@@ -367,6 +392,9 @@ class Team:
             self._wake.set()
 
     async def _replan(self, steer: str) -> None:
+        """Ask the planner for the plan with ``steer`` in it and lay it over the board. With the
+        plan gate on, the revised plan is shown and asked about first, as the first plan was:
+        the running tasks go on, none starts; a rejection keeps the plan in force."""
         assert self.plan is not None
         status = {i: t.status for i, t in self.tasks.items()}
         new = await self._ask_planner(
@@ -379,14 +407,35 @@ class Team:
                 "the running agents still got it; send it again to re-plan",
             )
             return
+        shown: tuple[ev.PlanStage, ...] | None = None  # the stages the gate showed
+        reason: ev.PlanReason = "steer"
+        if self.options.ask_plan and self.stopping is None:
+            # Shown as it would be laid over the board now (on copies: nothing changes yet).
+            preview = revise({i: replace(t) for i, t in self.tasks.items()}, new, steer)
+            self.revision += 1
+            shown = preview.plan.stage_dicts()
+            self.session.emit(ev.TeamPlan(revision=self.revision, reason="steer", stages=shown))
+            self._proposed = preview.plan
+            try:
+                rejected, edited = await self._plan_gate(steer)
+            finally:
+                self._proposed = None
+            if rejected is not None:
+                return
+            if edited is not None:
+                new, shown, reason = edited, None, "edit"
+                self.revision += 1
+        else:
+            self.revision += 1
+        # Laid over the board as it is now: tasks ran on while the gate waited.
         change = revise(self.tasks, new, steer)
         for task_id in change.removed:
             self._task_finished(self.tasks[task_id])
         self.plan = change.plan
-        self.revision += 1
-        self.session.emit(
-            ev.TeamPlan(revision=self.revision, reason="steer", stages=self.plan.stage_dicts())
-        )
+        self._in_force = self.revision
+        stages = self.plan.stage_dicts()
+        if stages != shown:
+            self.session.emit(ev.TeamPlan(revision=self.revision, reason=reason, stages=stages))
         self.session.emit(
             ev.TeamReplan(
                 revision=self.revision,
@@ -449,9 +498,7 @@ class Team:
     # -- one task -----------------------------------------------------------------------------
     async def _run_task(self, task: TaskState) -> None:
         spec = task.spec
-        session8 = self.session.id[:8]
-        path = self.options.worktrees / session8 / spec.id
-        branch = f"mcode/team/{session8}/{spec.id}"
+        path, branch = task_place(self.options.worktrees, self.session.id, spec.id)
         if task.accepted_branch:
             task.accepted_branch = False
             if await self._merge(task, branch, path):
@@ -649,11 +696,7 @@ class Team:
         "" when its resolution was checked and merged into the user's branch, else why not.
         Its worktree and branch go either way; the task's branch is not touched."""
         spec = task.spec
-        session8 = self.session.id[:8]
-        # Names no task can take: task ids start with a letter or digit, and refs under
-        # mcode/resolve/ never meet the producers' under mcode/team/.
-        path = self.options.worktrees / session8 / ".resolve" / spec.id
-        own = f"mcode/resolve/{session8}/{spec.id}"
+        path, own = task_place(self.options.worktrees, self.session.id, spec.id, resolver=True)
         agent = self._agent_id(f"resolver:{spec.id}" + (f".{attempt}" if attempt > 1 else ""))
         if task.budget is None:  # accepted by a killed run, merged on resume
             task.budget = Budget(self.options.task_limits, spec.id, self._budget_hit)
@@ -809,6 +852,7 @@ class Team:
         )
         if budget.task_id is None:
             self.stopping = self.stopping or "budget"
+            self._halt.set()
             self._wake.set()
 
 

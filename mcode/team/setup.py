@@ -142,10 +142,11 @@ async def start_team(
     ask_plan: bool = False,
 ) -> TeamJob:
     """A team for ``request`` in ``session``, ready to run (see the module docstring).
-    ``options``: parallel, rounds, rate limit and budgets (None: ``settings.team``, the flags
-    else ``[team]`` else the defaults). ``record``: the stored state of an unfinished run to
-    continue. ``ask_plan``: the front end answers the plan gate (``team.plan.asked``: approve,
-    reject or edit the plan before any task starts); False: the plan is carried out at once.
+    ``options``: parallel, rounds, rate limit, budgets and resolver attempts (None:
+    ``settings.team``, the flags else ``[team]`` else the defaults). ``record``: the stored
+    state of an unfinished run to continue. ``ask_plan``: the front end answers the plan gate
+    (``team.plan.asked``: approve, reject or edit the plan before any task starts); False: the
+    plan is carried out at once.
     Raises UsageError, with nothing started, where the workspace cannot take a team:
     not a git repository, uncommitted changes to tracked files, a detached HEAD, a bad budget."""
     if not request.strip():
@@ -182,6 +183,7 @@ async def start_team(
         task_limits=Limits.parse(team.task_budget, "--task-budget"),
         roles=roles,
         worktrees=data_home() / "worktrees",
+        resolve_attempts=team.resolve_attempts,
         ask_plan=ask_plan,
     )
     return TeamJob(Team(session, git, options_, providers=providers), request, record)

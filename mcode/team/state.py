@@ -1,8 +1,10 @@
 """A team run's state rebuilt from its stored events, for ``mcode exec --resume``.
 
 The events are the record (nothing else is written): the request and generation from
-``team.started``, the plan from the last ``team.plan`` (and whether the plan gate was still
-waiting for its answer: it asks again), and per task what was settled —
+``team.started``, the plan from the last ``team.plan`` in force (and whether the plan gate
+was still waiting for its answer: it asks again; a re-plan's plan is in force only once its
+``team.replan`` says so: one the gate asked about and had no answer for, or rejected, is not),
+and per task what was settled —
 merged (``team.merge`` ok; a task is accepted only once its work is in the user's branch),
 accepted but not yet merged (a ``team.verdict`` accepted, the run killed before the merge:
 resumed by merging its branch, not by redoing it), and the rounds it had. A ``team.replan``
@@ -27,7 +29,8 @@ class TeamRecord:
     generation: int
     finished: bool
     plan: Plan | None
-    revision: int = 0
+    revision: int = 0  # the last revision shown (the next plan's is above it)
+    in_force: int = 0  # the revision of ``plan``
     merged: set[str] = field(default_factory=set)
     accepted: set[str] = field(default_factory=set)
     rounds: dict[str, int] = field(default_factory=dict)
@@ -35,6 +38,8 @@ class TeamRecord:
     steers: list[str] = field(default_factory=list)
     # The plan gate asked and had no answer (a team.plan.asked without its team.plan.decided).
     plan_asked: bool = False
+    # A steer's re-plan shown and not (yet) in force: its plan and revision.
+    proposed: tuple[Plan, int] | None = None
 
 
 def team_record(events: list[dict[str, Any]]) -> TeamRecord | None:
@@ -51,13 +56,25 @@ def team_record(events: list[dict[str, Any]]) -> TeamRecord | None:
         if record is None:
             continue
         if kind == ev.TEAM_PLAN:
-            record.plan = parse_plan({"stages": data["stages"]})
-            record.revision = data["revision"]
+            plan = parse_plan({"stages": data["stages"]})
+            record.revision = max(record.revision, data["revision"])
+            if data["reason"] == "steer":
+                record.proposed = (plan, data["revision"])
+            else:
+                record.plan, record.in_force, record.proposed = plan, data["revision"], None
         elif kind in (ev.TEAM_PLAN_ASKED, ev.TEAM_PLAN_DECIDED):
-            record.plan_asked = kind == ev.TEAM_PLAN_ASKED
+            if data.get("steer") is None:  # the first plan's gate (a re-plan's is redone)
+                record.plan_asked = kind == ev.TEAM_PLAN_ASKED
+            elif kind == ev.TEAM_PLAN_DECIDED and data["decision"] == "rejected":
+                record.proposed = None
+                if data["steer"] in record.steers:  # answered: not re-planned on resume
+                    record.steers.remove(data["steer"])
         elif kind == ev.TEAM_STEER and data["replan"]:
             record.steers.append(data["text"])
         elif kind == ev.TEAM_REPLAN:
+            if record.proposed is not None:
+                record.plan, record.in_force = record.proposed
+                record.proposed = None
             if data["steer"] in record.steers:
                 record.steers.remove(data["steer"])
             for task_id in data["reopened"]:

@@ -355,8 +355,9 @@ async def _team(app: McodeApp, args: str) -> None:
         if event.session_id != session.id:
             return
         match event.payload:
-            case ev.TeamPlanAsked(request_id=request_id):
-                asking[request_id] = _ask_plan(app, request_id, job.team.plan, asking)
+            case ev.TeamPlanAsked(request_id=request_id, steer=steer):
+                plan = job.team.asked_plan
+                asking[request_id] = _ask_plan(app, request_id, plan, asking, steer)
             case ev.TeamPlanDecided(request_id=request_id):
                 # Decided without the dialog (the approval timeout, a cancel): it goes too.
                 screen = asking.pop(request_id, None)
@@ -380,10 +381,15 @@ async def _team(app: McodeApp, args: str) -> None:
 
 
 def _ask_plan(
-    app: McodeApp, request_id: str, plan: Plan | None, asking: dict[str, ModalScreen[bool]]
+    app: McodeApp,
+    request_id: str,
+    plan: Plan | None,
+    asking: dict[str, ModalScreen[bool]],
+    steer: str | None = None,
 ) -> ModalScreen[bool]:
     """The plan gate: the plan just made, and carry it out or not (a rejection ends the run
-    with nothing started; editing it is for ``mcode exec``'s stream-json edit line)."""
+    with nothing started; editing it is for ``mcode exec``'s stream-json edit line). ``steer``:
+    the plan is a re-plan for it (a rejection keeps the plan in force, the run goes on)."""
     from rich.markup import escape
 
     from mcode.tui.confirm import ConfirmScreen
@@ -405,7 +411,13 @@ def _ask_plan(
         app.session.approve(request_id, bool(go), reason)
         app.prompt.focus()
 
-    screen = ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?")
+    if steer is None:
+        screen = ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?")
+    else:
+        screen = ConfirmScreen(
+            f"The team's plan revised for {escape(steer)!r}:\n{shown}\n\n"
+            "Carry it out? (No keeps the plan as it was; running tasks go on either way.)"
+        )
     app.push_screen(screen, decided)
     return screen
 
