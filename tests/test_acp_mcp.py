@@ -1,11 +1,17 @@
 """The MCP servers an editor sends with session/new over ACP: a real stdio server (the `mcp`
-SDK's) started for that session, in the sandbox, its tools called by the scripted model; one
-whose command is missing is a clear tool error; its env's secrets never reach the store."""
+SDK's) started for that session, in the sandbox, its tools called by the scripted model, and
+the same server over streamable HTTP; one whose command is missing is a clear tool error; its
+env's secrets never reach the store."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +39,19 @@ def token() -> str:
     \"\"\"The token the editor gave this server.\"\"\"
     return "token is " + os.environ.get("DEMO_TOKEN", "missing")
 
-server.run("stdio")
+@server.tool()
+def write(path: str) -> str:
+    \"\"\"Write a file.\"\"\"
+    try:
+        open(os.path.expanduser(path), "w").write("x\\n")
+    except OSError as e:
+        return f"refused: {e}"
+    return "wrote"
+
+if len(sys.argv) > 1:
+    server.run("streamable-http", port=int(sys.argv[1]))
+else:
+    server.run("stdio")
 """
 PLANTED = "ghp_plantedSecretValue0123456789"
 
@@ -167,3 +185,71 @@ def test_editor_servers_become_specs_with_safe_names_and_their_headers_secret(tm
     assert specs[1].cwd == str(tmp_path) and specs[1].args == ("-v",)
     assert len(problems) == 1 and "a second server of the name 'GitHub_MCP'" in problems[0]
     assert spec_secrets(specs) == ["Bearer tok_0123456789abcdef", "tok_0123456789abcdef"]
+
+
+def _no_sandbox() -> str:
+    from mcode.tools.sandbox import SandboxPolicy, problem
+
+    failure = problem(SandboxPolicy(writable=(Path("/tmp"),)))
+    return "" if failure is None else failure.message
+
+
+@pytest.mark.skipif(bool(_no_sandbox()), reason=_no_sandbox() or "bwrap works")
+def test_the_editors_stdio_server_runs_in_the_sandbox(model_server, tmp_path, repo, demo):
+    """It writes the workspace, not ``~`` (a home off /tmp, which the sandbox leaves writable)."""
+    home = Path("/var/tmp") / f"mcode-acp-home-{os.getpid()}-{tmp_path.name}"
+    home.mkdir()
+    try:
+        server = model_server(
+            [
+                call("c1", "mcp__demo__write", path="~/.bashrc"),
+                call("c2", "mcp__demo__write", path=str(repo / "made.txt")),
+                {"text": "done"},
+            ]
+        )
+
+        async def scenario() -> Any:
+            async with editor(server, cwd=repo, env=clean_env(home)) as ed:
+                sid = (await ed.conn.new_session(cwd=str(repo), mcp_servers=[demo])).session_id
+                return await ed.prompt(sid, "write")
+
+        assert run(scenario()).stop_reason == "end_turn"
+        said = [tool_messages(server.bodies[i])[-1]["content"] for i in (1, 2)]
+        assert said[0].startswith("refused:") and not (home / ".bashrc").exists()
+        assert said[1] == "wrote" and (repo / "made.txt").read_text() == "x\n"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_editors_streamable_http_server(model_server, tmp_path, repo, env, demo):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, demo.args[0], str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        auth = s.HttpHeader(name="Authorization", value="Bearer tok_0123456789abcdef")
+        web = s.HttpMcpServer(
+            type="http", name="web", url=f"http://127.0.0.1:{port}/mcp", headers=[auth]
+        )
+        server = model_server([call("c1", "mcp__web__add", a=20, b=22), {"text": "42"}])
+
+        async def scenario() -> Any:
+            async with editor(server, cwd=repo, env=env) as ed:
+                sid = (await ed.conn.new_session(cwd=str(repo), mcp_servers=[web])).session_id
+                return await ed.prompt(sid, "add")
+
+        assert run(scenario()).stop_reason == "end_turn"
+        assert tool_messages(server.bodies[1])[-1]["content"] == "42"
+    finally:
+        proc.terminate()
+        proc.wait(10)
