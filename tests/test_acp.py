@@ -47,25 +47,6 @@ def test_initialize_says_what_mcode_supports(model_server, repo, env):
     assert reply.agent_info.name == "mcode"
 
 
-def test_the_editors_mcp_servers_are_said_to_be_not_started(model_server, repo, env, capfd):
-    from acp import schema as s
-
-    server = model_server([])
-    files = s.McpServerStdio(name="editor-files", command="true", args=[], env=[])
-
-    async def scenario() -> Any:
-        async with editor(server, cwd=repo, env=env) as ed:
-            new = await ed.conn.new_session(cwd=str(repo), mcp_servers=[files])
-            quiet = await ed.conn.new_session(cwd=str(repo), mcp_servers=[])
-            return new, quiet
-
-    new, quiet = run(scenario())
-    assert new.session_id and quiet.session_id  # the sessions open all the same
-    said = [line for line in capfd.readouterr().err.splitlines() if "MCP servers" in line]
-    assert len(said) == 1  # once, for the session that sent one
-    assert "(editor-files) are not started" in said[0] and "[mcp_servers]" in said[0]
-
-
 def test_a_prompt_streams_its_answer_and_ends_the_turn(model_server, repo, env):
     server = model_server([{"text": "Hello from mcode", "thinking": "let me think"}], chunk_size=4)
 

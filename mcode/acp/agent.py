@@ -1,10 +1,11 @@
 """The ACP agent: each method of the protocol as what it does to mcode.
 
     initialize            capabilities mcode really has: load and list sessions, embedded
-                          context, images when the model takes them
+                          context, images when the model takes them, MCP over stdio and http
     session/new           load_settings(cwd) + open_session -> a Bridge; modes (the permission
                           modes) and config options (mode, thinking, model) in the reply; the
-                          slash commands right after it (Zed drops updates sent before)
+                          slash commands right after it (Zed drops updates sent before); the
+                          editor's mcpServers are the session's (mcode/acp/mcp.py)
     session/load          open_session(resume_id=...) and the stored history replayed; the
                           slash commands after its reply too
     session/list          the store's sessions (of a folder), newest first, 50 a page
@@ -34,6 +35,7 @@ from acp import schema as s
 
 from mcode import __version__
 from mcode.acp.bridge import Bridge
+from mcode.acp.mcp import CAPABILITIES, editor_servers
 from mcode.config import Settings, load_settings
 from mcode.errors import MCodeError
 from mcode.runtime.build import open_session, switch_model
@@ -59,18 +61,6 @@ def model_choices(settings: Settings, current: str) -> list[str]:
     family = default.split("-")[0] + "-" if default else None
     known = [m for m in MODELS if family is not None and m.startswith(family)]
     return list(dict.fromkeys([current, *([default] if default else []), *known]))
-
-
-def _unused_mcp(servers: list[Any] | None) -> None:
-    """Say on stderr (the editor's agent log) that the MCP servers a client sent with
-    session/new or session/load are not started: mcode's come from its own config."""
-    if servers:
-        names = ", ".join(str(getattr(server, "name", "?")) for server in servers)
-        log.warning(
-            "mcode acp: the editor's MCP servers (%s) are not started; mcode starts those of "
-            ".mcp.json and [mcp_servers] in .mcode/config.toml (see `mcode plugins`)",
-            names,
-        )
 
 
 def _bad(message: str, hint: str) -> RequestError:
@@ -133,9 +123,14 @@ class McodeAgent:
         except MCodeError as e:
             raise _failed(e) from None
 
-    def _open(self, settings: Settings, resume_id: str | None) -> Bridge:
+    def _open(self, settings: Settings, resume_id: str | None, servers: list[Any] | None) -> Bridge:
+        specs, problems = editor_servers(servers, settings.workspace)
+        for problem in problems:  # the agent's log (stderr): the session opens without it
+            log.warning("mcode acp: %s", problem)
         try:
-            session = open_session(settings, self.store, interactive=True, resume_id=resume_id)
+            session = open_session(
+                settings, self.store, interactive=True, resume_id=resume_id, mcp_servers=specs
+            )
         except MCodeError as e:
             if resume_id is not None:  # it may have claimed the session before it failed
                 self.store.release(resume_id)
@@ -220,6 +215,7 @@ class McodeAgent:
                     image=self._takes_images(), audio=False, embedded_context=True
                 ),
                 session_capabilities=s.SessionCapabilities(list=s.SessionListCapabilities()),
+                mcp_capabilities=CAPABILITIES,
             ),
             agent_info=s.Implementation(name="mcode", title="mcode", version=__version__),
             auth_methods=[],
@@ -243,8 +239,7 @@ class McodeAgent:
         mcp_servers: list[Any] | None = None,
         **kwargs: Any,
     ) -> s.NewSessionResponse:
-        bridge = self._open(self._settings(cwd), None)
-        _unused_mcp(mcp_servers)
+        bridge = self._open(self._settings(cwd), None, mcp_servers)
         return s.NewSessionResponse(
             session_id=bridge.id, modes=self._modes(bridge), config_options=self._options(bridge)
         )
@@ -266,13 +261,14 @@ class McodeAgent:
                 raise _bad(e.message, e.hint) from None
             if found.id != session_id:
                 raise _bad(f"no session {session_id!r}", "send a whole id from session/list")
-            bridge = self._open(settings, session_id)
+            bridge = self._open(settings, session_id, mcp_servers)
         else:
             # Open here already: read what another process stored of it since (the replay
             # below shows it whole). Not while that process runs it: its next prompt will.
+            # It keeps the MCP servers it opened with: its tool list is the model's stable
+            # prefix, and the editor sends the same ones again.
             with contextlib.suppress(RequestError), bridge.claimed(show=False):
                 pass
-        _unused_mcp(mcp_servers)
         await bridge.replay(self.store.events(session_id))
         return s.LoadSessionResponse(
             modes=self._modes(bridge), config_options=self._options(bridge)

@@ -195,13 +195,22 @@ class PluginHost:
         env: dict[str, str],
         data_dir: Path | None,
         resumed: bool = False,
+        extra_mcp: list[McpServerSpec] | None = None,
     ) -> PluginHost:
+        """``extra_mcp``: servers for this session alone (an editor's, over ACP)."""
         from mcode.config import config_home
 
         config_dir = config_home()
         contents = read_contents(
             settings.workspace, config_dir, trusted=settings.trusted, data_dir=data_dir
         )
+        if extra_mcp:
+            # The session's own servers win a name both have: the user configured them in
+            # the editor they are using now, and it sends them with this very session: the
+            # more specific choice, as the project's config wins over the user's above.
+            servers = {s.name: s for s in contents.servers}
+            servers.update((s.name, s) for s in extra_mcp)
+            contents.servers = list(servers.values())
         return cls(
             contents,
             workspace=settings.workspace,

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -280,6 +281,7 @@ class _Server:
         self._stopping = False
         self.last_error = ""
         self._refused = False  # the sandbox cannot start: it never runs this session
+        self._was_up = False  # it ran once: a call waits for its restart
         self._log: Any = None  # the server's stderr, kept in <data dir>/mcp-logs/NAME.log
 
     def _start(self) -> None:
@@ -311,6 +313,7 @@ class _Server:
                     self.client = client
                     self._up.set()
                     attempt, was_up = 0, True
+                    self._was_up = True
                     if not self._listed.done():
                         self._listed.set_result(listed)
                     self.hub._remember(self.spec, listed)
@@ -355,6 +358,10 @@ class _Server:
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         argv = [spec.command, *spec.args]
+        where = os.path.join(spec.cwd or "", spec.command) if "/" in spec.command else spec.command
+        if shutil.which(where, path=self.hub.env.get("PATH", os.defpath)) is None:
+            # Said plainly: inside the sandbox it would only be "connection closed".
+            raise FileNotFoundError(f"its command {spec.command!r} was not found")
         if self.hub.sandbox is not None:
             # Raises SandboxError when the sandbox cannot start: _run says so as "failed".
             argv = sandboxed_argv(argv, self.hub.sandbox)
@@ -385,11 +392,25 @@ class _Server:
 
     async def _ready(self) -> Any:
         self._start()
-        if self.client is None and not self._refused:
+        # One that never came up and failed already is not waited for: it fails the same way
+        # each retry (a missing command, a bad URL), and the call would hang a minute.
+        never = not self._was_up and bool(self.last_error)
+        if self.client is None and not self._refused and not never:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._up.wait(), READY_TIMEOUT)
         if self._refused:
             raise ToolError(f"the MCP server {self.spec.name} was not started: {self.last_error}")
+        if self.client is None and never:
+            log = (
+                ""
+                if self.hub.log_dir is None
+                else f"; its log: {self.hub.log_dir}/{self.spec.name}.log"
+            )
+            raise ToolError(
+                f"the MCP server {self.spec.name} did not start: {self.last_error}",
+                hint=f"check how {self.spec.source or 'the config'} starts it{log}; "
+                "do without it meanwhile",
+            )
         if self.client is None:
             raise ToolError(
                 f"the MCP server {self.spec.name} is not running: "

@@ -100,6 +100,25 @@ def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServ
     return specs, problems
 
 
+# A value this short is a flag ("1", "true", "debug"): redacting it would mangle ordinary text.
+_MIN_SECRET = 8
+
+
+def spec_secrets(specs: list[McpServerSpec]) -> list[str]:
+    """The values of the servers' ``env`` and ``headers``, for a session to redact: an editor's
+    servers (over ACP) come with no word on which value is a credential, so each is taken as
+    one (an ``Authorization: Bearer ...`` header also by its token alone). A flag redacted from
+    an event costs less than a token in the store."""
+    found: list[str] = []
+    for spec in specs:
+        for value in [*spec.env.values(), *spec.headers.values()]:
+            found.append(value)
+            scheme, _, token = value.partition(" ")
+            if token.strip() and scheme.isalpha():
+                found.append(token.strip())
+    return [v for v in dict.fromkeys(found) if len(v) >= _MIN_SECRET]
+
+
 def _str_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import httpx
 
     from mcode.plugin_host import PluginHost
+    from mcode.plugin_host.mcp_config import McpServerSpec
     from mcode.providers.base import Provider
     from mcode.roles import RoleError
     from mcode.tools.base import Tool
@@ -48,9 +49,12 @@ def open_session(
     resume_id: str | None = None,
     continue_last: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    mcp_servers: list[McpServerSpec] | None = None,
 ) -> Session:
     """A ready Session, new or resumed from the store. ``session.started`` is not emitted yet:
-    the front end calls :meth:`Session.start` once there is something to run."""
+    the front end calls :meth:`Session.start` once there is something to run. ``mcp_servers``:
+    more MCP servers for this session alone (an editor's, over ACP), with ``secrets`` of theirs
+    (their env and headers) the session redacts like its own key."""
     from mcode.errors import UsageError
     from mcode.providers.factory import make_provider
 
@@ -124,7 +128,9 @@ def open_session(
 
     # Plugins, hooks and MCP servers (mcode/plugin_host/): their tools come after the built-in
     # ones, so the request prefix of a session without them is what it always was.
-    plugins = _plugin_host(settings, child_env, store, resumed=history is not None)
+    plugins = _plugin_host(
+        settings, child_env, store, resumed=history is not None, extra_mcp=mcp_servers or []
+    )
     role_errors: list[RoleError] = []
     tools = _with_roles(tools, settings, plugins, role_errors)
     if plugins is not None:
@@ -164,7 +170,11 @@ def open_session(
         interactive=interactive,
         # Its own key, and every credential in its environment (a .env the model reads may
         # hold the same token): redacted from every event line and the store.
-        secrets=[*settings.secrets, *environment_secrets(os.environ, settings.pass_env)],
+        secrets=[
+            *settings.secrets,
+            *environment_secrets(os.environ, settings.pass_env),
+            *_spec_secrets(mcp_servers),
+        ],
         session_id=session_id,
         last_seq=last_seq,
         approval_timeout=settings.approval_timeout if interactive else None,
@@ -274,20 +284,35 @@ def _computer_tool(
         raise UsageError(e.message, hint=e.hint) from None
 
 
+def _spec_secrets(specs: list[McpServerSpec] | None) -> list[str]:
+    if not specs:  # the plugin host stays unimported in a session without any
+        return []
+    from mcode.plugin_host.mcp_config import spec_secrets
+
+    return spec_secrets(specs)
+
+
 def _plugin_host(
-    settings: Settings, env: dict[str, str], store: Store | None, *, resumed: bool
+    settings: Settings,
+    env: dict[str, str],
+    store: Store | None,
+    *,
+    resumed: bool,
+    extra_mcp: list[McpServerSpec],
 ) -> PluginHost | None:
-    """The session's plugins, hooks and MCP servers; None when there are none (and then
-    nothing of the plugin host beyond its discovery was imported)."""
+    """The session's plugins, hooks and MCP servers (``extra_mcp`` too); None when there are
+    none (and then nothing of the plugin host beyond its discovery was imported)."""
     from mcode.config import config_home
     from mcode.plugin_host.probe import configured
 
     data_dir = store.path.parent if store is not None else None
-    if not configured(settings.workspace, config_home(), Path.home(), data_dir):
+    if not extra_mcp and not configured(settings.workspace, config_home(), Path.home(), data_dir):
         return None
     from mcode.plugin_host import PluginHost
 
-    host = PluginHost.open(settings, env=env, data_dir=data_dir, resumed=resumed)
+    host = PluginHost.open(
+        settings, env=env, data_dir=data_dir, resumed=resumed, extra_mcp=extra_mcp
+    )
     return None if host.empty else host
 
 
