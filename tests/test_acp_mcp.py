@@ -177,7 +177,13 @@ def test_editor_servers_become_specs_with_safe_names_and_their_headers_secret(tm
         s.HttpMcpServer(
             type="http", name="GitHub MCP", url="https://example.test/mcp", headers=[auth]
         ),
-        s.McpServerStdio(name="../up", command="srv", args=["-v"], env=[]),
+        s.McpServerStdio(
+            name="../up",
+            command="srv",
+            args=["-v"],
+            # A path is no credential: redacted, it would blank every event naming the folder.
+            env=[s.EnvVariable(name="ROOT", value=str(tmp_path / "project"))],
+        ),
         s.McpServerStdio(name="GitHub_MCP", command="other", args=[], env=[]),
     ]
     specs, problems = editor_servers(servers, tmp_path)

@@ -108,10 +108,14 @@ def spec_secrets(specs: list[McpServerSpec]) -> list[str]:
     """The values of the servers' ``env`` and ``headers``, for a session to redact: an editor's
     servers (over ACP) come with no word on which value is a credential, so each is taken as
     one (an ``Authorization: Bearer ...`` header also by its token alone). A flag redacted from
-    an event costs less than a token in the store."""
+    an event costs less than a token in the store. Absolute paths are the exception: no token
+    starts with ``/``, and a workspace or home path redacted would blank out every event that
+    names a file."""
     found: list[str] = []
     for spec in specs:
         for value in [*spec.env.values(), *spec.headers.values()]:
+            if value.startswith(("/", "~/")):
+                continue
             found.append(value)
             scheme, _, token = value.partition(" ")
             if token.strip() and scheme.isalpha():
