@@ -98,7 +98,7 @@ async def test_an_open_that_fails_is_an_error_card_and_the_app_still_quits(
     plain = launcher(model_server([]), repo, tmp_path / "home")
     lnch = BrokenLauncher(plain.workspace, plain.store, plain.flags, plain.env, plain.data_dir)
     lnch.release = threading.Event()
-    app = McodeApp(lnch, opening={})
+    app = McodeApp(lnch, opening={}, prompt="from the command line")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         await type_text(pilot, "kept")
@@ -107,10 +107,12 @@ async def test_an_open_that_fails_is_an_error_card_and_the_app_still_quits(
         text = await until(pilot, lambda: "modle" in screen_text(app) and screen_text(app))
         assert "fix or remove it" in text
         assert "Ctrl+C quits" in str(app.status.render())
-        await until(pilot, lambda: app.prompt.text == "kept")  # back in the prompt, not lost
+        # Back in the prompt, not lost: the command line's prompt, then what was typed.
+        kept = "from the command line\nkept"
+        await until(pilot, lambda: app.prompt.text == kept)
         await pilot.press("enter")  # with no session to send it to, it stays there
         await pilot.pause()
-        assert app.prompt.text == "kept"
+        assert app.prompt.text == kept
         await pilot.press("ctrl+c")
         await until(pilot, lambda: not app.is_running)
     assert app.return_code == 0

@@ -236,8 +236,9 @@ class McodeApp(App[int]):
         self.show_error(error)
         self.status.state.opening = "no session: Ctrl+C quits"
         self.status.refresh_state()
-        # Nothing typed is lost: it goes back into the prompt.
-        typed = [text for text, _ in self.waiting]
+        # Nothing typed is lost: it goes back into the prompt (``mcode "prompt"``'s first).
+        typed = [self._first_prompt] if self._first_prompt else []
+        typed += [text for text, _ in self.waiting]
         self.waiting.clear()
         self._show_queue()
         if typed:
