@@ -521,6 +521,40 @@ class Store:
         return history_of(self.events(session_id))
 
 
+def resume_target(
+    store: Store, cwd: str, resume_id: str | None, continue_last: bool
+) -> SessionInfo:
+    """The stored session ``--resume ID`` (a prefix will do) or ``--continue`` (the folder's
+    latest) names, checked as a flag is: an unknown, ambiguous or other folder's session is a
+    :class:`~mcode.errors.UsageError`. Cheap (a query), so the TUI says it on the terminal."""
+    from mcode.errors import UsageError
+
+    if continue_last:
+        recent = store.sessions(cwd=cwd, limit=1)
+        if not recent:
+            raise UsageError(
+                f"there is no earlier session in {cwd} to continue",
+                hint="start one without --continue",
+            )
+        resume_id = recent[0].id
+    assert resume_id is not None
+    try:
+        info = store.find(resume_id)
+    except StoreError as e:  # an unknown or ambiguous --resume ID is a bad flag
+        raise UsageError(e.message, hint=e.hint) from None
+    if info.cwd != cwd:
+        # A session's history talks of its own folder's files: resumed elsewhere, its
+        # tools would act on another tree (Claude Code's --resume is per project too).
+        there = f"mcode exec --cwd {info.cwd} --resume {info.id[:12]}"
+        raise UsageError(
+            f"session {info.id[:12]} worked in {info.cwd}, not in {cwd}",
+            hint=f"resume it in its own folder: {there}"
+            if Path(info.cwd).is_dir()
+            else "that folder no longer exists; start a new session here",
+        )
+    return info
+
+
 def _claim_byte(session_id: str) -> int:
     """The byte of ``sessions.db.lock`` that stands for ``session_id``'s claim."""
     return int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:6], "big")

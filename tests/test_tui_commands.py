@@ -85,6 +85,7 @@ async def test_thinking_off_goes_out_in_the_next_request(model_server, repo, tmp
     lnch = Launcher(repo, Store(home / "sessions.db"), flags, env=env, data_dir=home / "data")
     app = McodeApp(lnch)
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.ready)  # opened behind the first frame
         assert "thinking on" in status(app)
         await ask(pilot, app, "first", 1)
         await command(pilot, app, "/thinking off", "thinking off")
@@ -166,6 +167,7 @@ async def test_the_status_bar_and_cost_count_each_call_at_its_models_price(
     home = tmp_path / "home"
     app = McodeApp(launcher(server, repo, home, model="gpt-4o"))
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.ready)  # opened behind the first frame
         assert "$0.00" in status(app)  # a priced model: the cost is shown from the start
         await ask(pilot, app, "first", 1)
         # gpt-4o: 6,000 fresh input at $2.5/M, 4,000 cached at $1.25/M, 1,000 out at $10/M.

@@ -24,7 +24,7 @@ from mcode.providers.prices import price_of
 from mcode.runtime.leftovers import CommandNotes, Leftover, reap
 from mcode.runtime.session import Session
 from mcode.runtime.undo import undo_note
-from mcode.store import Store, StoreError, history_of
+from mcode.store import Store, history_of, resume_target
 from mcode.tools import default_tools
 from mcode.tools.base import Tool, ToolContext
 from mcode.tools.child_env import child_environment, environment_secrets
@@ -64,29 +64,9 @@ def open_session(
     last_seq = 0
     if (resume_id or continue_last) and store is None:
         raise UsageError("--resume and --continue need the session store")
-    if store is not None and continue_last:
-        recent = store.sessions(cwd=cwd, limit=1)
-        if not recent:
-            raise UsageError(
-                f"there is no earlier session in {cwd} to continue",
-                hint="start one without --continue",
-            )
-        resume_id = recent[0].id
-    if store is not None and resume_id:
-        try:
-            info = store.find(resume_id)
-        except StoreError as e:  # an unknown or ambiguous --resume ID is a bad flag
-            raise UsageError(e.message, hint=e.hint) from None
-        if info.cwd != cwd:
-            # A session's history talks of its own folder's files: resumed elsewhere, its
-            # tools would act on another tree (Claude Code's --resume is per project too).
-            there = f"mcode exec --cwd {info.cwd} --resume {info.id[:12]}"
-            raise UsageError(
-                f"session {info.id[:12]} worked in {info.cwd}, not in {cwd}",
-                hint=f"resume it in its own folder: {there}"
-                if Path(info.cwd).is_dir()
-                else "that folder no longer exists; start a new session here",
-            )
+    if store is not None and (resume_id or continue_last):
+        info = resume_target(store, cwd, resume_id, continue_last)
+        resume_id = info.id
         session_id = info.id
         # Claimed before reading: another process still writing it would go on numbering
         # events from the same last seq.

@@ -5,6 +5,13 @@ turn), Alt+Enter / Ctrl+T ``send(steer=False)`` (a follow-up turn, queued), Esc 
 the approval dialog ``approve``, ``/compact`` ``compact``. The queue is the Session's; the app
 only shows what waits in it, and puts back into the prompt what a cancel dropped, so nothing
 typed is lost.
+
+The first frame comes before the session: ``McodeApp(launcher, opening={...})`` draws the
+prompt (focused) and a status bar saying the session is opening, then opens it in a thread
+(the runtime's imports, the store, tools, provider: ~300 ms here) and binds it when it is
+ready. What is typed meanwhile waits in the queue bar and is sent, in order, once it is; an
+open that fails is an error card, and the app still quits. So this module imports nothing of
+the runtime at its top: what a session needs is imported where it is used.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import gc
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -23,25 +30,23 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
-from mcode import events as ev
-from mcode.agent.aside import ASIDE_PREFIX
 from mcode.commands import CommandRegistry
 from mcode.errors import MCodeError
-from mcode.exec_input import load_image
-from mcode.messages import ImagePart
-from mcode.permissions import Permissions
-from mcode.runtime.session import Session, TurnOutcome
-from mcode.tui.adapter import SessionEvent, attach
-from mcode.tui.approval import ApprovalScreen, Verdict
-from mcode.tui.blocks import AnswerBlock, Note
 from mcode.tui.commands import builtin_commands
 from mcode.tui.completion import FileIndex
 from mcode.tui.history import PromptHistory
-from mcode.tui.lanes import Lane
 from mcode.tui.launch import Launcher
 from mcode.tui.prompt import Completions, PromptArea
 from mcode.tui.status import StatusBar
 from mcode.tui.transcript import Transcript
+
+if TYPE_CHECKING:
+    from mcode import events as ev
+    from mcode.messages import ImagePart
+    from mcode.runtime.session import Session, TurnOutcome
+    from mcode.tui.adapter import SessionEvent
+    from mcode.tui.approval import ApprovalScreen, Verdict
+    from mcode.tui.lanes import Lane
 
 _IMAGE_PATH = re.compile(r"(?:^|\s)(\S+\.(?:png|jpe?g|gif|webp))(?=\s|$)", re.IGNORECASE)
 
@@ -135,13 +140,24 @@ class McodeApp(App[int]):
         launcher: Launcher,
         *,
         first: tuple[Session, Any] | None = None,
+        opening: dict[str, Any] | None = None,
         prompt: str | None = None,
         images: tuple[ImagePart, ...] = (),
         resumed: bool = False,
     ) -> None:
+        """``first``: a session already open; else one is opened behind the first frame,
+        ``launcher.open(**opening)``."""
         super().__init__()
         self.launcher = launcher
-        self.session, self.settings = first if first is not None else launcher.open()
+        self._first = first
+        self._opening_args = opening or {}
+        self._opening: asyncio.Future[None] | None = None
+        self.session: Session  # bound once opened: until then ``ready`` is False
+        self.settings: Any = None
+        self.ready = False
+        self.open_failed = False
+        # What was typed before the session was open: (text, follow-up), sent once it is.
+        self.waiting: list[tuple[str, bool]] = []
         self._first_prompt = prompt
         self._first_images = images
         self._resumed = resumed
@@ -179,11 +195,67 @@ class McodeApp(App[int]):
     async def on_mount(self) -> None:
         self.view.anchor()
         self.files.refresh()  # read in a thread: @ offers nothing until it is in
-        self.call_after_refresh(self._warm_imports)
-        await self._adopt(self.session, self.settings, history=self._resumed)
         self.prompt.focus()
+        if self._first is not None:
+            self.call_after_refresh(self._warm_imports)
+            await self._opened(*self._first)
+            return
+        self.status.state.opening = "opening the session…"
+        self.status.refresh_state()
+        # After the first frame is painted: a thread importing the runtime meanwhile would
+        # hold the interpreter's lock the frame is drawn with.
+        self.call_after_refresh(self._open_behind)
+
+    def _open_behind(self) -> None:
+        self._opening = asyncio.ensure_future(self._open_first())
+        self._warm_imports()
+
+    async def _open_first(self) -> None:
+        """The first session, opened in a thread (its work is blocking: imports, SQLite,
+        building the tools), then bound in the app's loop."""
+        try:
+            session, settings = await asyncio.to_thread(self.launcher.open, **self._opening_args)
+        except MCodeError as e:
+            self._open_failed(e)
+            return
+        except Exception as e:  # a bug, not the user's: said, and the app still quits
+            self._open_failed(
+                MCodeError(
+                    f"the session could not be opened: {type(e).__name__}: {e}",
+                    hint="quit with Ctrl+C; `mcode exec` shows the same error with its trace",
+                )
+            )
+            return
+        if not self.is_running or not self.view.is_attached:
+            await session.close()  # the app was quit while it opened
+            return
+        await self._opened(session, settings)
+
+    def _open_failed(self, error: MCodeError) -> None:
+        self.open_failed = True
+        self.show_error(error)
+        self.status.state.opening = "no session: Ctrl+C quits"
+        self.status.refresh_state()
+        # Nothing typed is lost: it goes back into the prompt (``mcode "prompt"``'s first).
+        typed = [self._first_prompt] if self._first_prompt else []
+        typed += [text for text, _ in self.waiting]
+        self.waiting.clear()
+        self._show_queue()
+        if typed:
+            current = self.prompt.text
+            self.prompt.set_text("\n".join([current, *typed] if current.strip() else typed))
+
+    async def _opened(self, session: Session, settings: Any) -> None:
+        """The first session is here: bind it, then send what waited for it."""
+        self.status.state.opening = None
+        await self._adopt(session, settings, history=self._resumed)
+        self.ready = True
         if self._first_prompt:
             self._send(self._first_prompt, self._first_images, follow_up=False)
+        waiting, self.waiting = self.waiting, []
+        self._show_queue()
+        for text, follow_up in waiting:
+            await self._take(text, follow_up=follow_up)
 
     @work(thread=True, exclusive=True, group="warm")
     def _warm_imports(self) -> None:
@@ -196,6 +268,9 @@ class McodeApp(App[int]):
     # -- sessions ---------------------------------------------------------------------------
     async def _adopt(self, session: Session, settings: Any, *, history: bool) -> None:
         """Make ``session`` the app's: its events come here, its history is drawn."""
+        from mcode.tui.adapter import attach
+        from mcode.tui.lanes import Lane
+
         self.session, self.settings = session, settings
         self.started = False
         self.lanes = {None: Lane(self.view, on_mount=self._mounted)}
@@ -217,6 +292,9 @@ class McodeApp(App[int]):
 
     async def _draw_history(self, session_id: str) -> None:
         """A resumed session's stored events, drawn as finished blocks in one mount."""
+        from mcode import events as ev
+        from mcode.tui.lanes import Lane
+
         assert self.launcher.store is not None
         batch: list[Widget] = []
         lanes: dict[str | None, Lane] = {None: Lane(self.view, batch=batch)}
@@ -245,6 +323,8 @@ class McodeApp(App[int]):
 
     async def _finish_open_cards(self, lanes: dict[str | None, Lane]) -> None:
         """A killed run's calls never finished: their cards say so, not "running"."""
+        from mcode import events as ev
+
         for lane in lanes.values():
             for card in lane.cards.values():
                 if card.status in ("requested", "asking", "running"):
@@ -257,6 +337,8 @@ class McodeApp(App[int]):
     ) -> Lane:
         lane = lanes.get(agent)
         if lane is None:
+            from mcode.tui.lanes import Lane
+
             card = lanes[None].running_task_card()
             if card is not None:
                 card.lane.add_class("-used")
@@ -317,6 +399,8 @@ class McodeApp(App[int]):
 
     # -- events -----------------------------------------------------------------------------
     async def on_session_event(self, message: SessionEvent) -> None:
+        from mcode import events as ev
+
         event = message.event
         if event.session_id != self.session.id or not self.view.is_attached:
             return  # a session this app has left, or the app is closing
@@ -334,6 +418,9 @@ class McodeApp(App[int]):
         await self._lane(self.lanes, event.agent).show(payload)
 
     def _ask(self, asked: ev.PermissionAsked) -> None:
+        from mcode.permissions import Permissions
+        from mcode.tui.approval import ApprovalScreen
+
         if self.always:
             check = Permissions("ask", allow=self.always).check(_Asked(asked), {})  # type: ignore[arg-type]
             if check.action == "allow":
@@ -355,6 +442,7 @@ class McodeApp(App[int]):
 
     def _keep_rule(self, rule: str) -> None:
         from mcode.config_write import add_allow_rule
+        from mcode.permissions import Permissions
 
         try:
             Permissions("ask", allow=[rule])
@@ -376,7 +464,21 @@ class McodeApp(App[int]):
     # -- input ------------------------------------------------------------------------------
     @on(PromptArea.Sent)
     async def _sent(self, message: PromptArea.Sent) -> None:
-        text = message.text
+        if not self.ready:
+            if message.text.strip() in ("/quit", "/exit"):
+                self.exit(0)
+                return
+            if self.open_failed:  # nothing to send it to: it stays where it was typed
+                self.prompt.set_text(message.text)
+                return
+            self.waiting.append((message.text, message.follow_up))
+            self._show_queue()
+            return
+        await self._take(message.text, follow_up=message.follow_up)
+
+    async def _take(self, typed: str, *, follow_up: bool) -> None:
+        """What was typed: a command run, or a message sent (with the images it names)."""
+        text = typed
         if text.startswith("/") and not text.startswith("//"):
             try:
                 await self.commands.run(self, text.strip())
@@ -389,15 +491,17 @@ class McodeApp(App[int]):
         for path in _IMAGE_PATH.findall(text):
             file = (self.launcher.workspace / path).expanduser()
             if file.is_file():
+                from mcode.exec_input import load_image
+
                 try:
                     images.append(load_image(str(file)))
                 except MCodeError as e:
                     self.show_error(e)
-                    self.prompt.set_text(message.text)
+                    self.prompt.set_text(typed)
                     return
         images = [*self.pending_images, *images]
         self.pending_images.clear()
-        self._send(text, tuple(images), follow_up=message.follow_up)
+        self._send(text, tuple(images), follow_up=follow_up)
 
     def _send(self, text: str, images: tuple[ImagePart, ...], *, follow_up: bool) -> None:
         if images and not self.session.model_info.supports_images:
@@ -440,10 +544,13 @@ class McodeApp(App[int]):
 
     def _show_queue(self) -> None:
         bar = self.queue_bar
-        if self.queued:
+        if self.queued or self.waiting:
             lines = Text()
             for text, _ in self.queued:
                 lines.append(f"⏳ queued: {text.splitlines()[0][:100]}\n")
+            for text, _ in self.waiting:
+                first_line = (text.splitlines() or [""])[0][:100]
+                lines.append(f"⏳ sent once the session is open: {first_line}\n")
             lines.rstrip()
             bar.update(lines)
             bar.add_class("-shown")
@@ -452,11 +559,11 @@ class McodeApp(App[int]):
 
     @on(PromptArea.Interrupt)
     def _interrupt(self) -> None:
-        if not self.session.idle:
+        if self.ready and not self.session.idle:
             self.session.cancel()
 
     def action_interrupt_or_quit(self) -> None:
-        if not self.session.idle:
+        if self.ready and not self.session.idle:
             self.session.cancel()
         else:
             self.exit(0)
@@ -471,6 +578,8 @@ class McodeApp(App[int]):
         self.exit(0)
 
     def action_copy_answer(self) -> None:
+        from mcode.tui.blocks import AnswerBlock
+
         answers = list(self.view.query(AnswerBlock))
         if answers:
             self.copy_to_clipboard(answers[-1].text)
@@ -480,6 +589,10 @@ class McodeApp(App[int]):
         await self._close()
 
     async def _close(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            await self._opening  # its thread cannot be stopped: the session it opens is closed
+        if not self.ready:
+            return
         session = self.session
         if not session.idle:
             session.cancel()
@@ -500,6 +613,8 @@ class McodeApp(App[int]):
 
     # -- what commands use ------------------------------------------------------------------
     def say(self, text: str) -> None:
+        from mcode.tui.blocks import Note
+
         self.view.mount(Note(text))
 
     def show_error(self, error: MCodeError) -> None:
@@ -516,4 +631,6 @@ class McodeApp(App[int]):
 
 
 def _is_aside(agent: str | None) -> bool:
+    from mcode.agent.aside import ASIDE_PREFIX
+
     return agent is not None and agent.startswith(ASIDE_PREFIX)

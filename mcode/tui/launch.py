@@ -1,4 +1,12 @@
-"""``mcode [PROMPT]``: argv -> settings and store -> the app; on exit, the transcript.
+"""``mcode [PROMPT]``: argv -> settings -> the app, whose first frame comes before the session;
+on exit, the transcript.
+
+What is cheap to check is checked before the screen changes, so that it is said on the
+terminal with a non-zero exit: the flags, the settings (config files, trust), ``--image``
+files and a ``--resume`` / ``--continue`` id (a query of the store). The rest, importing the
+runtime (tools, sandbox, provider) and opening the store and the first session, is what the
+user would stare at a blank terminal for (~300 ms here): the app draws its first frame first
+and opens the session behind it (``McodeApp(opening=...)``).
 
 The :class:`Launcher` is what the app opens sessions with: the first one, and the ones
 ``/clear`` (a new session), ``/resume`` and ``/model`` / ``/thinking`` / ``/mode`` (the same
@@ -13,11 +21,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcode.errors import MCodeError, UsageError
-from mcode.runtime.session import Session
-from mcode.store import Store
+
+if TYPE_CHECKING:
+    from mcode.messages import ImagePart
+    from mcode.runtime.session import Session
+    from mcode.store import Store
 
 
 @dataclass
@@ -28,6 +39,9 @@ class Launcher:
     env: dict[str, str] | None = None
     data_dir: Path | None = None
     """where the prompt history is kept (None: nowhere)"""
+    store_path: Path | None = None
+    """the store opened by the first :meth:`open`, when ``store`` is None (``mcode``: its
+    import and opening come after the first frame)"""
 
     def settings(self, **changes: Any) -> Any:
         from mcode.config import load_settings
@@ -42,6 +56,10 @@ class Launcher:
         from mcode.runtime.build import open_session
 
         settings = self.settings(**changes)
+        if self.store is None and self.store_path is not None:
+            from mcode.store import Store
+
+            self.store = Store(self.store_path)
         session = open_session(
             settings,
             self.store,
@@ -55,18 +73,32 @@ class Launcher:
 
 def main(args: argparse.Namespace) -> int:
     from mcode.config import data_home, flag_settings
-    from mcode.exec_input import load_image
 
     workspace = Path(args.cwd or os.getcwd()).expanduser().resolve()
+    launcher = Launcher(workspace, None, data_dir=data_home())
+    resume_id: str | None = None
     try:
         if not workspace.is_dir():
             raise UsageError(f"--cwd {workspace}: no such folder")
-        images = tuple(load_image(p) for p in args.image)
-        store = Store(data_home() / "sessions.db")
-        launcher = Launcher(workspace, store, flag_settings(args), data_dir=data_home())
-        # Opened before the screen changes, so that a bad flag or id is said on the terminal.
-        first = launcher.open(resume_id=args.resume, continue_last=args.continue_)
+        images: tuple[ImagePart, ...] = ()
+        if args.image:
+            from mcode.exec_input import load_image
+
+            images = tuple(load_image(p) for p in args.image)
+        launcher.flags = flag_settings(args)
+        launcher.settings()  # a bad flag value, config line or untrusted widening: said here
+        if args.resume or args.continue_:
+            from mcode.store import Store, resume_target
+
+            launcher.store = Store(data_home() / "sessions.db")
+            resume_id = resume_target(
+                launcher.store, str(workspace), args.resume, args.continue_
+            ).id
+        else:
+            launcher.store_path = data_home() / "sessions.db"
     except MCodeError as e:
+        if launcher.store is not None:
+            launcher.store.close()
         print(f"mcode: error: {e.message}", file=sys.stderr)
         if e.hint:
             print(f"mcode: {e.hint}", file=sys.stderr)
@@ -75,15 +107,16 @@ def main(args: argparse.Namespace) -> int:
 
     app = McodeApp(
         launcher,
-        first=first,
+        opening={"resume_id": resume_id},
         prompt=args.prompt,
         images=images,
-        resumed=bool(args.resume or args.continue_),
+        resumed=resume_id is not None,
     )
     try:
         app.run(inline=args.inline)
     finally:
-        store.close()
+        if launcher.store is not None:
+            launcher.store.close()
     # Textual has left the alternate screen: this stays in the terminal's scrollback.
     transcript = app.transcript.text()
     if transcript:

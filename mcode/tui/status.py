@@ -13,13 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.widgets import Static
 
-from mcode import events as ev
-from mcode.messages import Usage
-from mcode.providers.prices import price_of
+if TYPE_CHECKING:
+    from mcode import events as ev
+
+# The events, messages and prices are imported where they are used, not above: the bar is
+# drawn in the first frame, before the session (and the runtime) is there.
 
 
 def _k(n: int) -> str:
@@ -56,9 +59,14 @@ class StatusState:
     clock: Callable[[], float] = time.monotonic  # a snapshot test stops it
     started: float = field(default_factory=time.monotonic)
     turn_started: float | None = None
+    opening: str | None = None
+    """what the bar says while the session is being opened (or could not be), in place of
+    the model and the counts"""
 
     def take(self, payload: ev.Payload) -> bool:
         """Update from an event; whether anything shown changed."""
+        from mcode import events as ev
+
         match payload:
             case ev.SessionStarted() as s:
                 self.model, self.provider = s.model, s.provider
@@ -72,6 +80,9 @@ class StatusState:
                 self.output_tokens += call.output_tokens
                 self.cached_tokens += call.cached_tokens
                 self.model_calls += 1
+                from mcode.messages import Usage
+                from mcode.providers.prices import price_of
+
                 price = price_of(self.model) if self.model else None
                 if price is None:
                     self.unpriced_calls += 1
@@ -95,8 +106,10 @@ class StatusState:
     @property
     def cost(self) -> float | None:
         """USD so far; None when a call's model had no price, or this model has none."""
-        if self.unpriced_calls or self.other_models:
+        if self.unpriced_calls or self.other_models or not self.model:
             return None
+        from mcode.providers.prices import price_of
+
         if not self.model_calls and price_of(self.model) is None:
             return None
         return self.spent
@@ -132,6 +145,9 @@ class StatusState:
     def render(self, now: float | None = None) -> Text:
         now = self.clock() if now is None else now
         text = Text()
+        if self.opening is not None:
+            text.append(self.opening, style="italic")
+            return text
         text.append(self.model or "model?", style="bold")
         # The bar is one line: what a model cannot switch is not shown (no "thinking
         # unavailable"), so that the cost and the clock fit in 100 columns.

@@ -7,8 +7,12 @@ how they ended, errors, steers): the same for a live run and a resumed one.
 
 from __future__ import annotations
 
-from mcode import events as ev
+from typing import TYPE_CHECKING
+
 from mcode.tui.cards import describe_call
+
+if TYPE_CHECKING:
+    from mcode import events as ev
 
 
 class Transcript:
@@ -17,6 +21,8 @@ class Transcript:
         self._calls: dict[str, str] = {}
 
     def take(self, event: ev.Event) -> None:
+        from mcode import events as ev  # here, not above: the first frame is drawn without it
+
         if event.agent is not None:
             return  # a sub-agent's work is summed up by its task call's result
         match event.payload:

@@ -41,43 +41,94 @@ def _markdown(size: int) -> str:
     return (para * (size // len(para) + 1))[:size]
 
 
+# The first frame: the first screen update Textual composes (headless, it is not written out).
+_FRAME_HOOK = """
+import time as _time
+import textual.app as _textual_app
+_frames = []
+_display = _textual_app.App._display
+def _timed_display(self, screen, renderable):
+    if renderable is not None and not _frames:
+        _frames.append(_time.time())
+    return _display(self, screen, renderable)
+_textual_app.App._display = _timed_display
+"""
+
 # A fresh process doing what ``mcode`` does before its first frame (mcode/tui/launch.py: the
-# store, the first session opened, the app), headless; it prints seconds since ``t0``.
-_FIRST_FRAME = """
+# settings checked, the app started; the store and the session are opened behind the first
+# frame), headless; it prints seconds since ``t0`` at the first frame, then when the session is
+# bound (``app.ready``).
+_FIRST_FRAME = (
+    """
 import asyncio, sys, time
 from pathlib import Path
-from typing import Any
 t0, root, url = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-from mcode.store import Store
+"""
+    + _FRAME_HOOK
+    + """
 from mcode.tui.launch import Launcher
 home = root / "home-ff"
 flags = {"provider": "openai", "base_url": url, "model": "m", "permission_mode": "ask"}
 env = {"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home)}
-launcher = Launcher(root, Store(home / "sessions.db"), flags, env=env, data_dir=home / "data")
-first = launcher.open()
+launcher = Launcher(root, None, flags, env=env, data_dir=home / "data")
+launcher.store_path = home / "sessions.db"
+launcher.settings()
 from mcode.tui.app import McodeApp
 async def main():
-    async with McodeApp(launcher, first=first).run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        print(time.time() - t0)
+    app = McodeApp(launcher, opening={})
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not app.ready:
+            await asyncio.sleep(0.005)
+        print(_frames[0] - t0, time.time() - t0)
+    launcher.store.close()
 asyncio.run(main())
 """
+)
+
+# The floor: a bare Textual app (a Static and a TextArea, nothing of mcode), the same way.
+_BARE_TEXTUAL = (
+    """
+import asyncio, sys, time
+t0 = float(sys.argv[1])
+"""
+    + _FRAME_HOOK
+    + """
+from textual.app import App
+from textual.widgets import Static, TextArea
+class Bare(App):
+    def compose(self):
+        yield Static("conversation")
+        yield TextArea()
+        yield Static("status")
+async def main():
+    async with Bare().run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        print(_frames[0] - t0, 0.0)
+asyncio.run(main())
+"""
+)
 
 
-def _first_frame(root: Path, runs: int = 5) -> float:
-    """Median seconds from starting a process to its first frame (imports included)."""
+def _first_frame(root: Path, runs: int = 5) -> tuple[float, float, float]:
+    """Medians, in seconds from starting a process, of mcode's first frame, of its session
+    bound, and of a bare Textual app's first frame (runs alternated; imports included)."""
     server = ScriptedServer([]).start()
     try:
-        times = []
-        for _ in range(runs + 1):  # the first run writes the bytecode caches: not timed
-            out = subprocess.run(
-                [sys.executable, "-c", _FIRST_FRAME, repr(time.time()), str(root), server.base_url],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            times.append(float(out.stdout.strip().splitlines()[-1]))
-        return statistics.median(times[1:])
+        mcode, ready, bare = [], [], []
+        for i in range(runs + 1):  # the first run writes the bytecode caches: not timed
+            for script, into in ((_FIRST_FRAME, mcode), (_BARE_TEXTUAL, bare)):
+                out = subprocess.run(
+                    [sys.executable, "-c", script, repr(time.time()), str(root), server.base_url],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                frame, bound = map(float, out.stdout.strip().splitlines()[-1].split())
+                if i:
+                    into.append(frame)
+                    if script is _FIRST_FRAME:
+                        ready.append(bound)
+        return statistics.median(mcode), statistics.median(ready), statistics.median(bare)
     finally:
         server.stop()
 
@@ -99,6 +150,8 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
         app = McodeApp(launcher(server, root, root / "home-st"))
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
+            while not app.ready:  # opened behind the first frame
+                await asyncio.sleep(0.01)
             sid = app.session.id
             seq = iter(range(1, 10**9))
             poster = Poster(app)  # what the Session's subscriber is: a burst becomes one message
@@ -198,10 +251,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=1.0)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--first-frame", action="store_true", help="only the start-up rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_repo(Path(tmp) / "repo", {"a.txt": "a\n"})
-        first = _first_frame(root)
+        if args.first_frame:
+            first, ready, bare = _first_frame(root)
+            print(
+                f"first frame {first * 1000:.0f} ms, session bound {ready * 1000:.0f} ms, "
+                f"bare Textual {bare * 1000:.0f} ms"
+            )
+            return
+        first, ready, bare = _first_frame(root)
         elapsed, tps, keys = asyncio.run(_stream(root, int(args.mb * 1_000_000)))
         opened, walls, frames = asyncio.run(_scroll(root, args.messages))
     rows = [
@@ -210,6 +271,8 @@ def main() -> None:
             f"{first * 1000:.0f} ms",
             "< 400 ms",
         ),
+        ("  the session bound behind it, median", f"{ready * 1000:.0f} ms", ""),
+        ("  a bare Textual app's first frame, median", f"{bare * 1000:.0f} ms", "(the floor)"),
         (f"{args.mb:g} MB Markdown in {CHUNK}-char chunks", f"{elapsed:.2f} s", ""),
         ("  throughput (4 chars = 1 token)", f"{tps:,.0f} tokens/s", ">= 2,000 tokens/s"),
         (
