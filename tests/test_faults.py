@@ -422,6 +422,6 @@ def test_a_message_given_with_resume_survives_a_kill_9_and_runs_once(
     assert run.code == 2 and "nothing to continue" in run.stderr, run.stderr
     assert not server.requests
     record(
-        "kill -9 after `--resume ID MESSAGE` received it, before its turn recorded it",
-        "message.queued in the store; the next --resume ran it once",
+        "kill -9 after `--resume ID MESSAGE --image F` received it, before its turn recorded it",
+        "message.queued in the store with its image; the next --resume ran it once",
     )
