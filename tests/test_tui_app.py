@@ -246,7 +246,7 @@ async def test_a_burst_of_deltas_arrives_whole_in_order_and_a_key_does_not_wait_
 
     app = McodeApp(launcher(model_server([]), repo, tmp_path / "home"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.ready)  # opened behind the first frame
         posted: list[SessionEvent] = []
         post = app.post_message
 

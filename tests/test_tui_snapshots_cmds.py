@@ -107,6 +107,7 @@ def test_the_file_completion_list(snap_compare, model_server, repo, tmp_path):
     app = McodeApp(launcher(server, repo, tmp_path / "home"))
 
     async def run_before(pilot) -> None:
+        await until(pilot, lambda: app.ready)  # the status bar shows the session
         await until(pilot, lambda: app.files.ready)
         await type_text(pilot, "look at @src/")
         await until(pilot, lambda: app.query_one("#completions").shown)

@@ -41,7 +41,13 @@ async def until(pilot: Any, condition: Callable[[], Any], timeout: float = 15.0)
     """Let the app run until ``condition()`` is true (its value), or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except AttributeError:
+            # ``app.session`` before the session, opened behind the first frame, is bound.
+            if getattr(pilot.app, "ready", True):
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
