@@ -76,6 +76,8 @@ def test_the_sessions_picker(snap_compare, model_server, repo, tmp_path, monkeyp
     ]
 
     async def run_before(pilot) -> None:
+        # Over an open session, as /sessions is used: while it opens, the screen behind differs.
+        await until(pilot, lambda: app.ready)
         app.push_screen(SessionPicker(rows))
         await until(pilot, lambda: app.screen.__class__.__name__ == "SessionPicker")
         _still(app)
