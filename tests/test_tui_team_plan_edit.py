@@ -156,3 +156,59 @@ async def test_esc_in_the_editor_goes_back_to_the_choice_with_the_text_kept(
     assert "team: plan approved (by user)" in shown
     assert len(producer.asked) == 1 and "never sent" not in producer.asked[0]
     assert "write a.txt" in producer.asked[0]
+
+
+@pilot_test
+async def test_a_steers_re_plan_edited_in_the_dialog_is_the_plan_that_runs(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "demo\n"})
+    go = tmp_path / "go"
+    asked: dict[str, str] = {}
+
+    def producer(req: Req) -> dict[str, Any]:
+        if req.step == 0:
+            asked[req.task_id or ""] = req.user_texts()[0]
+            if req.task_id == "a":  # a works until the test lets it go
+                wait = f"for i in $(seq 600); do [ -e {go} ] && break; sleep 0.05; done"
+                return call("bash", {"command": wait})
+        if req.step <= 1:
+            return call("write", {"path": f"{req.task_id}.txt", "content": "written\n"})
+        return say("done")
+
+    model = TeamModel(
+        planner=planner_giving(
+            plan(task("a", "write a.txt")),
+            plan(task("a", "write a.txt"), task("c", "write c.txt")),
+        ),
+        producer=producer,
+        verifier=verifier_running("ls"),
+    )
+    with ScriptedServer([model] * 40) as server:
+        app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
+        async with app.run_test(size=(110, 40)) as pilot:
+            first = await _open(pilot, app)
+            await pilot.press("y")
+            await until(pilot, lambda: "a" in asked, timeout=60)  # a's producer is at work
+            await until(pilot, lambda: app.screen is not first)
+            await type_text(pilot, "also write c.txt")
+            await pilot.press("enter")
+            replan = await until(
+                pilot,
+                lambda: (
+                    isinstance(app.screen, PlanScreen) and app.screen is not first and app.screen
+                ),
+                timeout=60,
+            )
+            assert "revised for 'also write c.txt'" in replan.question
+            await pilot.press("e")
+            _select(_editor(app), "write c.txt")
+            await type_text(pilot, "write c.txt in capitals")
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: not isinstance(app.screen, PlanScreen), timeout=30)
+            go.touch()
+            await until(pilot, lambda: "team completed" in screen_text(app), timeout=120)
+            shown = screen_text(app)
+    assert "team: plan edited (by user)" in shown
+    assert "write c.txt in capitals" in asked["c"]
+    assert (repo / "a.txt").exists() and (repo / "c.txt").exists()
