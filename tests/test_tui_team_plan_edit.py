@@ -100,7 +100,7 @@ async def test_an_invalid_edit_is_said_in_the_dialog_and_the_next_goes_through(
     model = _team(producer)
     with ScriptedServer([model] * 30) as server:
         app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
-        async with app.run_test(size=(110, 40)) as pilot:
+        async with app.run_test(size=(100, 30)) as pilot:
             screen = await _open(pilot, app)
             first = screen.request_id
             await pilot.press("e")
@@ -119,6 +119,9 @@ async def test_an_invalid_edit_is_said_in_the_dialog_and_the_next_goes_through(
             refused = screen.error
             assert app.screen is screen and _keys(screen).startswith("ctrl+s submit")
             assert '"depends_on": ["zz"]' in editor.text  # nothing typed is lost
+            # On a small terminal too, the error and the keys are on the screen, not under it.
+            for shown in (screen.query_one(".error"), screen.query_one(".keys"), editor):
+                assert screen.region.contains_region(shown.region) and shown.region.height
             assert producer.asked == []
             _select(editor, '"zz"')
             await pilot.press("backspace", "ctrl+s")

@@ -49,9 +49,14 @@ class PlanScreen(ModalScreen[bool]):
         width: 90%; max-width: 110; height: auto; max-height: 95%; padding: 1 2;
         border: thick $accent; background: $surface;
     }
+    /* Editing: the editor takes the room the plan's outline had (it shows the plan itself). */
+    PlanScreen.-editing > Vertical { height: 95%; }
+    PlanScreen.-editing .question { display: none; }
+    PlanScreen .title { display: none; text-style: bold; }
+    PlanScreen.-editing .title { display: block; }
     PlanScreen .keys { margin: 1 0 0 0; color: $text-muted; }
-    PlanScreen TextArea { display: none; height: 20; }
-    PlanScreen TextArea.-shown { display: block; }
+    PlanScreen TextArea { display: none; height: 1fr; }
+    PlanScreen.-editing TextArea { display: block; }
     PlanScreen .error { display: none; color: $error; margin: 1 0 0 0; }
     PlanScreen .error.-shown { display: block; }
     """
@@ -77,7 +82,8 @@ class PlanScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(self.question, classes="question")
+            yield Label("The plan, as JSON (the planner's schema):", classes="title")
             # Disabled until chosen: a focused editor would take the y/n/e keys as text.
             yield TextArea(self.plan_text, id="plan", disabled=True, show_line_numbers=True)
             yield Static("", classes="error", markup=False)
@@ -101,7 +107,7 @@ class PlanScreen(ModalScreen[bool]):
         self.editing = True
         editor = self.query_one("#plan", TextArea)
         editor.disabled = False
-        editor.add_class("-shown")
+        self.add_class("-editing")
         self.query_one(".keys", Static).update(EDIT_KEYS)
         editor.focus()
 
@@ -113,7 +119,7 @@ class PlanScreen(ModalScreen[bool]):
             return
         self.editing = False
         editor = self.query_one("#plan", TextArea)
-        editor.remove_class("-shown")
+        self.remove_class("-editing")
         editor.disabled = True  # the text stays in it for the next e
         self.query_one(".keys", Static).update(CHOICE_KEYS)
         self.set_focus(None)
