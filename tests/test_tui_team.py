@@ -12,7 +12,7 @@ from textual.widgets import Label
 from tui_helpers import launcher, pilot_test, screen_text, type_text, until
 
 from mcode.tui.app import McodeApp
-from mcode.tui.confirm import ConfirmScreen
+from mcode.tui.plan_dialog import PlanScreen
 from tests.model_server import ScriptedServer
 from tests.team_model import Req, TeamModel, call, plan, planner_giving, say, task, verifier_running
 
@@ -37,7 +37,7 @@ async def test_slash_team_plans_produces_verifies_and_merges(tmp_path: Path) -> 
             await type_text(pilot, "/team write a.txt")
             await pilot.press("enter")
             # The plan is shown and asked about before anything starts.
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+            await until(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=60)
             question = str(app.screen.query_one(Label).render())
             assert ("producer", "a") not in model.calls
             await pilot.press("y")
@@ -68,7 +68,7 @@ async def test_slash_team_plan_rejected_starts_nothing(tmp_path: Path) -> None:
         async with app.run_test(size=(100, 32)) as pilot:
             await type_text(pilot, "/team write a.txt")
             await pilot.press("enter")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+            await until(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=60)
             await pilot.press("n")
             await until(pilot, lambda: "the plan was rejected" in screen_text(app), timeout=60)
             shown = screen_text(app)
@@ -94,9 +94,9 @@ async def test_slash_team_plan_unanswered_in_time_is_rejected_and_its_dialog_clo
         async with app.run_test(size=(100, 32)) as pilot:
             await type_text(pilot, "/team write a.txt")
             await pilot.press("enter")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+            await until(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=60)
             await until(pilot, lambda: "the plan was rejected" in screen_text(app), timeout=30)
-            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+            await until(pilot, lambda: not isinstance(app.screen, PlanScreen))
             shown = screen_text(app)
     assert "team: plan rejected (by timeout): no answer came within 1 s" in shown
     assert [role for role, _ in model.calls] == ["planner", "planner"]

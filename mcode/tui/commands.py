@@ -15,17 +15,16 @@ import re
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcode.commands import Command, CommandRegistry
 from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
-    from textual.screen import ModalScreen
-
     from mcode.runtime.session import TurnOutcome
     from mcode.team.plan import Plan
     from mcode.tui.app import McodeApp
+    from mcode.tui.plan_dialog import PlanScreen
 
 MODES = ("read-only", "ask", "auto-edit", "full-auto")
 
@@ -333,7 +332,7 @@ _TEAMS: set[asyncio.Future[None]] = set()
 
 async def _team(app: McodeApp, args: str) -> None:
     """Run an agent team (mcode/team) as the session's work: its steps show as notes, the
-    plan is shown and asked about (approve or reject) before any task starts, a steer typed
+    plan is shown and asked about (approve, reject or edit) before any task starts, a steer typed
     meanwhile reaches the planner and the running agents, Esc cancels it."""
     from mcode import events as ev
     from mcode.team.setup import start_team
@@ -348,7 +347,7 @@ async def _team(app: McodeApp, args: str) -> None:
         app.status.state.other_models = True
         app.status.refresh_state()
     session = app.session
-    asking: dict[str, ModalScreen[bool]] = {}  # the plan gate's open dialog, by request id
+    asking: dict[str, PlanScreen] = {}  # the plan gate's open dialog, by request id
 
     def listen(event: ev.Event, line: str) -> None:
         # The session's listeners stay for its life: a later session's question is not ours.
@@ -356,10 +355,23 @@ async def _team(app: McodeApp, args: str) -> None:
             return
         match event.payload:
             case ev.TeamPlanAsked(request_id=request_id, steer=steer):
+                # Asked again after an edit the team refused: the same dialog, its text kept.
+                screen = next((s for s in asking.values() if s.checking), None)
+                if screen is not None:
+                    asking.pop(screen.request_id, None)
+                    screen.reasked(request_id)
+                    asking[request_id] = screen
+                    return
                 plan = job.team.asked_plan
                 asking[request_id] = _ask_plan(app, request_id, plan, asking, steer)
+            case ev.Error(kind="input", message=message):
+                # The team's word on an edit: said in the dialog that sent it.
+                for screen in asking.values():
+                    if screen.checking and f"({screen.request_id})" in message:
+                        screen.refused(message)
             case ev.TeamPlanDecided(request_id=request_id):
-                # Decided without the dialog (the approval timeout, a cancel): it goes too.
+                # Decided without the dialog (the approval timeout, a cancel) or by its edit,
+                # which keeps it open until the team has taken the plan: it goes now.
                 screen = asking.pop(request_id, None)
                 if screen is not None and screen is app.screen:
                     screen.dismiss(None)
@@ -384,15 +396,16 @@ def _ask_plan(
     app: McodeApp,
     request_id: str,
     plan: Plan | None,
-    asking: dict[str, ModalScreen[bool]],
+    asking: dict[str, PlanScreen],
     steer: str | None = None,
-) -> ModalScreen[bool]:
-    """The plan gate: the plan just made, and carry it out or not (a rejection ends the run
-    with nothing started; editing it is for ``mcode exec``'s stream-json edit line). ``steer``:
-    the plan is a re-plan for it (a rejection keeps the plan in force, the run goes on)."""
+) -> PlanScreen:
+    """The plan gate: the plan just made, and carry it out, reject it (the run ends with
+    nothing started) or edit it (mcode/tui/plan_dialog.py; answered as stream-json's edit
+    line is, and checked by the team). ``steer``: the plan is a re-plan for it (a rejection
+    keeps the plan in force, the run goes on)."""
     from rich.markup import escape
 
-    from mcode.tui.confirm import ConfirmScreen
+    from mcode.tui.plan_dialog import PlanScreen
 
     lines = []
     stages, tasks = (plan.stages, plan.tasks) if plan is not None else ((), {})
@@ -405,19 +418,24 @@ def _ask_plan(
     shown = escape("\n".join(lines))
 
     def decided(go: bool | None) -> None:
-        if asking.pop(request_id, None) is None:
-            return  # decided already (timed out): the dialog was closed for it
+        if asking.pop(screen.request_id, None) is None:
+            return  # decided already (timed out, or its edit taken): closed for it
         reason = "" if go else "rejected in the TUI"
-        app.session.approve(request_id, bool(go), reason)
+        app.session.approve(screen.request_id, bool(go), reason)
         app.prompt.focus()
 
+    def edited(value: Any) -> None:
+        # The team answers: team.plan.decided (taken) or an input error and a new question.
+        app.session.approve(screen.request_id, True, "", edit=value)
+
     if steer is None:
-        screen = ConfirmScreen(f"The team's plan:\n{shown}\n\nCarry it out?")
+        question = f"The team's plan:\n{shown}\n\nCarry it out?"
     else:
-        screen = ConfirmScreen(
+        question = (
             f"The team's plan revised for {escape(steer)!r}:\n{shown}\n\n"
             "Carry it out? (No keeps the plan as it was; running tasks go on either way.)"
         )
+    screen = PlanScreen(request_id, question, plan, edited)
     app.push_screen(screen, decided)
     return screen
 
