@@ -212,7 +212,7 @@ def test_a_prompt_waiting_for_a_servers_tools_can_be_cancelled(model_server, tmp
     )
     server = model_server([{"text": "now"}])
 
-    async def scenario() -> tuple[Any, Any, Any, int]:
+    async def scenario() -> tuple[Any, Any, int]:
         async with editor(server, cwd=repo, env=env) as ed:
             sid = (await ed.conn.new_session(cwd=str(repo), mcp_servers=[gated])).session_id
             prompting = asyncio.ensure_future(ed.prompt(sid, "first"))
@@ -222,9 +222,9 @@ def test_a_prompt_waiting_for_a_servers_tools_can_be_cancelled(model_server, tmp
             calls = len(server.bodies)
             gate.touch()
             second = await ed.prompt(sid, "again")
-        return first, second, sid, calls
+        return first, second, calls
 
-    first, second, sid, calls = run(scenario())
+    first, second, calls = run(scenario())
     assert first.stop_reason == "cancelled" and calls == 0
     assert second.stop_reason == "end_turn"
     assert "mcp__gated__add" in [t["function"]["name"] for t in server.bodies[0]["tools"]]

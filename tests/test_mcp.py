@@ -238,7 +238,7 @@ def test_a_server_that_never_answers_times_out_and_the_run_goes_on_without_it(
     (state,) = of_type(run, "mcp.server")
     assert state["server"] == "stuck" and state["state"] == "failed"
     assert "did not list its tools within 2 s" in state["message"]
-    assert "mcp-logs/stuck.log" in state["message"]
+    assert "mcp-logs/stuck.log" in state["message"] and "raise startup_timeout" in state["message"]
     names = [t["function"]["name"] for t in server.bodies[0]["tools"]]
     assert "read" in names and not any(n.startswith("mcp__stuck") for n in names)
     assert of_type(run, "turn.finished")[-1]["reason"] == "completed"

@@ -192,13 +192,20 @@ class McpHub:
             spec = self.specs[name]
             if not done:
                 log = "" if self.log_dir is None else f" (its log: {self.log_dir}/{name}.log)"
+                # An editor's server (ACP) has no startup_timeout to raise: only its log helps.
+                editor = spec.source.startswith("the editor") or not spec.source
+                slow = (
+                    ""
+                    if editor
+                    else f"; if it is only slow, raise startup_timeout in {spec.source}"
+                )
                 self._say(
                     name,
                     "failed",
                     f"it did not list its tools within {spec.startup_timeout:g} s{log}; the "
-                    "session goes on without them (raise its startup_timeout if it is slow)",
+                    f"session goes on without them{slow}",
                 )
-            elif wait.exception() is None:  # a failure said already by the server's own event
+            elif not wait.cancelled() and wait.exception() is None:  # a failure: said already
                 self._lists[spec.key] = wait.result()
         return self._known()
 
