@@ -958,7 +958,8 @@ class PluginsLoaded(Payload):
     skills: tuple[str, ...]
     roles: tuple[str, ...]
     tools: tuple[str, ...]
-    """plugin and MCP tools offered after the built-in ones"""
+    """plugin and MCP tools offered after the built-in ones (a server still listing its
+    tools is not in it yet: its mcp.server started says how many)"""
     mcp_servers: tuple[str, ...]
     hooks: int
     """how many hook commands are configured"""

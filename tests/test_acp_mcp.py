@@ -54,6 +54,17 @@ else:
     server.run("stdio")
 """
 PLANTED = "ghp_plantedSecretValue0123456789"
+# The demo server, once the file its first argument names exists: a server that has not
+# answered initialize until the test says so (and never, if it never does).
+GATED = (
+    """\
+import os, sys, time
+gate = sys.argv.pop(1)
+while not os.path.exists(gate):
+    time.sleep(0.05)
+"""
+    + SERVER
+)
 
 
 @pytest.fixture
@@ -154,6 +165,69 @@ def test_a_server_whose_command_is_missing_is_a_clear_tool_error(model_server, r
     assert [u.status for u in ed.of(sid, "tool_call_update")][-1] == "failed"
     # the other server of the session works all the same
     assert "mcp__demo__add" in [t["function"]["name"] for t in server.bodies[0]["tools"]]
+
+
+def test_a_server_that_has_not_answered_never_blocks_the_connection(
+    model_server, tmp_path, repo, env
+):
+    """session/new with a server that is still starting: the connection goes on serving
+    (another session/new, session/list) while it has not answered; the first prompt waits for
+    its tools and the model gets them."""
+    script, gate = tmp_path / "gated_server.py", tmp_path / "gate"
+    script.write_text(GATED)
+    gated = s.McpServerStdio(
+        name="gated", command=sys.executable, args=[str(script), str(gate)], env=[]
+    )
+    server = model_server([call("c1", "mcp__gated__add", a=2, b=3), {"text": "5"}])
+
+    async def scenario() -> tuple[Any, str, Any, list[str]]:
+        async with editor(server, cwd=repo, env=env) as ed:
+            opening = asyncio.ensure_future(ed.conn.new_session(cwd=str(repo), mcp_servers=[gated]))
+            # Answered while the gated server has not: a blocked loop would answer neither
+            # until its listing gave up (a minute later).
+            other = await asyncio.wait_for(ed.conn.new_session(cwd=str(repo)), 30)
+            listed = await asyncio.wait_for(ed.conn.list_sessions(cwd=str(repo)), 30)
+            sid = (await asyncio.wait_for(opening, 30)).session_id
+            prompting = asyncio.ensure_future(ed.prompt(sid, "add 2 and 3"))
+            await asyncio.sleep(0.5)  # the prompt is in; not an assert, just the likely order
+            gate.touch()
+            reply = await prompting
+            answered = [other.session_id, listed.sessions]  # a session is listed once it ran
+        return ed, sid, reply, answered
+
+    ed, sid, reply, answered = run(scenario())
+    assert answered[0] != sid
+    assert reply.stop_reason == "end_turn" and ed.text(sid) == "5"
+    assert "mcp__gated__add" in [t["function"]["name"] for t in server.bodies[0]["tools"]]
+    assert tool_messages(server.bodies[1])[-1]["content"] == "5"
+
+
+def test_a_prompt_waiting_for_a_servers_tools_can_be_cancelled(model_server, tmp_path, repo, env):
+    """session/cancel reaches a first prompt that waits for a server still starting: it ends
+    cancelled, before any model call; the next prompt gets the tools once the server answers."""
+    script, gate = tmp_path / "gated_server.py", tmp_path / "gate"
+    script.write_text(GATED)
+    gated = s.McpServerStdio(
+        name="gated", command=sys.executable, args=[str(script), str(gate)], env=[]
+    )
+    server = model_server([{"text": "now"}])
+
+    async def scenario() -> tuple[Any, Any, int]:
+        async with editor(server, cwd=repo, env=env) as ed:
+            sid = (await ed.conn.new_session(cwd=str(repo), mcp_servers=[gated])).session_id
+            prompting = asyncio.ensure_future(ed.prompt(sid, "first"))
+            await asyncio.sleep(0.5)  # the prompt is in (if not, the cancel finds none to stop)
+            await ed.conn.cancel(session_id=sid)
+            first = await asyncio.wait_for(prompting, 30)
+            calls = len(server.bodies)
+            gate.touch()
+            second = await ed.prompt(sid, "again")
+        return first, second, calls
+
+    first, second, calls = run(scenario())
+    assert first.stop_reason == "cancelled" and calls == 0
+    assert second.stop_reason == "end_turn"
+    assert "mcp__gated__add" in [t["function"]["name"] for t in server.bodies[0]["tools"]]
 
 
 def test_an_sse_server_is_not_started_and_the_log_says_why(model_server, repo, env, capfd):

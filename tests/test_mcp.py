@@ -215,6 +215,35 @@ def test_a_server_that_cannot_start_is_an_event_and_the_run_goes_on(
     assert not any(t["function"]["name"].startswith("mcp__") for t in server.bodies[0]["tools"])
 
 
+def test_a_server_that_never_answers_times_out_and_the_run_goes_on_without_it(
+    model_server, tmp_path, env, home, server_file
+):
+    """Its startup_timeout ends the first prompt's wait for its tools: said as failed, naming
+    it and its log; the model gets the other tools and the turn runs."""
+    stuck = tmp_path / "stuck_server.py"
+    # The demo server behind a gate nobody opens: it never answers initialize.
+    stuck.write_text(
+        "import os, sys, time\nwhile True:\n    time.sleep(1)\n" + server_file.read_text()
+    )
+    config = home / "config" / "mcode"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text(
+        f'[mcp_servers.stuck]\ncommand = "{sys.executable}"\nargs = ["{stuck}"]\n'
+        "startup_timeout = 2\n"
+    )
+    repo = make_repo(tmp_path / "plain", {"a.txt": "a\n"})
+    server = model_server([{"text": "went on"}])
+    run = mcode(*full_auto(server), "hi", cwd=repo, env=env, timeout=90)
+    assert run.code == 0, run.stderr
+    (state,) = of_type(run, "mcp.server")
+    assert state["server"] == "stuck" and state["state"] == "failed"
+    assert "did not list its tools within 2 s" in state["message"]
+    assert "mcp-logs/stuck.log" in state["message"] and "raise startup_timeout" in state["message"]
+    names = [t["function"]["name"] for t in server.bodies[0]["tools"]]
+    assert "read" in names and not any(n.startswith("mcp__stuck") for n in names)
+    assert of_type(run, "turn.finished")[-1]["reason"] == "completed"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,10 @@ class Conversation:
         self._compact_requests: list[CompactRequest] = []
         # The user's hooks (mcode/agent/hooks.py; None: there are none), shared with children.
         self.hooks: TurnHooks | None = None
+        # Awaited at the start of the next turn, before its first model call, until it returns
+        # once: what the tool list still waits for (MCP servers listing theirs while the
+        # session opened, mcode/plugin_host/host.py). None: nothing.
+        self.prepare: Callable[[], Awaitable[None]] | None = None
 
     def use_provider(self, provider: Provider, thinking: bool | None) -> None:
         """Talk to ``provider`` from the next model call on, thinking as given (another model

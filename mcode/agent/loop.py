@@ -71,6 +71,9 @@ async def _turn(conv: Conversation, host: Host, message: Message | None) -> Turn
     text = ""
     stop_hooks = 0  # times a Stop hook kept this turn going
     try:
+        if conv.prepare is not None:  # inside the try: a cancel meanwhile ends the turn as one
+            await conv.prepare()
+            conv.prepare = None
         if message is not None and conv.hooks is not None:
             message = await _prompt_hooks(conv, message)
         if message is not None:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,6 +175,7 @@ class PluginHost:
         self.file_stamps: dict[str, FileStamp] = {}
         self._told: set[tuple[str, str]] = set()
         self._tools: list[Tool] | None = None
+        self._mcp_tools: list[Tool] = []  # the hub's part of _tools (its tail)
         self._session: Session | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         # Events said before session.started (an MCP server listed while the session opened),
@@ -250,16 +251,37 @@ class PluginHost:
         return prompt_section(self.contents.skills)
 
     def tools(self) -> list[Tool]:
-        """Plugin tools, the skill tool, then MCP tools (an MCP server never seen before is
-        started now to list its tools; one whose list is cached is not)."""
+        """Plugin tools, the skill tool, then MCP tools as known now: an MCP server whose list
+        is cached is not started; one never seen before is started to list its tools, which
+        :meth:`learn_tools` adds before the first model call (nothing here waits for it)."""
         if self._tools is None:
             tools: list[Tool] = list(self.contents.tools)
             if self.skill_tool is not None:
                 tools.append(self.skill_tool)
             if self.hub is not None:
-                tools += self.hub.tools()
+                self._mcp_tools = self.hub.tools()
+                tools += self._mcp_tools
             self._tools = tools
         return self._tools
+
+    def learn_tools(self, tools: list[Tool]) -> Callable[[], Awaitable[None]] | None:
+        """What a conversation with ``tools`` (the session's list, ending with these) awaits
+        before its first model call (``Conversation.prepare``): the lists of the servers still
+        starting, put in their place in ``tools``; None if none is. The list the model sees is
+        then the same for the rest of the session."""
+        hub = self.hub
+        if hub is None or not hub.pending:
+            return None
+
+        async def learn() -> None:
+            learned = await hub.learned()
+            old = {id(t) for t in self._mcp_tools}
+            tools[:] = [t for t in tools if id(t) not in old] + learned
+            if self._tools is not None:
+                self._tools[:] = [t for t in self._tools if id(t) not in old] + learned
+            self._mcp_tools = learned
+
+        return learn
 
     # -- the session -------------------------------------------------------------------------
     def _emit(self, payload: ev.Payload) -> None:

@@ -1,7 +1,9 @@
 """MCP servers: their tools offered to the model as ``mcp__<server>__<tool>``, through the
 official ``mcp`` SDK (stdio and streamable HTTP).
 
-    open_session -> McpTools (the tool list: from the cache, else listed now)
+    open_session -> McpHub.tools (the cached lists; a new server starts listing its own)
+    first turn   -> McpHub.learned (awaited: the new servers' lists, each until its
+                      |            startup_timeout; then the list is the session's)
                       |   model calls mcp__docs__search
                       v
                     McpHub (one thread, its own event loop; started on the first need)
@@ -11,9 +13,12 @@ official ``mcp`` SDK (stdio and streamable HTTP).
 Started lazily: nothing here is imported unless a server is configured, and a server whose
 tool list is cached (``<data dir>/mcp-tools.json``, keyed by what starts it) is not started
 until the model first calls one of its tools; only a server never seen before is started while
-the session opens, to learn its tools. The list the model sees is the cached one for the whole
-session (the request prefix stays byte-stable); a server that changed its tools updates the
-cache for the next session.
+the session opens, to learn its tools, and nothing blocks on it: the session's loop goes on (an
+editor's other requests are answered) and the first turn awaits the list before its first model
+call. One that has not answered within its ``startup_timeout`` is said as ``failed`` with its
+log, and the session goes on without its tools. The list the model sees from the first turn on
+is the session's (the request prefix stays byte-stable); a server that changed its tools
+updates the cache for the next session.
 
 A dead server never ends a turn: a call to it is answered as a tool error the model can read
 ("the MCP server docs is not running: ...; mcode is restarting it"), and the restart goes on in
@@ -40,6 +45,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +58,6 @@ from mcode.tools.base import Tool, ToolContext, ToolResult
 from mcode.tools.sandbox import SandboxPolicy, sandboxed_argv
 
 __all__ = ["McpHub", "McpResourceTool", "McpServerSpec", "McpTool", "parse_mcp_servers"]
-# How long the first listing of a new server's tools may take while the session opens.
-LIST_TIMEOUT = 60.0
 # How long a call waits for its server to come (back) up before it is answered as an error.
 READY_TIMEOUT = 60.0
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -146,25 +150,69 @@ class McpHub:
         self._thread: threading.Thread | None = None
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
+        self._lists: dict[str, Any] = {}  # the tool list of each server known, by spec.key
+        # The servers being listed for this session: the hub's future, and when to give up.
+        self._listing: dict[str, tuple[concurrent.futures.Future[Any], float]] = {}
 
     # -- the tool list ----------------------------------------------------------------------
     def tools(self) -> list[Tool]:
-        """The MCP tools, server by server in config order: cached lists as they are, new
-        servers started and listed now (concurrently). A server that cannot be listed
-        contributes no tools, and says why in an ``mcp.server`` event."""
+        """The MCP tools as known now, without waiting for any server: the cached lists, server
+        by server in config order. A server never seen before is started here, in the hub's
+        thread, to list its tools; :meth:`learned` waits for those (:attr:`pending`)."""
         cache = self._read_cache()
-        missing = [s for s in self.specs.values() if s.key not in cache]
-        if missing:
-            waits = {s.name: self._submit(self._on(s.name, "listed")) for s in missing}
-            for name, fut in waits.items():
-                try:
-                    cache[self.specs[name].key] = fut.result(LIST_TIMEOUT)
-                except Exception:  # said by the server's own event; it offers no tools
-                    continue
-            self._write_cache(cache)
+        self._lists = {s.key: cache[s.key] for s in self.specs.values() if s.key in cache}
+        for spec in self.specs.values():
+            if spec.key not in self._lists and spec.name not in self._listing:
+                deadline = time.monotonic() + spec.startup_timeout
+                self._listing[spec.name] = (self._submit(self._on(spec.name, "listed")), deadline)
+        return self._known()
+
+    @property
+    def pending(self) -> bool:
+        """Servers started by :meth:`tools` whose lists :meth:`learned` has not taken yet."""
+        return bool(self._listing)
+
+    async def learned(self) -> list[Tool]:
+        """The MCP tools once the servers :meth:`tools` started have listed theirs, each waited
+        for until its ``startup_timeout`` (counted from the start) and never past it: one
+        that did not answer in time (or failed) offers no tools this session, and one that timed
+        out says so in an ``mcp.server`` event naming its log. It is not stopped: if it answers
+        later its list is cached for the next session. Awaited, not blocking: the loop goes
+        on serving meanwhile; a cancel leaves the waits to the next call."""
+        if self._session_loop is None:  # opened outside a loop: say its events on this one
+            self._session_loop = asyncio.get_running_loop()
+        waits = {
+            name: (asyncio.wrap_future(fut), deadline)
+            for name, (fut, deadline) in self._listing.items()
+        }
+        for name, (wait, deadline) in waits.items():
+            left = max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait({wait}, timeout=left)
+            del self._listing[name]
+            spec = self.specs[name]
+            if not done:
+                log = "" if self.log_dir is None else f" (its log: {self.log_dir}/{name}.log)"
+                # An editor's server (ACP) has no startup_timeout to raise: only its log helps.
+                editor = spec.source.startswith("the editor") or not spec.source
+                slow = (
+                    ""
+                    if editor
+                    else f"; if it is only slow, raise startup_timeout in {spec.source}"
+                )
+                self._say(
+                    name,
+                    "failed",
+                    f"it did not list its tools within {spec.startup_timeout:g} s{log}; the "
+                    f"session goes on without them{slow}",
+                )
+            elif not wait.cancelled() and wait.exception() is None:  # a failure: said already
+                self._lists[spec.key] = wait.result()
+        return self._known()
+
+    def _known(self) -> list[Tool]:
         tools: list[Tool] = []
         for spec in self.specs.values():
-            for item in cache.get(spec.key, {}).get("tools", []):
+            for item in self._lists.get(spec.key, {}).get("tools", []):
                 listed = ListedTool(item["name"], item.get("description", ""), item["schema"])
                 tools.append(McpTool(self, spec.name, listed))
         if self.specs:

@@ -27,6 +27,7 @@ class McpServerSpec:
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 120.0  # seconds one tool call may take
+    startup_timeout: float = 60.0  # seconds its first tool list may take (mcp.py's learned)
     source: str = ""
 
     @property
@@ -39,7 +40,8 @@ class McpServerSpec:
 
 def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServerSpec], list[str]]:
     """The servers of one table (``.mcp.json``'s ``mcpServers``, a config's ``[mcp_servers]``,
-    a plugin's), each name -> ``{command, args, env, cwd}`` or ``{type: "http", url, headers}``;
+    a plugin's), each name -> ``{command, args, env, cwd, timeout}`` or ``{type: "http", url,
+    headers}``, either with ``startup_timeout`` (seconds its tool list may take, 60);
     a problem naming ``source`` and the field for each server that cannot be used."""
     specs: list[McpServerSpec] = []
     problems: list[str] = []
@@ -53,6 +55,10 @@ def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServ
         if not isinstance(conf, dict):
             problems.append(f"{where}: expected a table")
             continue
+        startup = conf.get("startup_timeout", 60.0)
+        if isinstance(startup, bool) or not isinstance(startup, int | float) or startup <= 0:
+            problems.append(f"{where}.startup_timeout: expected seconds above 0")
+            continue
         kind = conf.get("type") or ("http" if "url" in conf else "stdio")
         if kind in ("http", "streamable-http", "streamable_http"):
             url = conf.get("url")
@@ -63,7 +69,16 @@ def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServ
             if not _str_map(headers):
                 problems.append(f"{where}.headers: expected a table of strings")
                 continue
-            specs.append(McpServerSpec(name, "http", url=url, headers=dict(headers), source=source))
+            specs.append(
+                McpServerSpec(
+                    name,
+                    "http",
+                    url=url,
+                    headers=dict(headers),
+                    startup_timeout=float(startup),
+                    source=source,
+                )
+            )
             continue
         if kind != "stdio":
             problems.append(f"{where}.type: {kind!r} is not supported (stdio or http)")
@@ -94,6 +109,7 @@ def parse_mcp_servers(table: Any, source: str, base: Path) -> tuple[list[McpServ
                 env={k: os.path.expandvars(v) for k, v in env.items()},
                 cwd=str(base / cwd) if isinstance(cwd, str) else str(base),
                 timeout=float(timeout),
+                startup_timeout=float(startup),
                 source=source,
             )
         )

@@ -169,6 +169,8 @@ def open_session(
         main.hooks = plugins.hooks
         plugins.file_stamps = main.tool_context.file_stamps
         plugins.refresh_prompt = lambda: setattr(main, "system_prompt", prompt())
+        # An MCP server never seen before lists its tools meanwhile; the first turn waits.
+        main.prepare = plugins.learn_tools(main.tools)
         plugins.attach(session)
     if store is not None:
         notes = store.path.parent / "running"
