@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -240,3 +241,25 @@ def gone(pid_file: Path, seconds: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_on(argv: list[str], port: int, timeout: float = 30) -> subprocess.Popen[bytes]:
+    """Start the server ``argv`` (which listens on ``port``) and return once it accepts
+    connections; the caller stops it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"{argv[0]} never listened on port {port}")

@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ import acp
 import pytest
 from acp import schema as s
 from acp_client import editor
-from helpers import clean_env, make_repo, stored_events, tool_messages
+from helpers import clean_env, free_port, make_repo, serve_on, stored_events, tool_messages
 
 pytest.importorskip("mcp")
 
@@ -302,21 +299,9 @@ def test_the_editors_stdio_server_runs_in_the_sandbox(model_server, tmp_path, re
 
 
 def test_the_editors_streamable_http_server(model_server, tmp_path, repo, env, demo):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, demo.args[0], str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    proc = serve_on([sys.executable, demo.args[0], str(port)], port)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
         auth = s.HttpHeader(name="Authorization", value="Bearer tok_0123456789abcdef")
         web = s.HttpMcpServer(
             type="http", name="web", url=f"http://127.0.0.1:{port}/mcp", headers=[auth]

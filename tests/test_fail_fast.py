@@ -5,11 +5,10 @@ the retries have gone on a while."""
 from __future__ import annotations
 
 import io
-import socket
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode
+from helpers import clean_env, exec_args, free_port, make_repo, mcode
 
 from mcode import events as ev
 from mcode.events import Event
@@ -24,12 +23,6 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return clean_env(tmp_path / "home")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_refused_connection_to_this_machine_fails_at_once(repo, env):

@@ -7,14 +7,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, exec_args, make_repo, mcode, tool_messages, trust
+from helpers import (
+    clean_env,
+    exec_args,
+    free_port,
+    make_repo,
+    mcode,
+    serve_on,
+    tool_messages,
+    trust,
+)
 
 pytest.importorskip("mcp")
 
@@ -244,28 +251,12 @@ def test_a_server_that_never_answers_times_out_and_the_run_goes_on_without_it(
     assert of_type(run, "turn.finished")[-1]["reason"] == "completed"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_streamable_http_server_from_the_config(
     model_server, tmp_path, env, home, server_file, starts
 ):
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(server_file), str(starts), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = serve_on([sys.executable, str(server_file), str(starts), str(port)], port)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
         config = home / "config" / "mcode"
         config.mkdir(parents=True)
         (config / "config.toml").write_text(
