@@ -5,6 +5,7 @@ scripted model server, with a Launcher whose ``open`` waits for the test to let 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,29 @@ async def test_an_open_that_fails_is_an_error_card_and_the_app_still_quits(
         await pilot.press("ctrl+c")
         await until(pilot, lambda: not app.is_running)
     assert app.return_code == 0
+
+
+def test_the_settings_checked_on_the_terminal_open_the_first_session(
+    model_server, repo, tmp_path, monkeypatch
+):
+    """`mcode` reads the config files once before its first session (the check on the terminal
+    is what the session opens with); a later open with a changed setting reads them again."""
+    import mcode.config
+
+    reads: list[dict[str, Any]] = []
+    real = mcode.config.load_settings
+
+    def counted(workspace: Path, flags: dict[str, Any], **kw: Any) -> Any:
+        reads.append(flags)
+        return real(workspace, flags, **kw)
+
+    monkeypatch.setattr(mcode.config, "load_settings", counted)
+    lnch = launcher(model_server([]), repo, tmp_path / "home")
+    lnch.check()
+    session, settings = lnch.open()
+    assert len(reads) == 1 and settings is not None
+    asyncio.run(session.close())
+    session, settings = lnch.open(permission_mode="read-only")
+    assert len(reads) == 2 and settings.permission_mode == "read-only"
+    asyncio.run(session.close())
+    lnch.store.close()

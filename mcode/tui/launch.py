@@ -42,11 +42,19 @@ class Launcher:
     store_path: Path | None = None
     """the store opened by the first :meth:`open`, when ``store`` is None (``mcode``: its
     import and opening come after the first frame)"""
+    checked: Any = None
+    """settings :meth:`check` loaded on the terminal: the first :meth:`open` takes them rather
+    than reading the config files again"""
 
     def settings(self, **changes: Any) -> Any:
         from mcode.config import load_settings
 
         return load_settings(self.workspace, {**self.flags, **changes}, env=self.env)
+
+    def check(self) -> None:
+        """Load the settings now, so that a bad flag value, config line or untrusted widening
+        is a MCodeError before the screen changes."""
+        self.checked = self.settings()
 
     def open(
         self, *, resume_id: str | None = None, continue_last: bool = False, **changes: Any
@@ -55,7 +63,9 @@ class Launcher:
         ``changes`` are settings that override the flags from now on (``/mode``)."""
         from mcode.runtime.build import open_session
 
-        settings = self.settings(**changes)
+        settings, self.checked = self.checked, None
+        if settings is None or changes:
+            settings = self.settings(**changes)
         if self.store is None and self.store_path is not None:
             from mcode.store import Store
 
@@ -86,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
 
             images = tuple(load_image(p) for p in args.image)
         launcher.flags = flag_settings(args)
-        launcher.settings()  # a bad flag value, config line or untrusted widening: said here
+        launcher.check()  # a bad flag value, config line or untrusted widening: said here
         if args.resume or args.continue_:
             from mcode.store import Store, resume_target
 

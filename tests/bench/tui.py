@@ -72,7 +72,7 @@ flags = {"provider": "openai", "base_url": url, "model": "m", "permission_mode":
 env = {"XDG_CONFIG_HOME": str(home / "cfg"), "HOME": str(home)}
 launcher = Launcher(root, None, flags, env=env, data_dir=home / "data")
 launcher.store_path = home / "sessions.db"
-launcher.settings()
+launcher.check()
 from mcode.tui.app import McodeApp
 async def main():
     app = McodeApp(launcher, opening={})
