@@ -1,18 +1,23 @@
-"""Sessions in the TUI: a stored one resumed with its history drawn (also a 1,000-message one,
-which loads as cheap blocks and scrolls), and /undo between turns."""
+"""Sessions in the TUI: a stored one resumed with its history drawn (also one `mcode exec` left,
+by /resume, and a 1,000-message one, which loads as cheap blocks and scrolls), and /undo between
+turns."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from helpers import make_repo
+from helpers import clean_env, exec_args, make_repo, mcode
 from tui_helpers import launcher, pilot_test, screen_text, type_text, until
 
 from mcode import events as ev
 from mcode.messages import Message, TextPart, user_message
+from mcode.store import Store
 from mcode.tui.app import HISTORY_WINDOW, McodeApp
 from mcode.tui.blocks import AnswerBlock, LiveAnswer, UserBlock
+from mcode.tui.cards import ToolCard
+from mcode.tui.launch import Launcher
 
 SIZE = (100, 32)
 
@@ -46,6 +51,48 @@ async def test_a_resumed_session_shows_its_history_and_continues_it(model_server
         assert app.session.id == session_id
     contents = [m["content"] for m in server.bodies[1]["messages"] if m["role"] != "system"]
     assert contents == ["first question", "the first answer", "and then"]
+
+
+@pilot_test
+async def test_a_session_run_by_exec_is_resumed_by_slash_resume_with_its_tool_call(
+    model_server, repo, tmp_path
+):
+    """`mcode exec` leaves a session in the store; the TUI's /resume ID draws it (the prompt,
+    the tool call as a finished card, the answer) and the next message continues it."""
+    read = {"id": "r1", "name": "read", "arguments": {"path": "a.txt"}}
+    server = model_server(
+        [
+            {"tool_calls": [read]},
+            {"text": "a.txt says alpha"},
+            {"text": "picked up where exec stopped"},
+        ]
+    )
+    env = clean_env(tmp_path / "home")
+    run = mcode(
+        *exec_args(server, "--output-format", "json", "what is in a.txt?"), cwd=repo, env=env
+    )
+    assert run.code == 0, run.stderr
+    session_id = json.loads(run.stdout)["session_id"]
+    store = Store(Path(env["XDG_DATA_HOME"]) / "mcode" / "sessions.db")
+    given = {"provider": "openai", "base_url": server.base_url, "model": "test-model"}
+    home = {"XDG_CONFIG_HOME": env["XDG_CONFIG_HOME"], "HOME": env["HOME"]}
+    app = McodeApp(Launcher(repo, store, given, env=home))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.ready)
+        await type_text(pilot, f"/resume {session_id[:8]}")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.id == session_id and app.query(AnswerBlock))
+        assert [u.text for u in app.query(UserBlock)] == ["what is in a.txt?"]
+        (card,) = app.query(ToolCard)
+        assert card.name_ == "read" and card.status == "ok", card.status
+        assert "a.txt says alpha" in screen_text(app)
+        await type_text(pilot, "go on")
+        await pilot.press("enter")
+        await until(pilot, lambda: len(app.query(AnswerBlock)) == 2 and app.session.idle)
+    store.close()
+    sent = [m for m in server.bodies[2]["messages"] if m["role"] != "system"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert sent[-1]["content"] == "go on"
 
 
 def _store_long_session(lnch, messages: int) -> str:
