@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import pytest
 from helpers import clean_env, make_repo, mcode, tool_messages
 
 from mcode.config import load_settings
+from mcode.repl.app import QUIT_WINDOW
 
 
 def chat_args(server: Any, *extra: str) -> list[str]:
@@ -291,12 +294,21 @@ class Tmux:
         return text
 
     def exit_status(self) -> str | None:
-        """The pane's program's exit status once it has ended, else None. Asked of tmux: the
-        "Pane is dead" line remain-on-exit draws is not always drawn (tmux 3.3a, under load)."""
-        dead, status = self(
-            "display-message", "-p", "-t", "main", "#{pane_dead} #{pane_dead_status}"
+        """The pane's program's exit status once it has ended, else None.
+
+        Asked of tmux, and nudged: tmux 3.3a now and then misses the SIGCHLD of a pane's
+        program that has exited (seen here: the program a zombie for 30 s and more, the pane
+        dead for its closed tty but with no status, and no "Pane is dead" drawn), and reaps it
+        at once when the server gets another SIGCHLD."""
+        dead, status, server = self(
+            "display-message", "-p", "-t", "main", "#{pane_dead} #{pane_dead_status}. #{pid}"
         ).split(" ")
-        return status.strip() if dead == "1" else None
+        if dead != "1":
+            return None
+        if status == ".":
+            os.kill(int(server), signal.SIGCHLD)
+            return None
+        return status.rstrip(".")
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
@@ -332,3 +344,71 @@ def test_under_tmux_the_prompt_stays_live_and_history_persists(model_server, rep
     assert "mention the notes" in json.dumps(server.requests[1].body["messages"])
     history = (tmp_path / "data" / "mcode" / "repl_history").read_text()
     assert "what is this repo" in history and "mention the notes" in history
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_on_a_dumb_terminal_lines_stream_ctrl_c_interrupts_and_twice_quits(
+    model_server, repo, tmp_path
+):
+    """TERM=dumb on a real tty: no prompt-toolkit, lines read plainly and the answer streamed
+    as it comes; Ctrl-C (the tty's SIGINT) interrupts the running turn and the REPL goes on;
+    two Ctrl-Cs in a row quit it, and the session is stored as cancelled."""
+    stalled = {"text": "Working on it. " + "more " * 40, "chunk_size": 15, "stall_after": 2}
+    server = model_server([{**stalled, "stall": 30}, {"text": "Next answer."}])
+    tmux = Tmux(clean_env(tmp_path))
+    # Set in the pane's own command: tmux gives the pane its default-terminal's TERM.
+    command = " ".join(["env", "TERM=dumb", sys.executable, "-m", "mcode", *chat_args(server)])
+    try:
+        tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "-c", str(repo), command)
+        tmux("set-option", "-t", "main", "remain-on-exit", "on")
+        tmux.wait_for("/help for commands")
+        tmux("send-keys", "-t", "main", "write a lot", "Enter")
+        tmux.wait_for("Working on it.")  # streamed before the line ends: no line mode here
+        tmux("send-keys", "-t", "main", "C-c")
+        tmux.wait_for("interrupted")
+        tmux("send-keys", "-t", "main", "and now?", "Enter")
+        screen = tmux.wait_for("Next answer.")
+        # Streamed from the line's start: no "… " prompt in front of what the model says.
+        assert "> write a lot\nWorking on it." in screen and "…" not in screen.split("\n")[2]
+        time.sleep(QUIT_WINDOW)  # so that the next Ctrl-C is a first one again
+        tmux("send-keys", "-t", "main", "C-c")
+        tmux.wait_for("Ctrl-C again to quit")
+        tmux("send-keys", "-t", "main", "C-c")
+        deadline = time.monotonic() + 30
+        while (status := tmux.exit_status()) is None:
+            assert time.monotonic() < deadline, f"two Ctrl-Cs never quit:\n{tmux.screen()}"
+            time.sleep(0.1)
+        assert status == "0", f"exit {status}:\n{tmux.screen()}"
+    finally:
+        tmux.kill()
+    assert [m["content"] for m in server.requests[1].body["messages"] if m["role"] == "user"][
+        -1
+    ] == "and now?"
+    listed = mcode("sessions", cwd=repo, env=clean_env(tmp_path)).stdout
+    assert "write a lot" in listed
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_ctrl_c_hammered_quits_cleanly(model_server, repo, tmp_path):
+    """Ctrl-C pressed over and over (twice quits; the rest land while the REPL shuts down):
+    the REPL exits 0 rather than dying of SIGINT in its own exit (which it did, every time,
+    before the presses after the quit were ignored)."""
+    server = model_server([{"text": "First."}])
+    tmux = Tmux(clean_env(tmp_path))
+    command = " ".join(["env", "TERM=dumb", sys.executable, "-m", "mcode", *chat_args(server)])
+    try:
+        tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "-c", str(repo), command)
+        tmux("set-option", "-t", "main", "remain-on-exit", "on")
+        tmux.wait_for("/help for commands")
+        tmux("send-keys", "-t", "main", "hi", "Enter")
+        tmux.wait_for("First.")
+        for _ in range(12):
+            tmux("send-keys", "-t", "main", "C-c")
+            time.sleep(0.025)
+        deadline = time.monotonic() + 30
+        while (status := tmux.exit_status()) is None:
+            assert time.monotonic() < deadline, f"never quit:\n{tmux.screen()}"
+            time.sleep(0.1)
+        assert status == "0", f"exit {status}:\n{tmux.screen()}"
+    finally:
+        tmux.kill()

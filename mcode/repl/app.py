@@ -247,7 +247,11 @@ class TerminalInput:
 
 
 class PlainInput:
-    """Standard input read line by line (a pipe, ``TERM=dumb``); Ctrl-C arrives as SIGINT."""
+    """Standard input read line by line (a pipe, ``TERM=dumb``); Ctrl-C arrives as SIGINT.
+
+    The prompt is written only where it asks for something (``> `` between turns, a question)
+    and only once until something else is written: while a turn streams, its text is what the
+    line shows, and a prompt in front of it would read as if the user had typed it."""
 
     line_mode = False
 
@@ -259,7 +263,9 @@ class PlainInput:
         self._interrupts: asyncio.Queue[str] = asyncio.Queue()
         # A prompt is for a person: a pipe gets none (its reader wants the answers only).
         self._show_prompt = sys.stdin is not None and sys.stdin.isatty()
-        self._loop = loop
+        self._shown: str | None = None  # the prompt last written, if nothing came after it
+        # Removed with the loop, not by close(): a second Ctrl-C of a double press comes after
+        # the first has quit, and the default handler would raise it into the shutdown.
         loop.add_signal_handler(signal.SIGINT, self._interrupts.put_nowait, INTERRUPT)
 
     async def read(self) -> str | None:
@@ -267,6 +273,7 @@ class PlainInput:
         line = asyncio.ensure_future(self._lines.get())
         stop = asyncio.ensure_future(self._interrupts.get())
         done, _ = await asyncio.wait({line, stop}, return_when=asyncio.FIRST_COMPLETED)
+        self._shown = None  # the user's Enter (or Ctrl-C) ended the prompt's line
         if stop in done:
             line.cancel()
             return INTERRUPT
@@ -274,6 +281,7 @@ class PlainInput:
         return line.result()
 
     def write(self, text: str) -> None:
+        self._shown = None
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -281,11 +289,13 @@ class PlainInput:
             pass  # the reader of a pipe has gone; the session still records everything
 
     def refresh(self) -> None:
-        if self._show_prompt:
-            self.write(self._prompt())
+        prompt = self._prompt()
+        if self._show_prompt and prompt.strip() != "…" and prompt != self._shown:
+            self.write(prompt)
+            self._shown = prompt
 
     def close(self) -> None:
-        self._loop.remove_signal_handler(signal.SIGINT)
+        pass  # the SIGINT handler stays until the loop closes (see __init__)
 
 
 def _terminal() -> bool:
@@ -308,6 +318,11 @@ def main(args: argparse.Namespace) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        # The loop put Python's Ctrl-C handler back as it closed: one more press now would be
+        # a KeyboardInterrupt out of the exit itself (the process dying of SIGINT, exit 130
+        # lost). The REPL has ended; what is left is leaving.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -373,6 +388,10 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             await repl.run(first)
         finally:
+            # Quitting: more Ctrl-Cs (a double press, someone hammering the key; on a terminal
+            # prompt-toolkit has let go of the tty, so they are signals now) must not cut short
+            # what is left, recording the session's end (main() ignores them past the loop).
+            loop.add_signal_handler(signal.SIGINT, lambda: None)
             loop.remove_signal_handler(signal.SIGTERM)
             inp.close()
             if repl.started:
