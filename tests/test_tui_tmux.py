@@ -1,12 +1,14 @@
 """The real ``mcode`` in a real terminal: tmux runs it on a trusted temp repository against the
 scripted model server; the test types a task, reads the answer off the screen, quits, and
-finds the session's transcript left in the terminal (the pane is kept after mcode exits)."""
+finds the session's transcript left in the terminal (the pane is kept after mcode exits); and
+Ctrl-C hammered to quit still leaves it, with exit 0."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,9 +46,24 @@ class Tmux:
     def dead(self) -> bool:
         return self("display-message", "-p", "-t", self.name, "#{pane_dead}").strip() == "1"
 
+    def exit_status(self) -> str | None:
+        """The pane's program's exit status once tmux has it (None before; empty for a death
+        by signal). tmux 3.3a now and then misses its pane's SIGCHLD and reaps the program
+        only at the next one: nudged here."""
+        dead, status, server = self(
+            "display-message", "-p", "-t", self.name, "#{pane_dead} #{pane_dead_status}. #{pid}"
+        ).split(" ")
+        if dead != "1":
+            return None
+        if status == ".":
+            os.kill(int(server), signal.SIGCHLD)
+            return None
+        return status.rstrip(".")
 
-def test_mcode_answers_in_tmux_and_leaves_its_transcript_after_quitting(model_server, tmp_path):
-    server = model_server([{"text": "The answer is **42**."}])
+
+def _start(server, tmp_path) -> Tmux:
+    """The real ``mcode`` on a trusted temp repository, in a 120x40 tmux pane kept after it
+    exits, pointed at ``server``."""
     repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
     env = clean_env(tmp_path / "home", TERM="xterm-256color")
     trust(repo, env)
@@ -54,22 +71,19 @@ def test_mcode_answers_in_tmux_and_leaves_its_transcript_after_quitting(model_se
     argv = [sys.executable, "-m", "mcode", "--provider", "openai", "--base-url", server.base_url]
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     script.write_text(f"{exports}cd {shlex.quote(str(repo))}\nexec {shlex.join(argv)} --model m\n")
-    tmux = Tmux(f"mcode-test-{os.getpid()}", "t")
+    tmux = Tmux(f"mcode-test-{time.monotonic_ns()}", "t")
+    size = ("-x", "120", "-y", "40")
     tmux(
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        f"bash {shlex.quote(str(script))}",
+        "-f", "/dev/null", "new-session", "-d", "-s", "t", *size, f"bash {shlex.quote(str(script))}"
     )
+    tmux("set-option", "-t", "t", "remain-on-exit", "on")
+    return tmux
+
+
+def test_mcode_answers_in_tmux_and_leaves_its_transcript_after_quitting(model_server, tmp_path):
+    server = model_server([{"text": "The answer is **42**."}])
+    tmux = _start(server, tmp_path)
     try:
-        tmux("set-option", "-t", "t", "remain-on-exit", "on")
         tmux.wait_for(" · ctx ")  # the status bar is drawn: the app is up
         tmux("send-keys", "-t", "t", "-l", "what is the answer")
         tmux("send-keys", "-t", "t", "Enter")
@@ -88,3 +102,28 @@ def test_mcode_answers_in_tmux_and_leaves_its_transcript_after_quitting(model_se
     assert "The answer is **42**." in after
     assert "mcode --resume" in after
     assert server.bodies[0]["messages"][-1]["content"] == "what is the answer"
+
+
+def test_ctrl_c_hammered_to_quit_leaves_the_transcript_and_exits_0(model_server, tmp_path):
+    """Ctrl-C pressed over and over after an answer: the first quits the app, the rest come
+    as signals while it leaves (the terminal is no longer raw). mcode still prints its
+    transcript and exits 0; before, it died of SIGINT in its own exit, every time."""
+    server = model_server([{"text": "The answer is **42**."}])
+    tmux = _start(server, tmp_path)
+    try:
+        tmux.wait_for(" · ctx ")
+        tmux("send-keys", "-t", "t", "-l", "what is the answer")
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for("The answer is 42")
+        for _ in range(15):
+            tmux("send-keys", "-t", "t", "C-c")
+            time.sleep(0.02)
+        deadline = time.monotonic() + 15
+        while (status := tmux.exit_status()) is None:
+            assert time.monotonic() < deadline, tmux.screen()
+            time.sleep(0.1)
+        after = tmux.screen()
+    finally:
+        tmux("kill-server")
+    assert status == "0", after
+    assert "The answer is **42**." in after and "mcode --resume" in after

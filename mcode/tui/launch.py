@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,9 +123,22 @@ def main(args: argparse.Namespace) -> int:
         images=images,
         resumed=resume_id is not None,
     )
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        # In the app Ctrl-C is a key (the terminal is raw); it is a signal only before the app
+        # has the terminal and once it has let go. Before: quit as ever. Once the app is
+        # leaving, more presses (a hammered Ctrl-C) must not kill mcode mid-exit: the
+        # transcript still has to be printed. A handler, not SIG_IGN, which children inherit.
+        if app.return_code is None:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         app.run(inline=args.inline)
     finally:
+        # Ignored from here to the end (a handler is put back to the default as Python shuts
+        # down, and a press then would still kill it); nothing is started after the app.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if launcher.store is not None:
             launcher.store.close()
     # Textual has left the alternate screen: this stays in the terminal's scrollback.
