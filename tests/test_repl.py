@@ -263,6 +263,46 @@ def test_ctrl_c_interrupts_the_running_turn_and_the_repl_goes_on(model_server, r
     asyncio.run(_drive(server, repo, tmp_path, script))
 
 
+def test_image_attaches_a_file_to_the_next_message(model_server, repo, tmp_path):
+    (repo / "shot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    server = model_server([{"text": "A black square."}])
+
+    async def script(pipe, screen, session):
+        pipe.send_text("/image nope.png\r")
+        await screen.wait_for("/image:")  # a missing file is said; nothing attached
+        pipe.send_text("/image shot.png\r")
+        await screen.wait_for("attached shot.png")
+        pipe.send_text("what is in it?\r")
+        await screen.wait_for("A black square.")
+
+    screen, _ = asyncio.run(_drive(server, repo, tmp_path, script))
+    assert "nope.png" in screen.text
+    (user,) = [m for m in server.requests[0].body["messages"] if m["role"] == "user"]
+    kinds = [part["type"] for part in user["content"]]
+    assert (
+        kinds.count("image_url") == 1
+        and {"type": "text", "text": "what is in it?"} in (user["content"])
+    )
+
+
+def test_btw_answers_beside_the_running_turn_and_stays_out_of_it(model_server, repo, tmp_path):
+    # The main turn's call waits 2 s; the side question's call comes in meanwhile.
+    server = model_server([{"delay": 2, "text": "Main answer."}, {"text": "Side answer."}])
+
+    async def script(pipe, screen, session):
+        pipe.send_text("the main task\r")
+        await asyncio.sleep(0.3)
+        pipe.send_text("/btw what does -n do?\r")
+        await screen.wait_for("btw: Side answer.")
+        assert session.running  # answered while the main turn still waits for its model
+        await screen.wait_for("Main answer.")
+
+    screen, session = asyncio.run(_drive(server, repo, tmp_path, script))
+    assert screen.text.count("Side answer.") == 1  # said once, not streamed into the turn
+    assert "what does -n do?" in json.dumps(server.requests[1].body["messages"])
+    assert "what does -n do?" not in json.dumps([m.to_dict() for m in session.history])
+
+
 # -- a real terminal: tmux --------------------------------------------------------------------
 
 

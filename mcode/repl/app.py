@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcode import events as ev
+from mcode.agent.aside import ASIDE_PREFIX
 from mcode.errors import MCodeError, UsageError
 from mcode.events import Event
 from mcode.messages import ImagePart, clean_text
@@ -75,6 +76,7 @@ class Repl:
         self.input = inp
         self.render = Renderer(inp.write, line_mode=inp.line_mode)
         self.questions: deque[ev.PermissionAsked] = deque()
+        self.pending_images: list[ImagePart] = []  # /image: they go with the next message
         self.quitting = False
         self._start = start
         self.started = False
@@ -84,6 +86,8 @@ class Repl:
 
     # -- events -------------------------------------------------------------------------------
     def _on_event(self, event: Event, line: str) -> None:
+        if event.agent is not None and event.agent.startswith(ASIDE_PREFIX):
+            return  # a /btw answer: said whole when it is in (commands.py), not streamed
         self.render(event, line)
         match event.payload:
             case ev.PermissionAsked() as asked:
@@ -130,7 +134,8 @@ class Repl:
 
             await run_command(self, text)
             return
-        self.send(text)
+        images, self.pending_images = tuple(self.pending_images), []
+        self.send(text, images)
 
     def send(self, text: str, images: tuple[ImagePart, ...] = (), *, steer: bool = True) -> None:
         self.start()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mcode.errors import MCodeError
+from mcode.errors import MCodeError, UsageError
 
 if TYPE_CHECKING:
     from mcode.repl.app import Repl
@@ -108,6 +110,43 @@ async def _compact(repl: Repl, arg: str) -> None:
     # In the background: a compaction asked for during a turn waits for its next step, and
     # the prompt must stay live meanwhile.
     task = asyncio.ensure_future(compact())
+    repl.background.add(task)
+    task.add_done_callback(repl.background.discard)
+
+
+@command("image", "PATH: attach an image file to your next message")
+async def _image(repl: Repl, arg: str) -> None:
+    from mcode.exec_input import load_image
+
+    if not arg:
+        raise UsageError("/image needs a file", hint="/image screenshot.png")
+    if not repl.session.model_info.supports_images:
+        info = repl.session.model_info
+        raise UsageError(
+            f"{info.provider}/{info.model} takes no images",
+            hint="switch to a model that does (mcode chat --plain --model ...)",
+        )
+    path = Path(repl.cwd or ".", os.path.expanduser(arg))
+    repl.pending_images.append(load_image(str(path)))
+    repl.render.say(f"attached {arg}: it goes with your next message")
+
+
+@command("btw", "QUESTION: a side question, answered beside the running turn")
+async def _btw(repl: Repl, arg: str) -> None:
+    if not arg:
+        raise UsageError("/btw needs a question", hint="/btw what does this flag do?")
+    repl.start()
+
+    async def answer() -> None:
+        try:
+            text = await repl.session.ask_aside(arg)
+        except MCodeError as e:
+            repl.render.say(f"btw: {e.message}" + (f"\n  {e.hint}" if e.hint else ""))
+            return
+        repl.render.say(f"btw: {text.strip()}")
+
+    # In the background, as /compact: the running turn and the prompt go on meanwhile.
+    task = asyncio.ensure_future(answer())
     repl.background.add(task)
     task.add_done_callback(repl.background.discard)
 
