@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -263,3 +264,23 @@ def serve_on(argv: list[str], port: int, timeout: float = 30) -> subprocess.Pope
     proc.kill()
     proc.wait()
     raise AssertionError(f"{argv[0]} never listened on port {port}")
+
+
+def pane_exit_status(tmux: Any, target: str) -> str | None:
+    """The exit status of the program in tmux pane ``target`` once it has ended, else None
+    (``tmux(*args)`` runs a tmux command of the test's server and returns its output).
+
+    Asked of tmux, and nudged: tmux 3.3a now and then misses the SIGCHLD of a pane's program
+    that has exited (seen here: the program a zombie for 30 s and more, the pane dead for its
+    closed tty but with no status, and no "Pane is dead" drawn), and reaps it at once when the
+    server gets another SIGCHLD. A death by a signal has no status: None until the caller's
+    deadline, whose message should show the screen (tmux writes the signal there)."""
+    dead, status, server = tmux(
+        "display-message", "-p", "-t", target, "#{pane_dead} #{pane_dead_status}. #{pid}"
+    ).split(" ")
+    if dead != "1":
+        return None
+    if status == ".":
+        os.kill(int(server), signal.SIGCHLD)
+        return None
+    return status.rstrip(".")

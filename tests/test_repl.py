@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, make_repo, mcode, tool_messages
+from helpers import clean_env, make_repo, mcode, pane_exit_status, tool_messages
 
 from mcode.config import load_settings
 from mcode.repl.app import QUIT_WINDOW
@@ -140,7 +139,6 @@ async def _drive(server: Any, repo: Path, home: Path, script) -> tuple[Screen, A
     from mcode.store import Store
 
     env = clean_env(home)
-    import os
 
     saved = dict(os.environ)
     os.environ.update(env)
@@ -333,22 +331,22 @@ class Tmux:
             time.sleep(0.1)
         return text
 
-    def exit_status(self) -> str | None:
-        """The pane's program's exit status once it has ended, else None.
+    def start(self, repo: Path, command: str) -> None:
+        """``command`` in a 120x30 pane kept after it ends; returns once the REPL is up."""
+        self("new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "-c", str(repo), command)
+        self("set-option", "-t", "main", "remain-on-exit", "on")
+        self.wait_for("/help for commands")
 
-        Asked of tmux, and nudged: tmux 3.3a now and then misses the SIGCHLD of a pane's
-        program that has exited (seen here: the program a zombie for 30 s and more, the pane
-        dead for its closed tty but with no status, and no "Pane is dead" drawn), and reaps it
-        at once when the server gets another SIGCHLD."""
-        dead, status, server = self(
-            "display-message", "-p", "-t", "main", "#{pane_dead} #{pane_dead_status}. #{pid}"
-        ).split(" ")
-        if dead != "1":
-            return None
-        if status == ".":
-            os.kill(int(server), signal.SIGCHLD)
-            return None
-        return status.rstrip(".")
+    def exit_status(self) -> str | None:
+        return pane_exit_status(self, "main")
+
+    def wait_exit(self, timeout: float = 30) -> str:
+        """The pane's program's exit status, once it has ended (failing after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while (status := self.exit_status()) is None:
+            assert time.monotonic() < deadline, f"it never ended:\n{self.screen()}"
+            time.sleep(0.1)
+        return status
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
@@ -363,9 +361,7 @@ def test_under_tmux_the_prompt_stays_live_and_history_persists(model_server, rep
     tmux = Tmux(clean_env(tmp_path, TERM="xterm-256color"))
     command = " ".join([sys.executable, "-m", "mcode", *chat_args(server)])
     try:
-        tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "-c", str(repo), command)
-        tmux("set-option", "-t", "main", "remain-on-exit", "on")
-        tmux.wait_for("/help for commands")
+        tmux.start(repo, command)
         tmux("send-keys", "-t", "main", "what is this repo", "Enter")
         # Typed while the first model call is still out: the input line is live, and Enter
         # steers the running turn.
@@ -374,11 +370,7 @@ def test_under_tmux_the_prompt_stays_live_and_history_persists(model_server, rep
         tmux.wait_for("Answer on a real terminal.")
         # Ctrl-D on the empty line quits.
         tmux("send-keys", "-t", "main", "C-d")
-        deadline = time.monotonic() + 30
-        while (status := tmux.exit_status()) is None:
-            assert time.monotonic() < deadline, f"Ctrl-D never quit:\n{tmux.screen()}"
-            time.sleep(0.1)
-        assert status == "0", tmux.screen()
+        assert (status := tmux.wait_exit()) == "0", f"exit {status}:\n{tmux.screen()}"
     finally:
         tmux.kill()
     assert "mention the notes" in json.dumps(server.requests[1].body["messages"])
@@ -399,9 +391,7 @@ def test_on_a_dumb_terminal_lines_stream_ctrl_c_interrupts_and_twice_quits(
     # Set in the pane's own command: tmux gives the pane its default-terminal's TERM.
     command = " ".join(["env", "TERM=dumb", sys.executable, "-m", "mcode", *chat_args(server)])
     try:
-        tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "-c", str(repo), command)
-        tmux("set-option", "-t", "main", "remain-on-exit", "on")
-        tmux.wait_for("/help for commands")
+        tmux.start(repo, command)
         tmux("send-keys", "-t", "main", "write a lot", "Enter")
         tmux.wait_for("Working on it.")  # streamed before the line ends: no line mode here
         tmux("send-keys", "-t", "main", "C-c")
@@ -414,11 +404,7 @@ def test_on_a_dumb_terminal_lines_stream_ctrl_c_interrupts_and_twice_quits(
         tmux("send-keys", "-t", "main", "C-c")
         tmux.wait_for("Ctrl-C again to quit")
         tmux("send-keys", "-t", "main", "C-c")
-        deadline = time.monotonic() + 30
-        while (status := tmux.exit_status()) is None:
-            assert time.monotonic() < deadline, f"two Ctrl-Cs never quit:\n{tmux.screen()}"
-            time.sleep(0.1)
-        assert status == "0", f"exit {status}:\n{tmux.screen()}"
+        assert (status := tmux.wait_exit()) == "0", f"exit {status}:\n{tmux.screen()}"
     finally:
         tmux.kill()
     assert [m["content"] for m in server.requests[1].body["messages"] if m["role"] == "user"][
@@ -437,18 +423,12 @@ def test_ctrl_c_hammered_quits_cleanly(model_server, repo, tmp_path):
     tmux = Tmux(clean_env(tmp_path))
     command = " ".join(["env", "TERM=dumb", sys.executable, "-m", "mcode", *chat_args(server)])
     try:
-        tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "-c", str(repo), command)
-        tmux("set-option", "-t", "main", "remain-on-exit", "on")
-        tmux.wait_for("/help for commands")
+        tmux.start(repo, command)
         tmux("send-keys", "-t", "main", "hi", "Enter")
         tmux.wait_for("First.")
         for _ in range(12):
             tmux("send-keys", "-t", "main", "C-c")
             time.sleep(0.025)
-        deadline = time.monotonic() + 30
-        while (status := tmux.exit_status()) is None:
-            assert time.monotonic() < deadline, f"never quit:\n{tmux.screen()}"
-            time.sleep(0.1)
-        assert status == "0", f"exit {status}:\n{tmux.screen()}"
+        assert (status := tmux.wait_exit()) == "0", f"exit {status}:\n{tmux.screen()}"
     finally:
         tmux.kill()

@@ -5,16 +5,14 @@ Ctrl-C hammered to quit still leaves it, with exit 0."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from helpers import clean_env, make_repo, trust
+from helpers import clean_env, make_repo, pane_exit_status, trust
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -47,18 +45,7 @@ class Tmux:
         return self("display-message", "-p", "-t", self.name, "#{pane_dead}").strip() == "1"
 
     def exit_status(self) -> str | None:
-        """The pane's program's exit status once tmux has it (None before; empty for a death
-        by signal). tmux 3.3a now and then misses its pane's SIGCHLD and reaps the program
-        only at the next one: nudged here."""
-        dead, status, server = self(
-            "display-message", "-p", "-t", self.name, "#{pane_dead} #{pane_dead_status}. #{pid}"
-        ).split(" ")
-        if dead != "1":
-            return None
-        if status == ".":
-            os.kill(int(server), signal.SIGCHLD)
-            return None
-        return status.rstrip(".")
+        return pane_exit_status(self, self.name)
 
 
 def _start(server, tmp_path) -> Tmux:
