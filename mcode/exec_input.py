@@ -17,10 +17,21 @@ from typing import Any, Literal
 from mcode.errors import UsageError
 from mcode.messages import ImagePart, clean_text
 
-__all__ = ["ACCEPTED_LINES", "BadLine", "InputMessage", "StdinLines", "load_image", "parse_line"]
+__all__ = [
+    "ACCEPTED_LINES",
+    "IMAGE_SUFFIXES",
+    "BadLine",
+    "InputMessage",
+    "StdinLines",
+    "load_image",
+    "parse_line",
+]
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# The names those files go by. load_image trusts the first bytes, not the name; the name is
+# for guessing, before reading, that a path is meant as an image (a pasted path, in the TUI).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
 
 def load_image(path_text: str, label: str = "--image") -> ImagePart:

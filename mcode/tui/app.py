@@ -173,7 +173,7 @@ class McodeApp(App[int]):
         # "Always allow" rules given in this run: they answer later questions at once.
         self.always: list[str] = []
         self.asking: dict[str, ApprovalScreen] = {}
-        # Images /image attached, sent with the next message.
+        # Images /image, /screenshot or a pasted path attached, sent with the next message.
         self.pending_images: list[ImagePart] = []
         self.last_outcome: TurnOutcome | None = None
         self.session_id_shown: str | None = None
@@ -184,7 +184,9 @@ class McodeApp(App[int]):
         completions = Completions()
         self.view = ConversationView(id="conversation")
         self.queue_bar = QueueBar(id="queue")
-        self.prompt = PromptArea(self.history, self.files, self.commands, completions)
+        self.prompt = PromptArea(
+            self.history, self.files, self.commands, completions, self.launcher.workspace
+        )
         self.status = StatusBar()
         yield self.view
         yield self.queue_bar
@@ -556,6 +558,30 @@ class McodeApp(App[int]):
             bar.add_class("-shown")
         else:
             bar.remove_class("-shown")
+
+    @on(PromptArea.PastedImage)
+    def _pasted_image(self, message: PromptArea.PastedImage) -> None:
+        """A file dropped on the terminal (its path pasted): attached as ``/image`` would."""
+        from mcode.exec_input import load_image
+
+        if self.ready and not self.session.model_info.supports_images:
+            # The path is then what the user can use: the model may read the file by it.
+            self.prompt.insert(message.text)
+            self.say(
+                f"the model {self.session.model_info.model} does not take images: pasted "
+                "the path as text"
+            )
+            return
+        try:
+            part = load_image(str(message.path), "pasted")
+        except MCodeError as e:
+            # Said, and nothing inserted: a path with an image's name was meant as an image,
+            # and as text it would not become one (sent, a bare one is loaded again and
+            # refused again). The user sees why and can type the path if it was wanted.
+            self.show_error(e)
+            return
+        self.pending_images.append(part)
+        self.say(f"attached {part.source}: it goes with your next message")
 
     @on(PromptArea.Interrupt)
     def _interrupt(self) -> None:

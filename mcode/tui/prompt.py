@@ -4,10 +4,14 @@ Enter sends (the app steers a running turn with it, or starts one); Alt+Enter or
 it as a follow-up turn; Shift+Enter, Ctrl+J or a line ending in ``\\`` then Enter adds a line.
 Up on the first line and Down on the last browse the history. ``@`` completes workspace paths
 and ``/`` at the start the commands, in a list above the prompt (Tab or Enter takes one, Esc
-closes it). What was typed is never cleared unless it was sent.
+closes it). What was typed is never cleared unless it was sent. A pasted path to an image
+file (a file dropped on the terminal) is not inserted: it is posted as :class:`PastedImage`,
+which the app attaches (mcode/tui/paste.py says which pastes are read so).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from textual import events
 from textual.message import Message
@@ -17,6 +21,7 @@ from textual.widgets.option_list import Option
 from mcode.commands import CommandRegistry
 from mcode.tui.completion import STALE, FileIndex
 from mcode.tui.history import PromptHistory
+from mcode.tui.paste import pasted_image_path
 
 
 class Completions(OptionList):
@@ -80,14 +85,24 @@ class PromptArea(TextArea):
     class Interrupt(Message):
         """Esc with nothing to close: stop the running turn."""
 
+    class PastedImage(Message):
+        """What was pasted is the path of an image file (``text``: as it was pasted)."""
+
+        def __init__(self, path: Path, text: str) -> None:
+            super().__init__()
+            self.path = path
+            self.text = text
+
     def __init__(
         self,
         history: PromptHistory,
         files: FileIndex | None,
         commands: CommandRegistry,
         completions: Completions,
+        workspace: Path,
     ) -> None:
         super().__init__(id="prompt", soft_wrap=True, show_line_numbers=False)
+        self.workspace = workspace  # what a pasted relative path is relative to
         self.prompt_history = history
         self.files = files
         self.commands = commands
@@ -138,6 +153,15 @@ class PromptArea(TextArea):
             event.prevent_default()
             return
         await super()._on_key(event)
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        # TextArea's own handler (next in the MRO) inserts the text, unless stopped here.
+        if self.read_only:
+            return
+        path = pasted_image_path(event.text, self.workspace)
+        if path is not None:
+            event.prevent_default()
+            self.post_message(self.PastedImage(path, event.text.strip()))
 
     def _send(self, *, follow_up: bool) -> None:
         text = self.text
