@@ -251,3 +251,28 @@ async def test_a_pasted_image_path_for_a_model_without_images_stays_a_path(
         await until(pilot, lambda: app.prompt.text == str(repo / "pic.png"))
         assert "MiniMax-M2.5 does not take images" in screen_text(app)
         assert app.pending_images == []
+
+
+@pilot_test
+async def test_images_for_a_model_without_images_are_refused_and_kept(model_server, repo, tmp_path):
+    """`mcode --image shot.png "what is this"` on a text-only model: nothing is sent, the text
+    is back in the prompt and the image still attached (nothing lost); /image is refused
+    before it attaches anything."""
+    server = model_server([{"text": "fine"}])
+    shot = png(repo / "shot.png")
+    from mcode.exec_input import load_image
+
+    app = McodeApp(
+        launcher(server, repo, tmp_path / "home", model="MiniMax-M2.5"),
+        opening={},
+        prompt="what is this",
+        images=(load_image(str(repo / "shot.png")),),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "does not take images" in screen_text(app))
+        assert app.prompt.text == "what is this"
+        assert [base64.b64decode(p.data) for p in app.pending_images] == [shot]
+        app.prompt.clear()
+        await command(pilot, app, "/image shot.png", "/model NAME")
+        assert len(app.pending_images) == 1  # the one kept; /image added none
+    assert server.requests == []

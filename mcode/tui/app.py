@@ -507,7 +507,12 @@ class McodeApp(App[int]):
 
     def _send(self, text: str, images: tuple[ImagePart, ...], *, follow_up: bool) -> None:
         if images and not self.session.model_info.supports_images:
-            self.say(f"the model {self.session.model_info.model} does not take images")
+            # Nothing lost: the text back in the prompt, the images kept for when it does.
+            self.pending_images[:0] = images
+            self.say(
+                f"the model {self.session.model_info.model} does not take images: not sent; "
+                f"the {len(images)} attached stay for the next message (/model NAME to switch)"
+            )
             self.prompt.set_text(text)
             return
         self.start_session()

@@ -239,6 +239,12 @@ def _image(app: McodeApp, args: str) -> None:
 
     if not args:
         raise UsageError("/image needs a file", hint="/image screenshot.png")
+    info = app.session.model_info
+    if not info.supports_images:
+        raise UsageError(
+            f"the model {info.model} does not take images",
+            hint="/model NAME to continue on a model with image input",
+        )
     path = (app.workspace / os.path.expanduser(args)).resolve()
     app.pending_images.append(load_image(str(path)))
     app.say(f"attached {args}: it goes with your next message")
