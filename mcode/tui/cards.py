@@ -25,6 +25,9 @@ from textual.widgets import Static
 TAIL_LINES = 8
 DIFF_LINES = 40
 FULL_OUTPUT_LINES = 2000
+# What bash appends where it stopped streaming a long output (mcode/tools/bash.py, _pump):
+# such a card shows the result at the end, whose tail is the output's real end.
+LIVE_CUT = "[… live output stops here"
 
 
 def _arguments(raw: str) -> dict[str, Any]:
@@ -148,8 +151,10 @@ class ToolCard(Vertical, can_focus=True):
         self.status = "ok" if ok else "failed"
         self.summary = summary
         self.duration = duration
-        if not self.output and self.name_ == "bash":
-            self.output = result  # a resumed session has the result, not the deltas
+        if self.name_ == "bash" and (not self.output or LIVE_CUT in self.output):
+            # A resumed session has the result, not the deltas; a long output's deltas stop
+            # at the cap, and the result has its head and its last lines.
+            self.output = result
         if not ok:
             self.add_class("-failed")
             if not self.output:
