@@ -261,8 +261,9 @@ def test_copy_and_ctrl_y_reach_tmux_as_osc_52(model_server, tmp_path):
                 if buffer() == text:
                     return text
                 time.sleep(0.1)
-            raise AssertionError(f"the paste buffer holds {buffer()!r}; the screen:\n"
-                                 f"{tmux.screen()}")
+            raise AssertionError(
+                f"the paste buffer holds {buffer()!r}; the screen:\n{tmux.screen()}"
+            )
 
         tmux.wait_for(" · ctx ")
         assert buffer() == ""  # nothing copied yet
