@@ -29,7 +29,9 @@ HTTP error   ``status``, ``headers``, ``body`` (dict sent as JSON, str sent as i
 faults       ``delay`` (seconds before answering), ``cut_after`` (send N SSE chunks, then drop the
              connection mid-body; with ``"cut_mode": "eof"`` end the body cleanly instead, still
              without finish or ``[DONE]``), ``stall_after`` + ``stall`` (pause that long after N
-             chunks), ``keepalive`` + ``keepalive_every`` (before the answer, N ``: keep-alive``
+             chunks), ``gates`` (in-process only: ``[(N, threading.Event), ...]``, wait after N
+             chunks until the test sets that event: a stream paused for exactly as long as the
+             test needs), ``keepalive`` + ``keepalive_every`` (before the answer, N ``: keep-alive``
              comments, one every that many seconds, as proxies send while a model thinks),
              ``error_in_stream`` (an ``{"error": ...}`` chunk after the text).
 raw          ``sse``: a list of chunks sent verbatim; a dict is sent as ``data: <json>\\n\\n``, a
@@ -353,6 +355,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if stall_after is not None and i == stall_after:
                 self._sleep(float(step.get("stall", 1.0)))
+            for after, gate in step.get("gates") or ():
+                if i == after:
+                    self.wfile.flush()
+                    while not gate.wait(0.05):
+                        if self.server.owner._stopping.is_set():
+                            raise _ClientGone()
             data = chunk if isinstance(chunk, bytes) else chunk.encode()
             self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
         self.wfile.write(b"0\r\n\r\n")

@@ -129,7 +129,8 @@ class McodeApp(App[int]):
     BINDINGS: ClassVar = [
         Binding("ctrl+c", "interrupt_or_quit", "interrupt / quit", priority=True),
         Binding("ctrl+d", "quit", "quit", show=False),
-        Binding("ctrl+y", "copy_answer", "copy the last answer", show=False),
+        # Priority: the prompt (a TextArea) has focus nearly always and binds Ctrl+Y to redo.
+        Binding("ctrl+y", "copy_answer", "copy the last answer", show=False, priority=True),
         # The conversation scrolls by page whatever has focus (the prompt, most of the time).
         Binding("pageup", "page(-1)", "page up", show=False, priority=True),
         Binding("pagedown", "page(1)", "page down", show=False, priority=True),

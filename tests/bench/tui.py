@@ -1,9 +1,9 @@
 """TUI benchmark: start-up to the first frame, 1 MB of Markdown streamed in 64-character
 chunks, keystroke-to-screen latency while streaming, frame time scrolling a 1,000-message
-history. Headless (Textual's test driver), the app on a scripted model server, events fed as
+history, a 10,000-line ``bash`` output (its result to its card drawn, keystrokes meanwhile). Headless (Textual's test driver), the app on a scripted model server, events fed as
 the Session's adapter posts them. Prints a table.
 
-    python tests/bench/tui.py [--mb 1.0]
+    python tests/bench/tui.py [--mb 1.0] [--first-frame | --tool-output]
 
 Targets (issue 13): first frame < 400 ms; >= 2,000 tokens/s (a token taken as 4 characters);
 keystroke < 50 ms while streaming; no frame over 100 ms at 1,000 messages.
@@ -308,14 +308,111 @@ async def _scroll(root: Path, messages: int) -> tuple[float, list[float], list[f
         server.stop()
 
 
+async def _tool_output(
+    root: Path, lines: int, runs: int = 5
+) -> tuple[list[float], list[float], tuple[float, float]]:
+    """A real ``bash`` call of ``seq {lines}`` (full-auto, on the scripted model server),
+    ``runs`` turns: per run, seconds from its ``tool.finished`` reaching the lane to the end of
+    the first screen update after it (the finished card drawn); and keystroke latencies
+    measured (a key every 10 ms, as in ``_stream``) from the turn's start to that frame; then
+    the screen updates after expanding the last card (Enter: up to 2,000 lines) until it is
+    drawn: their total and the longest, in seconds."""
+    from textual import events
+    from textual.screen import Screen
+
+    from mcode import events as ev
+    from mcode.tui.app import McodeApp
+    from mcode.tui.cards import ToolCard
+    from mcode.tui.lanes import Lane
+
+    finished_at: list[float] = []
+    frames_done: list[float] = []
+    show, update = Lane.show, Screen._on_timer_update
+
+    async def timed_show(self: Lane, payload: ev.Payload) -> None:
+        if isinstance(payload, ev.ToolFinished):
+            finished_at.append(time.perf_counter())
+        await show(self, payload)
+
+    frame_times: list[float] = []
+
+    def timed_update(screen: Screen[Any]) -> None:
+        t = time.perf_counter()
+        update(screen)
+        frames_done.append(time.perf_counter())
+        frame_times.append(frames_done[-1] - t)
+
+    call = {"id": "c1", "name": "bash", "arguments": {"command": f"seq {lines}"}}
+    # One more run than measured: the first (the first answer's Markdown imports) is not.
+    runs += 1
+    script = [step for _ in range(runs) for step in ({"tool_calls": [call]}, {"text": "done"})]
+    server = ScriptedServer(script).start()
+    Lane.show = timed_show  # type: ignore[method-assign]
+    Screen._on_timer_update = timed_update  # type: ignore[method-assign,assignment]
+    try:
+        app = McodeApp(launcher(server, root, root / f"home-to{lines}", mode="full-auto"))
+        drawn: list[float] = []
+        latencies: list[float] = []
+        async with app.run_test(size=(120, 40)) as pilot:
+            while not app.ready:
+                await asyncio.sleep(0.01)
+            for run in range(runs):
+                app.prompt.set_text("")
+                typed = ""
+                app.send_prompt(f"count {run}")
+                while True:
+                    await asyncio.sleep(0.01)
+                    ch = "abcdefghij"[len(typed) % 10]
+                    typed += ch
+                    t = time.perf_counter()
+                    app.post_message(events.Key(ch, ch))
+                    while app.prompt.text != typed:
+                        await asyncio.sleep(0.001)
+                    if run:
+                        latencies.append(time.perf_counter() - t)
+                    if len(finished_at) > run and frames_done[-1] > finished_at[run]:
+                        break
+                after = next(f for f in frames_done if f > finished_at[run])
+                if run:
+                    drawn.append(after - finished_at[run])
+                card = app.query(ToolCard).last()
+                assert card.status == "ok" and card.output.endswith(f"{lines}\n")
+                while not app.session.idle:
+                    await asyncio.sleep(0.01)
+            # The last card expanded (up to 2,000 lines): the screen updates until it is
+            # settled (two pilot pauses), their total and the longest.
+            await pilot.pause(0.2)
+            frame_times.clear()
+            app.query(ToolCard).last().action_toggle_output()
+            await pilot.pause()
+            await pilot.pause()
+            expand = (sum(frame_times), max(frame_times, default=0.0))
+        return drawn, latencies, expand
+    finally:
+        Lane.show = show  # type: ignore[method-assign]
+        Screen._on_timer_update = update  # type: ignore[method-assign]
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=1.0)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--first-frame", action="store_true", help="only the start-up rows")
+    parser.add_argument("--tool-output", action="store_true", help="only the tool-output rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_repo(Path(tmp) / "repo", {"a.txt": "a\n"})
+        if args.tool_output:
+            for lines in (10_000, 10):
+                drawn, keys, expand = asyncio.run(_tool_output(root, lines))
+                print(
+                    f"seq {lines}: result to card drawn median {statistics.median(drawn) * 1000:.1f}"
+                    f" ms, max {max(drawn) * 1000:.1f} ms; {len(keys)} keys median "
+                    f"{statistics.median(keys) * 1000:.0f} ms, max {max(keys) * 1000:.0f} ms; "
+                    f"expanded: frames {expand[0] * 1000:.0f} ms, longest {expand[1] * 1000:.0f} ms"
+                )
+            return
         first, ready, bare = _first_frame(root)
         on_terminal = _tmux_first_screen(root)
         if args.first_frame:
@@ -331,6 +428,8 @@ def main() -> None:
             return
         elapsed, tps, keys = asyncio.run(_stream(root, int(args.mb * 1_000_000)))
         opened, walls, frames = asyncio.run(_scroll(root, args.messages))
+        big_drawn, big_keys, big_expand = asyncio.run(_tool_output(root, 10_000))
+        small_drawn, small_keys, _ = asyncio.run(_tool_output(root, 10))
     rows = [
         (
             "start-up to first frame, fresh process, median of 5",
@@ -368,6 +467,33 @@ def main() -> None:
         ("scroll a page, wall incl. pilot.pause, max", f"{max(walls) * 1000:.1f} ms", ""),
         ("scroll frame (screen update), median", f"{statistics.median(frames) * 1000:.1f} ms", ""),
         ("scroll frame (screen update), max", f"{max(frames) * 1000:.1f} ms", "<= 100 ms"),
+        (
+            "bash `seq 10000`: tool result to card drawn, median of 5",
+            f"{statistics.median(big_drawn) * 1000:.1f} ms",
+            "",
+        ),
+        ("  the same, max", f"{max(big_drawn) * 1000:.1f} ms", ""),
+        (
+            f"  keystroke to screen meanwhile ({len(big_keys)} keys), median",
+            f"{statistics.median(big_keys) * 1000:.0f} ms",
+            "< 50 ms",
+        ),
+        ("  keystroke to screen meanwhile, max", f"{max(big_keys) * 1000:.0f} ms", ""),
+        (
+            "  expand its card (2,000 lines): frames total / longest",
+            f"{big_expand[0] * 1000:.0f} / {big_expand[1] * 1000:.0f} ms",
+            "",
+        ),
+        (
+            "bash `seq 10` (the floor): result to card drawn, median",
+            f"{statistics.median(small_drawn) * 1000:.1f} ms",
+            "",
+        ),
+        (
+            f"  keystroke to screen meanwhile ({len(small_keys)} keys), max",
+            f"{max(small_keys) * 1000:.0f} ms",
+            "",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>18}  target")

@@ -1,0 +1,286 @@
+"""The TUI's terminal manners, as the issue promises them: the view follows the bottom while an
+answer streams, stops when the user scrolls up and follows again once they are back; a
+10,000-line tool output is drawn as its tail and leaves the prompt taking keys; a resize
+rewraps what is shown; and ``/copy`` / Ctrl+Y reach the terminal as OSC 52 (checked under a
+real tmux, which stores what it receives in a paste buffer).
+
+What the screen shows is read off Textual's compositor (the cells it would write), not off
+the widgets' own text: a line scrolled out of view is not on it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import clean_env, make_repo, trust
+from test_tui_tmux import Tmux
+from tui_helpers import launcher, pilot_test, type_text, until
+
+from mcode.tui.app import McodeApp
+from mcode.tui.blocks import AnswerBlock, LiveAnswer
+from mcode.tui.cards import ToolCard
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+
+
+def shown(app: McodeApp) -> list[str]:
+    """The screen's rows as text, as the terminal would show them."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def shown_in(app: McodeApp, widget) -> list[str]:
+    """The rows of the screen ``widget`` covers, cut to its columns."""
+    region = widget.region
+    rows = shown(app)[region.y : region.bottom]
+    return [row[region.x : region.right] for row in rows]
+
+
+def paragraphs_on_screen(app: McodeApp) -> list[int]:
+    return [int(n) for n in re.findall(r"Paragraph (\d+) ", "\n".join(shown(app)))]
+
+
+# -- 1. following the bottom ----------------------------------------------------------------
+
+PARAGRAPHS = 240
+CHUNK = 200
+
+
+def _long_text() -> str:
+    return "".join(
+        f"Paragraph {i:03d} says a few words about the subject at hand.\n\n"
+        for i in range(PARAGRAPHS)
+    )
+
+
+@pilot_test
+async def test_the_view_follows_the_bottom_until_scrolled_up_and_again_once_back(
+    model_server, repo, tmp_path
+):
+    text = _long_text()
+    pieces = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
+    # SSE chunk 0 is the role; chunk n carries piece n-1. The stream waits at each gate.
+    first, second = threading.Event(), threading.Event()
+    a, b = len(pieces) // 3, 2 * len(pieces) // 3
+    server = model_server(
+        [{"text": text, "chunk_size": CHUNK, "gates": [(a + 1, first), (b + 1, second)]}]
+    )
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            view = app.view
+            await type_text(pilot, "tell me a lot")
+            await pilot.press("enter")
+
+            async def streamed(upto: int) -> None:
+                prefix = "".join(pieces[:upto])
+                live = await until(pilot, lambda: app.query(LiveAnswer).first())
+                await until(pilot, lambda: live.text == prefix and not live._unsent)
+                for _ in range(3):
+                    await pilot.pause()
+
+            # Streaming, and at the bottom: the newest paragraph is on screen.
+            await streamed(a)
+            assert view.max_scroll_y > 0
+            assert view.scroll_y == view.max_scroll_y
+            newest = text[: len("".join(pieces[:a]))].count("Paragraph ") - 1
+            assert max(paragraphs_on_screen(app)) >= newest - 1
+
+            # The user scrolls up a page: more text streams in, the view stays where it is.
+            await pilot.press("pageup")
+            await pilot.press("pageup")
+            await pilot.pause()
+            y, bottom = view.scroll_y, view.max_scroll_y
+            assert y < bottom
+            before = paragraphs_on_screen(app)
+            assert before and max(before) < newest - 5
+            first.set()
+            await streamed(b)
+            assert view.max_scroll_y > bottom  # the answer grew below
+            assert view.scroll_y == y  # and the view did not move
+            assert paragraphs_on_screen(app) == before  # the same text is still shown
+
+            # Back at the bottom (a page at a time), it follows again to the answer's end.
+            for _ in range(40):
+                if view.scroll_y >= view.max_scroll_y:
+                    break
+                await pilot.press("pagedown")
+                await pilot.pause()
+            assert view.scroll_y == view.max_scroll_y
+            second.set()
+            await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+            for _ in range(3):
+                await pilot.pause()
+            assert view.scroll_y == view.max_scroll_y
+            assert PARAGRAPHS - 1 in paragraphs_on_screen(app)
+    finally:
+        first.set()
+        second.set()
+
+
+# -- 3. a 10,000-line tool output -----------------------------------------------------------
+
+
+def _bash(command: str, call_id: str = "c1") -> dict:
+    return {"tool_calls": [{"id": call_id, "name": "bash", "arguments": {"command": command}}]}
+
+
+@pilot_test
+async def test_a_10000_line_output_shows_its_tail_expands_and_the_prompt_takes_keys(
+    model_server, repo, tmp_path
+):
+    server = model_server([_bash("seq 10000"), {"text": "counted to ten thousand"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await type_text(pilot, "count")
+        await pilot.press("enter")
+        # Typed while the call runs and its output is drawn: every key lands in the prompt.
+        await until(pilot, lambda: app.query(ToolCard))
+        await type_text(pilot, "next question")
+        card = await until(pilot, lambda: (c := app.query_one(ToolCard)).status == "ok" and c)
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await pilot.pause()
+        assert app.prompt.text == "next question"
+        # Past the live cap (30,000 characters) the card holds the result: head and tail.
+        assert card.output.startswith("1\n2\n") and card.output.endswith("9999\n10000\n")
+
+        # The card shows the tail: the last lines, a count of the rest, never line 1.
+        app.view.scroll_to_widget(card, top=True, animate=False, immediate=True)
+        await pilot.pause()
+        rows = [r.strip("▌ ") for r in shown_in(app, card)]
+        assert "10000" in rows and "9993" in rows
+        assert "9992" not in rows and "1" not in rows
+        assert any(re.fullmatch(r"… \d+ earlier lines \(Enter shows more\)", r) for r in rows)
+
+        # A click expands it: 2,000 lines, the rest counted; the click focuses the card.
+        await pilot.click(card, offset=(4, 0))
+        await pilot.pause()
+        assert card.expanded
+        app.view.scroll_to_widget(card, top=True, animate=False, immediate=True)
+        await pilot.pause()
+        rows = [r.strip("▌ ") for r in shown_in(app, card)]
+        assert any(re.fullmatch(r"… \d+ earlier lines", r) for r in rows), rows
+        assert "8001" in rows and "9993" not in rows  # its head on screen, not the tail
+        assert card.region.height > 2000
+
+        # Back in the prompt (a click on it), typing still goes there.
+        await pilot.click(app.prompt)
+        await pilot.press("end")  # the click put the cursor where it landed
+        await type_text(pilot, " again")
+        await pilot.pause()
+        assert app.prompt.text == "next question again"
+        assert any("next question again" in r for r in shown_in(app, app.prompt))
+
+
+# -- 4. resize ------------------------------------------------------------------------------
+
+LONG_LINE = (
+    "The resize check: this sentence is long enough to wrap over more lines at sixty columns "
+    "than at a hundred, which it does because it goes on and on about nothing in particular, "
+    "and it ends with the word zanzibar."
+)
+
+
+@pilot_test
+async def test_a_resize_rewraps_the_answer_and_the_app_carries_on(model_server, repo, tmp_path):
+    server = model_server([{"text": LONG_LINE}, {"text": "second answer after the resize"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await type_text(pilot, "first")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await pilot.pause()
+        block = app.query(AnswerBlock).last()
+        wide = block.region.height
+
+        for width, height in ((60, 20), (100, 30)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: app.screen.size.width == w)
+            for _ in range(3):
+                await pilot.pause()
+            rows = shown(app)
+            assert len(rows) == height and all(len(r) <= width for r in rows)
+            text = " ".join(r.strip() for r in shown_in(app, block))
+            assert "The resize check" in text and "zanzibar" in text  # the whole of it, wrapped
+            if width == 60:
+                assert block.region.height > wide
+            else:
+                assert block.region.height == wide
+            status = app.status.region
+            assert status.bottom == height and " · ctx " in shown(app)[status.y]
+            assert app.prompt.region.height > 0 and app.prompt.region.bottom <= status.y
+
+        await type_text(pilot, "second")
+        await pilot.press("enter")
+        await until(pilot, lambda: len(app.query(AnswerBlock)) == 2 and app.session.idle)
+        await pilot.pause()
+        assert any("second answer after the resize" in r for r in shown(app))
+    assert [b["messages"][-1]["content"] for b in server.bodies] == ["first", "second"]
+
+
+# -- 2. copy over OSC 52, in a real terminal ------------------------------------------------
+
+CODE = "def add(a, b):\n    return a + b\n"
+ANSWER = f"Here it is:\n\n```python\n{CODE}```\n\nThat adds two numbers."
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_copy_and_ctrl_y_reach_tmux_as_osc_52(model_server, tmp_path):
+    server = model_server([{"text": ANSWER}])
+    repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+    env = clean_env(tmp_path / "home", TERM="xterm-256color")
+    trust(repo, env)
+    script = tmp_path / "run.sh"
+    argv = [sys.executable, "-m", "mcode", "--provider", "openai", "--base-url", server.base_url]
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    script.write_text(f"{exports}cd {shlex.quote(str(repo))}\nexec {shlex.join(argv)} --model m\n")
+    tmux = Tmux(f"mcode-copy-{os.getpid()}", "t")
+    # A placeholder session starts the server, so the option is set before mcode runs.
+    tmux("-f", "/dev/null", "new-session", "-d", "-s", "idle", "-x", "80", "-y", "10")
+    try:
+        tmux("set-option", "-g", "set-clipboard", "on")
+        assert tmux("show-options", "-g", "set-clipboard").split() == ["set-clipboard", "on"]
+        tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", f"bash {script}")
+
+        def buffer() -> str:
+            return tmux("show-buffer")
+
+        def buffer_becomes(text: str, timeout: float = 15) -> str:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if buffer() == text:
+                    return text
+                time.sleep(0.1)
+            raise AssertionError(
+                f"the paste buffer holds {buffer()!r}; the screen:\n{tmux.screen()}"
+            )
+
+        tmux.wait_for(" · ctx ")
+        assert buffer() == ""  # nothing copied yet
+        tmux("send-keys", "-t", "t", "-l", "write add")
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for("That adds two numbers.")
+        tmux("send-keys", "-t", "t", "-l", "/copy code")
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for(f"copied {len(CODE)} characters")
+        buffer_becomes(CODE)
+        tmux("send-keys", "-t", "t", "C-y")
+        buffer_becomes(ANSWER)
+        tmux("send-keys", "-t", "t", "-l", "/copy")
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for(f"copied {len(ANSWER)} characters")
+        assert buffer() == ANSWER
+        tmux("send-keys", "-t", "t", "-l", "/quit")
+        tmux("send-keys", "-t", "t", "Enter")
+    finally:
+        subprocess.run([*tmux.base, "kill-server"], capture_output=True, timeout=10)
