@@ -2,8 +2,8 @@
 
 The command runs as ``bash -c``, leading a new session (so its own process group), with stdin
 from /dev/null, stderr merged into stdout and the environment ``ctx.env`` (no credentials).
-Output streams to ``ctx.emit_output`` as it arrives (uncapped); the model gets at most
-``ctx.output_cap`` characters, head and tail kept. When the command ends, times out or is
+Output streams to ``ctx.emit_output`` as it arrives, up to ``ctx.output_cap`` characters (then
+a marker); the model gets at most ``ctx.output_cap`` characters too, head and tail kept. When the command ends, times out or is
 cancelled, whatever is left of its process group (background jobs included) gets SIGTERM, then
 SIGKILL after a grace period; when mcode dies (``kill -9`` included) the supervisor
 (:mod:`mcode.tools.supervisor`) does the same at once. The group is registered with it, and
