@@ -3,10 +3,10 @@
 The command runs as ``bash -c``, leading a new session (so its own process group), with stdin
 from /dev/null, stderr merged into stdout and the environment ``ctx.env`` (no credentials).
 Output streams to ``ctx.emit_output`` as it arrives, up to ``ctx.output_cap`` characters (then
-a marker); the model gets at most ``ctx.output_cap`` characters too, head and tail kept. When the command ends, times out or is
-cancelled, whatever is left of its process group (background jobs included) gets SIGTERM, then
-SIGKILL after a grace period; when mcode dies (``kill -9`` included) the supervisor
-(:mod:`mcode.tools.supervisor`) does the same at once. The group is registered with it, and
+a marker); the model gets at most ``ctx.output_cap`` characters too, head and tail kept. When
+the command ends, times out or is cancelled, whatever is left of its process group
+(background jobs included) gets SIGTERM, then SIGKILL after a grace period; when mcode dies
+(``kill -9`` included) the supervisor (:mod:`mcode.tools.supervisor`) does the same at once. The group is registered with it, and
 noted by ``ctx.record_command`` (so ``--resume`` after a crash can report and kill what is
 left), before the command passes its gate and runs.
 A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
