@@ -6,9 +6,9 @@ Output streams to ``ctx.emit_output`` as it arrives, up to ``ctx.output_cap`` ch
 a marker); the model gets at most ``ctx.output_cap`` characters too, head and tail kept. When
 the command ends, times out or is cancelled, whatever is left of its process group
 (background jobs included) gets SIGTERM, then SIGKILL after a grace period; when mcode dies
-(``kill -9`` included) the supervisor (:mod:`mcode.tools.supervisor`) does the same at once. The group is registered with it, and
-noted by ``ctx.record_command`` (so ``--resume`` after a crash can report and kill what is
-left), before the command passes its gate and runs.
+(``kill -9`` included) the supervisor (:mod:`mcode.tools.supervisor`) does the same at once.
+The group is registered with it, and noted by ``ctx.record_command`` (so ``--resume`` after a
+crash can report and kill what is left), before the command passes its gate and runs.
 A process that leaves the group on purpose (``setsid``, a double-forking daemon) escapes all
 this; nothing short of cgroups catches it — except inside the sandbox
 (:mod:`mcode.tools.sandbox`), where ``bash`` runs under bubblewrap in its own PID namespace:
