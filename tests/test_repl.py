@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from computer_fixtures import needs_x
 from helpers import clean_env, make_repo, mcode, pane_exit_status, tool_messages
 
+from mcode.computer.display import VirtualDisplay
 from mcode.config import load_settings
 from mcode.repl.app import QUIT_WINDOW
 
@@ -281,6 +283,29 @@ def test_image_attaches_a_file_to_the_next_message(model_server, repo, tmp_path)
         kinds.count("image_url") == 1
         and {"type": "text", "text": "what is in it?"} in (user["content"])
     )
+
+
+@needs_x
+def test_screenshot_attaches_the_screen_and_without_a_display_says_so(model_server, repo, tmp_path):
+    server = model_server([{"text": "A grey screen."}])
+
+    async def script(pipe, screen, session):
+        os.environ.pop("DISPLAY", None)
+        pipe.send_text("/screenshot\r")
+        await screen.wait_for("/screenshot:")  # no display: said, nothing attached
+        with VirtualDisplay((320, 240)) as shown:
+            os.environ["DISPLAY"] = shown.name
+            pipe.send_text("/screenshot\r")
+            await screen.wait_for("attached a screenshot (320x240)")
+        pipe.send_text("what is on it?\r")
+        await screen.wait_for("A grey screen.")
+
+    screen, session = asyncio.run(_drive(server, repo, tmp_path, script))
+    assert "DISPLAY" in screen.text  # what was wrong: there is no display to capture
+    (user,) = [m for m in server.requests[0].body["messages"] if m["role"] == "user"]
+    assert [p["type"] for p in user["content"]].count("image_url") == 1
+    kept = list((tmp_path / "data" / "mcode" / "screenshots" / session.id).glob("attached-*"))
+    assert len(kept) == 1
 
 
 def test_btw_answers_beside_the_running_turn_and_stays_out_of_it(model_server, repo, tmp_path):

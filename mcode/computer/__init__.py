@@ -12,14 +12,17 @@
     mcode/agent/images.py   only the newest few go into each request
 
 ``screenshot_part`` is the capture a front end attaches to a user message (``mcode exec
---screenshot``, the TUI's ``/screenshot``). Importing this package imports neither mss nor
+--screenshot``); ``attach_screenshot`` is the interactive front ends' ``/screenshot`` (the TUI,
+the plain REPL) around it. Importing this package imports neither mss nor
 Pillow; capturing does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,10 +32,12 @@ if TYPE_CHECKING:
     from mcode.computer.tool import ComputerTool
     from mcode.config import ComputerSettings
     from mcode.messages import ImagePart
+    from mcode.providers.base import ModelInfo
 
 __all__ = [
     "ComputerUnavailable",
     "VirtualDisplay",
+    "attach_screenshot",
     "find_display",
     "open_computer",
     "screenshot_part",
@@ -76,3 +81,30 @@ def screenshot_part(
     path = folder / f"attached-{n}.{'png' if shot.media_type == 'image/png' else 'jpg'}"
     path.write_bytes(shot.data)
     return ImagePart(shot.media_type, data, source=source, ref=str(path))
+
+
+async def attach_screenshot(
+    model: ModelInfo, env: Mapping[str, str], *, monitor: int = 1, folder: Path | None
+) -> ImagePart:
+    """``/screenshot``: the screen the computer tool would see (``DISPLAY`` in ``env``, the one
+    the settings were read from), as an image part for the next message, kept in ``folder``
+    (the session's screenshots) by reference as ``mcode exec --screenshot`` keeps it. Refused
+    (UsageError) for a model without image input before anything is captured; no display or
+    no mss is ComputerUnavailable; an unwritable folder a MCodeError saying so."""
+    from mcode.errors import MCodeError, UsageError
+
+    if not model.supports_images:  # asked first: no capture made for nothing
+        raise UsageError(
+            f"the model {model.model} does not take images, so it cannot see a screenshot",
+            hint="/model NAME to continue on a model with image input",
+        )
+    display = find_display(env)
+    try:
+        # In a thread: mss and the PNG encoding take a tenth of a second or more, which the
+        # front end's event loop would not draw or read keys through.
+        return await asyncio.to_thread(screenshot_part, display, monitor=monitor, folder=folder)
+    except OSError as e:  # the screenshots folder (the capture's errors are ComputerUnavailable)
+        raise MCodeError(
+            f"cannot keep the screenshot in {folder}: {e.strerror}",
+            hint="check that the data folder is writable (MCODE_DATA_DIR)",
+        ) from None

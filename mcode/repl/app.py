@@ -65,8 +65,10 @@ class Repl:
         *,
         store: Store | None = None,
         cwd: str = "",
+        monitor: int = 1,
     ) -> None:
         self.session = session
+        self.monitor = monitor  # [computer] monitor: what /screenshot captures
         self.store = store
         self.cwd = cwd
         # Work a command started that the prompt must not wait for (a /compact).
@@ -374,7 +376,9 @@ async def _run(args: argparse.Namespace) -> int:
             inp = TerminalInput(prompt, history)
         else:
             inp = PlainInput(prompt, loop)
-        repl = Repl(session, start, inp, store=store, cwd=str(workspace))
+        repl = Repl(
+            session, start, inp, store=store, cwd=str(workspace), monitor=settings.computer.monitor
+        )
         holder.append(repl)
         info = session.model_info
         inp.write(

@@ -131,6 +131,23 @@ async def _image(repl: Repl, arg: str) -> None:
     repl.render.say(f"attached {arg}: it goes with your next message")
 
 
+@command("screenshot", "attach the screen (DISPLAY) to your next message")
+async def _screenshot(repl: Repl, arg: str) -> None:
+    from mcode.computer import attach_screenshot
+
+    if arg:
+        raise UsageError("/screenshot takes no arguments", hint="/image PATH attaches a file")
+    store = repl.store
+    part = await attach_screenshot(
+        repl.session.model_info,
+        os.environ,
+        monitor=repl.monitor,
+        folder=store.path.parent / "screenshots" / repl.session.id if store else None,
+    )
+    repl.pending_images.append(part)
+    repl.render.say(f"attached a {part.source}: it goes with your next message")
+
+
 @command("btw", "QUESTION: a side question, answered beside the running turn")
 async def _btw(repl: Repl, arg: str) -> None:
     if not arg:

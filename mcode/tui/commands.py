@@ -251,36 +251,20 @@ def _image(app: McodeApp, args: str) -> None:
 
 
 async def _screenshot(app: McodeApp, args: str) -> None:
-    """The screen the computer tool would see (``DISPLAY``; ``mcode exec --screenshot``'s
-    capture), attached to the next message as ``/image`` attaches a file and kept, as exec
-    keeps it, in the session's screenshots folder and stored by reference."""
-    from mcode.computer import find_display, screenshot_part
+    """The screen the computer tool would see, attached to the next message as ``/image``
+    attaches a file (``computer.attach_screenshot``). Awaited here, so that a message sent
+    meanwhile waits in the app's queue behind this command and goes out with the screenshot."""
+    from mcode.computer import attach_screenshot
 
     if args:
         raise UsageError("/screenshot takes no arguments", hint="/image PATH attaches a file")
-    info = app.session.model_info
-    if not info.supports_images:  # asked first: no capture made for nothing
-        raise UsageError(
-            f"the model {info.model} does not take images, so it cannot see a screenshot",
-            hint="/model NAME to continue on a model with image input",
-        )
-    # The launcher's environment is the one the settings were read from (os.environ, or a
-    # test's); no display there is ComputerUnavailable, an MCodeError the command line shows.
-    display = find_display(app.launcher.env if app.launcher.env is not None else os.environ)
     store = app.launcher.store
-    folder = store.path.parent / "screenshots" / app.session.id if store is not None else None
-    try:
-        # In a thread: mss and the PNG encoding take a tenth of a second or more, which the
-        # event loop would not draw through. Awaited here, so that a message sent meanwhile
-        # waits in the app's queue behind this command and goes out with the screenshot.
-        part = await asyncio.to_thread(
-            screenshot_part, display, monitor=app.settings.computer.monitor, folder=folder
-        )
-    except OSError as e:  # the screenshots folder (the capture's errors are ComputerUnavailable)
-        raise MCodeError(
-            f"cannot keep the screenshot in {folder}: {e.strerror}",
-            hint="check that the data folder is writable (MCODE_DATA_DIR)",
-        ) from None
+    part = await attach_screenshot(
+        app.session.model_info,
+        app.launcher.env if app.launcher.env is not None else os.environ,
+        monitor=app.settings.computer.monitor,
+        folder=store.path.parent / "screenshots" / app.session.id if store else None,
+    )
     app.pending_images.append(part)
     app.say(f"attached a {part.source}: it goes with your next message")
 
