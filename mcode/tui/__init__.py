@@ -8,6 +8,7 @@
     mcode/tui/cards.py      tool cards (arguments, status, duration, diffs, output tail), errors
     mcode/tui/approval.py   the permission dialog: allow once / always (a rule) / deny with reason
     mcode/tui/prompt.py     the input: multi-line, history across sessions, @ and / completion
+    mcode/tui/paste.py      a pasted path to an image file (a dropped file): attached, not typed
     mcode/tui/commands.py   the built-in slash commands, in a mcode.commands registry
     mcode/tui/status.py     model, thinking, mode, context use, tokens and cost, elapsed
     mcode/tui/transcript.py the session as plain text, for the terminal's scrollback on exit
@@ -24,6 +25,9 @@ import argparse
 
 
 def main(args: argparse.Namespace) -> int:
-    from mcode.tui.launch import main as launch
+    try:
+        from mcode.tui.launch import main as launch
 
-    return launch(args)
+        return launch(args)
+    except KeyboardInterrupt:  # Ctrl-C before the app had the terminal (a key once it has)
+        return 130
