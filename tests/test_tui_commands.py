@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from helpers import make_repo
-from tui_helpers import launcher, pilot_test, screen_text, type_text, until
+from tui_helpers import ask, command, launcher, pilot_test, screen_text, type_text, until
 
 from mcode.tui.app import McodeApp
 from mcode.tui.blocks import AnswerBlock, UserBlock
@@ -20,20 +20,6 @@ SIZE = (100, 32)
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", {"a.txt": "alpha\n", "src/main.py": "print(1)\n"})
-
-
-async def ask(pilot: Any, app: McodeApp, text: str, answers: int) -> None:
-    """Type ``text``, send it, and wait until the app shows ``answers`` answers, idle."""
-    await type_text(pilot, text)
-    await pilot.press("enter")
-    await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == answers)
-
-
-async def command(pilot: Any, app: McodeApp, line: str, shows: str) -> None:
-    """Type the command ``line``, send it, and wait until the conversation shows ``shows``."""
-    await type_text(pilot, line)
-    await pilot.press("enter")  # a command typed out in full is sent, not completed
-    await until(pilot, lambda: shows in screen_text(app))
 
 
 def status(app: McodeApp) -> str:

@@ -17,12 +17,11 @@ import pytest
 from computer_fixtures import RED, needs_x, x_apps
 from helpers import make_repo
 from textual import events
-from tui_helpers import pilot_test, screen_text, type_text, until
+from tui_helpers import ask, command, pilot_test, screen_text, type_text, until
 
 from mcode.computer.display import VirtualDisplay
 from mcode.store import Store
 from mcode.tui.app import McodeApp
-from mcode.tui.blocks import AnswerBlock
 from mcode.tui.cards import ErrorCard
 from mcode.tui.launch import Launcher
 
@@ -78,19 +77,6 @@ def images_sent(body: dict[str, Any]) -> list[bytes]:
     return found
 
 
-async def say(pilot: Any, app: McodeApp, text: str, answers: int) -> None:
-    """Type ``text``, send it, and wait until the app shows ``answers`` answers, idle."""
-    await type_text(pilot, text)
-    await pilot.press("enter")
-    await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == answers)
-
-
-async def command(pilot: Any, app: McodeApp, line: str, shows: str) -> None:
-    await type_text(pilot, line)
-    await pilot.press("enter")
-    await until(pilot, lambda: shows in screen_text(app))
-
-
 # -- /screenshot ------------------------------------------------------------------------------
 
 
@@ -108,7 +94,7 @@ async def test_screenshot_goes_with_the_next_message_and_is_kept(
         await until(pilot, lambda: app.ready)
         await command(pilot, app, "/screenshot", "attached a screenshot (800x600)")
         assert "it goes with your next message" in screen_text(app)
-        await say(pilot, app, "what is on the screen", 1)
+        await ask(pilot, app, "what is on the screen", 1)
         session_id = app.session.id
     (sent,) = images_sent(server.bodies[0])
     # Kept in the session's screenshots folder, as exec --screenshot keeps it.
@@ -140,7 +126,7 @@ async def test_screenshot_without_a_display_says_why_and_attaches_nothing(
         (card,) = app.query(ErrorCard)
         assert card.hint  # what to do about it
         assert app.pending_images == []
-        await say(pilot, app, "go on", 1)  # the app goes on
+        await ask(pilot, app, "go on", 1)  # the app goes on
     assert images_sent(server.bodies[0]) == []
     assert not (tmp_path / "home" / "screenshots").exists()
 
@@ -156,7 +142,7 @@ async def test_screenshot_for_a_model_without_images_is_refused(model_server, re
             await until(pilot, lambda: app.ready)
             await command(pilot, app, "/screenshot", "MiniMax-M2.5 does not take images")
             assert app.pending_images == []
-            await say(pilot, app, "go on", 1)
+            await ask(pilot, app, "go on", 1)
     assert images_sent(server.bodies[0]) == []
     assert not (home / "screenshots").exists()
 
@@ -199,7 +185,7 @@ async def test_a_pasted_image_path_attaches_the_image(model_server, repo, tmp_pa
         app.post_message(events.Paste(pasted.format(dir=repo / "shots")))
         await until(pilot, lambda: "attached Shot 1.png" in screen_text(app))
         assert app.prompt.text == ""  # the path is not typed in as well
-        await say(pilot, app, "what colour", 1)
+        await ask(pilot, app, "what colour", 1)
     assert images_sent(server.bodies[0]) == [data]
 
 
@@ -234,7 +220,7 @@ async def test_a_pasted_path_to_a_file_that_is_no_image_is_said_and_not_inserted
         app.post_message(events.Paste(str(repo / "page.png")))
         await until(pilot, lambda: "not a PNG, JPEG, GIF or WebP image" in screen_text(app))
         assert app.prompt.text == "" and app.pending_images == []
-        await say(pilot, app, "go on", 1)
+        await ask(pilot, app, "go on", 1)
     assert images_sent(server.bodies[0]) == []
 
 

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, make_repo, trust
-from test_tui_tmux import Tmux
+from helpers import make_repo
+from test_tui_tmux import Tmux, mcode_script
 from tui_helpers import launcher, pilot_test, type_text, until
 
 from mcode.tui.app import McodeApp
@@ -237,13 +235,7 @@ ANSWER = f"Here it is:\n\n```python\n{CODE}```\n\nThat adds two numbers."
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_copy_and_ctrl_y_reach_tmux_as_osc_52(model_server, tmp_path):
     server = model_server([{"text": ANSWER}])
-    repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
-    env = clean_env(tmp_path / "home", TERM="xterm-256color")
-    trust(repo, env)
-    script = tmp_path / "run.sh"
-    argv = [sys.executable, "-m", "mcode", "--provider", "openai", "--base-url", server.base_url]
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-    script.write_text(f"{exports}cd {shlex.quote(str(repo))}\nexec {shlex.join(argv)} --model m\n")
+    script = mcode_script(server, tmp_path)
     tmux = Tmux(f"mcode-copy-{os.getpid()}", "t")
     # A placeholder session starts the server, so the option is set before mcode runs.
     tmux("-f", "/dev/null", "new-session", "-d", "-s", "idle", "-x", "80", "-y", "10")

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import clean_env, make_repo, pane_exit_status, trust
@@ -48,9 +50,9 @@ class Tmux:
         return pane_exit_status(self, self.name)
 
 
-def _start(server, tmp_path) -> Tmux:
-    """The real ``mcode`` on a trusted temp repository, in a 120x40 tmux pane kept after it
-    exits, pointed at ``server``."""
+def mcode_script(server: Any, tmp_path: Path) -> Path:
+    """A script that runs the real ``mcode`` (exec'd: the pane's program is mcode itself) on a
+    trusted temp repository, its HOME and XDG folders under ``tmp_path``, against ``server``."""
     repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
     env = clean_env(tmp_path / "home", TERM="xterm-256color")
     trust(repo, env)
@@ -58,6 +60,13 @@ def _start(server, tmp_path) -> Tmux:
     argv = [sys.executable, "-m", "mcode", "--provider", "openai", "--base-url", server.base_url]
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     script.write_text(f"{exports}cd {shlex.quote(str(repo))}\nexec {shlex.join(argv)} --model m\n")
+    return script
+
+
+def _start(server, tmp_path) -> Tmux:
+    """The real ``mcode`` on a trusted temp repository, in a 120x40 tmux pane kept after it
+    exits, pointed at ``server``."""
+    script = mcode_script(server, tmp_path)
     tmux = Tmux(f"mcode-test-{time.monotonic_ns()}", "t")
     size = ("-x", "120", "-y", "40")
     tmux(

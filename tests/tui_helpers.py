@@ -76,3 +76,19 @@ def screen_text(app: McodeApp) -> str:
         elif isinstance(w, ToolCard):
             parts.append(f"[{w.name_} {w.status}] {w.summary} {w.output}")
     return "\n".join(parts)
+
+
+async def ask(pilot: Any, app: McodeApp, text: str, answers: int) -> None:
+    """Type ``text``, send it, and wait until the app shows ``answers`` answers, idle."""
+    from mcode.tui.blocks import AnswerBlock
+
+    await type_text(pilot, text)
+    await pilot.press("enter")
+    await until(pilot, lambda: app.session.idle and len(app.query(AnswerBlock)) == answers)
+
+
+async def command(pilot: Any, app: McodeApp, line: str, shows: str) -> None:
+    """Type the command ``line``, send it, and wait until the conversation shows ``shows``."""
+    await type_text(pilot, line)
+    await pilot.press("enter")  # a command typed out in full is sent, not completed
+    await until(pilot, lambda: shows in screen_text(app))

@@ -194,10 +194,24 @@ def _tmux_first_screen(root: Path, runs: int = 7) -> tuple[float, float] | None:
     return statistics.median(cases[0][2]), statistics.median(cases[1][2])
 
 
+async def _key(app: Any, typed: str) -> tuple[str, float]:
+    """Press the next key of the typist's text as the terminal driver delivers it
+    (``pilot.press`` would wait for the whole screen to go idle, which a stream never lets it);
+    the prompt's text then, and the seconds until the prompt showed it."""
+    from textual import events
+
+    ch = "abcdefghij"[len(typed) % 10]
+    typed += ch
+    t = time.perf_counter()
+    app.post_message(events.Key(ch, ch))
+    while app.prompt.text != typed:
+        await asyncio.sleep(0.001)
+    return typed, time.perf_counter() - t
+
+
 async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
     """Seconds to show ``size`` characters streamed (until the finished answer is drawn),
     and keystroke latencies measured meanwhile."""
-    from textual import events
 
     from mcode import events as ev
     from mcode.messages import Message, TextPart
@@ -231,13 +245,8 @@ async def _stream(root: Path, size: int) -> tuple[float, float, list[float]]:
                 typed = ""
                 while streaming:
                     await asyncio.sleep(0.02)
-                    ch = "abcdefghij"[len(typed) % 10]
-                    typed += ch
-                    t = time.perf_counter()
-                    app.post_message(events.Key(ch, ch))
-                    while app.prompt.text != typed:
-                        await asyncio.sleep(0.001)
-                    latencies.append(time.perf_counter() - t)
+                    typed, latency = await _key(app, typed)
+                    latencies.append(latency)
 
             t0 = time.perf_counter()
             typing = asyncio.ensure_future(typist())
@@ -317,7 +326,6 @@ async def _tool_output(
     measured (a key every 10 ms, as in ``_stream``) from the turn's start to that frame; then
     the screen updates after expanding the last card (Enter: up to 2,000 lines) until it is
     drawn: their total and the longest, in seconds."""
-    from textual import events
     from textual.screen import Screen
 
     from mcode import events as ev
@@ -362,14 +370,9 @@ async def _tool_output(
                 app.send_prompt(f"count {run}")
                 while True:
                     await asyncio.sleep(0.01)
-                    ch = "abcdefghij"[len(typed) % 10]
-                    typed += ch
-                    t = time.perf_counter()
-                    app.post_message(events.Key(ch, ch))
-                    while app.prompt.text != typed:
-                        await asyncio.sleep(0.001)
+                    typed, latency = await _key(app, typed)
                     if run:
-                        latencies.append(time.perf_counter() - t)
+                        latencies.append(latency)
                     if len(finished_at) > run and frames_done[-1] > finished_at[run]:
                         break
                 after = next(f for f in frames_done if f > finished_at[run])
