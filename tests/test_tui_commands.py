@@ -396,6 +396,35 @@ async def test_slash_completes_commands_and_enter_takes_one(model_server, repo, 
 
 
 @pilot_test
+async def test_enter_acts_on_what_is_typed_not_on_a_list_left_from_fewer_keys(
+    model_server, repo, tmp_path
+):
+    # Keys that arrive together (a fast typist, a paste, tmux's send-keys under load) reach
+    # the prompt before the list is redrawn for them: Enter must not take "/compact", offered
+    # for "/co", when "/copy" is typed out.
+    from textual.widgets import TextArea
+
+    server = model_server([])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/co")
+        completions = app.query_one("#completions")
+        await until(pilot, lambda: completions.shown)
+        with app.prompt.prevent(TextArea.Changed):  # "py" typed, the list not redrawn yet
+            app.prompt.insert("py")
+        await pilot.press("enter")
+        await until(pilot, lambda: "no answer to copy yet" in screen_text(app))
+        assert app.prompt.text == ""
+        # Tab, too, completes what is typed: "/cos" offers "/cost" alone.
+        await type_text(pilot, "/co")
+        await until(pilot, lambda: completions.shown)
+        with app.prompt.prevent(TextArea.Changed):
+            app.prompt.insert("s")
+        await pilot.press("tab")
+        assert app.prompt.text == "/cost "
+
+
+@pilot_test
 async def test_up_brings_back_a_line_typed_in_an_earlier_run(model_server, repo, tmp_path):
     server = model_server([{"text": "one"}, {"text": "two"}])
     home = tmp_path / "home"

@@ -107,6 +107,10 @@ class PromptArea(TextArea):
         self.files = files
         self.commands = commands
         self.completions = completions
+        # The line (row, text before the cursor) the list was made for. Keys can reach the
+        # prompt before the Changed messages of the keys just before them (a paste, a fast
+        # typist, a loaded machine): a key that acts on the list first brings it up to date.
+        self._offered_for: tuple[int, str] | None = None
 
     def set_text(self, text: str) -> None:
         self.text = text
@@ -115,6 +119,8 @@ class PromptArea(TextArea):
     async def _on_key(self, event: events.Key) -> None:
         key = event.key
         handled = True
+        if key in ("tab", "enter", "up", "down") and self.completions.shown:
+            self._catch_up()
         if key == "enter" and self.completions.shown and self._completed():
             self.completions.hide()  # typed out in full already: Enter sends it
             self._send(follow_up=False)
@@ -190,9 +196,15 @@ class PromptArea(TextArea):
     def on_text_area_changed(self, _: TextArea.Changed) -> None:
         self._complete()
 
+    def _catch_up(self) -> None:
+        row, col = self.cursor_location
+        if self._offered_for != (row, self.document.get_line(row)[:col]):
+            self._complete()
+
     def _complete(self) -> None:
         row, col = self.cursor_location
         line = self.document.get_line(row)[:col]
+        self._offered_for = (row, line)
         if row == 0 and line.startswith("/") and " " not in line:
             items = [(f"/{c.name} ", f"/{c.name}  {c.help}") for c in self.commands.complete(line)]
             self.completions.offer(items, 0)
