@@ -1,8 +1,9 @@
 """The TUI's terminal manners, as the issue promises them: the view follows the bottom while an
 answer streams, stops when the user scrolls up and follows again once they are back; a
 10,000-line tool output is drawn as its tail and leaves the prompt taking keys; a resize
-rewraps what is shown; and ``/copy`` / Ctrl+Y reach the terminal as OSC 52 (checked under a
-real tmux, which stores what it receives in a paste buffer).
+rewraps what is shown; and ``/copy``, Ctrl+Y and text marked with the mouse then Ctrl+C reach
+the terminal as OSC 52 (checked under a real tmux, which stores what it receives in a paste
+buffer).
 
 What the screen shows is read off Textual's compositor (the cells it would write), not off
 the widgets' own text: a line scrolled out of view is not on it."""
@@ -23,7 +24,7 @@ from test_tui_tmux import Tmux, mcode_script
 from tui_helpers import launcher, pilot_test, type_text, until
 
 from mcode.tui.app import McodeApp
-from mcode.tui.blocks import AnswerBlock, LiveAnswer
+from mcode.tui.blocks import AnswerBlock, LiveAnswer, UserBlock
 from mcode.tui.cards import ToolCard
 
 
@@ -160,7 +161,7 @@ async def test_a_10000_line_output_shows_its_tail_expands_and_the_prompt_takes_k
         assert "9992" not in rows and "1" not in rows
         assert any(re.fullmatch(r"… \d+ earlier lines \(Enter shows more\)", r) for r in rows)
 
-        # A click expands it: 2,000 lines, the rest counted; the click focuses the card.
+        # A click expands it: 2,000 lines, the rest counted; the prompt keeps the keyboard.
         await pilot.click(card, offset=(4, 0))
         await pilot.pause()
         assert card.expanded
@@ -171,9 +172,8 @@ async def test_a_10000_line_output_shows_its_tail_expands_and_the_prompt_takes_k
         assert "8001" in rows and "9993" not in rows  # its head on screen, not the tail
         assert card.region.height > 2000
 
-        # Back in the prompt (a click on it), typing still goes there.
-        await pilot.click(app.prompt)
-        await pilot.press("end")  # the click put the cursor where it landed
+        # Typing after the click still goes into the prompt.
+        assert app.focused is app.prompt
         await type_text(pilot, " again")
         await pilot.pause()
         assert app.prompt.text == "next question again"
@@ -226,14 +226,110 @@ async def test_a_resize_rewraps_the_answer_and_the_app_carries_on(model_server, 
     assert [b["messages"][-1]["content"] for b in server.bodies] == ["first", "second"]
 
 
-# -- 2. copy over OSC 52, in a real terminal ------------------------------------------------
+# -- 2. text marked with the mouse ------------------------------------------------------------
+
+MARKED = "alpha beta gamma\n\n- first point\n- second point\n\nclosing words here"
+
+
+def _find(app: McodeApp, widget, text: str) -> tuple[int, int]:
+    """Where ``text`` is in ``widget`` on the screen, as an offset from the widget's corner."""
+    for y, row in enumerate(shown_in(app, widget)):
+        if text in row:
+            return row.index(text), y
+    raise AssertionError(f"{text!r} is not on the screen: {shown_in(app, widget)}")
+
+
+async def _drag(pilot, start: tuple, end: tuple) -> None:
+    await pilot.mouse_down(start[0], offset=start[1])
+    await pilot.hover(end[0], offset=end[1])
+    await pilot.mouse_up(end[0], offset=end[1])
+    await pilot.pause()
+
+
+@pilot_test
+async def test_a_drag_marks_text_in_answers_and_ctrl_c_copies_it(model_server, repo, tmp_path):
+    server = model_server([{"text": MARKED}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=(80, 30)) as pilot:
+        await type_text(pilot, "mark this")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await pilot.pause()
+        answer = app.query(AnswerBlock).last()
+        # Inside one answer: from "beta" to the last letter of "second" (the cell under the
+        # pointer is in the selection, as in a terminal).
+        x0, y0 = _find(app, answer, "beta")
+        x1, y1 = _find(app, answer, "second point")
+        await _drag(pilot, (answer, (x0, y0)), (answer, (x1 + len("second") - 1, y1)))
+        selected = app.screen.get_selected_text()
+        assert selected == "beta gamma\n\n • first point\n • second"
+        # It is drawn marked: the marked cells have the selection's background.
+        style = app.screen.get_component_rich_style("screen--selection")
+        row = app.screen._compositor.render_strips()[answer.region.y + y0]
+        marked = "".join(t for t, s, _ in row if s is not None and s.bgcolor == style.bgcolor)
+        assert marked.startswith("beta gamma")
+        await pilot.press("ctrl+c")
+        assert app.clipboard == selected
+        assert app.return_code is None  # copied, not quit
+        assert app.screen.get_selected_text() is None  # and the mark is gone
+        await pilot.press("ctrl+c")  # nothing marked: Ctrl+C quits, as before
+        await until(pilot, lambda: app.return_code == 0)
+
+
+@pilot_test
+async def test_a_drag_from_the_question_into_the_answer_copies_both(model_server, repo, tmp_path):
+    server = model_server([{"text": MARKED}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home"))
+    async with app.run_test(size=(80, 30)) as pilot:
+        await type_text(pilot, "mark this")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await pilot.pause()
+        question, answer = app.query(UserBlock).last(), app.query(AnswerBlock).last()
+        x1, y1 = _find(app, answer, "closing words")
+        start = _find(app, question, "mark this")
+        # Across widgets Textual ends the selection before the pointer's cell, not on it.
+        await _drag(pilot, (question, start), (answer, (x1 + len("closing"), y1)))
+        selected = app.screen.get_selected_text()
+        assert selected.startswith("mark this\n") and selected.endswith("\nclosing")
+        assert "alpha beta gamma" in selected and "• second point" in selected
+        # The prompt keeps the keyboard: what is typed after the drag goes into it.
+        await type_text(pilot, "next")
+        assert app.prompt.text == "next"
+
+
+@pilot_test
+async def test_a_drag_over_a_cards_output_marks_it_and_leaves_the_card_folded(
+    model_server, repo, tmp_path
+):
+    # Lines that are in its output only, not in the command the card's header shows.
+    server = model_server([_bash("for w in one two three; do echo line-$w; done"), {"text": "ok"}])
+    app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
+    async with app.run_test(size=(80, 30)) as pilot:
+        await type_text(pilot, "print")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await pilot.pause()
+        card = app.query_one(ToolCard)
+        x0, y0 = _find(app, card, "line-two")
+        x1, y1 = _find(app, card, "line-three")
+        await _drag(pilot, (card, (x0, y0)), (card, (x1 + len("line-three") - 1, y1)))
+        assert app.screen.get_selected_text() == "line-two\nline-three"
+        assert not card.expanded  # the end of a drag is not a click
+        assert app.focused is app.prompt
+        await pilot.click(card, offset=(x0, y0))  # a click is: it expands, and clears the mark
+        await pilot.pause()
+        assert card.expanded and app.screen.get_selected_text() is None
+
+
+# -- 3. copy over OSC 52, in a real terminal ------------------------------------------------
 
 CODE = "def add(a, b):\n    return a + b\n"
 ANSWER = f"Here it is:\n\n```python\n{CODE}```\n\nThat adds two numbers."
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_copy_and_ctrl_y_reach_tmux_as_osc_52(model_server, tmp_path):
+def test_copy_ctrl_y_and_a_mouse_selection_reach_tmux_as_osc_52(model_server, tmp_path):
     server = model_server([{"text": ANSWER}])
     script = mcode_script(server, tmp_path)
     tmux = Tmux(f"mcode-copy-{os.getpid()}", "t")
@@ -272,6 +368,30 @@ def test_copy_and_ctrl_y_reach_tmux_as_osc_52(model_server, tmp_path):
         tmux("send-keys", "-t", "t", "Enter")
         tmux.wait_for(f"copied {len(ANSWER)} characters")
         assert buffer() == ANSWER
+        # A drag with the mouse over the answer (SGR mouse reports, as a terminal writes them:
+        # press, motion with the button held, release; 1-based), then Ctrl+C: what was marked,
+        # as the screen showed it, and mcode goes on.
+        rows = tmux("capture-pane", "-p", "-t", "t").splitlines()
+        top = next(i for i, row in enumerate(rows) if "Here it is:" in row)
+        bottom = next(i for i, row in enumerate(rows) if "That adds two numbers." in row)
+        start = rows[top].index("Here") + 1
+        end = rows[bottom].index("numbers.") + len("numbers.")  # the "." (1-based)
+        press, move = f"{start};{top + 1}", f"{end};{bottom + 1}"
+        tmux("send-keys", "-t", "t", "-l", f"\x1b[<0;{press}M\x1b[<32;{move}M\x1b[<0;{move}m")
+        tmux("set-buffer", "before the drag")  # what /copy put there is not taken for it
+        tmux("send-keys", "-t", "t", "C-c")
+        deadline = time.monotonic() + 15
+        while buffer() == "before the drag" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        marked = buffer()
+        # The rendered answer, as shown: the code without its fences.
+        assert marked.startswith("Here it is:\n") and marked.endswith("\nThat adds two numbers.")
+        assert "def add(a, b):" in marked and "return a + b" in marked and "```" not in marked
+        tmux.wait_for(f"copied {len(marked)} characters")
+        # Ctrl+C with text marked copies, it does not quit: mcode still answers a command.
+        tmux("send-keys", "-t", "t", "-l", "/copy code")
+        tmux("send-keys", "-t", "t", "Enter")
+        buffer_becomes(CODE)
         tmux("send-keys", "-t", "t", "-l", "/quit")
         tmux("send-keys", "-t", "t", "Enter")
     finally:

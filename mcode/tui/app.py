@@ -75,6 +75,9 @@ class ConversationView(VerticalScroll):
         self.earlier: list[Widget] = []  # history blocks not mounted yet, oldest first
         self._loading = False
 
+    def focus_on_click(self) -> bool:
+        return False  # a click or a drag in the conversation leaves the keyboard to the prompt
+
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         if new <= 0 and self.earlier and not self._loading:
@@ -595,6 +598,16 @@ class McodeApp(App[int]):
             self.session.cancel()
 
     def action_interrupt_or_quit(self) -> None:
+        # Text marked in the conversation or the prompt: Ctrl+C copies it, as in a terminal
+        # (Esc interrupts).
+        selected = self.screen.get_selected_text() or (
+            self.prompt.selected_text if self.focused is self.prompt else ""
+        )
+        if selected:
+            self.copy_to_clipboard(selected)  # OSC 52
+            self.screen.clear_selection()
+            self.notify(f"copied {len(selected)} characters")
+            return
         if self.ready and not self.session.idle:
             self.session.cancel()
         else:

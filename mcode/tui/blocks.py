@@ -12,9 +12,12 @@ import bisect
 
 from rich.text import Text
 from textual.geometry import Region, Size
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Collapsible, Static
+
+from mcode.tui.selection import drawn, selected_text
 
 
 class UserBlock(Static):
@@ -147,8 +150,23 @@ class MarkdownLines(Widget):
         lines = self._lines[i] if i < len(self._lines) else None
         row = y - self._starts[i] if i < len(self._starts) else -1
         if lines is None or not 0 <= row < len(lines):
-            return Strip.blank(width)  # a part's gap line, or one not drawn yet
-        return lines[row].extend_cell_length(width)
+            return drawn(self, Strip.blank(width), y)  # a gap line, or a part not drawn yet
+        return drawn(self, lines[row].extend_cell_length(width), y)
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        if self._width < 0:
+            return None
+        lines: list[Strip | str] = []
+        for i, part in enumerate(self.parts):
+            drawn_lines = self._lines[i] if i < len(self._lines) else None
+            # A part selected without being drawn (a drag that scrolled past it) is read at
+            # this width: what it would show.
+            lines.extend(drawn_lines or self._render_markdown(part, self._width))
+            lines.append("")  # the gap line between parts
+        return selected_text(lines, selection)
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
 
 def _scroll_by(view: Widget, lines: int) -> None:

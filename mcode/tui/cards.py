@@ -22,9 +22,12 @@ from rich.style import Style
 from rich.text import Text
 from textual.containers import Vertical
 from textual.geometry import Size
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
+
+from mcode.tui.selection import drawn, selected_text
 
 TAIL_LINES = 8
 DIFF_LINES = 40
@@ -129,7 +132,13 @@ class CardBody(Widget):
         pad = Style.from_color(bgcolor=self.rich_style.bgcolor)  # as a Static pads its lines
         if y >= len(lines):
             return Strip.blank(width, pad)
-        return lines[y].extend_cell_length(width, pad)
+        return drawn(self, lines[y].extend_cell_length(width, pad), y)
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        return selected_text(self._strips, selection) if self._key is not None else None
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
 
 class ToolCard(Vertical, can_focus=True):
@@ -212,7 +221,12 @@ class ToolCard(Vertical, can_focus=True):
         self._redraw()
 
     def on_click(self) -> None:
+        if self.screen.selections:
+            return  # the end of a drag that marked text, not a click
         self.action_toggle_output()
+
+    def focus_on_click(self) -> bool:
+        return False  # the prompt keeps the keyboard; Tab reaches a card for Enter
 
     # -- drawing --------------------------------------------------------------------------
     def _redraw(self) -> None:

@@ -62,8 +62,8 @@ def builtin_commands() -> CommandRegistry:
 
 KEYS = """keys: Enter send (steers a running turn) · Alt+Enter or Ctrl+T queue a follow-up ·
 Shift+Enter, Ctrl+J or \\ then Enter a new line · Esc interrupt · Up/Down history ·
-@ complete a path · / complete a command · Ctrl+Y copy the last answer · Ctrl+C interrupt,
-then quit · Enter on a tool card shows all its output"""
+@ complete a path · / complete a command · Ctrl+Y copy the last answer · drag to mark text,
+Ctrl+C copies it · Ctrl+C interrupt, then quit · Enter on a tool card shows all its output"""
 
 
 def _help(app: McodeApp, args: str) -> None:
