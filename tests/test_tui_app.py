@@ -230,6 +230,8 @@ async def test_a_sub_agent_is_drawn_inside_its_task_card(model_server, repo, tmp
         card = next(c for c in app.query("ToolCard") if c.name_ == "task")
         nested = list(card.lane.query("ToolCard"))
         assert [c.name_ for c in nested] == ["ls"]
+        await pilot.pause()
+        assert nested[0].region.height == 1  # a call with no output is its header line alone
         assert [a.text for a in card.lane.query(AnswerBlock)] == ["there is a.txt"]
         top = [w for w in app.view.children if isinstance(w, AnswerBlock)]
         assert [a.text for a in top] == ["the helper found a.txt"]

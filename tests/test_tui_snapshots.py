@@ -18,7 +18,9 @@ SIZE = (100, 30)
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The welcome shows the workspace from ~: the same picture whatever the temp folder.
+    monkeypatch.setenv("HOME", str(tmp_path))
     return make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
 
 

@@ -22,7 +22,9 @@ USAGE = {"prompt_tokens": 10_000, "completion_tokens": 1_000, "cached_tokens": 4
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The welcome shows the workspace from ~: the same picture whatever the temp folder.
+    monkeypatch.setenv("HOME", str(tmp_path))
     files = {"a.txt": "alpha\n", "src/main.py": "", "src/util.py": "", "src/tests/t.py": ""}
     return make_repo(tmp_path / "repo", files)
 

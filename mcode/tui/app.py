@@ -30,6 +30,7 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
+from mcode import __version__
 from mcode.commands import CommandRegistry
 from mcode.errors import MCodeError
 from mcode.tui.commands import builtin_commands
@@ -70,8 +71,8 @@ class ConversationView(VerticalScroll):
     ConversationView { height: 1fr; padding: 0 1; }
     """
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+    def __init__(self, *children: Widget, **kw: Any) -> None:
+        super().__init__(*children, **kw)
         self.earlier: list[Widget] = []  # history blocks not mounted yet, oldest first
         self._loading = False
 
@@ -184,9 +185,14 @@ class McodeApp(App[int]):
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        from mcode.tui.blocks import Welcome
+
         # Kept, not queried: a query looks at the active screen, which may be a dialog.
         completions = Completions()
-        self.view = ConversationView(id="conversation")
+        # A new session opens on a welcome; a resumed one on its history.
+        where = _home_short(self.launcher.workspace)
+        welcome = [] if self._resumed else [Welcome(__version__, where)]
+        self.view = ConversationView(*welcome, id="conversation")
         self.queue_bar = QueueBar(id="queue")
         self.prompt = PromptArea(
             self.history, self.files, self.commands, completions, self.launcher.workspace
@@ -673,6 +679,14 @@ class McodeApp(App[int]):
     @property
     def workspace(self) -> Path:
         return self.launcher.workspace
+
+
+def _home_short(path: Path) -> str:
+    """``path`` as a user writes it: under their home, from ``~``."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 def _is_aside(agent: str | None) -> bool:

@@ -250,9 +250,12 @@ class ToolCard(Vertical, can_focus=True):
         if self.summary and self.summary.strip() != described.strip():
             header.append(f"  {self.summary}", style="dim" if self.status == "ok" else "red")
         self._header.update(header)
-        self._body.update(self._body_renderable())
+        body = self._body_renderable()
+        self._body.display = body is not None  # a call with no output is its header alone
+        if body is not None:
+            self._body.update(body)
 
-    def _body_renderable(self) -> RenderableType:
+    def _body_renderable(self) -> RenderableType | None:
         parts: list[RenderableType] = []
         if self._diff is not None:
             parts.append(self._diff)
@@ -267,7 +270,7 @@ class ToolCard(Vertical, can_focus=True):
                 text.append(f"… {more} earlier lines{hint}\n", style="dim")
             text.append("\n".join(shown))
             parts.append(text)
-        return Group(*parts) if parts else Text()
+        return Group(*parts) if parts else None
 
 
 class ErrorCard(Static):
