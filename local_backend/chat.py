@@ -126,10 +126,12 @@ def sampling_for(
     top_p: float = 0.95,
     stop: tuple[str, ...] = (),
     logprobs: int | None = None,
+    end_after: int | None = None,
 ) -> Sampling:
     """How to sample under ``grammar`` (None: free text)."""
     return Sampling(
         max_tokens=max_tokens,
+        end_after=end_after,
         temperature=temperature,
         seed=seed,
         top_p=top_p,

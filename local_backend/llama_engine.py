@@ -62,6 +62,14 @@ class Sampling:
     the output cap, exit 3); DRY ends that. ``dry_multiplier=0`` turns it off. Never under a
     grammar: JSON repeats its keys and braces by design. The torch engine has no DRY.
 
+    ``end_after``: past this many generated tokens of free text, the end-of-turn token is
+    favoured more with every token (Hugging Face's exponential decay length penalty: its logit
+    grows by ``|logit| * (end_factor ** (n - end_after) - 1)``), so an answer ends at a point
+    where ending is plausible instead of running on to ``max_tokens`` and being cut there. A
+    small model that paraphrases itself (DRY sees no repeat) never samples the end by itself:
+    SmolLM2-135M ran the README's main command to the cap in 3 of 8 README variants (BENCH.md).
+    None: off (``mcode serve`` leaves it off: a client's ``max_tokens`` is its own).
+
     ``stop``: strings that end the answer where one first appears (cut from the text, finish
     ``stop``; never checked inside a tool call). ``logprobs``: None, or how many top
     alternatives to report with each generated token's log-probability (:mod:`.logprobs`).
@@ -79,10 +87,19 @@ class Sampling:
     dry_base: float = 1.75
     dry_allowed_length: int = 2
     dry_last_n: int = 1024
+    end_after: int | None = None
+    end_factor: float = 1.05
     grammar: str | None = None
     free_unless: str | None = None
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
+
+    def end_scale(self, generated: int) -> float:
+        """How much the end-of-turn logit's magnitude is added to it with ``generated``
+        tokens out (0: not favoured)."""
+        if self.end_after is None or generated <= self.end_after:
+            return 0.0
+        return self.end_factor ** min(generated - self.end_after, 400) - 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +346,7 @@ class LlamaEngine:
         constrained = self._chain(sampling, grammar=sampling.grammar) if sampling.grammar else None
         sampler = constrained if constrained is not None else free
         marker = (sampling.free_unless or "").encode("utf-8")
+        ends = sorted({llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)} - {-1})
         out: list[int] = []
         data = bytearray()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -340,6 +358,9 @@ class LlamaEngine:
                 if stop.is_set():
                     return None
                 raw = self._logits() if sampling.logprobs is not None else None
+                scale = sampling.end_scale(len(out))
+                if scale and sampler is free:  # (under a grammar the end is the grammar's)
+                    self._favour_end(ends, scale)
                 token = llama_cpp.llama_sampler_sample(sampler, llm.ctx, -1)
                 # End of turn, or a control token such as <|im_start|> starting a fake turn.
                 if llama_cpp.llama_vocab_is_eog(vocab, token) or llama_cpp.llama_vocab_is_control(
@@ -386,6 +407,15 @@ class LlamaEngine:
             prefill_seconds=prefilled - started,
             decode_seconds=time.perf_counter() - prefilled,
         )
+
+    def _favour_end(self, tokens: list[int], scale: float) -> None:
+        """Raise the end-of-turn tokens' logits in the context's buffer, which the sampler
+        chain reads next (the logprobs reported were copied before: the model's own)."""
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self._require().ctx, -1)
+        for t in tokens:
+            ptr[t] += abs(ptr[t]) * scale
 
     def _logits(self) -> Any:
         """The last position's logits, a copy (``[n_vocab]`` fp32)."""

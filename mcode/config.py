@@ -72,6 +72,7 @@ _KEYS: dict[str, str] = {
     "local.threads": "int",
     "local.context": "int",
     "local.max_output_tokens": "int",
+    "local.end_after": "int",
     "local.tool_steps": "int",
     "local.engine": "str",
     "local.attention": "str",
@@ -146,6 +147,7 @@ _ZERO_OK = {
     "computer.settle_delay",
     "computer.monitor",  # 0: all monitors as one image
     "team.resolve_attempts",  # 0: a merge conflict is reported at once
+    "local.end_after",  # 0: an answer is never steered to end
 }
 # Keys whose value is a budget (``turns=N,tokens=N,seconds=S``), read by read_limits.
 _LIMIT_KEYS = ("team.budget", "team.task_budget")
@@ -173,6 +175,8 @@ class LocalSettings:
     threads: int | None = None
     context: int = 8192
     max_output_tokens: int = 1024
+    # Past this many tokens an answer is steered to end (0: never; None: half the output cap).
+    end_after: int | None = None
     tool_steps: int = 1
     engine: str = "llama_cpp"  # or "torch": our own engine (local_backend/torch_engine)
     attention: str = "dense"  # the torch engine's: dense, msa, or one per layer
@@ -786,6 +790,7 @@ def _build(
         threads=values.get("local.threads"),
         context=values.get("local.context", 8192),
         max_output_tokens=values.get("local.max_output_tokens", 1024),
+        end_after=values.get("local.end_after"),
         tool_steps=values.get("local.tool_steps", 1),
         engine=values.get("local.engine", "llama_cpp"),
         attention=values.get("local.attention", "dense"),

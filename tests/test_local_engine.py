@@ -236,6 +236,26 @@ def test_the_answer_cap_ends_with_finish_length(provider: Any) -> None:
     assert done.finish_reason == "length" and done.usage.output_tokens == 5
 
 
+COUNTING = "Count from 1 to 500, one number per line."
+
+
+def test_past_end_after_an_answer_is_steered_to_end_before_the_cap(provider: Any) -> None:
+    # Counting to 500 does not end by itself in 48 tokens: without the steer it is cut at the
+    # cap (finish length, as a rambling answer was); with it, it ends (finish stop) before.
+    ask = request(COUNTING, max_output_tokens=48)
+    try:
+        provider.end_after = 0  # never steered
+        off = collect(provider, ask)[-1]
+        provider.end_after = 8
+        steered = collect(provider, ask)[-1]
+    finally:
+        provider.end_after = None
+    assert isinstance(off, Completion) and isinstance(steered, Completion)
+    assert off.finish_reason == "length" and off.usage.output_tokens == 48
+    assert steered.finish_reason == "stop" and 8 < steered.usage.output_tokens < 48
+    assert steered.message.text.strip() and not steered.message.tool_calls
+
+
 def test_whatever_the_model_does_with_tools_is_valid(provider: Any) -> None:
     specs = {t.name: t.parameters for t in TOOLS}
     for prompt in INVITING + ["What is 2 + 2?"]:

@@ -246,6 +246,29 @@ def test_temperature_sampling_follows_the_seed(engine):
     assert any(x != a for x in c)
 
 
+def test_past_end_after_an_answer_is_steered_to_end_as_on_llama_cpp(engine):
+    # As test_local_engine's twin: counting does not end in 48 tokens unless steered to.
+    p = chat("Count from 1 to 500, one number per line.")
+    off = run(engine, p, Sampling(max_tokens=48))[1]
+    steered = run(engine, p, Sampling(max_tokens=48, end_after=8))[1]
+    assert off.finish_reason == "length" and off.completion_tokens == 48
+    assert steered.finish_reason == "stop" and 8 < steered.completion_tokens < 48
+
+
+def test_the_end_is_favoured_only_past_end_after_and_never_under_a_grammar():
+    from mcode.local_backend.torch_engine.sampling import choose
+
+    logits = torch.zeros(10)
+    logits[3] = -4.0  # the end of turn: unlikely on its own
+    greedy = Sampling(max_tokens=100, temperature=0.0, end_after=10)
+    gen = torch.Generator().manual_seed(0)
+    pick = lambda n, **kw: choose(logits, greedy, [], gen, generated=n, end_ids=[3], **kw)  # noqa: E731
+    assert pick(10) != 3 and pick(20) != 3  # 1.05**10 - 1 = 0.63: -4 + 2.5, still below 0
+    assert pick(60) == 3  # 1.05**50 - 1 = 10.5: -4 + 42
+    assert pick(60, constrained=True) != 3  # a grammar decides what may come
+    assert logits[3] == -4.0  # the caller's logits are untouched
+
+
 WEATHER = ToolSpec(
     "weather",
     "The weather in a city.",

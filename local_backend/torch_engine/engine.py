@@ -352,7 +352,13 @@ class TorchEngine:
                 self.cache.publish(r.seq, r.in_cache())
             row_logits = logits[row] if r.grammar is None else r.grammar.apply(logits[row])
             token = choose(
-                row_logits, r.sampling, r.prompt + r.out, r.gen, constrained=r.grammar is not None
+                row_logits,
+                r.sampling,
+                r.prompt + r.out,
+                r.gen,
+                constrained=r.grammar is not None,
+                generated=len(r.out),
+                end_ids=self.tok.end_ids,
             )
             self._accept(r, token, running, logits[row])
 

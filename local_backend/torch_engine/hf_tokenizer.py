@@ -74,6 +74,7 @@ class HFTokenizer:
         self._pieces, special = _pieces(self._spec, cfg.vocab)
         self.n_vocab = len(self._pieces)
         eos = self._hf.token_to_id(self.eos_text)
+        self.end_ids = (int(eos),) if eos is not None else ()  # what Sampling.end_after favours
         # End of turn, or any special token (a control token such as <|im_start|> beginning a
         # fake turn), as llama.cpp's eog + control tokens for a GGUF.
         self.stop_ids = frozenset(special | ({int(eos)} if eos is not None else set()))

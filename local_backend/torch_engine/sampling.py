@@ -17,14 +17,21 @@ def choose(
     gen: torch.Generator,
     *,
     constrained: bool = False,
+    generated: int = 0,
+    end_ids: Sequence[int] = (),
 ) -> int:
     """One token id from ``logits`` ``[vocab]`` fp32; ``recent`` are the tokens so far (for the
     repeat penalty). ``constrained``: the logits are a grammar's mask, and no repeat penalty
     applies (it would push the model away from the quotes and braces JSON needs, as in
-    llama.cpp's chain)."""
-    if sampling.temperature <= 0:
-        return int(logits.argmax())
+    llama.cpp's chain). ``end_ids`` (end of turn) are favoured past ``sampling.end_after``
+    with ``generated`` tokens out, as the llama.cpp engine does (``Sampling.end_scale``)."""
     x = logits.clone()
+    scale = 0.0 if constrained else sampling.end_scale(generated)
+    if scale and end_ids:
+        ids = torch.tensor(list(end_ids), dtype=torch.long)
+        x[ids] += x[ids].abs() * scale
+    if sampling.temperature <= 0:
+        return int(x.argmax())
     penalize = sampling.repeat_penalty != 1.0 and not constrained
     if penalize and sampling.repeat_last_n > 0 and recent:
         ids = torch.tensor(sorted(set(recent[-sampling.repeat_last_n :])), dtype=torch.long)

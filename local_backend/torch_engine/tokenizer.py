@@ -45,7 +45,10 @@ class Tokenizer:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         n = int(self._llm.n_vocab())
         self._vocab, self.n_vocab = vocab, n
-        # End of turn, or a control token such as <|im_start|> beginning a fake turn.
+        # The end of turn (what Sampling.end_after favours), and everything that stops: the
+        # end, or a control token such as <|im_start|> beginning a fake turn.
+        ends = {llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)} - {-1}
+        self.end_ids = tuple(sorted(int(t) for t in ends))
         self.stop_ids = frozenset(
             t
             for t in range(n)

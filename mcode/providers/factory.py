@@ -28,6 +28,7 @@ def make_provider(
             n_ctx=settings.context_window,  # local.context unless --context-window says
             n_threads=settings.local.threads,
             max_output_tokens=settings.local.max_output_tokens,
+            end_after=settings.local.end_after,
             engine=settings.local.engine,
             attention=settings.local.attention,
         )

@@ -52,7 +52,9 @@ class LocalProvider:
     or only text): pacing a small model is the agent's decision (:mod:`mcode.agent.pacing`).
     ``max_output_tokens`` caps every answer (a request may ask for fewer, not more: a remote
     model's 32K default would not fit the window). ``temperature`` and ``seed`` make runs
-    reproducible. ``engine`` is ``llama_cpp`` or ``torch`` (``attention`` is the torch engine's).
+    reproducible. ``end_after``: past this many tokens an answer is steered to end
+    (``Sampling.end_after``); None: half of each request's output cap; 0: never. ``engine`` is
+    ``llama_cpp`` or ``torch`` (``attention`` is the torch engine's).
     Raises ConfigError if llama-cpp-python (or torch), the embedded model or the file at
     ``model_path`` is missing.
     """
@@ -64,6 +66,7 @@ class LocalProvider:
         n_threads: int | None = None,
         max_output_tokens: int = 1024,
         *,
+        end_after: int | None = None,
         temperature: float = DEFAULT_TEMPERATURE,
         seed: int = 0,
         engine: str = "llama_cpp",
@@ -83,6 +86,7 @@ class LocalProvider:
             data_dir=data_home(),
         )
         self.max_output_tokens = max_output_tokens
+        self.end_after = end_after
         self.temperature = temperature
         self.seed = seed
         self.info = ModelInfo(
@@ -100,13 +104,14 @@ class LocalProvider:
         if not self.engine.loaded:
             await asyncio.to_thread(self.engine.load)
         prompt = self._render(request)
+        cap = min(request.max_output_tokens or self.max_output_tokens, self.max_output_tokens)
+        end_after = cap // 2 if self.end_after is None else (self.end_after or None)
         sampling = sampling_for(
             grammar_for(request.tools, request.tool_choice),
-            max_tokens=min(
-                request.max_output_tokens or self.max_output_tokens, self.max_output_tokens
-            ),
+            max_tokens=cap,
             temperature=(self.temperature if request.temperature is None else request.temperature),
             seed=self.seed,
+            end_after=end_after,
         )
         call_id = f"call_{1 + sum(len(m.tool_calls) for m in request.messages)}"
         async with aclosing(generate(self.engine, prompt, sampling)) as items:
