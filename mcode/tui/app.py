@@ -66,6 +66,26 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
+class Welcome(Static):
+    """What a new session opens on: where mcode works and how to start. (Here, not with the
+    other blocks: their module is imported after the first frame.)"""
+
+    DEFAULT_CSS = """
+    Welcome {
+        margin: 1 0 0 0;
+        padding: 0 1;
+        color: $text-muted;
+    }
+    """
+
+    def __init__(self, version: str, workspace: str) -> None:
+        text = Text()
+        text.append(f"mcode {version}", style="bold")
+        text.append(f"  {workspace}\n")
+        text.append("Describe a task, or /help. @ names a file, / a command, Esc interrupts.")
+        super().__init__(text)
+
+
 class ConversationView(VerticalScroll):
     DEFAULT_CSS = """
     ConversationView { height: 1fr; padding: 0 1; }
@@ -185,8 +205,6 @@ class McodeApp(App[int]):
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        from mcode.tui.blocks import Welcome
-
         # Kept, not queried: a query looks at the active screen, which may be a dialog.
         completions = Completions()
         # A new session opens on a welcome; a resumed one on its history.

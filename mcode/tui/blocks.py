@@ -339,25 +339,6 @@ class ThinkingBlock(Collapsible):
         self.title = f"{'Thought' if self.done else 'Thinking…'} ({words} words)"
 
 
-class Welcome(Static):
-    """What a new session opens on: where mcode works and how to start."""
-
-    DEFAULT_CSS = """
-    Welcome {
-        margin: 1 0 0 0;
-        padding: 0 1;
-        color: $text-muted;
-    }
-    """
-
-    def __init__(self, version: str, workspace: str) -> None:
-        text = Text()
-        text.append(f"mcode {version}", style="bold")
-        text.append(f"  {workspace}\n")
-        text.append("Describe a task, or /help. @ names a file, / a command, Esc interrupts.")
-        super().__init__(text)
-
-
 class Note(Static):
     """A one-line remark in the conversation (a steer, a compaction, why a turn ended)."""
 
