@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from helpers import make_repo
 from test_tui_tmux import Tmux, mcode_script
-from tui_helpers import launcher, pilot_test, type_text, until
+from tui_helpers import ask, launcher, pilot_test, type_text, until
 
 from mcode.tui.app import McodeApp
 from mcode.tui.blocks import AnswerBlock, LiveAnswer, UserBlock
@@ -251,9 +251,7 @@ async def test_a_drag_marks_text_in_answers_and_ctrl_c_copies_it(model_server, r
     server = model_server([{"text": MARKED}])
     app = McodeApp(launcher(server, repo, tmp_path / "home"))
     async with app.run_test(size=(80, 30)) as pilot:
-        await type_text(pilot, "mark this")
-        await pilot.press("enter")
-        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await ask(pilot, app, "mark this", 1)
         await pilot.pause()
         answer = app.query(AnswerBlock).last()
         # Inside one answer: from "beta" to the last letter of "second" (the cell under the
@@ -281,9 +279,7 @@ async def test_a_drag_from_the_question_into_the_answer_copies_both(model_server
     server = model_server([{"text": MARKED}])
     app = McodeApp(launcher(server, repo, tmp_path / "home"))
     async with app.run_test(size=(80, 30)) as pilot:
-        await type_text(pilot, "mark this")
-        await pilot.press("enter")
-        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await ask(pilot, app, "mark this", 1)
         await pilot.pause()
         question, answer = app.query(UserBlock).last(), app.query(AnswerBlock).last()
         x1, y1 = _find(app, answer, "closing words")
@@ -306,9 +302,7 @@ async def test_a_drag_over_a_cards_output_marks_it_and_leaves_the_card_folded(
     server = model_server([_bash("for w in one two three; do echo line-$w; done"), {"text": "ok"}])
     app = McodeApp(launcher(server, repo, tmp_path / "home", mode="full-auto"))
     async with app.run_test(size=(80, 30)) as pilot:
-        await type_text(pilot, "print")
-        await pilot.press("enter")
-        await until(pilot, lambda: app.session.idle and app.query(AnswerBlock))
+        await ask(pilot, app, "print", 1)
         await pilot.pause()
         card = app.query_one(ToolCard)
         x0, y0 = _find(app, card, "line-two")
