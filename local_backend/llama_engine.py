@@ -102,6 +102,14 @@ class Sampling:
         return self.end_factor ** min(generated - self.end_after, 400) - 1.0
 
 
+def end_tokens(vocab: Any) -> list[int]:
+    """The vocabulary's end-of-turn tokens (eos, eot), what ``Sampling.end_after`` favours."""
+    import llama_cpp
+
+    ends = {llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)} - {-1}
+    return sorted(int(t) for t in ends)
+
+
 @dataclass(frozen=True, slots=True)
 class Generated:
     """The end of one generation. ``finish_reason`` is ``stop`` (end-of-turn token or a stop
@@ -346,7 +354,7 @@ class LlamaEngine:
         constrained = self._chain(sampling, grammar=sampling.grammar) if sampling.grammar else None
         sampler = constrained if constrained is not None else free
         marker = (sampling.free_unless or "").encode("utf-8")
-        ends = sorted({llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)} - {-1})
+        ends = end_tokens(vocab)
         out: list[int] = []
         data = bytearray()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

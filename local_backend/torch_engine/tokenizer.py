@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mcode.errors import ConfigError
 
 from ..chat_template import Segment
+from ..llama_engine import end_tokens
 
 if TYPE_CHECKING:
     from .constrain import GrammarMask
@@ -47,8 +48,7 @@ class Tokenizer:
         self._vocab, self.n_vocab = vocab, n
         # The end of turn (what Sampling.end_after favours), and everything that stops: the
         # end, or a control token such as <|im_start|> beginning a fake turn.
-        ends = {llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)} - {-1}
-        self.end_ids = tuple(sorted(int(t) for t in ends))
+        self.end_ids = tuple(end_tokens(vocab))
         self.stop_ids = frozenset(
             t
             for t in range(n)

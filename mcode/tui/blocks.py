@@ -165,9 +165,6 @@ class MarkdownLines(Widget):
             lines.append("")  # the gap line between parts
         return selected_text(lines, selection)
 
-    def selection_updated(self, selection: Selection | None) -> None:
-        self.refresh()
-
 
 def _scroll_by(view: Widget, lines: int) -> None:
     view.scroll_to(y=view.scroll_offset.y + lines, animate=False, immediate=True)

@@ -137,9 +137,6 @@ class CardBody(Widget):
     def get_selection(self, selection: Selection) -> tuple[str, str] | None:
         return selected_text(self._strips, selection) if self._key is not None else None
 
-    def selection_updated(self, selection: Selection | None) -> None:
-        self.refresh()
-
 
 class ToolCard(Vertical, can_focus=True):
     """One tool call. Enter or a click shows all of its output (and hides it again)."""
